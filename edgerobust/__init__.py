@@ -1,0 +1,25 @@
+"""edgerobust: compress PyTorch models for edge devices and audit the deployed model's robustness.
+
+The compress side needs torch (``pip install 'edgerobust[compress]'``); the audit side needs only
+numpy + onnxruntime. Heavy names are imported lazily so ``import edgerobust`` stays torch-free.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "compress": ("edgerobust.compress", "compress"),
+    "CompressConfig": ("edgerobust.compress", "CompressConfig"),
+    "CompressResult": ("edgerobust.compress", "CompressResult"),
+    "EdgeRobustError": ("edgerobust.errors", "EdgeRobustError"),
+    "Bundle": ("edgerobust.bundle", "Bundle"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'edgerobust' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""CLI commands: compress, demo, zoo."""
+
+
+def register(app) -> None:
+    pass
