@@ -1,5 +1,217 @@
-"""CLI commands: compress, demo, zoo."""
+"""CLI commands on the compress side (need torch): `compress`, `zoo train|list`, `demo`.
+
+torch is imported inside the command functions, so `edgerobust audit` starts without it.
+"""
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from . import ui
+from .errors import UsageError
+
+# Registries named on the command line; kept torch-free here so --help stays fast.
+CRITERIA_HELP = "l1, l2, taylor, bn-scale, random, fpgm, lamp"
+DATA_HELP = ("digits (scikit-learn's bundled digits, the default), npz:PATH (arrays x, y), "
+             "folder:PATH (one sub-folder per class), cifar10:PATH (the python batches folder)")
 
 
-def register(app) -> None:
-    pass
+class Calibration(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class Int8Mode(str, Enum):
+    static = "static"
+    dynamic = "dynamic"
+
+
+class Int8Target(str, Enum):
+    cpu = "cpu"
+    tensorrt = "tensorrt"
+
+
+class KeepFp32(str, Enum):
+    none = "none"
+    first = "first"
+    last = "last"
+    ends = "ends"
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+def _floats(text: Optional[str], flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"{flag} must be comma-separated numbers, e.g. 0.485,0.456,0.406; got '{text}'.") from None
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _si(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return str(n)
+
+
+def render_compress(result) -> Table:
+    t = Table(title=f"compressed → {result.bundle}", title_justify="left")
+    for col in ("model", "params", "MACs", "file size", "accuracy"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    base = result.rows[0]
+    for r in result.rows:
+        ratio = "" if r is base else f" ({base.macs / max(1, r.macs):.2f}x fewer)"
+        t.add_row(r.model, f"{r.params:,}", _si(r.macs) + ratio, _bytes(r.size_bytes), f"{r.accuracy:.2%}")
+    return t
+
+
+def attack_specs(attacks: Optional[str], eps: str, steps: int, seed: int) -> tuple:
+    """Parse --attacks/--eps into AttackSpecs (one per attack x eps)."""
+    if not attacks:
+        return ()
+    from .attacks import AttackSpec, parse_attacks, parse_eps_grid
+
+    eps_list = parse_eps_grid(eps)
+    return tuple(AttackSpec(name=a, eps=e, eps_text=t, steps=steps, seed=seed)
+                 for a in parse_attacks(attacks) for e, t in eps_list)
+
+
+def register(app: typer.Typer) -> None:
+    zoo_app = typer.Typer(help="The reference model zoo: small models trained on bundled data, offline.",
+                          no_args_is_help=True)
+    app.add_typer(zoo_app, name="zoo")
+
+    @app.command()
+    def compress(
+        model: Annotated[Path, typer.Argument(help="The PyTorch model: an edgerobust checkpoint, a state_dict "
+                                                   "(with --arch), or a pickled nn.Module (with --trust-model).")],
+        sparsity: Annotated[float, typer.Option(help="Fraction of output channels removed from each prunable "
+                                                     "layer (0 < s < 1). MACs fall roughly by (1-s)^2.")] = 0.5,
+        int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Quantize the pruned model to int8 "
+                                                                    "(ONNX Runtime, QDQ, per-channel).")] = False,
+        arch: Annotated[Optional[str], typer.Option(help="Architecture of a state_dict: torchvision:NAME, timm:NAME, "
+                                                         "a zoo name (digits-cnn, digits-resnet) or package.module:factory.")] = None,
+        num_classes: Annotated[Optional[int], typer.Option(help="Classes of the model (default: read from the "
+                                                                "last layer's weights).")] = None,
+        trust_model: Annotated[bool, typer.Option("--trust-model", help="Allow loading a whole pickled nn.Module. "
+                                                                        "Unpickling runs code from the file: only for files you trust.")] = False,
+        data: Annotated[Optional[str], typer.Option(help=f"Data source: {DATA_HELP}. Default: the checkpoint's own data, else digits.")] = None,
+        image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
+        mean: Annotated[Optional[str], typer.Option(help="Per-channel normalization mean, e.g. 0.485,0.456,0.406 "
+                                                         "(default: the checkpoint's, else the data's).")] = None,
+        std: Annotated[Optional[str], typer.Option(help="Per-channel normalization std (with --mean).")] = None,
+        criterion: Annotated[str, typer.Option(help=f"Channel importance criterion: {CRITERIA_HELP}.")] = "l2",
+        global_pruning: Annotated[bool, typer.Option("--global-pruning", help="Rank channels across the whole "
+                                                                              "network instead of per layer.")] = False,
+        round_to: Annotated[int, typer.Option(help="Keep channel counts multiples of N (hardware-friendly).")] = 8,
+        iterative_steps: Annotated[int, typer.Option(help="Reach the sparsity in N pruning steps.")] = 1,
+        finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning (0 to skip).")] = 3,
+        lr: Annotated[float, typer.Option(help="Peak learning rate of fine-tuning (one-cycle schedule).")] = 1e-3,
+        optimizer: Annotated[Optimizer, typer.Option(help="Fine-tuning optimizer.")] = Optimizer.adam,
+        weight_decay: Annotated[float, typer.Option(help="Fine-tuning weight decay.")] = 0.0,
+        batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 64,
+        int8_mode: Annotated[Int8Mode, typer.Option(help="static: calibrated QDQ (conv nets); dynamic: weights "
+                                                         "only, activations at run time (Linear-heavy models).")] = Int8Mode.static,
+        calibration: Annotated[Calibration, typer.Option(help="How static int8 picks activation ranges.")] = Calibration.minmax,
+        calib_samples: Annotated[int, typer.Option(help="Calibration samples (from the training split).")] = 256,
+        int8_target: Annotated[Int8Target, typer.Option(help="cpu: U8S8, ONNX Runtime's fast CPU path; "
+                                                             "tensorrt: S8S8 symmetric, what TensorRT accepts.")] = Int8Target.cpu,
+        int8_keep_fp32: Annotated[KeepFp32, typer.Option(help="Compute layers left in fp32: the first sees raw "
+                                                              "pixels and loses most when quantized.")] = KeepFp32.first,
+        max_int8_drop: Annotated[float, typer.Option(help="Stop if int8 loses more accuracy points than this "
+                                                          "against fp32.")] = 2.0,
+        parity_atol: Annotated[float, typer.Option(help="Max |logit difference| ONNX vs torch, per unit of the "
+                                                        "largest logit.")] = 1e-3,
+        attacks: Annotated[Optional[str], typer.Option(help="Adversarial sets to craft on the base model into "
+                                                            "adv/, e.g. fgsm,pgd (see `edgerobust attack --help`).")] = None,
+        eps: Annotated[str, typer.Option(help="Attack strengths, e.g. 2/255,4/255,8/255.")] = "2/255,4/255,8/255",
+        attack_steps: Annotated[int, typer.Option(help="Iterations of iterative attacks.")] = 10,
+        eval_samples: Annotated[int, typer.Option(help="Cap on the evaluation set (attacks cost time per sample).")] = 1000,
+        seed: Annotated[int, typer.Option(help="Seed of the data split, pruning and fine-tuning.")] = 0,
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default export/<name>/).")] = None,
+        name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the model file's stem).")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle (only once the "
+                                                                    "new one is complete).")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    ) -> None:
+        """Prune, fine-tune, export and int8-quantize a PyTorch model into a deployable bundle.
+
+        The bundle (base.onnx, model.onnx, eval.npz, adv/, manifest.json) is what
+        `edgerobust audit` checks on the device.
+        """
+        from .compress import CompressConfig, compress as run
+        from .finetune import TrainConfig
+        from .prune import PruneConfig
+        from .quantize import QuantConfig
+
+        cfg = CompressConfig(
+            model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
+            image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), seed=seed,
+            eval_samples=eval_samples,
+            prune=PruneConfig(sparsity=sparsity, criterion=criterion, global_pruning=global_pruning,
+                              round_to=round_to, iterative_steps=iterative_steps, seed=seed),
+            finetune=TrainConfig(epochs=finetune_epochs, lr=lr, optimizer=optimizer.value,
+                                 weight_decay=weight_decay, batch_size=batch_size, seed=seed),
+            int8=int8,
+            quant=QuantConfig(mode=int8_mode.value, calibration=calibration.value, calib_samples=calib_samples,
+                              target=int8_target.value, keep_fp32=int8_keep_fp32.value),
+            max_int8_drop=max_int8_drop, parity_atol=parity_atol,
+            attacks=attack_specs(attacks, eps, attack_steps, seed),
+            out=out, name=name, overwrite=overwrite,
+        )
+        result = run(cfg)
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        else:
+            ui.out.print(render_compress(result))
+            ui.out.print(f"bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
+                         f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
+
+    @zoo_app.command("list")
+    def zoo_list() -> None:
+        """List the zoo models and the data they train on."""
+        from .nets import ZOO
+
+        t = Table()
+        for col in ("name", "data", "input", "description"):
+            t.add_column(col)
+        for n, e in ZOO.items():
+            t.add_row(n, e.data, f"{e.in_channels}x{e.image_size}x{e.image_size}", e.description)
+        ui.out.print(t)
+
+    @zoo_app.command("train")
+    def zoo_train(
+        name: Annotated[str, typer.Argument(help="Zoo model: digits-cnn or digits-resnet.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the checkpoint.")] = Path("model.pt"),
+        seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
+        epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the zoo recipe's).")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
+    ) -> None:
+        """Train a zoo model on its bundled data and save a self-describing checkpoint."""
+        from .zoo import train_zoo
+
+        if out.exists() and not overwrite:
+            raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite or choose another --out.")
+        r = train_zoo(name, out, seed=seed, epochs=epochs)
+        ui.out.print(f"{r.name}: eval accuracy {r.eval_acc:.2%}, {r.params:,} params, trained in "
+                     f"{r.seconds:.0f} s → {r.path}")

@@ -1,0 +1,103 @@
+"""ONNX export and verification: opset 17, dynamic batch, named input/output, onnx.checker, and a
+parity check of ONNX Runtime against torch on evaluation samples (beyond tolerance: an error)."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+
+from .errors import ExportError, QualityGateError
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+@dataclass
+class Parity:
+    """Agreement of an ONNX model with a reference on the same inputs."""
+
+    max_abs_diff: float  # raw max |logit difference|
+    top1_agreement: float
+    n: int
+    atol: float  # tolerance per unit of the largest |logit| (at least 1)
+    min_agreement: float
+    logit_scale: float = 1.0
+
+    @property
+    def ok(self) -> bool:
+        return (self.max_abs_diff <= self.atol * max(1.0, self.logit_scale)
+                and self.top1_agreement >= self.min_agreement)
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    """Export a pixel-space model to ONNX and check it with onnx.checker."""
+    path = Path(path)
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            # The TorchScript-based exporter: fast, and it handles the torchvision zoo at opset 17.
+            torch.onnx.export(
+                model, (example,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True, dynamo=False,
+            )
+    except Exception as exc:  # the exporter raises many types for unsupported constructs
+        raise ExportError("The model could not be exported to ONNX.", why=f"{type(exc).__name__}: {str(exc)[:300]}",
+                          fix="Models with data-dependent control flow or custom ops may need changes to export.") from exc
+    check_onnx(path)
+    return path
+
+
+def check_onnx(path: str | Path) -> None:
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"'{path}' fails the ONNX checker.", why=str(exc)[:300]) from exc
+
+
+def session(path: str | Path, threads: int = 0):
+    """A CPU ONNX Runtime session (compress-side checks; audit builds its own from a profile)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(path: str | Path, x: np.ndarray, batch_size: int = 256, sess=None) -> np.ndarray:
+    sess = sess or session(path)
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
+
+
+def parity(model: nn.Module, path: str | Path, x: np.ndarray, atol: float = 1e-3,
+           min_agreement: float = 0.99) -> Parity:
+    """Compare ONNX Runtime's logits with torch's on ``x`` (pixel space)."""
+    model.eval()
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(x[i:i + 256])).numpy() for i in range(0, len(x), 256)])
+    got = onnx_logits(path, x)
+    diff = float(np.abs(ref - got).max())
+    agree = float((ref.argmax(1) == got.argmax(1)).mean())
+    return Parity(max_abs_diff=diff, top1_agreement=agree, n=len(x), atol=atol, min_agreement=min_agreement,
+                  logit_scale=float(np.abs(ref).max()))
+
+
+def require_parity(p: Parity, what: str) -> None:
+    if not p.ok:
+        raise QualityGateError(
+            f"The exported {what} does not match the torch model: max |logit diff| {p.max_abs_diff:.2e} "
+            f"(tolerance {p.atol * max(1.0, p.logit_scale):.1e}), top-1 agreement {p.top1_agreement:.2%} "
+            f"(required {p.min_agreement:.0%}) on {p.n} samples.",
+            why="ONNX export changed the model's computation; shipping it would misreport everything downstream.",
+            fix="Check for ops that export differently (custom layers, in-place tricks); --parity-atol relaxes the check.")
