@@ -1,5 +1,120 @@
-"""CLI commands: cli_attack (placeholder module, filled in by its stage)."""
+"""CLI command `edgerobust attack`: craft adversarial sets on a torch model (torch imported lazily)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from . import ui
+from .attacks import ATTACKS, make_specs
+from .errors import DataError, UsageError
+
+_NAMES = ", ".join(ATTACKS)
 
 
-def register(app) -> None:
-    pass
+def _help() -> str:
+    lines = "\n".join(f"[bold]{k}[/bold] ({e.norm}): {e.summary}\n" for k, e in ATTACKS.items())
+    return ("Craft adversarial sets on MODEL (the base model) from its evaluation data, one set per "
+            "attack and eps, and write OUT/eval.npz plus OUT/adv/<attack>_<eps>.npz.\n\n"
+            "Attacks run on [0, 1] pixels with the model's normalization inside, so eps is in pixel "
+            "units (8/255 in Linf, e.g. 0.5 in L2). Every set stays within eps of the clean input in "
+            "its attack's norm; cw is clipped onto the L2 ball of radius eps.\n\n"
+            f"Attacks:\n\n{lines}")
+
+
+def attack(
+    model: Annotated[Path, typer.Argument(help="The base model: an edgerobust checkpoint, a state_dict "
+                                               "(with --arch) or a pickled module (with --trust-model).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write eval.npz and adv/*.npz into.")],
+    data: Annotated[Optional[str], typer.Option(
+        "--data", help="Data source: digits, npz:PATH, folder:PATH, cifar10:PATH. Default: the one "
+                       "the checkpoint records.")] = None,
+    attacks: Annotated[str, typer.Option("--attacks", "-a", help=f"Comma-separated attacks: {_NAMES}.")] = "pgd",
+    eps: Annotated[str, typer.Option("--eps", help="Comma-separated strengths in [0, 1] pixel units, "
+                                                   "e.g. 2/255,4/255,8/255 (0 gives the clean set).")] = "8/255",
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", min=1, help="Iterations (queries for square). Default per attack: 10; cw 100; square 1000.")] = None,
+    alpha: Annotated[Optional[str], typer.Option(
+        "--alpha", help="Step size, e.g. 1/255 (Adam's learning rate for cw). Default per attack: "
+                        "2.5*eps/steps for pgd/pgdl2, eps/steps for mifgsm/difgsm, 0.01 for cw.")] = None,
+    random_start: Annotated[Optional[bool], typer.Option(
+        "--random-start/--no-random-start",
+        help="Start at a random point in the eps ball (pgd, pgdl2, difgsm). "
+             "Default: on for pgd/pgdl2, off for difgsm.")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds the data split and the attacks.")] = 0,
+    n_samples: Annotated[int, typer.Option("--n-samples", "-n", min=1,
+                                           help="Attack the first N samples of the evaluation split.")] = 500,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per attack batch.")] = 256,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture of a state_dict, e.g. "
+                                                                "torchvision:resnet18 or zoo:digits-cnn.")] = None,
+    num_classes: Annotated[Optional[int], typer.Option("--num-classes", min=1,
+                                                       help="Classes of a state_dict (inferred if left out).")] = None,
+    trust_model: Annotated[bool, typer.Option(
+        "--trust-model", help="Allow loading a whole pickled module, which runs code from the file. "
+                              "Only for files you trust.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+) -> None:
+    # Validate every option before loading anything heavy.
+    specs = make_specs(attacks, eps, steps=steps, alpha=alpha, random_start=random_start, seed=seed)
+    ignored = {s.attack: s.ignored() for s in specs if s.ignored()}
+    for name, opts in ignored.items():
+        ui.warn(f"{name} does not take {', '.join('--' + o.replace('_', '-') for o in opts)}; ignored for it.")
+    if out.exists() and not overwrite:
+        raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite to replace it, or choose another --out.")
+
+    from .attacks import craft_sets
+    from .bundle import AdvSet, EvalSet, atomic_dir, sha256_file
+    from .data import load_data, split
+    from .load import load_model
+    from .nets import PixelModel
+
+    loaded = load_model(model, arch=arch, num_classes=num_classes, trust_model=trust_model)
+    spec = loaded.input_spec or {}
+    data = data or spec.get("data")
+    if not data:
+        raise UsageError(f"'{model}' does not record its data, so --data is needed.",
+                         fix="Pass --data, e.g. --data digits or --data npz:eval.npz.")
+    shape = spec.get("shape") or []
+    image_size = spec.get("image_size") or (shape[-1] if len(shape) == 4 else None)
+    ds = load_data(data, image_size=image_size)
+    if len(shape) == 4 and shape[1] is not None and tuple(shape[1:]) != ds.input_shape:
+        raise DataError(f"The data '{data}' has images of shape {ds.input_shape}; "
+                        f"the model expects {tuple(shape[1:])}.",
+                        fix="Pass --data with the kind of images the model was trained on.")
+    if loaded.num_classes and ds.num_classes > loaded.num_classes:
+        raise DataError(f"The data '{data}' has {ds.num_classes} classes; the model outputs {loaded.num_classes}.",
+                        fix="Check --data and --num-classes.")
+    if spec.get("mean") and spec.get("std"):
+        mean, std = spec["mean"], spec["std"]
+    else:
+        mean, std = ds.mean, ds.std
+        ui.warn(f"'{model}' does not record its input normalization; using the data's "
+                f"mean {tuple(round(m, 4) for m in mean)} and std {tuple(round(s, 4) for s in std)}.")
+    pixel_model = PixelModel(loaded.model, mean, std).eval()
+    ev = split(ds, seed=seed, eval_samples=n_samples).eval
+    if len(ev) < n_samples:
+        ui.warn(f"The evaluation split holds {len(ev)} samples; attacking all of them (asked for {n_samples}).")
+    evalset = EvalSet(x=ev.x, y=ev.y, meta={
+        "kind": "edgerobust-eval-set", "data": data, "seed": seed, "n": len(ev), "class_names": ds.class_names,
+        "base_sha256": loaded.sha256, "source": f"the first {len(ev)} samples of split(data, seed).eval"})
+
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        evalset.save(tmp / "eval.npz")
+        paths = craft_sets(pixel_model, evalset, specs, tmp / "adv", base_sha256=loaded.sha256,
+                           eval_sha256=sha256_file(tmp / "eval.npz"), batch_size=batch_size)
+        metas = [AdvSet.load(p).meta for p in paths]
+
+    table = Table(title=f"adversarial sets of {model.name} on {data} ({len(ev)} samples) -> {out}")
+    for col in ("attack", "eps", "norm", "n", "base clean acc", "base adv acc", "seconds"):
+        table.add_column(col, justify="left" if col in ("attack", "norm") else "right")
+    for m in metas:
+        table.add_row(m["attack"], m["eps_text"], m["norm"], str(m["n"]),
+                      f"{m['base_accuracy']:.1%}", f"{m['base_adv_accuracy']:.1%}", f"{m['seconds']:.1f}")
+    ui.out.print(table)
+    ui.info(f"wrote {out / 'eval.npz'} and {len(metas)} set(s) in {out / 'adv'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="attack", help=_help(), no_args_is_help=True)(attack)

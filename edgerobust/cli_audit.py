@@ -1,5 +1,151 @@
-"""CLI commands: cli_audit (placeholder module, filled in by its stage)."""
+"""CLI commands of the torch-free half: `audit`, `profile`, and `profiles list|show`.
+
+Each command validates its options, builds a config, calls one library function and renders
+the result; results go to stdout, progress and status lines to stderr.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from . import ui
+from .profiles import best_match_profile, list_profiles, load_profile, profile_text
+
+_NAMES = ", ".join(list_profiles())
+PROFILE_HELP = (f"Device profile: a shipped name ({_NAMES}) or a path to your own .toml. "
+                "Default: the best match for this host (said in the output).")
 
 
-def register(app) -> None:
-    pass
+def _resolve(profile: Optional[str]):
+    """The DeviceProfile to use, why it was chosen automatically (or None), and a line saying so."""
+    if profile is None:
+        match = best_match_profile()
+        return (load_profile(match.name), match.reason,
+                f"Profile: {match.name} (best match for this host: {match.reason}; choose another with --profile)")
+    p = load_profile(profile)
+    return p, None, f"Profile: {p.name} from {p.source}"
+
+
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", envvar="EDGEROBUST_PROFILE", help=PROFILE_HELP,
+                                                   show_default=False)]
+FallbackOpt = Annotated[bool, typer.Option("--allow-fallback", help="If this host lacks a provider the profile asks "
+                                           "for (e.g. TensorRT), measure with the providers it has instead of "
+                                           "failing. The report then carries a fallback warning.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout instead of tables.")]
+NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory probe (a fresh process per model).")]
+
+
+def audit_cmd(
+    model: Annotated[Path, typer.Argument(help="The deployed model, normally model.onnx inside a bundle folder.",
+                                          show_default=False)],
+    profile: ProfileOpt = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Base model to compare with "
+                        "(default: the bundle's base.onnx).", show_default=False)] = None,
+    eval_set: Annotated[Optional[Path], typer.Option("--eval", help="Clean evaluation set .npz with arrays x, y "
+                        "(default: the bundle's eval.npz).", show_default=False)] = None,
+    adv: Annotated[Optional[list[Path]], typer.Option("--adv", help="Adversarial set .npz; repeat for several "
+                   "(default: every set the bundle lists).", show_default=False)] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Do not check the bundle files' sha256 against "
+                         "the manifest (adversarial sets are still checked against the base model).")] = False,
+    allow_fallback: FallbackOpt = False,
+    fail_on_budget: Annotated[bool, typer.Option("--fail-on-budget", help="Exit with code 1 when the deployed "
+                              "model misses a budget of the profile (latency, memory, size); for CI.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for report.json and report.md "
+                   "(default: <bundle>/reports/<profile>-<timestamp>/). Never overwrites a report.",
+                   show_default=False)] = None,
+    as_json: JsonOpt = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per inference while "
+                          "replaying the clean and adversarial sets.")] = 64,
+    no_memory: NoMemoryOpt = False,
+) -> None:
+    """Audit a deployed model on this device: robustness next to speedup, memory and size."""
+    from .audit import AuditConfig, audit
+    from .report import check_out_dir, dumps, render, write_report
+
+    check_out_dir(out)
+    prof, reason, line = _resolve(profile)
+    ui.info(line)
+    config = AuditConfig(model=model, profile=prof, baseline=baseline, eval_set=eval_set, adv_sets=tuple(adv or ()),
+                         verify=not no_verify, allow_fallback=allow_fallback, batch_size=batch_size, out_dir=out,
+                         fail_on_budget=fail_on_budget, measure_memory=not no_memory,
+                         profile_reason=reason)
+    report = audit(config)
+    folder = write_report(report, config.out_dir)
+    if as_json:
+        typer.echo(dumps(report))
+    else:
+        render(report, ui.out)
+    ui.info(f"Report written to {folder}")
+    if config.fail_on_budget and not report.budgets_passed:
+        missed = ", ".join(b.name for b in report.budgets if b.passed is False)
+        ui.err.print(f"[bold red]budget missed:[/bold red] {missed} (--fail-on-budget: exit code 1)", highlight=False)
+        raise typer.Exit(code=1)
+
+
+def profile_cmd(
+    model: Annotated[Path, typer.Argument(help="The ONNX model to measure.", show_default=False)],
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="A second model to compare with; the two "
+                        "are measured interleaved and the speedup is baseline / model.", show_default=False)] = None,
+    profile: ProfileOpt = None,
+    allow_fallback: FallbackOpt = False,
+    batch_sizes: Annotated[Optional[list[int]], typer.Option("--batch-size", "-b", min=1, help="Batch size to "
+                           "measure; repeat for several (default: the profile's).", show_default=False)] = None,
+    as_json: JsonOpt = False,
+    no_memory: NoMemoryOpt = False,
+) -> None:
+    """Measure latency, peak memory and size of one model, or compare two with --baseline."""
+    from .measure import measure_models
+    from .report import dumps, render_measure
+
+    prof, _, line = _resolve(profile)
+    ui.info(line)
+    if batch_sizes:
+        prof = prof.with_batch_sizes(tuple(batch_sizes))
+    models = {"base": baseline, "deployed": model} if baseline else {"model": model}
+    report = measure_models(models, prof, allow_fallback=allow_fallback, memory=not no_memory)
+    if as_json:
+        typer.echo(dumps(report))
+    else:
+        render_measure(report, ui.out)
+
+
+profiles_app = typer.Typer(help="List and show device profiles.", no_args_is_help=True)
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """List the shipped device profiles; * marks the best match for this host."""
+    match = best_match_profile()
+    t = Table(title="Device profiles", title_justify="left", header_style="bold")
+    for col in ("", "name", "providers", "threads", "batch sizes", "p50 budget"):
+        t.add_column(col, no_wrap=col == "name")
+    t.add_column("description", ratio=1)
+    for name in list_profiles():
+        p = load_profile(name)
+        threads = p.session.intra_op_threads or "auto"
+        t.add_row("*" if name == match.name else "", name,
+                  ", ".join(n.replace("ExecutionProvider", "") for n in p.provider_names), str(threads),
+                  ", ".join(map(str, p.measure.batch_sizes)),
+                  f"{p.budgets.latency_ms_p50:g} ms" if p.budgets.latency_ms_p50 else "–", p.description)
+    ui.out.print(t)
+    ui.out.print(f"* best match for this host: {match.name} ({match.reason})", highlight=False)
+
+
+@profiles_app.command("show")
+def profiles_show(
+    name: Annotated[str, typer.Argument(help=f"A shipped profile ({_NAMES}) or a path to a .toml file.",
+                                        show_default=False)],
+) -> None:
+    """Validate a profile and print it, with the comments that give each choice's reason."""
+    p = load_profile(name)
+    ui.out.print(f"[bold]{p.name}[/bold]: {p.description}  [dim]({p.source}, valid)[/dim]", highlight=False)
+    ui.out.print(profile_text(name), markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit_cmd)
+    app.command("profile")(profile_cmd)
+    app.add_typer(profiles_app, name="profiles")

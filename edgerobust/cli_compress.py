@@ -85,15 +85,13 @@ def render_compress(result) -> Table:
     return t
 
 
-def attack_specs(attacks: Optional[str], eps: str, steps: int, seed: int) -> tuple:
+def attack_specs(attacks: Optional[str], eps: str, steps: Optional[int], seed: int) -> tuple:
     """Parse --attacks/--eps into AttackSpecs (one per attack x eps)."""
     if not attacks:
         return ()
-    from .attacks import AttackSpec, parse_attacks, parse_eps_grid
+    from .attacks import make_specs
 
-    eps_list = parse_eps_grid(eps)
-    return tuple(AttackSpec(name=a, eps=e, eps_text=t, steps=steps, seed=seed)
-                 for a in parse_attacks(attacks) for e, t in eps_list)
+    return tuple(make_specs(attacks, eps, steps=steps, seed=seed))
 
 
 def register(app: typer.Typer) -> None:
@@ -145,7 +143,8 @@ def register(app: typer.Typer) -> None:
         attacks: Annotated[Optional[str], typer.Option(help="Adversarial sets to craft on the base model into "
                                                             "adv/, e.g. fgsm,pgd (see `edgerobust attack --help`).")] = None,
         eps: Annotated[str, typer.Option(help="Attack strengths, e.g. 2/255,4/255,8/255.")] = "2/255,4/255,8/255",
-        attack_steps: Annotated[int, typer.Option(help="Iterations of iterative attacks.")] = 10,
+        attack_steps: Annotated[Optional[int], typer.Option(help="Iterations of iterative attacks (queries for "
+                                                                  "square); default: each attack's own.")] = None,
         eval_samples: Annotated[int, typer.Option(help="Cap on the evaluation set (attacks cost time per sample).")] = 1000,
         seed: Annotated[int, typer.Option(help="Seed of the data split, pruning and fine-tuning.")] = 0,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default export/<name>/).")] = None,

@@ -1,0 +1,4 @@
+"""`python -m edgerobust`: the same as the `edgerobust` command."""
+from .cli import main
+
+main()

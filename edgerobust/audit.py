@@ -1,0 +1,374 @@
+"""The audit: the deployed model's robustness next to its speedup, measured on the device.
+
+``audit(AuditConfig(model=...)) -> AuditReport`` finds the bundle beside the model, verifies
+its hashes, refuses adversarial sets crafted on another model or eval set, measures latency,
+memory and size of base and deployed on a device profile, replays the clean and adversarial
+sets through both sessions (streamed: only per-sample int predictions are kept) and scores
+them (accuracy with Wilson CIs, attack/transfer success, flip rate, exact McNemar).
+Rendering and writing the report are in :mod:`edgerobust.report`. Torch-free.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, ui
+from .bundle import AdvSet, Bundle, EvalSet, sha256_file
+from .errors import BundleError, UsageError
+from .measure import MeasureReport, OpenSession, _maybe_task, measure, open_sessions
+from .profiles import DeviceProfile, best_match_profile, load_profile
+from .stats import (McNemar, Proportion, accuracy, attack_success_rate, flip_rate, mcnemar_exact,
+                    transfer_success_rate)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What to audit and how.
+
+    model: the deployed ONNX model (normally ``<bundle>/model.onnx``).
+    profile: a shipped profile name, a path to a ``.toml``, a DeviceProfile, or None for the
+        host's best match.
+    baseline / eval_set / adv_sets: override the bundle's base model, eval set and
+        adversarial sets (all three are needed when the model has no bundle beside it).
+    verify: check the sha256 of every bundle file against the manifest first.
+    allow_fallback: measure on the providers this host has when the profile's are missing.
+    batch_size: samples per inference while replaying the sets (not the latency batch sizes).
+    out_dir: where the report goes (None: ``<bundle>/reports/<profile>-<timestamp>/``).
+    fail_on_budget: the CLI exits 1 when a budget is missed (the audit itself never raises).
+    measure_memory: run the fresh-process memory probe.
+    show_progress: progress bars on stderr.
+    profile_reason: why this profile was chosen, when the caller picked it automatically.
+    """
+
+    model: Path
+    profile: str | os.PathLike | DeviceProfile | None = None
+    baseline: Path | None = None
+    eval_set: Path | None = None
+    adv_sets: tuple[Path, ...] = ()
+    verify: bool = True
+    allow_fallback: bool = False
+    batch_size: int = 64
+    out_dir: Path | None = None
+    fail_on_budget: bool = False
+    measure_memory: bool = True
+    show_progress: bool = True
+    profile_reason: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "model", Path(self.model))
+        for name in ("baseline", "eval_set", "out_dir"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, Path(v))
+        object.__setattr__(self, "adv_sets", tuple(Path(p) for p in self.adv_sets))
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UsageError(f"--batch-size must be a positive integer; got {self.batch_size!r}.")
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """One model on one set. For an adversarial set, ``clean_accuracy`` is on the same samples."""
+
+    accuracy: Proportion
+    clean_accuracy: Proportion | None = None
+    attack_success: Proportion | None = None
+
+
+@dataclass(frozen=True)
+class SetResult:
+    """Base and deployed on one set (clean or adversarial), side by side."""
+
+    name: str
+    kind: str  # "clean" or "adversarial"
+    path: str
+    n: int
+    attack: dict
+    base: ModelScores
+    deployed: ModelScores
+    delta_accuracy: float | None
+    flip_rate: Proportion
+    transfer_success: Proportion | None
+    mcnemar: McNemar
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """One profile budget for the deployed model; ``passed`` is None when it was not measured."""
+
+    name: str
+    limit: float
+    value: float | None
+    unit: str
+    passed: bool | None
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Everything an audit found; serialized by edgerobust.report."""
+
+    created: str
+    edgerobust_version: str
+    model: str
+    baseline: str
+    eval_set: str
+    bundle: str | None
+    bundle_name: str | None
+    verified: bool
+    profile: str
+    profile_source: str
+    profile_reason: str | None
+    measurement: MeasureReport
+    sets: tuple[SetResult, ...]
+    budgets: tuple[BudgetCheck, ...]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fallback(self) -> bool:
+        return self.measurement.fallback
+
+    @property
+    def budgets_passed(self) -> bool:
+        return all(b.passed is not False for b in self.budgets)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_profile(profile: str | os.PathLike | DeviceProfile | None) -> tuple[DeviceProfile, str | None]:
+    """The profile to use and, when it was chosen automatically, why."""
+    if isinstance(profile, DeviceProfile):
+        return profile, None
+    if profile is None:
+        match = best_match_profile()
+        return load_profile(match.name), match.reason
+    return load_profile(profile), None
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    bundle: Bundle | None
+    baseline: Path
+    eval_set: Path
+    adv_sets: tuple[Path, ...]
+    spec: dict | None
+    warnings: tuple[str, ...]
+
+
+def _locate(config: AuditConfig) -> _Inputs:
+    """Find the bundle and the files to use; verify hashes when asked."""
+    if not config.model.is_file():
+        raise UsageError(f"The model '{config.model}' does not exist.",
+                         fix="Pass the deployed model inside a bundle, e.g. export/mymodel/model.onnx.")
+    bundle = Bundle.find(config.model)
+    warnings: list[str] = []
+    if bundle is None:
+        if config.baseline is None or config.eval_set is None:
+            raise BundleError(f"There is no bundle (manifest.json) beside '{config.model}'.",
+                              why="Without a bundle the audit does not know the base model and the eval set.",
+                              fix="Point at model.onnx inside a bundle written by `edgerobust compress`, "
+                                  "or pass --baseline BASE.onnx and --eval EVAL.npz (and --adv SET.npz).")
+        return _Inputs(None, config.baseline, config.eval_set, config.adv_sets, None,
+                       ("no bundle: files were not verified against a manifest",))
+    if config.verify:
+        bundle.verify()
+        rel = _relative(config.model, bundle.root)
+        if rel is None or rel not in bundle.manifest.get("files", {}):
+            warnings.append(f"'{config.model.name}' is not listed in the bundle manifest, so it was not verified")
+    else:
+        warnings.append("--no-verify: bundle hashes were not checked")
+    baseline = config.baseline or bundle.path("base")
+    if baseline.resolve() == config.model.resolve():
+        warnings.append("the audited model is the base model itself; deltas are zero by construction")
+    return _Inputs(bundle, baseline, config.eval_set or bundle.eval_path,
+                   config.adv_sets or tuple(bundle.adv_paths), bundle.input_spec, tuple(warnings))
+
+
+def _relative(path: Path, root: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def check_input_spec(s: OpenSession, spec: dict, where: str) -> None:
+    """The model's input must match the bundle's input spec (name, rank, non-batch dims)."""
+    want_name, want_shape = spec.get("name"), spec.get("shape")
+    if want_name and s.input.name != want_name:
+        raise BundleError(f"The {s.info.role} model '{s.info.model}' takes an input named '{s.input.name}', "
+                          f"but {where} says '{want_name}'.",
+                          fix="Re-export the model with the bundle's input name, or audit the model of this bundle.")
+    if want_shape:
+        got = list(s.input.shape)
+        ok = len(got) == len(want_shape) and all(
+            w is None or g is None or int(w) == g for w, g in zip(want_shape[1:], got[1:]))
+        if not ok:
+            raise BundleError(f"The {s.info.role} model '{s.info.model}' takes input shape {_fmt_shape(got)}, "
+                              f"but {where} says {_fmt_shape(want_shape)}.",
+                              fix="The model belongs to another bundle: audit it with its own bundle.")
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+
+
+def check_adv_provenance(adv: AdvSet, path: Path, base_sha: str, eval_sha: str, n_eval: int,
+                         eval_y: np.ndarray) -> None:
+    """Refuse a set crafted on another base model or eval set, or whose rows do not match eval.npz."""
+    meta = adv.meta
+    for key, want, what in (("base_sha256", base_sha, "base model"), ("eval_sha256", eval_sha, "evaluation set")):
+        got = meta.get(key)
+        if got != want:
+            raise BundleError(
+                f"The adversarial set '{path}' was crafted on another {what}.",
+                why=f"Its metadata records {key} {str(got)[:12]}…, but the {what} used here has {want[:12]}…."
+                if got else f"Its metadata lacks {key}, so its origin cannot be checked.",
+                fix="Craft the set again on this bundle's base model (`edgerobust attack`), or pass the "
+                    "matching --baseline/--eval.")
+    if adv.idx.size and (adv.idx.min() < 0 or adv.idx.max() >= n_eval):
+        raise BundleError(f"The adversarial set '{path}' indexes rows outside the eval set ({n_eval} rows).")
+    if not np.array_equal(adv.y, eval_y[adv.idx]):
+        raise BundleError(f"The labels of the adversarial set '{path}' differ from the eval set's labels at its idx.",
+                          fix="Craft the set again from this eval set.")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def predict(s: OpenSession, x: np.ndarray, batch_size: int, advance=None) -> np.ndarray:
+    """Argmax predictions, batch by batch: only one batch of logits exists at a time."""
+    fixed = s.input.shape[0]
+    bs = fixed or batch_size
+    out = np.empty(len(x), dtype=np.int64)
+    for i in range(0, len(x), bs):
+        chunk = x[i:i + bs].astype(s.input.dtype, copy=False)
+        n = len(chunk)
+        if fixed and n < fixed:  # a fixed batch axis: pad the last batch, drop the padding
+            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
+        logits = s.session.run([s.output_name], {s.input.name: chunk})[0]
+        out[i:i + n] = np.asarray(logits).reshape(len(chunk), -1)[:n].argmax(axis=1)
+        if advance:
+            advance(n)
+    return out
+
+
+def _predict_both(sessions: dict[str, OpenSession], x: np.ndarray, batch_size: int, label: str,
+                  show: bool) -> dict[str, np.ndarray]:
+    with _maybe_task(f"Evaluating {label}", 2 * len(x), show) as advance:
+        return {role: predict(s, x, batch_size, lambda n, r=role: advance(n, r)) for role, s in sessions.items()}
+
+
+def score_clean(name: str, path: Path, y: np.ndarray, pred: dict[str, np.ndarray]) -> SetResult:
+    base, dep = accuracy(pred["base"], y), accuracy(pred["deployed"], y)
+    return SetResult(
+        name=name, kind="clean", path=str(path), n=int(len(y)), attack={},
+        base=ModelScores(accuracy=base), deployed=ModelScores(accuracy=dep),
+        delta_accuracy=_delta(dep, base), flip_rate=flip_rate(pred["base"], pred["deployed"]),
+        transfer_success=None, mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y))
+
+
+def score_adversarial(name: str, path: Path, adv: AdvSet, clean: dict[str, np.ndarray],
+                      pred: dict[str, np.ndarray]) -> SetResult:
+    """Scores on one adversarial set; ``clean`` are the predictions on the eval rows at adv.idx."""
+    y = adv.y
+    scores = {
+        role: ModelScores(accuracy=accuracy(pred[role], y), clean_accuracy=accuracy(clean[role], y),
+                          attack_success=attack_success_rate(clean[role], pred[role], y))
+        for role in ("base", "deployed")
+    }
+    attack = {k: adv.meta.get(k) for k in ("attack", "eps", "norm", "params", "base_accuracy") if k in adv.meta}
+    return SetResult(
+        name=name, kind="adversarial", path=str(path), n=int(len(y)), attack=attack,
+        base=scores["base"], deployed=scores["deployed"],
+        delta_accuracy=_delta(scores["deployed"].accuracy, scores["base"].accuracy),
+        flip_rate=flip_rate(pred["base"], pred["deployed"]),
+        transfer_success=transfer_success_rate(clean["base"], pred["base"], clean["deployed"], pred["deployed"], y),
+        mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y))
+
+
+def _delta(a: Proportion, b: Proportion) -> float | None:
+    return None if a.value is None or b.value is None else a.value - b.value
+
+
+def check_budgets(profile: DeviceProfile, m: MeasureReport, role: str = "deployed") -> tuple[BudgetCheck, ...]:
+    """The profile's budgets against the deployed model's measurements."""
+    b, model = profile.budgets, m.model(role)
+    checks = []
+    if b.latency_ms_p50 is not None:
+        lat = model.latency_at(1) if model else None
+        value = lat.p50_ms if lat else None
+        checks.append(BudgetCheck("latency_ms_p50", b.latency_ms_p50, value, "ms",
+                                  None if value is None else value <= b.latency_ms_p50))
+    if b.peak_memory_mb is not None:
+        value = model.memory.peak_mb if model and model.memory else None
+        checks.append(BudgetCheck("peak_memory_mb", b.peak_memory_mb, value, "MiB",
+                                  None if value is None else value <= b.peak_memory_mb))
+    if b.model_size_mb is not None:
+        value = model.size_mb if model else None
+        checks.append(BudgetCheck("model_size_mb", b.model_size_mb, value, "MiB",
+                                  None if value is None else value <= b.model_size_mb))
+    return tuple(checks)
+
+
+def audit(config: AuditConfig) -> AuditReport:
+    """Run the whole audit; see the module docstring."""
+    inputs = _locate(config)
+    profile, reason = resolve_profile(config.profile)
+    reason = reason or config.profile_reason
+    warnings = list(inputs.warnings)
+
+    # Provenance first: it is cheap and a mismatch makes everything after it meaningless.
+    for what, path in (("base model", inputs.baseline), ("evaluation set", inputs.eval_set)):
+        if not path.is_file():
+            raise BundleError(f"The {what} '{path}' does not exist.",
+                              fix="Check --baseline/--eval, or copy the whole bundle again.")
+    base_sha, eval_sha = sha256_file(inputs.baseline), sha256_file(inputs.eval_set)
+    ev = EvalSet.load(inputs.eval_set)
+    for p in inputs.adv_sets:
+        adv = AdvSet.load(p)
+        check_adv_provenance(adv, p, base_sha, eval_sha, len(ev.y), ev.y)
+        del adv
+    if not inputs.adv_sets:
+        warnings.append("no adversarial sets: only clean accuracy was audited")
+
+    sessions = open_sessions({"base": inputs.baseline, "deployed": config.model}, profile, config.allow_fallback)
+    spec = inputs.spec or {"name": sessions["base"].input.name, "shape": list(sessions["base"].input.shape)}
+    where = "the bundle manifest" if inputs.spec else "the base model"
+    for s in sessions.values():
+        check_input_spec(s, spec, where)
+    if not all(d is None or int(d) == g for d, g in zip(spec["shape"][1:], ev.x.shape[1:])) \
+            or len(spec["shape"]) != ev.x.ndim:
+        raise BundleError(f"The evaluation set '{inputs.eval_set}' holds inputs of shape {list(ev.x.shape[1:])}, "
+                          f"but {where} says {_fmt_shape(spec['shape'])}.")
+    if any(s.info.fallback for s in sessions.values()):
+        used = ", ".join(sessions["deployed"].info.providers)
+        warnings.append(f"fallback: profile '{profile.name}' asked for {', '.join(profile.provider_names)}; "
+                        f"measured on {used}. These numbers do not describe the profiled device.")
+        if config.show_progress:
+            ui.warn(warnings[-1])
+
+    measurement = measure(sessions, profile, memory=config.measure_memory, show_progress=config.show_progress)
+
+    clean_pred = _predict_both(sessions, ev.x, config.batch_size, "clean set", config.show_progress)
+    results = [score_clean("clean", inputs.eval_set, ev.y, clean_pred)]
+    for p in inputs.adv_sets:
+        adv = AdvSet.load(p)
+        if adv.x.shape[1:] != ev.x.shape[1:]:
+            raise BundleError(f"The adversarial set '{p}' holds inputs of shape {list(adv.x.shape[1:])}, "
+                              f"the eval set {list(ev.x.shape[1:])}.")
+        pred = _predict_both(sessions, adv.x, config.batch_size, adv.name, config.show_progress)
+        clean = {role: v[adv.idx] for role, v in clean_pred.items()}
+        results.append(score_adversarial(adv.name, p, adv, clean, pred))
+        del adv, pred
+
+    return AuditReport(
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        edgerobust_version=__version__, model=str(config.model), baseline=str(inputs.baseline),
+        eval_set=str(inputs.eval_set), bundle=str(inputs.bundle.root) if inputs.bundle else None,
+        bundle_name=inputs.bundle.manifest.get("name") if inputs.bundle else None,
+        verified=bool(inputs.bundle and config.verify), profile=profile.name, profile_source=profile.source,
+        profile_reason=reason, measurement=measurement, sets=tuple(results),
+        budgets=check_budgets(profile, measurement), warnings=tuple(warnings))
