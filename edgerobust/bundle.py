@@ -344,6 +344,8 @@ def finalize_manifest(root: Path, manifest: dict) -> dict:
             files[p.relative_to(root).as_posix()] = sha256_file(p)
     manifest = dict(manifest)
     manifest["files"] = files
-    manifest["adv"] = sorted(k for k in files if k.startswith("adv/"))
+    # keep the order the sets were crafted in (attack by attack, eps ascending); add any others
+    listed = [a for a in manifest.get("adv", []) if a in files]
+    manifest["adv"] = listed + sorted(k for k in files if k.startswith("adv/") and k not in listed)
     write_json(root / MANIFEST, manifest)
     return manifest

@@ -186,6 +186,29 @@ def register(app: typer.Typer) -> None:
             ui.out.print(f"bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
                          f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
 
+    @app.command()
+    def demo(
+        out: Annotated[Path, typer.Option("--out", "-o", help="The demo bundle folder (replaced on each run; the "
+                                                            "trained model is kept beside it and reused).")] = Path("export/demo"),
+        model: Annotated[str, typer.Option(help="Zoo model to train: digits-resnet or digits-cnn.")] = "digits-resnet",
+        retrain: Annotated[bool, typer.Option("--retrain", help="Train the zoo model again even if it is there.")] = False,
+        eps: Annotated[str, typer.Option(help="Attack strengths of the FGSM and PGD sets.")] = "8/255,16/255,32/255",
+        profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Device profile for the audit "
+                                                                              "(default: the best match for this host).")] = None,
+    ) -> None:
+        """Run the whole job on bundled data: train a zoo model, compress it (0.5, int8), audit it.
+
+        Offline, about a minute on 2 cores. The bundle lands in export/demo/, the audit report in
+        export/demo/reports/.
+        """
+        from .demo import run_demo
+        from .report import render
+
+        r = run_demo(out=out, model=model, retrain=retrain, eps=eps, profile=profile)
+        ui.out.print(render_compress(r.compress))
+        render(r.audit, ui.out)
+        ui.out.print(f"report: {r.report_dir}")
+
     @zoo_app.command("list")
     def zoo_list() -> None:
         """List the zoo models and the data they train on."""

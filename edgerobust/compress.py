@@ -278,6 +278,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
             "input": input_spec, "output": {"name": OUTPUT_NAME, "shape": [None, num_classes]},
             "models": {"base": "base.onnx", "deployed": "model.onnx", **({"fp32": "model_fp32.onnx"} if cfg.int8 else {})},
             "eval": "eval.npz",
+            "adv": adv_names,
             "config": _config_dict(cfg),
             "metrics": metrics,
             "pruning": {"layers": pr.layers},
