@@ -9,10 +9,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from . import __version__, ui
-from .errors import EdgeRobustError
+from .errors import DependencyError, EdgeRobustError
+
+
+# Optional packages and the pip extra that brings them: a command that needs one says so.
+_EXTRAS = {"torch": "compress", "torchvision": "compress", "torch_pruning": "compress", "torchattacks": "compress",
+           "sklearn": "compress", "PIL": "compress", "onnxscript": "compress", "onnxruntime": "cpu"}
 
 
 class _Group(TyperGroup):
@@ -20,15 +26,26 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except ModuleNotFoundError as exc:
+                root = (exc.name or "").split(".")[0]
+                if root not in _EXTRAS:
+                    raise
+                extra = _EXTRAS[root]
+                fix = (f"pip install 'edgerobust[{extra}]'" if extra != "cpu" else
+                       "pip install onnxruntime on a laptop or Raspberry Pi; on a Jetson, NVIDIA's onnxruntime-gpu "
+                       "wheel for your JetPack (see the README)")
+                raise DependencyError(f"This command needs the Python package '{root}', which is not installed.",
+                                      why="edgerobust's core install is the torch-free audit side.", fix=fix) from exc
         except EdgeRobustError as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            ui.err.print(f"[bold red]error:[/bold red] {exc.what}", highlight=False)
+            ui.err.print(f"[bold red]error:[/bold red] {escape(exc.what)}", highlight=False)
             if exc.why:
-                ui.err.print(f"  [dim]why:[/dim] {exc.why}", highlight=False)
+                ui.err.print(f"  [dim]why:[/dim] {escape(exc.why)}", highlight=False)
             if exc.fix:
-                ui.err.print(f"  [dim]fix:[/dim] {exc.fix}", highlight=False)
+                ui.err.print(f"  [dim]fix:[/dim] {escape(exc.fix)}", highlight=False)
             raise typer.Exit(code=exc.exit_code) from None
 
 
