@@ -39,7 +39,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
     """Export a pixel-space model to ONNX and check it with onnx.checker."""
     path = Path(path)
     model.eval()
+    mha_fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
+        # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention) has no
+        # ONNX export: trace the plain composite ops instead.
+        torch.backends.mha.set_fastpath_enabled(False)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             # The TorchScript-based exporter: fast, and it handles the torchvision zoo at opset 17.
@@ -51,6 +55,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
     except Exception as exc:  # the exporter raises many types for unsupported constructs
         raise ExportError("The model could not be exported to ONNX.", why=f"{type(exc).__name__}: {str(exc)[:300]}",
                           fix="Models with data-dependent control flow or custom ops may need changes to export.") from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(mha_fastpath)
     check_onnx(path)
     return path
 
