@@ -152,13 +152,13 @@ def headline(report: AuditReport) -> str:
     return "Deployed vs base: " + ", ".join(parts) + "."
 
 
-def _robustness_rows(report: AuditReport, compact: bool = False) -> list[list[str]]:
+def _robustness_rows(report: AuditReport, compact: bool = False, ci: bool = True) -> list[list[str]]:
     rows = []
     for s in report.sets:
         asr = [pct(s.base.attack_success, ci=False), pct(s.deployed.attack_success, ci=False)]
         if compact:
             asr = [f"{asr[0]} → {asr[1]}" if s.kind == "adversarial" else "–"]
-        rows.append([s.name, str(s.n), pct(s.base.accuracy), pct(s.deployed.accuracy), pp(s.delta_accuracy),
+        rows.append([s.name, str(s.n), pct(s.base.accuracy, ci), pct(s.deployed.accuracy, ci), pp(s.delta_accuracy),
                      *asr, pct(s.transfer_success, ci=False), pct(s.flip_rate, ci=False),
                      pval(s.mcnemar.p_value)])
     return rows
@@ -272,7 +272,7 @@ def to_markdown(report: AuditReport) -> str:
 def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, col in enumerate(head):
-        t.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
+        t.add_column(col, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i == 0)
     for r in rows:
         t.add_row(*r)
     return t
@@ -299,7 +299,16 @@ def render(report: AuditReport, console: Console) -> None:
         style = "bold yellow" if w.startswith("fallback") else "yellow"
         console.print(f"[{style}]WARNING:[/{style}] {w}", highlight=False)
     console.print(f"[bold]{headline(report)}[/bold]", highlight=False)
-    console.print(_table("Robustness (base vs deployed)", _ROB_HEAD_COMPACT, _robustness_rows(report, compact=True)))
+    # The full table needs about 125 columns; a narrower terminal gets the essentials, and the
+    # 95% CIs and attack success rates stay in report.md / report.json.
+    rows = _robustness_rows(report, compact=True, ci=console.width >= 125)
+    if console.width >= 125:
+        console.print(_table("Robustness (base vs deployed)", _ROB_HEAD_COMPACT, rows))
+    else:
+        keep = [0, 1, 2, 3, 4, 6, 7, 8]
+        head = ["set", "n", "base", "deployed", "Δ", "transfer", "flips", "McNemar p"]
+        console.print(_table("Robustness (base vs deployed; CIs and ASR in report.md)", head,
+                             [[r[i] for i in keep] for r in rows]))
     render_measure(report.measurement, console)
     if report.budgets:
         console.print(f"[bold]Budgets ({report.profile}):[/bold]")
