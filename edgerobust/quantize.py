@@ -116,7 +116,10 @@ def quantize(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, c
     with tempfile.TemporaryDirectory() as td:
         pre = Path(td) / "pre.onnx"
         # Shape inference + graph optimizations (BN folding etc.) before quantization, as ORT recommends.
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        try:
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        except Exception:  # symbolic shape inference gives up on some graphs (ViT's Reshapes)
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         model = onnx.load(str(pre))
         exclude = _kept_nodes(model, config.keep_fp32)
         if config.mode == "dynamic":
