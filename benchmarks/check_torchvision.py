@@ -36,6 +36,9 @@ def main() -> None:
         size = SIZES.get(name, DEFAULT_SIZE)
         torch.manual_seed(0)
         model = torchvision.models.get_model(name, weights=None, num_classes=10)
+        for m in model.modules():  # torchvision zero-initializes some heads (ViT): all-zero logits
+            if isinstance(m, torch.nn.Linear) and not m.weight.any():  # would make parity vacuous
+                torch.nn.init.normal_(m.weight, std=0.02)
         torch.save(model.state_dict(), work / f"{name}.pt")
         rng = np.random.default_rng(0)
         np.savez(work / f"{name}-data.npz", x=rng.integers(0, 256, (args.n, size, size, 3), dtype=np.uint8),
