@@ -15,6 +15,7 @@ This module is torch-free: the audit side imports it on the device.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -97,6 +98,16 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = (), what: str 
     path = Path(path)
     if not path.is_file():
         raise error(f"The {what} '{path}' does not exist.", fix="Check the path.")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise error(f"The {what} '{path}' cannot be read.", why=str(exc)) from exc
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        # np.load would take any other bytes for a pickle and say so: name the real problem
+        raise error(f"The {what} '{path}' is not a readable .npz file: it is not a zip of .npy arrays.",
+                    why="empty file" if not magic else f"It starts with the bytes {magic!r}.",
+                    fix="Save the arrays with numpy.savez or numpy.savez_compressed.")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -292,7 +303,44 @@ def read_manifest(path: str | os.PathLike) -> dict:
     for key in ("input", "models", "files"):
         if not isinstance(m.get(key), dict):
             raise BundleError(f"The manifest '{path}' lacks the '{key}' section.")
+    _check_manifest_fields(path, m)
     return m
+
+
+def _check_manifest_fields(path: Path, m: dict) -> None:
+    """The fields readers index into: types, and file names that stay inside the bundle."""
+    def bad(field: str, why: str) -> BundleError:
+        return BundleError(f"The manifest '{path}' has an invalid '{field}'.", why=why,
+                           fix="The bundle may be damaged or edited by hand: copy it again, or write it "
+                               "again with `edgerobust compress`.")
+
+    def rel_name(field: str, v: Any) -> None:
+        if not isinstance(v, str) or not v:
+            raise bad(field, f"a file name (string) was expected, not {v!r}.")
+        p = Path(v)
+        if p.is_absolute() or ".." in p.parts:
+            raise bad(field, f"'{v}' points outside the bundle folder.")
+
+    spec = m["input"]
+    if "name" in spec and not isinstance(spec["name"], str):
+        raise bad("input.name", f"a string was expected, not {spec['name']!r}.")
+    shape = spec.get("shape")
+    if shape is not None and not (isinstance(shape, list) and len(shape) >= 2 and all(
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape)):
+        raise bad("input.shape", f"a list like [null, 3, 224, 224] was expected, not {shape!r}.")
+    for role, name in m["models"].items():
+        rel_name(f"models.{role}", name)
+    for name, digest in m["files"].items():
+        rel_name("files", name)
+        if not isinstance(digest, str):
+            raise bad(f"files.{name}", f"a sha256 hex digest was expected, not {digest!r}.")
+    if "eval" in m:
+        rel_name("eval", m["eval"])
+    adv = m.get("adv", [])
+    if not isinstance(adv, list):
+        raise bad("adv", f"a list of file names was expected, not {adv!r}.")
+    for name in adv:
+        rel_name("adv", name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,9 +351,11 @@ def read_manifest(path: str | os.PathLike) -> dict:
 def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success, move it into place as ``out``.
 
-    An interrupted run leaves at most a hidden ``.name.tmp-*`` folder (removed on normal
-    exceptions), never a half-written ``out``. An existing ``out`` is replaced only when
-    ``overwrite`` is true, and then only after the new folder is complete.
+    An interrupted run leaves at most a hidden ``.name.tmp-<pid>-*`` folder (removed on
+    exceptions and Ctrl-C; after a SIGKILL the next run writing ``out`` removes it), never a
+    half-written ``out``. An existing ``out`` is replaced only when ``overwrite`` is true, and
+    then only after the new folder is complete; if the swap is interrupted the old ``out`` is
+    put back. A failed write (a full disk, a read-only folder) is a BundleError.
     """
     out = Path(out)
     parent = out.parent
@@ -318,22 +368,106 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path
         raise BundleError(f"'{out}' already exists.", fix="Pass --overwrite to replace it, or choose another --out.")
     if not os.access(parent, os.W_OK):
         raise BundleError(f"The output folder '{parent}' is not writable.", fix="Choose a writable location with --out.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    clean_stale(out)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the bundle gets the usual mode
+    except OSError as exc:
+        raise _write_error(out, exc) from exc
+    old: Path | None = None
+    moved = False
     try:
         yield tmp
-        if out.exists():
-            if not overwrite:
-                raise BundleError(f"'{out}' appeared while this run was writing.",
-                                  fix="Another run wrote the same folder; pass --overwrite or choose another --out.")
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-            os.rename(out, old / out.name)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        try:
+            if out.exists():
+                if not overwrite:
+                    raise BundleError(f"'{out}' appeared while this run was writing.",
+                                      fix="Another run wrote the same folder; pass --overwrite or choose another --out.")
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=parent))
+                os.rename(out, old / out.name)
+                moved = True
+                os.rename(tmp, out)
+                moved = False
+            else:
+                os.rename(tmp, out)
+        except OSError as exc:
+            if out.exists() and not moved:  # another run renamed its folder into place first
+                raise BundleError(f"'{out}' appeared while this run was writing.", why=str(exc),
+                                  fix="Another run wrote the same folder; its bundle was kept. Choose another "
+                                      "--out to keep both.") from exc
+            raise
+    except OSError as exc:
+        _rollback(out, tmp, old, moved)
+        raise _write_error(out, exc) from exc
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _rollback(out, tmp, old, moved)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _rollback(out: Path, tmp: Path, old: Path | None, moved: bool) -> None:
+    """Undo an unfinished atomic_dir: drop the temporary folder, put a moved-away ``out`` back."""
+    if moved and old is not None and not out.exists():
+        try:
+            os.rename(old / out.name, out)
+        except OSError:  # pragma: no cover - left for clean_stale of the next run
+            return
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None and not (old / out.name).exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_error(out: Path, exc: OSError) -> BundleError:
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return BundleError(
+        f"Writing '{out}' failed: " + ("the disk is full." if full else f"{exc.strerror or exc}."),
+        why=f"{type(exc).__name__}: {exc}. Nothing was written to '{out}'; an existing bundle there is unchanged.",
+        fix="Free some disk space, or choose another --out on a disk with room." if full
+        else "Choose a writable location with --out.")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists but belongs to someone else
+        return True
+    return True
+
+
+def clean_stale(out: str | os.PathLike) -> list[Path]:
+    """Remove the leftovers of runs writing ``out`` that were killed (SIGKILL, power loss).
+
+    Only folders named by atomic_dir with the pid of a process that no longer runs are
+    touched: a ``.name.tmp-<pid>-*`` is deleted; a ``.name.old-<pid>-*`` holding the previous
+    bundle is moved back to ``out`` if the run died mid-swap, else deleted. Returns what was removed.
+    """
+    out = Path(out)
+    removed: list[Path] = []
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        for kind in ("tmp", "old"):
+            prefix = f".{out.name}.{kind}-"
+            if not p.name.startswith(prefix) or not p.is_dir():
+                continue
+            pid = p.name[len(prefix):].split("-", 1)[0]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            if kind == "old" and (p / out.name).is_dir() and not out.exists():
+                try:
+                    os.rename(p / out.name, out)
+                except OSError:
+                    continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def finalize_manifest(root: Path, manifest: dict) -> dict:

@@ -52,6 +52,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
                 output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True, dynamo=False,
             )
+    except OSError:  # a full disk or a vanished folder is not an export problem: let it surface as such
+        raise
     except Exception as exc:  # the exporter raises many types for unsupported constructs
         raise ExportError("The model could not be exported to ONNX.", why=f"{type(exc).__name__}: {str(exc)[:300]}",
                           fix="Models with data-dependent control flow or custom ops may need changes to export.") from exc

@@ -257,8 +257,9 @@ def _safe_load(path: Path, trust_model: bool) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        needs_code = ("Unsupported global" in msg or "Unsupported class" in msg or "GLOBAL" in msg
-                      or "Unsupported operand" in msg)
+        # Only a pickle that names a global (a class or function to import and call) needs code;
+        # "Unsupported operand" is a garbage opcode byte: a corrupt file, not a trust question.
+        needs_code = "Unsupported global" in msg or "Unsupported class" in msg or "GLOBAL" in msg
         if not needs_code:
             raise _corrupt(path, exc) from exc
         if not trust_model:

@@ -157,8 +157,17 @@ def open_session(path: str | os.PathLike, role: str, profile: DeviceProfile,
                                    providers=[p for p, _ in plan.use],
                                    provider_options=[o for _, o in plan.use])
     except Exception as exc:  # onnxruntime raises its own zoo (Fail, InvalidGraph, NoSuchFile...)
-        raise ModelLoadError(f"onnxruntime cannot load the {role} model '{path}'.",
-                             why=f"{type(exc).__name__}: {str(exc).strip()[:500]}",
+        the = "the model" if role == "model" else f"the {role} model"
+        msg = str(exc).strip()
+        if any(s in msg for s in ("is not a registered function/op", "No Op registered",
+                                  "Could not find an implementation")):
+            raise ModelLoadError(f"{the.capitalize()} '{path}' uses an operator this onnxruntime cannot run "
+                                 f"with {', '.join(p for p, _ in plan.use)}.",
+                                 why=f"{type(exc).__name__}: {msg[:500]}",
+                                 fix="Export the model with standard ONNX operators (opset 17 or lower), or "
+                                     "install the onnxruntime build or provider that implements this one.") from exc
+        raise ModelLoadError(f"onnxruntime cannot load {the} '{path}'.",
+                             why=f"{type(exc).__name__}: {msg[:500]}",
                              fix="Check that the file is a complete ONNX model (copy it again) and that "
                                  "this onnxruntime supports its opset.") from exc
     creation = time.perf_counter() - t0

@@ -242,8 +242,8 @@ _TOP = ("name", "description", "providers", "session", "measure", "budgets", "ha
 
 def parse_profile(raw: bytes | str, source: str, default_name: str) -> DeviceProfile:
     """Parse and validate profile TOML; ``source`` names the file in every error message."""
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProfileError(f"The device profile '{source}' is not valid TOML.", why=str(exc),

@@ -114,8 +114,6 @@ def test_bad_npz_is_a_data_error(tmp_path, arrays, message):
     assert str(path) in e.value.what
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bundle.load_npz reports any non-zip file as 'contains pickled "
-                   "Python objects' (np.load falls back to unpickling and raises the allow_pickle ValueError)")
 def test_npz_not_a_zip(tmp_path):
     p = tmp_path / "junk.npz"
     p.write_bytes(b"not a zip at all" * 10)
