@@ -93,6 +93,9 @@ class SetResult:
     flip_rate: Proportion
     transfer_success: Proportion | None
     mcnemar: McNemar
+    # "clean"; "transfer" (crafted on the base model); "whitebox-fp32" / "whitebox-int8" (crafted
+    # on the pruned model / an int8 simulation of the deployed one: edgerobust.whitebox)
+    source: str = "transfer"
 
 
 @dataclass(frozen=True)
@@ -215,11 +218,39 @@ def _fmt_shape(shape) -> str:
     return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
 
 
+def adv_source(meta: dict) -> str:
+    """``"transfer"`` (crafted on the base model; sets older than the field) or ``"whitebox-..."``."""
+    return str(meta.get("source") or "transfer")
+
+
 def check_adv_provenance(adv: AdvSet, path: Path, base_sha: str, eval_sha: str, n_eval: int,
-                         eval_y: np.ndarray) -> None:
-    """Refuse a set crafted on another base model or eval set, or whose rows do not match eval.npz."""
+                         eval_y: np.ndarray, targets: dict[str, str] | None = None) -> None:
+    """Refuse a set crafted on another model or eval set, or whose rows do not match eval.npz.
+
+    A transfer set must carry the base model's hash (``base_sha256``). A white-box set
+    (``source`` starting with ``whitebox``) was crafted on a compressed model: its
+    ``target_sha256`` must be the hash of one of ``targets`` (sha256 -> file name: the
+    audited model and the bundle's fp32 model).
+    """
     meta = adv.meta
-    for key, want, what in (("base_sha256", base_sha, "base model"), ("eval_sha256", eval_sha, "evaluation set")):
+    source = adv_source(meta)
+    if source.startswith("whitebox"):
+        got = meta.get("target_sha256")
+        targets = targets or {}
+        if not got or got not in targets:
+            raise BundleError(
+                f"The white-box adversarial set '{path}' was crafted on a model that is not audited here.",
+                why=(f"Its metadata records target {meta.get('target')!r} with sha256 {str(got)[:12]}…, "
+                     f"which matches none of {', '.join(sorted(targets.values())) or 'the models audited'}.")
+                if got else "Its metadata lacks target_sha256, so its origin cannot be checked.",
+                fix="Audit the model the set was crafted on (the bundle's model.onnx), or craft the set again.")
+        checks = (("eval_sha256", eval_sha, "evaluation set"),)
+    elif source == "transfer":
+        checks = (("base_sha256", base_sha, "base model"), ("eval_sha256", eval_sha, "evaluation set"))
+    else:
+        raise BundleError(f"The adversarial set '{path}' has an unknown source {source!r}.",
+                          fix="Craft it again with this version of edgerobust.")
+    for key, want, what in checks:
         got = meta.get(key)
         if got != want:
             raise BundleError(
@@ -267,7 +298,7 @@ def score_clean(name: str, path: Path, y: np.ndarray, pred: dict[str, np.ndarray
         name=name, kind="clean", path=str(path), n=int(len(y)), attack={},
         base=ModelScores(accuracy=base), deployed=ModelScores(accuracy=dep),
         delta_accuracy=_delta(dep, base), flip_rate=flip_rate(pred["base"], pred["deployed"]),
-        transfer_success=None, mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y))
+        transfer_success=None, mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y), source="clean")
 
 
 def score_adversarial(name: str, path: Path, adv: AdvSet, clean: dict[str, np.ndarray],
@@ -279,14 +310,15 @@ def score_adversarial(name: str, path: Path, adv: AdvSet, clean: dict[str, np.nd
                           attack_success=attack_success_rate(clean[role], pred[role], y))
         for role in ("base", "deployed")
     }
-    attack = {k: adv.meta.get(k) for k in ("attack", "eps", "norm", "params", "base_accuracy") if k in adv.meta}
+    attack = {k: adv.meta.get(k) for k in ("attack", "eps", "norm", "params", "base_accuracy", "target")
+              if k in adv.meta}
     return SetResult(
         name=name, kind="adversarial", path=str(path), n=int(len(y)), attack=attack,
         base=scores["base"], deployed=scores["deployed"],
         delta_accuracy=_delta(scores["deployed"].accuracy, scores["base"].accuracy),
         flip_rate=flip_rate(pred["base"], pred["deployed"]),
         transfer_success=transfer_success_rate(clean["base"], pred["base"], clean["deployed"], pred["deployed"], y),
-        mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y))
+        mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y), source=adv_source(adv.meta))
 
 
 def _delta(a: Proportion, b: Proportion) -> float | None:
@@ -327,9 +359,14 @@ def audit(config: AuditConfig) -> AuditReport:
                               fix="Check --baseline/--eval, or copy the whole bundle again.")
     base_sha, eval_sha = sha256_file(inputs.baseline), sha256_file(inputs.eval_set)
     ev = EvalSet.load(inputs.eval_set)
+    targets = {sha256_file(config.model): config.model.name}
+    if inputs.bundle is not None and inputs.bundle.manifest.get("models", {}).get("fp32"):
+        fp32 = inputs.bundle.path("fp32")
+        if fp32.is_file():
+            targets[sha256_file(fp32)] = fp32.name
     for p in inputs.adv_sets:
         adv = AdvSet.load(p)
-        check_adv_provenance(adv, p, base_sha, eval_sha, len(ev.y), ev.y)
+        check_adv_provenance(adv, p, base_sha, eval_sha, len(ev.y), ev.y, targets)
         del adv
     if not inputs.adv_sets:
         warnings.append("no adversarial sets: only clean accuracy was audited")

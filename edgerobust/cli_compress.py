@@ -17,6 +17,10 @@ from .errors import UsageError
 
 # Registries named on the command line; kept torch-free here so --help stays fast.
 CRITERIA_HELP = "l1, l2, taylor, bn-scale, random, fpgm, lamp"
+RATIOS_HELP = ("uniform (every layer at --sparsity), global (rank channels across layers), mrs (module robustness "
+               "sensitivity: layers that matter most under attack keep more channels, mean kept at --sparsity)")
+FINETUNE_HELP = ("standard (clean cross-entropy), pgd-at (Madry: train on PGD examples; 'adversarial' is an alias), "
+                 "trades (Zhang et al.: CE + beta * KL(adv || clean))")
 DATA_HELP = ("digits (scikit-learn's bundled digits, the default), npz:PATH (arrays x, y), "
              "folder:PATH (one sub-folder per class), cifar10:PATH (the python batches folder)")
 
@@ -42,6 +46,12 @@ class KeepFp32(str, Enum):
     first = "first"
     last = "last"
     ends = "ends"
+
+
+class Ratios(str, Enum):
+    uniform = "uniform"
+    global_ = "global"
+    mrs = "mrs"
 
 
 class Optimizer(str, Enum):
@@ -85,6 +95,17 @@ def render_compress(result) -> Table:
     return t
 
 
+def render_sensitivity(rows: list[dict]) -> Table:
+    """The per-layer sensitivity scores and ratios of --ratios mrs."""
+    t = Table(title="module robustness sensitivity (--ratios mrs)", title_justify="left")
+    for col in ("layer", "score", "ratio", "channels"):
+        t.add_column(col, justify="left" if col == "layer" else "right")
+    for r in rows:
+        t.add_row(r["name"], f"{r['score']:.4f}", f"{r['ratio']:.3f}",
+                  f"{r['channels_before']} → {r.get('channels_after', '?')}")
+    return t
+
+
 def attack_specs(attacks: Optional[str], eps: str, steps: Optional[int], seed: int) -> tuple:
     """Parse --attacks/--eps into AttackSpecs (one per attack x eps)."""
     if not attacks:
@@ -121,6 +142,9 @@ def register(app: typer.Typer) -> None:
         criterion: Annotated[str, typer.Option(help=f"Channel importance criterion: {CRITERIA_HELP}.")] = "l2",
         global_pruning: Annotated[bool, typer.Option("--global-pruning", help="Rank channels across the whole "
                                                                               "network instead of per layer.")] = False,
+        ratios: Annotated[Ratios, typer.Option(help=f"How per-layer ratios are chosen: {RATIOS_HELP}.")] = Ratios.uniform,
+        mrs_samples: Annotated[int, typer.Option(help="Calibration samples the fixed PGD batch of --ratios mrs is "
+                                                      "crafted from.")] = 128,
         round_to: Annotated[int, typer.Option(help="Keep channel counts multiples of N (hardware-friendly).")] = 8,
         iterative_steps: Annotated[int, typer.Option(help="Reach the sparsity in N pruning steps.")] = 1,
         finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning (0 to skip).")] = 3,
@@ -128,6 +152,11 @@ def register(app: typer.Typer) -> None:
         optimizer: Annotated[Optimizer, typer.Option(help="Fine-tuning optimizer.")] = Optimizer.adam,
         weight_decay: Annotated[float, typer.Option(help="Fine-tuning weight decay.")] = 0.0,
         batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 64,
+        finetune: Annotated[str, typer.Option("--finetune", help=f"Fine-tuning mode: {FINETUNE_HELP}.")] = "standard",
+        adv_eps: Annotated[str, typer.Option(help="Linf eps of adversarial fine-tuning, in [0, 1] pixels, e.g. "
+                                                  "8/255.")] = "8/255",
+        adv_steps: Annotated[int, typer.Option(help="PGD steps of adversarial fine-tuning's inner maximization.")] = 7,
+        trades_beta: Annotated[float, typer.Option(help="TRADES weight of the KL robustness term.")] = 6.0,
         int8_mode: Annotated[Int8Mode, typer.Option(help="static: calibrated QDQ (conv nets); dynamic: weights "
                                                          "only, activations at run time (Linear-heavy models).")] = Int8Mode.static,
         calibration: Annotated[Calibration, typer.Option(help="How static int8 picks activation ranges.")] = Calibration.minmax,
@@ -145,6 +174,9 @@ def register(app: typer.Typer) -> None:
         eps: Annotated[str, typer.Option(help="Attack strengths, e.g. 2/255,4/255,8/255.")] = "2/255,4/255,8/255",
         attack_steps: Annotated[Optional[int], typer.Option(help="Iterations of iterative attacks (queries for "
                                                                   "square); default: each attack's own.")] = None,
+        whitebox: Annotated[bool, typer.Option("--whitebox", help="Also craft the --attacks on the pruned model "
+                                                                  "itself (fp32, and an int8 simulation with --int8) into "
+                                                                  "adv/whitebox-fp32/ and adv/whitebox-int8/.")] = False,
         eval_samples: Annotated[int, typer.Option(help="Cap on the evaluation set (attacks cost time per sample).")] = 1000,
         seed: Annotated[int, typer.Option(help="Seed of the data split, pruning and fine-tuning.")] = 0,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default export/<name>/).")] = None,
@@ -158,6 +190,7 @@ def register(app: typer.Typer) -> None:
         The bundle (base.onnx, model.onnx, eval.npz, adv/, manifest.json) is what
         `edgerobust audit` checks on the device.
         """
+        from .attacks.spec import parse_eps
         from .compress import CompressConfig, compress as run
         from .finetune import TrainConfig
         from .prune import PruneConfig
@@ -168,14 +201,16 @@ def register(app: typer.Typer) -> None:
             image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), seed=seed,
             eval_samples=eval_samples,
             prune=PruneConfig(sparsity=sparsity, criterion=criterion, global_pruning=global_pruning,
-                              round_to=round_to, iterative_steps=iterative_steps, seed=seed),
+                              round_to=round_to, iterative_steps=iterative_steps, seed=seed, ratios=ratios.value,
+                              mrs_samples=mrs_samples),
             finetune=TrainConfig(epochs=finetune_epochs, lr=lr, optimizer=optimizer.value,
-                                 weight_decay=weight_decay, batch_size=batch_size, seed=seed),
+                                 weight_decay=weight_decay, batch_size=batch_size, seed=seed, mode=finetune,
+                                 adv_eps=parse_eps(adv_eps, "adv-eps"), adv_steps=adv_steps, trades_beta=trades_beta),
             int8=int8,
             quant=QuantConfig(mode=int8_mode.value, calibration=calibration.value, calib_samples=calib_samples,
                               target=int8_target.value, keep_fp32=int8_keep_fp32.value),
             max_int8_drop=max_int8_drop, parity_atol=parity_atol,
-            attacks=attack_specs(attacks, eps, attack_steps, seed),
+            attacks=attack_specs(attacks, eps, attack_steps, seed), whitebox=whitebox,
             out=out, name=name, overwrite=overwrite,
         )
         result = run(cfg)
@@ -183,6 +218,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         else:
             ui.out.print(render_compress(result))
+            if result.sensitivity:
+                ui.out.print(render_sensitivity(result.sensitivity))
             ui.out.print(f"bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
                          f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
 

@@ -49,11 +49,14 @@ class CompressConfig:
     max_int8_drop: float = 2.0  # accuracy points int8 may lose against the pruned fp32 model
     parity_atol: float = 1e-3
     attacks: tuple = ()  # edgerobust.attacks.AttackSpec, crafted on the base model into adv/
+    whitebox: bool = False  # also craft the attacks on the pruned model (fp32, and simulated int8): adv/whitebox-*/
     out: str | Path | None = None
     name: str | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        if self.image_size is not None and self.image_size < 1:
+            raise UsageError(f"--image-size must be a positive number of pixels; got {self.image_size}.")
         if self.num_classes is not None and self.num_classes < 2:
             raise UsageError(f"--num-classes must be >= 2; got {self.num_classes}.")
         if self.max_int8_drop < 0:
@@ -64,6 +67,11 @@ class CompressConfig:
             raise UsageError("--mean and --std go together: pass both or neither.")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise UsageError(f"--std values must be positive; got {self.std}.")
+        if self.whitebox and not self.attacks:
+            raise UsageError("--whitebox needs attacks to craft.", fix="Pass e.g. --attacks pgd --eps 8/255.")
+        if self.whitebox and self.int8 and self.quant.mode != "static":
+            raise UsageError("--whitebox simulates static int8 only.",
+                             fix="Use --int8-mode static with --whitebox, or drop --whitebox.")
 
     @property
     def bundle_name(self) -> str:
@@ -95,13 +103,16 @@ class CompressResult:
     metrics: dict[str, Any]
     adv_sets: list[str]
     seconds: float
+    sensitivity: list[dict] | None = None  # --ratios mrs: name, score, ratio, channels_before/after
+
 
     def to_dict(self) -> dict:
         return {"bundle": str(self.bundle), "rows": [asdict(r) for r in self.rows],
                 "prune": {**asdict(self.prune), "macs_reduction": self.prune.macs_reduction,
                           "params_reduction": self.prune.params_reduction},
                 "quant": asdict(self.quant) if self.quant else None, "parity": self.parity,
-                "metrics": self.metrics, "adv_sets": self.adv_sets, "seconds": self.seconds}
+                "metrics": self.metrics, "adv_sets": self.adv_sets, "seconds": self.seconds,
+                "sensitivity": self.sensitivity}
 
 
 def versions() -> dict[str, str]:
@@ -193,15 +204,29 @@ def compress(cfg: CompressConfig) -> CompressResult:
         pruned_net = copy.deepcopy(net)
         pruned = PixelModel(pruned_net, mean, std)
         norm_example = (example - base.mean) / base.std
+        layer_ratios, sens_rows = None, None
+        if cfg.prune.ratios == "mrs":
+            from .sensitivity import mrs_ratios
+
+            with ui.task("module robustness sensitivity", total=None):
+                layer_ratios, sens_rows = mrs_ratios(pruned, pruned_net, norm_example, num_classes,
+                                                     sp.calib.x, sp.calib.y, cfg.prune)
         pr = prune(pruned_net, norm_example, num_classes, cfg.prune, calib=(sp.calib.x, sp.calib.y),
-                   normalize=lambda x: (x - base.mean) / base.std)
+                   normalize=lambda x: (x - base.mean) / base.std, ratios=layer_ratios)
+        if sens_rows is not None:
+            after = {layer["name"]: layer["after"] for layer in pr.layers}
+            for row in sens_rows:
+                row["channels_after"] = after.get(row["name"])
         ui.info(f"pruned: params {pr.params_before:,} -> {pr.params_after:,} ({pr.params_reduction:.2f}x), "
                 f"MACs {pr.macs_before:,} -> {pr.macs_after:,} ({pr.macs_reduction:.2f}x)")
         metrics["pruned_accuracy_before_finetune"] = accuracy(pruned, sp.eval.x, sp.eval.y)
 
         # 3. fine-tune
-        tr = train(pruned, sp.train.x, sp.train.y, sp.val.x, sp.val.y, cfg.finetune, description="fine-tune")
+        tr = train(pruned, sp.train.x, sp.train.y, sp.val.x, sp.val.y, cfg.finetune,
+                   description=f"fine-tune ({cfg.finetune.mode})")
         metrics["finetune_history"] = tr.history
+        if tr.best_val_robust_acc is not None:
+            metrics["finetune_best_val_robust_accuracy"] = tr.best_val_robust_acc
         metrics["pruned_accuracy_torch"] = accuracy(pruned, sp.eval.x, sp.eval.y)
 
         # 4. export the pruned model
@@ -267,6 +292,21 @@ def compress(cfg: CompressConfig) -> CompressResult:
             paths = craft_sets(base, evalset, list(cfg.attacks), tmp / "adv",
                                base_sha256=sha256_file(base_onnx), eval_sha256=sha256_file(tmp / "eval.npz"))
             adv_names = [f"adv/{Path(p).name}" for p in paths]
+        if cfg.whitebox:
+            from .whitebox import int8_simulation, whitebox_sets, write_whitebox_sets
+
+            if cfg.int8:  # how closely the simulation that int8 sets are crafted on follows model.onnx
+                sim = int8_simulation(pruned, sp.calib.x, cfg.quant)
+                sim_pred = np.concatenate([sim(torch.from_numpy(sp.eval.x[i:i + 256])).argmax(1).detach().numpy()
+                                           for i in range(0, len(sp.eval.x), 256)])
+                metrics["int8_sim_top1_agreement_with_int8"] = float((sim_pred == q_logits.argmax(1)).mean())
+                del sim
+            sets = whitebox_sets(pruned, sp.calib.x, evalset, list(cfg.attacks), cfg.int8, quant=cfg.quant,
+                                 fp32_sha256=sha256_file(fp32_path),
+                                 int8_sha256=sha256_file(tmp / "model.onnx") if cfg.int8 else "",
+                                 eval_sha256=sha256_file(tmp / "eval.npz"), fp32_target=fp32_name)
+            paths = write_whitebox_sets(sets, tmp / "adv")
+            adv_names += [Path(p).relative_to(tmp).as_posix() for p in paths]
 
         metrics.update(params_before=params_b, params_after=params_p, macs_before=macs_b, macs_after=macs_p,
                        macs_reduction=pr.macs_reduction, params_reduction=pr.params_reduction)
@@ -285,9 +325,14 @@ def compress(cfg: CompressConfig) -> CompressResult:
             "parity": parities,
             "quantization": asdict(qr) if qr else None,
         }
+        if sens_rows is not None:
+            manifest["sensitivity"] = {"method": "module robust criticality (Zhu et al. 2023)",
+                                       "eps_rel": cfg.prune.mrs_eps_rel, "steps": cfg.prune.mrs_steps,
+                                       "attack_eps": cfg.prune.mrs_attack_eps, "samples": cfg.prune.mrs_samples,
+                                       "layers": sens_rows}
         finalize_manifest(tmp, manifest)
     return CompressResult(bundle=out_dir, rows=rows, prune=pr, quant=qr, parity=parities, metrics=metrics,
-                          adv_sets=adv_names, seconds=time.perf_counter() - t_start)
+                          adv_sets=adv_names, seconds=time.perf_counter() - t_start, sensitivity=sens_rows)
 
 
 def _config_dict(cfg: CompressConfig) -> dict:

@@ -34,9 +34,25 @@ CRITERIA: dict[str, tuple[Callable[[], object], bool, str]] = {
 }
 
 
+# name -> how per-layer ratios are chosen (--ratios)
+RATIO_MODES: dict[str, str] = {
+    "uniform": "the same ratio (--sparsity) for every prunable layer",
+    "global": "channels ranked across the whole network at the same overall ratio (torch-pruning's global pruning)",
+    "mrs": "module robustness sensitivity: layers whose weights matter most to the adversarial loss are "
+           "pruned less, the channel-weighted mean kept at --sparsity (edgerobust.sensitivity)",
+}
+
+
 @dataclass(frozen=True)
 class PruneConfig:
-    """How to prune: per-layer channel ratio, criterion by name, rounding, iterative steps."""
+    """How to prune: per-layer channel ratio, criterion by name, rounding, iterative steps.
+
+    ``ratios`` (a key of :data:`RATIO_MODES`) picks how per-layer ratios are chosen;
+    ``global_pruning=True`` is the same as ``ratios="global"``. The ``mrs_*`` fields set the
+    sensitivity measurement of ``ratios="mrs"`` (see edgerobust.sensitivity): relative weight
+    perturbation bound, ascent steps, the Linf eps of the fixed PGD batch, and how many
+    calibration samples it is crafted from.
+    """
 
     sparsity: float = 0.5
     criterion: str = "l2"
@@ -44,8 +60,28 @@ class PruneConfig:
     round_to: int = 8
     iterative_steps: int = 1
     seed: int = 0
+    ratios: str = "uniform"
+    mrs_eps_rel: float = 0.1
+    mrs_steps: int = 10
+    mrs_attack_eps: float = 8 / 255
+    mrs_samples: int = 128
 
     def __post_init__(self) -> None:
+        if self.ratios not in RATIO_MODES:
+            raise UsageError(f"Unknown --ratios '{self.ratios}'.", fix=f"Use one of: {', '.join(RATIO_MODES)}.")
+        if self.global_pruning and self.ratios == "mrs":
+            raise UsageError("--global-pruning and --ratios mrs exclude each other.",
+                             why="Global pruning ranks channels across layers; mrs sets a ratio per layer.",
+                             fix="Pass one of them (--ratios global is the same as --global-pruning).")
+        if self.global_pruning or self.ratios == "global":
+            object.__setattr__(self, "global_pruning", True)
+            object.__setattr__(self, "ratios", "global")
+        if not (math.isfinite(self.mrs_eps_rel) and self.mrs_eps_rel > 0):
+            raise UsageError(f"mrs_eps_rel must be positive; got {self.mrs_eps_rel}.")
+        if self.mrs_steps < 1 or self.mrs_samples < 1:
+            raise UsageError(f"mrs_steps and mrs_samples must be >= 1; got {self.mrs_steps}, {self.mrs_samples}.")
+        if not (math.isfinite(self.mrs_attack_eps) and 0 < self.mrs_attack_eps <= 1):
+            raise UsageError(f"mrs_attack_eps must be in (0, 1]; got {self.mrs_attack_eps}.")
         if not (isinstance(self.sparsity, (int, float)) and 0.0 < self.sparsity < 1.0):
             raise UsageError(f"--sparsity must be strictly between 0 and 1; got {self.sparsity}.",
                              why="It is the fraction of channels removed from each layer: 0 removes nothing, 1 everything.",
@@ -110,6 +146,24 @@ def _channels(m: nn.Module) -> int | None:
     return None
 
 
+def prunable_layers(net: nn.Module, example: torch.Tensor, num_classes: int) -> dict[str, nn.Module]:
+    """The layers torch-pruning prunes, by module name of ``net``: the root of each dependency group.
+
+    Layers coupled in one group (the convs feeding one residual sum) are pruned together with
+    the ratio of the group's root, so per-layer ratios are given for these names only.
+    """
+    net.eval()
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    names = {m: n for n, m in net.named_modules()}
+    out: dict[str, nn.Module] = {}
+    for group in dg.get_all_groups(ignored_layers=output_layers(net, num_classes),
+                                   root_module_types=[nn.modules.conv._ConvNd, nn.Linear]):
+        root = group[0].dep.target.module
+        if root in names and _channels(root):
+            out[names[root]] = root
+    return out
+
+
 def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: PruneConfig,
           calib: tuple[np.ndarray, np.ndarray] | None = None,
           normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -129,11 +183,12 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
     imp_factory, needs_grad, _ = CRITERIA[config.criterion]
     ignored = output_layers(net, num_classes)
     round_to = config.round_to
-    num_heads: dict[nn.Module, int] = {}
     for m in net.modules():
         if isinstance(m, nn.MultiheadAttention):
-            num_heads[m] = m.num_heads
-            # keep embed_dim divisible by the head count: every head loses the same dims
+            # Attention is pruned along the embedding (residual) dimension, which every head
+            # shares: rounding to a multiple of the head count makes each head lose the same
+            # number of dims and keeps num_heads intact. (Passing MetaPruner a num_heads dict
+            # instead leaves the embedding group unpruned in torch-pruning 1.6.)
             round_to = math.lcm(round_to, m.num_heads)
     modules = dict(net.named_modules())
     ratio_dict = None
@@ -151,7 +206,6 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
         net, example_inputs=example, importance=imp_factory(), pruning_ratio=config.sparsity,
         pruning_ratio_dict=ratio_dict, global_pruning=config.global_pruning,
         iterative_steps=config.iterative_steps, ignored_layers=ignored, round_to=round_to,
-        num_heads=num_heads,
     )
     with ui.task(f"prune {config.criterion} s={config.sparsity:g}", total=config.iterative_steps) as advance:
         for step in range(config.iterative_steps):

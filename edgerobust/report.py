@@ -145,16 +145,38 @@ def headline(report: AuditReport) -> str:
     clean = next((s for s in report.sets if s.kind == "clean"), None)
     if clean:
         parts.append(f"clean accuracy {pp(clean.delta_accuracy)}")
-    adv = [s for s in report.sets if s.kind == "adversarial" and s.delta_accuracy is not None]
+    adv = [s for s in report.sets if s.kind == "adversarial" and s.delta_accuracy is not None
+           and getattr(s, "source", "transfer") == "transfer"]
     if adv:
         worst = min(adv, key=lambda s: s.delta_accuracy)
         parts.append(f"robust accuracy {pp(worst.delta_accuracy)} on {worst.name} (worst set)")
+    white = [s for s in report.sets if str(getattr(s, "source", "")).startswith("whitebox")
+             and s.deployed.accuracy.value is not None]
+    if white:
+        worst = min(white, key=lambda s: s.deployed.accuracy.value)
+        parts.append(f"white-box robust accuracy {pct(worst.deployed.accuracy, ci=False)} on {worst.name} (worst)")
     return "Deployed vs base: " + ", ".join(parts) + "."
 
 
-def _robustness_rows(report: AuditReport, compact: bool = False, ci: bool = True) -> list[list[str]]:
+# Sections of the robustness tables, by SetResult.source: transfer and white-box sets are never mixed.
+SECTIONS = (
+    (("clean", "transfer"), "clean and transfer sets (crafted on the base model)"),
+    (("whitebox-fp32",), "white-box fp32 sets (crafted on the pruned model itself)"),
+    (("whitebox-int8",), "white-box int8 sets (crafted on an int8 simulation of the deployed model)"),
+)
+
+
+def sections(report: AuditReport) -> list[tuple[str, list]]:
+    """(title, sets) per source present in the report, in SECTIONS order; unknown sources last."""
+    known = {src for srcs, _ in SECTIONS for src in srcs}
+    out = [(title, [s for s in report.sets if getattr(s, "source", "transfer") in srcs]) for srcs, title in SECTIONS]
+    out.append(("other sets", [s for s in report.sets if getattr(s, "source", "transfer") not in known]))
+    return [(t, sets) for t, sets in out if sets]
+
+
+def _robustness_rows(report: AuditReport, compact: bool = False, ci: bool = True, sets=None) -> list[list[str]]:
     rows = []
-    for s in report.sets:
+    for s in (report.sets if sets is None else sets):
         asr = [pct(s.base.attack_success, ci=False), pct(s.deployed.attack_success, ci=False)]
         if compact:
             asr = [f"{asr[0]} → {asr[1]}" if s.kind == "adversarial" else "–"]
@@ -246,8 +268,11 @@ def to_markdown(report: AuditReport) -> str:
             "Accuracy with 95% Wilson intervals; Δ = deployed − base; ASR = attack success rate (share of "
             "clean-correct samples the set fools); transfer = share of base-fooling samples that also fool "
             "the deployed model; flips = share of samples where the two models disagree; McNemar p = exact "
-            "test of deployed vs base correctness.", "",
-            _md_table(_ROB_HEAD, _robustness_rows(report)), "", "## Speed", "",
+            "test of deployed vs base correctness. Transfer sets are crafted on the base model; white-box "
+            "sets on the compressed model itself, so base columns there are transfer in the other direction.", ""]
+    for title, sets in sections(report):
+        out += [f"### {title[0].upper()}{title[1:]}", "", _md_table(_ROB_HEAD, _robustness_rows(report, sets=sets)), ""]
+    out += ["## Speed", "",
             f"Interleaved rounds: {m.settings.rounds}+ rounds × {m.settings.runs_per_round} runs after "
             f"{m.settings.warmup_runs} warmup runs.", "",
             _md_table(_speed_head(m), _speed_rows(m)), ""]
@@ -301,14 +326,15 @@ def render(report: AuditReport, console: Console) -> None:
     console.print(f"[bold]{headline(report)}[/bold]", highlight=False)
     # The full table needs about 125 columns; a narrower terminal gets the essentials, and the
     # 95% CIs and attack success rates stay in report.md / report.json.
-    rows = _robustness_rows(report, compact=True, ci=console.width >= 125)
-    if console.width >= 125:
-        console.print(_table("Robustness (base vs deployed)", _ROB_HEAD_COMPACT, rows))
-    else:
-        keep = [0, 1, 2, 3, 4, 6, 7, 8]
-        head = ["set", "n", "base", "deployed", "Δ", "transfer", "flips", "McNemar p"]
-        console.print(_table("Robustness (base vs deployed; CIs and ASR in report.md)", head,
-                             [[r[i] for i in keep] for r in rows]))
+    for title, sets in sections(report):
+        rows = _robustness_rows(report, compact=True, ci=console.width >= 125, sets=sets)
+        if console.width >= 125:
+            console.print(_table(f"Robustness (base vs deployed): {title}", _ROB_HEAD_COMPACT, rows))
+        else:
+            keep = [0, 1, 2, 3, 4, 6, 7, 8]
+            head = ["set", "n", "base", "deployed", "Δ", "transfer", "flips", "McNemar p"]
+            console.print(_table(f"Robustness (base vs deployed; CIs and ASR in report.md): {title}", head,
+                                 [[r[i] for i in keep] for r in rows]))
     render_measure(report.measurement, console)
     if report.budgets:
         console.print(f"[bold]Budgets ({report.profile}):[/bold]")

@@ -68,7 +68,7 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
     max_pert = float(np.abs(delta).max(initial=0.0) if entry.norm == "Linf"
                      else np.sqrt((delta ** 2).sum(1)).max(initial=0.0))
     meta = {
-        "name": spec.name, "attack": spec.attack, "torchattacks_class": entry.torchattacks_class,
+        "name": spec.name, "source": "transfer", "attack": spec.attack, "torchattacks_class": entry.torchattacks_class,
         "params": params, "norm": entry.norm, "eps": spec.eps, "eps_text": spec.eps_text,
         "seed": spec.seed, "batch_size": int(batch_size), "n": n,
         "base_sha256": base_sha256, "eval_sha256": eval_sha256,
