@@ -83,9 +83,9 @@ def _root(
 def _register() -> None:
     # Each command module adds its commands to `app`. Imports stay light: torch is imported
     # inside the compress-side commands only, so `audit`/`profile` run without it.
-    from . import cli_compress, cli_audit, cli_attack  # noqa: F401
+    from . import cli_compress, cli_audit, cli_attack, cli_research  # noqa: F401
 
-    for mod in (cli_compress, cli_audit, cli_attack):
+    for mod in (cli_compress, cli_audit, cli_attack, cli_research):
         mod.register(app)
 
 
