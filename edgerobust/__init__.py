@@ -11,6 +11,9 @@ _LAZY = {
     "compress": ("edgerobust.compress", "compress"),
     "CompressConfig": ("edgerobust.compress", "CompressConfig"),
     "CompressResult": ("edgerobust.compress", "CompressResult"),
+    "audit": ("edgerobust.audit", "audit"),
+    "AuditConfig": ("edgerobust.audit", "AuditConfig"),
+    "AuditReport": ("edgerobust.audit", "AuditReport"),
     "EdgeRobustError": ("edgerobust.errors", "EdgeRobustError"),
     "Bundle": ("edgerobust.bundle", "Bundle"),
 }

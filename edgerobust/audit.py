@@ -409,3 +409,8 @@ def audit(config: AuditConfig) -> AuditReport:
         verified=bool(inputs.bundle and config.verify), profile=profile.name, profile_source=profile.source,
         profile_reason=reason, measurement=measurement, sets=tuple(results),
         budgets=check_budgets(profile, measurement), warnings=tuple(warnings))
+
+
+from ._callable import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, audit)

@@ -341,3 +341,8 @@ def _config_dict(cfg: CompressConfig) -> dict:
     d["out"] = str(cfg.out_dir)
     d["attacks"] = [asdict(a) if hasattr(a, "__dataclass_fields__") else str(a) for a in cfg.attacks]
     return d
+
+
+from ._callable import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, compress)

@@ -1,0 +1,28 @@
+"""The Python API named in the README: `edgerobust.compress(...)` and `edgerobust.audit(...)`."""
+import importlib
+
+import edgerobust
+
+
+def test_package_import_stays_torch_free():
+    import subprocess
+    import sys
+
+    code = "import edgerobust, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compress_and_audit_are_callable_after_their_modules_are_imported(zoo_checkpoint, tmp_path):
+    importlib.import_module("edgerobust.compress")  # binds the module to edgerobust.compress
+    importlib.import_module("edgerobust.audit")
+    from edgerobust.finetune import TrainConfig
+
+    res = edgerobust.compress(edgerobust.CompressConfig(
+        model=zoo_checkpoint.path, finetune=TrainConfig(epochs=0), eval_samples=32, out=tmp_path / "b"))
+    assert (res.bundle / "model.onnx").is_file()
+    assert res.metrics["macs_reduction"] >= 3
+    report = edgerobust.audit(edgerobust.AuditConfig(model=res.bundle / "model.onnx", profile="laptop-cpu-1thread",
+                                                     measure_memory=False, show_progress=False))
+    clean = next(s for s in report.sets if s.kind == "clean")
+    assert clean.n == 32
+    assert abs(clean.deployed.accuracy.value - res.metrics["deployed_accuracy"]) < 1e-12
