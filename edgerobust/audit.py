@@ -223,7 +223,7 @@ def adv_source(meta: dict) -> str:
     return str(meta.get("source") or "transfer")
 
 
-def check_adv_provenance(adv: AdvSet, path: Path, base_sha: str, eval_sha: str, n_eval: int,
+def check_adv_provenance(adv: AdvSet, path: Path, base_sha: str | set[str], eval_sha: str, n_eval: int,
                          eval_y: np.ndarray, targets: dict[str, str] | None = None) -> None:
     """Refuse a set crafted on another model or eval set, or whose rows do not match eval.npz.
 
@@ -252,10 +252,12 @@ def check_adv_provenance(adv: AdvSet, path: Path, base_sha: str, eval_sha: str, 
                           fix="Craft it again with this version of edgerobust.")
     for key, want, what in checks:
         got = meta.get(key)
-        if got != want:
+        wanted = want if isinstance(want, (set, frozenset)) else {want}
+        if got not in wanted:
             raise BundleError(
                 f"The adversarial set '{path}' was crafted on another {what}.",
-                why=f"Its metadata records {key} {str(got)[:12]}…, but the {what} used here has {want[:12]}…."
+                why=f"Its metadata records {key} {str(got)[:12]}…, but the {what} used here has "
+                    f"{' or '.join(sorted(w[:12] for w in wanted))}…."
                 if got else f"Its metadata lacks {key}, so its origin cannot be checked.",
                 fix="Craft the set again on this bundle's base model (`edgerobust attack`), or pass the "
                     "matching --baseline/--eval.")
@@ -317,7 +319,9 @@ def score_adversarial(name: str, path: Path, adv: AdvSet, clean: dict[str, np.nd
         base=scores["base"], deployed=scores["deployed"],
         delta_accuracy=_delta(scores["deployed"].accuracy, scores["base"].accuracy),
         flip_rate=flip_rate(pred["base"], pred["deployed"]),
-        transfer_success=transfer_success_rate(clean["base"], pred["base"], clean["deployed"], pred["deployed"], y),
+        # transfer success is base -> deployed; a white-box set was crafted on the compressed model
+        transfer_success=None if adv_source(adv.meta).startswith("whitebox") else
+        transfer_success_rate(clean["base"], pred["base"], clean["deployed"], pred["deployed"], y),
         mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y), source=adv_source(adv.meta))
 
 
@@ -358,6 +362,13 @@ def audit(config: AuditConfig) -> AuditReport:
             raise BundleError(f"The {what} '{path}' does not exist.",
                               fix="Check --baseline/--eval, or copy the whole bundle again.")
     base_sha, eval_sha = sha256_file(inputs.baseline), sha256_file(inputs.eval_set)
+    # A set crafted by `edgerobust attack` on the torch model the bundle was compressed from
+    # records that file's hash: it is the same base model, so it is accepted too.
+    base_shas = {base_sha}
+    if inputs.bundle is not None and isinstance(inputs.bundle.manifest.get("source"), dict):
+        src = inputs.bundle.manifest["source"].get("sha256")
+        if isinstance(src, str) and src:
+            base_shas.add(src)
     ev = EvalSet.load(inputs.eval_set)
     targets = {sha256_file(config.model): config.model.name}
     if inputs.bundle is not None and inputs.bundle.manifest.get("models", {}).get("fp32"):
@@ -366,7 +377,7 @@ def audit(config: AuditConfig) -> AuditReport:
             targets[sha256_file(fp32)] = fp32.name
     for p in inputs.adv_sets:
         adv = AdvSet.load(p)
-        check_adv_provenance(adv, p, base_sha, eval_sha, len(ev.y), ev.y, targets)
+        check_adv_provenance(adv, p, base_shas, eval_sha, len(ev.y), ev.y, targets)
         del adv
     if not inputs.adv_sets:
         warnings.append("no adversarial sets: only clean accuracy was audited")
@@ -376,10 +387,11 @@ def audit(config: AuditConfig) -> AuditReport:
     where = "the bundle manifest" if inputs.spec else "the base model"
     for s in sessions.values():
         check_input_spec(s, spec, where)
-    if not all(d is None or int(d) == g for d, g in zip(spec["shape"][1:], ev.x.shape[1:])) \
-            or len(spec["shape"]) != ev.x.ndim:
+    shape = spec.get("shape")
+    if shape is not None and (not all(d is None or int(d) == g for d, g in zip(shape[1:], ev.x.shape[1:]))
+                              or len(shape) != ev.x.ndim):
         raise BundleError(f"The evaluation set '{inputs.eval_set}' holds inputs of shape {list(ev.x.shape[1:])}, "
-                          f"but {where} says {_fmt_shape(spec['shape'])}.")
+                          f"but {where} says {_fmt_shape(shape)}.")
     if any(s.info.fallback for s in sessions.values()):
         used = ", ".join(sessions["deployed"].info.providers)
         warnings.append(f"fallback: profile '{profile.name}' asked for {', '.join(profile.provider_names)}; "

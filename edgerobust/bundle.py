@@ -6,7 +6,7 @@ A bundle is a folder (see export/README.md for the full format):
     base.onnx              the uncompressed model, fp32
     model.onnx             the deployed model (pruned, int8 where asked)
     model_fp32.onnx        pruned, before quantization (when int8 was applied)
-    pruned.safetensors-like weights (pruned.pt.npz)  the pruned torch weights, safe to load
+    pruned.pt              the pruned torch weights: an edgerobust checkpoint (weights_only-safe)
     eval.npz               clean evaluation samples the adversarial sets were crafted from
     adv/<attack>_<eps>.npz one adversarial set each
 

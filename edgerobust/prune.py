@@ -6,6 +6,7 @@ layer is never pruned. Importance criteria are looked up by name in :data:`CRITE
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ def prunable_layers(net: nn.Module, example: torch.Tensor, num_classes: int) -> 
 def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: PruneConfig,
           calib: tuple[np.ndarray, np.ndarray] | None = None,
           normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-          ratios: dict[str, float] | None = None) -> PruneResult:
+          ratios: dict[str, float] | None = None, show_progress: bool = True) -> PruneResult:
     """Prune ``net`` in place (it takes normalized input; ``example`` is a normalized batch).
 
     ``calib`` (pixel-space images, labels) feeds gradient-based criteria such as taylor;
@@ -207,7 +208,9 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
         pruning_ratio_dict=ratio_dict, global_pruning=config.global_pruning,
         iterative_steps=config.iterative_steps, ignored_layers=ignored, round_to=round_to,
     )
-    with ui.task(f"prune {config.criterion} s={config.sparsity:g}", total=config.iterative_steps) as advance:
+    bar = ui.task(f"prune {config.criterion} s={config.sparsity:g}", total=config.iterative_steps) if show_progress \
+        else contextlib.nullcontext(lambda *a, **k: None)
+    with bar as advance:
         for step in range(config.iterative_steps):
             if needs_grad:
                 _accumulate_grads(net, calib, normalize)

@@ -105,12 +105,21 @@ def _kept_nodes(model: onnx.ModelProto, keep: str) -> list[str]:
 
 def quantize(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, config: QuantConfig) -> QuantResult:
     """Quantize ``fp32_path`` to int8 at ``out_path``."""
+    t0 = time.perf_counter()
+    root_logger = logging.getLogger()
+    root_level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # ORT's quantizer logs chatty warnings to the root logger
+    try:
+        return _quantize(fp32_path, out_path, calib_x, config, t0)
+    finally:
+        root_logger.setLevel(root_level)
+
+
+def _quantize(fp32_path, out_path, calib_x: np.ndarray, config: QuantConfig, t0: float) -> QuantResult:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    t0 = time.perf_counter()
-    logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs chatty warnings to root
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     target = TARGETS[config.target]
     with tempfile.TemporaryDirectory() as td:

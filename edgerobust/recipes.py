@@ -403,6 +403,10 @@ def run_recipe(name: str, config: RecipeConfig) -> RecipeResult:
     t0 = time.perf_counter()
     recipe = get_recipe(name)
     plan = recipe.plan(config)  # raises before any work when a needed feature is missing
+    if not plan.variants:
+        raise UsageError(f"The recipe '{name}' has no compressed model to compare with the base.",
+                         why="Its sparsities are all 0 (the base itself is always included).",
+                         fix="Pass --sparsities with values in (0, 1), e.g. 0.5,0.7.")
     out = Path(config.out)
     if out.exists() and not config.overwrite:
         raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite to replace it, or choose another --out.")

@@ -195,6 +195,46 @@ def mrs_ratios(model: nn.Module, net: nn.Module, example: torch.Tensor, num_clas
     scores = module_sensitivity(model, xb, yb, layers, eps_rel=config.mrs_eps_rel, steps=config.mrs_steps,
                                 attack_eps=config.mrs_attack_eps, seed=config.seed)
     channels = {k: int(m.weight.shape[0]) for k, m in layers.items()}
-    ratios = allocate_ratios(scores, config.sparsity, channels, config.round_to)
+    ratios = _match_uniform_macs(net, example, num_classes, scores, channels, config)
     rows = [{"name": k, "score": scores[k], "ratio": ratios[k], "channels_before": channels[k]} for k in layers]
     return ratios, rows
+
+
+def _match_uniform_macs(net: nn.Module, example: torch.Tensor, num_classes: int, scores: Mapping[str, float],
+                        channels: Mapping[str, int], config, iters: int = 12) -> dict[str, float]:
+    """Sensitivity-shaped ratios whose pruned model has the MACs of uniform pruning at ``config.sparsity``.
+
+    A channel-weighted target is not a MACs target: sparing the early, high-resolution layers
+    costs far more MACs than sparing late ones. So the channel-weighted target passed to
+    :func:`allocate_ratios` is found by bisection, pruning a copy of ``net`` for each trial, until
+    the MACs match uniform pruning's (the shape of the allocation, sensitive layers pruned less,
+    is kept). Comparisons of MRS against uniform are then at equal MACs, as Bai et al. make them.
+    """
+    import copy
+    from dataclasses import replace
+
+    from .prune import count, prune
+
+    plain = replace(config, ratios="uniform", global_pruning=False, criterion="l2", iterative_steps=1)
+
+    def macs_of(ratios: dict[str, float] | None) -> int:
+        trial = copy.deepcopy(net)
+        prune(trial, example, num_classes, plain, ratios=ratios, show_progress=False)
+        return count(trial, example)[0]
+
+    target_macs = macs_of(None)
+    max_ratio = 0.9
+    lo, hi = 0.0, max_ratio
+    best = allocate_ratios(scores, config.sparsity, channels, config.round_to)
+    best_gap = abs(macs_of(best) - target_macs)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        ratios = allocate_ratios(scores, mid, channels, config.round_to, max_ratio=max_ratio)
+        macs = macs_of(ratios)
+        if abs(macs - target_macs) < best_gap:
+            best, best_gap = ratios, abs(macs - target_macs)
+        if macs > target_macs:  # too many MACs left: prune more
+            lo = mid
+        else:
+            hi = mid
+    return best

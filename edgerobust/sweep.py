@@ -447,16 +447,18 @@ def _build_variant(config, v: Variant, tmp: Path, base_onnx: Path, ev: EvalSet, 
                   **common)
     q = _Model(f"{v.label} int8", path=bundle / "model.onnx", precision="int8", **common) if int8 else None
     if "whitebox" in config.threats:
-        from .attacks import craft_set
+        from .whitebox import whitebox_sets
 
         pruned = load_model(bundle / "pruned.pt")
         target = PixelModel(pruned.model, mean, std).eval()
         wdir = tmp / "whitebox" / v.slug
         wdir.mkdir(parents=True)
-        sha = sha256_file(fp32.path)
-        for s in specs:
+        # crafted on the pruned fp32 model; the int8 model is scored on the same sets
+        sets = whitebox_sets(target, ev.x, ev, list(specs), False, fp32_sha256=sha256_file(fp32.path),
+                             eval_sha256=sha256_file(tmp / "eval.npz"), fp32_target=fp32.path.name)
+        for s, adv in zip(specs, sets):
             path = wdir / f"{s.name}.npz"
-            craft_set(target, ev.x, ev.y, s, base_sha256=sha, eval_sha256=sha256_file(tmp / "eval.npz")).save(path)
+            adv.save(path)
             fp32.whitebox[s.name] = path
             if q is not None:
                 q.whitebox[s.name] = path

@@ -351,3 +351,38 @@ def test_cli_attack_refuses_to_overwrite(checkpoint, tmp_path):
     (tmp_path / "o").mkdir()
     r = CliRunner().invoke(app, ["attack", str(checkpoint), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "already exists" in " ".join(r.output.split())
+
+
+def test_sets_from_attack_on_the_source_model_pass_the_bundles_audit(zoo_checkpoint, tmp_path):
+    """`edgerobust attack` on the .pt a bundle was compressed from, then `audit --eval --adv` on the bundle."""
+    import json
+
+    from edgerobust.cli import app
+
+    runner = CliRunner()
+    bundle = tmp_path / "bundle"
+    r = runner.invoke(app, ["compress", str(zoo_checkpoint.path), "--finetune-epochs", "0", "--eval-samples", "24",
+                            "--out", str(bundle)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "sets"
+    r = runner.invoke(app, ["attack", str(zoo_checkpoint.path), "--out", str(out), "--attacks", "fgsm",
+                            "--eps", "8/255", "-n", "16"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["audit", str(bundle / "model.onnx"), "--profile", "laptop-cpu-1thread", "--no-memory",
+                            "--eval", str(out / "eval.npz"), "--adv", str(out / "adv" / "fgsm_8-255.npz"),
+                            "--out", str(tmp_path / "report"), "--json"])
+    assert r.exit_code == 0, r.output
+    sets = json.loads((tmp_path / "report" / "report.json").read_text())["_data"]["sets"]
+    assert [s["name"] for s in sets] == ["clean", "fgsm_8-255"] and sets[1]["n"] == 16
+    # a set crafted on another model is still refused
+    other = tmp_path / "other.pt"
+    from edgerobust.zoo import train_zoo
+
+    train_zoo("digits-cnn", other, epochs=1, seed=1)
+    r = runner.invoke(app, ["attack", str(other), "--out", str(tmp_path / "sets2"), "--attacks", "fgsm",
+                            "--eps", "8/255", "-n", "16"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["audit", str(bundle / "model.onnx"), "--profile", "laptop-cpu-1thread", "--no-memory",
+                            "--eval", str(tmp_path / "sets2" / "eval.npz"),
+                            "--adv", str(tmp_path / "sets2" / "adv" / "fgsm_8-255.npz"), "--out", str(tmp_path / "r2")])
+    assert r.exit_code == 2 and "crafted on another base model" in r.output
