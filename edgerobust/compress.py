@@ -132,10 +132,11 @@ def versions() -> dict[str, str]:
     return v
 
 
-def _resolve_data(cfg: CompressConfig, loaded: LoadedModel) -> tuple[Dataset, str, int | None]:
+def resolve_data(data: str | None, image_size: int | None, loaded: LoadedModel) -> tuple[Dataset, str, int | None]:
+    """The data for ``loaded`` (default: the checkpoint's own, else digits), checked against it."""
     spec = loaded.input_spec or {}
-    data = cfg.data or spec.get("data") or "digits"
-    image_size = cfg.image_size or (spec.get("image_size") if data == spec.get("data") else None)
+    data = data or spec.get("data") or "digits"
+    image_size = image_size or (spec.get("image_size") if data == spec.get("data") else None)
     ds = load_data(data, image_size=image_size)
     shape = spec.get("shape")
     if shape and list(ds.input_shape) != list(shape[1:]):
@@ -147,7 +148,7 @@ def _resolve_data(cfg: CompressConfig, loaded: LoadedModel) -> tuple[Dataset, st
     return ds, data, image_size
 
 
-def _check_runs(net: torch.nn.Module, example: torch.Tensor, data: str) -> int:
+def check_runs(net: torch.nn.Module, example: torch.Tensor, data: str) -> int:
     """Run the model once; return its output width. A shape it rejects is a DataError."""
     try:
         with torch.no_grad():
@@ -171,7 +172,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
         raise UsageError(f"'{out_dir}' already exists.", fix="Pass --overwrite to replace it, or choose another --out.")
 
     loaded = load_model(cfg.model, arch=cfg.arch, num_classes=cfg.num_classes, trust_model=cfg.trust_model)
-    ds, data_name, image_size = _resolve_data(cfg, loaded)
+    ds, data_name, image_size = resolve_data(cfg.data, cfg.image_size, loaded)
     sp = split(ds, seed=cfg.seed, eval_samples=cfg.eval_samples, calib_samples=cfg.quant.calib_samples)
     spec = loaded.input_spec or {}
     mean = cfg.mean or tuple(spec.get("mean") or ds.mean)
@@ -182,7 +183,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
     net = loaded.model
     base = PixelModel(net, mean, std).eval()
     example = torch.from_numpy(sp.eval.x[:1])
-    width = _check_runs(base, example, data_name)
+    width = check_runs(base, example, data_name)
     num_classes = loaded.num_classes or width
     if ds.num_classes > width:
         raise DataError(f"The data has {ds.num_classes} classes but the model outputs {width} logits.")

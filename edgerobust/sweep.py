@@ -343,8 +343,8 @@ def sweep(config: SweepConfig) -> SweepResult:
     the plots and report.html); see the module docstring."""
     import torch
 
-    from .compress import CompressConfig, compress
-    from .data import load_data, split
+    from .compress import CompressConfig, check_runs, compress, resolve_data
+    from .data import split
     from .export import export_onnx
     from .load import load_model
     from .nets import PixelModel
@@ -358,14 +358,13 @@ def sweep(config: SweepConfig) -> SweepResult:
     specs = config.specs
     loaded = load_model(config.model, arch=config.arch, num_classes=config.num_classes, trust_model=config.trust_model)
     spec = loaded.input_spec or {}
-    data_name = config.data or spec.get("data") or "digits"
-    image_size = spec.get("image_size") if data_name == spec.get("data") else None
-    ds = load_data(data_name, image_size=image_size)
+    ds, data_name, _ = resolve_data(config.data, None, loaded)  # the same data and checks as compress
     sp = split(ds, seed=config.seed, eval_samples=config.eval_samples, calib_samples=config.quant.calib_samples)
     mean = tuple(spec.get("mean") or ds.mean)
     std = tuple(spec.get("std") or ds.std)
     base = PixelModel(loaded.model, mean, std).eval()
     example = torch.from_numpy(sp.eval.x[:1])
+    check_runs(base, example, data_name)
     macs_base, params_base = count(base.net, (example - base.mean) / base.std)
     needs_whitebox = "whitebox" in config.threats and any(v.sparsity > 0 for v in config.variants)
     if needs_whitebox and not loaded.arch:
