@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, ui
-from .bundle import AdvSet, Bundle, EvalSet, sha256_file
+from .bundle import AdvSet, Bundle, EvalSet, iter_npz_rows, sha256_file
 from .errors import BundleError, UsageError
 from .measure import MeasureReport, OpenSession, _maybe_task, measure, open_sessions
 from .profiles import DeviceProfile, best_match_profile, load_profile
@@ -294,6 +294,24 @@ def _predict_both(sessions: dict[str, OpenSession], x: np.ndarray, batch_size: i
         return {role: predict(s, x, batch_size, lambda n, r=role: advance(n, r)) for role, s in sessions.items()}
 
 
+def _predict_stream(sessions: dict[str, OpenSession], chunks, n: int, batch_size: int, label: str,
+                    show: bool) -> dict[str, np.ndarray]:
+    """Predictions of every session on inputs that arrive in chunks (read once, run on each model)."""
+    out = {role: np.empty(n, dtype=np.int64) for role in sessions}
+    pos = 0
+    with _maybe_task(f"Evaluating {label}", 2 * n, show) as advance:
+        for chunk in chunks:
+            k = len(chunk)
+            if pos + k > n:
+                break
+            for role, s in sessions.items():
+                out[role][pos:pos + k] = predict(s, chunk, batch_size, lambda m, r=role: advance(m, r))
+            pos += k
+    if pos != n:
+        raise BundleError(f"The set '{label}' holds a different number of inputs than labels ({n}).")
+    return out
+
+
 def score_clean(name: str, path: Path, y: np.ndarray, pred: dict[str, np.ndarray]) -> SetResult:
     base, dep = accuracy(pred["base"], y), accuracy(pred["deployed"], y)
     return SetResult(
@@ -375,10 +393,12 @@ def audit(config: AuditConfig) -> AuditReport:
         fp32 = inputs.bundle.path("fp32")
         if fp32.is_file():
             targets[sha256_file(fp32)] = fp32.name
-    for p in inputs.adv_sets:
-        adv = AdvSet.load(p)
+    for p in inputs.adv_sets:  # metadata, labels and indices only: the inputs stay on disk
+        adv = AdvSet.load(p, with_x=False)
         check_adv_provenance(adv, p, base_shas, eval_sha, len(ev.y), ev.y, targets)
-        del adv
+        if adv.x.shape[1:] != ev.x.shape[1:]:
+            raise BundleError(f"The adversarial set '{p}' holds inputs of shape {list(adv.x.shape[1:])}, "
+                              f"the eval set {list(ev.x.shape[1:])}.")
     if not inputs.adv_sets:
         warnings.append("no adversarial sets: only clean accuracy was audited")
 
@@ -404,11 +424,9 @@ def audit(config: AuditConfig) -> AuditReport:
     clean_pred = _predict_both(sessions, ev.x, config.batch_size, "clean set", config.show_progress)
     results = [score_clean("clean", inputs.eval_set, ev.y, clean_pred)]
     for p in inputs.adv_sets:
-        adv = AdvSet.load(p)
-        if adv.x.shape[1:] != ev.x.shape[1:]:
-            raise BundleError(f"The adversarial set '{p}' holds inputs of shape {list(adv.x.shape[1:])}, "
-                              f"the eval set {list(ev.x.shape[1:])}.")
-        pred = _predict_both(sessions, adv.x, config.batch_size, adv.name, config.show_progress)
+        adv = AdvSet.load(p, with_x=False)  # inputs are streamed: memory stays flat with the set's size
+        pred = _predict_stream(sessions, iter_npz_rows(p, "x", max(config.batch_size, 256)), len(adv.y),
+                               config.batch_size, adv.name, config.show_progress)
         clean = {role: v[adv.idx] for role, v in clean_pred.items()}
         results.append(score_adversarial(adv.name, p, adv, clean, pred))
         del adv, pred

@@ -93,8 +93,11 @@ def save_npz(path: str | os.PathLike, meta: dict | None = None, **arrays: np.nda
 
 
 def load_npz(path: str | os.PathLike, required: tuple[str, ...] = (), what: str = "array file",
-             error: type = DataError) -> tuple[dict[str, np.ndarray], dict]:
-    """Load a .npz without ever unpickling; return (arrays, metadata dict)."""
+             error: type = DataError, skip: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], dict]:
+    """Load a .npz without ever unpickling; return (arrays, metadata dict).
+
+    Arrays named in ``skip`` are not decompressed (their presence still counts for ``required``).
+    """
     path = Path(path)
     if not path.is_file():
         raise error(f"The {what} '{path}' does not exist.", fix="Check the path.")
@@ -110,7 +113,8 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = (), what: str 
                     fix="Save the arrays with numpy.savez or numpy.savez_compressed.")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files if k not in skip}
+            present = set(z.files)
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
             raise error(
@@ -127,7 +131,7 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = (), what: str 
         raise error(f"The {what} '{path}' is not a readable .npz file.",
                     why=f"{type(exc).__name__}: {exc}",
                     fix="The file may be truncated or corrupt: copy or regenerate it.") from exc
-    missing = [k for k in required if k not in arrays]
+    missing = [k for k in required if k not in present]
     if missing:
         raise error(f"The {what} '{path}' lacks the array(s) {', '.join(missing)}.",
                     why=f"It holds: {', '.join(sorted(arrays)) or 'nothing'}.",
@@ -142,6 +146,62 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = (), what: str 
         except (ValueError, TypeError) as exc:
             raise error(f"The metadata inside '{path}' is not valid JSON.", why=str(exc)) from exc
     return arrays, meta
+
+
+def _open_npy_member(z: zipfile.ZipFile, key: str, path, error: type):
+    """Open ``key`` inside an .npz and read its .npy header: (stream, shape, dtype, fortran_order)."""
+    name = f"{key}.npy"
+    if name not in z.namelist():
+        raise error(f"'{path}' has no array '{key}'.")
+    f = z.open(name)
+    version = np.lib.format.read_magic(f)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = reader(f)
+    if dtype.hasobject:
+        f.close()
+        raise error(f"The array '{key}' in '{path}' contains pickled Python objects.",
+                    why="Unpickling can run arbitrary code, so edgerobust never loads pickled arrays.",
+                    fix="Re-save the arrays with plain numeric dtypes (np.savez with float/int arrays).")
+    return f, shape, dtype, fortran
+
+
+def npz_array_info(path: str | os.PathLike, key: str, error: type = BundleError) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one array in an .npz, from its header alone (nothing decompressed)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            f, shape, dtype, _ = _open_npy_member(z, key, path, error)
+            f.close()
+            return tuple(shape), dtype
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise error(f"'{path}' is not a readable .npz file.", why=f"{type(exc).__name__}: {exc}") from exc
+
+
+def iter_npz_rows(path: str | os.PathLike, key: str, rows: int, error: type = BundleError) -> Iterator[np.ndarray]:
+    """Yield an .npz array ``rows`` rows at a time, decompressing as it goes.
+
+    Memory stays at one chunk however long the array is (the audit replays 100k-sample sets
+    this way). Fortran-ordered arrays, which cannot be read row by row, are loaded whole.
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            f, shape, dtype, fortran = _open_npy_member(z, key, path, error)
+            with f:
+                if fortran or not shape:
+                    data = np.load(path, allow_pickle=False)[key]
+                    for i in range(0, len(data), rows):
+                        yield data[i:i + rows]
+                    return
+                row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+                for start in range(0, shape[0], rows):
+                    n = min(rows, shape[0] - start)
+                    want = n * row_bytes
+                    buf = f.read(want)
+                    if len(buf) != want:
+                        raise error(f"'{path}' ends early: the array '{key}' is truncated.",
+                                    fix="Copy or regenerate the file.")
+                    yield np.frombuffer(buf, dtype=dtype).reshape(n, *shape[1:])
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise error(f"'{path}' is not a readable .npz file.", why=f"{type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +223,7 @@ class EvalSet:
     def load(cls, path: str | os.PathLike) -> "EvalSet":
         arrays, meta = load_npz(path, ("x", "y"), what="evaluation set", error=BundleError)
         x, y = arrays["x"], arrays["y"]
-        _check_xy(path, x, y, BundleError)
+        _check_xy(path, x.shape, x.dtype, y, BundleError)
         return cls(x=x.astype(np.float32, copy=False), y=y.astype(np.int64, copy=False), meta=meta)
 
 
@@ -192,10 +252,19 @@ class AdvSet:
                  idx=self.idx.astype(np.int64))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "AdvSet":
-        arrays, meta = load_npz(path, ("x", "y", "idx"), what="adversarial set", error=BundleError)
-        x, y, idx = arrays["x"], arrays["y"], arrays["idx"]
-        _check_xy(path, x, y, BundleError)
+    def load(cls, path: str | os.PathLike, with_x: bool = True) -> "AdvSet":
+        """Load a set; with ``with_x=False`` the inputs stay on disk (``x`` is then an empty
+        (0, ...) array of the stored row shape) and are read with :func:`iter_npz_rows`."""
+        arrays, meta = load_npz(path, ("x", "y", "idx"), what="adversarial set", error=BundleError,
+                                skip=() if with_x else ("x",))
+        y, idx = arrays["y"], arrays["idx"]
+        if with_x:
+            x = arrays["x"]
+            shape, dtype = x.shape, x.dtype
+        else:
+            shape, dtype = npz_array_info(path, "x", BundleError)
+            x = np.empty((0, *shape[1:]), dtype=np.float32)
+        _check_xy(path, shape, dtype, y, BundleError)
         if idx.shape != y.shape:
             raise BundleError(f"The adversarial set '{path}' has {idx.shape} indices for {y.shape} labels.")
         if not meta:
@@ -206,14 +275,14 @@ class AdvSet:
                    idx=idx.astype(np.int64, copy=False), meta=meta)
 
 
-def _check_xy(path, x: np.ndarray, y: np.ndarray, error: type) -> None:
-    if x.ndim < 2:
-        raise error(f"'{path}': inputs 'x' must have a batch axis; got shape {x.shape}.")
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+def _check_xy(path, x_shape: tuple[int, ...], x_dtype: np.dtype, y: np.ndarray, error: type) -> None:
+    if len(x_shape) < 2:
+        raise error(f"'{path}': inputs 'x' must have a batch axis; got shape {x_shape}.")
+    if y.ndim != 1 or y.shape[0] != x_shape[0]:
         raise error(f"'{path}': labels 'y' must be 1-D with one label per input; "
-                    f"got x {x.shape} and y {y.shape}.")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise error(f"'{path}': inputs must be floating point; got {x.dtype}.")
+                    f"got x {x_shape} and y {y.shape}.")
+    if not np.issubdtype(x_dtype, np.floating):
+        raise error(f"'{path}': inputs must be floating point; got {x_dtype}.")
     if not np.issubdtype(y.dtype, np.integer):
         raise error(f"'{path}': labels must be integers; got {y.dtype}.")
 
