@@ -42,6 +42,7 @@ class Int8Target(str, Enum):
 
 
 class KeepFp32(str, Enum):
+    auto = "auto"
     none = "none"
     first = "first"
     last = "last"
@@ -163,8 +164,9 @@ def register(app: typer.Typer) -> None:
         calib_samples: Annotated[int, typer.Option(help="Calibration samples (from the training split).")] = 256,
         int8_target: Annotated[Int8Target, typer.Option(help="cpu: U8S8, ONNX Runtime's fast CPU path; "
                                                              "tensorrt: S8S8 symmetric, what TensorRT accepts.")] = Int8Target.cpu,
-        int8_keep_fp32: Annotated[KeepFp32, typer.Option(help="Compute layers left in fp32: the first sees raw "
-                                                              "pixels and loses most when quantized.")] = KeepFp32.first,
+        int8_keep_fp32: Annotated[KeepFp32, typer.Option(help="Compute layers left in fp32. auto: all int8 (fastest) "
+                                                              "unless that loses more than --max-int8-drop, then the first "
+                                                              "layer (it sees raw pixels), then both ends.")] = KeepFp32.auto,
         max_int8_drop: Annotated[float, typer.Option(help="Stop if int8 loses more accuracy points than this "
                                                           "against fp32.")] = 2.0,
         parity_atol: Annotated[float, typer.Option(help="Max |logit difference| ONNX vs torch, per unit of the "

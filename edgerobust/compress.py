@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from .finetune import TrainConfig, accuracy, train
 from .load import LoadedModel, load_model, save_checkpoint, structure_of
 from .nets import PixelModel
 from .prune import PruneConfig, PruneResult, count, prune
-from .quantize import QuantConfig, QuantResult, quantize
+from .quantize import AUTO_ORDER, QuantConfig, QuantResult, quantize
 
 
 @dataclass(frozen=True)
@@ -250,19 +250,33 @@ def compress(cfg: CompressConfig) -> CompressResult:
 
         # 5. int8
         qr = None
+        quant = cfg.quant
         if cfg.int8:
-            qr = quantize(fp32_path, tmp / "model.onnx", sp.calib.x, cfg.quant)
-            q_logits = onnx_logits(tmp / "model.onnx", sp.eval.x)
-            acc_q = float((q_logits.argmax(1) == sp.eval.y).mean())
+            # --int8-keep-fp32 auto: the fastest layout (all int8) first, then keep the first
+            # layer, then both ends in fp32, until the accuracy drop passes the gate.
+            choices = AUTO_ORDER if cfg.quant.keep_fp32 == "auto" else (cfg.quant.keep_fp32,)
+            attempts = []
+            for keep in choices:
+                quant = replace(cfg.quant, keep_fp32=keep)
+                qr = quantize(fp32_path, tmp / "model.onnx", sp.calib.x, quant)
+                q_logits = onnx_logits(tmp / "model.onnx", sp.eval.x)
+                acc_q = float((q_logits.argmax(1) == sp.eval.y).mean())
+                drop = 100 * (acc_fp32 - acc_q)
+                attempts.append({"keep_fp32": keep, "accuracy": acc_q, "drop_points": drop})
+                if drop <= cfg.max_int8_drop:
+                    break
+                if keep != choices[-1]:
+                    ui.info(f"int8 with {keep} layers kept in fp32 lost {drop:.1f} points; trying the next layout")
             agree = float((q_logits.argmax(1) == fp32_logits.argmax(1)).mean())
-            metrics.update(int8_accuracy=acc_q, int8_top1_agreement_with_fp32=agree,
-                           int8_drop_points=100 * (acc_fp32 - acc_q))
+            metrics.update(int8_accuracy=acc_q, int8_top1_agreement_with_fp32=agree, int8_drop_points=drop,
+                           int8_keep_fp32=quant.keep_fp32, int8_attempts=attempts)
             rows.append(ModelRow(f"pruned int8 ({cfg.quant.mode})", params_p, macs_p,
                                  (tmp / "model.onnx").stat().st_size, acc_q))
-            if 100 * (acc_fp32 - acc_q) > cfg.max_int8_drop:
+            if drop > cfg.max_int8_drop:
+                tried = "; ".join(f"{a['keep_fp32']} in fp32: {a['accuracy']:.2%}" for a in attempts)
                 raise QualityGateError(
-                    f"int8 lost {100 * (acc_fp32 - acc_q):.1f} accuracy points against fp32 "
-                    f"({acc_fp32:.2%} -> {acc_q:.2%} on {len(sp.eval)} samples); the limit is "
+                    f"int8 lost {drop:.1f} accuracy points against fp32 "
+                    f"({acc_fp32:.2%} -> {acc_q:.2%} on {len(sp.eval)} samples; tried {tried}); the limit is "
                     f"--max-int8-drop {cfg.max_int8_drop:g}. No bundle was written.",
                     why="Some layers do not survive 8-bit rounding with this calibration.",
                     fix="Try --calibration entropy or percentile, more --calib-samples, --int8-keep-fp32 ends "
@@ -297,12 +311,12 @@ def compress(cfg: CompressConfig) -> CompressResult:
             from .whitebox import int8_simulation, whitebox_sets, write_whitebox_sets
 
             if cfg.int8:  # how closely the simulation that int8 sets are crafted on follows model.onnx
-                sim = int8_simulation(pruned, sp.calib.x, cfg.quant)
+                sim = int8_simulation(pruned, sp.calib.x, quant)
                 sim_pred = np.concatenate([sim(torch.from_numpy(sp.eval.x[i:i + 256])).argmax(1).detach().numpy()
                                            for i in range(0, len(sp.eval.x), 256)])
                 metrics["int8_sim_top1_agreement_with_int8"] = float((sim_pred == q_logits.argmax(1)).mean())
                 del sim
-            sets = whitebox_sets(pruned, sp.calib.x, evalset, list(cfg.attacks), cfg.int8, quant=cfg.quant,
+            sets = whitebox_sets(pruned, sp.calib.x, evalset, list(cfg.attacks), cfg.int8, quant=quant,
                                  fp32_sha256=sha256_file(fp32_path),
                                  int8_sha256=sha256_file(tmp / "model.onnx") if cfg.int8 else "",
                                  eval_sha256=sha256_file(tmp / "eval.npz"), fp32_target=fp32_name)

@@ -129,3 +129,14 @@ def test_data_of_the_wrong_shape_is_refused_before_writing(zoo_checkpoint, tmp_p
     with pytest.raises(DataError, match=r"trained on \(1, 16, 16\)"):
         compress(_quick(zoo_checkpoint.path, tmp_path / "out", data=f"npz:{tmp_path / 'rgb.npz'}"))
     assert not (tmp_path / "out").exists()
+
+
+def test_int8_auto_picks_the_fastest_layout_that_passes_the_gate(compressed):
+    from edgerobust.quantize import AUTO_ORDER
+
+    m = compressed.metrics
+    attempts = m["int8_attempts"]
+    assert [a["keep_fp32"] for a in attempts] == list(AUTO_ORDER[:len(attempts)])  # tried in order, no skips
+    assert all(a["drop_points"] > 2.0 for a in attempts[:-1])  # earlier layouts failed the default gate
+    assert attempts[-1]["drop_points"] <= 2.0 and m["int8_keep_fp32"] == attempts[-1]["keep_fp32"]
+    assert m["int8_accuracy"] == attempts[-1]["accuracy"]

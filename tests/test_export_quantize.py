@@ -34,7 +34,7 @@ def fp32(trained, splits, tmp_path_factory):
 @pytest.fixture(scope="module")
 def int8(fp32, splits):
     out = fp32.with_name("int8.onnx")
-    return out, quantize(fp32, out, splits.calib.x, QuantConfig(calib_samples=64))
+    return out, quantize(fp32, out, splits.calib.x, QuantConfig(calib_samples=64, keep_fp32="first"))
 
 
 def _ops(path):

@@ -47,10 +47,13 @@ def test_fake_quant_weight_is_per_channel_int8_with_identity_gradient():
 
 def test_simulation_follows_the_int8_onnx_model_and_passes_gradients(pruned):
     model, calib_x, ev, root = pruned
-    sim = int8_simulation(model, calib_x)
+    from edgerobust.quantize import QuantConfig
+
+    keep = json.loads((root / "manifest.json").read_text())["metrics"]["int8_keep_fp32"]  # what compress chose
+    sim = int8_simulation(model, calib_x, QuantConfig(keep_fp32=keep))
     fq = [m for m in sim.modules() if isinstance(m, FakeQuantLayer)]
     convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    assert len(fq) == len(convs) - 1  # keep_fp32="first", as compress's default
+    assert len(fq) == len(convs) - {"none": 0, "first": 1, "last": 1, "ends": 2}[keep]
     with torch.no_grad():
         sim_pred = sim(torch.from_numpy(ev.x)).argmax(1).numpy()
         fp32_logits = model(torch.from_numpy(ev.x)).numpy()
