@@ -14,11 +14,11 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from overhead import bare_p50_ms  # the bare 20-line timing loop, shared with run.py
 
 
 def bare_session(path: Path, threads: int) -> ort.InferenceSession:
@@ -33,18 +33,6 @@ def bare_accuracy(sess: ort.InferenceSession, x: np.ndarray, y: np.ndarray, bs: 
     name = sess.get_inputs()[0].name
     pred = np.concatenate([sess.run(None, {name: x[i:i + bs]})[0].argmax(1) for i in range(0, len(x), bs)])
     return float((pred == y).mean())
-
-
-def bare_p50_ms(sess: ort.InferenceSession, x1: np.ndarray, runs: int = 200, warmup: int = 20) -> float:
-    name = sess.get_inputs()[0].name
-    for _ in range(warmup):
-        sess.run(None, {name: x1})
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x1})
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
 
 
 def main() -> None:
@@ -94,7 +82,7 @@ def main() -> None:
                               show_progress=False)).measurement
         for role in ("base", "deployed"):
             audit_p50 = next(mm for mm in m.models if mm.role == role).latency_at(1).p50_ms
-            ratios[role].append((audit_p50, bare_p50_ms(sessions[role], x1)))
+            ratios[role].append((audit_p50, bare_p50_ms(sessions[role], x1, runs=200, warmup=20)))
 
     print(f"\nhost: {report.measurement.host.cpu}, onnxruntime {ort.__version__}, profile {profile.name}\n")
     print("| set | model | audit accuracy | bare accuracy | |\n|---|---|---|---|---|")
