@@ -20,7 +20,7 @@ from . import __version__, ui
 from .bundle import BUNDLE_KIND, SCHEMA_VERSION, EvalSet, atomic_dir, finalize_manifest, sha256_file
 from .data import Dataset, load_data, split
 from .errors import DataError, QualityGateError, UsageError
-from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_logits, parity, require_parity
+from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_logits, parity_of, require_parity, torch_logits
 from .finetune import TrainConfig, accuracy, train
 from .load import LoadedModel, load_model, save_checkpoint, structure_of
 from .nets import PixelModel
@@ -196,10 +196,12 @@ def compress(cfg: CompressConfig) -> CompressResult:
     with atomic_dir(out_dir, overwrite=cfg.overwrite) as tmp:
         # 1. the base model, as given
         base_onnx = export_onnx(base, example, tmp / "base.onnx")
-        p = parity(base, base_onnx, sp.eval.x, atol=cfg.parity_atol)
+        # logits of each model on the eval set are computed once and serve parity and accuracy
+        base_torch, base_logits = torch_logits(base, sp.eval.x), onnx_logits(base_onnx, sp.eval.x)
+        p = parity_of(base_torch, base_logits, atol=cfg.parity_atol)
         require_parity(p, "base model")
         parities["base"] = asdict(p)
-        metrics["base_accuracy_torch"] = accuracy(base, sp.eval.x, sp.eval.y)
+        metrics["base_accuracy_torch"] = float((base_torch.argmax(1) == sp.eval.y).mean())
 
         # 2. prune a copy (the base stays intact for the adversarial sets)
         pruned_net = copy.deepcopy(net)
@@ -228,17 +230,17 @@ def compress(cfg: CompressConfig) -> CompressResult:
         metrics["finetune_history"] = tr.history
         if tr.best_val_robust_acc is not None:
             metrics["finetune_best_val_robust_accuracy"] = tr.best_val_robust_acc
-        metrics["pruned_accuracy_torch"] = accuracy(pruned, sp.eval.x, sp.eval.y)
+        pruned_torch = torch_logits(pruned, sp.eval.x)
+        metrics["pruned_accuracy_torch"] = float((pruned_torch.argmax(1) == sp.eval.y).mean())
 
         # 4. export the pruned model
         fp32_name = "model_fp32.onnx" if cfg.int8 else "model.onnx"
         fp32_path = export_onnx(pruned, example, tmp / fp32_name)
-        p = parity(pruned, fp32_path, sp.eval.x, atol=cfg.parity_atol)
+        fp32_logits = onnx_logits(fp32_path, sp.eval.x)
+        p = parity_of(pruned_torch, fp32_logits, atol=cfg.parity_atol)
         require_parity(p, "pruned model")
         parities["pruned"] = asdict(p)
 
-        base_logits = onnx_logits(base_onnx, sp.eval.x)
-        fp32_logits = onnx_logits(fp32_path, sp.eval.x)
         acc_base = float((base_logits.argmax(1) == sp.eval.y).mean())
         acc_fp32 = float((fp32_logits.argmax(1) == sp.eval.y).mean())
         metrics.update(base_accuracy=acc_base, pruned_accuracy=acc_fp32)

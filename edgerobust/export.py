@@ -88,16 +88,24 @@ def onnx_logits(path: str | Path, x: np.ndarray, batch_size: int = 256, sess=Non
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
+def torch_logits(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x[i:i + batch_size])).numpy()
+                               for i in range(0, len(x), batch_size)])
+
+
 def parity(model: nn.Module, path: str | Path, x: np.ndarray, atol: float = 1e-3,
            min_agreement: float = 0.99) -> Parity:
     """Compare ONNX Runtime's logits with torch's on ``x`` (pixel space)."""
-    model.eval()
-    with torch.no_grad():
-        ref = np.concatenate([model(torch.from_numpy(x[i:i + 256])).numpy() for i in range(0, len(x), 256)])
-    got = onnx_logits(path, x)
+    return parity_of(torch_logits(model, x), onnx_logits(path, x), atol, min_agreement)
+
+
+def parity_of(ref: np.ndarray, got: np.ndarray, atol: float = 1e-3, min_agreement: float = 0.99) -> Parity:
+    """Parity of ONNX logits ``got`` against reference logits ``ref`` on the same inputs."""
     diff = float(np.abs(ref - got).max())
     agree = float((ref.argmax(1) == got.argmax(1)).mean())
-    return Parity(max_abs_diff=diff, top1_agreement=agree, n=len(x), atol=atol, min_agreement=min_agreement,
+    return Parity(max_abs_diff=diff, top1_agreement=agree, n=len(ref), atol=atol, min_agreement=min_agreement,
                   logit_scale=float(np.abs(ref).max()))
 
 
