@@ -21,11 +21,11 @@ PROFILE_HELP = (f"Device profile: a shipped name ({_NAMES}) or a path to your ow
 
 def _resolve(profile: Optional[str]):
     """The DeviceProfile to use, why it was chosen automatically (or None), and a line saying so."""
-    if profile is None:
-        match = best_match_profile()
-        return (load_profile(match.name), match.reason,
-                f"Profile: {match.name} (best match for this host: {match.reason}; choose another with --profile)")
-    p = load_profile(profile)
+    from .audit import resolve_profile
+
+    p, reason = resolve_profile(profile)
+    if reason is not None:
+        return p, reason, f"Profile: {p.name} (best match for this host: {reason}; choose another with --profile)"
     return p, None, f"Profile: {p.name} from {p.source}"
 
 

@@ -13,16 +13,17 @@ import typer
 from rich.table import Table
 
 from . import ui
+from .data import SOURCES
 from .errors import UsageError
 
 # Registries named on the command line; kept torch-free here so --help stays fast.
 CRITERIA_HELP = "l1, l2, taylor, bn-scale, random, fpgm, lamp"
 RATIOS_HELP = ("uniform (every layer at --sparsity), global (rank channels across layers), mrs (module robustness "
-               "sensitivity: layers that matter most under attack keep more channels, mean kept at --sparsity)")
+               "sensitivity: layers that matter most under attack keep more channels, MACs matched to uniform "
+               "pruning at --sparsity)")
 FINETUNE_HELP = ("standard (clean cross-entropy), pgd-at (Madry: train on PGD examples; 'adversarial' is an alias), "
                  "trades (Zhang et al.: CE + beta * KL(adv || clean))")
-DATA_HELP = ("digits (scikit-learn's bundled digits, the default), npz:PATH (arrays x, y), "
-             "folder:PATH (one sub-folder per class), cifar10:PATH (the python batches folder)")
+DATA_HELP = "; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items())  # numpy-only import
 
 
 class Calibration(str, Enum):
