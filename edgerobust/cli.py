@@ -21,10 +21,29 @@ _EXTRAS = {"torch": "compress", "torchvision": "compress", "torch_pruning": "com
            "sklearn": "compress", "PIL": "compress", "onnxscript": "compress", "onnxruntime": "cpu"}
 
 
+# Options of the whole program that a user may also type after the subcommand.
+_GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
+
+
 class _Group(TyperGroup):
-    """Turns EdgeRobustError into one clear message and exit code 2."""
+    """Turns EdgeRobustError into one clear message and exit code 2, Ctrl-C into a word and 130."""
+
+    def parse_args(self, ctx, args):
+        # `edgerobust compress m.pt -q` means the same as `edgerobust -q compress m.pt`
+        moved = [a for a in args if a in _GLOBAL_FLAGS]
+        rest = [a for a in args if a not in _GLOBAL_FLAGS]
+        return super().parse_args(ctx, moved + rest)
 
     def invoke(self, ctx):
+        try:
+            return self._invoke(ctx)
+        except KeyboardInterrupt:
+            what = ctx.invoked_subcommand or "edgerobust"
+            ui.err.print(f"[bold red]interrupted:[/bold red] {escape(what)} stopped by Ctrl-C. Nothing was written: "
+                         "bundles and reports appear only when complete.", highlight=False)
+            raise typer.Exit(code=130) from None
+
+    def _invoke(self, ctx):
         try:
             try:
                 return super().invoke(ctx)

@@ -9,7 +9,9 @@ from rich.table import Table
 
 from . import ui
 from .attacks import ATTACKS, make_specs
-from .errors import DataError, UsageError
+from .defaults import ARCH_HELP, DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
+from .errors import UsageError
+from .normalization import choices_help, parse_normalize
 
 _NAMES = ", ".join(ATTACKS)
 
@@ -30,12 +32,14 @@ def attack(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write eval.npz and adv/*.npz into.")],
     data: Annotated[Optional[str], typer.Option(
         "--data", help="Data source: digits, npz:PATH, folder:PATH, cifar10:PATH. Default: the one "
-                       "the checkpoint records.")] = None,
-    attacks: Annotated[str, typer.Option("--attacks", "-a", help=f"Comma-separated attacks: {_NAMES}.")] = "pgd",
+                       "the checkpoint records, else digits.")] = None,
+    attacks: Annotated[str, typer.Option("--attacks", "-a", help=f"Comma-separated attacks: {_NAMES}.")] = DEFAULT_ATTACKS,
     eps: Annotated[str, typer.Option("--eps", help="Comma-separated strengths in [0, 1] pixel units, "
-                                                   "e.g. 2/255,4/255,8/255 (0 gives the clean set).")] = "8/255",
-    steps: Annotated[Optional[int], typer.Option(
-        "--steps", min=1, help="Iterations (queries for square). Default per attack: 10; cw 100; square 1000.")] = None,
+                                                   "e.g. 2/255,4/255,8/255 (0 gives the clean set).")] = DEFAULT_EPS,
+    attack_steps: Annotated[Optional[int], typer.Option(
+        "--attack-steps", min=1, help="Iterations (queries for square). Default per attack: 10; cw 100; "
+                                      "square 1000.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, hidden=True, help="Old name of --attack-steps.")] = None,
     alpha: Annotated[Optional[str], typer.Option(
         "--alpha", help="Step size, e.g. 1/255 (Adam's learning rate for cw). Default per attack: "
                         "2.5*eps/steps for pgd/pgdl2, eps/steps for mifgsm/difgsm, 0.01 for cw.")] = None,
@@ -44,67 +48,56 @@ def attack(
         help="Start at a random point in the eps ball (pgd, pgdl2, difgsm). "
              "Default: on for pgd/pgdl2, off for difgsm.")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds the data split and the attacks.")] = 0,
-    n_samples: Annotated[int, typer.Option("--n-samples", "-n", min=1,
-                                           help="Attack the first N samples of the evaluation split.")] = 500,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per attack batch.")] = 256,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture of a state_dict, e.g. "
-                                                                "torchvision:resnet18 or zoo:digits-cnn.")] = None,
+    eval_samples: Annotated[int, typer.Option("--eval-samples", min=1,
+                                              help="Attack the first N samples of the evaluation split.")] = DEFAULT_EVAL_SAMPLES,
+    n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", min=1, hidden=True,
+                                                     help="Old name of --eval-samples.")] = None,
+    batch_size: Annotated[int, typer.Option("--attack-batch-size", "--batch-size", min=1,
+                                            help="Samples per attack batch.")] = 256,
+    arch: Annotated[Optional[str], typer.Option("--arch", help=f"Architecture of a state_dict: {ARCH_HELP}.")] = None,
     num_classes: Annotated[Optional[int], typer.Option("--num-classes", min=1,
                                                        help="Classes of a state_dict (inferred if left out).")] = None,
+    normalize: Annotated[str, typer.Option(help=f"Input normalization the model was trained with: {choices_help()}.")] = "auto",
+    allow_weak_base: Annotated[bool, typer.Option("--allow-weak-base", help="Go on when the model is near chance "
+                                                                            "level on the data.")] = False,
     trust_model: Annotated[bool, typer.Option(
         "--trust-model", help="Allow loading a whole pickled module, which runs code from the file. "
                               "Only for files you trust.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
 ) -> None:
     # Validate every option before loading anything heavy.
+    steps = attack_steps if attack_steps is not None else steps
+    eval_samples = n_samples if n_samples is not None else eval_samples
     specs = make_specs(attacks, eps, steps=steps, alpha=alpha, random_start=random_start, seed=seed)
     ignored = {s.attack: s.ignored() for s in specs if s.ignored()}
     for name, opts in ignored.items():
         ui.warn(f"{name} does not take {', '.join('--' + o.replace('_', '-') for o in opts)}; ignored for it.")
     if out.exists() and not overwrite:
         raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite to replace it, or choose another --out.")
+    norm = parse_normalize(normalize)
 
     from .attacks import craft_sets
     from .bundle import AdvSet, EvalSet, atomic_dir, sha256_file
-    from .data import load_data, split
-    from .load import load_model
-    from .nets import PixelModel
+    from .prepare import PrepareConfig, prepare
 
-    loaded = load_model(model, arch=arch, num_classes=num_classes, trust_model=trust_model)
-    spec = loaded.input_spec or {}
-    data = data or spec.get("data")
-    if not data:
-        raise UsageError(f"'{model}' does not record its data, so --data is needed.",
-                         fix="Pass --data, e.g. --data digits or --data npz:eval.npz.")
-    shape = spec.get("shape") or []
-    image_size = spec.get("image_size") or (shape[-1] if len(shape) == 4 else None)
-    ds = load_data(data, image_size=image_size)
-    if len(shape) == 4 and shape[1] is not None and tuple(shape[1:]) != ds.input_shape:
-        raise DataError(f"The data '{data}' has images of shape {ds.input_shape}; "
-                        f"the model expects {tuple(shape[1:])}.",
-                        fix="Pass --data with the kind of images the model was trained on.")
-    if loaded.num_classes and ds.num_classes > loaded.num_classes:
-        raise DataError(f"The data '{data}' has {ds.num_classes} classes; the model outputs {loaded.num_classes}.",
-                        fix="Check --data and --num-classes.")
-    if spec.get("mean") and spec.get("std"):
-        mean, std = spec["mean"], spec["std"]
-    else:
-        mean, std = ds.mean, ds.std
-        ui.warn(f"'{model}' does not record its input normalization; using the data's "
-                f"mean {tuple(round(m, 4) for m in mean)} and std {tuple(round(s, 4) for s in std)}.")
-    pixel_model = PixelModel(loaded.model, mean, std).eval()
-    ev = split(ds, seed=seed, eval_samples=n_samples).eval
-    if len(ev) < n_samples:
-        ui.warn(f"The evaluation split holds {len(ev)} samples; attacking all of them (asked for {n_samples}).")
+    cfg = PrepareConfig(model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
+                        normalize=norm, seed=seed, eval_samples=eval_samples, allow_weak_base=allow_weak_base)
+
+    prep = prepare(cfg)
+    ev = prep.splits.eval
+    if len(ev) < eval_samples:
+        ui.warn(f"The evaluation split holds {len(ev)} samples; attacking all of them (asked for {eval_samples}).")
     evalset = EvalSet(x=ev.x, y=ev.y, meta={
-        "kind": "edgerobust-eval-set", "data": data, "seed": seed, "n": len(ev), "class_names": ds.class_names,
-        "base_sha256": loaded.sha256, "source": f"the first {len(ev)} samples of split(data, seed).eval"})
+        "kind": "edgerobust-eval-set", "data": prep.data_name, "seed": seed, "n": len(ev),
+        "class_names": prep.dataset.class_names, "base_sha256": prep.loaded.sha256,
+        "normalization": prep.norm.to_dict(), "source": f"the first {len(ev)} samples of split(data, seed).eval"})
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
         evalset.save(tmp / "eval.npz")
-        paths = craft_sets(pixel_model, evalset, specs, tmp / "adv", base_sha256=loaded.sha256,
+        paths = craft_sets(prep.base, evalset, specs, tmp / "adv", base_sha256=prep.loaded.sha256,
                            eval_sha256=sha256_file(tmp / "eval.npz"), batch_size=batch_size)
         metas = [AdvSet.load(p).meta for p in paths]
+    data = prep.data_name
 
     table = Table(title=f"adversarial sets of {model.name} on {data} ({len(ev)} samples) -> {out}")
     for col in ("attack", "eps", "norm", "n", "base clean acc", "base adv acc", "seconds"):

@@ -13,8 +13,13 @@ import typer
 from rich.table import Table
 
 from . import ui
+from .defaults import (ARCH_HELP, DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP,
+                       DEFAULT_MAX_PRUNE_DROP)
 from .data import SOURCES
 from .errors import UsageError
+from .normalization import choices_help
+
+NORMALIZE_HELP = choices_help()
 
 # Registries named on the command line; kept torch-free here so --help stays fast.
 CRITERIA_HELP = "l1, l2, taylor, bn-scale, random, fpgm, lamp"
@@ -109,8 +114,8 @@ def render_sensitivity(rows: list[dict]) -> Table:
 
 
 def attack_specs(attacks: Optional[str], eps: str, steps: Optional[int], seed: int) -> tuple:
-    """Parse --attacks/--eps into AttackSpecs (one per attack x eps)."""
-    if not attacks:
+    """Parse --attacks/--eps into AttackSpecs (one per attack x eps); 'none' or empty: no sets."""
+    if not attacks or attacks.strip().lower() == "none":
         return ()
     from .attacks import make_specs
 
@@ -130,18 +135,19 @@ def register(app: typer.Typer) -> None:
                                                      "layer (0 < s < 1). MACs fall roughly by (1-s)^2.")] = 0.5,
         int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Quantize the pruned model to int8 "
                                                                     "(ONNX Runtime, QDQ, per-channel).")] = False,
-        arch: Annotated[Optional[str], typer.Option(help="Architecture of a state_dict: torchvision:NAME, timm:NAME, "
-                                                         "a zoo name (digits-cnn, digits-resnet) or package.module:factory.")] = None,
+        arch: Annotated[Optional[str], typer.Option(help=f"Architecture of a state_dict: {ARCH_HELP}.")] = None,
         num_classes: Annotated[Optional[int], typer.Option(help="Classes of the model (default: read from the "
                                                                 "last layer's weights).")] = None,
         trust_model: Annotated[bool, typer.Option("--trust-model", help="Allow loading a whole pickled nn.Module. "
                                                                         "Unpickling runs code from the file: only for files you trust.")] = False,
         data: Annotated[Optional[str], typer.Option(help=f"Data source: {DATA_HELP}. Default: the checkpoint's own data, else digits.")] = None,
         image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
-        mean: Annotated[Optional[str], typer.Option(help="Per-channel normalization mean, e.g. 0.485,0.456,0.406 "
-                                                         "(default: the checkpoint's, else the data's).")] = None,
-        std: Annotated[Optional[str], typer.Option(help="Per-channel normalization std (with --mean).")] = None,
-        criterion: Annotated[str, typer.Option(help=f"Channel importance criterion: {CRITERIA_HELP}.")] = "l2",
+        normalize: Annotated[str, typer.Option(help=f"Input normalization the model was trained with: {NORMALIZE_HELP}.")] = "auto",
+        mean: Annotated[Optional[str], typer.Option(hidden=True, help="Older spelling of --normalize MEAN/STD.")] = None,
+        std: Annotated[Optional[str], typer.Option(hidden=True, help="Older spelling of --normalize MEAN/STD.")] = None,
+        allow_weak_base: Annotated[bool, typer.Option("--allow-weak-base", help="Go on when the base model is near "
+                                                                                "chance level on the data.")] = False,
+        criterion: Annotated[str, typer.Option(help=f"Channel importance criterion: {CRITERIA_HELP}.")] = DEFAULT_CRITERION,
         global_pruning: Annotated[bool, typer.Option("--global-pruning", help="Rank channels across the whole "
                                                                               "network instead of per layer.")] = False,
         ratios: Annotated[Ratios, typer.Option(help=f"How per-layer ratios are chosen: {RATIOS_HELP}.")] = Ratios.uniform,
@@ -168,19 +174,21 @@ def register(app: typer.Typer) -> None:
         int8_keep_fp32: Annotated[KeepFp32, typer.Option(help="Compute layers left in fp32. auto: all int8 (fastest) "
                                                               "unless that loses more than --max-int8-drop, then the first "
                                                               "layer (it sees raw pixels), then both ends.")] = KeepFp32.auto,
+        max_prune_drop: Annotated[float, typer.Option(help="Stop if pruning + fine-tuning loses more accuracy points "
+                                                           "than this against the base.")] = DEFAULT_MAX_PRUNE_DROP,
         max_int8_drop: Annotated[float, typer.Option(help="Stop if int8 loses more accuracy points than this "
-                                                          "against fp32.")] = 2.0,
+                                                          "against fp32.")] = DEFAULT_MAX_INT8_DROP,
         parity_atol: Annotated[float, typer.Option(help="Max |logit difference| ONNX vs torch, per unit of the "
                                                         "largest logit.")] = 1e-3,
-        attacks: Annotated[Optional[str], typer.Option(help="Adversarial sets to craft on the base model into "
-                                                            "adv/, e.g. fgsm,pgd (see `edgerobust attack --help`).")] = None,
-        eps: Annotated[str, typer.Option(help="Attack strengths, e.g. 2/255,4/255,8/255.")] = "2/255,4/255,8/255",
+        attacks: Annotated[str, typer.Option(help="Adversarial sets to craft on the base model into adv/ (see "
+                                                  "`edgerobust attack --help`); 'none' crafts none.")] = DEFAULT_ATTACKS,
+        eps: Annotated[str, typer.Option(help="Attack strengths in [0, 1] pixel units.")] = DEFAULT_EPS,
         attack_steps: Annotated[Optional[int], typer.Option(help="Iterations of iterative attacks (queries for "
                                                                   "square); default: each attack's own.")] = None,
         whitebox: Annotated[bool, typer.Option("--whitebox", help="Also craft the --attacks on the pruned model "
                                                                   "itself (fp32, and an int8 simulation with --int8) into "
                                                                   "adv/whitebox-fp32/ and adv/whitebox-int8/.")] = False,
-        eval_samples: Annotated[int, typer.Option(help="Cap on the evaluation set (attacks cost time per sample).")] = 1000,
+        eval_samples: Annotated[int, typer.Option(help="Cap on the evaluation set (attacks cost time per sample).")] = DEFAULT_EVAL_SAMPLES,
         seed: Annotated[int, typer.Option(help="Seed of the data split, pruning and fine-tuning.")] = 0,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default export/<name>/).")] = None,
         name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the model file's stem).")] = None,
@@ -201,7 +209,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = CompressConfig(
             model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
-            image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), seed=seed,
+            image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), normalize=normalize,
+            allow_weak_base=allow_weak_base, seed=seed, max_prune_drop=max_prune_drop,
             eval_samples=eval_samples,
             prune=PruneConfig(sparsity=sparsity, criterion=criterion, global_pruning=global_pruning,
                               round_to=round_to, iterative_steps=iterative_steps, seed=seed, ratios=ratios.value,
@@ -232,7 +241,7 @@ def register(app: typer.Typer) -> None:
                                                             "trained model is kept beside it and reused).")] = Path("export/demo"),
         model: Annotated[str, typer.Option(help="Zoo model to train: digits-resnet or digits-cnn.")] = "digits-resnet",
         retrain: Annotated[bool, typer.Option("--retrain", help="Train the zoo model again even if it is there.")] = False,
-        eps: Annotated[str, typer.Option(help="Attack strengths of the FGSM and PGD sets.")] = "8/255,16/255,32/255",
+        eps: Annotated[str, typer.Option(help="Attack strengths of the FGSM and PGD sets.")] = DEFAULT_EPS,
         profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Device profile for the audit "
                                                                               "(default: the best match for this host).")] = None,
     ) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ui
+from .defaults import DEFAULT_ATTACKS, DEFAULT_EPS
 
 
 @dataclass
@@ -21,9 +22,9 @@ class DemoResult:
 
 
 def run_demo(out: Path = Path("export/demo"), model: str = "digits-resnet", retrain: bool = False,
-             eps: str = "8/255,16/255,32/255", profile: str | None = None, seed: int = 0) -> DemoResult:
+             eps: str = DEFAULT_EPS, profile: str | None = None, seed: int = 0) -> DemoResult:
+    from .attacks import make_specs
     from .audit import AuditConfig, audit
-    from .cli_compress import attack_specs
     from .compress import CompressConfig, compress
     from .finetune import TrainConfig
     from .prune import PruneConfig
@@ -43,7 +44,7 @@ def run_demo(out: Path = Path("export/demo"), model: str = "digits-resnet", retr
     ui.info("[bold]2/3[/bold] compressing: sparsity 0.5, int8, FGSM + PGD sets crafted on the base model")
     cres = compress(CompressConfig(
         model=ckpt, seed=seed, prune=PruneConfig(sparsity=0.5, seed=seed), finetune=TrainConfig(epochs=3, seed=seed),
-        int8=True, quant=QuantConfig(), attacks=attack_specs("fgsm,pgd", eps, None, seed), out=out,
+        int8=True, quant=QuantConfig(), attacks=tuple(make_specs(DEFAULT_ATTACKS, eps, seed=seed)), out=out,
         name="demo", overwrite=True))
     ui.info("[bold]3/3[/bold] auditing the deployed model on this host")
     report = audit(AuditConfig(model=cres.bundle / "model.onnx", profile=profile))

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from .bundle import sha256_file
+from .defaults import ARCH_HELP
 from .errors import ModelLoadError, UnsafeModelError, UsageError
 from .nets import ZOO
 
@@ -45,8 +46,7 @@ class LoadedModel:
 
 
 def _arch_help() -> str:
-    return ("torchvision:NAME (e.g. torchvision:resnet18), timm:NAME (if timm is installed), "
-            f"a zoo name ({', '.join(ZOO)}), or package.module:factory")
+    return ARCH_HELP
 
 
 def build_arch(arch: str, num_classes: int | None, in_channels: int | None = None) -> nn.Module:
@@ -81,11 +81,7 @@ def build_arch(arch: str, num_classes: int | None, in_channels: int | None = Non
         except RuntimeError as exc:
             raise UsageError(f"timm has no model '{name}'.", why=str(exc)) from exc
     if sep and scheme and name:
-        try:
-            mod = importlib.import_module(scheme)
-        except ImportError as exc:
-            raise UsageError(f"Cannot import the module '{scheme}' named in --arch {arch}.", why=str(exc),
-                             fix="Make sure it is importable (installed, or on PYTHONPATH).") from exc
+        mod = _import_user_module(scheme, arch)
         factory = getattr(mod, name, None)
         if not callable(factory):
             raise UsageError(f"'{scheme}' has no callable '{name}' (from --arch {arch}).")
@@ -97,6 +93,26 @@ def build_arch(arch: str, num_classes: int | None, in_channels: int | None = Non
             raise UsageError(f"--arch {arch} returned a {type(model).__name__}, not a torch.nn.Module.")
         return model
     raise UsageError(f"Cannot read --arch '{arch}'.", fix=f"Use {_arch_help()}.")
+
+
+def _import_user_module(module: str, arch: str):
+    """Import ``module`` of --arch module:factory, looking in the current folder first (as pytest and
+    uvicorn do), then on the Python path."""
+    import sys
+
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UsageError(f"Cannot import the module '{module}' named in --arch {arch}.", why=str(exc),
+                         fix=f"Run from the folder that holds {module.replace('.', '/')}.py, or install it "
+                             "or put its folder on PYTHONPATH.") from exc
+    finally:
+        if added:
+            sys.path.remove(cwd)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def gz_bundle(gz_ckpt, tmp_path_factory) -> Path:
         from edgerobust.finetune import TrainConfig
 
         out = _root(tmp_path_factory) / "bundle"
-        compress(CompressConfig(model=gz_ckpt, finetune=TrainConfig(epochs=0), int8=True, eval_samples=64,
+        compress(CompressConfig(model=gz_ckpt, finetune=TrainConfig(epochs=0), max_prune_drop=None, int8=True, eval_samples=64,
                                 attacks=tuple(make_specs("fgsm", "8/255")), out=out))
         _CACHE["bundle"] = out
     return _CACHE["bundle"]

@@ -18,7 +18,8 @@ def test_compress_and_audit_are_callable_after_their_modules_are_imported(zoo_ch
     from edgerobust.finetune import TrainConfig
 
     res = edgerobust.compress(edgerobust.CompressConfig(
-        model=zoo_checkpoint.path, finetune=TrainConfig(epochs=0), eval_samples=32, out=tmp_path / "b"))
+        model=zoo_checkpoint.path, finetune=TrainConfig(epochs=0), max_prune_drop=None, eval_samples=32,
+        out=tmp_path / "b"))
     assert (res.bundle / "model.onnx").is_file()
     assert res.metrics["macs_reduction"] >= 3
     report = edgerobust.audit(edgerobust.AuditConfig(model=res.bundle / "model.onnx", profile="laptop-cpu-1thread",

@@ -361,7 +361,7 @@ def test_sets_from_attack_on_the_source_model_pass_the_bundles_audit(zoo_checkpo
 
     runner = CliRunner()
     bundle = tmp_path / "bundle"
-    r = runner.invoke(app, ["compress", str(zoo_checkpoint.path), "--finetune-epochs", "0", "--eval-samples", "24",
+    r = runner.invoke(app, ["compress", str(zoo_checkpoint.path), "--finetune-epochs", "0", "--max-prune-drop", "100", "--eval-samples", "24",
                             "--out", str(bundle)])
     assert r.exit_code == 0, r.output
     out = tmp_path / "sets"

@@ -24,6 +24,7 @@ def _tree_digest(root):
 
 def _quick(model, out, **kw):
     """The cheapest run: no fine-tuning, no int8, a small evaluation set."""
+    kw.setdefault("max_prune_drop", None)
     return CompressConfig(model=model, out=out, finetune=TrainConfig(epochs=0), eval_samples=50, **kw)
 
 

@@ -47,7 +47,7 @@ class Ctx:
         return p if p.exists() else fast_profile(p)
 
     def compress(self, model, *extra):
-        return ["compress", model, "--out", self.tmp / "out", "--finetune-epochs", "0", "--eval-samples", "32",
+        return ["compress", model, "--out", self.tmp / "out", "--finetune-epochs", "0", "--max-prune-drop", "100", "--eval-samples", "32",
                 "--calib-samples", "16", *extra]
 
     def data(self, *extra, **arrays):
@@ -402,16 +402,47 @@ def test_debug_shows_the_traceback_of_a_user_error(ctx):
 # ---------------------------------------------------------------------------------- quality gates
 
 
-def test_int8_quality_gate_stops_compress_with_the_figures(ctx):
-    # seeded and deterministic: int8 with every layer quantized on one calibration sample loses
-    # ~5 points against the pruned fp32 model
-    result = cli(*ctx.compress(ctx.ckpt, "--int8", "--max-int8-drop", "0", "--int8-keep-fp32", "none",
-                               "--calib-samples", "1", "--eval-samples", "200", "--sparsity", "0.2"))
+@pytest.fixture(scope="module")
+def int8_hostile_ckpt(gz_ckpt, tmp_path_factory) -> Path:
+    """gz_ckpt with an outlier of 1000 added to one input column of every row of the output layer.
+
+    Every class gets the same extra term, so fp32 predictions do not change; but per-channel int8
+    sets each row's scale from the outlier (1000/127), which rounds every other weight of the
+    row to 0 and leaves int8 predicting one class. The loss is built into the weights, so it
+    does not depend on the CPU's int8 kernels (AVX2 u8s8 saturation or AVX-512 VNNI alike).
+    """
+    from edgerobust.load import load_model, save_checkpoint
+
+    loaded = load_model(gz_ckpt)
+    with torch.no_grad():
+        loaded.model.fc.weight[:, 0] += 1000.0
+    path = tmp_path_factory.mktemp("int8-hostile") / "hostile.pt"
+    save_checkpoint(path, loaded.model, loaded.arch, loaded.num_classes, loaded.input_spec)
+    return path
+
+
+def test_int8_quality_gate_stops_compress_with_the_figures(ctx, int8_hostile_ckpt):
+    result = cli(*ctx.compress(int8_hostile_ckpt, "--int8", "--max-int8-drop", "0", "--int8-keep-fp32", "none",
+                               "--eval-samples", "200", "--sparsity", "0.2", "--max-prune-drop", "100"))
     text = assert_user_error(result, "int8 lost", "accuracy points against fp32", "--max-int8-drop 0",
                              "No bundle was written", "--calibration entropy")
-    assert re.search(r"\d+\.\d+% -> \d+\.\d+% on 200 samples", text), text
+    m = re.search(r"int8 lost (\d+\.\d) accuracy points .*?(\d+\.\d+)% -> (\d+\.\d+)% on 200 samples", text)
+    assert m, text
+    assert float(m.group(1)) > 30, text  # far beyond any kernel's rounding: the weights were built to fail
     assert not (ctx.tmp / "out").exists()
     assert not [p for p in ctx.tmp.iterdir() if p.name.startswith(".out.")], "a temporary folder was left"
+
+
+def test_int8_gate_auto_keeps_the_hostile_layer_in_fp32(ctx, int8_hostile_ckpt):
+    """--int8-keep-fp32 auto tries all-int8, then the first layer, then both ends in fp32: only
+    the last passes (the outlier is in the last layer), and the manifest records every attempt."""
+    result = cli(*ctx.compress(int8_hostile_ckpt, "--int8", "--eval-samples", "200", "--sparsity", "0.2",
+                               "--max-prune-drop", "100", "--attacks", "none"))
+    assert result.exit_code == 0, result.output
+    m = read_manifest(ctx.tmp / "out" / "manifest.json")["metrics"]
+    assert [a["keep_fp32"] for a in m["int8_attempts"]] == ["none", "first", "ends"]
+    assert m["int8_keep_fp32"] == "ends" and m["int8_drop_points"] <= 2.0
+    assert m["int8_attempts"][0]["drop_points"] > 30
 
 
 def test_parity_gate_stops_compress(ctx):

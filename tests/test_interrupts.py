@@ -88,6 +88,8 @@ def test_interrupted_compress_loses_nothing(sig, point, existing, tmp_path, gz_c
     _assert_absent_or_complete(out)
     if sig == signal.SIGINT:
         assert _temps(out) == [], "Ctrl-C left a temporary folder"
+        assert proc.returncode == 130, output
+        assert "compress stopped by Ctrl-C" in output and "Nothing was written" in output, output
         return
     # SIGKILL cannot clean up: a stale temp folder of the dead run remains...
     stale = _temps(out)
@@ -130,7 +132,7 @@ def test_full_disk_is_one_clear_error_and_changes_nothing(existing, tmp_path, gz
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(bundle_mod, "save_npz", full)  # eval.npz is the first array file a bundle gets
-    result = cli("compress", gz_ckpt, "--out", out, "--finetune-epochs", "0", "--eval-samples", "32",
+    result = cli("compress", gz_ckpt, "--out", out, "--finetune-epochs", "0", "--max-prune-drop", "100", "--eval-samples", "32",
                  "--calib-samples", "16", *(["--overwrite"] if existing else []))
     assert_user_error(result, "the disk is full", "Free some disk space")
     assert snapshot(tmp_path) == before
