@@ -4,8 +4,10 @@
 its hashes, refuses adversarial sets crafted on another model or eval set, measures latency,
 memory and size of base and deployed on a device profile, replays the clean and adversarial
 sets through both sessions (streamed: only per-sample int predictions are kept) and scores
-them (accuracy with Wilson CIs, attack/transfer success, flip rate, exact McNemar).
-Rendering and writing the report are in :mod:`edgerobust.report`. Torch-free.
+them (accuracy with Wilson CIs, attack/transfer success, flip rate, exact McNemar; what each
+Δ compares: :mod:`edgerobust.scoring`). It also checks that this host is the profile's device
+(:mod:`edgerobust.hostcheck`) and says so when it is not. Rendering and writing the report are in
+:mod:`edgerobust.report`. Torch-free.
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ import numpy as np
 from . import __version__, ui
 from .bundle import AdvSet, Bundle, EvalSet, iter_npz_rows, sha256_file
 from .errors import BundleError, UsageError
+from .hostcheck import HostCheck, check_host, host_facts
 from .measure import MeasureReport, OpenSession, _maybe_task, measure, open_sessions
 from .profiles import DeviceProfile, best_match_profile, load_profile
-from .stats import (McNemar, Proportion, accuracy, attack_success_rate, flip_rate, mcnemar_exact,
-                    transfer_success_rate)
+from .provenance import _fmt_shape, check_adv_provenance, check_input_spec  # noqa: F401
+from .scoring import (ModelScores, Outcome, Reference, SetResult, adv_source, score_adversarial,  # noqa: F401
+                      score_clean, with_references)
 
 
 @dataclass(frozen=True)
@@ -70,43 +74,20 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
-class ModelScores:
-    """One model on one set. For an adversarial set, ``clean_accuracy`` is on the same samples."""
-
-    accuracy: Proportion
-    clean_accuracy: Proportion | None = None
-    attack_success: Proportion | None = None
-
-
-@dataclass(frozen=True)
-class SetResult:
-    """Base and deployed on one set (clean or adversarial), side by side."""
-
-    name: str
-    kind: str  # "clean" or "adversarial"
-    path: str
-    n: int
-    attack: dict
-    base: ModelScores
-    deployed: ModelScores
-    delta_accuracy: float | None
-    flip_rate: Proportion
-    transfer_success: Proportion | None
-    mcnemar: McNemar
-    # "clean"; "transfer" (crafted on the base model); "whitebox-fp32" / "whitebox-int8" (crafted
-    # on the pruned model / an int8 simulation of the deployed one: edgerobust.whitebox)
-    source: str = "transfer"
-
-
-@dataclass(frozen=True)
 class BudgetCheck:
-    """One profile budget for the deployed model; ``passed`` is None when it was not measured."""
+    """One profile budget for the deployed model; ``passed`` is None when it was not measured.
+
+    ``evidence`` is False when this host is not the profile's device and the value depends on
+    the host (latency, memory): it is this host's running the profile's settings, so it says
+    nothing about the device's budget. A model's file size is the same everywhere.
+    """
 
     name: str
     limit: float
     value: float | None
     unit: str
     passed: bool | None
+    evidence: bool = True
 
 
 @dataclass(frozen=True)
@@ -128,10 +109,16 @@ class AuditReport:
     sets: tuple[SetResult, ...]
     budgets: tuple[BudgetCheck, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    host_check: HostCheck | None = None
 
     @property
     def fallback(self) -> bool:
         return self.measurement.fallback
+
+    @property
+    def host_matches_profile(self) -> bool:
+        """False when this host is not the profile's device (see host_check.mismatch)."""
+        return self.host_check is None or self.host_check.matches
 
     @property
     def budgets_passed(self) -> bool:
@@ -197,77 +184,6 @@ def _relative(path: Path, root: Path) -> str | None:
         return None
 
 
-def check_input_spec(s: OpenSession, spec: dict, where: str) -> None:
-    """The model's input must match the bundle's input spec (name, rank, non-batch dims)."""
-    want_name, want_shape = spec.get("name"), spec.get("shape")
-    if want_name and s.input.name != want_name:
-        raise BundleError(f"The {s.info.role} model '{s.info.model}' takes an input named '{s.input.name}', "
-                          f"but {where} says '{want_name}'.",
-                          fix="Re-export the model with the bundle's input name, or audit the model of this bundle.")
-    if want_shape:
-        got = list(s.input.shape)
-        ok = len(got) == len(want_shape) and all(
-            w is None or g is None or int(w) == g for w, g in zip(want_shape[1:], got[1:]))
-        if not ok:
-            raise BundleError(f"The {s.info.role} model '{s.info.model}' takes input shape {_fmt_shape(got)}, "
-                              f"but {where} says {_fmt_shape(want_shape)}.",
-                              fix="The model belongs to another bundle: audit it with its own bundle.")
-
-
-def _fmt_shape(shape) -> str:
-    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
-
-
-def adv_source(meta: dict) -> str:
-    """``"transfer"`` (crafted on the base model; sets older than the field) or ``"whitebox-..."``."""
-    return str(meta.get("source") or "transfer")
-
-
-def check_adv_provenance(adv: AdvSet, path: Path, base_sha: str | set[str], eval_sha: str, n_eval: int,
-                         eval_y: np.ndarray, targets: dict[str, str] | None = None) -> None:
-    """Refuse a set crafted on another model or eval set, or whose rows do not match eval.npz.
-
-    A transfer set must carry the base model's hash (``base_sha256``). A white-box set
-    (``source`` starting with ``whitebox``) was crafted on a compressed model: its
-    ``target_sha256`` must be the hash of one of ``targets`` (sha256 -> file name: the
-    audited model and the bundle's fp32 model).
-    """
-    meta = adv.meta
-    source = adv_source(meta)
-    if source.startswith("whitebox"):
-        got = meta.get("target_sha256")
-        targets = targets or {}
-        if not got or got not in targets:
-            raise BundleError(
-                f"The white-box adversarial set '{path}' was crafted on a model that is not audited here.",
-                why=(f"Its metadata records target {meta.get('target')!r} with sha256 {str(got)[:12]}…, "
-                     f"which matches none of {', '.join(sorted(targets.values())) or 'the models audited'}.")
-                if got else "Its metadata lacks target_sha256, so its origin cannot be checked.",
-                fix="Audit the model the set was crafted on (the bundle's model.onnx), or craft the set again.")
-        checks = (("eval_sha256", eval_sha, "evaluation set"),)
-    elif source == "transfer":
-        checks = (("base_sha256", base_sha, "base model"), ("eval_sha256", eval_sha, "evaluation set"))
-    else:
-        raise BundleError(f"The adversarial set '{path}' has an unknown source {source!r}.",
-                          fix="Craft it again with this version of edgerobust.")
-    for key, want, what in checks:
-        got = meta.get(key)
-        wanted = want if isinstance(want, (set, frozenset)) else {want}
-        if got not in wanted:
-            raise BundleError(
-                f"The adversarial set '{path}' was crafted on another {what}.",
-                why=f"Its metadata records {key} {str(got)[:12]}…, but the {what} used here has "
-                    f"{' or '.join(sorted(w[:12] for w in wanted))}…."
-                if got else f"Its metadata lacks {key}, so its origin cannot be checked.",
-                fix="Craft the set again on this bundle's base model (`edgerobust attack`), or pass the "
-                    "matching --baseline/--eval.")
-    if adv.idx.size and (adv.idx.min() < 0 or adv.idx.max() >= n_eval):
-        raise BundleError(f"The adversarial set '{path}' indexes rows outside the eval set ({n_eval} rows).")
-    if not np.array_equal(adv.y, eval_y[adv.idx]):
-        raise BundleError(f"The labels of the adversarial set '{path}' differ from the eval set's labels at its idx.",
-                          fix="Craft the set again from this eval set.")
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -312,69 +228,44 @@ def _predict_stream(sessions: dict[str, OpenSession], chunks, n: int, batch_size
     return out
 
 
-def score_clean(name: str, path: Path, y: np.ndarray, pred: dict[str, np.ndarray]) -> SetResult:
-    base, dep = accuracy(pred["base"], y), accuracy(pred["deployed"], y)
-    return SetResult(
-        name=name, kind="clean", path=str(path), n=int(len(y)), attack={},
-        base=ModelScores(accuracy=base), deployed=ModelScores(accuracy=dep),
-        delta_accuracy=_delta(dep, base), flip_rate=flip_rate(pred["base"], pred["deployed"]),
-        transfer_success=None, mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y), source="clean")
+def check_budgets(profile: DeviceProfile, m: MeasureReport, role: str = "deployed",
+                  evidence: bool = True) -> tuple[BudgetCheck, ...]:
+    """The profile's budgets against the deployed model's measurements.
 
-
-def score_adversarial(name: str, path: Path, adv: AdvSet, clean: dict[str, np.ndarray],
-                      pred: dict[str, np.ndarray]) -> SetResult:
-    """Scores on one adversarial set; ``clean`` are the predictions on the eval rows at adv.idx."""
-    y = adv.y
-    scores = {
-        role: ModelScores(accuracy=accuracy(pred[role], y), clean_accuracy=accuracy(clean[role], y),
-                          attack_success=attack_success_rate(clean[role], pred[role], y))
-        for role in ("base", "deployed")
-    }
-    attack = {k: adv.meta.get(k) for k in ("attack", "eps", "norm", "params", "base_accuracy", "target")
-              if k in adv.meta}
-    return SetResult(
-        name=name, kind="adversarial", path=str(path), n=int(len(y)), attack=attack,
-        base=scores["base"], deployed=scores["deployed"],
-        delta_accuracy=_delta(scores["deployed"].accuracy, scores["base"].accuracy),
-        flip_rate=flip_rate(pred["base"], pred["deployed"]),
-        # transfer success is base -> deployed; a white-box set was crafted on the compressed model
-        transfer_success=None if adv_source(adv.meta).startswith("whitebox") else
-        transfer_success_rate(clean["base"], pred["base"], clean["deployed"], pred["deployed"], y),
-        mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y), source=adv_source(adv.meta))
-
-
-def _delta(a: Proportion, b: Proportion) -> float | None:
-    return None if a.value is None or b.value is None else a.value - b.value
-
-
-def check_budgets(profile: DeviceProfile, m: MeasureReport, role: str = "deployed") -> tuple[BudgetCheck, ...]:
-    """The profile's budgets against the deployed model's measurements."""
+    ``evidence``: whether this host is the profile's device (BudgetCheck.evidence).
+    """
     b, model = profile.budgets, m.model(role)
-    checks = []
-    if b.latency_ms_p50 is not None:
-        lat = model.latency_at(1) if model else None
-        value = lat.p50_ms if lat else None
-        checks.append(BudgetCheck("latency_ms_p50", b.latency_ms_p50, value, "ms",
-                                  None if value is None else value <= b.latency_ms_p50))
-    if b.peak_memory_mb is not None:
-        value = model.memory.peak_mb if model and model.memory else None
-        checks.append(BudgetCheck("peak_memory_mb", b.peak_memory_mb, value, "MiB",
-                                  None if value is None else value <= b.peak_memory_mb))
-    if b.model_size_mb is not None:
-        value = model.size_mb if model else None
-        checks.append(BudgetCheck("model_size_mb", b.model_size_mb, value, "MiB",
-                                  None if value is None else value <= b.model_size_mb))
-    return tuple(checks)
+    lat = model.latency_at(1) if model else None
+    measured = (("latency_ms_p50", b.latency_ms_p50, lat.p50_ms if lat else None, "ms"),
+                ("peak_memory_mb", b.peak_memory_mb, model.memory.peak_mb if model and model.memory else None, "MiB"),
+                ("model_size_mb", b.model_size_mb, model.size_mb if model else None, "MiB"))
+    return tuple(BudgetCheck(name, limit, value, unit, None if value is None else value <= limit,
+                             evidence or name == "model_size_mb")
+                 for name, limit, value, unit in measured if limit is not None)
 
 
-def audit(config: AuditConfig) -> AuditReport:
-    """Run the whole audit; see the module docstring."""
-    inputs = _locate(config)
-    profile, reason = resolve_profile(config.profile)
-    reason = reason or config.profile_reason
-    warnings = list(inputs.warnings)
+def _host_warnings(profile: DeviceProfile, check: HostCheck) -> list[str]:
+    """A warning when this host is not the profile's device, and one when threads exceed cores."""
+    out = []
+    if not check.matches:
+        out.append(f"host: this host is not {profile.name}'s device ({'; '.join(check.mismatch)}). The "
+                   f"{check.settings_line(profile.name)}; budgets are marked so.")
+    if check.threads:
+        out.append(check.threads)
+    return out
 
-    # Provenance first: it is cheap and a mismatch makes everything after it meaningless.
+
+def no_adv_sets_warning(bundle: Bundle | None) -> str:
+    """What to do when there is nothing adversarial to replay."""
+    src = bundle.manifest.get("source") if bundle is not None else None
+    model = Path(src["path"]).name if isinstance(src, dict) and isinstance(src.get("path"), str) else "BASE_MODEL.pt"
+    return ("no adversarial sets: only clean accuracy was audited, robustness was not. Craft sets on the base "
+            f"model with `edgerobust attack {model} --attacks pgd --eps 8/255 --out sets` on the workstation, "
+            "then audit with --eval sets/eval.npz --adv sets/adv/pgd_8-255.npz (or compress again with --attacks).")
+
+
+def _check_sets(config: AuditConfig, inputs: _Inputs) -> EvalSet:
+    """Refuse a base model, eval set or adversarial set that does not belong here; return the eval set."""
     for what, path in (("base model", inputs.baseline), ("evaluation set", inputs.eval_set)):
         if not path.is_file():
             raise BundleError(f"The {what} '{path}' does not exist.",
@@ -399,8 +290,42 @@ def audit(config: AuditConfig) -> AuditReport:
         if adv.x.shape[1:] != ev.x.shape[1:]:
             raise BundleError(f"The adversarial set '{p}' holds inputs of shape {list(adv.x.shape[1:])}, "
                               f"the eval set {list(ev.x.shape[1:])}.")
+    return ev
+
+
+def _replay(config: AuditConfig, inputs: _Inputs, sessions: dict[str, OpenSession], ev: EvalSet) -> list[SetResult]:
+    """Both models on the clean set and every adversarial set, scored (white-box Δ like for like)."""
+    show = config.show_progress
+    clean_pred = _predict_both(sessions, ev.x, config.batch_size, "clean set", show)
+    results = [score_clean("clean", inputs.eval_set, ev.y, clean_pred)]
+    outcomes = {}
+    for p in inputs.adv_sets:
+        adv = AdvSet.load(p, with_x=False)  # inputs are streamed: memory stays flat with the set's size
+        pred = _predict_stream(sessions, iter_npz_rows(p, "x", max(config.batch_size, 256)), len(adv.y),
+                               config.batch_size, adv.name, show)
+        clean = {role: v[adv.idx] for role, v in clean_pred.items()}
+        results.append(score_adversarial(adv.name, p, adv, clean, pred))
+        outcomes[adv.name] = Outcome(idx=adv.idx, base=pred["base"] == adv.y, deployed=pred["deployed"] == adv.y)
+        del adv, pred
+    return with_references(results, outcomes)
+
+
+def audit(config: AuditConfig) -> AuditReport:
+    """Run the whole audit; see the module docstring."""
+    inputs = _locate(config)
+    profile, reason = resolve_profile(config.profile)
+    reason = reason or config.profile_reason
+    warnings = list(inputs.warnings)
+    host = check_host(profile, host_facts())
+    host_warnings = _host_warnings(profile, host)
+    if not host.matches and config.show_progress:
+        ui.warn(host_warnings[0])  # before minutes of measuring, not only at the end
+    warnings += host_warnings
+
+    # Provenance first: it is cheap and a mismatch makes everything after it meaningless.
+    ev = _check_sets(config, inputs)
     if not inputs.adv_sets:
-        warnings.append("no adversarial sets: only clean accuracy was audited")
+        warnings.append(no_adv_sets_warning(inputs.bundle))
 
     sessions = open_sessions({"base": inputs.baseline, "deployed": config.model}, profile, config.allow_fallback)
     spec = inputs.spec or {"name": sessions["base"].input.name, "shape": list(sessions["base"].input.shape)}
@@ -420,17 +345,7 @@ def audit(config: AuditConfig) -> AuditReport:
             ui.warn(warnings[-1])
 
     measurement = measure(sessions, profile, memory=config.measure_memory, show_progress=config.show_progress)
-
-    clean_pred = _predict_both(sessions, ev.x, config.batch_size, "clean set", config.show_progress)
-    results = [score_clean("clean", inputs.eval_set, ev.y, clean_pred)]
-    for p in inputs.adv_sets:
-        adv = AdvSet.load(p, with_x=False)  # inputs are streamed: memory stays flat with the set's size
-        pred = _predict_stream(sessions, iter_npz_rows(p, "x", max(config.batch_size, 256)), len(adv.y),
-                               config.batch_size, adv.name, config.show_progress)
-        clean = {role: v[adv.idx] for role, v in clean_pred.items()}
-        results.append(score_adversarial(adv.name, p, adv, clean, pred))
-        del adv, pred
-
+    results = _replay(config, inputs, sessions, ev)
     return AuditReport(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         edgerobust_version=__version__, model=str(config.model), baseline=str(inputs.baseline),
@@ -438,7 +353,8 @@ def audit(config: AuditConfig) -> AuditReport:
         bundle_name=inputs.bundle.manifest.get("name") if inputs.bundle else None,
         verified=bool(inputs.bundle and config.verify), profile=profile.name, profile_source=profile.source,
         profile_reason=reason, measurement=measurement, sets=tuple(results),
-        budgets=check_budgets(profile, measurement), warnings=tuple(warnings))
+        budgets=check_budgets(profile, measurement, evidence=host.matches), warnings=tuple(warnings),
+        host_check=host)
 
 
 from ._callable import make_module_callable  # noqa: E402

@@ -97,11 +97,18 @@ def profile_cmd(
     no_memory: NoMemoryOpt = False,
 ) -> None:
     """Measure latency, peak memory and size of one model, or compare two with --baseline."""
+    from .hostcheck import check_host, host_facts
     from .measure import measure_models
     from .report import dumps, render_measure
 
     prof, _, line = _resolve(profile)
     ui.info(line)
+    host = check_host(prof, host_facts())
+    if not host.matches:
+        ui.warn(f"this host is not {prof.name}'s device ({'; '.join(host.mismatch)}): the "
+                f"{host.settings_line(prof.name)}.")
+    if host.threads:
+        ui.warn(host.threads)
     if batch_sizes:
         prof = prof.with_batch_sizes(tuple(batch_sizes))
     models = {"base": baseline, "deployed": model} if baseline else {"model": model}
@@ -109,7 +116,7 @@ def profile_cmd(
     if as_json:
         typer.echo(dumps(report))
     else:
-        render_measure(report, ui.out)
+        render_measure(report, ui.out, None if host.matches else host.host)
 
 
 profiles_app = typer.Typer(help="List and show device profiles.", no_args_is_help=True)

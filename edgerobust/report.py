@@ -3,6 +3,11 @@
 The reports are dataclasses (edgerobust.audit.AuditReport, edgerobust.measure.MeasureReport);
 this module only serializes and renders them. ``write_report`` puts report.json and
 report.md in a new folder per run and never overwrites an earlier report.
+
+Audit report versions: 1 had no ``host_check``, no ``BudgetCheck.evidence``, and a white-box
+set's ``delta_accuracy`` compared base and deployed on the same white-box inputs. 2 adds the
+host check, ``reference`` / ``delta_note`` on sets (the like-for-like Δ of edgerobust.scoring)
+and ``summary.worst_robust`` / ``summary.headline``.
 """
 from __future__ import annotations
 
@@ -18,12 +23,14 @@ from rich.table import Table
 from .audit import AuditReport
 from .bundle import write_json
 from .errors import UsageError
+from .headline import headline, worst_per_threat
 from .measure import MeasureReport
-from .stats import Proportion
+from .tables import COLUMNS_MD, robustness_table, sections
 
 AUDIT_TYPE = "edgerobust.audit-report"
 MEASURE_TYPE = "edgerobust.measure-report"
-VERSION = 1
+AUDIT_VERSION = 2
+MEASURE_VERSION = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -34,10 +41,15 @@ def to_json(report: AuditReport | MeasureReport) -> dict:
     """The report as {"_type", "_version", "_data"}; audit reports also carry a summary."""
     data = dataclasses.asdict(report)
     if isinstance(report, AuditReport):
-        data["summary"] = {"fallback": report.fallback, "budgets_passed": report.budgets_passed}
-        return {"_type": AUDIT_TYPE, "_version": VERSION, "_data": data}
+        hc = report.host_check
+        data["summary"] = {"fallback": report.fallback, "budgets_passed": report.budgets_passed,
+                           "host_matches_profile": report.host_matches_profile,
+                           "host_mismatch": list(hc.mismatch) if hc else [],
+                           "worst_robust": [dataclasses.asdict(w) for w in worst_per_threat(report.sets)],
+                           "headline": headline(report)}
+        return {"_type": AUDIT_TYPE, "_version": AUDIT_VERSION, "_data": data}
     data["summary"] = {"fallback": report.fallback}
-    return {"_type": MEASURE_TYPE, "_version": VERSION, "_data": data}
+    return {"_type": MEASURE_TYPE, "_version": MEASURE_VERSION, "_data": data}
 
 
 def dumps(report: AuditReport | MeasureReport) -> str:
@@ -106,23 +118,6 @@ def write_report(report: AuditReport, out: str | os.PathLike | None = None) -> P
 # formatting helpers
 
 
-def pct(p: Proportion | None, ci: bool = True) -> str:
-    if p is None or p.value is None:
-        return "–"
-    s = f"{100 * p.value:.1f}%"
-    if ci:
-        s += f" [{100 * p.ci_low:.1f}–{100 * p.ci_high:.1f}]"
-    return s
-
-
-def pp(delta: float | None) -> str:
-    return "–" if delta is None else f"{100 * delta:+.1f} pp".replace("-", "−")
-
-
-def pval(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def ms(v: float | None) -> str:
     if v is None:
         return "–"
@@ -133,63 +128,6 @@ def mib(v: float | None) -> str:
     if v is None:
         return "–"
     return f"{v * 1024:.1f} KiB" if v < 1 else f"{v:.1f} MiB"
-
-
-def headline(report: AuditReport) -> str:
-    """One sentence: speedup next to the clean and the worst robust accuracy change."""
-    parts = []
-    sp = next((s for s in report.measurement.speedup if s.batch_size == 1), None) or \
-        (report.measurement.speedup[0] if report.measurement.speedup else None)
-    if sp:
-        parts.append(f"{sp.p50:.2f}× speedup at batch {sp.batch_size} (p50)")
-    clean = next((s for s in report.sets if s.kind == "clean"), None)
-    if clean:
-        parts.append(f"clean accuracy {pp(clean.delta_accuracy)}")
-    adv = [s for s in report.sets if s.kind == "adversarial" and s.delta_accuracy is not None
-           and getattr(s, "source", "transfer") == "transfer"]
-    if adv:
-        worst = min(adv, key=lambda s: s.delta_accuracy)
-        parts.append(f"robust accuracy {pp(worst.delta_accuracy)} on {worst.name} (worst set)")
-    white = [s for s in report.sets if str(getattr(s, "source", "")).startswith("whitebox")
-             and s.deployed.accuracy.value is not None]
-    if white:
-        worst = min(white, key=lambda s: s.deployed.accuracy.value)
-        parts.append(f"white-box robust accuracy {pct(worst.deployed.accuracy, ci=False)} on {worst.name} (worst)")
-    return "Deployed vs base: " + ", ".join(parts) + "."
-
-
-# Sections of the robustness tables, by SetResult.source: transfer and white-box sets are never mixed.
-SECTIONS = (
-    (("clean", "transfer"), "clean and transfer sets (crafted on the base model)"),
-    (("whitebox-fp32",), "white-box fp32 sets (crafted on the pruned model itself)"),
-    (("whitebox-int8",), "white-box int8 sets (crafted on an int8 simulation of the deployed model)"),
-)
-
-
-def sections(report: AuditReport) -> list[tuple[str, list]]:
-    """(title, sets) per source present in the report, in SECTIONS order; unknown sources last."""
-    known = {src for srcs, _ in SECTIONS for src in srcs}
-    out = [(title, [s for s in report.sets if getattr(s, "source", "transfer") in srcs]) for srcs, title in SECTIONS]
-    out.append(("other sets", [s for s in report.sets if getattr(s, "source", "transfer") not in known]))
-    return [(t, sets) for t, sets in out if sets]
-
-
-def _robustness_rows(report: AuditReport, compact: bool = False, ci: bool = True, sets=None) -> list[list[str]]:
-    rows = []
-    for s in (report.sets if sets is None else sets):
-        asr = [pct(s.base.attack_success, ci=False), pct(s.deployed.attack_success, ci=False)]
-        if compact:
-            asr = [f"{asr[0]} → {asr[1]}" if s.kind == "adversarial" else "–"]
-        rows.append([s.name, str(s.n), pct(s.base.accuracy, ci), pct(s.deployed.accuracy, ci), pp(s.delta_accuracy),
-                     *asr, pct(s.transfer_success, ci=False), pct(s.flip_rate, ci=False),
-                     pval(s.mcnemar.p_value)])
-    return rows
-
-
-_ROB_HEAD = ["set", "n", "base acc [95% CI]", "deployed acc [95% CI]", "Δ", "ASR base", "ASR deployed",
-             "transfer", "flips", "McNemar p"]
-_ROB_HEAD_COMPACT = ["set", "n", "base acc [95% CI]", "deployed acc [95% CI]", "Δ", "ASR base → dep.",
-                     "transfer", "flips", "McNemar p"]
 
 
 def _speed_rows(m: MeasureReport, compact: bool = False) -> list[list[str]]:
@@ -241,8 +179,24 @@ def _budget_lines(report: AuditReport) -> list[tuple[str, bool | None]]:
     for b in report.budgets:
         mark = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[b.passed]
         value = "–" if b.value is None else f"{b.value:.4g} {b.unit}"
-        out.append((f"{mark}  {b.name}: {value} (limit {b.limit:g} {b.unit})", b.passed))
+        line = f"{mark}  {b.name}: {value} (limit {b.limit:g} {b.unit})"
+        out.append((line if b.evidence else f"{line}, not evidence for the device", b.passed))
     return out
+
+
+def _latency_title(report_profile: str, host_note: str | None) -> str:
+    if host_note:
+        return f"Latency of {report_profile}'s settings on this host ({host_note}), not on the device"
+    return f"Latency on {report_profile}"
+
+
+def _host_line(report: AuditReport) -> str | None:
+    hc = report.host_check
+    if hc is None:
+        return None
+    if hc.matches:
+        return f"- matches the profile's device: yes, as far as the profile states ({hc.host})"
+    return f"- matches the profile's device: **no** ({'; '.join(hc.mismatch)})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,18 +218,18 @@ def to_markdown(report: AuditReport) -> str:
         out.append(f"> **Warning:** {w}")
     if report.warnings:
         out.append("")
-    out += ["## Robustness", "",
-            "Accuracy with 95% Wilson intervals; Δ = deployed − base; ASR = attack success rate (share of "
-            "clean-correct samples the set fools); transfer = share of base-fooling samples that also fool "
-            "the deployed model; flips = share of samples where the two models disagree; McNemar p = exact "
-            "test of deployed vs base correctness. Transfer sets are crafted on the base model; white-box "
-            "sets on the compressed model itself, so base columns there are transfer in the other direction.", ""]
+    out += ["## Robustness", "", COLUMNS_MD, ""]
     for title, sets in sections(report):
-        out += [f"### {title[0].upper()}{title[1:]}", "", _md_table(_ROB_HEAD, _robustness_rows(report, sets=sets)), ""]
-    out += ["## Speed", "",
-            f"Interleaved rounds: {m.settings.rounds}+ rounds × {m.settings.runs_per_round} runs after "
-            f"{m.settings.warmup_runs} warmup runs.", "",
-            _md_table(_speed_head(m), _speed_rows(m)), ""]
+        head, rows, notes = robustness_table(sets, "md")
+        out += [f"### {title[0].upper()}{title[1:]}", "", _md_table(head, rows), ""]
+        out += [f"- {n}" for n in notes] + ([""] if notes else [])
+    hc, host_line = report.host_check, _host_line(report)
+    out += ["## Speed", ""]
+    if hc is not None and not hc.matches:
+        line = hc.settings_line(report.profile)
+        out += [f"**{line[0].upper()}{line[1:]}.**", ""]
+    out += [f"Interleaved rounds: {m.settings.rounds}+ rounds × {m.settings.runs_per_round} runs after "
+            f"{m.settings.warmup_runs} warmup runs.", "", _md_table(_speed_head(m), _speed_rows(m)), ""]
     out += [f"- {line}" for line in _resource_lines(m)]
     if report.budgets:
         out += ["", "## Budgets", ""] + [f"- {line}" for line, _ in _budget_lines(report)]
@@ -285,6 +239,7 @@ def to_markdown(report: AuditReport) -> str:
             f"- profile: {report.profile} ({report.profile_source})"
             + (f"; chosen automatically: {report.profile_reason}" if report.profile_reason else ""),
             f"- host: {h.cpu}, {h.cores} cores, {h.os}, Python {h.python}, onnxruntime {h.onnxruntime}",
+            *([host_line] if host_line else []),
             f"- providers available: {', '.join(h.available_providers)}",
             f"- edgerobust {report.edgerobust_version}, {report.created}", ""]
     return "\n".join(out)
@@ -303,14 +258,16 @@ def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:
     return t
 
 
-def render_measure(m: MeasureReport, console: Console) -> None:
+def render_measure(m: MeasureReport, console: Console, host_note: str | None = None) -> None:
+    """Latency, size and memory in the terminal; ``host_note`` (e.g. "x86_64, 2 cores") when
+    this host is not the profile's device."""
     if m.fallback:
         for model in m.models:
             if model.session.fallback:
                 console.print(f"[bold yellow]WARNING: FALLBACK[/bold yellow] {model.role}: profile asked for "
                               f"{', '.join(model.session.requested_providers)}; ran on "
                               f"{', '.join(model.session.providers)}. Not the profiled device's numbers.")
-    console.print(_table(f"Latency on {m.profile} (interleaved rounds)", _speed_head(m, compact=True),
+    console.print(_table(f"{_latency_title(m.profile, host_note)} (interleaved rounds)", _speed_head(m, compact=True),
                          _speed_rows(m, compact=True)))
     for line in _resource_lines(m):
         console.print(f"  {line}", highlight=False)
@@ -321,23 +278,24 @@ def render_measure(m: MeasureReport, console: Console) -> None:
 def render(report: AuditReport, console: Console) -> None:
     """The audit in the terminal: warnings, headline, robustness next to speed, budgets."""
     for w in report.warnings:
-        style = "bold yellow" if w.startswith("fallback") else "yellow"
+        style = "bold yellow" if w.startswith(("fallback", "host")) else "yellow"
         console.print(f"[{style}]WARNING:[/{style}] {w}", highlight=False)
     console.print(f"[bold]{headline(report)}[/bold]", highlight=False)
-    # The full table needs about 125 columns; a narrower terminal gets the essentials, and the
+    # The full tables need about 125 columns; a narrower terminal gets the essentials, and the
     # 95% CIs and attack success rates stay in report.md / report.json.
+    wide = console.width >= 125
     for title, sets in sections(report):
-        rows = _robustness_rows(report, compact=True, ci=console.width >= 125, sets=sets)
-        if console.width >= 125:
-            console.print(_table(f"Robustness (base vs deployed): {title}", _ROB_HEAD_COMPACT, rows))
-        else:
-            keep = [0, 1, 2, 3, 4, 6, 7, 8]
-            head = ["set", "n", "base", "deployed", "Δ", "transfer", "flips", "McNemar p"]
-            console.print(_table(f"Robustness (base vs deployed; CIs and ASR in report.md): {title}", head,
-                                 [[r[i] for i in keep] for r in rows]))
-    render_measure(report.measurement, console)
+        head, rows, notes = robustness_table(sets, "wide" if wide else "narrow")
+        where = "" if wide else "; CIs and ASR in report.md"
+        console.print(_table(f"Robustness (base vs deployed{where}): {title}", head, rows))
+        for n in notes:
+            console.print(f"  {n}", highlight=False)
+    hc = report.host_check
+    mismatch = hc is not None and not hc.matches
+    render_measure(report.measurement, console, hc.host if mismatch else None)
     if report.budgets:
-        console.print(f"[bold]Budgets ({report.profile}):[/bold]")
+        console.print(f"[bold]Budgets ({report.profile}'s limits; this host's figures, not evidence for the device):"
+                      "[/bold]" if mismatch else f"[bold]Budgets ({report.profile}):[/bold]", highlight=False)
         for line, passed in _budget_lines(report):
             color = {True: "green", False: "red", None: "yellow"}[passed]
             console.print(f"  [{color}]{line}[/{color}]", highlight=False)

@@ -72,7 +72,7 @@ def test_every_accuracy_equals_a_bare_onnxruntime_loop(bundle, report):
 
 def test_report_structure_and_budgets(report):
     j = to_json(report)
-    assert (j["_type"], j["_version"]) == ("edgerobust.audit-report", 1)
+    assert (j["_type"], j["_version"]) == ("edgerobust.audit-report", 2)
     d = j["_data"]
     assert d["verified"] is True and d["profile"] == "fast" and d["bundle_name"] == "tiny-mlp"
     m = d["measurement"]
@@ -81,7 +81,14 @@ def test_report_structure_and_budgets(report):
     budgets = {b["name"]: b for b in d["budgets"]}
     assert budgets["latency_ms_p50"]["passed"] is True
     assert budgets["model_size_mb"]["passed"] is False  # 0.001 MiB is smaller than any model
-    assert d["summary"] == {"fallback": False, "budgets_passed": False}
+    s = d["summary"]
+    assert (s["fallback"], s["budgets_passed"], s["host_matches_profile"], s["host_mismatch"]) == (False, False, True, [])
+    # the test profile states no hardware: nothing to compare, so nothing is marked
+    assert d["host_check"]["matches"] is True and all(b["evidence"] for b in d["budgets"])
+    fgsm = {x["name"]: x for x in d["sets"]}["fgsm_0.08"]
+    assert [w["threat"] for w in s["worst_robust"]] == ["transfer"]
+    assert s["worst_robust"][0]["deployed"] == fgsm["deployed"]["accuracy"]["value"]
+    assert s["headline"].startswith("Deployed vs base:")
     json.dumps(j)  # plain JSON all the way down
 
 

@@ -1,5 +1,6 @@
 """The CLI of the audit half, through typer's CliRunner: exit codes and the lines a person reads."""
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -135,3 +136,61 @@ def test_tampered_bundle_exit_2(bundle, profile, tmp_path):
 def test_missing_model_exit_2(tmp_path):
     r = run("audit", tmp_path / "nope.onnx", "-p", "laptop-cpu")
     assert r.exit_code == 2 and "does not exist" in flat(r.stderr)
+
+
+def test_device_profile_on_another_host_says_so_everywhere(bundle, tmp_path, monkeypatch):
+    """Issue 16: `audit --profile raspberry-pi-5` on an x86 host with 2 cores (made up, so the test
+    does not depend on the machine it runs on)."""
+    from edgerobust import audit as audit_mod
+    from edgerobust.hostcheck import HostFacts
+
+    monkeypatch.setattr(audit_mod, "host_facts", lambda: HostFacts(machine="x86_64", cores=2))
+    r = run("audit", bundle / "model.onnx", "--profile", "raspberry-pi-5", "--out", tmp_path / "r", "--no-memory")
+    assert r.exit_code == 0, r.output
+    out = flat(r.stdout)
+    assert ("WARNING: host: this host is not raspberry-pi-5's device (architecture: the device is aarch64, this "
+            "host is x86_64; cores: the device has 4, this host 2; model: the device is a Raspberry Pi 5, this host "
+            "reports no board model).") in out
+    assert "WARNING: threads: the profile runs 4 intra-op threads on this host's 2 cores" in out
+    assert ("Figures are this host's (x86_64, 2 cores) running raspberry-pi-5's settings, not evidence for that "
+            "device. Deployed vs base:") in out
+    assert "Latency of raspberry-pi-5's settings on this host (x86_64, 2 cores), not on the device" in out
+    assert "Latency on raspberry-pi-5" not in out
+    assert re.search(r"PASS latency_ms_p50: \S+ ms \(limit 33 ms\), not evidence for the device", out)
+    assert re.search(r"PASS model_size_mb: \S+ MiB \(limit 100 MiB\)$", out)  # a file's size is the same anywhere
+    data = json.loads((tmp_path / "r" / "report.json").read_text())["_data"]
+    assert data["summary"]["host_matches_profile"] is False and len(data["summary"]["host_mismatch"]) == 3
+    assert {b["name"]: b["evidence"] for b in data["budgets"]} == {
+        "latency_ms_p50": False, "peak_memory_mb": False, "model_size_mb": True}
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "**Figures are this host's (x86_64, 2 cores) running raspberry-pi-5's settings" in md
+    assert "- matches the profile's device: **no** (architecture: the device is aarch64" in md
+
+
+def test_generic_profile_on_this_host_does_not_warn(bundle, tmp_path):
+    r = run("audit", bundle / "model.onnx", "--profile", "laptop-cpu-1thread", "--out", tmp_path / "r", "--no-memory")
+    assert r.exit_code == 0, r.output
+    assert "WARNING" not in r.stdout and "not evidence" not in r.stdout and "Latency on laptop-cpu-1thread" in r.stdout
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["_data"]["summary"]["host_matches_profile"]
+
+
+def test_bundle_without_adversarial_sets_says_how_to_add_them(tmp_path, profile):
+    bare = make_bundle(tmp_path / "bare", attacks=())
+    r = run("audit", bare / "model.onnx", "-p", profile, "--out", tmp_path / "r", "--no-memory")
+    assert r.exit_code == 0, r.output
+    out = flat(r.stdout)
+    assert "WARNING: no adversarial sets: only clean accuracy was audited, robustness was not." in out
+    assert ("`edgerobust attack BASE_MODEL.pt --attacks pgd --eps 8/255 --out sets`" in out
+            and "--eval sets/eval.npz --adv sets/adv/pgd_8-255.npz" in out)
+    assert "Robustness not audited: no adversarial sets (the warning says how to add them)." in out
+
+
+def test_profile_command_on_another_host_says_so(bundle, profile, monkeypatch):
+    from edgerobust import hostcheck
+    from edgerobust.hostcheck import HostFacts
+
+    monkeypatch.setattr(hostcheck, "host_facts", lambda: HostFacts(machine="x86_64", cores=2))
+    r = run("profile", bundle / "model.onnx", "-p", "raspberry-pi-5", "--no-memory", "-b", 1)
+    assert r.exit_code == 0, r.output
+    assert "this host is not raspberry-pi-5's device" in flat(r.stderr)
+    assert "Latency of raspberry-pi-5's settings on this host (x86_64, 2 cores)" in flat(r.stdout)
