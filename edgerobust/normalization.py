@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .errors import DataError, UsageError
+from .stats import mcnemar_exact
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -27,6 +30,7 @@ CHOICES: dict[str, str] = {
 }
 # A candidate wins `auto` only if it beats every other by at least this many accuracy points.
 CLEAR_MARGIN_POINTS = 5.0
+CLEAR_P_VALUE = 1e-3
 # A base model this close to chance (points above the majority class's share) is "weak".
 WEAK_MARGIN_POINTS = 10.0
 
@@ -112,20 +116,31 @@ class Decision:
                 "reason": self.reason, "val_accuracy": self.val_accuracy, "val_samples": self.val_samples}
 
 
-def decide(accuracies: dict[str, float], n: int) -> tuple[str, str]:
-    """The candidate that is clearly better (by CLEAR_MARGIN_POINTS), with the reason; else DataError."""
-    ranked = sorted(accuracies.items(), key=lambda kv: -kv[1])
-    (best, acc), rest = ranked[0], ranked[1:]
+def decide(correct: dict[str, np.ndarray]) -> tuple[str, str]:
+    """The clearly better candidate, with the reason; else DataError naming --normalize.
+
+    ``correct`` holds, per candidate, whether the base got each of the same samples right.
+    Clearly better: a lead of CLEAR_MARGIN_POINTS, or of at least 1 point that an exact McNemar
+    test on the paired samples finds significant (p < CLEAR_P_VALUE).
+    """
+    accs = {k: float(np.mean(v)) for k, v in correct.items()}
+    ranked = sorted(accs.items(), key=lambda kv: -kv[1])
+    best, acc = ranked[0]
+    n = len(correct[best])
     figures = ", ".join(f"{k} {v:.1%}" for k, v in ranked)
-    margin = 100 * (acc - max(v for _, v in rest)) if rest else 100.0
-    if margin >= CLEAR_MARGIN_POINTS:
-        return best, (f"the model does clearly best with '{best}' on {n} validation samples ({figures}); "
-                      f"the checkpoint does not record its normalization")
-    raise DataError(f"Cannot tell which input normalization the model expects ({figures} on {n} validation "
-                    f"samples; a choice needs a lead of {CLEAR_MARGIN_POINTS:g} points).",
+    runner_up = ranked[1][0] if len(ranked) > 1 else None
+    margin = 100 * (acc - accs[runner_up]) if runner_up else 100.0
+    p = mcnemar_exact(correct[best], correct[runner_up]).p_value if runner_up else 0.0
+    if margin >= CLEAR_MARGIN_POINTS or (margin >= 1.0 and p < CLEAR_P_VALUE):
+        return best, (f"the model does clearly best with '{best}' on {n} held-out samples ({figures}; exact "
+                      f"McNemar p={p:.1g} against '{runner_up}'); the checkpoint does not record its normalization")
+    raise DataError(f"Cannot tell which input normalization the model expects ({figures} on {n} samples; "
+                    f"exact McNemar p={p:.2g}: a choice needs a lead of {CLEAR_MARGIN_POINTS:g} points, or of 1 "
+                    f"point with p < {CLEAR_P_VALUE:g}).",
                     why="The checkpoint does not record it, and every guess would change what the robustness "
                         "figures mean (eps is measured in pixels, before normalization).",
-                    fix=f"Pass --normalize naming what the model was trained with: {', '.join(k for k in CHOICES if k != 'auto')}.")
+                    fix=f"Pass --normalize naming what the model was trained with: "
+                        f"{', '.join(k for k in CHOICES if k != 'auto')}.")
 
 
 def weak_base_check(accuracy: float, chance: float, n: int, allow: bool) -> str | None:

@@ -16,7 +16,7 @@ from . import ui
 from .data import Dataset, Splits, load_data, split
 from .errors import DataError, UsageError
 from .export import INPUT_NAME
-from .finetune import accuracy
+from .finetune import predict
 from .load import LoadedModel, load_model
 from .nets import PixelModel
 from .normalization import Decision, NormSpec, decide, parse_normalize, weak_base_check
@@ -139,15 +139,26 @@ def _decide_norm(spec: NormSpec, loaded: LoadedModel, ds: Dataset, val: Dataset)
     c = ds.input_shape[0]
     values = {k: s.values(c, ds.mean, ds.std) for k, s in cands.items()}
     x, y = val.x[:VAL_CHECK_SAMPLES], val.y[:VAL_CHECK_SAMPLES]
-    accs = {k: accuracy(PixelModel(loaded.model, m, s).eval(), x, y) for k, (m, s) in values.items()}
+    with torch.no_grad():
+        correct = {k: predict(PixelModel(loaded.model, m, s).eval(), x) == y for k, (m, s) in values.items()}
+    accs = {k: float(v.mean()) for k, v in correct.items()}
     if source == "auto":
-        choice, reason = decide(accs, len(y))
+        choice, reason = decide(correct)
     else:
         choice = next(iter(cands))
         reason = "recorded in the checkpoint" if source == "checkpoint" else "given with --normalize/--mean/--std"
     mean, std = values[choice]
     return Decision(choice=choice, source=source, mean=mean, std=std, reason=reason,
                     val_accuracy=accs, val_samples=len(y)), accs[choice]
+
+
+def _check_samples(sp: Splits) -> Dataset:
+    n_val = min(len(sp.val), VAL_CHECK_SAMPLES)
+    extra = np.arange(min(len(sp.train), VAL_CHECK_SAMPLES - n_val))
+    v = sp.val.subset(np.arange(n_val))
+    t = sp.train.subset(extra)
+    return type(v)(x=np.concatenate([v.x, t.x]), y=np.concatenate([v.y, t.y]), class_names=v.class_names,
+                   mean=v.mean, std=v.std, name=v.name)
 
 
 def prepare(cfg: PrepareConfig) -> Prepared:
@@ -161,7 +172,9 @@ def prepare(cfg: PrepareConfig) -> Prepared:
     if ds.num_classes > width:
         raise DataError(f"The data has {ds.num_classes} classes but the model outputs {width} logits.")
     num_classes = loaded.num_classes or width
-    val = sp.val if len(sp.val) else sp.train
+    # held-out samples for the checks: validation first, topped up from train (the checks ask what
+    # input scaling the model expects, which does not need unseen data); never the eval split
+    val = _check_samples(sp)
     norm, val_acc = _decide_norm(cfg.normalize, loaded, ds, val)
     warnings = []
     chance = float(np.bincount(val.y[:VAL_CHECK_SAMPLES]).max() / max(1, len(val.y[:VAL_CHECK_SAMPLES])))

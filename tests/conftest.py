@@ -19,6 +19,6 @@ def compressed(zoo_checkpoint, tmp_path_factory):
     from edgerobust.compress import CompressConfig, compress
     from edgerobust.finetune import TrainConfig
 
-    cfg = CompressConfig(model=zoo_checkpoint.path, int8=True, finetune=TrainConfig(epochs=1),
+    cfg = CompressConfig(model=zoo_checkpoint.path, int8=True, finetune=TrainConfig(epochs=1), max_prune_drop=None,
                          eval_samples=200, out=tmp_path_factory.mktemp("bundles") / "digits")
     return compress(cfg)

@@ -309,7 +309,8 @@ def test_cli_attack_writes_eval_and_sets_and_prints_the_table(checkpoint, tmp_pa
 
     out = tmp_path / "out"
     r = CliRunner().invoke(app, ["attack", str(checkpoint), "--out", str(out), "--attacks", "fgsm,pgd",
-                                 "--eps", "0,8/255", "-n", "12", "--steps", "2", "--batch-size", "5"])
+                                 "--eps", "0,8/255", "-n", "12", "--steps", "2", "--batch-size", "5",
+                                 "--allow-weak-base"])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (out / "adv").iterdir()) == ["fgsm_0.npz", "fgsm_8-255.npz", "pgd_0.npz",
                                                                 "pgd_8-255.npz"]

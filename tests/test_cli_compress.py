@@ -58,7 +58,7 @@ def test_zoo_train_writes_a_checkpoint(tmp_path):
 
 def test_compress_prints_the_table(zoo_checkpoint, tmp_path):
     out = tmp_path / "bundle"
-    r = run("compress", zoo_checkpoint.path, "--sparsity", 0.5, "--int8", "--finetune-epochs", 1,
+    r = run("compress", zoo_checkpoint.path, "--sparsity", 0.5, "--int8", "--finetune-epochs", 1, "--max-prune-drop", 100,
             "--eval-samples", 100, "--out", out)
     assert r.exit_code == 0, r.output
     row = r"│ (base|pruned fp32|pruned int8 \(static\))\s+│\s+([\d,]+) │\s+(.+?) │\s+(.+?) │\s+([\d.]+)%"
@@ -72,7 +72,7 @@ def test_compress_prints_the_table(zoo_checkpoint, tmp_path):
 
 
 def test_compress_json(zoo_checkpoint, tmp_path):
-    r = run("compress", zoo_checkpoint.path, "--finetune-epochs", 0, "--eval-samples", 50, "--json",
+    r = run("compress", zoo_checkpoint.path, "--finetune-epochs", 0, "--max-prune-drop", 100, "--eval-samples", 50, "--json",
             "--out", tmp_path / "b")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)

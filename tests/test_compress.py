@@ -115,7 +115,7 @@ def test_failing_overwrite_keeps_the_old_bundle(zoo_checkpoint, tmp_path):
     (dict(max_int8_drop=-1), "--max-int8-drop must be >= 0"),
     (dict(parity_atol=0), "--parity-atol must be positive"),
     (dict(mean=(0.5,)), "--mean and --std go together"),
-    (dict(mean=(0.5,), std=(0.0,)), "--std values must be positive"),
+    (dict(mean=(0.5,), std=(0.0,)), "std values must be positive"),
 ], ids=["num-classes", "int8-drop", "parity-atol", "mean-alone", "std-zero"])
 def test_compress_config_rejects(kwargs, message):
     with pytest.raises(UsageError, match=message):

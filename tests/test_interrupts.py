@@ -23,7 +23,7 @@ from _fixtures_gauntlet import assert_user_error, cli, gz_bundle, gz_ckpt, snaps
 from edgerobust import bundle as bundle_mod
 from edgerobust.bundle import Bundle, atomic_dir, clean_stale
 
-ARGS = ["--finetune-epochs", "1", "--eval-samples", "64", "--calib-samples", "32", "--int8",
+ARGS = ["--finetune-epochs", "1", "--max-prune-drop", "100", "--eval-samples", "64", "--calib-samples", "32", "--int8",
         "--attacks", "fgsm", "--eps", "8/255"]
 
 

@@ -24,21 +24,18 @@ import torch.nn as nn
 
 
 class MyNet(nn.Module):
-    """A small CNN as a user would write it (no edgerobust inside)."""
+    """A small MLP as a user would write it (no edgerobust inside)."""
 
     def __init__(self, num_classes=10, standardize=False):
         super().__init__()
         self.standardize = standardize
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
-        self.fc = nn.Linear(32, num_classes)
+        self.fc1 = nn.Linear(256, 64)
+        self.fc2 = nn.Linear(64, num_classes)
 
     def forward(self, x):
         if self.standardize:  # per-image standardization: blind to any affine input normalization
             x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / (x.std(dim=(1, 2, 3), keepdim=True) + 1e-6)
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
 
 
 def make_mynet(num_classes=10):
@@ -50,12 +47,12 @@ def make_standardizing(num_classes=10):
 '''
 
 
-def _train_raw(net: nn.Module, epochs: int = 25) -> nn.Module:
+def _train_raw(net: nn.Module, epochs: int = 12) -> nn.Module:
     """Train on raw [0, 1] digits pixels, outside edgerobust's pipeline (plain torch)."""
     ds = load_data("digits")
     x, y = torch.from_numpy(ds.x), torch.from_numpy(ds.y)
     torch.manual_seed(0)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(epochs):
         perm = torch.randperm(len(x))
         for i in range(0, len(x), 128):
@@ -78,9 +75,17 @@ def user_folder(tmp_path_factory) -> Path:
         sys.path.remove(str(folder))
         sys.modules.pop("mynet", None)
     torch.save(_train_raw(mynet.make_mynet()).state_dict(), folder / "raw.pt")
-    torch.save(_train_raw(mynet.make_standardizing(), epochs=8).state_dict(), folder / "std.pt")
+    torch.save(_train_raw(mynet.make_standardizing(), epochs=6).state_dict(), folder / "std.pt")
     torch.save(mynet.make_mynet().state_dict(), folder / "untrained.pt")
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _forget_mynet():
+    """Each test imports the user's module afresh, as a new process would."""
+    sys.modules.pop("mynet", None)
+    yield
+    sys.modules.pop("mynet", None)
 
 
 def _compress(folder: Path, sd: str, arch: str, *extra):
@@ -192,10 +197,20 @@ def test_parse_normalize_rejects(text):
         parse_normalize(text)
 
 
+def _correct(k: int, n: int = 500) -> np.ndarray:
+    return np.arange(n) < k
+
+
 def test_decide_needs_a_clear_lead():
-    assert decide({"none": 0.97, "data": 0.37}, 144)[0] == "none"
-    with pytest.raises(DataError, match="--normalize|lead of 5"):
-        decide({"none": 0.97, "data": 0.95}, 144)
+    assert decide({"none": _correct(485), "data": _correct(185)})[0] == "none"  # 60 points
+    # 3 points on 500 paired samples, every sample data gets right none gets right too: significant
+    assert decide({"none": _correct(485), "data": _correct(470)})[0] == "none"
+    # 3 points that are not paired evidence: each gets other samples right
+    a, b = _correct(485), np.roll(_correct(470), 20)
+    with pytest.raises(DataError, match="lead of 5 points"):
+        decide({"none": a, "data": b})
+    with pytest.raises(DataError):  # identical
+        decide({"none": a, "data": a.copy()})
 
 
 def test_weak_base_margin():

@@ -67,6 +67,7 @@ def test_transfer_recipe_end_to_end_two_seeds(zoo_checkpoint, tmp_path):
     assert pct(base.accuracy, base.accuracy_std) in r.finding
     assert pct(pruned.accuracy, pruned.accuracy_std) in r.finding
     assert "n=48" in r.finding and "2 seeds" in r.finding
+    assert f"s=0.5 ({pruned.macs_reduction:.1f}x fewer MACs)" in r.finding  # the realized compression, quoted
     gap = abs(100 * (pruned.accuracy - base.accuracy))
     assert f"{gap:.1f} pp" in r.finding or f"{100 * (pruned.accuracy - base.accuracy):+.1f} pp" in r.finding
     doc = json.loads((out / "recipe.json").read_text())

@@ -100,7 +100,7 @@ def test_allocation_rounds_kept_channels_and_stays_near_the_target():
     scores = {"a": 0.2, "b": 2.0, "c": 5.0, "d": 1.0, "e": 0.7}
     channels = {"a": 32, "b": 32, "c": 64, "d": 64, "e": 128}
     r = allocate_ratios(scores, 0.5, channels, round_to=8)
-    kept = {k: int(channels[k] * (1 - r[k])) for k in r}
+    kept = {k: round(channels[k] * (1 - r[k])) for k in r}
     assert all(k % 8 == 0 and k >= 8 for k in kept.values())
     assert abs(_wmean(r, channels) - 0.5) <= 4 / sum(channels.values()) + 1e-6
 
@@ -126,7 +126,7 @@ def test_pruned_channel_counts_follow_the_ratios():
     ratios = allocate_ratios(scores, 0.5, channels, round_to=8)
     prune(net, example, 10, PruneConfig(sparsity=0.5, ratios="uniform"), ratios=ratios)
     after = {k: m.out_channels for k, m in layers.items()}
-    assert after == {k: int(channels[k] * (1 - ratios[k])) for k in channels}
+    assert after == {k: round(channels[k] * (1 - ratios[k])) for k in channels}
     assert after["features.0.0"] > 16 and after["features.1.0"] < 16  # sensitive kept, insensitive cut
     assert sum(after.values()) == sum(channels.values()) // 2
 

@@ -75,27 +75,30 @@ def test_json_holds_every_plotted_point(tiny_sweep):
     assert len(points) == len(data["points"]) == 5 * (1 + 2 * 2)
     assert len(data["runs"]) == 1 and len(data["runs"][0]["sets"]) == len(r.sets)
     files = {p["file"] for p in data["plots"]}
-    assert files == {f"{k}_{t}.png" for k in ("acc_vs_eps", "robust_vs_sparsity", "robust_vs_speedup")
+    assert files == {f"{k}_{t}.png" for k in ("acc_vs_eps", "robust_vs_macs", "robust_vs_speedup")
                      for t in ("transfer", "whitebox")}
     counts = {p["file"]: len(p["points"]) for p in data["plots"]}
     # accuracy vs eps: every model, clean + 2 eps, one attack panel
     assert counts["acc_vs_eps_transfer.png"] == 5 * 3
     # robust vs speedup: every model once, at the focus eps
     assert counts["robust_vs_speedup_whitebox.png"] == 5
-    # robust vs sparsity, panels clean + fgsm: fp32 line (base, 0.3, 0.5) + int8 line (0.3, 0.5) + base star
-    assert counts["robust_vs_sparsity_transfer.png"] == 2 * (3 + 2 + 1)
+    # robust vs realized MACs reduction, panels clean + fgsm: fp32 line (base, 0.3, 0.5) + int8 line (0.3, 0.5)
+    # + base star
+    assert counts["robust_vs_macs_transfer.png"] == 2 * (3 + 2 + 1)
     for plot in data["plots"]:
         for d in plot["points"]:
             p = points[d["key"]]  # every drawn point is in the JSON...
             assert d["y"] == pytest.approx(100 * p["accuracy"])  # ...with the value drawn
             if plot["file"].startswith("robust_vs_speedup"):
                 assert d["x"] == pytest.approx(p["speedup"]) and p["eps_text"] == "8/255"
-            elif plot["file"].startswith("robust_vs_sparsity"):
-                assert d["x"] == pytest.approx(p["sparsity"])
+            elif plot["file"].startswith("robust_vs_macs"):  # the realized figure, not the requested sparsity
+                assert d["x"] == pytest.approx(p["macs_reduction"])
+                assert (p["macs_reduction"] > 1.5) == (p["sparsity"] > 0)
             else:
                 assert d["x"] == pytest.approx(p["eps"])
     assert data["config"]["focus_eps"] == "8/255"
     assert len(data["findings"]) == 2 and all("FGSM 8/255" in f for f in data["findings"])
+    assert all(re.search(r"s=0\.[35] (fp32|int8) \(\d+\.\dx fewer MACs\)", f) for f in data["findings"])
 
 
 def test_pngs_are_valid_images(tiny_sweep):

@@ -116,7 +116,7 @@ def test_cli_mrs_pgd_at_whitebox_then_audit(zoo_checkpoint, tmp_path, monkeypatc
     runner = CliRunner()
     out = tmp_path / "b"
     r = runner.invoke(app, [str(a) for a in (
-        "compress", zoo_checkpoint.path, "--ratios", "mrs", "--mrs-samples", 32, "--finetune", "pgd-at",
+        "compress", zoo_checkpoint.path, "--max-prune-drop", 100, "--ratios", "mrs", "--mrs-samples", 32, "--finetune", "pgd-at",
         "--adv-eps", "8/255", "--adv-steps", 2, "--finetune-epochs", 1, "--int8", "--attacks", "pgd",
         "--eps", "8/255", "--attack-steps", 3, "--whitebox", "--eval-samples", 60, "--out", out)],
         env={"COLUMNS": "200"})
