@@ -4,8 +4,10 @@ Three kinds of figure, one file per threat (transfer / whitebox):
 
 * ``acc_vs_eps_<threat>.png``: accuracy against eps, one panel per attack, one line per model
   (eps 0 is the clean set);
-* ``robust_vs_sparsity_<threat>.png``: accuracy against sparsity at one eps, one panel per
-  attack (and one for clean), one line per (group, precision);
+* ``robust_vs_macs_<threat>.png``: accuracy against the *realized* MACs reduction (measured on
+  the pruned model, log scale) at one eps, one panel per attack (and one for clean), one line
+  per (group, precision), each point labelled with the sparsity that was requested. Rounding
+  can make two sparsities compress alike, so the x axis is what pruning did, not what was asked;
 * ``robust_vs_speedup_<threat>.png``: robust accuracy against measured speedup at one eps, the
   Pareto front (no model both faster and more robust) highlighted.
 
@@ -147,18 +149,19 @@ def _seeds_note(points: list[Point]) -> str:
 
 
 def _lines(points: list[Point]) -> list[tuple[str, str]]:
-    """(group, precision) of every line of the sparsity plot, in first-seen order."""
+    """(group, precision) of every line of the MACs-reduction plot, in first-seen order."""
     return list(dict.fromkeys((p.group, p.precision) for p in points if p.model != "base"))
 
 
-def plot_robust_vs_sparsity(points: list[Point], threat: str, eps_text: str, path: Path) -> Figure:
-    """Accuracy (%) against sparsity at ``eps_text``: a panel for clean and per attack, a line per
-    (group, precision); fp32 lines start at the base, int8 lines at the unpruned int8 model."""
+def plot_robust_vs_macs(points: list[Point], threat: str, eps_text: str, path: Path) -> Figure:
+    """Accuracy (%) against the realized MACs reduction at ``eps_text``: a panel for clean and per
+    attack, a line per (group, precision), every point labelled with its requested sparsity; fp32
+    lines start at the base (1x), int8 lines at the unpruned int8 model."""
     attacks = _attacks(points, threat)
     panels = [("clean", "clean", "0")] + [(a, threat, eps_text) for a in attacks]
     lines = _lines(points)
     colors = _colors([f"{g} {p}" for g, p in lines])
-    title = f"Accuracy against sparsity at eps {eps_text} ({threat} sets{_seeds_note(points)})"
+    title = f"Accuracy against realized MACs reduction at eps {eps_text} ({threat} sets{_seeds_note(points)})"
     fig, axes = _panels(len(panels), title)
     drawn: list[Drawn] = []
     for ax, (attack, th, et) in zip(axes, panels):
@@ -169,24 +172,29 @@ def plot_robust_vs_sparsity(points: list[Point], threat: str, eps_text: str, pat
                 anchor = [p for p in at if p.sparsity == 0 and p.precision == prec
                           and (p.model == "base" or prec == "int8")]
                 line = anchor[:1] + line
-            line.sort(key=lambda p: p.sparsity)
+            line.sort(key=lambda p: (p.macs_reduction, p.sparsity))
             if not line:
                 continue
             ls, mk = PRECISION_STYLE.get(prec, ("-", "o"))
             label = f"{group} {prec}".strip()
             yerr = [_err(p.accuracy_std) or 0.0 for p in line] if any(p.accuracy_std for p in line) else None
-            ax.errorbar([p.sparsity for p in line], [100 * p.accuracy for p in line], yerr=yerr, label=label,
+            ax.errorbar([p.macs_reduction for p in line], [100 * p.accuracy for p in line], yerr=yerr, label=label,
                         color=colors[f"{group} {prec}"], linestyle=ls, marker=mk, markersize=5, capsize=3)
-            drawn.extend(Drawn(p.key, p.sparsity, 100 * p.accuracy) for p in line)
+            for p in line:
+                if p.sparsity > 0:
+                    ax.annotate(f"s={p.sparsity:g}", (p.macs_reduction, 100 * p.accuracy), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7, color=colors[f"{group} {prec}"])
+            drawn.extend(Drawn(p.key, p.macs_reduction, 100 * p.accuracy) for p in line)
         base = find(at, model="base")
         if base:
-            ax.plot([0.0], [100 * base[0].accuracy], marker="*", markersize=13, color=BASE_COLOR, linestyle="none",
+            ax.plot([1.0], [100 * base[0].accuracy], marker="*", markersize=13, color=BASE_COLOR, linestyle="none",
                     label="base (unpruned fp32)", zorder=5)
-            drawn.append(Drawn(base[0].key, 0.0, 100 * base[0].accuracy))
+            drawn.append(Drawn(base[0].key, 1.0, 100 * base[0].accuracy))
         ax.set_title("clean" if attack == "clean" else f"{attack.upper()} eps {eps_text}", fontsize=11)
-        ax.set_xlabel("sparsity (fraction of channels removed per layer)")
+        ax.set_xscale("log")
+        ax.set_xlabel("MACs reduction, realized (x fewer than the base; labels: requested sparsity)")
         ax.set_ylim(-3, 103)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
     for ax in axes[::2]:
         ax.set_ylabel("accuracy (%)")
     _legend(fig, axes)
@@ -249,7 +257,7 @@ def make_figures(folder: Path, points: list[Point], focus_eps: str) -> list[Figu
     figs = []
     for t in threats:
         figs.append(plot_acc_vs_eps(points, t, folder / f"acc_vs_eps_{t}.png"))
-        figs.append(plot_robust_vs_sparsity(points, t, focus_eps, folder / f"robust_vs_sparsity_{t}.png"))
+        figs.append(plot_robust_vs_macs(points, t, focus_eps, folder / f"robust_vs_macs_{t}.png"))
         figs.append(plot_robust_vs_speedup(points, t, focus_eps, folder / f"robust_vs_speedup_{t}.png"))
     return figs
 
@@ -277,8 +285,8 @@ def _img(path: Path) -> str:
 
 
 def _table(points: list[Point]) -> str:
-    head = ["model", "group", "sparsity", "precision", "set", "eps", "n", "seeds", "accuracy",
-            "attack success", "speedup", "MACs reduction"]
+    head = ["model", "group", "sparsity (requested)", "precision", "set", "eps", "n", "seeds", "accuracy",
+            "attack success", "speedup", "MACs reduction (realized)"]
     rows = []
     for p in points:
         acc = pct(p.accuracy, p.accuracy_std)

@@ -1,8 +1,12 @@
 """Structural pruning with torch-pruning: channels (and head dims) physically removed.
 
 ``sparsity`` is the fraction of output channels removed from each prunable layer (or, with
-``global_pruning``, across the whole network at the same overall ratio). The classifier's output
-layer is never pruned. Importance criteria are looked up by name in :data:`CRITERIA`.
+``global_pruning``, across the whole network at the same overall ratio). Each layer keeps
+``ceil((1 - s) * c)`` channels rounded up to ``round_to`` (edgerobust.prune_plan computes the
+counts; torch-pruning removes the channels, dependency-aware), so compression grows with ``s``;
+the result carries the realized figures per layer and a warning where they fall far from ``s``.
+The classifier's output layer is never pruned. Importance criteria are looked up by name in
+:data:`CRITERIA`.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from . import ui
+from . import prune_plan, ui
 from .errors import UsageError
 
 # name -> (factory of a torch-pruning Importance, needs gradients, help)
@@ -97,12 +101,26 @@ class PruneConfig:
 
 @dataclass
 class PruneResult:
+    """What pruning realized: params and MACs before/after, one row per layer, and the verdict.
+
+    ``layers`` rows: name, type, before, after (output channels), target (the planned count,
+    see edgerobust.prune_plan), requested_sparsity, realized_sparsity. ``honest`` is False and
+    ``warnings`` says why when the realized MACs reduction is not within
+    ``prune_plan.TOLERANCE`` of the ``1 / (1 - requested_sparsity)^2`` asked, or a layer missed
+    its planned count.
+    """
+
     params_before: int
     params_after: int
     macs_before: int
     macs_after: int
-    layers: list[dict] = field(default_factory=list)  # name, type, channels before/after
+    layers: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    requested_sparsity: float = 0.0
+    round_to: int = 1
+    ratios: str = "uniform"
+    honest: bool = True
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def macs_reduction(self) -> float:
@@ -111,6 +129,11 @@ class PruneResult:
     @property
     def params_reduction(self) -> float:
         return self.params_before / max(1, self.params_after)
+
+    @property
+    def asked_macs_reduction(self) -> float:
+        """The MACs reduction the requested sparsity stands for: ``1 / (1 - s)^2``."""
+        return 1.0 / (1.0 - self.requested_sparsity) ** 2
 
 
 def count(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
@@ -168,65 +191,104 @@ def prunable_layers(net: nn.Module, example: torch.Tensor, num_classes: int) -> 
 def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: PruneConfig,
           calib: tuple[np.ndarray, np.ndarray] | None = None,
           normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-          ratios: dict[str, float] | None = None, show_progress: bool = True) -> PruneResult:
+          ratios: dict[str, float] | None = None, show_progress: bool = True, warn: bool = True) -> PruneResult:
     """Prune ``net`` in place (it takes normalized input; ``example`` is a normalized batch).
 
     ``calib`` (pixel-space images, labels) feeds gradient-based criteria such as taylor;
     ``normalize`` maps those pixels to ``net``'s input. ``ratios`` optionally sets per-layer
-    ratios by module name, overriding ``config.sparsity`` for those layers.
+    ratios by module name, overriding ``config.sparsity`` for those layers. Every layer keeps the
+    channel count of :func:`edgerobust.prune_plan.kept_channels`; ``warn`` prints the result's
+    warnings (realized compression far from the requested one) with the layers that deviate.
     """
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     net.eval()
     macs0, params0 = count(net, example)
     before = {name: _channels(m) for name, m in net.named_modules() if _channels(m) is not None}
-
     imp_factory, needs_grad, _ = CRITERIA[config.criterion]
-    ignored = output_layers(net, num_classes)
-    round_to = config.round_to
-    for m in net.modules():
-        if isinstance(m, nn.MultiheadAttention):
-            # Attention is pruned along the embedding (residual) dimension, which every head
-            # shares: rounding to a multiple of the head count makes each head lose the same
-            # number of dims and keeps num_heads intact. (Passing MetaPruner a num_heads dict
-            # instead leaves the embedding group unpruned in torch-pruning 1.6.)
-            round_to = math.lcm(round_to, m.num_heads)
-    modules = dict(net.named_modules())
-    ratio_dict = None
-    if ratios:
-        unknown = [n for n in ratios if n not in modules]
-        if unknown:
-            raise UsageError(f"Per-layer ratios name unknown layers: {', '.join(unknown[:5])}.")
-        ratio_dict = {modules[n]: float(r) for n, r in ratios.items()}
     if needs_grad and calib is None:
         raise UsageError(f"The '{config.criterion}' criterion needs data to compute gradients.")
+    modules = dict(net.named_modules())
+    unknown = [n for n in (ratios or {}) if n not in modules]
+    if unknown:
+        raise UsageError(f"Per-layer ratios name unknown layers: {', '.join(unknown[:5])}.")
 
     for p in net.parameters():
         p.requires_grad_(True)
-    pruner = tp.pruner.MetaPruner(
-        net, example_inputs=example, importance=imp_factory(), pruning_ratio=config.sparsity,
-        pruning_ratio_dict=ratio_dict, global_pruning=config.global_pruning,
-        iterative_steps=config.iterative_steps, ignored_layers=ignored, round_to=round_to,
-    )
-    bar = ui.task(f"prune {config.criterion} s={config.sparsity:g}", total=config.iterative_steps) if show_progress \
+    importance = imp_factory()
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    plans = prune_plan.plan_groups(net, dg, output_layers(net, num_classes), config.round_to)
+    if config.global_pruning:
+        if needs_grad:
+            _accumulate_grads(net, calib, normalize)
+        prune_plan.plan_global(plans, importance, config.sparsity)
+    else:
+        prune_plan.plan_local(plans, config.sparsity, {modules[n]: float(r) for n, r in (ratios or {}).items()})
+    steps = config.iterative_steps
+    bar = ui.task(f"prune {config.criterion} s={config.sparsity:g}", total=steps) if show_progress \
         else contextlib.nullcontext(lambda *a, **k: None)
     with bar as advance:
-        for step in range(config.iterative_steps):
+        for step in range(1, steps + 1):
             if needs_grad:
                 _accumulate_grads(net, calib, normalize)
-            pruner.step()
+            _prune_step(dg, plans, importance, step / steps, first=step == 1)
             _fix_after_pruning(net)
             net.zero_grad(set_to_none=True)
-            advance(1, f"step {step + 1}/{config.iterative_steps}")
+            advance(1, f"step {step}/{steps}")
     net.eval()
     macs1, params1 = count(net, example)
-    layers = []
-    for name, m in net.named_modules():
-        c = _channels(m)
-        if c is not None and name in before:
-            layers.append({"name": name, "type": type(m).__name__, "before": before[name], "after": c})
-    return PruneResult(params_before=params0, params_after=params1, macs_before=macs0, macs_after=macs1,
-                       layers=layers, seconds=time.perf_counter() - t0)
+    rows = prune_plan.layer_rows(net, before, plans, _channels)
+    result = PruneResult(params_before=params0, params_after=params1, macs_before=macs0, macs_after=macs1,
+                         layers=rows, requested_sparsity=config.sparsity, round_to=config.round_to,
+                         ratios=config.ratios)
+    result.honest, result.warnings, deviating = prune_plan.check(
+        config.sparsity, result.macs_reduction, rows, config.round_to, config.ratios)
+    if warn:
+        _print_warnings(result, deviating)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+@torch.no_grad()
+def _prune_step(dg, plans: list[prune_plan.GroupPlan], importance, done: float, first: bool) -> None:
+    """Remove, in every group, the lowest-ranked channels down to ``done`` of the way to its plan.
+
+    Channels are ranked within each group by ``importance`` (torch-pruning's Importance on the
+    group); grouped layers lose the same channels in each channel group, as in torch-pruning.
+    """
+    chosen = []
+    for p in plans:
+        handler = dg.get_pruner_of_module(p.root).prune_out_channels
+        current = dg.get_out_channels(p.root)
+        g = p.channel_groups
+        target = p.channels - round((p.channels - p.kept) / g * done) * g
+        n = (current - target) // g
+        if n <= 0:
+            continue
+        # the planned group is valid until the first removal anywhere (index mappings change)
+        imp = importance(p.group if first else dg.get_pruning_group(p.root, handler, list(range(current))))
+        if imp is None or imp.numel() != current:  # not ranked: the plan is missed, and check() says so
+            continue
+        size = current // g
+        imp = imp.detach().float().cpu().view(g, size).mean(0)
+        order = torch.argsort(imp)[:n]
+        chosen.append((p.root, handler, sorted(int(i) + k * size for k in range(g) for i in order)))
+    for root, handler, idxs in chosen:
+        group = dg.get_pruning_group(root, handler, idxs)
+        if dg.check_pruning_group(group):
+            group.prune()
+
+
+def _print_warnings(result: PruneResult, deviating: list[dict], limit: int = 12) -> None:
+    for w in result.warnings:
+        ui.warn(w)
+    if result.warnings and deviating:
+        lines = [f"  {r['name']:<28} {r['before']:>5} -> {r['after']:<5} sparsity requested "
+                 f"{r['requested_sparsity']:.2f}, realized {r['realized_sparsity']:.2f}"
+                 for r in deviating[:limit]]
+        if len(deviating) > limit:
+            lines.append(f"  ... and {len(deviating) - limit} more (every layer is in the result and the manifest)")
+        ui.warn("layers whose channels differ from the request:\n" + "\n".join(lines))
 
 
 def _accumulate_grads(net: nn.Module, calib: tuple[np.ndarray, np.ndarray], normalize) -> None:

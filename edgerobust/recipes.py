@@ -5,7 +5,9 @@
 
 Each recipe (a :class:`Recipe` in :data:`RECIPES`) is a plan for :func:`edgerobust.sweep.sweep`
 (variants, precisions, attacks, threats) and a function that states its finding in one
-sentence with the numbers behind it, whatever they turn out to be. By default a recipe trains
+sentence with the numbers behind it, whatever they turn out to be. A pruned model is named by
+the sparsity requested *and* the MACs reduction pruning realized (they differ where channel
+counts are rounded), and the figures plot against the realized reduction. By default a recipe trains
 its own zoo model (``digits-cnn`` on the bundled digits data) per seed; ``--model`` brings your
 own. ``--seeds N`` repeats everything with seeds 0..N-1 (zoo training, split, pruning,
 fine-tuning, attacks) and reports mean and sample standard deviation.
@@ -25,7 +27,7 @@ from typing import Callable
 from . import ui
 from .bundle import atomic_dir
 from .errors import DependencyError, UsageError
-from .sweep import Point, SweepConfig, SweepResult, Variant, find, pct, summarize, sweep
+from .sweep import Point, SweepConfig, SweepResult, Variant, find, macs_text, pct, summarize, sweep
 
 RECIPE_TYPE = "edgerobust.recipe"
 COMPARABLE_PP = 5.0  # within this many points of the base, robust accuracy "stays comparable"
@@ -184,6 +186,11 @@ def _n(p: Point) -> str:
     return f"n={p.n}" + (f", mean ± sd over {p.seeds} seeds" if p.seeds > 1 else "")
 
 
+def _at(p: Point) -> str:
+    """A pruned model as findings name it: the requested sparsity and the realized MACs reduction."""
+    return f"s={p.sparsity:g} ({macs_text(p)})"
+
+
 def _sparsities(cfg: RecipeConfig, default: tuple[float, ...]) -> tuple[float, ...]:
     return cfg.sparsities or default
 
@@ -216,8 +223,9 @@ def _finding_transfer(points: list[Point], plan: Plan) -> str:
     verdict = (f"keep PGD-{plan.focus_eps} robust accuracy within {abs(worst):.1f} pp of the base"
                if abs(worst) <= COMPARABLE_PP else
                f"move PGD-{plan.focus_eps} robust accuracy by up to {worst:+.1f} pp from the base")
-    parts = ", ".join(f"{p.sparsity:g}: {_fmt(p)}" for p in pruned)
-    return (f"Pruned models at s={'/'.join(f'{p.sparsity:g}' for p in pruned)} {verdict} when the base-crafted "
+    parts = ", ".join(f"s={p.sparsity:g}: {_fmt(p)}" for p in pruned)
+    return (f"Pruned models at s={'/'.join(f'{p.sparsity:g}' for p in pruned)} "
+            f"({'/'.join(f'{p.macs_reduction:.1f}' for p in pruned)}x fewer MACs) {verdict} when the base-crafted "
             f"sets are replayed on them (base {_fmt(base)}, {parts}; {_n(base)}).")
 
 
@@ -251,8 +259,8 @@ def _finding_mrs(points: list[Point], plan: Plan) -> str:
         u = _v(find(points, group="uniform", sparsity=s, precision="fp32", **at))
         m = _v(find(points, group="mrs", sparsity=s, precision="fp32", **at))
         diffs.append(100 * (m.accuracy - u.accuracy))
-        rows.append(f"s={s:g}: mrs {_fmt(m)} at {m.macs_reduction:.2f}x fewer MACs vs uniform {_fmt(u)} at "
-                    f"{u.macs_reduction:.2f}x")
+        rows.append(f"s={s:g}: mrs {_fmt(m)} at {m.macs_reduction:.1f}x fewer MACs vs uniform {_fmt(u)} at "
+                    f"{u.macs_reduction:.1f}x")
     mean = sum(diffs) / len(diffs)
     verb = "beats" if mean > 0 else "trails" if mean < 0 else "matches"
     return (f"Sensitivity-guided pruning {verb} uniform pruning on white-box PGD-{plan.focus_eps} robust accuracy "
@@ -288,15 +296,19 @@ def _finding_defence(points: list[Point], plan: Plan) -> str:
     base = _v(find(points, model="base", **at))
     pruned = [p for p in find(points, precision="fp32", **at) if p.model != "base"]
     better = [p for p in pruned if p.accuracy > base.accuracy]
-    per = []
+    per, macs = [], {}
     for c in dict.fromkeys(p.group for p in pruned):
         ps = sorted((p for p in pruned if p.group == c), key=lambda p: p.sparsity)
+        macs[c] = "/".join(f"{p.macs_reduction:.1f}" for p in ps)
         per.append(f"{c} " + "/".join(_fmt(p) for p in ps))
+    if len(set(macs.values())) > 1:  # the criteria compressed differently: quote each one's figures
+        per = [f"{text} ({macs[c]}x fewer MACs)" for c, text in zip(macs, per)]
     verdict = "raises" if len(better) > len(pruned) / 2 else "does not raise"
     spars = "/".join(f"{s:g}" for s in sorted({p.sparsity for p in pruned}))
+    realized = f" ({next(iter(macs.values()))}x fewer MACs)" if len(set(macs.values())) == 1 else ""
     return (f"With standard fine-tuning only, structured pruning {verdict} white-box FGSM-{plan.focus_eps} robust "
             f"accuracy here: {len(better)} of {len(pruned)} pruned models beat the base ({_fmt(base)}; at "
-            f"s={spars}: {'; '.join(per)}; {_n(base)}).")
+            f"s={spars}{realized}: {'; '.join(per)}; {_n(base)}).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +394,7 @@ def _finding_advft(points: list[Point], plan: Plan) -> str:
         ca = _v(find(points, group="pgd-at", sparsity=s, threat="clean"))
         cb = _v(find(points, group="standard", sparsity=s, threat="clean"))
         wins += a.accuracy > b.accuracy
-        rows.append(f"s={s:g}: {_fmt(a)} vs {_fmt(b)}, clean {_fmt(ca)} vs {_fmt(cb)}")
+        rows.append(f"{_at(a)}: {_fmt(a)} vs {_fmt(b)}, clean {_fmt(ca)} vs {_fmt(cb)}")
     verb = "beats" if wins == len(spars) else "does not always beat" if wins else "does not beat"
     return (f"PGD adversarial fine-tuning {verb} standard fine-tuning on white-box PGD-{plan.focus_eps} robust "
             f"accuracy at {wins} of {len(spars)} sparsities (pgd-at vs standard, {'; '.join(rows)}; {_n(a)}).")

@@ -174,8 +174,8 @@ def allocate_ratios(scores: Mapping[str, float], target: float, channels: Mappin
                 break
         else:
             break
-    # a hair below the exact fraction so that torch-pruning's int(c * (1 - r)) gives ``kept``
-    return {n: max(0.0, 1 - k / ci - 1e-9) if k < ci else 0.0 for n, ci, k in zip(names, c, kept)}
+    # exact fractions: edgerobust.prune_plan.kept_channels(c, r, round_to) gives back ``kept``
+    return {n: 1 - k / ci if k < ci else 0.0 for n, ci, k in zip(names, c, kept)}
 
 
 def mrs_ratios(model: nn.Module, net: nn.Module, example: torch.Tensor, num_classes: int, x, y,
@@ -219,7 +219,7 @@ def _match_uniform_macs(net: nn.Module, example: torch.Tensor, num_classes: int,
 
     def macs_of(ratios: dict[str, float] | None) -> int:
         trial = copy.deepcopy(net)
-        prune(trial, example, num_classes, plain, ratios=ratios, show_progress=False)
+        prune(trial, example, num_classes, plain, ratios=ratios, show_progress=False, warn=False)
         return count(trial, example)[0]
 
     target_macs = macs_of(None)

@@ -98,7 +98,7 @@ class SweepConfig:
     precisions: ``fp32`` and/or ``int8`` (int8 from ONNX Runtime static quantization, ``quant``).
     attacks / eps / steps: the adversarial grid, as command-line text (``"fgsm,pgd"``, ``"2/255,8/255"``).
     threats: ``transfer`` (sets crafted on the base) and/or ``whitebox`` (crafted on each pruned model).
-    focus_eps: the eps (as typed in ``eps``) of the sparsity and speedup plots; default the largest.
+    focus_eps: the eps (as typed in ``eps``) of the MACs-reduction and speedup plots; default the largest.
     eval_samples: evaluation samples (every set is crafted from these).
     profile / latency_rounds: the device profile and interleaved rounds for the speedup (batch 1).
     """
@@ -169,7 +169,7 @@ class SweepConfig:
 
     @property
     def focus(self) -> str:
-        """The eps text the sparsity and speedup plots use."""
+        """The eps text the MACs-reduction and speedup plots use."""
         if self.focus_eps:
             return self.focus_eps.strip().replace(" ", "")
         return max(split_eps_grid(self.eps), key=lambda tv: tv[1])[0]
@@ -232,7 +232,9 @@ class Point:
 
     ``accuracy`` is the mean over ``seeds`` runs and ``accuracy_std`` the sample standard
     deviation (None with one seed); ``ci_low``/``ci_high`` are the Wilson 95 % interval of a
-    single run (None over several seeds).
+    single run (None over several seeds). ``sparsity`` is what was requested; ``macs_reduction``
+    what pruning realized (base MACs / this model's MACs, mean over seeds): plots and findings
+    use the realized figure, as rounding can make it differ much from ``1 / (1 - sparsity)^2``.
     """
 
     model: str
@@ -297,7 +299,7 @@ def summarize(results: Iterable[SweepResult]) -> list[Point]:
             accuracy=_mean(acc), accuracy_std=None if one else _std(acc),
             ci_low=runs[0][5].ci_low if one else None, ci_high=runs[0][5].ci_high if one else None,
             attack_success=_mean(asr) if asr else None, speedup=_mean(speed),
-            speedup_std=None if one else _std(speed), macs_reduction=m.macs_reduction))
+            speedup_std=None if one else _std(speed), macs_reduction=_mean([r[0].macs_reduction for r in runs])))
     return points
 
 
@@ -432,7 +434,8 @@ def _build_variant(config, v: Variant, tmp: Path, base_onnx: Path, ev: EvalSet, 
     res = compress(CompressConfig(model=config.model, arch=config.arch, num_classes=config.num_classes,
                                   trust_model=config.trust_model, data=config.data, seed=config.seed,
                                   eval_samples=config.eval_samples, prune=pc, finetune=tc, int8=int8,
-                                  quant=config.quant, max_int8_drop=100.0, out=bundle, overwrite=True))
+                                  quant=config.quant, max_int8_drop=None, max_prune_drop=None, out=bundle,
+                                  overwrite=True))  # a sweep measures every point, gates would hide some
     their = EvalSet.load(bundle / "eval.npz")
     if not (np.array_equal(their.y, ev.y) and np.array_equal(their.x, ev.x)):
         raise BundleError(f"The bundle '{bundle.name}' was evaluated on other samples than the sweep's eval set.",
@@ -535,6 +538,11 @@ def pct(v: float | None, std: float | None = None) -> str:
     return f"{100 * v:.1f}%" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
+def macs_text(p: Point) -> str:
+    """The realized compression of a point's model, as findings quote it: ``3.9x fewer MACs``."""
+    return "unpruned" if p.sparsity == 0 else f"{p.macs_reduction:.1f}x fewer MACs"
+
+
 def findings(points: list[Point], config: SweepConfig) -> list[str]:
     """One sentence per attack and threat at the focus eps: the base, the best and worst compressed model."""
     out = []
@@ -549,8 +557,9 @@ def findings(points: list[Point], config: SweepConfig) -> list[str]:
             best = max(others, key=lambda p: p.accuracy)
             worst = min(others, key=lambda p: p.accuracy)
             out.append(f"{attack.upper()} {config.focus} ({threat}): the base keeps {pct(b.accuracy, b.accuracy_std)} "
-                       f"robust accuracy; the best compressed model, {best.model}, {pct(best.accuracy, best.accuracy_std)} "
-                       f"at {best.speedup:.2f}x speedup; the worst, {worst.model}, {pct(worst.accuracy, worst.accuracy_std)} "
+                       f"robust accuracy; the best compressed model, {best.model} ({macs_text(best)}), "
+                       f"{pct(best.accuracy, best.accuracy_std)} at {best.speedup:.2f}x speedup; the worst, "
+                       f"{worst.model} ({macs_text(worst)}), {pct(worst.accuracy, worst.accuracy_std)} "
                        f"(n={b.n}{'' if b.seeds == 1 else f', {b.seeds} seeds'}).")
     return out
 
