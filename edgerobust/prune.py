@@ -52,7 +52,8 @@ RATIO_MODES: dict[str, str] = {
 class PruneConfig:
     """How to prune: per-layer channel ratio, criterion by name, rounding, iterative steps.
 
-    ``ratios`` (a key of :data:`RATIO_MODES`) picks how per-layer ratios are chosen;
+    ``round_to``: every layer keeps a multiple of it (rounded up, at least one multiple; see
+    edgerobust.prune_plan). ``ratios`` (a key of :data:`RATIO_MODES`) picks how per-layer ratios are chosen;
     ``global_pruning=True`` is the same as ``ratios="global"``. The ``mrs_*`` fields set the
     sensitivity measurement of ``ratios="mrs"`` (see edgerobust.sensitivity): relative weight
     perturbation bound, ascent steps, the Linf eps of the fixed PGD batch, and how many

@@ -7,7 +7,8 @@ The rule (:func:`kept_channels`): a layer of ``c`` output channels pruned at spa
 MACs. torch-pruning 1.6's own ``round_to`` rounds the kept count *down*; where that reaches 0 it
 plans to remove every channel, its over-pruning check then drops the group, and the layer is not
 pruned at all (digits-cnn at s=0.9, round_to 8: 1.18x fewer MACs). So the plan is computed here,
-per dependency group, and handed to torch-pruning as exact per-layer ratios with its rounding off.
+per dependency group of torch-pruning's DependencyGraph, and edgerobust.prune removes exactly the
+planned number of channels from each group (ranked by the criterion), dependency-aware.
 
 Groups whose channels must stay divisible (grouped convolutions, GroupNorm, the embedding of a
 ``nn.MultiheadAttention``) round to the least common multiple of ``round_to`` and that divisor.
@@ -51,17 +52,10 @@ class GroupPlan:
     requested: float = 0.0
     kept: int = 0
 
-    @property
-    def ratio(self) -> float:
-        """The ratio for which torch-pruning's ``int(n * (1 - ratio))`` keeps exactly ``kept``."""
-        if self.kept >= self.channels:
-            return 0.0
-        g = self.channel_groups
-        return 1.0 - (self.kept // g + 0.5) / (self.channels // g)
-
 
 def plan_groups(net: nn.Module, dg, ignored: list[nn.Module], round_to: int) -> list[GroupPlan]:
-    """A plan (kept = channels) for every group torch-pruning's MetaPruner would prune in ``net``."""
+    """A plan (kept = channels) for every group of ``dg`` rooted at a conv, linear or LSTM layer, as
+    torch-pruning's MetaPruner enumerates them; groups holding an ``ignored`` layer's outputs are left out."""
     import torch_pruning as tp
 
     names = {m: n for n, m in net.named_modules()}
