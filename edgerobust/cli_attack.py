@@ -9,9 +9,11 @@ from rich.table import Table
 
 from . import ui
 from .attacks import ATTACKS, make_specs
-from .defaults import ARCH_HELP, DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
+from .cli_options import (AllowWeakBase, Arch, AttackSteps, Eps, EvalSamples, ModelArg, Normalize, NumClasses,
+                          OldSteps, Overwrite, Seed, TrustModel, pick)
+from .defaults import DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 from .errors import UsageError
-from .normalization import choices_help, parse_normalize
+from .normalization import parse_normalize
 
 _NAMES = ", ".join(ATTACKS)
 
@@ -27,19 +29,15 @@ def _help() -> str:
 
 
 def attack(
-    model: Annotated[Path, typer.Argument(help="The base model: an edgerobust checkpoint, a state_dict "
-                                               "(with --arch) or a pickled module (with --trust-model).")],
+    model: ModelArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write eval.npz and adv/*.npz into.")],
     data: Annotated[Optional[str], typer.Option(
         "--data", help="Data source: digits, npz:PATH, folder:PATH, cifar10:PATH. Default: the one "
                        "the checkpoint records, else digits.")] = None,
     attacks: Annotated[str, typer.Option("--attacks", "-a", help=f"Comma-separated attacks: {_NAMES}.")] = DEFAULT_ATTACKS,
-    eps: Annotated[str, typer.Option("--eps", help="Comma-separated strengths in [0, 1] pixel units, "
-                                                   "e.g. 2/255,4/255,8/255 (0 gives the clean set).")] = DEFAULT_EPS,
-    attack_steps: Annotated[Optional[int], typer.Option(
-        "--attack-steps", min=1, help="Iterations (queries for square). Default per attack: 10; cw 100; "
-                                      "square 1000.")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, hidden=True, help="Old name of --attack-steps.")] = None,
+    eps: Eps = DEFAULT_EPS,
+    attack_steps: AttackSteps = None,
+    steps: OldSteps = None,
     alpha: Annotated[Optional[str], typer.Option(
         "--alpha", help="Step size, e.g. 1/255 (Adam's learning rate for cw). Default per attack: "
                         "2.5*eps/steps for pgd/pgdl2, eps/steps for mifgsm/difgsm, 0.01 for cw.")] = None,
@@ -47,27 +45,24 @@ def attack(
         "--random-start/--no-random-start",
         help="Start at a random point in the eps ball (pgd, pgdl2, difgsm). "
              "Default: on for pgd/pgdl2, off for difgsm.")] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds the data split and the attacks.")] = 0,
-    eval_samples: Annotated[int, typer.Option("--eval-samples", min=1,
-                                              help="Attack the first N samples of the evaluation split.")] = DEFAULT_EVAL_SAMPLES,
+    seed: Seed = 0,
+    eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
     n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", min=1, hidden=True,
                                                      help="Old name of --eval-samples.")] = None,
-    batch_size: Annotated[int, typer.Option("--attack-batch-size", "--batch-size", min=1,
-                                            help="Samples per attack batch.")] = 256,
-    arch: Annotated[Optional[str], typer.Option("--arch", help=f"Architecture of a state_dict: {ARCH_HELP}.")] = None,
-    num_classes: Annotated[Optional[int], typer.Option("--num-classes", min=1,
-                                                       help="Classes of a state_dict (inferred if left out).")] = None,
-    normalize: Annotated[str, typer.Option(help=f"Input normalization the model was trained with: {choices_help()}.")] = "auto",
-    allow_weak_base: Annotated[bool, typer.Option("--allow-weak-base", help="Go on when the model is near chance "
-                                                                            "level on the data.")] = False,
-    trust_model: Annotated[bool, typer.Option(
-        "--trust-model", help="Allow loading a whole pickled module, which runs code from the file. "
-                              "Only for files you trust.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    batch_size: Annotated[int, typer.Option("--attack-batch-size", min=1, help="Samples per attack batch.")] = 256,
+    old_batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, hidden=True,
+                                                          help="Old name of --attack-batch-size.")] = None,
+    arch: Arch = None,
+    num_classes: NumClasses = None,
+    normalize: Normalize = "auto",
+    allow_weak_base: AllowWeakBase = False,
+    trust_model: TrustModel = False,
+    overwrite: Overwrite = False,
 ) -> None:
     # Validate every option before loading anything heavy.
-    steps = attack_steps if attack_steps is not None else steps
-    eval_samples = n_samples if n_samples is not None else eval_samples
+    steps = pick(attack_steps, steps)
+    eval_samples = pick(n_samples, None, eval_samples)
+    batch_size = pick(old_batch_size, None, batch_size)
     specs = make_specs(attacks, eps, steps=steps, alpha=alpha, random_start=random_start, seed=seed)
     ignored = {s.attack: s.ignored() for s in specs if s.ignored()}
     for name, opts in ignored.items():

@@ -5,7 +5,6 @@ torch is imported inside the command functions, so `edgerobust audit` starts wit
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,67 +12,27 @@ import typer
 from rich.table import Table
 
 from . import ui
-from .defaults import (ARCH_HELP, DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP,
-                       DEFAULT_MAX_PRUNE_DROP)
+from .cli_options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, Eps, EvalSamples, Json, ModelArg,
+                          Normalize, NumClasses, Overwrite, Seed, TrustModel, floats, pick)
 from .data import SOURCES
+from .defaults import (DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP,
+                       DEFAULT_MAX_PRUNE_DROP)
 from .errors import UsageError
-from .normalization import choices_help
+from .registries import CALIBRATIONS, FINETUNE_MODES, INT8_MODES, INT8_TARGETS, KEEP_FP32, OPTIMIZERS, RATIOS
 
-NORMALIZE_HELP = choices_help()
-
-# Registries named on the command line; kept torch-free here so --help stays fast.
-CRITERIA_HELP = "l1, l2, taylor, bn-scale, random, fpgm, lamp"
-RATIOS_HELP = ("uniform (every layer at --sparsity), global (rank channels across layers), mrs (module robustness "
-               "sensitivity: layers that matter most under attack keep more channels, MACs matched to uniform "
-               "pruning at --sparsity)")
-FINETUNE_HELP = ("standard (clean cross-entropy), pgd-at (Madry: train on PGD examples; 'adversarial' is an alias), "
-                 "trades (Zhang et al.: CE + beta * KL(adv || clean))")
 DATA_HELP = "; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items())  # numpy-only import
+# Typer's choices, generated from the registries (edgerobust.registries)
+Calibration = CALIBRATIONS.enum("Calibration")
+Int8Mode = INT8_MODES.enum("Int8Mode")
+Int8Target = INT8_TARGETS.enum("Int8Target")
+KeepFp32 = KEEP_FP32.enum("KeepFp32")
+Ratios = RATIOS.enum("Ratios")
+Optimizer = OPTIMIZERS.enum("Optimizer")
 
 
-class Calibration(str, Enum):
-    minmax = "minmax"
-    entropy = "entropy"
-    percentile = "percentile"
-
-
-class Int8Mode(str, Enum):
-    static = "static"
-    dynamic = "dynamic"
-
-
-class Int8Target(str, Enum):
-    cpu = "cpu"
-    tensorrt = "tensorrt"
-
-
-class KeepFp32(str, Enum):
-    auto = "auto"
-    none = "none"
-    first = "first"
-    last = "last"
-    ends = "ends"
-
-
-class Ratios(str, Enum):
-    uniform = "uniform"
-    global_ = "global"
-    mrs = "mrs"
-
-
-class Optimizer(str, Enum):
-    sgd = "sgd"
-    adam = "adam"
-    adamw = "adamw"
-
-
-def _floats(text: Optional[str], flag: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"{flag} must be comma-separated numbers, e.g. 0.485,0.456,0.406; got '{text}'.") from None
+def _v(choice) -> str:
+    """An Enum choice's name as the library spells it."""
+    return getattr(choice, "value", choice)
 
 
 def _bytes(n: int) -> str:
@@ -129,72 +88,66 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def compress(
-        model: Annotated[Path, typer.Argument(help="The PyTorch model: an edgerobust checkpoint, a state_dict "
-                                                   "(with --arch), or a pickled nn.Module (with --trust-model).")],
+        model: ModelArg,
         sparsity: Annotated[float, typer.Option(help="Fraction of output channels removed from each prunable "
                                                      "layer (0 < s < 1). MACs fall roughly by (1-s)^2.")] = 0.5,
         int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Quantize the pruned model to int8 "
                                                                     "(ONNX Runtime, QDQ, per-channel).")] = False,
-        arch: Annotated[Optional[str], typer.Option(help=f"Architecture of a state_dict: {ARCH_HELP}.")] = None,
-        num_classes: Annotated[Optional[int], typer.Option(help="Classes of the model (default: read from the "
-                                                                "last layer's weights).")] = None,
-        trust_model: Annotated[bool, typer.Option("--trust-model", help="Allow loading a whole pickled nn.Module. "
-                                                                        "Unpickling runs code from the file: only for files you trust.")] = False,
-        data: Annotated[Optional[str], typer.Option(help=f"Data source: {DATA_HELP}. Default: the checkpoint's own data, else digits.")] = None,
+        arch: Arch = None,
+        num_classes: NumClasses = None,
+        trust_model: TrustModel = False,
+        data: Annotated[Optional[str], typer.Option(help=f"Data source: {DATA_HELP}. Default: the checkpoint's own "
+                                                         "data, else digits.")] = None,
         image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
-        normalize: Annotated[str, typer.Option(help=f"Input normalization the model was trained with: {NORMALIZE_HELP}.")] = "auto",
+        normalize: Normalize = "auto",
         mean: Annotated[Optional[str], typer.Option(hidden=True, help="Older spelling of --normalize MEAN/STD.")] = None,
         std: Annotated[Optional[str], typer.Option(hidden=True, help="Older spelling of --normalize MEAN/STD.")] = None,
-        allow_weak_base: Annotated[bool, typer.Option("--allow-weak-base", help="Go on when the base model is near "
-                                                                                "chance level on the data.")] = False,
-        criterion: Annotated[str, typer.Option(help=f"Channel importance criterion: {CRITERIA_HELP}.")] = DEFAULT_CRITERION,
+        allow_weak_base: AllowWeakBase = False,
+        criterion: Criterion = DEFAULT_CRITERION,
         global_pruning: Annotated[bool, typer.Option("--global-pruning", help="Rank channels across the whole "
                                                                               "network instead of per layer.")] = False,
-        ratios: Annotated[Ratios, typer.Option(help=f"How per-layer ratios are chosen: {RATIOS_HELP}.")] = Ratios.uniform,
+        ratios: Annotated[Ratios, typer.Option(help=f"How per-layer ratios are chosen: {RATIOS.help()}.")] = "uniform",
         mrs_samples: Annotated[int, typer.Option(help="Calibration samples the fixed PGD batch of --ratios mrs is "
                                                       "crafted from.")] = 128,
         round_to: Annotated[int, typer.Option(help="Keep channel counts multiples of N (hardware-friendly).")] = 8,
         iterative_steps: Annotated[int, typer.Option(help="Reach the sparsity in N pruning steps.")] = 1,
         finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning (0 to skip).")] = 3,
         lr: Annotated[float, typer.Option(help="Peak learning rate of fine-tuning (one-cycle schedule).")] = 1e-3,
-        optimizer: Annotated[Optimizer, typer.Option(help="Fine-tuning optimizer.")] = Optimizer.adam,
+        optimizer: Annotated[Optimizer, typer.Option(help=f"Fine-tuning optimizer: {OPTIMIZERS.help()}.")] = "adam",
         weight_decay: Annotated[float, typer.Option(help="Fine-tuning weight decay.")] = 0.0,
-        batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 64,
-        finetune: Annotated[str, typer.Option("--finetune", help=f"Fine-tuning mode: {FINETUNE_HELP}.")] = "standard",
+        batch_size: Annotated[Optional[int], typer.Option("--finetune-batch-size", min=1, show_default=False,
+                                                          help="Fine-tuning batch size [default: 64].")] = None,
+        old_batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, hidden=True,
+                                                              help="Old name of --finetune-batch-size.")] = None,
+        finetune: Annotated[str, typer.Option("--finetune", help=f"Fine-tuning mode: {FINETUNE_MODES.help()}.")] = "standard",
         adv_eps: Annotated[str, typer.Option(help="Linf eps of adversarial fine-tuning, in [0, 1] pixels, e.g. "
                                                   "8/255.")] = "8/255",
         adv_steps: Annotated[int, typer.Option(help="PGD steps of adversarial fine-tuning's inner maximization.")] = 7,
         trades_beta: Annotated[float, typer.Option(help="TRADES weight of the KL robustness term.")] = 6.0,
-        int8_mode: Annotated[Int8Mode, typer.Option(help="static: calibrated QDQ (conv nets); dynamic: weights "
-                                                         "only, activations at run time (Linear-heavy models).")] = Int8Mode.static,
-        calibration: Annotated[Calibration, typer.Option(help="How static int8 picks activation ranges.")] = Calibration.minmax,
+        int8_mode: Annotated[Int8Mode, typer.Option(help=f"{INT8_MODES.help()}.")] = "static",
+        calibration: Annotated[Calibration, typer.Option(help=f"How static int8 picks activation ranges: "
+                                                              f"{CALIBRATIONS.help()}.")] = "minmax",
         calib_samples: Annotated[int, typer.Option(help="Calibration samples (from the training split).")] = 256,
-        int8_target: Annotated[Int8Target, typer.Option(help="cpu: U8S8, ONNX Runtime's fast CPU path; "
-                                                             "tensorrt: S8S8 symmetric, what TensorRT accepts.")] = Int8Target.cpu,
-        int8_keep_fp32: Annotated[KeepFp32, typer.Option(help="Compute layers left in fp32. auto: all int8 (fastest) "
-                                                              "unless that loses more than --max-int8-drop, then the first "
-                                                              "layer (it sees raw pixels), then both ends.")] = KeepFp32.auto,
+        int8_target: Annotated[Int8Target, typer.Option(help=f"{INT8_TARGETS.help()}.")] = "cpu",
+        int8_keep_fp32: Annotated[KeepFp32, typer.Option(help=f"Compute layers left in fp32: {KEEP_FP32.help()}.")] = "auto",
         max_prune_drop: Annotated[float, typer.Option(help="Stop if pruning + fine-tuning loses more accuracy points "
                                                            "than this against the base.")] = DEFAULT_MAX_PRUNE_DROP,
         max_int8_drop: Annotated[float, typer.Option(help="Stop if int8 loses more accuracy points than this "
                                                           "against fp32.")] = DEFAULT_MAX_INT8_DROP,
         parity_atol: Annotated[float, typer.Option(help="Max |logit difference| ONNX vs torch, per unit of the "
                                                         "largest logit.")] = 1e-3,
-        attacks: Annotated[str, typer.Option(help="Adversarial sets to craft on the base model into adv/ (see "
-                                                  "`edgerobust attack --help`); 'none' crafts none.")] = DEFAULT_ATTACKS,
-        eps: Annotated[str, typer.Option(help="Attack strengths in [0, 1] pixel units.")] = DEFAULT_EPS,
-        attack_steps: Annotated[Optional[int], typer.Option(help="Iterations of iterative attacks (queries for "
-                                                                  "square); default: each attack's own.")] = None,
+        attacks: Attacks = DEFAULT_ATTACKS,
+        eps: Eps = DEFAULT_EPS,
+        attack_steps: AttackSteps = None,
         whitebox: Annotated[bool, typer.Option("--whitebox", help="Also craft the --attacks on the pruned model "
                                                                   "itself (fp32, and an int8 simulation with --int8) into "
                                                                   "adv/whitebox-fp32/ and adv/whitebox-int8/.")] = False,
-        eval_samples: Annotated[int, typer.Option(help="Cap on the evaluation set (attacks cost time per sample).")] = DEFAULT_EVAL_SAMPLES,
-        seed: Annotated[int, typer.Option(help="Seed of the data split, pruning and fine-tuning.")] = 0,
+        eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
+        seed: Seed = 0,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default export/<name>/).")] = None,
         name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the model file's stem).")] = None,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle (only once the "
-                                                                    "new one is complete).")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+        overwrite: Overwrite = False,
+        as_json: Json = False,
     ) -> None:
         """Prune, fine-tune, export and int8-quantize a PyTorch model into a deployable bundle.
 
@@ -209,18 +162,19 @@ def register(app: typer.Typer) -> None:
 
         cfg = CompressConfig(
             model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
-            image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), normalize=normalize,
+            image_size=image_size, mean=floats(mean, "--mean", "0.485,0.456,0.406"),
+            std=floats(std, "--std", "0.229,0.224,0.225"), normalize=normalize,
             allow_weak_base=allow_weak_base, seed=seed, max_prune_drop=max_prune_drop,
             eval_samples=eval_samples,
             prune=PruneConfig(sparsity=sparsity, criterion=criterion, global_pruning=global_pruning,
-                              round_to=round_to, iterative_steps=iterative_steps, seed=seed, ratios=ratios.value,
+                              round_to=round_to, iterative_steps=iterative_steps, seed=seed, ratios=_v(ratios),
                               mrs_samples=mrs_samples),
-            finetune=TrainConfig(epochs=finetune_epochs, lr=lr, optimizer=optimizer.value,
-                                 weight_decay=weight_decay, batch_size=batch_size, seed=seed, mode=finetune,
+            finetune=TrainConfig(epochs=finetune_epochs, lr=lr, optimizer=_v(optimizer),
+                                 weight_decay=weight_decay, batch_size=pick(batch_size, old_batch_size, 64), seed=seed, mode=finetune,
                                  adv_eps=parse_eps(adv_eps, "adv-eps"), adv_steps=adv_steps, trades_beta=trades_beta),
             int8=int8,
-            quant=QuantConfig(mode=int8_mode.value, calibration=calibration.value, calib_samples=calib_samples,
-                              target=int8_target.value, keep_fp32=int8_keep_fp32.value),
+            quant=QuantConfig(mode=_v(int8_mode), calibration=_v(calibration), calib_samples=calib_samples,
+                              target=_v(int8_target), keep_fp32=_v(int8_keep_fp32)),
             max_int8_drop=max_int8_drop, parity_atol=parity_atol,
             attacks=attack_specs(attacks, eps, attack_steps, seed), whitebox=whitebox,
             out=out, name=name, overwrite=overwrite,

@@ -1,0 +1,109 @@
+"""Every name a user types on the command line, in one torch-free place with one entry shape.
+
+Each registry maps a name to a :class:`Choice` (a one-line summary and, where there is one, the
+paper). The CLI builds its choices and `--help` from these, and the library validates against
+them, so a name exists in exactly one place. The attacks have their own registry with more to
+say per entry (edgerobust.attacks.registry); data sources are in edgerobust.data.SOURCES.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    summary: str
+    reference: str = ""  # the paper, where the choice comes from one
+
+    @property
+    def text(self) -> str:
+        return f"{self.summary} ({self.reference})" if self.reference else self.summary
+
+
+class Registry(dict):
+    """name -> Choice, with the flag that names it (for messages and help)."""
+
+    def __init__(self, flag: str, choices: list[Choice], aliases: dict[str, str] | None = None):
+        super().__init__((c.name, c) for c in choices)
+        self.flag = flag
+        self.aliases = dict(aliases or {})
+
+    def help(self) -> str:
+        """``name: summary; ...``, for an option's --help."""
+        return "; ".join(f"{c.name}: {c.text}" for c in self.values())
+
+    def resolve(self, value: str) -> str:
+        """The canonical name for ``value`` (aliases followed); UsageError naming the flag otherwise."""
+        name = self.aliases.get(value, value)
+        if name not in self:
+            raise UsageError(f"Unknown {self.flag} '{value}'.", fix=f"Use one of: {', '.join(self)}.")
+        return name
+
+    def enum(self, cls_name: str) -> type[Enum]:
+        """A str Enum of the names, for Typer's choices."""
+        return Enum(cls_name, {n.replace("-", "_"): n for n in self}, type=str)  # type: ignore[return-value]
+
+
+CRITERIA = Registry("--criterion", [
+    Choice("l1", "L1 norm of each channel's weights"),
+    Choice("l2", "L2 norm of each channel's weights"),
+    Choice("taylor", "first-order Taylor |w * dL/dw| on calibration batches", "Molchanov et al. 2019"),
+    Choice("bn-scale", "|gamma| of the BatchNorm after each channel", "Network Slimming, Liu et al. 2017"),
+    Choice("random", "random channels: the baseline criterion"),
+    Choice("fpgm", "distance to the geometric median", "He et al. 2019"),
+    Choice("lamp", "layer-adaptive magnitude", "Lee et al. 2021"),
+])
+
+RATIOS = Registry("--ratios", [
+    Choice("uniform", "the same ratio (--sparsity) for every prunable layer"),
+    Choice("global", "channels ranked across the whole network at the same overall ratio"),
+    Choice("mrs", "module robustness sensitivity: layers that matter most under attack keep more channels, "
+                  "MACs matched to uniform pruning at --sparsity", "Zhu et al. 2023; Bai et al. 2024"),
+])
+
+FINETUNE_MODES = Registry("--finetune", [
+    Choice("standard", "cross-entropy on clean inputs"),
+    Choice("pgd-at", "cross-entropy on PGD examples crafted against the pruned model ('adversarial' is an alias)",
+           "Madry et al. 2018"),
+    Choice("trades", "CE(clean) + beta * KL(adv || clean)", "Zhang et al. 2019"),
+], aliases={"adversarial": "pgd-at", "pgd": "pgd-at", "at": "pgd-at"})
+
+OPTIMIZERS = Registry("--optimizer", [
+    Choice("sgd", "SGD with Nesterov momentum 0.9"),
+    Choice("adam", "Adam"),
+    Choice("adamw", "AdamW (decoupled weight decay)"),
+])
+
+INT8_MODES = Registry("--int8-mode", [
+    Choice("static", "calibrated QDQ: activations and weights int8 (conv nets)"),
+    Choice("dynamic", "weights int8, activations quantized at run time (Linear-heavy models)"),
+])
+
+CALIBRATIONS = Registry("--calibration", [
+    Choice("minmax", "activation ranges from the calibration samples' min and max"),
+    Choice("entropy", "ranges that minimize the KL divergence of the histograms"),
+    Choice("percentile", "ranges clipped at the 99.999th percentile"),
+])
+
+# The reasons behind each preset are in edgerobust.quantize.TARGETS.
+INT8_TARGETS = Registry("--int8-target", [
+    Choice("cpu", "U8S8, the fast path of ONNX Runtime's CPU int8 kernels"),
+    Choice("tensorrt", "S8S8 symmetric, what TensorRT's int8 path accepts"),
+])
+
+KEEP_FP32 = Registry("--int8-keep-fp32", [
+    Choice("auto", "every layer int8 (fastest) unless that loses more than --max-int8-drop, then the first layer "
+                   "in fp32 (it sees raw pixels), then both ends"),
+    Choice("none", "every compute layer int8"),
+    Choice("first", "the first compute layer in fp32"),
+    Choice("last", "the last compute layer in fp32"),
+    Choice("ends", "the first and the last compute layers in fp32"),
+])
+
+ALL = {"criteria": CRITERIA, "ratios": RATIOS, "finetune modes": FINETUNE_MODES, "optimizers": OPTIMIZERS,
+       "int8 modes": INT8_MODES, "calibrations": CALIBRATIONS, "int8 targets": INT8_TARGETS,
+       "keep fp32": KEEP_FP32}
