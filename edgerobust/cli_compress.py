@@ -81,162 +81,171 @@ def attack_specs(attacks: Optional[str], eps: str, steps: Optional[int], seed: i
     return tuple(make_specs(attacks, eps, steps=steps, seed=seed))
 
 
+# Options only compress takes (the shared ones are in edgerobust.cli_options).
+_O = typer.Option
+Sparsity = Annotated[float, _O(help="Fraction of output channels removed from each prunable layer (0 < s < 1). "
+                                    "MACs fall roughly by (1-s)^2; the realized figures are printed.")]
+Int8 = Annotated[bool, _O("--int8/--no-int8", help="Quantize the pruned model to int8 (ONNX Runtime, QDQ, per-channel).")]
+Data = Annotated[Optional[str], _O(help=f"Data source: {DATA_HELP}. Default: the checkpoint's own data, else digits.")]
+ImageSize = Annotated[Optional[int], _O(help="Resize images to N x N.")]
+OldMean = Annotated[Optional[str], _O("--mean", hidden=True, help="Older spelling of --normalize MEAN/STD.")]
+OldStd = Annotated[Optional[str], _O("--std", hidden=True, help="Older spelling of --normalize MEAN/STD.")]
+GlobalPruning = Annotated[bool, _O("--global-pruning", help="Rank channels across the whole network instead of per layer.")]
+RatiosOpt = Annotated[Ratios, _O("--ratios", help=f"How per-layer ratios are chosen: {RATIOS.help()}.")]
+MrsSamples = Annotated[int, _O(help="Calibration samples the fixed PGD batch of --ratios mrs is crafted from.")]
+RoundTo = Annotated[int, _O(help="Keep channel counts multiples of N (hardware-friendly).")]
+IterativeSteps = Annotated[int, _O(help="Reach the sparsity in N pruning steps.")]
+FinetuneEpochs = Annotated[int, _O(help="Fine-tuning epochs after pruning (0 to skip).")]
+Lr = Annotated[float, _O(help="Peak learning rate of fine-tuning (one-cycle schedule).")]
+OptimizerOpt = Annotated[Optimizer, _O("--optimizer", help=f"Fine-tuning optimizer: {OPTIMIZERS.help()}.")]
+WeightDecay = Annotated[float, _O(help="Fine-tuning weight decay.")]
+FinetuneBatch = Annotated[Optional[int], _O("--finetune-batch-size", min=1, show_default=False,
+                                            help="Fine-tuning batch size [default: 64].")]
+OldBatch = Annotated[Optional[int], _O("--batch-size", min=1, hidden=True, help="Old name of --finetune-batch-size.")]
+Finetune = Annotated[str, _O("--finetune", help=f"Fine-tuning mode: {FINETUNE_MODES.help()}.")]
+AdvEps = Annotated[str, _O(help="Linf eps of adversarial fine-tuning, in [0, 1] pixels, e.g. 8/255.")]
+AdvSteps = Annotated[int, _O(help="PGD steps of adversarial fine-tuning's inner maximization.")]
+TradesBeta = Annotated[float, _O(help="TRADES weight of the KL robustness term.")]
+Int8ModeOpt = Annotated[Int8Mode, _O("--int8-mode", help=f"{INT8_MODES.help()}.")]
+CalibrationOpt = Annotated[Calibration, _O("--calibration", help=f"How static int8 picks activation ranges: "
+                                                                f"{CALIBRATIONS.help()}.")]
+CalibSamples = Annotated[int, _O(help="Calibration samples (from the training split).")]
+Int8TargetOpt = Annotated[Int8Target, _O("--int8-target", help=f"{INT8_TARGETS.help()}.")]
+KeepFp32Opt = Annotated[KeepFp32, _O("--int8-keep-fp32", help=f"Compute layers left in fp32: {KEEP_FP32.help()}.")]
+MaxPruneDrop = Annotated[float, _O(help="Stop if pruning + fine-tuning loses more accuracy points than this "
+                                        "against the base.")]
+MaxInt8Drop = Annotated[float, _O(help="Stop if int8 loses more accuracy points than this against fp32.")]
+ParityAtol = Annotated[float, _O(help="Max |logit difference| ONNX vs torch, per unit of the largest logit.")]
+Whitebox = Annotated[bool, _O("--whitebox", help="Also craft the --attacks on the pruned model itself (fp32, and an "
+                                                "int8 simulation with --int8) into adv/whitebox-fp32/ and "
+                                                "adv/whitebox-int8/.")]
+BundleOut = Annotated[Optional[Path], _O("--out", "-o", help="Bundle folder (default export/<name>/).")]
+BundleName = Annotated[Optional[str], _O(help="Bundle name (default: the model file's stem).")]
+
+
+def compress_cmd(
+    model: ModelArg, sparsity: Sparsity = 0.5, int8: Int8 = False, arch: Arch = None, num_classes: NumClasses = None,
+    trust_model: TrustModel = False, data: Data = None, image_size: ImageSize = None, normalize: Normalize = "auto",
+    mean: OldMean = None, std: OldStd = None, allow_weak_base: AllowWeakBase = False,
+    criterion: Criterion = DEFAULT_CRITERION, global_pruning: GlobalPruning = False, ratios: RatiosOpt = "uniform",
+    mrs_samples: MrsSamples = 128, round_to: RoundTo = 8, iterative_steps: IterativeSteps = 1,
+    finetune_epochs: FinetuneEpochs = 3, lr: Lr = 1e-3, optimizer: OptimizerOpt = "adam",
+    weight_decay: WeightDecay = 0.0, batch_size: FinetuneBatch = None, old_batch_size: OldBatch = None,
+    finetune: Finetune = "standard", adv_eps: AdvEps = "8/255", adv_steps: AdvSteps = 7,
+    trades_beta: TradesBeta = 6.0, int8_mode: Int8ModeOpt = "static", calibration: CalibrationOpt = "minmax",
+    calib_samples: CalibSamples = 256, int8_target: Int8TargetOpt = "cpu", int8_keep_fp32: KeepFp32Opt = "auto",
+    max_prune_drop: MaxPruneDrop = DEFAULT_MAX_PRUNE_DROP, max_int8_drop: MaxInt8Drop = DEFAULT_MAX_INT8_DROP,
+    parity_atol: ParityAtol = 1e-3, attacks: Attacks = DEFAULT_ATTACKS, eps: Eps = DEFAULT_EPS,
+    attack_steps: AttackSteps = None, whitebox: Whitebox = False, eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
+    seed: Seed = 0, out: BundleOut = None, name: BundleName = None, overwrite: Overwrite = False,
+    as_json: Json = False,
+) -> None:
+    """Prune, fine-tune, export and int8-quantize a PyTorch model into a deployable bundle.
+
+    The bundle (base.onnx, model.onnx, eval.npz, adv/, manifest.json) is what
+    `edgerobust audit` checks on the device.
+    """
+    from .compress import compress as run
+
+    result = run(_compress_config(**locals()))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    ui.out.print(render_compress(result))
+    if result.sensitivity:
+        ui.out.print(render_sensitivity(result.sensitivity))
+    ui.out.print(f"bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
+                 f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
+
+
+def _compress_config(**o):
+    """The CompressConfig for compress_cmd's options (the library validates every value)."""
+    from .attacks.spec import parse_eps
+    from .compress import CompressConfig
+    from .finetune import TrainConfig
+    from .prune import PruneConfig
+    from .quantize import QuantConfig
+
+    seed = o["seed"]
+    return CompressConfig(
+        model=o["model"], arch=o["arch"], num_classes=o["num_classes"], trust_model=o["trust_model"],
+        data=o["data"], image_size=o["image_size"], mean=floats(o["mean"], "--mean", "0.485,0.456,0.406"),
+        std=floats(o["std"], "--std", "0.229,0.224,0.225"), normalize=o["normalize"],
+        allow_weak_base=o["allow_weak_base"], seed=seed, max_prune_drop=o["max_prune_drop"],
+        eval_samples=o["eval_samples"],
+        prune=PruneConfig(sparsity=o["sparsity"], criterion=o["criterion"], global_pruning=o["global_pruning"],
+                          round_to=o["round_to"], iterative_steps=o["iterative_steps"], seed=seed,
+                          ratios=_v(o["ratios"]), mrs_samples=o["mrs_samples"]),
+        finetune=TrainConfig(epochs=o["finetune_epochs"], lr=o["lr"], optimizer=_v(o["optimizer"]),
+                             weight_decay=o["weight_decay"], batch_size=pick(o["batch_size"], o["old_batch_size"], 64),
+                             seed=seed, mode=o["finetune"], adv_eps=parse_eps(o["adv_eps"], "adv-eps"),
+                             adv_steps=o["adv_steps"], trades_beta=o["trades_beta"]),
+        int8=o["int8"],
+        quant=QuantConfig(mode=_v(o["int8_mode"]), calibration=_v(o["calibration"]), calib_samples=o["calib_samples"],
+                          target=_v(o["int8_target"]), keep_fp32=_v(o["int8_keep_fp32"])),
+        max_int8_drop=o["max_int8_drop"], parity_atol=o["parity_atol"],
+        attacks=attack_specs(o["attacks"], o["eps"], o["attack_steps"], seed), whitebox=o["whitebox"],
+        out=o["out"], name=o["name"], overwrite=o["overwrite"])
+
+
+def demo_cmd(
+    out: Annotated[Path, _O("--out", "-o", help="The demo bundle folder (replaced on each run; the trained model is "
+                                                 "kept beside it and reused).")] = Path("export/demo"),
+    model: Annotated[str, _O(help="Zoo model to train: digits-resnet or digits-cnn.")] = "digits-resnet",
+    retrain: Annotated[bool, _O("--retrain", help="Train the zoo model again even if it is there.")] = False,
+    eps: Annotated[str, _O(help="Attack strengths of the FGSM and PGD sets.")] = DEFAULT_EPS,
+    profile: Annotated[Optional[str], _O("--profile", "-p", envvar="EDGEROBUST_PROFILE",
+                                         help="Device profile for the audit (default: the best match for "
+                                              "this host).")] = None,
+) -> None:
+    """Run the whole job on bundled data: train a zoo model, compress it (0.5, int8), audit it.
+
+    Offline, about a minute on 2 cores. The bundle lands in export/demo/, the audit report in
+    export/demo/reports/.
+    """
+    from .demo import run_demo
+    from .report import render
+
+    r = run_demo(out=out, model=model, retrain=retrain, eps=eps, profile=profile)
+    ui.out.print(render_compress(r.compress))
+    render(r.audit, ui.out)
+    ui.out.print(f"report: {r.report_dir}")
+
+
+def zoo_list() -> None:
+    """List the zoo models and the data they train on."""
+    from .nets import ZOO
+
+    t = Table()
+    for col in ("name", "data", "input", "description"):
+        t.add_column(col)
+    for n, e in ZOO.items():
+        t.add_row(n, e.data, f"{e.in_channels}x{e.image_size}x{e.image_size}", e.description)
+    ui.out.print(t)
+
+
+def zoo_train(
+    name: Annotated[str, typer.Argument(help="Zoo model: digits-cnn or digits-resnet.")],
+    out: Annotated[Path, _O("--out", "-o", help="Where to write the checkpoint.")] = Path("model.pt"),
+    seed: Seed = 0,
+    epochs: Annotated[Optional[int], _O(help="Epochs (default: the zoo recipe's).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train a zoo model on its bundled data and save a self-describing checkpoint."""
+    from .zoo import train_zoo
+
+    if out.exists() and not overwrite:
+        raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite or choose another --out.")
+    r = train_zoo(name, out, seed=seed, epochs=epochs)
+    ui.out.print(f"{r.name}: eval accuracy {r.eval_acc:.2%}, {r.params:,} params, trained in "
+                 f"{r.seconds:.0f} s → {r.path}")
+
+
 def register(app: typer.Typer) -> None:
     zoo_app = typer.Typer(help="The reference model zoo: small models trained on bundled data, offline.",
                           no_args_is_help=True)
     app.add_typer(zoo_app, name="zoo")
-
-    @app.command()
-    def compress(
-        model: ModelArg,
-        sparsity: Annotated[float, typer.Option(help="Fraction of output channels removed from each prunable "
-                                                     "layer (0 < s < 1). MACs fall roughly by (1-s)^2.")] = 0.5,
-        int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Quantize the pruned model to int8 "
-                                                                    "(ONNX Runtime, QDQ, per-channel).")] = False,
-        arch: Arch = None,
-        num_classes: NumClasses = None,
-        trust_model: TrustModel = False,
-        data: Annotated[Optional[str], typer.Option(help=f"Data source: {DATA_HELP}. Default: the checkpoint's own "
-                                                         "data, else digits.")] = None,
-        image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
-        normalize: Normalize = "auto",
-        mean: Annotated[Optional[str], typer.Option(hidden=True, help="Older spelling of --normalize MEAN/STD.")] = None,
-        std: Annotated[Optional[str], typer.Option(hidden=True, help="Older spelling of --normalize MEAN/STD.")] = None,
-        allow_weak_base: AllowWeakBase = False,
-        criterion: Criterion = DEFAULT_CRITERION,
-        global_pruning: Annotated[bool, typer.Option("--global-pruning", help="Rank channels across the whole "
-                                                                              "network instead of per layer.")] = False,
-        ratios: Annotated[Ratios, typer.Option(help=f"How per-layer ratios are chosen: {RATIOS.help()}.")] = "uniform",
-        mrs_samples: Annotated[int, typer.Option(help="Calibration samples the fixed PGD batch of --ratios mrs is "
-                                                      "crafted from.")] = 128,
-        round_to: Annotated[int, typer.Option(help="Keep channel counts multiples of N (hardware-friendly).")] = 8,
-        iterative_steps: Annotated[int, typer.Option(help="Reach the sparsity in N pruning steps.")] = 1,
-        finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning (0 to skip).")] = 3,
-        lr: Annotated[float, typer.Option(help="Peak learning rate of fine-tuning (one-cycle schedule).")] = 1e-3,
-        optimizer: Annotated[Optimizer, typer.Option(help=f"Fine-tuning optimizer: {OPTIMIZERS.help()}.")] = "adam",
-        weight_decay: Annotated[float, typer.Option(help="Fine-tuning weight decay.")] = 0.0,
-        batch_size: Annotated[Optional[int], typer.Option("--finetune-batch-size", min=1, show_default=False,
-                                                          help="Fine-tuning batch size [default: 64].")] = None,
-        old_batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, hidden=True,
-                                                              help="Old name of --finetune-batch-size.")] = None,
-        finetune: Annotated[str, typer.Option("--finetune", help=f"Fine-tuning mode: {FINETUNE_MODES.help()}.")] = "standard",
-        adv_eps: Annotated[str, typer.Option(help="Linf eps of adversarial fine-tuning, in [0, 1] pixels, e.g. "
-                                                  "8/255.")] = "8/255",
-        adv_steps: Annotated[int, typer.Option(help="PGD steps of adversarial fine-tuning's inner maximization.")] = 7,
-        trades_beta: Annotated[float, typer.Option(help="TRADES weight of the KL robustness term.")] = 6.0,
-        int8_mode: Annotated[Int8Mode, typer.Option(help=f"{INT8_MODES.help()}.")] = "static",
-        calibration: Annotated[Calibration, typer.Option(help=f"How static int8 picks activation ranges: "
-                                                              f"{CALIBRATIONS.help()}.")] = "minmax",
-        calib_samples: Annotated[int, typer.Option(help="Calibration samples (from the training split).")] = 256,
-        int8_target: Annotated[Int8Target, typer.Option(help=f"{INT8_TARGETS.help()}.")] = "cpu",
-        int8_keep_fp32: Annotated[KeepFp32, typer.Option(help=f"Compute layers left in fp32: {KEEP_FP32.help()}.")] = "auto",
-        max_prune_drop: Annotated[float, typer.Option(help="Stop if pruning + fine-tuning loses more accuracy points "
-                                                           "than this against the base.")] = DEFAULT_MAX_PRUNE_DROP,
-        max_int8_drop: Annotated[float, typer.Option(help="Stop if int8 loses more accuracy points than this "
-                                                          "against fp32.")] = DEFAULT_MAX_INT8_DROP,
-        parity_atol: Annotated[float, typer.Option(help="Max |logit difference| ONNX vs torch, per unit of the "
-                                                        "largest logit.")] = 1e-3,
-        attacks: Attacks = DEFAULT_ATTACKS,
-        eps: Eps = DEFAULT_EPS,
-        attack_steps: AttackSteps = None,
-        whitebox: Annotated[bool, typer.Option("--whitebox", help="Also craft the --attacks on the pruned model "
-                                                                  "itself (fp32, and an int8 simulation with --int8) into "
-                                                                  "adv/whitebox-fp32/ and adv/whitebox-int8/.")] = False,
-        eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
-        seed: Seed = 0,
-        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder (default export/<name>/).")] = None,
-        name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the model file's stem).")] = None,
-        overwrite: Overwrite = False,
-        as_json: Json = False,
-    ) -> None:
-        """Prune, fine-tune, export and int8-quantize a PyTorch model into a deployable bundle.
-
-        The bundle (base.onnx, model.onnx, eval.npz, adv/, manifest.json) is what
-        `edgerobust audit` checks on the device.
-        """
-        from .attacks.spec import parse_eps
-        from .compress import CompressConfig, compress as run
-        from .finetune import TrainConfig
-        from .prune import PruneConfig
-        from .quantize import QuantConfig
-
-        cfg = CompressConfig(
-            model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
-            image_size=image_size, mean=floats(mean, "--mean", "0.485,0.456,0.406"),
-            std=floats(std, "--std", "0.229,0.224,0.225"), normalize=normalize,
-            allow_weak_base=allow_weak_base, seed=seed, max_prune_drop=max_prune_drop,
-            eval_samples=eval_samples,
-            prune=PruneConfig(sparsity=sparsity, criterion=criterion, global_pruning=global_pruning,
-                              round_to=round_to, iterative_steps=iterative_steps, seed=seed, ratios=_v(ratios),
-                              mrs_samples=mrs_samples),
-            finetune=TrainConfig(epochs=finetune_epochs, lr=lr, optimizer=_v(optimizer),
-                                 weight_decay=weight_decay, batch_size=pick(batch_size, old_batch_size, 64), seed=seed, mode=finetune,
-                                 adv_eps=parse_eps(adv_eps, "adv-eps"), adv_steps=adv_steps, trades_beta=trades_beta),
-            int8=int8,
-            quant=QuantConfig(mode=_v(int8_mode), calibration=_v(calibration), calib_samples=calib_samples,
-                              target=_v(int8_target), keep_fp32=_v(int8_keep_fp32)),
-            max_int8_drop=max_int8_drop, parity_atol=parity_atol,
-            attacks=attack_specs(attacks, eps, attack_steps, seed), whitebox=whitebox,
-            out=out, name=name, overwrite=overwrite,
-        )
-        result = run(cfg)
-        if as_json:
-            typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-        else:
-            ui.out.print(render_compress(result))
-            if result.sensitivity:
-                ui.out.print(render_sensitivity(result.sensitivity))
-            ui.out.print(f"bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
-                         f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
-
-    @app.command()
-    def demo(
-        out: Annotated[Path, typer.Option("--out", "-o", help="The demo bundle folder (replaced on each run; the "
-                                                            "trained model is kept beside it and reused).")] = Path("export/demo"),
-        model: Annotated[str, typer.Option(help="Zoo model to train: digits-resnet or digits-cnn.")] = "digits-resnet",
-        retrain: Annotated[bool, typer.Option("--retrain", help="Train the zoo model again even if it is there.")] = False,
-        eps: Annotated[str, typer.Option(help="Attack strengths of the FGSM and PGD sets.")] = DEFAULT_EPS,
-        profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Device profile for the audit "
-                                                                              "(default: the best match for this host).")] = None,
-    ) -> None:
-        """Run the whole job on bundled data: train a zoo model, compress it (0.5, int8), audit it.
-
-        Offline, about a minute on 2 cores. The bundle lands in export/demo/, the audit report in
-        export/demo/reports/.
-        """
-        from .demo import run_demo
-        from .report import render
-
-        r = run_demo(out=out, model=model, retrain=retrain, eps=eps, profile=profile)
-        ui.out.print(render_compress(r.compress))
-        render(r.audit, ui.out)
-        ui.out.print(f"report: {r.report_dir}")
-
-    @zoo_app.command("list")
-    def zoo_list() -> None:
-        """List the zoo models and the data they train on."""
-        from .nets import ZOO
-
-        t = Table()
-        for col in ("name", "data", "input", "description"):
-            t.add_column(col)
-        for n, e in ZOO.items():
-            t.add_row(n, e.data, f"{e.in_channels}x{e.image_size}x{e.image_size}", e.description)
-        ui.out.print(t)
-
-    @zoo_app.command("train")
-    def zoo_train(
-        name: Annotated[str, typer.Argument(help="Zoo model: digits-cnn or digits-resnet.")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the checkpoint.")] = Path("model.pt"),
-        seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
-        epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the zoo recipe's).")] = None,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
-    ) -> None:
-        """Train a zoo model on its bundled data and save a self-describing checkpoint."""
-        from .zoo import train_zoo
-
-        if out.exists() and not overwrite:
-            raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite or choose another --out.")
-        r = train_zoo(name, out, seed=seed, epochs=epochs)
-        ui.out.print(f"{r.name}: eval accuracy {r.eval_acc:.2%}, {r.params:,} params, trained in "
-                     f"{r.seconds:.0f} s → {r.path}")
+    app.command(name="compress", no_args_is_help=True)(compress_cmd)
+    app.command(name="demo")(demo_cmd)
+    zoo_app.command("list")(zoo_list)
+    zoo_app.command("train")(zoo_train)

@@ -20,7 +20,7 @@ ModelArg = Annotated[Path, typer.Argument(help="The PyTorch model file: an edger
                                           show_default=False)]
 Arch = Annotated[Optional[str], typer.Option("--arch", help=f"Architecture of a state_dict: {ARCH_HELP}.",
                                              show_default=False)]
-NumClasses = Annotated[Optional[int], typer.Option("--num-classes", min=2, help="Classes of a state_dict "
+NumClasses = Annotated[Optional[int], typer.Option("--num-classes", help="Classes of a state_dict "
                                                    "(default: read from the last layer's weights).",
                                                    show_default=False)]
 TrustModel = Annotated[bool, typer.Option("--trust-model", help="Allow loading a whole pickled nn.Module. "
