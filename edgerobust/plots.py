@@ -191,7 +191,7 @@ def plot_robust_vs_macs(points: list[Point], threat: str, eps_text: str, path: P
                     label="base (unpruned fp32)", zorder=5)
             drawn.append(Drawn(base[0].key, 1.0, 100 * base[0].accuracy))
         ax.set_title("clean" if attack == "clean" else f"{attack.upper()} eps {eps_text}", fontsize=11)
-        ax.set_xscale("log")
+        _log_x(ax)
         ax.set_xlabel("MACs reduction, realized (x fewer than the base; labels: requested sparsity)")
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3, which="both")
@@ -200,6 +200,18 @@ def plot_robust_vs_macs(points: list[Point], threat: str, eps_text: str, path: P
     _legend(fig, axes)
     _save(fig, path)
     return Figure(path.name, title, tuple(drawn))
+
+
+def _log_x(ax) -> None:
+    """A log x axis labelled in plain multiples (1x, 2x, 5x, 10x, ...)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ticks = [m * 10 ** k for k in range(-1, 5) for m in (1, 2, 5) if lo <= m * 10 ** k <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def pareto_front(pts: list[tuple[float, float]]) -> list[int]:

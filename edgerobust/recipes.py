@@ -225,7 +225,7 @@ def _finding_transfer(points: list[Point], plan: Plan) -> str:
                f"move PGD-{plan.focus_eps} robust accuracy by up to {worst:+.1f} pp from the base")
     parts = ", ".join(f"s={p.sparsity:g}: {_fmt(p)}" for p in pruned)
     return (f"Pruned models at s={'/'.join(f'{p.sparsity:g}' for p in pruned)} "
-            f"({'/'.join(f'{p.macs_reduction:.1f}' for p in pruned)}x fewer MACs) {verdict} when the base-crafted "
+            f"({'/'.join(f'{p.macs_reduction:.1f}x' for p in pruned)} fewer MACs) {verdict} when the base-crafted "
             f"sets are replayed on them (base {_fmt(base)}, {parts}; {_n(base)}).")
 
 
@@ -299,13 +299,13 @@ def _finding_defence(points: list[Point], plan: Plan) -> str:
     per, macs = [], {}
     for c in dict.fromkeys(p.group for p in pruned):
         ps = sorted((p for p in pruned if p.group == c), key=lambda p: p.sparsity)
-        macs[c] = "/".join(f"{p.macs_reduction:.1f}" for p in ps)
+        macs[c] = "/".join(f"{p.macs_reduction:.1f}x" for p in ps)
         per.append(f"{c} " + "/".join(_fmt(p) for p in ps))
     if len(set(macs.values())) > 1:  # the criteria compressed differently: quote each one's figures
-        per = [f"{text} ({macs[c]}x fewer MACs)" for c, text in zip(macs, per)]
+        per = [f"{text} ({macs[c]} fewer MACs)" for c, text in zip(macs, per)]
     verdict = "raises" if len(better) > len(pruned) / 2 else "does not raise"
     spars = "/".join(f"{s:g}" for s in sorted({p.sparsity for p in pruned}))
-    realized = f" ({next(iter(macs.values()))}x fewer MACs)" if len(set(macs.values())) == 1 else ""
+    realized = f" ({next(iter(macs.values()))} fewer MACs)" if len(set(macs.values())) == 1 else ""
     return (f"With standard fine-tuning only, structured pruning {verdict} white-box FGSM-{plan.focus_eps} robust "
             f"accuracy here: {len(better)} of {len(pruned)} pruned models beat the base ({_fmt(base)}; at "
             f"s={spars}{realized}: {'; '.join(per)}; {_n(base)}).")
