@@ -3,9 +3,11 @@
 ``audit(AuditConfig(model=...)) -> AuditReport`` finds the bundle beside the model, verifies
 its hashes, refuses adversarial sets crafted on another model or eval set, measures latency,
 memory and size of base and deployed on a device profile, replays the clean and adversarial
-sets through both sessions (streamed: only per-sample int predictions are kept) and scores
-them (accuracy with Wilson CIs, attack/transfer success, flip rate, exact McNemar; what each
-Δ compares: :mod:`edgerobust.scoring`). It also checks that this host is the profile's device
+sets through both sessions (:mod:`edgerobust.replay`, streamed: only each sample's predicted
+class and top-1 margin are kept, and returned as ``AuditReport.predictions``) and scores them
+(accuracy with Wilson CIs, attack/transfer success, flip rate, exact McNemar; what each Δ
+compares: :mod:`edgerobust.scoring`). ``AuditReport.provenance`` records what was audited, by
+sha256. It also checks that this host is the profile's device
 (:mod:`edgerobust.hostcheck`) and says so when it is not. Rendering and writing the report are in
 :mod:`edgerobust.report`. Torch-free.
 """
@@ -16,15 +18,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__, ui
-from .bundle import AdvSet, Bundle, EvalSet, iter_npz_rows, sha256_file
+from .bundle import MANIFEST, AdvSet, Bundle, EvalSet, sha256_file
 from .errors import BundleError, UsageError
 from .hostcheck import HostCheck, check_host, host_facts
-from .measure import MeasureReport, OpenSession, _maybe_task, measure, open_sessions
+from .measure import MeasureReport, measure, open_sessions
+from .predictions import Predictions
 from .profiles import DeviceProfile, best_match_profile, load_profile
-from .provenance import _fmt_shape, check_adv_provenance, check_input_spec  # noqa: F401
+from .provenance import Provenance, _fmt_shape, bundle_provenance, check_adv_provenance, check_input_spec  # noqa: F401
+from .replay import predict, predict_margin, replay  # noqa: F401
+from .replay import predict_all as _predict_both  # noqa: F401  (benchmarks/overhead.py)
 from .scoring import (ModelScores, Outcome, Reference, SetResult, adv_source, score_adversarial,  # noqa: F401
                       score_clean, with_references)
 
@@ -110,6 +113,9 @@ class AuditReport:
     budgets: tuple[BudgetCheck, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
     host_check: HostCheck | None = None
+    provenance: Provenance | None = None
+    # every model's class and margin on every sample: written to predictions.npz, not to report.json
+    predictions: Predictions | None = field(default=None, repr=False, compare=False)
 
     @property
     def fallback(self) -> bool:
@@ -187,47 +193,6 @@ def _relative(path: Path, root: Path) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def predict(s: OpenSession, x: np.ndarray, batch_size: int, advance=None) -> np.ndarray:
-    """Argmax predictions, batch by batch: only one batch of logits exists at a time."""
-    fixed = s.input.shape[0]
-    bs = fixed or batch_size
-    out = np.empty(len(x), dtype=np.int64)
-    for i in range(0, len(x), bs):
-        chunk = x[i:i + bs].astype(s.input.dtype, copy=False)
-        n = len(chunk)
-        if fixed and n < fixed:  # a fixed batch axis: pad the last batch, drop the padding
-            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
-        logits = s.session.run([s.output_name], {s.input.name: chunk})[0]
-        out[i:i + n] = np.asarray(logits).reshape(len(chunk), -1)[:n].argmax(axis=1)
-        if advance:
-            advance(n)
-    return out
-
-
-def _predict_both(sessions: dict[str, OpenSession], x: np.ndarray, batch_size: int, label: str,
-                  show: bool) -> dict[str, np.ndarray]:
-    with _maybe_task(f"Evaluating {label}", 2 * len(x), show) as advance:
-        return {role: predict(s, x, batch_size, lambda n, r=role: advance(n, r)) for role, s in sessions.items()}
-
-
-def _predict_stream(sessions: dict[str, OpenSession], chunks, n: int, batch_size: int, label: str,
-                    show: bool) -> dict[str, np.ndarray]:
-    """Predictions of every session on inputs that arrive in chunks (read once, run on each model)."""
-    out = {role: np.empty(n, dtype=np.int64) for role in sessions}
-    pos = 0
-    with _maybe_task(f"Evaluating {label}", 2 * n, show) as advance:
-        for chunk in chunks:
-            k = len(chunk)
-            if pos + k > n:
-                break
-            for role, s in sessions.items():
-                out[role][pos:pos + k] = predict(s, chunk, batch_size, lambda m, r=role: advance(m, r))
-            pos += k
-    if pos != n:
-        raise BundleError(f"The set '{label}' holds a different number of inputs than labels ({n}).")
-    return out
-
-
 def check_budgets(profile: DeviceProfile, m: MeasureReport, role: str = "deployed",
                   evidence: bool = True) -> tuple[BudgetCheck, ...]:
     """The profile's budgets against the deployed model's measurements.
@@ -264,8 +229,9 @@ def no_adv_sets_warning(bundle: Bundle | None) -> str:
             "then audit with --eval sets/eval.npz --adv sets/adv/pgd_8-255.npz (or compress again with --attacks).")
 
 
-def _check_sets(config: AuditConfig, inputs: _Inputs) -> EvalSet:
-    """Refuse a base model, eval set or adversarial set that does not belong here; return the eval set."""
+def _check_sets(config: AuditConfig, inputs: _Inputs) -> tuple[EvalSet, Provenance]:
+    """Refuse a base model, eval set or adversarial set that does not belong here; return the eval
+    set and what is audited, by content."""
     for what, path in (("base model", inputs.baseline), ("evaluation set", inputs.eval_set)):
         if not path.is_file():
             raise BundleError(f"The {what} '{path}' does not exist.",
@@ -279,35 +245,24 @@ def _check_sets(config: AuditConfig, inputs: _Inputs) -> EvalSet:
         if isinstance(src, str) and src:
             base_shas.add(src)
     ev = EvalSet.load(inputs.eval_set)
-    targets = {sha256_file(config.model): config.model.name}
+    model_sha = sha256_file(config.model)
+    targets = {model_sha: config.model.name}
     if inputs.bundle is not None and inputs.bundle.manifest.get("models", {}).get("fp32"):
         fp32 = inputs.bundle.path("fp32")
         if fp32.is_file():
             targets[sha256_file(fp32)] = fp32.name
+    sets = {}
     for p in inputs.adv_sets:  # metadata, labels and indices only: the inputs stay on disk
         adv = AdvSet.load(p, with_x=False)
         check_adv_provenance(adv, p, base_shas, eval_sha, len(ev.y), ev.y, targets)
         if adv.x.shape[1:] != ev.x.shape[1:]:
             raise BundleError(f"The adversarial set '{p}' holds inputs of shape {list(adv.x.shape[1:])}, "
                               f"the eval set {list(ev.x.shape[1:])}.")
-    return ev
-
-
-def _replay(config: AuditConfig, inputs: _Inputs, sessions: dict[str, OpenSession], ev: EvalSet) -> list[SetResult]:
-    """Both models on the clean set and every adversarial set, scored (white-box Δ like for like)."""
-    show = config.show_progress
-    clean_pred = _predict_both(sessions, ev.x, config.batch_size, "clean set", show)
-    results = [score_clean("clean", inputs.eval_set, ev.y, clean_pred)]
-    outcomes = {}
-    for p in inputs.adv_sets:
-        adv = AdvSet.load(p, with_x=False)  # inputs are streamed: memory stays flat with the set's size
-        pred = _predict_stream(sessions, iter_npz_rows(p, "x", max(config.batch_size, 256)), len(adv.y),
-                               config.batch_size, adv.name, show)
-        clean = {role: v[adv.idx] for role, v in clean_pred.items()}
-        results.append(score_adversarial(adv.name, p, adv, clean, pred))
-        outcomes[adv.name] = Outcome(idx=adv.idx, base=pred["base"] == adv.y, deployed=pred["deployed"] == adv.y)
-        del adv, pred
-    return with_references(results, outcomes)
+        sets[adv.name] = sha256_file(p)
+    b = inputs.bundle
+    prov = bundle_provenance({"base": base_sha, "deployed": model_sha, "eval": eval_sha}, sets,
+                             b.manifest if b else None, sha256_file(b.root / MANIFEST) if b else None)
+    return ev, prov
 
 
 def audit(config: AuditConfig) -> AuditReport:
@@ -323,7 +278,7 @@ def audit(config: AuditConfig) -> AuditReport:
     warnings += host_warnings
 
     # Provenance first: it is cheap and a mismatch makes everything after it meaningless.
-    ev = _check_sets(config, inputs)
+    ev, prov = _check_sets(config, inputs)
     if not inputs.adv_sets:
         warnings.append(no_adv_sets_warning(inputs.bundle))
 
@@ -345,7 +300,8 @@ def audit(config: AuditConfig) -> AuditReport:
             ui.warn(warnings[-1])
 
     measurement = measure(sessions, profile, memory=config.measure_memory, show_progress=config.show_progress)
-    results = _replay(config, inputs, sessions, ev)
+    results, predictions = replay(sessions, inputs.eval_set, ev, inputs.adv_sets, config.batch_size,
+                                  config.show_progress)
     return AuditReport(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         edgerobust_version=__version__, model=str(config.model), baseline=str(inputs.baseline),
@@ -354,7 +310,7 @@ def audit(config: AuditConfig) -> AuditReport:
         verified=bool(inputs.bundle and config.verify), profile=profile.name, profile_source=profile.source,
         profile_reason=reason, measurement=measurement, sets=tuple(results),
         budgets=check_budgets(profile, measurement, evidence=host.matches), warnings=tuple(warnings),
-        host_check=host)
+        host_check=host, provenance=prov, predictions=predictions)
 
 
 from ._callable import make_module_callable  # noqa: E402

@@ -1,10 +1,11 @@
-"""CLI commands of the torch-free half: `audit`, `profile`, and `profiles list|show`.
+"""CLI commands of the torch-free half: `audit`, `compare`, `profile`, and `profiles list|show`.
 
 Each command validates its options, builds a config, calls one library function and renders
 the result; results go to stdout, progress and status lines to stderr.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -53,8 +54,9 @@ def audit_cmd(
     allow_fallback: FallbackOpt = False,
     fail_on_budget: Annotated[bool, typer.Option("--fail-on-budget", help="Exit with code 1 when the deployed "
                               "model misses a budget of the profile (latency, memory, size); for CI.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for report.json and report.md "
-                   "(default: <bundle>/reports/<profile>-<timestamp>/). Never overwrites a report.",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for report.json, report.md, "
+                   "report.html and predictions.npz (default: <bundle>/reports/<profile>-<timestamp>/). Never "
+                   "overwrites a report.",
                    show_default=False)] = None,
     as_json: JsonOpt = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per inference while "
@@ -63,7 +65,7 @@ def audit_cmd(
 ) -> None:
     """Audit a deployed model on this device: robustness next to speedup, memory and size."""
     from .audit import AuditConfig, audit
-    from .report import check_out_dir, dumps, render, write_report
+    from .report import check_out_dir, render, write_report
 
     check_out_dir(out)
     prof, reason, line = _resolve(profile)
@@ -74,8 +76,8 @@ def audit_cmd(
                          profile_reason=reason)
     report = audit(config)
     folder = write_report(report, config.out_dir)
-    if as_json:
-        typer.echo(dumps(report))
+    if as_json:  # what report.json holds, with the record of predictions.npz
+        typer.echo(json.dumps(json.loads((folder / "report.json").read_text(encoding="utf-8")), indent=2))
     else:
         render(report, ui.out)
     ui.info(f"Report written to {folder}")
@@ -83,6 +85,46 @@ def audit_cmd(
         missed = ", ".join(b.name for b in report.budgets if b.passed is False)
         ui.err.print(f"[bold red]budget missed:[/bold red] {missed} (--fail-on-budget: exit code 1)", highlight=False)
         raise typer.Exit(code=1)
+
+
+def compare_cmd(
+    reports: Annotated[list[Path], typer.Argument(
+        metavar="REPORT_DIR", help="Two or more audit report folders of one bundle (each holds report.json and "
+        "predictions.npz), e.g. from different devices or profiles.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for compare.html and compare.json. "
+                   "Never overwrites an earlier comparison.", show_default=False)] = None,
+    top: Annotated[int, typer.Option("--top", min=0, help="Most disputed samples listed per set and pair "
+                   "of devices.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON on stdout instead of "
+                       "tables.")] = False,
+) -> None:
+    """Compare audits of one bundle across devices and runtimes: latency, accuracy, and whether the
+    deployed model gives the same answers (per-sample disagreement, exact McNemar test)."""
+    from .compare import CompareConfig, compare, to_json
+    from .compare_render import render, write_html
+
+    config = CompareConfig(reports=tuple(reports), top=top)
+    if out is not None:
+        check_compare_out(out)
+    result = compare(config)
+    if as_json:
+        typer.echo(json.dumps(to_json(result), indent=2))
+    else:
+        render(result, ui.out)
+    if out is not None:
+        ui.info(f"Comparison written to {write_html(result, out)}")
+
+
+def check_compare_out(out: Path) -> None:
+    """Refuse an --out that already holds a comparison, or is a file."""
+    from .errors import UsageError
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out '{out}' is a file, not a folder.", fix="Choose a folder for compare.html.")
+    taken = [n for n in ("compare.html", "compare.json") if (out / n).exists()]
+    if taken:
+        raise UsageError(f"'{out}' already holds a comparison ({', '.join(taken)}).",
+                         why="edgerobust never overwrites an earlier report.", fix="Choose another --out.")
 
 
 def profile_cmd(
@@ -154,5 +196,6 @@ def profiles_show(
 
 def register(app: typer.Typer) -> None:
     app.command("audit")(audit_cmd)
+    app.command("compare")(compare_cmd)
     app.command("profile")(profile_cmd)
     app.add_typer(profiles_app, name="profiles")

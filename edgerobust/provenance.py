@@ -1,11 +1,15 @@
-"""Does a file belong to this audit? The model's input against the bundle, a set against its models.
+"""Does a file belong to this audit, and what exactly was audited?
 
 Refusals, each a BundleError naming the file: a model whose input differs from the bundle's
 input spec, an adversarial set crafted on another model or evaluation set, or whose labels and
-rows do not match eval.npz. Torch-free.
+rows do not match eval.npz. :class:`Provenance` records what was audited by content (sha256 of
+the base, the deployed model, the eval set and every adversarial set) with the bundle's own
+record of how it was made; ``edgerobust compare`` uses the hashes to refuse reports of
+different bundles. Torch-free.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +84,52 @@ def check_adv_provenance(adv: AdvSet, path: Path, base_sha: str | set[str], eval
     if not np.array_equal(adv.y, eval_y[adv.idx]):
         raise BundleError(f"The labels of the adversarial set '{path}' differ from the eval set's labels at its idx.",
                           fix="Craft the set again from this eval set.")
+
+
+# ---------------------------------------------------------------------------------------------
+# what was audited
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What an audit measured, by content, and how the bundle was made.
+
+    base_sha256 / deployed_sha256 / eval_sha256: the files audited (two audits of one bundle
+    share all three). sets: adversarial set name -> sha256 of its file. The rest comes from the
+    bundle's manifest (empty without a bundle): manifest_sha256, when the bundle was created,
+    the workstation's tool versions, the source model, and the compression settings.
+    """
+
+    base_sha256: str
+    deployed_sha256: str
+    eval_sha256: str
+    sets: dict[str, str] = field(default_factory=dict)
+    manifest_sha256: str | None = None
+    bundle_created: str | None = None
+    tool: dict = field(default_factory=dict)
+    source: dict | None = None
+    compression: dict = field(default_factory=dict)
+
+
+def _compression(manifest: dict) -> dict:
+    """The few compress settings a reader of a report asks about first."""
+    cfg = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    prune = cfg.get("prune") if isinstance(cfg.get("prune"), dict) else {}
+    quant = cfg.get("quant") if isinstance(cfg.get("quant"), dict) else {}
+    out = {"sparsity": prune.get("sparsity", cfg.get("sparsity")), "criterion": prune.get("criterion"),
+           "int8": cfg.get("int8"), "int8_mode": quant.get("mode") if cfg.get("int8") else None,
+           "int8_target": quant.get("target") if cfg.get("int8") else None}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def bundle_provenance(hashes: dict[str, str], sets: dict[str, str], manifest: dict | None,
+                      manifest_sha256: str | None) -> Provenance:
+    """A Provenance from the audited files' hashes (keys base, deployed, eval) and the manifest."""
+    m = manifest or {}
+    tool = m.get("tool") if isinstance(m.get("tool"), dict) else {}
+    source = m.get("source") if isinstance(m.get("source"), dict) else None
+    return Provenance(base_sha256=hashes["base"], deployed_sha256=hashes["deployed"], eval_sha256=hashes["eval"],
+                      sets=dict(sets), manifest_sha256=manifest_sha256,
+                      bundle_created=m.get("created") if isinstance(m.get("created"), str) else None,
+                      tool={k: v for k, v in tool.items() if isinstance(v, (str, int, float))},
+                      source=source, compression=_compression(m))

@@ -1,13 +1,16 @@
 """Audit and measurement reports: versioned JSON, Markdown, and Rich tables for the terminal.
 
 The reports are dataclasses (edgerobust.audit.AuditReport, edgerobust.measure.MeasureReport);
-this module only serializes and renders them. ``write_report`` puts report.json and
-report.md in a new folder per run and never overwrites an earlier report.
+this module only serializes and renders them. ``write_report`` puts predictions.npz
+(:mod:`edgerobust.predictions`), report.html (:mod:`edgerobust.report_html`), report.md and,
+last, report.json in a new folder per run and never overwrites an earlier report.
 
 Audit report versions: 1 had no ``host_check``, no ``BudgetCheck.evidence``, and a white-box
 set's ``delta_accuracy`` compared base and deployed on the same white-box inputs. 2 adds the
 host check, ``reference`` / ``delta_note`` on sets (the like-for-like Δ of edgerobust.scoring)
-and ``summary.worst_robust`` / ``summary.headline``.
+and ``summary.worst_robust`` / ``summary.headline``. 3 adds ``provenance`` (the sha256 of
+every audited file, and how the bundle was made) and ``predictions`` (the file of per-sample
+predictions and its sha256), which ``edgerobust compare`` needs.
 """
 from __future__ import annotations
 
@@ -25,11 +28,15 @@ from .bundle import write_json
 from .errors import UsageError
 from .headline import headline, worst_per_threat
 from .measure import MeasureReport
+from .predictions import FILE as PREDICTIONS_FILE
+from .predictions import KIND as PREDICTIONS_KIND
+from .predictions import VERSION as PREDICTIONS_VERSION
+from .predictions import save_predictions
 from .tables import COLUMNS_MD, robustness_table, sections
 
 AUDIT_TYPE = "edgerobust.audit-report"
 MEASURE_TYPE = "edgerobust.measure-report"
-AUDIT_VERSION = 2
+AUDIT_VERSION = 3
 MEASURE_VERSION = 1
 
 
@@ -37,10 +44,12 @@ MEASURE_VERSION = 1
 # JSON
 
 
-def to_json(report: AuditReport | MeasureReport) -> dict:
-    """The report as {"_type", "_version", "_data"}; audit reports also carry a summary."""
-    data = dataclasses.asdict(report)
+def to_json(report: AuditReport | MeasureReport, predictions: dict | None = None) -> dict:
+    """The report as {"_type", "_version", "_data"}; audit reports also carry a summary and
+    ``predictions``: the record of the predictions file written beside it (None when not written)."""
     if isinstance(report, AuditReport):
+        data = dataclasses.asdict(dataclasses.replace(report, predictions=None))
+        data["predictions"] = predictions
         hc = report.host_check
         data["summary"] = {"fallback": report.fallback, "budgets_passed": report.budgets_passed,
                            "host_matches_profile": report.host_matches_profile,
@@ -48,6 +57,7 @@ def to_json(report: AuditReport | MeasureReport) -> dict:
                            "worst_robust": [dataclasses.asdict(w) for w in worst_per_threat(report.sets)],
                            "headline": headline(report)}
         return {"_type": AUDIT_TYPE, "_version": AUDIT_VERSION, "_data": data}
+    data = dataclasses.asdict(report)
     data["summary"] = {"fallback": report.fallback}
     return {"_type": MEASURE_TYPE, "_version": MEASURE_VERSION, "_data": data}
 
@@ -60,12 +70,15 @@ def dumps(report: AuditReport | MeasureReport) -> str:
 # writing
 
 
+REPORT_FILES = ("report.json", "report.md", "report.html", PREDICTIONS_FILE)
+
+
 def check_out_dir(out: str | os.PathLike | None) -> None:
     """Refuse an --out folder that already holds a report, before any time is spent measuring."""
     if out is None:
         return
     out = Path(out)
-    taken = [n for n in ("report.json", "report.md") if (out / n).exists()]
+    taken = [n for n in REPORT_FILES if (out / n).exists()]
     if taken:
         raise UsageError(f"'{out}' already holds a report ({', '.join(taken)}).",
                          why="edgerobust never overwrites an earlier report.",
@@ -103,14 +116,29 @@ def report_dir(report: AuditReport, out: str | os.PathLike | None = None) -> Pat
                          fix="Pass --out DIR with a writable folder (a bundle on read-only media needs one).") from exc
 
 
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_report(report: AuditReport, out: str | os.PathLike | None = None) -> Path:
-    """Write report.json and report.md into a new folder; return the folder."""
+    """Write predictions.npz, report.html, report.md and report.json into a new folder; return it.
+
+    report.json comes last: a folder that holds it holds the whole report.
+    """
+    from .report_html import to_html
+
     folder = report_dir(report, out)
-    write_json(folder / "report.json", to_json(report))
-    md = folder / "report.md"
-    tmp = md.with_name(f".{md.name}.tmp-{os.getpid()}")
-    tmp.write_text(to_markdown(report), encoding="utf-8")
-    os.replace(tmp, md)
+    record = None
+    if report.predictions is not None:
+        sha = save_predictions(folder / PREDICTIONS_FILE, report.predictions)
+        record = {"file": PREDICTIONS_FILE, "sha256": sha, "kind": PREDICTIONS_KIND, "version": PREDICTIONS_VERSION,
+                  "roles": list(report.predictions.roles), "sets": [s.name for s in report.predictions.sets]}
+    data = to_json(report, record)
+    _write_text(folder / "report.html", to_html(report, data))
+    _write_text(folder / "report.md", to_markdown(report))
+    write_json(folder / "report.json", data)
     return folder
 
 
@@ -241,8 +269,23 @@ def to_markdown(report: AuditReport) -> str:
             f"- host: {h.cpu}, {h.cores} cores, {h.os}, Python {h.python}, onnxruntime {h.onnxruntime}",
             *([host_line] if host_line else []),
             f"- providers available: {', '.join(h.available_providers)}",
-            f"- edgerobust {report.edgerobust_version}, {report.created}", ""]
+            f"- edgerobust {report.edgerobust_version}, {report.created}", *_provenance_md(report), ""]
     return "\n".join(out)
+
+
+def _provenance_md(report: AuditReport) -> list[str]:
+    """The audited files by sha256 (what `edgerobust compare` matches) and the bundle's tool versions."""
+    p = report.provenance
+    if p is None:
+        return []
+    out = [f"- sha256: base `{p.base_sha256}`, deployed `{p.deployed_sha256}`, eval set `{p.eval_sha256}`"]
+    out += [f"- sha256 of {name}: `{sha}`" for name, sha in p.sets.items()]
+    if p.tool:
+        out.append("- bundle made with " + ", ".join(f"{k} {v}" for k, v in p.tool.items())
+                   + (f" ({p.bundle_created})" if p.bundle_created else ""))
+    if report.predictions is not None:
+        out.append("- per-sample predictions of both models: `predictions.npz` (its sha256 is in report.json)")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgerobust.audit import AuditConfig, audit, predict
-from edgerobust.bundle import AdvSet, EvalSet, finalize_manifest, read_manifest
+from edgerobust.bundle import AdvSet, EvalSet, finalize_manifest, read_manifest, sha256_file
 from edgerobust.errors import BundleError, ProfileError, UsageError
 from edgerobust.measure import open_session
 from edgerobust.profiles import load_profile
@@ -72,7 +72,7 @@ def test_every_accuracy_equals_a_bare_onnxruntime_loop(bundle, report):
 
 def test_report_structure_and_budgets(report):
     j = to_json(report)
-    assert (j["_type"], j["_version"]) == ("edgerobust.audit-report", 2)
+    assert (j["_type"], j["_version"]) == ("edgerobust.audit-report", 3)
     d = j["_data"]
     assert d["verified"] is True and d["profile"] == "fast" and d["bundle_name"] == "tiny-mlp"
     m = d["measurement"]
@@ -92,15 +92,66 @@ def test_report_structure_and_budgets(report):
     json.dumps(j)  # plain JSON all the way down
 
 
+def test_provenance_records_every_audited_file_by_hash(bundle, report):
+    p = to_json(report)["_data"]["provenance"]
+    assert p["base_sha256"] == sha256_file(bundle / "base.onnx")
+    assert p["deployed_sha256"] == sha256_file(bundle / "model.onnx")
+    assert p["eval_sha256"] == sha256_file(bundle / "eval.npz")
+    assert p["sets"] == {n: sha256_file(bundle / "adv" / f"{n}.npz") for n in ("fgsm_0.02", "fgsm_0.08")}
+    assert p["manifest_sha256"] == sha256_file(bundle / "manifest.json")
+    assert p["compression"] == {"sparsity": 0.0, "int8": True}
+
+
+def _bare_logits(model, x):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def test_predictions_file_holds_every_models_answer_on_every_sample(bundle, report, tmp_path):
+    folder = write_report(report, tmp_path / "r")
+    doc = json.loads((folder / "report.json").read_text())["_data"]
+    rec = doc["predictions"]
+    assert rec["file"] == "predictions.npz" and rec["sha256"] == sha256_file(folder / "predictions.npz")
+    assert rec["sets"] == ["clean", "fgsm_0.02", "fgsm_0.08"] and rec["roles"] == ["base", "deployed"]
+    with np.load(folder / "predictions.npz", allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        assert [s["name"] for s in meta["sets"]] == rec["sets"]
+        assert z["s0_deployed_pred"].dtype == np.int16 and z["s0_deployed_margin"].dtype == np.float32
+    ev = EvalSet.load(bundle / "eval.npz")
+    inputs = {"clean": (ev.x, ev.y, np.arange(len(ev.y)))}
+    for name in ("fgsm_0.02", "fgsm_0.08"):
+        adv = AdvSet.load(bundle / "adv" / f"{name}.npz")
+        inputs[name] = (adv.x, adv.y, adv.idx)
+    from edgerobust.predictions import load_predictions
+
+    preds = load_predictions(folder / "predictions.npz", sha256=rec["sha256"])
+    for s in preds.sets:
+        x, y, idx = inputs[s.name]
+        assert np.array_equal(s.y, y) and np.array_equal(s.idx, idx)
+        for role, f in (("base", "base.onnx"), ("deployed", "model.onnx")):
+            logits = np.sort(_bare_logits(bundle / f, x), axis=1)
+            assert np.array_equal(s.pred[role], ort_predictions(bundle / f, x))
+            np.testing.assert_allclose(s.margin[role], logits[:, -1] - logits[:, -2], rtol=1e-5, atol=1e-5)
+            assert (s.margin[role] >= 0).all()
+
+
 def test_reports_never_overwrite(report, tmp_path):
     a = write_report(report)
     b = write_report(report)
     assert a != b and a.parent == b.parent and a.parent.name == "reports"
     assert json.loads((a / "report.json").read_text())["_data"]["sets"][0]["name"] == "clean"
     assert "| clean |" in (a / "report.md").read_text()
+    assert sorted(p.name for p in a.iterdir()) == ["predictions.npz", "report.html", "report.json", "report.md"]
     out = write_report(report, tmp_path / "mine")
     with pytest.raises(UsageError, match="already holds a report"):
         write_report(report, out)
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "predictions.npz").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"already holds a report \(predictions.npz\)"):
+        write_report(report, lone)
 
 
 def test_tampered_file_refused_unless_no_verify(copy, profile):
@@ -186,6 +237,7 @@ def test_audit_runs_without_torch(bundle, profile, tmp_path):
     code = textwrap.dedent(f"""
         import sys
         sys.modules['torch'] = None  # any `import torch` now fails
+        sys.modules['matplotlib'] = None  # report.html draws its own SVG
         from edgerobust.cli import app
         from typer.testing import CliRunner
         r = CliRunner().invoke(app, ['--quiet', 'audit', {str(bundle / 'model.onnx')!r}, '--profile',
@@ -197,3 +249,5 @@ def test_audit_runs_without_torch(bundle, profile, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout + proc.stderr
     assert json.loads((tmp_path / "r" / "report.json").read_text())["_type"] == "edgerobust.audit-report"
+    assert (tmp_path / "r" / "report.html").read_text().count("<svg") >= 2
+    assert (tmp_path / "r" / "predictions.npz").is_file()
