@@ -168,7 +168,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
     return CompressResult(bundle=out_dir, rows=run.rows, prune=pr, quant=run.q.result if run.q else None,
                           parity=run.parities, metrics=run.metrics, adv_sets=run.adv_names,
                           seconds=time.perf_counter() - t_start, sensitivity=run.pruned.sensitivity,
-                          normalization=prep.norm.to_dict(), warnings=prep.warnings + list(getattr(pr, 'warnings', [])))
+                          normalization=prep.norm.to_dict(), warnings=prep.warnings + list(pr.warnings))
 
 
 class _Run:
@@ -252,10 +252,12 @@ class _Run:
             "adv": self.adv_names,
             "config": _config_dict(cfg),
             "metrics": self.metrics,
-            "pruning": {"layers": pr.layers, "warnings": list(getattr(pr, 'warnings', []))},
+            "pruning": {"layers": pr.layers, "requested_sparsity": pr.requested_sparsity, "round_to": pr.round_to,
+                        "ratios": pr.ratios, "honest": pr.honest, "asked_macs_reduction": pr.asked_macs_reduction,
+                        "realized_macs_reduction": pr.macs_reduction, "warnings": list(pr.warnings)},
             "parity": self.parities,
             "quantization": asdict(self.q.result) if self.q else None,
-            "warnings": prep.warnings + list(getattr(pr, 'warnings', [])),
+            "warnings": prep.warnings + list(pr.warnings),
         }
         if self.pruned.sensitivity is not None:
             manifest["sensitivity"] = {"method": "module robust criticality (Zhu et al. 2023)",

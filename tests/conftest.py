@@ -5,6 +5,20 @@ Both are built once per session in a temporary folder and must be treated as rea
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run several times faster on one thread than on two busy cores' worth."""
+    try:
+        import torch
+    except ImportError:  # the torch-free half's tests
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def zoo_checkpoint(tmp_path_factory):
     """The digits-cnn zoo model trained for 2 epochs: a ZooResult (``.path``, ``.eval_acc``)."""

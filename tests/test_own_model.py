@@ -157,6 +157,9 @@ def test_default_compress_crafts_fgsm_and_pgd_sets(zoo_checkpoint, tmp_path):
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert sorted(man["adv"]) == sorted(f"adv/{a}_{e}-255.npz" for a in ("fgsm", "pgd") for e in (2, 4, 8))
     assert man["normalization"]["source"] == "checkpoint"
+    pruning = man["pruning"]
+    assert pruning["requested_sparsity"] == 0.25 and pruning["honest"] is True and pruning["warnings"] == []
+    assert pruning["realized_macs_reduction"] == man["metrics"]["macs_reduction"] > 1.3
 
 
 def test_pruning_gate_stops_compress_with_the_figures(zoo_checkpoint, tmp_path):
