@@ -9,7 +9,7 @@ from rich.table import Table
 
 from . import ui
 from .attacks import ATTACKS, make_specs
-from .cli_options import (AllowWeakBase, Arch, AttackSteps, Eps, EvalSamples, ModelArg, Normalize, NumClasses,
+from .cli_options import (AllowWeakBase, Arch, Device, AttackSteps, Eps, EvalSamples, ModelArg, Normalize, NumClasses,
                           OldSteps, Overwrite, Seed, TrustModel, pick)
 from .defaults import DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 from .errors import UsageError
@@ -57,6 +57,7 @@ def attack(
     normalize: Normalize = "auto",
     allow_weak_base: AllowWeakBase = False,
     trust_model: TrustModel = False,
+    device: Device = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     # Validate every option before loading anything heavy.
@@ -73,10 +74,12 @@ def attack(
 
     from .attacks import craft_sets
     from .bundle import AdvSet, EvalSet, atomic_dir, sha256_file
+    from .devices import on_device
     from .prepare import PrepareConfig, prepare
 
     cfg = PrepareConfig(model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
-                        normalize=norm, seed=seed, eval_samples=eval_samples, allow_weak_base=allow_weak_base)
+                        normalize=norm, seed=seed, eval_samples=eval_samples, allow_weak_base=allow_weak_base,
+                        device=device)
 
     prep = prepare(cfg)
     ev = prep.splits.eval
@@ -89,8 +92,9 @@ def attack(
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
         evalset.save(tmp / "eval.npz")
-        paths = craft_sets(prep.base, evalset, specs, tmp / "adv", base_sha256=prep.loaded.sha256,
-                           eval_sha256=sha256_file(tmp / "eval.npz"), batch_size=batch_size)
+        with on_device(prep.base, prep.device) as base:
+            paths = craft_sets(base, evalset, specs, tmp / "adv", base_sha256=prep.loaded.sha256,
+                               eval_sha256=sha256_file(tmp / "eval.npz"), batch_size=batch_size)
         metas = [AdvSet.load(p).meta for p in paths]
     data = prep.data_name
 

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from . import ui
-from .cli_options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, Eps, EvalSamples, Json, ModelArg,
+from .cli_options import (AllowWeakBase, Arch, Device, Attacks, AttackSteps, Criterion, Eps, EvalSamples, Json, ModelArg,
                           Normalize, NumClasses, Overwrite, Seed, TrustModel, floats, pick)
 from .data import SOURCES
 from .defaults import (DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP,
@@ -137,8 +137,8 @@ def compress_cmd(
     max_prune_drop: MaxPruneDrop = DEFAULT_MAX_PRUNE_DROP, max_int8_drop: MaxInt8Drop = DEFAULT_MAX_INT8_DROP,
     parity_atol: ParityAtol = 1e-3, attacks: Attacks = DEFAULT_ATTACKS, eps: Eps = DEFAULT_EPS,
     attack_steps: AttackSteps = None, whitebox: Whitebox = False, eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
-    seed: Seed = 0, out: BundleOut = None, name: BundleName = None, overwrite: Overwrite = False,
-    as_json: Json = False,
+    seed: Seed = 0, device: Device = "auto", out: BundleOut = None, name: BundleName = None,
+    overwrite: Overwrite = False, as_json: Json = False,
 ) -> None:
     """Prune, fine-tune, export and int8-quantize a PyTorch model into a deployable bundle.
 
@@ -154,7 +154,7 @@ def compress_cmd(
     ui.out.print(render_compress(result))
     if result.sensitivity:
         ui.out.print(render_sensitivity(result.sensitivity))
-    ui.out.print(f"bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
+    ui.out.print(f"torch ran on {result.device}. Bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
                  f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
 
 
@@ -185,7 +185,7 @@ def _compress_config(**o):
                           target=_v(o["int8_target"]), keep_fp32=_v(o["int8_keep_fp32"])),
         max_int8_drop=o["max_int8_drop"], parity_atol=o["parity_atol"],
         attacks=attack_specs(o["attacks"], o["eps"], o["attack_steps"], seed), whitebox=o["whitebox"],
-        out=o["out"], name=o["name"], overwrite=o["overwrite"])
+        device=o["device"], out=o["out"], name=o["name"], overwrite=o["overwrite"])
 
 
 def demo_cmd(
@@ -197,6 +197,7 @@ def demo_cmd(
     profile: Annotated[Optional[str], _O("--profile", "-p", envvar="EDGEROBUST_PROFILE",
                                          help="Device profile for the audit (default: the best match for "
                                               "this host).")] = None,
+    device: Device = "auto",
 ) -> None:
     """Run the whole job on bundled data: train a zoo model, compress it (0.5, int8), audit it.
 
@@ -206,7 +207,7 @@ def demo_cmd(
     from .demo import run_demo
     from .report import render
 
-    r = run_demo(out=out, model=model, retrain=retrain, eps=eps, profile=profile)
+    r = run_demo(out=out, model=model, retrain=retrain, eps=eps, profile=profile, device=device)
     ui.out.print(render_compress(r.compress))
     render(r.audit, ui.out)
     ui.out.print(f"report: {r.report_dir}")
@@ -229,6 +230,7 @@ def zoo_train(
     out: Annotated[Path, _O("--out", "-o", help="Where to write the checkpoint.")] = Path("model.pt"),
     seed: Seed = 0,
     epochs: Annotated[Optional[int], _O(help="Epochs (default: the zoo recipe's).")] = None,
+    device: Device = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """Train a zoo model on its bundled data and save a self-describing checkpoint."""
@@ -236,7 +238,7 @@ def zoo_train(
 
     if out.exists() and not overwrite:
         raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite or choose another --out.")
-    r = train_zoo(name, out, seed=seed, epochs=epochs)
+    r = train_zoo(name, out, seed=seed, epochs=epochs, device=device)
     ui.out.print(f"{r.name}: eval accuracy {r.eval_acc:.2%}, {r.params:,} params, trained in "
                  f"{r.seconds:.0f} s → {r.path}")
 

@@ -43,6 +43,10 @@ Criterion = Annotated[str, typer.Option("--criterion", help=f"Channel importance
 Seed = Annotated[int, typer.Option("--seed", min=0, help="Seeds the data split, pruning, fine-tuning and attacks.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the output folder if it exists (only once "
                                          "the new one is complete).")]
+Device = Annotated[str, typer.Option("--device", envvar="EDGEROBUST_DEVICE",
+                                     help="Where torch runs (fine-tuning, attacks, sensitivity, importance): auto "
+                                          "(CUDA when torch sees a GPU, else the CPU), cpu, cuda, cuda:N. Export "
+                                          "and ONNX quantization stay on the CPU.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout instead of tables.")]
 
 DEFAULTS = {"attacks": DEFAULT_ATTACKS, "eps": DEFAULT_EPS, "eval_samples": DEFAULT_EVAL_SAMPLES}

@@ -19,6 +19,7 @@ import torch
 from . import __version__, ui
 from .bundle import BUNDLE_KIND, SCHEMA_VERSION, atomic_dir, finalize_manifest
 from .defaults import DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP, DEFAULT_MAX_PRUNE_DROP
+from .devices import describe
 from .errors import UsageError
 from .export import OUTPUT_NAME
 from .finetune import TrainConfig
@@ -62,6 +63,7 @@ class CompressConfig:
     parity_atol: float = 1e-3
     attacks: tuple = ()  # edgerobust.attacks.AttackSpec, crafted on the base model into adv/
     whitebox: bool = False  # also craft the attacks on the pruned model (fp32, and simulated int8): adv/whitebox-*/
+    device: str = "auto"  # where torch runs (edgerobust.devices); export and int8 stay on the CPU
     out: str | Path | None = None
     name: str | None = None
     overwrite: bool = False
@@ -85,7 +87,7 @@ class CompressConfig:
                              trust_model=self.trust_model, data=self.data, image_size=self.image_size,
                              normalize=parse_normalize(self.normalize, self.mean, self.std), seed=self.seed,
                              eval_samples=self.eval_samples, calib_samples=self.quant.calib_samples,
-                             allow_weak_base=self.allow_weak_base)
+                             allow_weak_base=self.allow_weak_base, device=self.device)
 
     @property
     def bundle_name(self) -> str:
@@ -119,6 +121,7 @@ class CompressResult:
     seconds: float
     sensitivity: list[dict] | None = None  # --ratios mrs: name, score, ratio, channels_before/after
     normalization: dict | None = None  # what normalization was used and why
+    device: str = "cpu"  # where torch ran
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -128,7 +131,7 @@ class CompressResult:
                 "quant": asdict(self.quant) if self.quant else None, "parity": self.parity,
                 "metrics": self.metrics, "adv_sets": self.adv_sets, "seconds": self.seconds,
                 "sensitivity": self.sensitivity,
-                "normalization": self.normalization, "warnings": self.warnings}
+                "normalization": self.normalization, "warnings": self.warnings, "device": self.device}
 
 
 def versions() -> dict[str, str]:
@@ -168,7 +171,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
     return CompressResult(bundle=out_dir, rows=run.rows, prune=pr, quant=run.q.result if run.q else None,
                           parity=run.parities, metrics=run.metrics, adv_sets=run.adv_names,
                           seconds=time.perf_counter() - t_start, sensitivity=run.pruned.sensitivity,
-                          normalization=prep.norm.to_dict(), warnings=prep.warnings + list(pr.warnings))
+                          normalization=prep.norm.to_dict(), warnings=prep.warnings + list(pr.warnings),
+                          device=describe(prep.device))
 
 
 class _Run:
@@ -246,6 +250,7 @@ class _Run:
             "source": {"path": str(loaded.path), "sha256": loaded.sha256, "kind": loaded.kind, "arch": loaded.arch},
             "input": prep.input_spec(), "output": {"name": OUTPUT_NAME, "shape": [None, prep.num_classes]},
             "normalization": prep.norm.to_dict(),
+            "device": describe(prep.device),
             "models": {"base": "base.onnx", "deployed": "model.onnx",
                        **({"fp32": "model_fp32.onnx"} if cfg.int8 else {})},
             "eval": "eval.npz",

@@ -22,7 +22,7 @@ class DemoResult:
 
 
 def run_demo(out: Path = Path("export/demo"), model: str = "digits-resnet", retrain: bool = False,
-             eps: str = DEFAULT_EPS, profile: str | None = None, seed: int = 0) -> DemoResult:
+             eps: str = DEFAULT_EPS, profile: str | None = None, seed: int = 0, device: str = "auto") -> DemoResult:
     from .attacks import make_specs
     from .audit import AuditConfig, audit
     from .compress import CompressConfig, compress
@@ -38,14 +38,14 @@ def run_demo(out: Path = Path("export/demo"), model: str = "digits-resnet", retr
     if trained:
         ui.info(f"[bold]1/3[/bold] training the zoo model {model} on digits → {ckpt}")
         out.parent.mkdir(parents=True, exist_ok=True)
-        train_zoo(model, ckpt, seed=seed)
+        train_zoo(model, ckpt, seed=seed, device=device)
     else:
         ui.info(f"[bold]1/3[/bold] reusing {ckpt} (pass --retrain to train it again)")
     ui.info("[bold]2/3[/bold] compressing: sparsity 0.5, int8, FGSM + PGD sets crafted on the base model")
     cres = compress(CompressConfig(
         model=ckpt, seed=seed, prune=PruneConfig(sparsity=0.5, seed=seed), finetune=TrainConfig(epochs=3, seed=seed),
         int8=True, quant=QuantConfig(), attacks=tuple(make_specs(DEFAULT_ATTACKS, eps, seed=seed)), out=out,
-        name="demo", overwrite=True))
+        name="demo", overwrite=True, device=device))
     ui.info("[bold]3/3[/bold] auditing the deployed model on this host")
     report = audit(AuditConfig(model=cres.bundle / "model.onnx", profile=profile))
     folder = write_report(report)

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ui
+from .devices import model_device
 from .errors import UsageError
 
 OPTIMIZERS = {
@@ -102,9 +103,10 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarra
     """Top-1 predictions of ``model`` (in eval mode) on an array of inputs."""
     was_training = model.training
     model.eval()
+    dev = model_device(model)
     preds = []
     for i in range(0, len(x), batch_size):
-        preds.append(model(torch.from_numpy(x[i:i + batch_size])).argmax(1).numpy())
+        preds.append(model(torch.from_numpy(x[i:i + batch_size]).to(dev)).argmax(1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
@@ -164,10 +166,11 @@ def robust_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, eps: float, 
     for p, _ in flags:
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
+    dev = model_device(model)
     correct = 0
     try:
         for i in range(0, len(x), batch_size):
-            xb, yb = torch.from_numpy(x[i:i + batch_size]), torch.from_numpy(y[i:i + batch_size])
+            xb, yb = torch.from_numpy(x[i:i + batch_size]).to(dev), torch.from_numpy(y[i:i + batch_size]).to(dev)
             xa = pgd_linf(model, xb, yb, eps, steps, alpha, gen=gen)
             with torch.no_grad():
                 correct += int((model(xa).argmax(1) == yb).sum())
@@ -230,6 +233,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
                                                 pct_start=0.15)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    dev = model_device(model)
     best_state = copy.deepcopy(model.state_dict())
     best_acc, best_key = -1.0, (-1.0, -1.0)
     with ui.task(description, total=config.epochs * steps_per_epoch) as advance:
@@ -239,7 +243,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
             total_loss, correct = 0.0, 0
             for b in range(steps_per_epoch):
                 idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
-                xb, yb = _shift(xt[idx], config.augment_shift, gen), yt[idx]
+                xb, yb = _shift(xt[idx], config.augment_shift, gen).to(dev), yt[idx].to(dev)
                 loss, out = _loss(model, xb, yb, config, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

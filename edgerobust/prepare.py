@@ -14,6 +14,7 @@ import torch
 
 from . import ui
 from .data import Dataset, Splits, load_data, split
+from .devices import describe, resolve_device
 from .errors import DataError, UsageError
 from .export import INPUT_NAME
 from .finetune import predict
@@ -42,6 +43,7 @@ class PrepareConfig:
     eval_samples: int = 1000
     calib_samples: int = 256
     allow_weak_base: bool = False
+    device: str = "auto"  # where torch runs: auto, cpu, cuda, cuda:N (edgerobust.devices)
 
     def __post_init__(self) -> None:
         if self.image_size is not None and self.image_size < 1:
@@ -68,6 +70,7 @@ class Prepared:
     num_classes: int
     seed: int
     warnings: list[str]
+    device: torch.device = torch.device("cpu")  # where the stages run torch; models live on the CPU between stages
 
     @property
     def example(self) -> torch.Tensor:
@@ -163,6 +166,7 @@ def _check_samples(sp: Splits) -> Dataset:
 
 def prepare(cfg: PrepareConfig) -> Prepared:
     """Load the model and data, split them deterministically, decide the normalization, check the base."""
+    device = resolve_device(cfg.device)  # a CUDA request on a host without CUDA stops here, before any work
     torch.manual_seed(cfg.seed)
     loaded = load_model(cfg.model, arch=cfg.arch, num_classes=cfg.num_classes, trust_model=cfg.trust_model)
     ds, data_name, image_size = resolve_data(cfg.data, cfg.image_size, loaded)
@@ -185,9 +189,10 @@ def prepare(cfg: PrepareConfig) -> Prepared:
     base = PixelModel(loaded.model, norm.mean, norm.std).eval()
     mean_txt = ", ".join(f"{v:.3g}" for v in norm.mean)
     std_txt = ", ".join(f"{v:.3g}" for v in norm.std)
+    ui.info(f"torch runs on {describe(device)}")
     ui.info(f"normalization: {norm.choice} (mean {mean_txt}; std {std_txt}): {norm.reason}")
     ui.info(f"{Path(str(cfg.model)).name}: {loaded.kind} {loaded.arch or type(loaded.model).__name__}, "
             f"{num_classes} classes; data {data_name} {ds.input_shape}, split train {len(sp.train)} / "
             f"val {len(sp.val)} / eval {len(sp.eval)} (seed {cfg.seed})")
     return Prepared(loaded=loaded, dataset=ds, splits=sp, data_name=data_name, image_size=image_size, norm=norm,
-                    base=base, num_classes=num_classes, seed=cfg.seed, warnings=warnings)
+                    base=base, num_classes=num_classes, seed=cfg.seed, warnings=warnings, device=device)

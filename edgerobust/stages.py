@@ -19,7 +19,8 @@ from . import ui
 from .bundle import EvalSet, sha256_file
 from .errors import QualityGateError
 from .export import export_onnx, onnx_logits, parity_of, require_parity, torch_logits
-from .finetune import TrainConfig, TrainResult, accuracy, train
+from .devices import on_device
+from .finetune import TrainConfig, TrainResult, accuracy, predict, train
 from .nets import PixelModel
 from .prepare import Prepared
 from .prune import PruneConfig, PruneResult, prune
@@ -65,7 +66,8 @@ def prune_stage(prep: Prepared, config: PruneConfig) -> Pruned:
         from .sensitivity import mrs_ratios
 
         with ui.task("module robustness sensitivity", total=None):
-            layer_ratios, sens_rows = mrs_ratios(pruned, net, norm_example, prep.num_classes, calib.x, calib.y, config)
+            layer_ratios, sens_rows = mrs_ratios(pruned, net, norm_example, prep.num_classes, calib.x, calib.y, config,
+                                                 device=prep.device)
     pr = prune(net, norm_example, prep.num_classes, config, calib=(calib.x, calib.y), normalize=prep.normalize,
                ratios=layer_ratios)
     if sens_rows is not None:
@@ -80,8 +82,9 @@ def prune_stage(prep: Prepared, config: PruneConfig) -> Pruned:
 def finetune_stage(prep: Prepared, pruned: Pruned, config: TrainConfig) -> TrainResult:
     """Fine-tune the pruned model in place on the train split; the best validation epoch is kept."""
     sp = prep.splits
-    return train(pruned.model, sp.train.x, sp.train.y, sp.val.x, sp.val.y, config,
-                 description=f"fine-tune ({config.mode})")
+    with on_device(pruned.model, prep.device) as model:
+        return train(model, sp.train.x, sp.train.y, sp.val.x, sp.val.y, config,
+                     description=f"fine-tune ({config.mode}) on {prep.device}")
 
 
 def export_stage(prep: Prepared, model: torch.nn.Module, path: Path, parity_atol: float, what: str) -> Exported:
@@ -156,8 +159,9 @@ def evidence_stage(prep: Prepared, evalset_path: Path, base_onnx: Path, attacks:
     if not attacks:
         return []
     evalset = EvalSet.load(evalset_path)
-    return craft_sets(prep.base, evalset, list(attacks), adv_dir, base_sha256=sha256_file(base_onnx),
-                      eval_sha256=sha256_file(evalset_path))
+    with on_device(prep.base, prep.device) as base:
+        return craft_sets(base, evalset, list(attacks), adv_dir, base_sha256=sha256_file(base_onnx),
+                          eval_sha256=sha256_file(evalset_path))
 
 
 def whitebox_stage(prep: Prepared, pruned: Pruned, evalset_path: Path, attacks: list, adv_dir: Path,
@@ -171,16 +175,15 @@ def whitebox_stage(prep: Prepared, pruned: Pruned, evalset_path: Path, attacks: 
 
     ev = prep.splits.eval
     agreement = None
-    if q is not None:
-        sim = int8_simulation(pruned.model, prep.splits.calib.x, q.config)
-        pred = np.concatenate([sim(torch.from_numpy(ev.x[i:i + 256])).argmax(1).detach().numpy()
-                               for i in range(0, len(ev.x), 256)])
-        agreement = float((pred == q.logits.argmax(1)).mean())
-        del sim
-    sets = whitebox_sets(pruned.model, prep.splits.calib.x, EvalSet.load(evalset_path), list(attacks), q is not None,
-                         quant=q.config if q else None, fp32_sha256=sha256_file(fp32.path),
-                         int8_sha256=sha256_file(q.path) if q else "", eval_sha256=sha256_file(evalset_path),
-                         fp32_target=fp32.path.name)
+    with on_device(pruned.model, prep.device) as model:
+        if q is not None:
+            sim = int8_simulation(model, prep.splits.calib.x, q.config)
+            agreement = float((predict(sim, ev.x) == q.logits.argmax(1)).mean())
+            del sim
+        sets = whitebox_sets(model, prep.splits.calib.x, EvalSet.load(evalset_path), list(attacks), q is not None,
+                             quant=q.config if q else None, fp32_sha256=sha256_file(fp32.path),
+                             int8_sha256=sha256_file(q.path) if q else "", eval_sha256=sha256_file(evalset_path),
+                             fp32_target=fp32.path.name)
     return write_whitebox_sets(sets, adv_dir), agreement
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from .attacks import AttackSpec, craft_set
 from .bundle import AdvSet, EvalSet
+from .devices import model_device
 from .errors import UsageError
 from .quantize import TARGETS, QuantConfig
 
@@ -65,8 +66,9 @@ class FakeQuantLayer(nn.Module):
         self.layer = layer
         self.symmetric = symmetric
         self.observe = True
-        self.register_buffer("lo", torch.tensor(float("inf")))
-        self.register_buffer("hi", torch.tensor(float("-inf")))
+        dev = layer.weight.device
+        self.register_buffer("lo", torch.tensor(float("inf"), device=dev))
+        self.register_buffer("hi", torch.tensor(float("-inf"), device=dev))
 
     def _quant_input(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = float(torch.clamp(self.lo, max=0.0)), float(torch.clamp(self.hi, min=0.0))
@@ -128,9 +130,10 @@ def int8_simulation(model: nn.Module, calib_x: np.ndarray, quant: QuantConfig | 
         fq = FakeQuantLayer(layer, symmetric)
         setattr(parent, attr, fq)
         wrapped.append(fq)
+    dev = model_device(sim)
     with torch.no_grad():
         for i in range(0, len(calib_x), batch_size):
-            sim(torch.from_numpy(np.ascontiguousarray(calib_x[i:i + batch_size], dtype=np.float32)))
+            sim(torch.from_numpy(np.ascontiguousarray(calib_x[i:i + batch_size], dtype=np.float32)).to(dev))
     for fq in wrapped:
         fq.observe = False
     return sim

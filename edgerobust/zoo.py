@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .data import load_data, split
+from .devices import on_device, resolve_device
 from .errors import UsageError
 from .finetune import TrainConfig, accuracy, train
 from .load import save_checkpoint
@@ -31,10 +32,12 @@ def input_spec(ds, data: str, image_size: int) -> dict:
             "data": data, "image_size": image_size}
 
 
-def train_zoo(name: str, out: str | Path, seed: int = 0, epochs: int | None = None) -> ZooResult:
-    """Train zoo model ``name`` on its data and save a self-describing checkpoint at ``out``."""
+def train_zoo(name: str, out: str | Path, seed: int = 0, epochs: int | None = None,
+              device: str = "cpu") -> ZooResult:
+    """Train zoo model ``name`` on its data (torch on ``device``) and save a self-describing checkpoint."""
     if name not in ZOO:
         raise UsageError(f"Unknown zoo model '{name}'.", fix=f"Zoo models: {', '.join(ZOO)}.")
+    dev = resolve_device(device)
     entry = ZOO[name]
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -44,7 +47,8 @@ def train_zoo(name: str, out: str | Path, seed: int = 0, epochs: int | None = No
     model = PixelModel(net, ds.mean, ds.std)
     cfg = TrainConfig(epochs=epochs if epochs is not None else entry.epochs, lr=entry.lr,
                       batch_size=entry.batch_size, seed=seed)
-    res = train(model, sp.train.x, sp.train.y, sp.val.x, sp.val.y, cfg, description=f"train {name}")
+    with on_device(model, dev):
+        res = train(model, sp.train.x, sp.train.y, sp.val.x, sp.val.y, cfg, description=f"train {name} on {dev}")
     eval_acc = accuracy(model, sp.eval.x, sp.eval.y)
     spec = input_spec(ds, entry.data, entry.image_size)
     save_checkpoint(out, net, f"zoo:{name}", ds.num_classes, spec,
