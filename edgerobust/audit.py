@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, ui
+from .advcheck import check_adv_sets
 from .bundle import MANIFEST, AdvSet, Bundle, EvalSet, sha256_file
 from .errors import BundleError, UsageError
 from .hostcheck import HostCheck, check_host, host_facts
@@ -279,6 +280,8 @@ def audit(config: AuditConfig) -> AuditReport:
 
     # Provenance first: it is cheap and a mismatch makes everything after it meaningless.
     ev, prov = _check_sets(config, inputs)
+    # Every set's contents too (finite, in range, within eps of its clean rows), --no-verify or not.
+    check_adv_sets(inputs.adv_sets, ev, (inputs.spec or {}).get("value_range"))
     if not inputs.adv_sets:
         warnings.append(no_adv_sets_warning(inputs.bundle))
 
