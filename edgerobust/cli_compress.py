@@ -86,6 +86,12 @@ _O = typer.Option
 Sparsity = Annotated[float, _O(help="Fraction of output channels removed from each prunable layer (0 < s < 1). "
                                     "MACs fall roughly by (1-s)^2; the realized figures are printed.")]
 Int8 = Annotated[bool, _O("--int8/--no-int8", help="Quantize the pruned model to int8 (ONNX Runtime, QDQ, per-channel).")]
+Fp16 = Annotated[bool, _O("--fp16", help="Also make an fp16 variant (model_fp16.onnx, float32 inputs and outputs), "
+                                         "gated on 99% top-1 agreement with fp32.")]
+TargetProfile = Annotated[Optional[str], _O("--profile", "-p", help="The device profile the bundle is for: its first "
+                                                                  "execution provider decides which variant is "
+                                                                  "model.onnx (CPU and TensorRT: int8; CUDA: fp16 or "
+                                                                  "fp32) and the --int8-target. Default: the CPU rule.")]
 Data = Annotated[Optional[str], _O(help=f"Data source: {DATA_HELP}. Default: the checkpoint's own data, else digits.")]
 ImageSize = Annotated[Optional[int], _O(help="Resize images to N x N.")]
 OldMean = Annotated[Optional[str], _O("--mean", hidden=True, help="Older spelling of --normalize MEAN/STD.")]
@@ -110,7 +116,9 @@ Int8ModeOpt = Annotated[Int8Mode, _O("--int8-mode", help=f"{INT8_MODES.help()}."
 CalibrationOpt = Annotated[Calibration, _O("--calibration", help=f"How static int8 picks activation ranges: "
                                                                 f"{CALIBRATIONS.help()}.")]
 CalibSamples = Annotated[int, _O(help="Calibration samples (from the training split).")]
-Int8TargetOpt = Annotated[Int8Target, _O("--int8-target", help=f"{INT8_TARGETS.help()}.")]
+Int8TargetOpt = Annotated[Optional[Int8Target], _O("--int8-target", show_default=False,
+                                                  help=f"{INT8_TARGETS.help()}. Default: tensorrt for a TensorRT "
+                                                       "--profile, else cpu.")]
 KeepFp32Opt = Annotated[KeepFp32, _O("--int8-keep-fp32", help=f"Compute layers left in fp32: {KEEP_FP32.help()}.")]
 MaxPruneDrop = Annotated[float, _O(help="Stop if pruning + fine-tuning loses more accuracy points than this "
                                         "against the base.")]
@@ -124,7 +132,8 @@ BundleName = Annotated[Optional[str], _O(help="Bundle name (default: the model f
 
 
 def compress_cmd(
-    model: ModelArg, sparsity: Sparsity = 0.5, int8: Int8 = False, arch: Arch = None, num_classes: NumClasses = None,
+    model: ModelArg, sparsity: Sparsity = 0.5, int8: Int8 = False, fp16: Fp16 = False,
+    profile: TargetProfile = None, arch: Arch = None, num_classes: NumClasses = None,
     trust_model: TrustModel = False, data: Data = None, image_size: ImageSize = None, normalize: Normalize = "auto",
     mean: OldMean = None, std: OldStd = None, allow_weak_base: AllowWeakBase = False,
     criterion: Criterion = DEFAULT_CRITERION, global_pruning: GlobalPruning = False, ratios: RatiosOpt = "uniform",
@@ -133,7 +142,7 @@ def compress_cmd(
     weight_decay: WeightDecay = 0.0, batch_size: FinetuneBatch = None, old_batch_size: OldBatch = None,
     finetune: Finetune = "standard", adv_eps: AdvEps = "8/255", adv_steps: AdvSteps = 7,
     trades_beta: TradesBeta = 6.0, int8_mode: Int8ModeOpt = "static", calibration: CalibrationOpt = "minmax",
-    calib_samples: CalibSamples = 256, int8_target: Int8TargetOpt = "cpu", int8_keep_fp32: KeepFp32Opt = "auto",
+    calib_samples: CalibSamples = 256, int8_target: Int8TargetOpt = None, int8_keep_fp32: KeepFp32Opt = "auto",
     max_prune_drop: MaxPruneDrop = DEFAULT_MAX_PRUNE_DROP, max_int8_drop: MaxInt8Drop = DEFAULT_MAX_INT8_DROP,
     parity_atol: ParityAtol = 1e-3, attacks: Attacks = DEFAULT_ATTACKS, eps: Eps = DEFAULT_EPS,
     attack_steps: AttackSteps = None, whitebox: Whitebox = False, eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
@@ -167,6 +176,11 @@ def _compress_config(**o):
     from .quantize import QuantConfig
 
     seed = o["seed"]
+    target = _v(o["int8_target"]) if o["int8_target"] else None
+    if target is None:
+        from .variants import target_of
+
+        target = "tensorrt" if target_of(o["profile"])[0] == "tensorrt" else "cpu"
     return CompressConfig(
         model=o["model"], arch=o["arch"], num_classes=o["num_classes"], trust_model=o["trust_model"],
         data=o["data"], image_size=o["image_size"], mean=floats(o["mean"], "--mean", "0.485,0.456,0.406"),
@@ -180,9 +194,9 @@ def _compress_config(**o):
                              weight_decay=o["weight_decay"], batch_size=pick(o["batch_size"], o["old_batch_size"], 64),
                              seed=seed, mode=o["finetune"], adv_eps=parse_eps(o["adv_eps"], "adv-eps"),
                              adv_steps=o["adv_steps"], trades_beta=o["trades_beta"]),
-        int8=o["int8"],
+        int8=o["int8"], fp16=o["fp16"], profile=o["profile"],
         quant=QuantConfig(mode=_v(o["int8_mode"]), calibration=_v(o["calibration"]), calib_samples=o["calib_samples"],
-                          target=_v(o["int8_target"]), keep_fp32=_v(o["int8_keep_fp32"])),
+                          target=target, keep_fp32=_v(o["int8_keep_fp32"])),
         max_int8_drop=o["max_int8_drop"], parity_atol=o["parity_atol"],
         attacks=attack_specs(o["attacks"], o["eps"], o["attack_steps"], seed), whitebox=o["whitebox"],
         device=o["device"], out=o["out"], name=o["name"], overwrite=o["overwrite"])

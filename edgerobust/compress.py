@@ -28,8 +28,9 @@ from .normalization import parse_normalize
 from .prepare import Prepared, PrepareConfig, check_runs, prepare, resolve_data  # noqa: F401 (sweep)
 from .prune import PruneConfig, PruneResult
 from .quantize import QuantConfig, QuantResult
-from .stages import (Quantized, eval_set, evidence_stage, export_stage, finetune_stage, prune_gate, prune_stage,
-                     pruned_accuracy, quantize_stage, whitebox_stage)
+from .stages import (Quantized, eval_set, evidence_stage, export_stage, finetune_stage, fp16_stage, prune_gate,
+                     prune_stage, pruned_accuracy, quantize_stage, whitebox_stage)
+from .variants import choose, target_of
 
 
 
@@ -58,6 +59,8 @@ class CompressConfig:
     finetune: TrainConfig = field(default_factory=TrainConfig)
     max_prune_drop: float | None = DEFAULT_MAX_PRUNE_DROP
     int8: bool = False
+    fp16: bool = False  # also an fp16 variant (model_fp16.onnx), float32 inputs and outputs
+    profile: str | None = None  # the target device profile: decides which variant is model.onnx
     quant: QuantConfig = field(default_factory=QuantConfig)
     max_int8_drop: float | None = DEFAULT_MAX_INT8_DROP  # accuracy points int8 may lose against the pruned fp32 model
     parity_atol: float = 1e-3
@@ -196,8 +199,7 @@ class _Run:
         m["finetune_history"] = tr.history
         if tr.best_val_robust_acc is not None:
             m["finetune_best_val_robust_accuracy"] = tr.best_val_robust_acc
-        fp32_name = "model_fp32.onnx" if cfg.int8 else "model.onnx"
-        self.fp32 = export_stage(prep, self.pruned.model, tmp / fp32_name, cfg.parity_atol, "pruned model")
+        self.fp32 = export_stage(prep, self.pruned.model, tmp / "model_fp32.onnx", cfg.parity_atol, "pruned model")
         self.parities["pruned"] = self.fp32.parity
         m.update(base_accuracy=self.base.accuracy, pruned_accuracy=self.fp32.accuracy)
         m["prune_drop_points"] = prune_gate(self.base, self.fp32, cfg.max_prune_drop, n=len(prep.splits.eval),
@@ -207,13 +209,31 @@ class _Run:
                               self.base.accuracy),
                      ModelRow("pruned fp32", pr.params_after, pr.macs_after, self.fp32.path.stat().st_size,
                               self.fp32.accuracy)]
+        self.variants = {"fp32": self.fp32}
+        if cfg.fp16:
+            f16 = self.variants["fp16"] = fp16_stage(prep, self.fp32, tmp / "model_fp16.onnx")
+            self.parities["fp16"] = f16.parity
+            m.update(fp16_accuracy=f16.accuracy, fp16_top1_agreement_with_fp32=f16.parity["top1_agreement_with_fp32"])
+            self.rows.append(ModelRow("pruned fp16", pr.params_after, pr.macs_after, f16.path.stat().st_size,
+                                      f16.accuracy))
         if cfg.int8:
-            q = self.q = quantize_stage(prep, self.fp32, tmp / "model.onnx", cfg.quant, cfg.max_int8_drop)
+            q = self.q = self.variants["int8"] = quantize_stage(prep, self.fp32, tmp / "model_int8.onnx", cfg.quant,
+                                                                cfg.max_int8_drop)
             m.update(int8_accuracy=q.accuracy, int8_top1_agreement_with_fp32=q.agreement,
                      int8_drop_points=q.drop_points, int8_keep_fp32=q.config.keep_fp32, int8_attempts=q.attempts)
             self.rows.append(ModelRow(f"pruned int8 ({cfg.quant.mode})", pr.params_after, pr.macs_after,
                                       q.path.stat().st_size, q.accuracy))
-        m["deployed_accuracy"] = self.rows[-1].accuracy
+        self.deploy()
+
+    def deploy(self) -> None:
+        """Choose the variant for the profile's target; it becomes model.onnx, the others keep their names."""
+        target, profile = target_of(self.cfg.profile)
+        self.deployment = choose({k: v.path for k, v in self.variants.items()}, target, profile)
+        chosen = self.variants[self.deployment.variant]
+        chosen.path = chosen.path.rename(self.tmp / "model.onnx")
+        self.metrics["deployed_accuracy"] = chosen.accuracy
+        self.metrics["deployed_variant"] = self.deployment.variant
+        ui.info(f"deployed: {self.deployment.variant}, because {self.deployment.reason}")
 
     def evidence(self) -> None:
         """eval.npz, pruned.pt, the attack sets on the base and (with --whitebox) on the pruned model."""
@@ -252,7 +272,9 @@ class _Run:
             "normalization": prep.norm.to_dict(),
             "device": describe(prep.device),
             "models": {"base": "base.onnx", "deployed": "model.onnx",
-                       **({"fp32": "model_fp32.onnx"} if cfg.int8 else {})},
+                       **{k: v.path.name for k, v in self.variants.items() if v.path.name != "model.onnx"}},
+            "variants": {k: v.path.name for k, v in self.variants.items()},
+            "deployment": self.deployment.to_dict(),
             "eval": "eval.npz",
             "adv": self.adv_names,
             "config": _config_dict(cfg),

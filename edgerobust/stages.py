@@ -146,6 +146,20 @@ def quantize_stage(prep: Prepared, fp32: Exported, out: Path, config: QuantConfi
                      drop_points=drop, agreement=agree)
 
 
+def fp16_stage(prep: Prepared, fp32: Exported, out: Path) -> Exported:
+    """An fp16 copy of the fp32 model (float32 inputs and outputs) into ``out``, gated on its top-1
+    agreement with fp32 on the eval split (edgerobust.variants.FP16_MIN_AGREEMENT)."""
+    from .variants import convert_fp16, fp16_gate
+
+    ev = prep.splits.eval
+    path = convert_fp16(fp32.path, out)
+    logits = onnx_logits(path, ev.x)
+    agree = fp16_gate(fp32.logits, logits)
+    return Exported(path=path, logits=logits, accuracy=float((logits.argmax(1) == ev.y).mean()),
+                    parity={"top1_agreement_with_fp32": agree, "n": len(ev.y),
+                            "max_abs_diff": float(np.abs(logits - fp32.logits).max())})
+
+
 def eval_set(prep: Prepared) -> EvalSet:
     """The evaluation split as the bundle's eval.npz content."""
     ev = prep.splits.eval

@@ -67,7 +67,7 @@ def test_compress_prints_the_table(zoo_checkpoint, tmp_path):
     assert rows["base"][0] == "140,458" and rows["base"][1] == "7.23 M"
     assert re.fullmatch(r"[\d.]+ M \([\d.]+x fewer\)", rows["pruned int8 (static)"][1])
     assert float(rows["base"][3]) > 90
-    assert f"bundle written to {out}" in _flat(r.stdout)
+    assert f"Bundle written to {out}" in _flat(r.stdout) and "torch ran on cpu" in _flat(r.stdout)
     assert (out / "manifest.json").is_file() and (out / "model.onnx").is_file()
 
 
