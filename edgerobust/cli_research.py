@@ -1,6 +1,7 @@
-"""CLI commands for research: `sweep` and `recipe list|run` (torch imported inside the commands)."""
+"""CLI commands for research: `sweep`, `recipe list|run` and `study` (torch imported inside the commands)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -8,29 +9,46 @@ import typer
 from rich.table import Table
 
 from . import ui
-from .errors import UsageError
+from .cli_options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, EvalSamples, Eps, Json,
+                          ModelArg, Normalize, NumClasses, OldSteps, Overwrite, Seed, TrustModel, floats, names,
+                          pick)
+from .defaults import DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 
 _PRECISIONS = "fp32, int8"
 _THREATS = "transfer (sets crafted on the base), whitebox (crafted on each pruned model)"
+SWEEP_PROFILE = "laptop-cpu-1thread"  # = edgerobust.sweep.SWEEP_PROFILE (kept here so --help needs no torch)
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the JSON, the PNGs, report.html, the points "
+                                                       "(bundles, adversarial sets). Rerun the same command to "
+                                                       "resume: finished points are reused.")]
+SweepProfile = Annotated[str, typer.Option(
+    "--profile", "-p", envvar="EDGEROBUST_PROFILE",
+    help="Device profile for the latency and speedup. Default: one CPU thread at batch 1, so a speedup compares "
+         "the models' compute rather than how each spreads over this host's cores (and other points or "
+         "processes on the host disturb it less).")]
+Ray = Annotated[bool, typer.Option("--ray", help="Run the points as Ray tasks: a local Ray instance with this "
+                                                 "machine's cores, or the cluster at --ray-address. Needs "
+                                                 "pip install 'edgerobust[ray]'.")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", show_default=False,
+                                                   help="Join this Ray cluster (e.g. ray://head:10001) instead of "
+                                                        "starting a local one; --out must be on storage every node "
+                                                        "sees.")]
+Fresh = Annotated[bool, typer.Option("--fresh", help="Recompute every point instead of reusing the finished ones "
+                                                     "in --out.")]
 
 
-def _floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UsageError(f"{flag} must be comma-separated numbers, e.g. 0.3,0.5,0.7; got '{text}'.") from None
+def _runner(ray: bool, address: Optional[str]):
+    from .runners import make_runner
 
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(v.strip().lower() for v in text.split(",") if v.strip())
+    return make_runner("ray" if ray else "local", address if ray else None)
 
 
 def _render_points(points, title: str, eps_text: str) -> Table:
+    from .points import pct
+
     t = Table(title=title, title_justify="left")
     for col in ("model", "set", "accuracy", "speedup", "MACs red."):
         t.add_column(col, justify="left" if col in ("model", "set") else "right")
-    from .sweep import pct
-
     for p in points:
         if p.threat != "clean" and p.eps_text != eps_text:
             continue
@@ -39,44 +57,59 @@ def _render_points(points, title: str, eps_text: str) -> Table:
     return t
 
 
+def _ran_on(result) -> str:
+    where = "on Ray" if result.runner == "ray" else "in this process"
+    return f"ran {result.computed} point(s) {where}, reused {result.reused} finished point(s)"
+
+
 def sweep_cmd(
-    model: Annotated[Path, typer.Argument(help="The base model: an edgerobust checkpoint, or a state_dict with --arch.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for sweep.json, the PNGs, report.html, "
-                                                          "the bundles and the adversarial sets.")],
+    model: ModelArg,
+    out: Out,
     sparsities: Annotated[str, typer.Option("--sparsities", help="Comma-separated sparsities in [0, 1); "
                                                                  "0 is the base unpruned.")] = "0.5,0.7",
     precisions: Annotated[str, typer.Option("--precisions", help=f"Comma-separated: {_PRECISIONS}.")] = "fp32,int8",
-    attacks: Annotated[str, typer.Option("--attacks", "-a", help="Comma-separated attacks (see `edgerobust "
-                                                                 "attack --help`).")] = "fgsm,pgd",
-    eps: Annotated[str, typer.Option("--eps", help="Comma-separated strengths in pixel units.")] = "2/255,4/255,8/255",
+    attacks: Attacks = DEFAULT_ATTACKS,
+    eps: Eps = DEFAULT_EPS,
     focus_eps: Annotated[Optional[str], typer.Option(
         "--focus-eps", help="The eps of the sparsity and speedup plots (one of --eps). Default: the largest.")] = None,
     threats: Annotated[str, typer.Option("--threats", help=f"Comma-separated: {_THREATS}.")] = "transfer",
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Attack iterations (default per attack).")] = None,
-    criterion: Annotated[str, typer.Option("--criterion", help="Pruning criterion (as in compress).")] = "l1",
+    attack_steps: AttackSteps = None,
+    steps: OldSteps = None,
+    criterion: Criterion = DEFAULT_CRITERION,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs after "
                                                                                    "pruning.")] = 2,
-    eval_samples: Annotated[int, typer.Option("--eval-samples", min=1, help="Evaluation samples.")] = 300,
+    eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
     data: Annotated[Optional[str], typer.Option("--data", help="Data source (default: the checkpoint's).")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture of a state_dict.")] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds split, pruning, fine-tuning and attacks.")] = 0,
-    profile: Annotated[str, typer.Option("--profile", help="Device profile for the latency.")] = "laptop-cpu-1thread",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    arch: Arch = None,
+    num_classes: NumClasses = None,
+    trust_model: TrustModel = False,
+    normalize: Normalize = "auto",
+    allow_weak_base: AllowWeakBase = False,
+    seed: Seed = 0,
+    profile: SweepProfile = SWEEP_PROFILE,
+    ray: Ray = False,
+    ray_address: RayAddress = None,
+    fresh: Fresh = False,
+    overwrite: Overwrite = False,
+    as_json: Json = False,
 ) -> None:
     from .finetune import TrainConfig
     from .prune import PruneConfig
-    from .sweep import SweepConfig, summarize, sweep
+    from .sweep import SweepConfig, findings, summarize, sweep
 
-    cfg = SweepConfig(model=model, out=out, sparsities=_floats(sparsities, "--sparsities"),
-                      precisions=_names(precisions), attacks=attacks, eps=eps, focus_eps=focus_eps,
-                      threats=_names(threats), steps=steps, prune=PruneConfig(criterion=criterion),
+    cfg = SweepConfig(model=model, out=out, sparsities=floats(sparsities, "--sparsities"),
+                      precisions=names(precisions), attacks=attacks, eps=eps, focus_eps=focus_eps,
+                      threats=names(threats), steps=pick(attack_steps, steps), prune=PruneConfig(criterion=criterion),
                       finetune=TrainConfig(epochs=finetune_epochs), eval_samples=eval_samples, data=data, arch=arch,
-                      seed=seed, profile=profile, overwrite=overwrite)
-    result = sweep(cfg)
+                      num_classes=num_classes, trust_model=trust_model, normalize=normalize,
+                      allow_weak_base=allow_weak_base, seed=seed, profile=profile, fresh=fresh, overwrite=overwrite)
+    result = sweep(cfg, _runner(ray, ray_address))
+    ui.info(_ran_on(result))
+    if as_json:
+        typer.echo((out / "sweep.json").read_text())
+        return
     points = summarize([result])
     ui.out.print(_render_points(points, f"sweep → {out} (n={result.n_eval}, {result.seconds:.0f} s)", cfg.focus))
-    from .sweep import findings
-
     for f in findings(points, cfg):
         ui.out.print(f"• {f}", highlight=False)
     ui.info(f"wrote {out / 'sweep.json'} and {out / 'report.html'}")
@@ -87,9 +120,13 @@ recipe_app = typer.Typer(help="Named research recipes: published experiments on 
 
 
 @recipe_app.command("list", help="List the recipes with the paper each reproduces.")
-def recipe_list() -> None:
+def recipe_list(as_json: Json = False) -> None:
     from .recipes import RECIPES
 
+    if as_json:
+        typer.echo(json.dumps([{"name": r.name, "title": r.title, "paper": r.paper, "summary": r.summary}
+                               for r in RECIPES.values()], indent=2))
+        return
     t = Table(title="recipes", title_justify="left")
     for col in ("name", "experiment", "paper"):
         t.add_column(col)
@@ -103,7 +140,7 @@ def _recipe_help() -> str:
 
     lines = "\n".join(f"[bold]{k}[/bold]: {r.summary}\n" for k, r in RECIPES.items())
     return ("Run recipe NAME: train (or load) the base model per seed, sweep, and write OUT/recipe.json, "
-            f"the PNGs and OUT/report.html with the finding in one sentence.\n\nRecipes:\n\n{lines}")
+            f"the PNGs and OUT/report.html with the finding in one sentence. Rerun to resume.\n\nRecipes:\n\n{lines}")
 
 
 @recipe_app.command("run", help=_recipe_help(), no_args_is_help=True)
@@ -116,30 +153,72 @@ def recipe_run(
                                                                "or the architecture of a --model state_dict.")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Your base model instead of a zoo model "
                                                                   "trained by the recipe.")] = None,
+    num_classes: NumClasses = None,
+    normalize: Normalize = "auto",
+    allow_weak_base: AllowWeakBase = False,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Repeat with seeds 0..N-1; report mean and sd.")] = 1,
-    eval_samples: Annotated[int, typer.Option("--eval-samples", min=1, help="Evaluation samples.")] = 300,
+    eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs.")] = 2,
     zoo_epochs: Annotated[Optional[int], typer.Option("--zoo-epochs", min=1, help="Zoo training epochs "
                                                                                   "(default: the zoo's).")] = None,
     sparsities: Annotated[Optional[str], typer.Option("--sparsities", help="Override the recipe's sparsities.")] = None,
-    eps: Annotated[Optional[str], typer.Option("--eps", help="Override the recipe's eps grid (keep 8/255 in it).")] = None,
-    attack_steps: Annotated[int, typer.Option("--attack-steps", min=1, help="PGD steps.")] = 10,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    eps: Annotated[Optional[str], typer.Option("--eps", help="Override the recipe's eps grid (keep 8/255 in "
+                                                             "it).")] = None,
+    attack_steps: AttackSteps = None,
+    steps: OldSteps = None,
+    ray: Ray = False,
+    ray_address: RayAddress = None,
+    fresh: Fresh = False,
+    overwrite: Overwrite = False,
+    as_json: Json = False,
 ) -> None:
     from .recipes import RecipeConfig, get_recipe, run_recipe
 
     get_recipe(name)
-    cfg = RecipeConfig(out=out or Path("research") / name, data=data, arch=arch, model=model, seeds=seeds,
-                       eval_samples=eval_samples, finetune_epochs=finetune_epochs, zoo_epochs=zoo_epochs,
-                       sparsities=_floats(sparsities, "--sparsities") if sparsities else None, eps=eps,
-                       attack_steps=attack_steps, overwrite=overwrite)
-    result = run_recipe(name, cfg)
+    cfg = RecipeConfig(out=out or Path("research") / name, data=data, arch=arch, model=model, num_classes=num_classes,
+                       normalize=normalize, allow_weak_base=allow_weak_base, seeds=seeds, eval_samples=eval_samples,
+                       finetune_epochs=finetune_epochs, zoo_epochs=zoo_epochs,
+                       sparsities=floats(sparsities, "--sparsities"), eps=eps,
+                       attack_steps=pick(attack_steps, steps), fresh=fresh, overwrite=overwrite)
+    result = run_recipe(name, cfg, _runner(ray, ray_address))
+    ui.info("; ".join(_ran_on(r) for r in result.runs))
+    if as_json:
+        typer.echo((result.out / "recipe.json").read_text())
+        return
     ui.out.print(f"[bold]finding:[/bold] {result.finding}", highlight=False)
     ui.info(f"wrote {result.out / 'recipe.json'} and {result.out / 'report.html'} in {result.seconds:.0f} s")
+
+
+def study_cmd(
+    file: Annotated[Path, typer.Argument(help="The study file (TOML): [[models]] and a [grid]; see README, "
+                                              "Studies.")],
+    out: Out,
+    ray: Ray = False,
+    ray_address: RayAddress = None,
+    fresh: Fresh = False,
+    overwrite: Overwrite = False,
+    as_json: Json = False,
+) -> None:
+    from .study import load_study, run_study
+
+    study = load_study(file, out)
+    result = run_study(study, out, _runner(ray, ray_address), fresh=fresh, overwrite=overwrite)
+    ui.info("; ".join(_ran_on(r) for r in result.runs))
+    if as_json:
+        typer.echo((out / "study.json").read_text())
+        return
+    focus = study.sweeps[0][2].focus
+    ui.out.print(_render_points(result.points, f"study {study.name} → {out} ({result.seconds:.0f} s)", focus))
+    ui.info(f"wrote {out / 'study.json'} and {out / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="sweep", no_args_is_help=True,
                 help="Compress one model at several sparsities and precisions, replay adversarial sets crafted "
-                     "once on the base, measure speedup, and write sweep.json, plots and report.html.")(sweep_cmd)
+                     "once on the base, measure speedup, and write sweep.json, plots and report.html. Resumable "
+                     "(rerun to reuse finished points); --ray runs the points as Ray tasks.")(sweep_cmd)
     app.add_typer(recipe_app, name="recipe")
+    app.command(name="study", no_args_is_help=True,
+                help="Run a study file: several models x sparsities x precisions x fine-tuning modes x seeds as "
+                     "sweeps on the same resumable points (in this process or --ray), reported together with "
+                     "the models as series in study.json, plots and report.html.")(study_cmd)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .bundle import write_json
 from .errors import require
-from .sweep import Point, find, pct, to_json
+from .points import Point, find, pct, to_json
 
 PRECISION_STYLE = {"fp32": ("-", "o"), "int8": ("--", "s")}
 BASE_COLOR = "black"

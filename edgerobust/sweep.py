@@ -1,54 +1,55 @@
 """Sweeps: one model compressed at several sparsities and precisions, every model scored on the
-same adversarial sets, with speedup measured side by side.
+same adversarial sets, with speedup measured side by side; resumable, in-process or on Ray.
 
     from edgerobust.sweep import SweepConfig, sweep
     result = sweep(SweepConfig(model="model.pt", out="sweeps/digits", sparsities=(0.5, 0.7)))
 
-What happens, once each:
+The stages, composed:
 
-* the base model is exported (``base.onnx``) and the evaluation split saved (``eval.npz``);
-* every attack x eps set is crafted on the base model (``adv/<attack>_<eps>.npz``): the
-  *transfer* threat, where inputs crafted on the base are replayed on every compressed model;
-* every variant (a sparsity, with its pruning and fine-tuning) is compressed once with
-  :func:`edgerobust.compress.compress`; with int8 in the precisions, one bundle holds both
-  ``model_fp32.onnx`` and ``model.onnx``. Sparsity 0 means the base itself, unpruned (its int8
-  is the quantized ``base.onnx``);
-* with the ``whitebox`` threat, the sets are also crafted on each pruned fp32 model itself
-  (``whitebox/<variant>/*.npz``) and replayed on it and on its int8 version;
-* every (model, set) pair is scored with ONNX Runtime (:func:`edgerobust.audit.predict`,
-  Wilson intervals from :mod:`edgerobust.stats`), and every model's latency is measured in one
-  interleaved run with the base (:func:`edgerobust.measure.measure_latency`).
+* :func:`edgerobust.prepare.prepare` once: the model, the split and the normalization, which
+  every variant then uses as given (no variant decides it again);
+* the base is exported (``base.onnx``), the evaluation split saved (``eval.npz``) and every
+  attack x eps set crafted on it once (``adv/<attack>_<eps>.npz``): the *transfer* threat;
+* every variant is a *point* (:mod:`edgerobust.sweep_points`): compressed with
+  :func:`edgerobust.compress.compress` (fp32 and int8 in one bundle; sparsity 0 is the base,
+  whose int8 is the quantized ``base.onnx``), attacked white-box with the ``whitebox`` threat,
+  and scored with ONNX Runtime. Points run on a runner (:mod:`edgerobust.runners`: in this
+  process, or as Ray tasks) and are stored content-addressed under ``points/``: a rerun after a
+  crash reuses the finished ones (``fresh=True`` starts over);
+* every model's latency is measured in one interleaved run with the base
+  (:func:`edgerobust.measure.measure_latency`), then sweep.json, the plots and report.html.
 
-Results are dataclasses (:class:`SweepResult`); :func:`summarize` turns one or more of them
-(seeds) into the :class:`Point` rows that the plots draw and ``sweep.json`` holds.
+Results are dataclasses (:class:`~edgerobust.points.SweepResult`);
+:func:`~edgerobust.points.summarize` turns one or more of them (seeds) into the plotted points.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
-
-import numpy as np
 
 from . import ui
 from .attacks import make_specs, split_eps_grid
-from .bundle import AdvSet, EvalSet, atomic_dir, sha256_file, write_json
-from .errors import BundleError, UsageError
-from .stats import Proportion, accuracy, attack_success_rate
+from .defaults import DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
+from .errors import UsageError
+from .points import (ModelResult, Point, SetScore, SweepResult, find, macs_text, pct, point_key,  # noqa: F401
+                     summarize, to_json)
 
 SWEEP_TYPE = "edgerobust.sweep"
-VERSION = 1
 PRECISIONS = ("fp32", "int8")
 THREATS = ("transfer", "whitebox")
+# The latency profile of sweeps: one thread at batch 1, so a speedup compares the models' compute
+# rather than how each one spreads over this host's cores (and a busy host disturbs it less).
+SWEEP_PROFILE = "laptop-cpu-1thread"
+MARKER = ".edgerobust-study"  # in an output folder a sweep, recipe or study may resume
 
 
 def _prune_config():
     from .prune import PruneConfig
 
-    return PruneConfig(criterion="l1")
+    return PruneConfig()
 
 
 def _train_config():
@@ -100,15 +101,18 @@ class SweepConfig:
     threats: ``transfer`` (sets crafted on the base) and/or ``whitebox`` (crafted on each pruned model).
     focus_eps: the eps (as typed in ``eps``) of the MACs-reduction and speedup plots; default the largest.
     eval_samples: evaluation samples (every set is crafted from these).
+    normalize / allow_weak_base: as in compress; decided once by prepare for every variant.
     profile / latency_rounds: the device profile and interleaved rounds for the speedup (batch 1).
+    fresh: recompute every point instead of reusing the finished ones under ``out``;
+    overwrite: also replace an ``out`` that is not a sweep's folder.
     """
 
     model: str | Path
     out: str | Path
     sparsities: tuple[float, ...] = (0.5, 0.7)
     precisions: tuple[str, ...] = PRECISIONS
-    attacks: str = "fgsm,pgd"
-    eps: str = "2/255,4/255,8/255"
+    attacks: str = DEFAULT_ATTACKS
+    eps: str = DEFAULT_EPS
     steps: int | None = None
     threats: tuple[str, ...] = ("transfer",)
     variants: tuple[Variant, ...] = ()
@@ -117,17 +121,20 @@ class SweepConfig:
     trust_model: bool = False
     data: str | None = None
     seed: int = 0
-    eval_samples: int = 300
+    eval_samples: int = DEFAULT_EVAL_SAMPLES
+    normalize: str = "auto"
+    allow_weak_base: bool = False
     prune: object = field(default_factory=_prune_config)
     finetune: object = field(default_factory=_train_config)
     quant: object = field(default_factory=_quant_config)
     focus_eps: str | None = None
-    profile: str = "laptop-cpu-1thread"
+    profile: str = SWEEP_PROFILE
     latency_rounds: int = 5
     write_report: bool = True
+    fresh: bool = False
     overwrite: bool = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 (one check per field)
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
         set_("sparsities", tuple(self.sparsities))
         set_("precisions", tuple(self.precisions))
@@ -162,6 +169,15 @@ class SweepConfig:
                              fix="Pick one of the --eps values, written the same way.")
         if not specs:  # pragma: no cover - make_specs never returns an empty grid
             raise UsageError("The attack grid is empty.")
+        self.prepare_config()  # validates the model and data fields
+
+    def prepare_config(self):
+        from .prepare import PrepareConfig
+
+        return PrepareConfig(model=self.model, arch=self.arch, num_classes=self.num_classes,
+                             trust_model=self.trust_model, data=self.data, normalize=self.normalize, seed=self.seed,
+                             eval_samples=self.eval_samples, calib_samples=self.quant.calib_samples,
+                             allow_weak_base=self.allow_weak_base)
 
     @property
     def specs(self) -> list:
@@ -175,342 +191,142 @@ class SweepConfig:
         return max(split_eps_grid(self.eps), key=lambda tv: tv[1])[0]
 
 
-# ---------------------------------------------------------------------------------------------
-# results
-
-
-@dataclass(frozen=True)
-class ModelResult:
-    """One model of the sweep: the base, or a variant at one precision."""
-
-    model: str  # "base", "base int8", "s=0.5 fp32", "l1 s=0.5 int8", ...
-    group: str
-    sparsity: float
-    precision: str
-    path: str  # relative to the sweep folder
-    params: int
-    macs: int
-    macs_reduction: float
-    size_bytes: int
-    latency_p50_ms: float
-    speedup: float  # base p50 / this p50 at batch 1, measured interleaved in the same run
-    clean: Proportion
-    finetune: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SetScore:
-    """One model on one adversarial set."""
-
-    model: str
-    threat: str  # "transfer" or "whitebox"
-    attack: str
-    eps: float
-    eps_text: str
-    set: str  # the set's file, relative to the sweep folder
-    accuracy: Proportion  # robust accuracy
-    attack_success: Proportion  # among samples the model gets right clean
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """Every number one sweep (one seed) measured."""
-
-    seed: int
-    n_eval: int
-    profile: str
-    models: tuple[ModelResult, ...]
-    sets: tuple[SetScore, ...]
-    config: dict
-    seconds: float
-    out: str
-
-
-@dataclass(frozen=True)
-class Point:
-    """One plotted value: a model on the clean set or on one adversarial set, over seeds.
-
-    ``accuracy`` is the mean over ``seeds`` runs and ``accuracy_std`` the sample standard
-    deviation (None with one seed); ``ci_low``/``ci_high`` are the Wilson 95 % interval of a
-    single run (None over several seeds). ``sparsity`` is what was requested; ``macs_reduction``
-    what pruning realized (base MACs / this model's MACs, mean over seeds): plots and findings
-    use the realized figure, as rounding can make it differ much from ``1 / (1 - sparsity)^2``.
-    """
-
-    model: str
-    group: str
-    sparsity: float
-    precision: str
-    threat: str  # "clean", "transfer" or "whitebox"
-    attack: str  # "clean" for the clean set
-    eps: float
-    eps_text: str
-    n: int  # samples per run
-    seeds: int
-    accuracy: float
-    accuracy_std: float | None
-    ci_low: float | None
-    ci_high: float | None
-    attack_success: float | None
-    speedup: float
-    speedup_std: float | None
-    macs_reduction: float
-
-    @property
-    def key(self) -> str:
-        return point_key(self.model, self.threat, self.attack, self.eps_text)
-
-
-def point_key(model: str, threat: str, attack: str, eps_text: str) -> str:
-    return f"{model}|{threat}|{attack}|{eps_text}"
-
-
-def summarize(results: Iterable[SweepResult]) -> list[Point]:
-    """Points over one or more runs of the same sweep (seeds): mean and sample std per point."""
-    results = list(results)
-    if not results:
-        raise UsageError("There are no sweep results to summarize.")
-    order: list[str] = []
-    rows: dict[str, list[tuple[ModelResult, str, str, float, str, Proportion, Proportion | None]]] = {}
-    for r in results:
-        models = {m.model: m for m in r.models}
-        for m in r.models:
-            k = point_key(m.model, "clean", "clean", "0")
-            rows.setdefault(k, []).append((m, "clean", "clean", 0.0, "0", m.clean, None))
-            if k not in order:
-                order.append(k)
-        for s in r.sets:
-            k = point_key(s.model, s.threat, s.attack, s.eps_text)
-            rows.setdefault(k, []).append((models[s.model], s.threat, s.attack, s.eps, s.eps_text, s.accuracy,
-                                           s.attack_success))
-            if k not in order:
-                order.append(k)
-    points = []
-    for k in order:
-        runs = rows[k]
-        m, threat, attack, eps, eps_text, _, _ = runs[0]
-        acc = [p.value for *_, p, _ in runs]
-        asr = [a.value for *_, a in runs if a is not None and a.value is not None]
-        speed = [r[0].speedup for r in runs]
-        one = len(runs) == 1
-        points.append(Point(
-            model=m.model, group=m.group, sparsity=m.sparsity, precision=m.precision, threat=threat,
-            attack=attack, eps=eps, eps_text=eps_text, n=runs[0][5].n, seeds=len(runs),
-            accuracy=_mean(acc), accuracy_std=None if one else _std(acc),
-            ci_low=runs[0][5].ci_low if one else None, ci_high=runs[0][5].ci_high if one else None,
-            attack_success=_mean(asr) if asr else None, speedup=_mean(speed),
-            speedup_std=None if one else _std(speed), macs_reduction=_mean([r[0].macs_reduction for r in runs])))
-    return points
-
-
-def _mean(v: list[float | None]) -> float:
-    vals = [x for x in v if x is not None]
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-def _std(v: list[float | None]) -> float:
-    vals = [x for x in v if x is not None]
-    return float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-
-
-def find(points: Iterable[Point], **match) -> list[Point]:
-    """The points whose fields equal every ``match`` value (e.g. ``attack="pgd", eps_text="8/255"``)."""
-    return [p for p in points if all(getattr(p, k) == v for k, v in match.items())]
-
-
-def to_json(kind: str, data: dict) -> dict:
-    return {"_type": kind, "_version": VERSION, "_data": data}
 
 
 # ---------------------------------------------------------------------------------------------
 # running
 
 
-@dataclass
-class _Model:
-    name: str
-    group: str
-    sparsity: float
-    precision: str
-    path: Path
-    params: int
-    macs: int
-    macs_reduction: float
-    finetune: dict = field(default_factory=dict)
-    whitebox: dict[str, Path] = field(default_factory=dict)  # attack set name -> file
-
-
-def sweep(config: SweepConfig) -> SweepResult:
-    """Run the sweep into ``config.out`` (sweep.json, adv/, bundles/, and with ``write_report``
-    the plots and report.html); see the module docstring."""
-    import torch
-
-    from .compress import CompressConfig, check_runs, compress, resolve_data
-    from .data import split
-    from .export import export_onnx
-    from .load import load_model
-    from .nets import PixelModel
-    from .prune import count
+def sweep(config: SweepConfig, runner=None) -> SweepResult:
+    """Run the sweep into ``config.out`` (sweep.json, adv/, points/, and with ``write_report`` the
+    plots and report.html); ``runner`` (:mod:`edgerobust.runners`) runs the points, default here."""
+    from .runners import LocalRunner
+    from .sweep_eval import Built, measure_speedups, model_results, score_from_dict, score_models
 
     t0 = time.perf_counter()
+    runner = runner or LocalRunner()
     out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite to replace it, or choose another --out.")
-    torch.manual_seed(config.seed)
-    specs = config.specs
-    loaded = load_model(config.model, arch=config.arch, num_classes=config.num_classes, trust_model=config.trust_model)
-    spec = loaded.input_spec or {}
-    ds, data_name, _ = resolve_data(config.data, None, loaded)  # the same data and checks as compress
-    sp = split(ds, seed=config.seed, eval_samples=config.eval_samples, calib_samples=config.quant.calib_samples)
-    mean = tuple(spec.get("mean") or ds.mean)
-    std = tuple(spec.get("std") or ds.std)
-    base = PixelModel(loaded.model, mean, std).eval()
-    example = torch.from_numpy(sp.eval.x[:1])
-    check_runs(base, example, data_name)
-    macs_base, params_base = count(base.net, (example - base.mean) / base.std)
-    needs_whitebox = "whitebox" in config.threats and any(v.sparsity > 0 for v in config.variants)
-    if needs_whitebox and not loaded.arch:
-        raise UsageError("The whitebox threat needs the pruned models as torch checkpoints, which need --arch.",
-                         fix="Pass --arch (e.g. zoo:digits-cnn), or use --threats transfer.")
-
-    with atomic_dir(out, overwrite=config.overwrite) as tmp:
-        base_onnx = export_onnx(base, example, tmp / "base.onnx")
-        ev = EvalSet(x=sp.eval.x, y=sp.eval.y, meta={"data": data_name, "seed": config.seed, "split": "eval",
-                                                     "n": len(sp.eval)})
-        ev.save(tmp / "eval.npz")
-        base_sha, eval_sha = sha256_file(base_onnx), sha256_file(tmp / "eval.npz")
-        ui.info(f"sweep: {len(config.variants)} variant(s) x {', '.join(config.precisions)}; "
-                f"{len(specs)} set(s) crafted once on the base; {len(ev.y)} eval samples (seed {config.seed})")
-
-        # 1. the adversarial sets, crafted once on the base model
-        transfer: dict[str, Path] = {}
-        from .attacks import craft_set
-
-        (tmp / "adv").mkdir()
-        for s in specs:
-            adv = craft_set(base, ev.x, ev.y, s, base_sha256=base_sha, eval_sha256=eval_sha)
-            transfer[s.name] = tmp / "adv" / f"{s.name}.npz"
-            adv.save(transfer[s.name])
-
-        # 2. the models: the base, and each variant compressed once (fp32 and int8 in one bundle)
-        models = [_Model("base", "", 0.0, "fp32", base_onnx, params_base, macs_base, 1.0)]
-        for v in config.variants:
-            models.extend(_build_variant(config, v, tmp, base_onnx, ev, sp.calib.x, specs, mean, std,
-                                         (params_base, macs_base), compress, CompressConfig, load_model, PixelModel))
-
-        # 3. score every (model, set) with ONNX Runtime; 4. latency, interleaved, batch 1
-        result = _evaluate(config, models, transfer, ev, specs, tmp)
-        result = replace(result, seconds=time.perf_counter() - t0, out=str(out))
-        points = summarize([result])
-        data = {"config": result.config, "runs": [dataclasses.asdict(result)],
-                "points": [dataclasses.asdict(p) for p in points], "plots": [], "findings": findings(points, config)}
-        if config.write_report:
-            from .plots import write_report
-
-            data = write_report(tmp, f"Sweep of {Path(str(config.model)).name}", points, data,
-                                focus_eps=config.focus, kind=SWEEP_TYPE)
-        else:
-            write_json(tmp / "sweep.json", to_json(SWEEP_TYPE, data))
+    prepare_out(out, "sweep", overwrite=config.overwrite, fresh=config.fresh)
+    shared, ev, base = _base_stage(config, out)
+    base.whitebox = {}
+    tasks = _tasks(config, shared)
+    ui.info(f"sweep: {len(config.variants)} variant(s) x {', '.join(config.precisions)} on {runner.name}; "
+            f"{len(config.specs)} set(s) crafted once on the base; {len(ev.y)} eval samples (seed {config.seed})")
+    records, reused = run_points(tasks, runner)
+    base_scores = score_models([base], out, ev, config.threats, config.specs, shared.transfer, config.profile)
+    models = [base] + [Built.from_dict(m) for r in records for m in r["models"]]
+    scores = base_scores + [score_from_dict(s) for r in records for s in r["sets"]]
+    profile, p50 = measure_speedups(models, out, config.profile, config.latency_rounds)
+    result = SweepResult(seed=config.seed, n_eval=len(ev.y), profile=profile, models=model_results(models, out, p50),
+                         sets=tuple(scores), config=config_dict(config), seconds=time.perf_counter() - t0,
+                         out=str(out), runner=runner.name, reused=reused, computed=len(tasks) - reused)
+    write_sweep(out, config, result)
     return result
 
 
-def _build_variant(config, v: Variant, tmp: Path, base_onnx: Path, ev: EvalSet, calib_x: np.ndarray, specs,
-                   mean, std, base_counts, compress, CompressConfig, load_model, PixelModel) -> list[_Model]:
-    params_base, macs_base = base_counts
-    models: list[_Model] = []
-    if v.sparsity == 0:  # the base itself; only its int8 is a new model
-        if "int8" in config.precisions:
-            from .quantize import quantize
+def run_points(tasks: list, runner) -> tuple[list[dict], int]:
+    """Every task's record, in order: reused from disk where intact, else built on ``runner``."""
+    from .sweep_points import load_point, run_quietly
 
-            path = tmp / "base_int8.onnx"
-            quantize(base_onnx, path, calib_x, config.quant)
-            name = f"{v.group} int8".strip() if v.group else "base int8"
-            models.append(_Model(name, v.group, 0.0, "int8", path, params_base, macs_base, 1.0))
-        return models
-    pc = replace(v.prune or config.prune, sparsity=v.sparsity)
-    tc = v.finetune or config.finetune
-    int8 = "int8" in config.precisions
-    bundle = tmp / "bundles" / v.slug
-    res = compress(CompressConfig(model=config.model, arch=config.arch, num_classes=config.num_classes,
-                                  trust_model=config.trust_model, data=config.data, seed=config.seed,
-                                  eval_samples=config.eval_samples, prune=pc, finetune=tc, int8=int8,
-                                  quant=config.quant, max_int8_drop=None, max_prune_drop=None, out=bundle,
-                                  overwrite=True))  # a sweep measures every point, gates would hide some
-    their = EvalSet.load(bundle / "eval.npz")
-    if not (np.array_equal(their.y, ev.y) and np.array_equal(their.x, ev.x)):
-        raise BundleError(f"The bundle '{bundle.name}' was evaluated on other samples than the sweep's eval set.",
-                          why="compress and sweep split the data differently, so the transfer sets would not match.")
-    ft = {k: (v2 if isinstance(v2, (int, float, str, bool, type(None))) else str(v2))
-          for k, v2 in dataclasses.asdict(tc).items()}
-    mr = res.prune.macs_reduction
-    common = dict(group=v.group, sparsity=v.sparsity, params=res.prune.params_after, macs=res.prune.macs_after,
-                  macs_reduction=mr, finetune=ft)
-    fp32 = _Model(f"{v.label} fp32", path=bundle / ("model_fp32.onnx" if int8 else "model.onnx"), precision="fp32",
-                  **common)
-    q = _Model(f"{v.label} int8", path=bundle / "model.onnx", precision="int8", **common) if int8 else None
-    if "whitebox" in config.threats:
-        from .whitebox import whitebox_sets
+    records: list[dict | None] = [None if t is None else load_point(t) for t in tasks]
+    todo = [i for i, r in enumerate(records) if r is None]
+    reused = len(tasks) - len(todo)
+    if reused:
+        ui.info(f"reusing {reused} finished point(s) of {len(tasks)}; computing {len(todo)}")
+    with ui.task(f"points ({runner.name})", total=len(tasks)) as advance:
+        advance(reused, f"{reused} reused")
 
-        pruned = load_model(bundle / "pruned.pt")
-        target = PixelModel(pruned.model, mean, std).eval()
-        wdir = tmp / "whitebox" / v.slug
-        wdir.mkdir(parents=True)
-        # crafted on the pruned fp32 model; the int8 model is scored on the same sets
-        sets = whitebox_sets(target, ev.x, ev, list(specs), False, fp32_sha256=sha256_file(fp32.path),
-                             eval_sha256=sha256_file(tmp / "eval.npz"), fp32_target=fp32.path.name)
-        for s, adv in zip(specs, sets):
-            path = wdir / f"{s.name}.npz"
-            adv.save(path)
-            fp32.whitebox[s.name] = path
-            if q is not None:
-                q.whitebox[s.name] = path
-    if "fp32" in config.precisions:
-        models.append(fp32)
-    if q is not None:
-        models.append(q)
-    return models
+        def done(j: int, record: dict) -> None:
+            records[todo[j]] = record
+            advance(1, f"done {record['variant']}")
+
+        runner.map(run_quietly if runner.name != "local" else _build, [tasks[i] for i in todo], done)
+    return records, reused
 
 
-def _evaluate(config: SweepConfig, models: list[_Model], transfer: dict[str, Path], ev: EvalSet, specs,
-              root: Path) -> SweepResult:
-    from .audit import predict, resolve_profile
-    from .measure import measure_latency, open_sessions
+def _build(task):
+    from .sweep_points import build_point
 
-    profile, _ = resolve_profile(config.profile)
-    settings = replace(profile.measure, batch_sizes=(1,), warmup_runs=3, rounds=config.latency_rounds,
-                       runs_per_round=10, min_seconds=0.0, max_rounds=config.latency_rounds)
-    sessions = open_sessions({m.name: m.path for m in models}, profile, allow_fallback=True)
-    sets = {name: AdvSet.load(p) for name, p in transfer.items()}
-    scores: list[SetScore] = []
-    clean_pred: dict[str, np.ndarray] = {}
-    with ui.task("scoring models on the sets", total=len(models)) as advance:
-        for m in models:
-            s = sessions[m.name]
-            clean_pred[m.name] = predict(s, ev.x, 256)
-            for threat in config.threats:
-                for spec in specs:
-                    if threat == "transfer" or m.name == "base" or (m.sparsity == 0 and m.precision == "int8"):
-                        path = transfer[spec.name]  # on the base (and its int8), white-box is the transfer set
-                        adv = sets[spec.name]
-                    else:
-                        path = m.whitebox[spec.name]
-                        adv = AdvSet.load(path)
-                    pred = predict(s, adv.x, 256)
-                    clean = clean_pred[m.name][adv.idx]
-                    scores.append(SetScore(model=m.name, threat=threat, attack=spec.attack, eps=spec.eps,
-                                           eps_text=spec.eps_text, set=path.relative_to(root).as_posix(),
-                                           accuracy=accuracy(pred, adv.y),
-                                           attack_success=attack_success_rate(clean, pred, adv.y)))
-            advance(1, m.name)
-    latency, _ = measure_latency(sessions, settings, show_progress=False)
-    p50 = {name: stats[0].p50_ms for name, stats in latency.items()}
-    results = tuple(ModelResult(
-        model=m.name, group=m.group, sparsity=m.sparsity, precision=m.precision,
-        path=m.path.relative_to(root).as_posix(), params=m.params, macs=m.macs, macs_reduction=m.macs_reduction,
-        size_bytes=m.path.stat().st_size, latency_p50_ms=p50[m.name], speedup=p50["base"] / p50[m.name],
-        clean=accuracy(clean_pred[m.name], ev.y), finetune=m.finetune) for m in models)
-    return SweepResult(seed=config.seed, n_eval=len(ev.y), profile=profile.name, models=results,
-                       sets=tuple(scores), config=config_dict(config), seconds=0.0, out=str(config.out))
+    return build_point(task)
+
+
+def _tasks(config: SweepConfig, shared) -> list:
+    from .sweep_points import PointTask
+    from .sweep_points import point_key as key_of
+
+    return [PointTask(config, v, shared, key_of(config, v, shared)) for v in config.variants]
+
+
+def _base_stage(config: SweepConfig, out: Path):
+    """prepare once; base.onnx, eval.npz, calib.npz and the transfer sets under ``out``."""
+    import numpy as np
+
+    from .export import export_onnx
+    from .prepare import prepare
+    from .prune import count
+    from .stages import eval_set, evidence_stage
+    from .sweep_eval import Built, array_digest
+    from .sweep_points import Shared
+
+    prep = prepare(config.prepare_config())
+    needs_whitebox = "whitebox" in config.threats and any(v.sparsity > 0 for v in config.variants)
+    if needs_whitebox and not prep.loaded.arch:
+        raise UsageError("The whitebox threat needs the pruned models as torch checkpoints, which need --arch.",
+                         fix="Pass --arch (e.g. zoo:digits-cnn), or use --threats transfer.")
+    base_onnx = export_onnx(prep.base, prep.example, out / "base.onnx")
+    ev = eval_set(prep)
+    ev.save(out / "eval.npz")
+    np.savez(out / "calib.npz", x=prep.splits.calib.x)
+    shutil.rmtree(out / "adv", ignore_errors=True)
+    paths = evidence_stage(prep, out / "eval.npz", base_onnx, config.specs, out / "adv")
+    macs, params = count(prep.base.net, prep.normalize(prep.example))
+    shared = Shared(root=str(out), model=str(config.model), arch=config.arch, num_classes=config.num_classes,
+                    trust_model=config.trust_model, data=prep.data_name, image_size=prep.image_size,
+                    mean=tuple(prep.norm.mean), std=tuple(prep.norm.std), model_sha256=prep.loaded.sha256,
+                    data_digest=array_digest(ev.x, ev.y, prep.splits.calib.x), base_params=params, base_macs=macs,
+                    transfer={s.name: Path(p).relative_to(out).as_posix() for s, p in zip(config.specs, paths)})
+    return shared, ev, Built("base", "", 0.0, "fp32", "base.onnx", params, macs, 1.0)
+
+
+def prepare_out(out: Path, kind: str, overwrite: bool, fresh: bool) -> None:
+    """Make ``out`` ready: resume a folder this kind of run left (its MARKER), start over with
+    ``fresh``, and refuse any other existing folder unless ``overwrite``."""
+    import json
+
+    marker = out / MARKER
+    mine = marker.is_file() and _marker_kind(marker) == kind
+    if out.exists() and not mine and not overwrite:
+        raise UsageError(f"'{out}' already exists.", why=f"It is not a folder an earlier {kind} left to resume.",
+                         fix="Pass --overwrite to replace it, or choose another --out.")
+    if out.exists() and (fresh or overwrite or not mine):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"kind": kind}) + "\n")
+
+
+def _marker_kind(marker: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(marker.read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_sweep(out: Path, config: SweepConfig, result: SweepResult) -> dict:
+    """sweep.json and, with ``write_report``, the plots and report.html."""
+    from .bundle import write_json
+
+    points = summarize([result])
+    data = {"config": result.config, "runs": [dataclasses.asdict(result)],
+            "points": [dataclasses.asdict(p) for p in points], "plots": [], "findings": findings(points, config)}
+    if config.write_report:
+        from .plots import write_report
+
+        return write_report(out, f"Sweep of {Path(str(config.model)).name}", points, data,
+                            focus_eps=config.focus, kind=SWEEP_TYPE)
+    write_json(out / "sweep.json", to_json(SWEEP_TYPE, data))
+    return data
 
 
 def config_dict(config: SweepConfig) -> dict:
@@ -526,21 +342,6 @@ def config_dict(config: SweepConfig) -> dict:
     d = plain(config)
     d["focus_eps"] = config.focus
     return d
-
-
-# ---------------------------------------------------------------------------------------------
-# findings
-
-
-def pct(v: float | None, std: float | None = None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{100 * v:.1f}%" + (f" ± {100 * std:.1f}" if std is not None else "")
-
-
-def macs_text(p: Point) -> str:
-    """The realized compression of a point's model, as findings quote it: ``3.9x fewer MACs``."""
-    return "unpruned" if p.sparsity == 0 else f"{p.macs_reduction:.1f}x fewer MACs"
 
 
 def findings(points: list[Point], config: SweepConfig) -> list[str]:
@@ -562,4 +363,3 @@ def findings(points: list[Point], config: SweepConfig) -> list[str]:
                        f"{worst.model} ({macs_text(worst)}), {pct(worst.accuracy, worst.accuracy_std)} "
                        f"(n={b.n}{'' if b.seeds == 1 else f', {b.seeds} seeds'}).")
     return out
-

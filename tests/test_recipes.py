@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgerobust.cli import app
-from edgerobust.errors import DependencyError, UsageError
+from edgerobust.errors import UsageError
 from edgerobust.recipes import RECIPES, RecipeConfig
 
 pytest.importorskip("matplotlib")
@@ -27,10 +27,7 @@ def test_each_recipe_cites_its_paper_and_plans(name, tmp_path):
     recipe = RECIPES[name]
     assert re.search(r"\(\d{4}\)|et al\.", recipe.doc) and re.search(r"et al\.|Pedrini", recipe.paper)
     cfg = RecipeConfig(out=tmp_path / "r", sparsities=(0.5,))
-    try:
-        plan = recipe.plan(cfg)
-    except DependencyError as exc:  # a feature another change adds (PruneConfig.ratios, TrainConfig.mode)
-        pytest.skip(f"{name}: {exc.what}")
+    plan = recipe.plan(cfg)
     assert plan.variants and plan.focus_eps in plan.eps.split(",")
     assert all(v.sparsity in (0.0, 0.5) for v in plan.variants)
 
@@ -43,17 +40,14 @@ def test_plans_compare_what_their_papers_compare(tmp_path):
     int8 = RECIPES["int8-strength"].plan(cfg)
     assert int8.precisions == ("fp32", "int8") and any(v.sparsity == 0 for v in int8.variants)
     assert len(int8.eps.split(",")) >= 4
-    try:
-        adv = RECIPES["adv-finetune"].plan(cfg)
-    except DependencyError as exc:
-        pytest.skip(exc.what)
+    adv = RECIPES["adv-finetune"].plan(cfg)
     assert sorted({v.sparsity for v in adv.variants}) == [0.5, 0.7, 0.9]
     assert {v.finetune.mode for v in adv.variants} == {"standard", "pgd-at"}
 
 
 def test_transfer_recipe_end_to_end_two_seeds(zoo_checkpoint, tmp_path):
     from edgerobust.recipes import run_recipe
-    from edgerobust.sweep import find, pct
+    from edgerobust.points import find, pct
 
     out = tmp_path / "transfer"
     cfg = RecipeConfig(out=out, model=zoo_checkpoint.path, seeds=2, eval_samples=48, finetune_epochs=0,
@@ -79,6 +73,10 @@ def test_transfer_recipe_end_to_end_two_seeds(zoo_checkpoint, tmp_path):
     page = (out / "report.html").read_text()
     assert "Vora" in page and r.finding.split(" (")[0] in page and "https://" not in page
     assert (out / "seed-1" / "sweep" / "sweep.json").is_file()
+    # run again: the zoo checkpoints and every point are reused, the finding is the same
+    again = run_recipe("transfer", cfg)
+    assert [(x.reused, x.computed) for x in again.runs] == [(1, 0), (1, 0)] and again.finding.split(" (")[0] in page
+    assert [p.accuracy for p in again.points] == [p.accuracy for p in r.points]
 
 
 def test_recipe_config_validation(tmp_path):
@@ -92,21 +90,6 @@ def test_recipe_config_validation(tmp_path):
         RecipeConfig(out=tmp_path / "r", sparsities=(1.5,))
     with pytest.raises(UsageError, match="does not exist"):
         RecipeConfig(out=tmp_path / "r", model=tmp_path / "missing.pt")
-
-
-def test_missing_feature_is_a_clear_error(tmp_path, monkeypatch):
-    """A recipe whose feature is absent says so before any work (simulated on a stripped config class)."""
-    import edgerobust.finetune as ft
-    from edgerobust.recipes import run_recipe
-
-    @dataclasses.dataclass(frozen=True)
-    class OldTrainConfig:
-        epochs: int = 3
-
-    monkeypatch.setattr(ft, "TrainConfig", OldTrainConfig)
-    with pytest.raises(DependencyError, match="adversarial fine-tuning") as exc:
-        run_recipe("adv-finetune", RecipeConfig(out=tmp_path / "r"))
-    assert "mode" in exc.value.why and not (tmp_path / "r").exists()
 
 
 def test_cli_recipe_errors():

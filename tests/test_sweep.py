@@ -48,10 +48,16 @@ def test_sweep_models_and_sets(tiny_sweep):
     # white-box sets are crafted per pruned model and shared by its int8 version; the base's is the transfer set
     wb = {(s.model, s.set) for s in r.sets if s.threat == "whitebox" and s.eps_text == "8/255"}
     assert ("base", "adv/fgsm_8-255.npz") in wb
-    assert ("s=0.5 fp32", "whitebox/s_0.5/fgsm_8-255.npz") in wb and ("s=0.5 int8", "whitebox/s_0.5/fgsm_8-255.npz") in wb
-    # one bundle per sparsity holding both precisions
-    assert {p.name for p in (cfg.out / "bundles").iterdir()} == {"s_0.3", "s_0.5"}
-    assert (cfg.out / "bundles" / "s_0.5" / "model_fp32.onnx").is_file()
+    wb5 = {s for m, s in wb if m.startswith("s=0.5")}
+    assert len(wb5) == 1 and re.fullmatch(r"points/s_0\.5-[0-9a-f]{16}/whitebox/fgsm_8-255\.npz", wb5.pop())
+    assert {m for m, _ in wb} == {"base", "s=0.3 fp32", "s=0.3 int8", "s=0.5 fp32", "s=0.5 int8"}
+    # one point per sparsity, content-addressed, its bundle holding both precisions
+    folders = sorted(p.name for p in (cfg.out / "points").iterdir())
+    assert [f.split("-")[0] for f in folders] == ["s_0.3", "s_0.5"]
+    assert (cfg.out / "points" / folders[1] / "bundle" / "model_fp32.onnx").is_file()
+    assert {m.path for m in r.models[3:]} == {f"points/{folders[1]}/bundle/model_fp32.onnx",
+                                             f"points/{folders[1]}/bundle/model.onnx"}
+    assert r.runner == "local" and (r.computed, r.reused) == (2, 0)
 
 
 def test_onnx_scores_match_the_crafting_model(tiny_sweep):
@@ -138,7 +144,7 @@ def test_pareto_front():
 
 def test_summarize_over_seeds(tiny_sweep):
     from edgerobust.stats import proportion
-    from edgerobust.sweep import find, summarize
+    from edgerobust.points import find, summarize
 
     _, r = tiny_sweep
     other = dataclasses.replace(r, seed=1, models=tuple(
@@ -169,6 +175,39 @@ def test_bad_config_is_a_usage_error(kwargs, match, tmp_path):
         SweepConfig(model="m.pt", out=tmp_path / "o", eps="2/255,8/255", **kwargs)
 
 
+def test_no_import_cycle_between_plots_and_sweep():
+    """points holds what plots and sweep both read; plots does not import sweep."""
+    import ast
+    import inspect
+
+    import edgerobust.plots as plots
+    import edgerobust.points as points
+
+    for mod in (plots, points):
+        tree = ast.parse(inspect.getsource(mod))
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "sweep" not in imported and "recipes" not in imported
+
+
+def test_sweep_flags_share_the_vocabulary():
+    from typer.testing import CliRunner
+
+    from edgerobust.cli import app
+    from edgerobust.cli_research import SWEEP_PROFILE
+    from edgerobust.defaults import DEFAULT_CRITERION, DEFAULT_EVAL_SAMPLES
+    from edgerobust.sweep import SWEEP_PROFILE as LIB_PROFILE, SweepConfig
+
+    assert SWEEP_PROFILE == LIB_PROFILE
+    cfg = SweepConfig(model="m.pt", out="o")
+    assert cfg.prune.criterion == DEFAULT_CRITERION and cfg.eval_samples == DEFAULT_EVAL_SAMPLES
+    res = CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(res.output.split())
+    for flag in ("--num-classes", "--normalize", "--allow-weak-base", "--json", "--profile", "-p",
+                 "--attack-steps", "--eval-samples", "--ray", "--ray-address", "--fresh", "EDGEROBUST_PROFILE"):
+        assert flag in text, flag
+    assert "one CPU thread at batch 1" in text
+
+
 def test_cli_sweep_refuses_existing_out(tmp_path, zoo_checkpoint):
     from typer.testing import CliRunner
 
@@ -180,3 +219,6 @@ def test_cli_sweep_refuses_existing_out(tmp_path, zoo_checkpoint):
     res = CliRunner().invoke(app, ["sweep", str(zoo_checkpoint.path), "--out", str(tmp_path / "p"),
                                    "--precisions", "fp16"])
     assert res.exit_code == 2 and "precision" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["sweep", str(zoo_checkpoint.path), "--out", str(tmp_path / "p"),
+                                   "--sparsities", "0.5,,0.7"])
+    assert res.exit_code == 2 and "empty entry" in " ".join(res.output.split())
