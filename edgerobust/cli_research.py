@@ -10,7 +10,7 @@ from rich.table import Table
 
 from . import ui
 from .cli_options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, EvalSamples, Eps, Json,
-                          ModelArg, Normalize, NumClasses, OldSteps, Overwrite, Seed, TrustModel, floats, names,
+                          ModelArg, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names,
                           pick)
 from .defaults import DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 
@@ -33,6 +33,10 @@ RayAddress = Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_
                                                    help="Join this Ray cluster (e.g. ray://head:10001) instead of "
                                                         "starting a local one; --out must be on storage every node "
                                                         "sees.")]
+# --overwrite as every command spells it; what it replaces differs here: a research folder is resumed, not replaced
+ResearchOverwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out that is not a folder "
+                                                 "this command left (it is removed when the run starts). A folder "
+                                                 "it left is resumed; --fresh starts it over.")]
 Fresh = Annotated[bool, typer.Option("--fresh", help="Recompute every point instead of reusing the finished ones "
                                                      "in --out.")]
 
@@ -90,7 +94,7 @@ def sweep_cmd(
     ray: Ray = False,
     ray_address: RayAddress = None,
     fresh: Fresh = False,
-    overwrite: Overwrite = False,
+    overwrite: ResearchOverwrite = False,
     as_json: Json = False,
 ) -> None:
     from .finetune import TrainConfig
@@ -169,7 +173,7 @@ def recipe_run(
     ray: Ray = False,
     ray_address: RayAddress = None,
     fresh: Fresh = False,
-    overwrite: Overwrite = False,
+    overwrite: ResearchOverwrite = False,
     as_json: Json = False,
 ) -> None:
     from .recipes import RecipeConfig, get_recipe, run_recipe
@@ -196,7 +200,7 @@ def study_cmd(
     ray: Ray = False,
     ray_address: RayAddress = None,
     fresh: Fresh = False,
-    overwrite: Overwrite = False,
+    overwrite: ResearchOverwrite = False,
     as_json: Json = False,
 ) -> None:
     from .study import load_study, run_study

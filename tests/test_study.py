@@ -209,3 +209,19 @@ latency_rounds = 1
     acc = {p["model"]: p["accuracy"] for p in doc["_data"]["points"] if p["threat"] == "transfer"}
     assert acc["a s=0.5 fp32"] == acc["b s=0.5 fp32"]
     assert (tmp_path / "o" / "report.html").is_file() and (tmp_path / "o" / "a" / "seed-0" / "sweep.json").is_file()
+
+
+def test_research_modules_stay_small():
+    """The research side keeps to the house rules: modules under 400 lines, functions under 80."""
+    import ast
+
+    import edgerobust
+
+    root = Path(edgerobust.__file__).parent
+    for name in ("sweep", "sweep_points", "sweep_eval", "points", "runners", "recipes", "recipe_findings", "study",
+                 "plots", "cli_research"):
+        text = (root / f"{name}.py").read_text()
+        assert len(text.splitlines()) < 400, name
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 80, f"{name}.{node.name}"
