@@ -2,6 +2,8 @@
 parity check of ONNX Runtime against torch on evaluation samples (beyond tolerance: an error)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +13,12 @@ import onnx
 import torch
 import torch.nn as nn
 
+from . import memguard
 from .errors import ExportError, QualityGateError
 
 OPSET = 17
+DYNAMO_OPSET = 18  # the dynamo exporter's own opset (converting it down to 17 fails on some graphs)
+EXPORTER_KEY = "edgerobust.exporter"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
@@ -36,7 +41,13 @@ class Parity:
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
-    """Export a pixel-space model to ONNX and check it with onnx.checker."""
+    """Export a pixel-space model to ONNX and check it with onnx.checker.
+
+    The TorchScript-based exporter (opset 17) first: fast, and it handles most of the torchvision
+    zoo. Where it cannot (adaptive pooling to a size that does not divide the input, as AlexNet and
+    VGG at small inputs), the dynamo-based exporter (opset 18) takes over. The exporter used is
+    recorded in the file's metadata (:data:`EXPORTER_KEY`, read with :func:`exporter_of`).
+    """
     path = Path(path)
     model.eval()
     mha_fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -44,23 +55,82 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
         # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention) has no
         # ONNX export: trace the plain composite ops instead.
         torch.backends.mha.set_fastpath_enabled(False)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            # The TorchScript-based exporter: fast, and it handles the torchvision zoo at opset 17.
-            torch.onnx.export(
-                model, (example,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                do_constant_folding=True, dynamo=False,
-            )
-    except OSError:  # a full disk or a vanished folder is not an export problem: let it surface as such
-        raise
-    except Exception as exc:  # the exporter raises many types for unsupported constructs
-        raise ExportError("The model could not be exported to ONNX.", why=f"{type(exc).__name__}: {str(exc)[:300]}",
-                          fix="Models with data-dependent control flow or custom ops may need changes to export.") from exc
+        with memguard.guard("exporting to ONNX", arch=type(model).__name__):
+            exporter = _export_either(model, example, path)
     finally:
         torch.backends.mha.set_fastpath_enabled(mha_fastpath)
     check_onnx(path)
+    _record_exporter(path, exporter)
     return path
+
+
+def _export_either(model: nn.Module, example: torch.Tensor, path: Path) -> str:
+    """Export with TorchScript, else dynamo; the name of the one that worked, or ExportError with both causes."""
+    try:
+        _export(model, example, path, dynamo=False)
+        return "torchscript"
+    except OSError:  # a full disk or a vanished folder is not an export problem: let it surface as such
+        raise
+    except Exception as exc:  # the exporter raises many types for unsupported constructs
+        first = f"{type(exc).__name__}: {str(exc)[:300]}"
+    try:
+        _export(model, example, path, dynamo=True)
+        return "dynamo"
+    except OSError:
+        raise
+    except Exception as exc:
+        raise ExportError("The model could not be exported to ONNX.",
+                          why=f"the TorchScript exporter: {first}; the dynamo exporter: "
+                              f"{type(exc).__name__}: {str(exc)[:300]}",
+                          fix="Models with data-dependent control flow or custom ops may need changes to export; "
+                              "a larger --image-size helps where adaptive pooling is the cause.") from exc
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence the exporters' prints (the TorchScript one writes its IR graph to fd 1 from C++ on failure),
+    which would corrupt a caller's --json output."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _export(model: nn.Module, example: torch.Tensor, path: Path, dynamo: bool) -> None:
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_stdout():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(model, (example,), str(path), opset_version=DYNAMO_OPSET, input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                              dynamo=True, verbose=False, optimize=True)
+        else:
+            torch.onnx.export(model, (example,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              do_constant_folding=True, dynamo=False)
+
+
+def _record_exporter(path: Path, exporter: str) -> None:
+    if path.stat().st_size > 1_500_000_000:  # rewriting would pass protobuf's 2 GB limit: left unrecorded
+        return
+    m = onnx.load(str(path))
+    onnx.helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props}, EXPORTER_KEY: exporter})
+    onnx.save(m, str(path))
+
+
+def exporter_of(path: str | Path) -> str | None:
+    """Which exporter wrote ``path`` ("torchscript" or "dynamo"), from its metadata; None if not recorded."""
+    m = onnx.load(str(path), load_external_data=False)
+    return next((p.value for p in m.metadata_props if p.key == EXPORTER_KEY), None)
 
 
 def check_onnx(path: str | Path) -> None:

@@ -22,6 +22,7 @@ from .bundle import sha256_file
 from .defaults import ARCH_HELP
 from .errors import ModelLoadError, UnsafeModelError, UsageError
 from .nets import ZOO
+from .torchvision_support import constructor_kwargs, drop_training_heads, keep_metadata
 
 CHECKPOINT_FORMAT = "edgerobust-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -49,10 +50,15 @@ def _arch_help() -> str:
     return ARCH_HELP
 
 
-def build_arch(arch: str, num_classes: int | None, in_channels: int | None = None) -> nn.Module:
-    """Instantiate an architecture by name with random weights (never downloads anything)."""
+def build_arch(arch: str, num_classes: int | None, in_channels: int | None = None,
+               state: dict | None = None) -> nn.Module:
+    """Instantiate an architecture by name with random weights (never downloads anything).
+
+    ``state`` (the weights to be loaded) decides constructor arguments it records, such as
+    GoogLeNet's auxiliary heads or a ViT's image size (edgerobust.torchvision_support).
+    """
     scheme, sep, name = arch.partition(":")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = constructor_kwargs(scheme, name, state)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if scheme in ZOO and not sep:
@@ -76,10 +82,12 @@ def build_arch(arch: str, num_classes: int | None, in_channels: int | None = Non
             timm = importlib.import_module("timm")
         except ImportError as exc:
             raise UsageError("--arch timm:... needs the 'timm' package.", fix="pip install timm") from exc
+        if name not in timm.list_models():
+            raise UsageError(f"timm has no model '{name}'.", fix="See timm.list_models() for the names.")
         try:
             return timm.create_model(name, pretrained=False, **kwargs)
-        except RuntimeError as exc:
-            raise UsageError(f"timm has no model '{name}'.", why=str(exc)) from exc
+        except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+            raise UsageError(f"timm could not build '{name}'.", why=f"{type(exc).__name__}: {exc}") from exc
     if sep and scheme and name:
         mod = _import_user_module(scheme, arch)
         factory = getattr(mod, name, None)
@@ -223,9 +231,9 @@ def load_model(path: str | Path, arch: str | None = None, num_classes: int | Non
                          why="A state_dict does not say which network the weights belong to.",
                          fix=f"Pass --arch naming it: {_arch_help()}.")
     nc = num_classes or _infer_num_classes(state)
-    model = build_arch(arch, nc)
+    model = build_arch(arch, nc, state=state)
     _load_state(model, state, path, arch, nc)
-    return LoadedModel(model=model.eval(), arch=arch, num_classes=nc or 0, kind="state_dict", path=path, sha256=sha)
+    return LoadedModel(model=drop_training_heads(model).eval(), arch=arch, num_classes=nc or 0, kind="state_dict", path=path, sha256=sha)
 
 
 def _check_file(path: Path) -> None:
@@ -328,7 +336,7 @@ def _infer_num_classes(state: dict) -> int | None:
 
 
 def _load_state(model: nn.Module, state: dict, path: Path, arch: str, nc: int | None) -> None:
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = keep_metadata(state, {k.removeprefix("module."): v for k, v in state.items()}, model)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -361,13 +369,13 @@ def _from_checkpoint(obj: dict, path: Path, sha: str, num_classes: int | None) -
         raise UsageError(f"--num-classes {num_classes} contradicts the checkpoint '{path}', which has {nc} classes.")
     spec = obj.get("input") or {}
     shape = spec.get("shape") or [None, None]
-    model = build_arch(arch, nc, in_channels=shape[1] if arch.removeprefix("zoo:") in ZOO else None)
     state = obj.get("state_dict")
     if not isinstance(state, dict):
         raise ModelLoadError(f"The checkpoint '{path}' has no state_dict.")
+    model = build_arch(arch, nc, in_channels=shape[1] if arch.removeprefix("zoo:") in ZOO else None, state=state)
     if obj.get("structure"):
         apply_structure(model, obj["structure"], state)
     else:
         _load_state(model, state, path, arch, nc)
-    return LoadedModel(model=model.eval(), arch=arch, num_classes=nc, kind="checkpoint", path=path,
+    return LoadedModel(model=drop_training_heads(model).eval(), arch=arch, num_classes=nc, kind="checkpoint", path=path,
                        sha256=sha, input_spec=spec or None, info=obj.get("info") or {})

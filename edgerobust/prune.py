@@ -22,8 +22,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from . import prune_plan, ui
-from .errors import UsageError
+from . import memguard, prune_plan, ui
+from .errors import EdgeRobustError, UsageError
+from .torchvision_support import shuffle_blocks, tolerant_reshape_mapping, unprunable_layers
+
+
+class PruneError(EdgeRobustError):
+    """torch-pruning cannot prune this architecture as it is: refused with the cause and what to try."""
 
 # name -> (factory of a torch-pruning Importance, needs gradients, help)
 CRITERIA: dict[str, tuple[Callable[[], object], bool, str]] = {
@@ -71,6 +76,7 @@ class PruneConfig:
     mrs_steps: int = 10
     mrs_attack_eps: float = 8 / 255
     mrs_samples: int = 128
+    ignore_layers: tuple[str, ...] = ()  # module names (and their sub-modules) whose output channels stay
 
     def __post_init__(self) -> None:
         if self.ratios not in RATIO_MODES:
@@ -161,6 +167,32 @@ def output_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
     return [last]
 
 
+def ignored_layers(net: nn.Module, names: tuple[str, ...] | list[str]) -> list[nn.Module]:
+    """The modules named in ``names`` (a name covers its sub-modules); UsageError for unknown names."""
+    modules = dict(net.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise UsageError(f"--ignore-layers names layers the model lacks: {', '.join(unknown[:5])}.",
+                         fix=f"Layer names look like: {', '.join(list(modules)[1:6])}.")
+    return [m for n in names for m in modules[n].modules()]
+
+
+@contextlib.contextmanager
+def _refuse_unsupported(arch: str):
+    """Turn a failure inside torch-pruning into a PruneError that names the model and the cause."""
+    try:
+        yield
+    except EdgeRobustError:
+        raise
+    except Exception as exc:
+        raise PruneError(
+            f"torch-pruning could not prune {arch}.",
+            why=f"{type(exc).__name__} inside the dependency graph: {str(exc)[:200]}. The model holds an "
+                "operation whose channel mapping torch-pruning does not know.",
+            fix="Leave the blocks around that operation unpruned (--ignore-layers NAME,...; library: "
+                "PruneConfig(ignore_layers=...)).") from exc
+
+
 def _channels(m: nn.Module) -> int | None:
     if isinstance(m, nn.modules.conv._ConvNd):
         return m.out_channels
@@ -216,26 +248,12 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
 
     for p in net.parameters():
         p.requires_grad_(True)
-    importance = imp_factory()
-    dg = tp.DependencyGraph().build_dependency(net, example_inputs=example)
-    plans = prune_plan.plan_groups(net, dg, output_layers(net, num_classes), config.round_to)
-    if config.global_pruning:
-        if needs_grad:
-            _accumulate_grads(net, calib, normalize)
-        prune_plan.plan_global(plans, importance, config.sparsity)
-    else:
-        prune_plan.plan_local(plans, config.sparsity, {modules[n]: float(r) for n, r in (ratios or {}).items()})
-    steps = config.iterative_steps
-    bar = ui.task(f"prune {config.criterion} s={config.sparsity:g}", total=steps) if show_progress \
-        else contextlib.nullcontext(lambda *a, **k: None)
-    with bar as advance:
-        for step in range(1, steps + 1):
-            if needs_grad:
-                _accumulate_grads(net, calib, normalize)
-            _prune_step(dg, plans, importance, step / steps, first=step == 1)
-            _fix_after_pruning(net)
-            net.zero_grad(set_to_none=True)
-            advance(1, f"step {step}/{steps}")
+    label = type(net).__name__
+    overrides = {modules[n]: float(r) for n, r in (ratios or {}).items()}
+    # channel shuffles: torch-pruning's reshape mapping made safe (edgerobust.torchvision_support)
+    shuffle = tolerant_reshape_mapping() if shuffle_blocks(net) else contextlib.nullcontext()
+    with memguard.guard("pruning", arch=label), _refuse_unsupported(label), shuffle:
+        plans = _prune_in_place(net, example, num_classes, config, (calib, normalize), overrides, show_progress)
     net.eval()
     macs1, params1 = count(net, example)
     rows = prune_plan.layer_rows(net, before, plans, _channels)
@@ -248,6 +266,36 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
         _print_warnings(result, deviating)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _prune_in_place(net: nn.Module, example: torch.Tensor, num_classes: int, config: PruneConfig, data,
+                    overrides: dict[nn.Module, float], show_progress: bool) -> list[prune_plan.GroupPlan]:
+    """Plan every dependency group's kept channels and remove the rest (the body of :func:`prune`);
+    ``data`` is (calib, normalize) for gradient criteria."""
+    calib, normalize = data
+    imp_factory, needs_grad, _ = CRITERIA[config.criterion]
+    importance = imp_factory()
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    ignored = output_layers(net, num_classes) + ignored_layers(net, config.ignore_layers) + unprunable_layers(net)
+    plans = prune_plan.plan_groups(net, dg, ignored, config.round_to)
+    if config.global_pruning:
+        if needs_grad:
+            _accumulate_grads(net, calib, normalize)
+        prune_plan.plan_global(plans, importance, config.sparsity)
+    else:
+        prune_plan.plan_local(plans, config.sparsity, overrides)
+    steps = config.iterative_steps
+    bar = ui.task(f"prune {config.criterion} s={config.sparsity:g}", total=steps) if show_progress \
+        else contextlib.nullcontext(lambda *a, **k: None)
+    with bar as advance:
+        for step in range(1, steps + 1):
+            if needs_grad:
+                _accumulate_grads(net, calib, normalize)
+            _prune_step(dg, plans, importance, step / steps, first=step == 1)
+            _fix_after_pruning(net)
+            net.zero_grad(set_to_none=True)
+            advance(1, f"step {step}/{steps}")
+    return plans
 
 
 @torch.no_grad()
