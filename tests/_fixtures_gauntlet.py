@@ -1,8 +1,6 @@
-"""Shared pieces of the bad-input gauntlet, the interrupt tests and the fuzzers.
-
-One small zoo checkpoint and one small compressed bundle per session (built on first use and
-cached here, so every test module that imports the fixtures shares them), a CliRunner wrapper,
-and a byte-level snapshot of a folder to prove that a failed command wrote nothing.
+"""Shared helpers of the bad-input gauntlet, the interrupt tests and the fuzzers: a CliRunner
+wrapper, the one-error assertion, and a byte-level snapshot of a folder to prove that a failed
+command wrote nothing. The session fixtures (checkpoint, bundles) live in conftest.py.
 """
 from __future__ import annotations
 
@@ -15,56 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-
-_CACHE: dict[str, Path] = {}
-
-
-def _root(tmp_path_factory) -> Path:
-    if "root" not in _CACHE:
-        _CACHE["root"] = tmp_path_factory.mktemp("gauntlet-shared")
-    return _CACHE["root"]
-
-
-@pytest.fixture(scope="session")
-def gz_ckpt(tmp_path_factory) -> Path:
-    """digits-cnn trained for 3 epochs (~2 s, ~98 %: accurate enough for int8 to have something to
-    lose): a self-describing edgerobust checkpoint (read-only)."""
-    if "ckpt" not in _CACHE:
-        from edgerobust.zoo import train_zoo
-
-        path = _root(tmp_path_factory) / "digits-cnn.pt"
-        train_zoo("digits-cnn", path, epochs=3)
-        path.chmod(0o444)
-        _CACHE["ckpt"] = path
-    return _CACHE["ckpt"]
-
-
-@pytest.fixture(scope="session")
-def gz_bundle(gz_ckpt, tmp_path_factory) -> Path:
-    """gz_ckpt compressed (no fine-tuning, int8, 64 eval samples, one FGSM set). Copy before changing."""
-    if "bundle" not in _CACHE:
-        from edgerobust.attacks import make_specs
-        from edgerobust.compress import CompressConfig, compress
-        from edgerobust.finetune import TrainConfig
-
-        out = _root(tmp_path_factory) / "bundle"
-        compress(CompressConfig(model=gz_ckpt, finetune=TrainConfig(epochs=0), max_prune_drop=None, int8=True, eval_samples=64,
-                                attacks=tuple(make_specs("fgsm", "8/255")), out=out))
-        _CACHE["bundle"] = out
-    return _CACHE["bundle"]
-
-
-@pytest.fixture(scope="session")
-def gz_state_dict(gz_ckpt, tmp_path_factory) -> Path:
-    """The checkpoint's weights as a bare state_dict (needs --arch digits-cnn)."""
-    if "sd" not in _CACHE:
-        import torch
-
-        path = _root(tmp_path_factory) / "digits-cnn-state.pt"
-        torch.save(torch.load(gz_ckpt, weights_only=True)["state_dict"], path)
-        _CACHE["sd"] = path
-    return _CACHE["sd"]
-
 
 def copy_bundle(bundle: Path, dest: Path) -> Path:
     shutil.copytree(bundle, dest)

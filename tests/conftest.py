@@ -36,3 +36,32 @@ def compressed(zoo_checkpoint, tmp_path_factory):
     cfg = CompressConfig(model=zoo_checkpoint.path, int8=True, finetune=TrainConfig(epochs=1), max_prune_drop=None,
                          eval_samples=200, out=tmp_path_factory.mktemp("bundles") / "digits")
     return compress(cfg)
+
+
+@pytest.fixture(scope="session")
+def gz_ckpt(zoo_checkpoint):
+    """The session's zoo checkpoint as a path, for the gauntlet, interrupt and fuzz tests (read-only)."""
+    return zoo_checkpoint.path
+
+
+@pytest.fixture(scope="session")
+def gz_bundle(gz_ckpt, tmp_path_factory):
+    """gz_ckpt compressed (no fine-tuning, int8, 64 eval samples, one FGSM set). Copy before changing."""
+    from edgerobust.attacks import make_specs
+    from edgerobust.compress import CompressConfig, compress
+    from edgerobust.finetune import TrainConfig
+
+    out = tmp_path_factory.mktemp("gauntlet-bundle") / "bundle"
+    compress(CompressConfig(model=gz_ckpt, finetune=TrainConfig(epochs=0), max_prune_drop=None, int8=True,
+                            eval_samples=64, attacks=tuple(make_specs("fgsm", "8/255")), out=out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def gz_state_dict(gz_ckpt, tmp_path_factory):
+    """The checkpoint's weights as a bare state_dict (needs --arch digits-cnn)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("state-dict") / "digits-cnn-state.pt"
+    torch.save(torch.load(gz_ckpt, weights_only=True)["state_dict"], path)
+    return path

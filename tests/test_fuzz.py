@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _fixtures_gauntlet import gz_bundle, gz_ckpt  # noqa: F401
 from edgerobust.bundle import AdvSet, EvalSet, load_npz, read_manifest
 from edgerobust.errors import EdgeRobustError
 from edgerobust.load import LoadedModel, load_model

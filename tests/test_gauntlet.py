@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from _fixtures_gauntlet import (assert_user_error, cli, copy_bundle, fast_profile, flat, gz_bundle,  # noqa: F401
-                                gz_ckpt, gz_state_dict, rewrite_json, save_npz_raw, snapshot, tiny_onnx)
+from _fixtures_gauntlet import (assert_user_error, cli, copy_bundle, fast_profile, flat, rewrite_json,
+                                save_npz_raw, snapshot, tiny_onnx)
 from edgerobust.bundle import AdvSet, finalize_manifest, read_manifest
 
 

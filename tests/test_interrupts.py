@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from _fixtures_gauntlet import assert_user_error, cli, gz_bundle, gz_ckpt, snapshot  # noqa: F401
+from _fixtures_gauntlet import assert_user_error, cli, snapshot
 from edgerobust import bundle as bundle_mod
 from edgerobust.bundle import Bundle, atomic_dir, clean_stale
 
