@@ -18,15 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from common import bare_session
 from overhead import bare_p50_ms  # the bare 20-line timing loop, shared with run.py
-
-
-def bare_session(path: Path, threads: int) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def bare_accuracy(sess: ort.InferenceSession, x: np.ndarray, y: np.ndarray, bs: int = 64) -> float:

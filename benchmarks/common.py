@@ -67,3 +67,81 @@ def run_measured(cmd: list[str]) -> dict:
 
 def now() -> float:
     return time.perf_counter()
+
+
+def bare_options(threads: int, config: dict | None = None):
+    """onnxruntime SessionOptions as a plain script would set them: ``threads`` intra-op threads, one
+    inter-op thread, all graph optimizations, and any session config entries given."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    for key, value in (config or {}).items():
+        so.add_session_config_entry(key, value)
+    return so
+
+
+def bare_session(path: Path, threads: int, config: dict | None = None, options=None):
+    """A bare onnxruntime session on the CPU provider (``bare_options`` unless ``options`` is given)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), options or bare_options(threads, config), providers=["CPUExecutionProvider"])
+
+
+ALONE = r"""
+import json, sys, time
+import numpy as np
+from edgerobust.host import OtherLoad
+from edgerobust.profiles import load_profile
+from edgerobust.sessions import open_session
+spec = json.loads(sys.argv[1])
+profile = load_profile(spec["profile"])
+s = open_session(spec["model"], "model", profile)
+x = np.random.default_rng(0).random(s.input.concrete(spec["batch_size"]), dtype=np.float32).astype(s.input.dtype)
+feed = {s.input.name: x}
+for _ in range(spec["warmup"]):
+    s.session.run(None, feed)
+meter = OtherLoad().start()
+t, t0 = [], time.perf_counter()
+while time.perf_counter() - t0 < spec["seconds"]:
+    a = time.perf_counter(); s.session.run(None, feed); t.append(time.perf_counter() - a)
+print(json.dumps({"p50_ms": 1e3 * float(np.median(t)), "runs": len(t), "other_load": meter.stop(),
+                  "config_entries": s.info.config_entries}))
+"""
+
+
+def alone_p50(model: Path, profile: str | Path, seconds: float = 3.0, warmup: int = 20, batch_size: int = 1) -> dict:
+    """One model alone in a fresh process, built from the profile: 20 warmup runs, then ``seconds``
+    of back-to-back runs; its p50 (ms), run count and the other processes' CPU share meanwhile."""
+    spec = {"model": str(model), "profile": str(profile), "seconds": seconds, "warmup": warmup,
+            "batch_size": batch_size}
+    out = subprocess.run([sys.executable, "-c", ALONE, json.dumps(spec)], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def other_load_now(seconds: float = 1.0) -> float | None:
+    """The share of all cores other processes use right now (Linux)."""
+    from edgerobust.host import OtherLoad
+
+    meter = OtherLoad().start()
+    time.sleep(seconds)
+    return meter.stop()
+
+
+def wait_quiet(limit: float = 0.15, max_wait_s: float = 0.0, log=lambda m: print(m, flush=True)) -> float | None:
+    """Wait (up to ``max_wait_s``) until other processes use under ``limit`` of the cores; the last reading."""
+    t0 = time.perf_counter()
+    load = other_load_now()
+    waited = False
+    while load is not None and load > limit and time.perf_counter() - t0 < max_wait_s:
+        waited = True
+        time.sleep(2)
+        load = other_load_now()
+    if waited:
+        log(f"  (waited {time.perf_counter() - t0:.0f} s for quiet; other processes now use {load:.0%} of the cores)")
+    return load

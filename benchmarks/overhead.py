@@ -11,18 +11,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from common import spread
-
-
-def bare_session(path: Path, threads: int) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+from common import bare_session, spread
 
 
 def bare_p50_ms(sess, x1: np.ndarray, runs: int, warmup: int) -> float:

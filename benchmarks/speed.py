@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from common import bench_profile, interleaved_rounds, round_ratios, spread
+from common import bare_options, bare_session, bench_profile, interleaved_rounds, round_ratios, spread
 
 IMAGE = 224
 
@@ -96,9 +95,9 @@ def build_family(model: str, work: Path, sparsities: tuple[float, ...], extras: 
 
 def measure_family(rows: dict, profile) -> list[dict]:
     """All rows of one model in one interleaved run; speedups per round against base fp32."""
-    from edgerobust.measure import open_session
+    from edgerobust.sessions import open_sessions
 
-    sessions = {name: open_session(r["path"], name, profile) for name, r in rows.items()}
+    sessions = open_sessions({name: r["path"] for name, r in rows.items()}, profile)  # parked: no cross-talk
     rng = np.random.default_rng(0)
     runners = {}
     for name, s in sessions.items():
@@ -140,30 +139,21 @@ def run_speed(work: Path, quick: bool, zoo_ckpt: Path) -> dict:
 
 def ort_profile(path: Path, threads: int = 2, runs: int = 40, work: Path | None = None) -> dict:
     """Per-op-type time share from onnxruntime's profiler, and the op types of the optimized graph."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
+    so = bare_options(threads)
     opt_path = (work or path.parent) / (path.stem + ".optimized.onnx")
     so.optimized_model_filepath = str(opt_path)
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = bare_session(path, threads, options=so)
     opt_ops = collections.Counter(n.op_type for n in onnx.load(str(opt_path)).graph.node)
-    so2 = ort.SessionOptions()
-    so2.intra_op_num_threads = threads
-    so2.inter_op_num_threads = 1
-    so2.log_severity_level = 3
+    so2 = bare_options(threads)
     so2.enable_profiling = True
     so2.profile_file_prefix = str((work or path.parent) / (path.stem + ".prof"))
-    sess = ort.InferenceSession(str(path), so2, providers=["CPUExecutionProvider"])
+    sess = bare_session(path, threads, options=so2)
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).random((1, *[d for d in sess.get_inputs()[0].shape[1:]]), dtype=np.float32)
     for _ in range(10):
         sess.run(None, {name: x})
     prof_path = sess.end_profiling()
-    sess = ort.InferenceSession(str(path), so2, providers=["CPUExecutionProvider"])
+    sess = bare_session(path, threads, options=so2)
     for _ in range(runs):
         sess.run(None, {name: x})
     prof_path = sess.end_profiling()

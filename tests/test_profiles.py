@@ -43,6 +43,29 @@ def test_jetson_profiles_put_tensorrt_first_with_its_options():
     assert load_profile("jetson-orin-nano").providers[0].options["trt_int8_enable"] is True
 
 
+@pytest.mark.parametrize("name", list_profiles())
+def test_shipped_profiles_measure_long_enough_and_say_how(name):
+    m, s = load_profile(name).measure, load_profile(name).session
+    # Seconds, not runs: a 2 ms model and a 20 ms one both get enough runs for a stable p50.
+    assert m.min_seconds >= 1 and m.ci_target == 0.02 and m.max_seconds >= m.min_seconds
+    assert m.isolation == "pool" and m.turn_seconds > 0
+    assert isinstance(s.allow_spinning, bool) and isinstance(s.cpu_arena, bool)
+
+
+def test_session_settings_parse(tmp_path):
+    f = tmp_path / "pinned.toml"
+    f.write_text(GOOD.replace("intra_op_threads = 2", 'intra_op_threads = 3\nallow_spinning = false\n'
+                              'thread_affinity = "2;3-4"\ncpu_arena = false\nmemory_pattern = false')
+                 .replace("[measure]", "[measure]\nmin_seconds = 2.5\nmax_seconds = 20\nci_target = 0.02\n"
+                                       "turn_seconds = 0.1\nswitch_warmup_runs = 1\nisolation = 'none'"))
+    p = load_profile(f)
+    assert (p.session.allow_spinning, p.session.thread_affinity, p.session.cpu_arena, p.session.memory_pattern) == \
+        (False, "2;3-4", False, False)
+    m = p.measure
+    assert (m.min_seconds, m.max_seconds, m.ci_target, m.turn_seconds, m.switch_warmup_runs, m.isolation) == \
+        (2.5, 20.0, 0.02, 0.1, 1, "none")
+
+
 def test_pi4_uses_four_threads():
     s = load_profile("raspberry-pi-4").session
     assert (s.intra_op_threads, s.inter_op_threads) == (4, 1)
@@ -96,6 +119,25 @@ BAD = {
     "zero-memory-budget": (GOOD + "peak_memory_mb = 0\n", "budgets.peak_memory_mb", "greater than 0"),
     "unknown-budget": (GOOD + "energy_mj = 3\n", "budgets.energy_mj", "not a known field"),
     "latency-budget-without-batch-1": (GOOD.replace("[1, 2]", "[2, 4]"), "budgets.latency_ms_p50", "lacks 1"),
+    "spinning-not-bool": (GOOD.replace("intra_op_threads = 2", "intra_op_threads = 2\nallow_spinning = 1"),
+                          "session.allow_spinning", "true or false"),
+    "arena-not-bool": (GOOD.replace("intra_op_threads = 2", "intra_op_threads = 2\ncpu_arena = 'no'"),
+                       "session.cpu_arena", "true or false"),
+    "affinity-groups": (GOOD.replace("intra_op_threads = 2", "intra_op_threads = 2\nthread_affinity = '1;2'"),
+                        "session.thread_affinity", "needs 1"),
+    "affinity-one-thread": (GOOD.replace("intra_op_threads = 2", "intra_op_threads = 1\nthread_affinity = '1'"),
+                            "session.thread_affinity", "2 or more"),
+    "affinity-zero-based": (GOOD.replace("intra_op_threads = 2", "intra_op_threads = 2\nthread_affinity = '0'"),
+                            "session.thread_affinity", "1-based"),
+    "affinity-bad-range": (GOOD.replace("intra_op_threads = 2", "intra_op_threads = 2\nthread_affinity = '4-2'"),
+                           "session.thread_affinity", "1-based"),
+    "bad-isolation": (GOOD.replace("[measure]", "[measure]\nisolation = 'pause'"), "measure.isolation",
+                      "must be one of pool, park, none"),
+    "ci-target-percent": (GOOD.replace("[measure]", "[measure]\nci_target = 2"), "measure.ci_target", "0.02"),
+    "max-below-min-seconds": (GOOD.replace("[measure]", "[measure]\nmin_seconds = 3\nmax_seconds = 1"),
+                              "measure.max_seconds", "at least measure.min_seconds"),
+    "negative-turn": (GOOD.replace("[measure]", "[measure]\nturn_seconds = -1"), "measure.turn_seconds",
+                      "not be negative"),
     "session-not-a-table": ("session = 3\n" + GOOD.replace("[session]\nintra_op_threads = 2\n", ""), "session",
                             "must be a table"),
 }
