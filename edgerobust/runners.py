@@ -36,32 +36,43 @@ class LocalRunner:
 
 @dataclass
 class RayRunner:
-    """Every point as a Ray task of ``cpus`` CPUs (and ``gpus`` GPUs), results as they finish."""
+    """Every point as a Ray task of ``cpus`` CPUs (and ``gpus`` GPUs), results as they finish.
+
+    A task runs torch with ``cpus`` threads; by default as many as torch uses in this process, so
+    a point computes exactly what it computes in-process (float sums depend on the thread count).
+    """
 
     address: str | None = None
-    cpus: float = 1
+    cpus: int | None = None
     gpus: float = 0
     name: str = "ray"
 
     def __post_init__(self) -> None:
         self.ray = require_ray()
+        if self.cpus is None:
+            import torch
+
+            self.cpus = torch.get_num_threads()
 
     def start(self) -> None:
+        import logging
+
         ray = self.ray
         if ray.is_initialized():
             return
+        quiet = dict(ignore_reinit_error=True, log_to_driver=False, logging_level=logging.ERROR)
         if self.address:
-            ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
+            ray.init(address=self.address, **quiet)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
 
     def map(self, fn, items, done) -> None:
         if not items:
             return
         self.start()
         ray = self.ray
-        remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(fn)
-        pending = {remote.remote(item): i for i, item in enumerate(items)}
+        remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(in_worker)
+        pending = {remote.remote(fn, item, self.cpus): i for i, item in enumerate(items)}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -74,6 +85,17 @@ class RayRunner:
                     cause = getattr(exc, "cause", None)
                     raise (cause if isinstance(cause, Exception) else exc) from None
                 done(i, result)
+
+
+def in_worker(fn, item, threads: int):
+    """``fn(item)`` in a worker process: ``threads`` torch threads, no progress bars."""
+    import torch
+
+    from . import ui
+
+    torch.set_num_threads(threads)
+    ui.set_quiet(True)
+    return fn(item)
 
 
 RUNNERS: dict[str, str] = {

@@ -226,7 +226,7 @@ def sweep(config: SweepConfig, runner=None) -> SweepResult:
 
 def run_points(tasks: list, runner) -> tuple[list[dict], int]:
     """Every task's record, in order: reused from disk where intact, else built on ``runner``."""
-    from .sweep_points import load_point, run_quietly
+    from .sweep_points import load_point
 
     records: list[dict | None] = [None if t is None else load_point(t) for t in tasks]
     todo = [i for i, r in enumerate(records) if r is None]
@@ -240,11 +240,12 @@ def run_points(tasks: list, runner) -> tuple[list[dict], int]:
             records[todo[j]] = record
             advance(1, f"done {record['variant']}")
 
-        runner.map(run_quietly if runner.name != "local" else _build, [tasks[i] for i in todo], done)
+        runner.map(_build, [tasks[i] for i in todo], done)
     return records, reused
 
 
 def _build(task):
+    """build_point, looked up when called (a test replaces it to interrupt a sweep)."""
     from .sweep_points import build_point
 
     return build_point(task)

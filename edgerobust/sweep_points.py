@@ -117,17 +117,6 @@ def build_point(task: PointTask) -> dict:
     return record
 
 
-def run_quietly(task: PointTask) -> dict:
-    """build_point for a worker process: one torch thread per task, no progress bars."""
-    import torch
-
-    from . import ui
-
-    torch.set_num_threads(1)
-    ui.set_quiet(True)
-    return build_point(task)
-
-
 def _make_models(task: PointTask, tmp: Path) -> list[Built]:
     v, cfg, sh = task.variant, task.config, task.shared
     root = Path(sh.root)
