@@ -76,9 +76,9 @@ def measure(rows: dict[str, dict], rounds: int) -> list[dict]:
     plan = plan_providers(profile)
     sessions = {}
     for name, r in rows.items():
-        sessions[name] = open_session(r["path"], name, profile, plan=plan, park_between_runs=True)
+        sessions[name] = open_session(r["path"], name, profile, plan=plan, isolation="park")
         if r["int8"]:
-            sessions[name + " [extended]"] = open_session(r["path"], name, ext, plan=plan, park_between_runs=True)
+            sessions[name + " [extended]"] = open_session(r["path"], name, ext, plan=plan, isolation="park")
     rng = np.random.default_rng(0)
     runners = {}
     for name, s in sessions.items():
