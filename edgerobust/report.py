@@ -167,10 +167,11 @@ def _speed_rows(m: MeasureReport, compact: bool = False) -> list[list[str]]:
             if compact:
                 row += [ms(lat.p50_ms)]
             else:
-                row += [ms(lat.p50_ms), f"{ms(lat.p90_ms)} / {ms(lat.p99_ms)}", f"{lat.cv:.2f}",
-                        f"{lat.throughput_per_s:,.0f}"]
+                row += [f"{ms(lat.p50_ms)} [{ms(lat.p50_ci_low_ms)}–{ms(lat.p50_ci_high_ms)}]",
+                        f"{ms(lat.p90_ms)} / {ms(lat.p99_ms)}", f"{lat.cv:.2f}", f"{lat.throughput_per_s:,.0f}"]
         if m.speedup:
-            row.append(f"{m.speedup[i].p50:.2f}×")
+            sp = m.speedup[i]
+            row.append(f"{sp.p50:.2f}×" if compact else f"{sp.p50:.2f}× [{sp.p50_low:.2f}–{sp.p50_high:.2f}]")
         if compact:
             lat = m.models[-1].latency[i]
             row += [ms(lat.p99_ms), f"{lat.cv:.2f}", f"{lat.throughput_per_s:,.0f}"]
@@ -182,13 +183,34 @@ def _speed_head(m: MeasureReport, compact: bool = False) -> list[str]:
     head = ["batch"]
     for model in m.models:
         head += [f"{model.role} p50"] if compact else [
-            f"{model.role} p50", f"{model.role} p90 / p99", f"{model.role} cv", f"{model.role} samples/s"]
+            f"{model.role} p50 [95% CI]", f"{model.role} p90 / p99", f"{model.role} cv", f"{model.role} samples/s"]
     if m.speedup:
         head.append("speedup")
     if compact:
         last = m.models[-1].role
         head += [f"{last} p99", "cv", "samples/s"]
     return head
+
+
+def _settings_line(m: MeasureReport) -> str:
+    """How the latency was measured, in one sentence (the settings the profile gave)."""
+    st = m.settings
+    how = {"pool": "in a fresh process whose sessions share one thread pool (no cross-talk between the models)",
+           "park": "with each session's threads parked between runs",
+           "none": "with idle sessions' threads left spinning (cross-talk possible)"}.get(st.isolation, st.isolation)
+    line = (f"Models timed in turn, {how}: at least {st.rounds} rounds of {st.runs_per_round}+ runs after "
+            f"{st.warmup_runs} warmup runs")
+    if st.min_seconds:
+        line += f", at least {st.min_seconds:g} s of timed runs per model and batch size"
+    if st.ci_target:
+        line += f", until each p50's 95% interval is within ±{100 * st.ci_target:g}%"
+    if st.max_seconds:
+        line += f" (at most {st.max_seconds:g} s)"
+    line += ". p50 [95% CI] from order statistics; the speedup interval pairs the two p50 intervals."
+    if m.other_load is not None:
+        line += (f" Other processes used {100 * m.other_load:.0f}% of the cores meanwhile"
+                 + (": the figures are noisier than on an idle host." if m.other_load > 0.1 else "."))
+    return line
 
 
 def _resource_lines(m: MeasureReport) -> list[str]:
@@ -256,8 +278,7 @@ def to_markdown(report: AuditReport) -> str:
     if hc is not None and not hc.matches:
         line = hc.settings_line(report.profile)
         out += [f"**{line[0].upper()}{line[1:]}.**", ""]
-    out += [f"Interleaved rounds: {m.settings.rounds}+ rounds × {m.settings.runs_per_round} runs after "
-            f"{m.settings.warmup_runs} warmup runs.", "", _md_table(_speed_head(m), _speed_rows(m)), ""]
+    out += [_settings_line(m), "", _md_table(_speed_head(m), _speed_rows(m)), ""]
     out += [f"- {line}" for line in _resource_lines(m)]
     if report.budgets:
         out += ["", "## Budgets", ""] + [f"- {line}" for line, _ in _budget_lines(report)]
