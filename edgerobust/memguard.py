@@ -23,6 +23,7 @@ import ctypes
 import os
 import re
 import threading
+import time
 from typing import Iterator
 
 from .errors import EdgeRobustError
@@ -104,23 +105,37 @@ def _raise_in(thread_id: int) -> None:
 
 
 class _Watcher(threading.Thread):
+    """Polls RSS; past the limit it raises _OverLimit into the guarded thread, again every poll until the
+    guard stops it (an exception delivered inside a finalizer or a C callback is swallowed there)."""
+
     def __init__(self, target_thread: int, limit: int):
         super().__init__(daemon=True, name="edgerobust-memguard")
         self.target_thread, self.limit = target_thread, limit
-        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.stopped = False
         self.fired_at: int | None = None
-        self.peak = 0
 
     def run(self) -> None:
-        while not self.stop.wait(POLL_SECONDS):
+        while True:
             rss = rss_bytes()
-            if rss is None:
+            with self.lock:
+                if self.stopped or rss is None:
+                    return
+                if rss > self.limit:
+                    self.fired_at = rss
+                    _raise_in(self.target_thread)
+            time.sleep(POLL_SECONDS)
+
+    def halt(self) -> None:
+        """Stop firing, then cancel an exception fired but not yet delivered; safe against a late one."""
+        while True:
+            try:
+                with self.lock:
+                    self.stopped = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target_thread), None)
                 return
-            self.peak = max(self.peak, rss)
-            if rss > self.limit:
-                self.fired_at = rss
-                _raise_in(self.target_thread)
-                return
+            except _OverLimit:
+                continue
 
 
 def _error(step: str, arch: str | None, limit: int | None, used: int | None, cause: str) -> ResourceError:
@@ -143,12 +158,19 @@ def guard(step: str, arch: str | None = None, max_memory: str | int | float | No
     a C call is caught as the MemoryError it raises.
     """
     limit = resolve_limit(max_memory)
+    now = rss_bytes()
+    if limit is not None and now is not None and now > limit:
+        raise _error(step, arch, limit, now, "The process already held more than the limit before the step began.")
     watcher = None
     if limit is not None and threading.current_thread() is threading.main_thread():
         watcher = _Watcher(threading.get_ident(), limit)
         watcher.start()
     try:
-        yield
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.halt()
     except _OverLimit:
         used = watcher.fired_at if watcher else None
         raise _error(step, arch, limit, used, "Its memory grew past the limit.") from None
@@ -156,9 +178,3 @@ def guard(step: str, arch: str | None = None, max_memory: str | int | float | No
         raise _error(step, arch, limit, rss_bytes(), f"The allocator failed ({exc or 'MemoryError'}).") from None
     except RecursionError:
         raise _error(step, arch, limit, rss_bytes(), "Its recursion went deeper than Python allows.") from None
-    finally:
-        if watcher is not None:
-            watcher.stop.set()
-            watcher.join()
-            # the async exception may have been scheduled but not yet delivered: cancel it
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)

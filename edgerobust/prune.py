@@ -24,7 +24,7 @@ import torch_pruning as tp
 
 from . import memguard, prune_plan, ui
 from .errors import EdgeRobustError, UsageError
-from .torchvision_support import shuffle_blocks, tolerant_reshape_mapping, unprunable_layers
+from .torchvision_support import shuffle_blocks, tolerant_reshape_mapping, unprunable_layers, windowed
 
 
 class PruneError(EdgeRobustError):
@@ -182,7 +182,7 @@ def _refuse_unsupported(arch: str):
     """Turn a failure inside torch-pruning into a PruneError that names the model and the cause."""
     try:
         yield
-    except EdgeRobustError:
+    except (EdgeRobustError, RecursionError, MemoryError):  # the last two: memguard's to report
         raise
     except Exception as exc:
         raise PruneError(
@@ -251,7 +251,8 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
     label = type(net).__name__
     overrides = {modules[n]: float(r) for n, r in (ratios or {}).items()}
     # channel shuffles: torch-pruning's reshape mapping made safe (edgerobust.torchvision_support)
-    shuffle = tolerant_reshape_mapping() if shuffle_blocks(net) else contextlib.nullcontext()
+    shuffle = tolerant_reshape_mapping(skip_all=windowed(net)) if shuffle_blocks(net) or windowed(net) \
+        else contextlib.nullcontext()
     with memguard.guard("pruning", arch=label), _refuse_unsupported(label), shuffle:
         plans = _prune_in_place(net, example, num_classes, config, (calib, normalize), overrides, show_progress)
     net.eval()
@@ -262,6 +263,10 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
                          ratios=config.ratios)
     result.honest, result.warnings, deviating = prune_plan.check(
         config.sparsity, result.macs_reduction, rows, config.round_to, config.ratios)
+    if windowed(net):
+        result.warnings.insert(0, f"{label}: only the hidden layers of its MLPs were pruned; torch-pruning cannot "
+                                  "map channels through its window partitions, so the residual stream, attention "
+                                  "and convolutions keep their channels.")
     if warn:
         _print_warnings(result, deviating)
     result.seconds = time.perf_counter() - t0

@@ -93,6 +93,9 @@ def unprunable_layers(net: nn.Module) -> list[nn.Module]:
     last 1x1 conv with its BatchNorm) and only each block's inner channels (branch2's first 1x1 conv
     and depthwise conv) are pruned. The shuffle's channel count is unchanged, so its mapping is moot.
     """
+    if windowed(net):
+        return [m for m in net.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+                and m not in set(mlp_hidden_layers(net))]
     keep: list[nn.Module] = []
     for block in shuffle_blocks(net):
         if isinstance(getattr(block, "branch1", None), nn.Sequential) and len(block.branch1):
@@ -102,12 +105,14 @@ def unprunable_layers(net: nn.Module) -> list[nn.Module]:
     return keep
 
 
-def tolerant_reshape_mapping():
-    """A context in which torch-pruning skips the reshape index mappings it cannot compute.
+def tolerant_reshape_mapping(skip_all: bool = False):
+    """A context in which torch-pruning skips the reshape index mappings it cannot compute (or, with
+    ``skip_all``, every reshape mapping).
 
     torch-pruning 1.6 divides by an inferred channel count of 0 at the channel shuffle's second
-    view; the mapping is only needed to prune channels through the reshape, and
-    :func:`unprunable_layers` keeps those channels, so skipping it is safe for these models.
+    view, and its recursive shape inference explodes on window partitions (Swin, MaxViT). The
+    mapping is only needed to prune channels through a reshape, and :func:`unprunable_layers`
+    keeps those channels, so skipping it is safe for these models.
     """
     import contextlib
 
@@ -116,6 +121,8 @@ def tolerant_reshape_mapping():
     original = index_mapping.update_reshape_index_mapping
 
     def tolerant(graph, node):
+        if skip_all:
+            return None
         try:
             return original(graph, node)
         except ZeroDivisionError:
@@ -130,3 +137,31 @@ def tolerant_reshape_mapping():
             index_mapping.update_reshape_index_mapping = original
 
     return ctx()
+
+
+# ---------------------------------------------------------------------------------------------
+# window partitions (Swin, MaxViT): only the MLPs' hidden layers are pruned
+
+WINDOWED = {"SwinTransformer", "MaxVit", "SwinTransformerV2", "MaxxVit"}  # torchvision and timm class names
+
+
+def windowed(net: nn.Module) -> bool:
+    """A model whose window/grid partitions torch-pruning cannot trace without its graph exploding."""
+    return type(net).__name__ in WINDOWED
+
+
+def mlp_hidden_layers(net: nn.Module) -> list[nn.Module]:
+    """The first Linear of every MLP (Linear -> activation/dropout/norm -> Linear): its outputs feed only
+    the second Linear, so they can be pruned without touching the residual stream or attention."""
+    out = []
+    for m in net.modules():
+        fc1, fc2 = getattr(m, "fc1", None), getattr(m, "fc2", None)
+        if isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear):  # timm's Mlp
+            out.append(fc1)
+        elif isinstance(m, nn.Sequential):
+            linears = [c for c in m if isinstance(c, nn.Linear)]
+            if len(linears) == 2 and linears[0].out_features == linears[1].in_features \
+                    and all(not any(p.requires_grad for p in c.parameters()) or isinstance(c, nn.Linear)
+                            for c in list(m)[list(m).index(linears[0]):list(m).index(linears[1])]):
+                out.append(linears[0])
+    return out
