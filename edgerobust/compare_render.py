@@ -16,7 +16,7 @@ from rich.table import Table
 
 from .bundle import write_json
 from .compare import Agreement, Comparison, to_json
-from .report import ms
+from .speed_lines import ms
 from .report_html import html_table, page
 from .svg import SERIES, Chart, esc, figure, log_ticks, nice_ticks
 from .tables import pct, pval

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import audit_figures
 from .headline import headline
-from .report import _budget_lines, _latency_title, _resource_lines, _speed_head, _speed_rows
+from .speed_lines import _budget_lines, _latency_title, _resource_lines, _speed_head, _speed_rows
 from .svg import esc
 from .tables import COLUMNS_MD, robustness_table, sections
 
