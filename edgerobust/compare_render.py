@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from . import ui
 from .bundle import write_json
 from .compare import Agreement, Comparison, to_json
 from .speed_lines import ms
@@ -99,12 +100,7 @@ def disputed_lines(g: Agreement) -> list[str]:
 
 
 def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for i, col in enumerate(head):
-        t.add_column(col, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i == 0)
-    for r in rows:
-        t.add_row(*r)
-    return t
+    return ui.table(title, head, rows)
 
 
 def render(c: Comparison, console: Console) -> None:

@@ -36,7 +36,8 @@ class HostInfo:
     isa: tuple[str, ...] = ()
 
 
-def _first_line(path: str) -> str | None:
+def first_line(path: str) -> str | None:
+    """The first line of a small system file (NULs stripped), or None."""
     try:
         text = Path(path).read_bytes().decode("utf-8", "replace").strip("\x00").strip()
     except OSError:
@@ -75,8 +76,8 @@ def host_info() -> HostInfo:
     return HostInfo(cpu=_cpu_model(text), cores=os.cpu_count(), machine=platform.machine(),
                     os=platform.platform(), python=platform.python_version(), onnxruntime=rt.__version__,
                     available_providers=tuple(rt.get_available_providers()),
-                    device_model=_first_line("/proc/device-tree/model"),
-                    l4t_release=_first_line("/etc/nv_tegra_release"), isa=cpu_isa(text))
+                    device_model=first_line("/proc/device-tree/model"),
+                    l4t_release=first_line("/etc/nv_tegra_release"), isa=cpu_isa(text))
 
 
 class OtherLoad:

@@ -24,7 +24,8 @@ import platform
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+
+from .host import first_line
 
 # Longest first, so "Jetson Orin Nano" is found before "Jetson Nano".
 BOARDS = ("Jetson AGX Orin", "Jetson Orin Nano", "Jetson Orin NX", "Jetson AGX Xavier", "Jetson Xavier NX",
@@ -77,18 +78,10 @@ def usable_cores() -> int | None:
         return os.cpu_count()
 
 
-def _first_line(path: str) -> str | None:
-    try:
-        text = Path(path).read_bytes().decode("utf-8", "replace").strip("\x00").strip()
-    except OSError:
-        return None
-    return text.splitlines()[0] if text else None
-
-
 def host_facts() -> HostFacts:
     """This machine's facts."""
     return HostFacts(machine=platform.machine(), cores=usable_cores(),
-                     device_model=_first_line("/proc/device-tree/model"))
+                     device_model=first_line("/proc/device-tree/model"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from . import ui
 from .audit import AuditReport
 from .bundle import write_json
 from .errors import UsageError
@@ -222,12 +223,7 @@ def _provenance_md(report: AuditReport) -> list[str]:
 
 
 def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for i, col in enumerate(head):
-        t.add_column(col, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i == 0)
-    for r in rows:
-        t.add_row(*r)
-    return t
+    return ui.table(title, head, rows)
 
 
 def render_measure(m: MeasureReport, console: Console, host_note: str | None = None) -> None:

@@ -52,3 +52,15 @@ def task(description: str, total: int | None) -> Iterator[callable]:
                 p.update(t, advance=n, status=status)
 
         yield advance
+
+
+def table(title: str, head: list[str], rows: list[list[str]]):
+    """A Rich table: first column left-aligned and unwrapped, the others right-aligned."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for i, col in enumerate(head):
+        t.add_column(col, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i == 0)
+    for r in rows:
+        t.add_row(*r)
+    return t
