@@ -23,6 +23,8 @@ _EXTRAS = {"torch": "compress", "torchvision": "compress", "torch_pruning": "com
 
 # Options of the whole program that a user may also type after the subcommand.
 _GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
+# Commands that keep their finished points on disk and resume them (edgerobust.runners).
+_RESUMABLE = ("sweep", "recipe", "study")
 
 
 class _Group(TyperGroup):
@@ -39,8 +41,10 @@ class _Group(TyperGroup):
             return self._invoke(ctx)
         except KeyboardInterrupt:
             what = ctx.invoked_subcommand or "edgerobust"
-            ui.err.print(f"[bold red]interrupted:[/bold red] {escape(what)} stopped by Ctrl-C. Nothing was written: "
-                         "bundles and reports appear only when complete.", highlight=False)
+            kept = ("Finished points are kept: run the same command again to resume." if what in _RESUMABLE else
+                    "Nothing was written: bundles and reports appear only when complete.")
+            ui.err.print(f"[bold red]interrupted:[/bold red] {escape(what)} stopped by Ctrl-C. {kept}",
+                         highlight=False)
             raise typer.Exit(code=130) from None
 
     def _invoke(self, ctx):
