@@ -327,10 +327,12 @@ def _find_state_dict(obj: Any) -> dict | None:
 
 
 def _infer_num_classes(state: dict) -> int | None:
-    """The output size of the last 2-D weight (the classifier) in a state_dict."""
+    """The output size of the classifier in a state_dict: its last 2-D weight (a Linear), or a later 1x1
+    convolution's (SqueezeNet classifies with one)."""
     last = None
     for k, v in state.items():
-        if k.endswith("weight") and isinstance(v, torch.Tensor) and v.ndim == 2:
+        if k.endswith("weight") and isinstance(v, torch.Tensor) and (
+                v.ndim == 2 or (v.ndim == 4 and tuple(v.shape[2:]) == (1, 1))):
             last = v
     return int(last.shape[0]) if last is not None else None
 

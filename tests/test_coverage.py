@@ -102,6 +102,7 @@ def test_adaptive_pooling_falls_back_to_the_dynamo_exporter_and_says_so(tmp_path
     ("googlenet", {"aux_logits": True, "init_weights": False}, "aux1.conv.conv.weight"),
     ("googlenet", {"aux_logits": False, "init_weights": False}, None),
     ("vit_b_32", {"image_size": 64}, None),
+    ("squeezenet1_1", {}, None),  # classifies with a 1x1 conv: num_classes is read from it
 ])
 def test_state_dicts_load_with_the_constructor_their_keys_call_for(name, kwargs, key, tmp_path):
     torch.manual_seed(0)
@@ -112,6 +113,7 @@ def test_state_dicts_load_with_the_constructor_their_keys_call_for(name, kwargs,
     path = tmp_path / "m.pt"
     torch.save(dict(state), path)  # a plain dict: the _metadata is lost, as with many user scripts
     loaded = load_model(path, arch=f"torchvision:{name}")
+    assert loaded.num_classes == 10
     size = kwargs.get("image_size", 64)
     x = torch.rand(1, 3, size, size)
     with torch.no_grad():
