@@ -255,8 +255,8 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
         else contextlib.nullcontext()
     with memguard.guard("pruning", arch=label), _refuse_unsupported(label), shuffle:
         plans = _prune_in_place(net, example, num_classes, config, (calib, normalize), overrides, show_progress)
-    net.eval()
-    macs1, params1 = count(net, example)
+        net.eval()
+        macs1, params1 = count(net, example)  # the pruned model must still run
     rows = prune_plan.layer_rows(net, before, plans, _channels)
     result = PruneResult(params_before=params0, params_after=params1, macs_before=macs0, macs_after=macs1,
                          layers=rows, requested_sparsity=config.sparsity, round_to=config.round_to,

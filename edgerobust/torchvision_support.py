@@ -146,8 +146,12 @@ WINDOWED = {"SwinTransformer", "MaxVit", "SwinTransformerV2", "MaxxVit"}  # torc
 
 
 def windowed(net: nn.Module) -> bool:
-    """A model whose window/grid partitions torch-pruning cannot trace without its graph exploding."""
-    return type(net).__name__ in WINDOWED
+    """A model whose attention torch-pruning cannot prune safely: window/grid partitions (its graph
+    explodes) or timm's fused-qkv attention (qkv is split per head by a reshape it maps wrongly)."""
+    if type(net).__name__ in WINDOWED:
+        return True
+    return type(net).__module__.startswith("timm.") and any(
+        isinstance(getattr(m, "qkv", None), nn.Linear) for m in net.modules())
 
 
 def mlp_hidden_layers(net: nn.Module) -> list[nn.Module]:
