@@ -69,7 +69,8 @@ def run_one(arch: str, name: str, model_path: Path, data_path: Path, size: int, 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEROBUST_MAX_MEMORY": f"{max_memory_gb}G"}
     t0 = time.perf_counter()
     with open(work / f"{name}.stdout", "w") as fo, open(work / f"{name}.stderr", "w") as fe:
-        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, start_new_session=True)
+        # cwd: ONNX Runtime's shape inference leaves temporary files in the current folder
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, start_new_session=True, cwd=work)
         status, usage, timed_out = None, None, False
         while status is None:
             pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
