@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--max-memory", type=float, default=8)
     ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="er-timm-"))
+    work = Path(args.work or tempfile.mkdtemp(prefix="er-timm-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
 
     def one(name: str) -> Row:

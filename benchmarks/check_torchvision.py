@@ -188,7 +188,7 @@ def main() -> None:
     args = ap.parse_args()
     names = torchvision.models.list_models(module=torchvision.models) if args.all else args.models.split(",")
     names = sorted(names, key=lambda n: n in HEAVY)  # the largest last: the table fills with the rest first
-    work = Path(args.work or tempfile.mkdtemp(prefix="er-tv-"))
+    work = Path(args.work or tempfile.mkdtemp(prefix="er-tv-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
 
     def one(name: str) -> Row:
