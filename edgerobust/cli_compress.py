@@ -96,6 +96,9 @@ Data = Annotated[Optional[str], _O(help=f"Data source: {DATA_HELP}. Default: the
 ImageSize = Annotated[Optional[int], _O(help="Resize images to N x N.")]
 OldMean = Annotated[Optional[str], _O("--mean", hidden=True, help="Older spelling of --normalize MEAN/STD.")]
 OldStd = Annotated[Optional[str], _O("--std", hidden=True, help="Older spelling of --normalize MEAN/STD.")]
+IgnoreLayers = Annotated[Optional[str], _O("--ignore-layers", help="Comma-separated module names (e.g. "
+                                                                   "features.0,classifier) whose output channels "
+                                                                   "are never pruned.")]
 GlobalPruning = Annotated[bool, _O("--global-pruning", help="Rank channels across the whole network instead of per layer.")]
 RatiosOpt = Annotated[Ratios, _O("--ratios", help=f"How per-layer ratios are chosen: {RATIOS.help()}.")]
 MrsSamples = Annotated[int, _O(help="Calibration samples the fixed PGD batch of --ratios mrs is crafted from.")]
@@ -137,6 +140,7 @@ def compress_cmd(
     trust_model: TrustModel = False, data: Data = None, image_size: ImageSize = None, normalize: Normalize = "auto",
     mean: OldMean = None, std: OldStd = None, allow_weak_base: AllowWeakBase = False,
     criterion: Criterion = DEFAULT_CRITERION, global_pruning: GlobalPruning = False, ratios: RatiosOpt = "uniform",
+    ignore_layers: IgnoreLayers = None,
     mrs_samples: MrsSamples = 128, round_to: RoundTo = 8, iterative_steps: IterativeSteps = 1,
     finetune_epochs: FinetuneEpochs = 3, lr: Lr = 1e-3, optimizer: OptimizerOpt = "adam",
     weight_decay: WeightDecay = 0.0, batch_size: FinetuneBatch = None, old_batch_size: OldBatch = None,
@@ -189,7 +193,8 @@ def _compress_config(**o):
         eval_samples=o["eval_samples"],
         prune=PruneConfig(sparsity=o["sparsity"], criterion=o["criterion"], global_pruning=o["global_pruning"],
                           round_to=o["round_to"], iterative_steps=o["iterative_steps"], seed=seed,
-                          ratios=_v(o["ratios"]), mrs_samples=o["mrs_samples"]),
+                          ratios=_v(o["ratios"]), mrs_samples=o["mrs_samples"],
+                          ignore_layers=tuple(n.strip() for n in (o["ignore_layers"] or "").split(",") if n.strip())),
         finetune=TrainConfig(epochs=o["finetune_epochs"], lr=o["lr"], optimizer=_v(o["optimizer"]),
                              weight_decay=o["weight_decay"], batch_size=pick(o["batch_size"], o["old_batch_size"], 64),
                              seed=seed, mode=o["finetune"], adv_eps=parse_eps(o["adv_eps"], "adv-eps"),

@@ -21,7 +21,7 @@ from .bundle import BUNDLE_KIND, SCHEMA_VERSION, atomic_dir, finalize_manifest
 from .defaults import DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP, DEFAULT_MAX_PRUNE_DROP
 from .devices import describe
 from .errors import UsageError
-from .export import OUTPUT_NAME
+from .export import OUTPUT_NAME, exporter_of
 from .finetune import TrainConfig
 from .load import save_checkpoint, structure_of
 from .normalization import parse_normalize
@@ -201,7 +201,8 @@ class _Run:
             m["finetune_best_val_robust_accuracy"] = tr.best_val_robust_acc
         self.fp32 = export_stage(prep, self.pruned.model, tmp / "model_fp32.onnx", cfg.parity_atol, "pruned model")
         self.parities["pruned"] = self.fp32.parity
-        m.update(base_accuracy=self.base.accuracy, pruned_accuracy=self.fp32.accuracy)
+        m.update(base_accuracy=self.base.accuracy, pruned_accuracy=self.fp32.accuracy,
+                 onnx_exporter={"base": exporter_of(self.base.path), "pruned": exporter_of(self.fp32.path)})
         m["prune_drop_points"] = prune_gate(self.base, self.fp32, cfg.max_prune_drop, n=len(prep.splits.eval),
                                             sparsity=cfg.prune.sparsity, epochs=cfg.finetune.epochs)
         pr = self.pruned.result

@@ -6,6 +6,7 @@ torch-free: it works on ONNX files and numpy arrays.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -138,10 +139,17 @@ def _quantize(fp32_path, out_path, calib_x: np.ndarray, config: QuantConfig, t0:
     with tempfile.TemporaryDirectory() as td:
         pre = Path(td) / "pre.onnx"
         # Shape inference + graph optimizations (BN folding etc.) before quantization, as ORT recommends.
+        # ONNX Runtime's shape inference writes scratch files (sym_shape_infer_temp.onnx, *.data) into
+        # the current folder for large models: run it from the temporary folder, never the user's.
+        fp32_abs, cwd = str(Path(fp32_path).resolve()), os.getcwd()
+        os.chdir(td)
         try:
-            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
-        except Exception:  # symbolic shape inference gives up on some graphs (ViT's Reshapes)
-            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            try:
+                quant_pre_process(fp32_abs, str(pre), skip_symbolic_shape=False)
+            except Exception:  # symbolic shape inference gives up on some graphs (ViT's Reshapes)
+                quant_pre_process(fp32_abs, str(pre), skip_symbolic_shape=True)
+        finally:
+            os.chdir(cwd)
         model = onnx.load(str(pre))
         exclude = _kept_nodes(model, config.keep_fp32)
         if config.mode == "dynamic":

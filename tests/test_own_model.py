@@ -221,3 +221,13 @@ def test_weak_base_margin():
     with pytest.raises(DataError):
         weak_base_check(0.15, 0.11, 100, allow=False)
     assert "near chance" in weak_base_check(0.15, 0.11, 100, allow=True)
+
+
+def test_ignore_layers_keeps_their_channels_and_the_exporter_is_recorded(zoo_checkpoint, tmp_path):
+    r = cli("compress", zoo_checkpoint.path, "--out", tmp_path / "b", "--finetune-epochs", "0", "--attacks", "none",
+            "--eval-samples", "24", "--max-prune-drop", "100", "--ignore-layers", "features.0")
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    first = next(row for row in man["pruning"]["layers"] if row["name"] == "features.0.0")
+    assert first["before"] == first["after"] == 32
+    assert man["metrics"]["onnx_exporter"] == {"base": "torchscript", "pruned": "torchscript"}
