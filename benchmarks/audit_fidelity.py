@@ -1,6 +1,6 @@
 """Does `audit` report what a bare onnxruntime loop sees? Accuracy equality and p50 fidelity.
 
-For a bundle (default: make the demo bundle), this runs `edgerobust.audit` on the
+For a bundle (default: make the demo bundle), this runs `edgerobust.device.audit` on the
 `laptop-cpu-1thread` profile, then a bare 20-line onnxruntime loop on the same .npz files and
 models with the same thread settings, and prints a table: every accuracy side by side (they must
 be equal), and audit's p50 against the bare loop's p50 (interleaved with each other, 3 repeats,
@@ -34,14 +34,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from edgerobust.audit import AuditConfig, audit
-    from edgerobust.bundle import AdvSet, Bundle, EvalSet
-    from edgerobust.profiles import load_profile
+    from edgerobust.device.audit import AuditConfig, audit
+    from edgerobust.device.bundle import AdvSet, Bundle, EvalSet
+    from edgerobust.device.profiles import load_profile
 
     if args.bundle:
         bundle = Bundle.open(args.bundle)
     else:
-        from edgerobust.demo import run_demo
+        from edgerobust.workstation.demo import run_demo
 
         bundle = Bundle.open(run_demo(out=Path(tempfile.mkdtemp()) / "demo").compress.bundle)
     profile = load_profile("laptop-cpu-1thread")

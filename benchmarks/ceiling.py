@@ -44,8 +44,8 @@ def macs(path: Path) -> float:
 
 
 def build_rows(bundle: Path, work: Path, stem: bool, extras: dict[str, Path]) -> dict[str, dict]:
-    from edgerobust.bundle import EvalSet
-    from edgerobust.quantize import QuantConfig, quantize
+    from edgerobust.device.bundle import EvalSet
+    from edgerobust.workstation.quantize import QuantConfig, quantize
 
     calib = EvalSet.load(bundle / "eval.npz").x
     base, pruned = bundle / "base.onnx", bundle / "model_fp32.onnx"
@@ -67,7 +67,7 @@ def build_rows(bundle: Path, work: Path, stem: bool, extras: dict[str, Path]) ->
 
 
 def measure(rows: dict[str, dict], rounds: int) -> list[dict]:
-    from edgerobust.sessions import open_session, plan_providers
+    from edgerobust.device.sessions import open_session, plan_providers
 
     profile = bench_profile()
     profile = dataclasses.replace(profile, measure=dataclasses.replace(
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--extras", default="", help="label=BUNDLE,... more pruned models (e.g. other --round-to)")
     args = ap.parse_args()
     from common import other_load_now
-    from edgerobust.host import OtherLoad, host_info
+    from edgerobust.device.host import OtherLoad, host_info
 
     extras = dict(e.split("=", 1) for e in args.extras.split(",") if e)
     work = Path(tempfile.mkdtemp(prefix="er-ceiling-"))

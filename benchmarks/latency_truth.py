@@ -168,7 +168,7 @@ def child(spec: dict) -> dict:
 
     import onnxruntime as ort
 
-    from edgerobust.host import OtherLoad
+    from edgerobust.device.host import OtherLoad
 
     cfg = dict(spec["config"])
     pause, glob, warm = float(cfg.pop("_pause", 0)), cfg.pop("_global", False), int(cfg.pop("_warm", 0))
@@ -261,7 +261,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="er-truth-"))
     work.mkdir(parents=True, exist_ok=True)
-    from edgerobust.host import host_info
+    from edgerobust.device.host import host_info
 
     h = host_info()
     print(f"host: {h.cpu}, {h.cores} cores, ISA {'/'.join(h.isa) or 'unknown'}; onnxruntime {h.onnxruntime}; "

@@ -1,7 +1,7 @@
 """Sections 2-4: what edgerobust's own machinery adds over bare onnxruntime / torchattacks loops.
 
 2. `edgerobust profile`'s p50 (measure_models, its entry point) against a bare timing loop.
-3. audit's evaluation (edgerobust.audit.predict, both models) against bare batched inference.
+3. audit's evaluation (edgerobust.device.audit.predict, both models) against bare batched inference.
 4. craft_set (what `edgerobust attack` runs) against a bare torchattacks loop, same parameters.
 Each pair alternates order across repeats; ratios are per repeat, reported as median [min-max].
 """
@@ -28,7 +28,7 @@ def bare_p50_ms(sess, x1: np.ndarray, runs: int, warmup: int) -> float:
 
 
 def fidelity(models: dict[str, Path], profile, repeats: int) -> list[dict]:
-    from edgerobust.measure import measure_models
+    from edgerobust.device.measure import measure_models
 
     threads = profile.session.intra_op_threads
     m = profile.measure
@@ -55,8 +55,8 @@ def fidelity(models: dict[str, Path], profile, repeats: int) -> list[dict]:
 
 def audit_throughput(cases: dict[str, tuple[Path, Path, np.ndarray]], profile, repeats: int,
                      batch_size: int = 64) -> list[dict]:
-    from edgerobust.audit import _predict_both
-    from edgerobust.measure import open_sessions
+    from edgerobust.device.audit import _predict_both
+    from edgerobust.device.measure import open_sessions
 
     rows = []
     threads = profile.session.intra_op_threads
@@ -95,10 +95,10 @@ def attack_cost(ckpt: Path, n: int, repeats: int, attack: str = "pgd", eps: str 
     import torch
     import torchattacks
 
-    from edgerobust.attacks import craft_set, make_specs
-    from edgerobust.data import load_data, split
-    from edgerobust.load import load_model
-    from edgerobust.nets import PixelModel
+    from edgerobust.workstation.attacks import craft_set, make_specs
+    from edgerobust.workstation.data import load_data, split
+    from edgerobust.workstation.load import load_model
+    from edgerobust.workstation.nets import PixelModel
 
     loaded = load_model(ckpt)
     spec_in = loaded.input_spec

@@ -31,9 +31,9 @@ def _torchvision_checkpoint(name: str, work: Path) -> tuple[Path, Path]:
 
 def _compress(model: str, pt: Path, data: Path | None, sparsity: float, out: Path, round_to: int = 8):
     from edgerobust import CompressConfig, compress
-    from edgerobust.finetune import TrainConfig
-    from edgerobust.prune import PruneConfig
-    from edgerobust.quantize import QuantConfig
+    from edgerobust.workstation.finetune import TrainConfig
+    from edgerobust.workstation.prune import PruneConfig
+    from edgerobust.workstation.quantize import QuantConfig
 
     cfg = CompressConfig(model=pt, arch=f"torchvision:{model}" if data else None,
                          data=f"npz:{data}" if data else None, eval_samples=16,
@@ -43,7 +43,7 @@ def _compress(model: str, pt: Path, data: Path | None, sparsity: float, out: Pat
 
 
 def _quantize(src: Path, dst: Path, calib: np.ndarray, **kw) -> Path:
-    from edgerobust.quantize import QuantConfig, quantize
+    from edgerobust.workstation.quantize import QuantConfig, quantize
 
     quantize(src, dst, calib, QuantConfig(calib_samples=16, **kw))
     return dst
@@ -51,7 +51,7 @@ def _quantize(src: Path, dst: Path, calib: np.ndarray, **kw) -> Path:
 
 def build_family(model: str, work: Path, sparsities: tuple[float, ...], extras: bool, zoo_ckpt: Path | None):
     """Compress at every sparsity; return {row name: (onnx path, MACs)} and the compress seconds."""
-    from edgerobust.bundle import EvalSet
+    from edgerobust.device.bundle import EvalSet
 
     work.mkdir(parents=True, exist_ok=True)
     if zoo_ckpt is None:
@@ -95,7 +95,7 @@ def build_family(model: str, work: Path, sparsities: tuple[float, ...], extras: 
 
 def measure_family(rows: dict, profile) -> list[dict]:
     """All rows of one model in one interleaved run; speedups per round against base fp32."""
-    from edgerobust.sessions import open_sessions
+    from edgerobust.device.sessions import open_sessions
 
     sessions = open_sessions({name: r["path"] for name, r in rows.items()}, profile)  # parked: no cross-talk
     rng = np.random.default_rng(0)

@@ -8,14 +8,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "compress": ("edgerobust.compress", "compress"),
-    "CompressConfig": ("edgerobust.compress", "CompressConfig"),
-    "CompressResult": ("edgerobust.compress", "CompressResult"),
-    "audit": ("edgerobust.audit", "audit"),
-    "AuditConfig": ("edgerobust.audit", "AuditConfig"),
-    "AuditReport": ("edgerobust.audit", "AuditReport"),
+    "compress": ("edgerobust.workstation.compress", "compress"),
+    "CompressConfig": ("edgerobust.workstation.compress", "CompressConfig"),
+    "CompressResult": ("edgerobust.workstation.compress", "CompressResult"),
+    "audit": ("edgerobust.device.audit", "audit"),
+    "AuditConfig": ("edgerobust.device.audit", "AuditConfig"),
+    "AuditReport": ("edgerobust.device.audit", "AuditReport"),
     "EdgeRobustError": ("edgerobust.errors", "EdgeRobustError"),
-    "Bundle": ("edgerobust.bundle", "Bundle"),
+    "Bundle": ("edgerobust.device.bundle", "Bundle"),
 }
 
 

@@ -1,4 +1,4 @@
 """`python -m edgerobust`: the same as the `edgerobust` command."""
-from .cli import main
+from edgerobust.cli import main
 
 main()

@@ -22,7 +22,7 @@ def _one_torch_thread():
 @pytest.fixture(scope="session")
 def zoo_checkpoint(tmp_path_factory):
     """The digits-cnn zoo model trained for 2 epochs: a ZooResult (``.path``, ``.eval_acc``)."""
-    from edgerobust.zoo import train_zoo
+    from edgerobust.workstation.zoo import train_zoo
 
     return train_zoo("digits-cnn", tmp_path_factory.mktemp("zoo") / "digits-cnn.pt", epochs=2)
 
@@ -30,8 +30,8 @@ def zoo_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def compressed(zoo_checkpoint, tmp_path_factory):
     """zoo_checkpoint compressed at sparsity 0.5, int8, one fine-tuning epoch: a CompressResult."""
-    from edgerobust.compress import CompressConfig, compress
-    from edgerobust.finetune import TrainConfig
+    from edgerobust.workstation.compress import CompressConfig, compress
+    from edgerobust.workstation.finetune import TrainConfig
 
     cfg = CompressConfig(model=zoo_checkpoint.path, int8=True, finetune=TrainConfig(epochs=1), max_prune_drop=None,
                          eval_samples=200, out=tmp_path_factory.mktemp("bundles") / "digits")
@@ -47,9 +47,9 @@ def gz_ckpt(zoo_checkpoint):
 @pytest.fixture(scope="session")
 def gz_bundle(gz_ckpt, tmp_path_factory):
     """gz_ckpt compressed (no fine-tuning, int8, 64 eval samples, one FGSM set). Copy before changing."""
-    from edgerobust.attacks import make_specs
-    from edgerobust.compress import CompressConfig, compress
-    from edgerobust.finetune import TrainConfig
+    from edgerobust.workstation.attacks import make_specs
+    from edgerobust.workstation.compress import CompressConfig, compress
+    from edgerobust.workstation.finetune import TrainConfig
 
     out = tmp_path_factory.mktemp("gauntlet-bundle") / "bundle"
     compress(CompressConfig(model=gz_ckpt, finetune=TrainConfig(epochs=0), max_prune_drop=None, int8=True,

@@ -1,4 +1,4 @@
-"""Adversarial fine-tuning (PGD-AT, TRADES) in edgerobust.finetune: configs, the attacks, the effect."""
+"""Adversarial fine-tuning (PGD-AT, TRADES) in edgerobust.workstation.finetune: configs, the attacks, the effect."""
 import copy
 
 import numpy as np
@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgerobust.data import load_data, split
+from edgerobust.workstation.data import load_data, split
 from edgerobust.errors import UsageError
-from edgerobust.finetune import MODES, TrainConfig, pgd_linf, robust_accuracy, train, trades_adv
-from edgerobust.nets import PixelModel
+from edgerobust.workstation.finetune import MODES, TrainConfig, pgd_linf, robust_accuracy, train, trades_adv
+from edgerobust.workstation.nets import PixelModel
 
 EPS = 0.1
 

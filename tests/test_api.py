@@ -13,9 +13,9 @@ def test_package_import_stays_torch_free():
 
 
 def test_compress_and_audit_are_callable_after_their_modules_are_imported(zoo_checkpoint, tmp_path):
-    importlib.import_module("edgerobust.compress")  # binds the module to edgerobust.compress
-    importlib.import_module("edgerobust.audit")
-    from edgerobust.finetune import TrainConfig
+    importlib.import_module("edgerobust.workstation.compress")  # binds the module to edgerobust.workstation.compress
+    importlib.import_module("edgerobust.device.audit")
+    from edgerobust.workstation.finetune import TrainConfig
 
     res = edgerobust.compress(edgerobust.CompressConfig(
         model=zoo_checkpoint.path, finetune=TrainConfig(epochs=0), max_prune_drop=None, eval_samples=32,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgerobust.attacks import (ATTACKS, NORMS, AttackSpec, craft_set, craft_sets, make_specs, parse_attacks,
+from edgerobust.workstation.attacks import (ATTACKS, NORMS, AttackSpec, craft_set, craft_sets, make_specs, parse_attacks,
                                 parse_eps_grid)
-from edgerobust.bundle import AdvSet, EvalSet
+from edgerobust.device.bundle import AdvSet, EvalSet
 from edgerobust.errors import DataError, UsageError
 
 REQUIRED = ("fgsm", "pgd", "pgdl2", "mifgsm", "difgsm", "cw", "apgd", "square")
@@ -291,10 +291,10 @@ def test_cli_import_stays_torch_free():
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
     """An (untrained) zoo digits CNN saved as a self-describing checkpoint."""
-    from edgerobust.data import load_data
-    from edgerobust.load import save_checkpoint
-    from edgerobust.nets import ZOO
-    from edgerobust.zoo import input_spec
+    from edgerobust.workstation.data import load_data
+    from edgerobust.workstation.load import save_checkpoint
+    from edgerobust.workstation.nets import ZOO
+    from edgerobust.workstation.zoo import input_spec
 
     ds = load_data("digits", image_size=16)
     torch.manual_seed(0)
@@ -317,7 +317,7 @@ def test_cli_attack_writes_eval_and_sets_and_prints_the_table(checkpoint, tmp_pa
     ev = EvalSet.load(out / "eval.npz")
     assert ev.x.shape == (12, 1, 16, 16) and ev.meta["data"] == "digits"
     s = AdvSet.load(out / "adv" / "pgd_8-255.npz")
-    from edgerobust.bundle import sha256_file
+    from edgerobust.device.bundle import sha256_file
 
     assert s.meta["eval_sha256"] == sha256_file(out / "eval.npz")
     assert s.meta["base_sha256"] == sha256_file(checkpoint)
@@ -377,7 +377,7 @@ def test_sets_from_attack_on_the_source_model_pass_the_bundles_audit(zoo_checkpo
     assert [s["name"] for s in sets] == ["clean", "fgsm_8-255"] and sets[1]["n"] == 16
     # a set crafted on another model is still refused
     other = tmp_path / "other.pt"
-    from edgerobust.zoo import train_zoo
+    from edgerobust.workstation.zoo import train_zoo
 
     train_zoo("digits-cnn", other, epochs=1, seed=1)
     r = runner.invoke(app, ["attack", str(other), "--out", str(tmp_path / "sets2"), "--attacks", "fgsm",

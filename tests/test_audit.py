@@ -8,12 +8,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from edgerobust.audit import AuditConfig, audit, predict
-from edgerobust.bundle import AdvSet, EvalSet, finalize_manifest, read_manifest, sha256_file
+from edgerobust.device.audit import AuditConfig, audit, predict
+from edgerobust.device.bundle import AdvSet, EvalSet, finalize_manifest, read_manifest, sha256_file
 from edgerobust.errors import BundleError, ProfileError, UsageError
-from edgerobust.measure import open_session
-from edgerobust.profiles import load_profile
-from edgerobust.report import to_json, write_report
+from edgerobust.device.measure import open_session
+from edgerobust.device.profiles import load_profile
+from edgerobust.device.report import to_json, write_report
 from onnx_models import make_bundle, mlp_weights, ort_predictions, save_mlp, write_profile
 
 
@@ -72,7 +72,7 @@ def test_every_accuracy_equals_a_bare_onnxruntime_loop(bundle, report):
 
 def test_report_structure_and_budgets(report):
     j = to_json(report)
-    assert (j["_type"], j["_version"]) == ("edgerobust.audit-report", 3)
+    assert (j["_type"], j["_version"]) == ("edgerobust.device.audit-report", 3)
     d = j["_data"]
     assert d["verified"] is True and d["profile"] == "fast" and d["bundle_name"] == "tiny-mlp"
     m = d["measurement"]
@@ -124,7 +124,7 @@ def test_predictions_file_holds_every_models_answer_on_every_sample(bundle, repo
     for name in ("fgsm_0.02", "fgsm_0.08"):
         adv = AdvSet.load(bundle / "adv" / f"{name}.npz")
         inputs[name] = (adv.x, adv.y, adv.idx)
-    from edgerobust.predictions import load_predictions
+    from edgerobust.device.predictions import load_predictions
 
     preds = load_predictions(folder / "predictions.npz", sha256=rec["sha256"])
     for s in preds.sets:
@@ -248,6 +248,6 @@ def test_audit_runs_without_torch(bundle, profile, tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout + proc.stderr
-    assert json.loads((tmp_path / "r" / "report.json").read_text())["_type"] == "edgerobust.audit-report"
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["_type"] == "edgerobust.device.audit-report"
     assert (tmp_path / "r" / "report.html").read_text().count("<svg") >= 2
     assert (tmp_path / "r" / "predictions.npz").is_file()

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from edgerobust import ui
 from edgerobust.cli import app
-from edgerobust.profiles import list_profiles
+from edgerobust.device.profiles import list_profiles
 from onnx_models import make_bundle, write_profile
 
 runner = CliRunner()
@@ -108,7 +108,7 @@ def test_profile_compares_two_models_as_json(bundle, profile):
     r = run("profile", bundle / "model.onnx", "--baseline", bundle / "base.onnx", "-p", profile, "--json")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert data["_type"] == "edgerobust.measure-report"
+    assert data["_type"] == "edgerobust.device.measure-report"
     assert [m["role"] for m in data["_data"]["models"]] == ["base", "deployed"]
     assert [s["batch_size"] for s in data["_data"]["speedup"]] == [1, 4]
 
@@ -142,8 +142,8 @@ def test_missing_model_exit_2(tmp_path):
 def test_device_profile_on_another_host_says_so_everywhere(bundle, tmp_path, monkeypatch):
     """Issue 16: `audit --profile raspberry-pi-5` on an x86 host with 2 cores (made up, so the test
     does not depend on the machine it runs on)."""
-    from edgerobust import audit as audit_mod
-    from edgerobust.hostcheck import HostFacts
+    from edgerobust.device import audit as audit_mod
+    from edgerobust.device.hostcheck import HostFacts
 
     monkeypatch.setattr(audit_mod, "host_facts", lambda: HostFacts(machine="x86_64", cores=2))
     r = run("audit", bundle / "model.onnx", "--profile", "raspberry-pi-5", "--out", tmp_path / "r", "--no-memory")
@@ -187,8 +187,8 @@ def test_bundle_without_adversarial_sets_says_how_to_add_them(tmp_path, profile)
 
 
 def test_profile_command_on_another_host_says_so(bundle, profile, monkeypatch):
-    from edgerobust import hostcheck
-    from edgerobust.hostcheck import HostFacts
+    from edgerobust.device import hostcheck
+    from edgerobust.device.hostcheck import HostFacts
 
     monkeypatch.setattr(hostcheck, "host_facts", lambda: HostFacts(machine="x86_64", cores=2))
     r = run("profile", bundle / "model.onnx", "-p", "raspberry-pi-5", "--no-memory", "-b", 1)

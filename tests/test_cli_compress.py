@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from edgerobust import ui
 from edgerobust.cli import app
-from edgerobust.nets import ZOO, DigitsCNN
-from edgerobust.prune import CRITERIA
+from edgerobust.workstation.nets import ZOO, DigitsCNN
+from edgerobust.workstation.prune import CRITERIA
 
 runner = CliRunner()
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgerobust.audit import AuditConfig, audit
+from edgerobust.device.audit import AuditConfig, audit
 from edgerobust.cli import app
-from edgerobust.compare import CompareConfig, compare, to_json
+from edgerobust.device.compare import CompareConfig, compare, to_json
 from edgerobust.errors import BundleError, UsageError
-from edgerobust.predictions import Predictions, SetPredictions, load_predictions, save_predictions
-from edgerobust.report import write_report
+from edgerobust.device.predictions import Predictions, SetPredictions, load_predictions, save_predictions
+from edgerobust.device.report import write_report
 from onnx_models import make_bundle, write_profile
 from test_report_html import assert_self_contained, count_pixels, screenshot, svgs
 
@@ -105,7 +105,7 @@ def test_json_matches_the_predictions_and_the_html_is_self_contained(audits, tmp
     r = run("compare", *audits, "--json", "--out", tmp_path / "c")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert (doc["_type"], doc["_version"]) == ("edgerobust.compare-report", 1)
+    assert (doc["_type"], doc["_version"]) == ("edgerobust.device.compare-report", 1)
     d = doc["_data"]
     assert [x["label"] for x in d["devices"]] == list(PROFILES)
     assert d["bundle"]["deployed_sha256"] == json.loads((audits[0] / "report.json").read_text())["_data"][
@@ -270,7 +270,7 @@ def test_older_reports_and_folders_without_a_report_are_refused(audits, bundle, 
     assert "laptop-cpu, laptop-cpu-1thread" in e.value.fix  # the report folders it holds
     not_report = tmp_path / "x"
     not_report.mkdir()
-    (not_report / "report.json").write_text(json.dumps({"_type": "edgerobust.sweep", "_data": {}}))
+    (not_report / "report.json").write_text(json.dumps({"_type": "edgerobust.research.sweep", "_data": {}}))
     with pytest.raises(BundleError, match="is not an audit report"):
         compare(CompareConfig(reports=(audits[0], not_report)))
 

@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from edgerobust.bundle import Bundle, EvalSet, sha256_file
-from edgerobust.compress import CompressConfig, compress
+from edgerobust.device.bundle import Bundle, EvalSet, sha256_file
+from edgerobust.workstation.compress import CompressConfig, compress
 from edgerobust.errors import QualityGateError, UsageError
-from edgerobust.export import onnx_logits
-from edgerobust.finetune import TrainConfig
+from edgerobust.workstation.export import onnx_logits
+from edgerobust.workstation.finetune import TrainConfig
 
 
 def _tree_digest(root):
@@ -133,7 +133,7 @@ def test_data_of_the_wrong_shape_is_refused_before_writing(zoo_checkpoint, tmp_p
 
 
 def test_int8_auto_picks_the_fastest_layout_that_passes_the_gate(compressed):
-    from edgerobust.quantize import AUTO_ORDER
+    from edgerobust.workstation.quantize import AUTO_ORDER
 
     m = compressed.metrics
     attempts = m["int8_attempts"]

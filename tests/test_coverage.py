@@ -18,9 +18,9 @@ from torchvision.models.regnet import BlockParams, RegNet
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
 from edgerobust.errors import EdgeRobustError
-from edgerobust.export import exporter_of, export_onnx, parity
-from edgerobust.load import load_model
-from edgerobust.prune import PruneConfig, prune
+from edgerobust.workstation.export import exporter_of, export_onnx, parity
+from edgerobust.workstation.load import load_model
+from edgerobust.workstation.prune import PruneConfig, prune
 
 SLOW = os.environ.get("EDGEROBUST_SLOW_TESTS") == "1"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgerobust.data import SOURCES, Dataset, load_data, split
+from edgerobust.workstation.data import SOURCES, Dataset, load_data, split
 from edgerobust.errors import DataError
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _fixtures_gauntlet import assert_user_error, cli
-from edgerobust.devices import model_device, on_device, resolve_device
+from edgerobust.workstation.devices import model_device, on_device, resolve_device
 from edgerobust.errors import UsageError
 
 CUDA = torch.cuda.is_available()

@@ -6,12 +6,12 @@ import torch
 import torch.nn as nn
 from onnx import TensorProto, numpy_helper
 
-from edgerobust.data import load_data, split
+from edgerobust.workstation.data import load_data, split
 from edgerobust.errors import QualityGateError, UsageError
-from edgerobust.export import export_onnx, onnx_logits, parity, require_parity
-from edgerobust.load import load_model
-from edgerobust.nets import PixelModel
-from edgerobust.quantize import CALIBRATION, QuantConfig, quantize
+from edgerobust.workstation.export import export_onnx, onnx_logits, parity, require_parity
+from edgerobust.workstation.load import load_model
+from edgerobust.workstation.nets import PixelModel
+from edgerobust.workstation.quantize import CALIBRATION, QuantConfig, quantize
 
 
 @pytest.fixture(scope="module")

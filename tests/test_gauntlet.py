@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from _fixtures_gauntlet import (assert_user_error, cli, copy_bundle, fast_profile, flat, rewrite_json,
                                 save_npz_raw, snapshot, tiny_onnx)
-from edgerobust.bundle import AdvSet, finalize_manifest, read_manifest
+from edgerobust.device.bundle import AdvSet, finalize_manifest, read_manifest
 
 
 @dataclass
@@ -379,7 +379,7 @@ def test_no_verify_accepts_a_tampered_file_that_verify_refuses(ctx):
 
 
 def test_internal_bug_keeps_its_traceback_and_another_exit_code(ctx, monkeypatch):
-    import edgerobust.profiles as profiles
+    import edgerobust.device.profiles as profiles
 
     def boom(*a, **k):
         raise ZeroDivisionError("an internal bug")
@@ -411,7 +411,7 @@ def int8_hostile_ckpt(gz_ckpt, tmp_path_factory) -> Path:
     row to 0 and leaves int8 predicting one class. The loss is built into the weights, so it
     does not depend on the CPU's int8 kernels (AVX2 u8s8 saturation or AVX-512 VNNI alike).
     """
-    from edgerobust.load import load_model, save_checkpoint
+    from edgerobust.workstation.load import load_model, save_checkpoint
 
     loaded = load_model(gz_ckpt)
     with torch.no_grad():

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from edgerobust.audit import AuditConfig, SetResult, audit
-from edgerobust.bundle import AdvSet, EvalSet, finalize_manifest, read_manifest, sha256_file
-from edgerobust.headline import headline, worst_per_threat
-from edgerobust.hostcheck import HostCheck
-from edgerobust.report import render, to_markdown
-from edgerobust.scoring import ModelScores
-from edgerobust.stats import mcnemar_exact, proportion
+from edgerobust.device.audit import AuditConfig, SetResult, audit
+from edgerobust.device.bundle import AdvSet, EvalSet, finalize_manifest, read_manifest, sha256_file
+from edgerobust.device.headline import headline, worst_per_threat
+from edgerobust.device.hostcheck import HostCheck
+from edgerobust.device.report import render, to_markdown
+from edgerobust.device.scoring import ModelScores
+from edgerobust.device.stats import mcnemar_exact, proportion
 from onnx_models import fgsm, make_bundle, mlp_weights, ort_predictions, perturbed, write_profile
 
 
@@ -132,7 +132,7 @@ def test_worst_means_lowest_deployed_accuracy_not_smallest_delta():
 def test_mismatched_host_is_said_first_in_headline_budgets_and_json(report):
     import dataclasses
 
-    from edgerobust.report import to_json
+    from edgerobust.device.report import to_json
 
     hc = HostCheck(host="x86_64, 2 cores", matches=False, mismatch=("architecture: the device is aarch64, "
                                                                     "this host is x86_64",), threads=None)

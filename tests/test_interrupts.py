@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from _fixtures_gauntlet import assert_user_error, cli, snapshot
-from edgerobust import bundle as bundle_mod
-from edgerobust.bundle import Bundle, atomic_dir, clean_stale
+from edgerobust.device import bundle as bundle_mod
+from edgerobust.device.bundle import Bundle, atomic_dir, clean_stale
 
 ARGS = ["--finetune-epochs", "1", "--max-prune-drop", "100", "--eval-samples", "64", "--calib-samples", "32", "--int8",
         "--attacks", "fgsm", "--eps", "8/255"]

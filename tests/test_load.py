@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgerobust.bundle import EvalSet
-from edgerobust.data import load_data, split
+from edgerobust.device.bundle import EvalSet
+from edgerobust.workstation.data import load_data, split
 from edgerobust.errors import ModelLoadError, UnsafeModelError, UsageError
-from edgerobust.export import onnx_logits
-from edgerobust.finetune import accuracy
-from edgerobust.load import load_model, save_checkpoint
-from edgerobust.nets import DigitsCNN, PixelModel
+from edgerobust.workstation.export import onnx_logits
+from edgerobust.workstation.finetune import accuracy
+from edgerobust.workstation.load import load_model, save_checkpoint
+from edgerobust.workstation.nets import DigitsCNN, PixelModel
 
 
 def _logits(model, x):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from edgerobust.errors import ModelLoadError, ProfileError
-from edgerobust.measure import (interleaved_timings, measure_models, open_session, plan_providers,
+from edgerobust.device.measure import (interleaved_timings, measure_models, open_session, plan_providers,
                                 summarize)
-from edgerobust.profiles import MeasureSettings, load_profile
+from edgerobust.device.profiles import MeasureSettings, load_profile
 from onnx_models import mlp_weights, perturbed, save_mlp, write_profile
 
 
@@ -119,7 +119,7 @@ def test_memprobe_child_is_torch_free(models):
     spec = {"model": str(models[0]), "providers": [["CPUExecutionProvider", {}]], "intra_op_threads": 1,
             "inter_op_threads": 1, "graph_optimization": "ORT_ENABLE_ALL", "input_name": "input",
             "input_shape": [2, 1, 8, 8], "input_dtype": "float32", "runs": 2}
-    out = subprocess.run([sys.executable, "-m", "edgerobust._memprobe", json.dumps(spec)],
+    out = subprocess.run([sys.executable, "-m", "edgerobust.device._memprobe", json.dumps(spec)],
                          capture_output=True, text=True, check=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
     assert res["torch_loaded"] is False and res["peak_kib"] > res["before_model_kib"] > 0

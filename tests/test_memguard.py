@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgerobust import memguard
-from edgerobust.memguard import ResourceError, guard, parse_size, resolve_limit, rss_bytes
-from edgerobust.prune import PruneConfig, prune
+from edgerobust.workstation import memguard
+from edgerobust.workstation.memguard import ResourceError, guard, parse_size, resolve_limit, rss_bytes
+from edgerobust.workstation.prune import PruneConfig, prune
 
 pytestmark = pytest.mark.skipif(rss_bytes() is None, reason="needs /proc (Linux)")
 

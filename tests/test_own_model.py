@@ -14,8 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from _fixtures_gauntlet import assert_user_error, cli
-from edgerobust.data import load_data
-from edgerobust.normalization import decide, parse_normalize, weak_base_check
+from edgerobust.workstation.data import load_data
+from edgerobust.workstation.normalization import decide, parse_normalize, weak_base_check
 from edgerobust.errors import DataError, UsageError
 
 MYNET = '''

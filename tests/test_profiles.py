@@ -5,7 +5,7 @@ from importlib import resources
 import pytest
 
 from edgerobust.errors import ProfileError
-from edgerobust.profiles import (KNOWN_PROVIDERS, best_match_profile, list_profiles, load_profile,
+from edgerobust.device.profiles import (KNOWN_PROVIDERS, best_match_profile, list_profiles, load_profile,
                                  profile_text)
 
 REQUIRED = {"laptop-cpu", "laptop-cpu-1thread", "jetson-orin-nano", "jetson-agx-orin", "jetson-nano",

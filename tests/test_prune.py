@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 from edgerobust.errors import UsageError
-from edgerobust.nets import ZOO, DigitsCNN
-from edgerobust.prune import CRITERIA, PruneConfig, count, prune
+from edgerobust.workstation.nets import ZOO, DigitsCNN
+from edgerobust.workstation.prune import CRITERIA, PruneConfig, count, prune
 
 EXAMPLE = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
 CALIB = (np.random.default_rng(0).random((32, 1, 16, 16), dtype=np.float32),

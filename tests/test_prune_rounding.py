@@ -1,7 +1,7 @@
 """Sparsity that means what it says (issue 15): every layer keeps ceil((1-s)*c) channels rounded up to
 round_to, and the realized MACs reduction never falls as the requested sparsity rises.
 
-The rule is computed here from exact fractions, independently of edgerobust.prune_plan.
+The rule is computed here from exact fractions, independently of edgerobust.workstation.prune_plan.
 """
 import math
 from fractions import Fraction
@@ -12,9 +12,9 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgerobust.nets import ZOO
-from edgerobust.prune import PruneConfig, prune
-from edgerobust.prune_plan import kept_channels
+from edgerobust.workstation.nets import ZOO
+from edgerobust.workstation.prune import PruneConfig, prune
+from edgerobust.workstation.prune_plan import kept_channels
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unwrapped parameters detected")  # the ViT class token
 HEADS, HIDDEN = 4, 64  # the tiny ViT below: its embedding keeps a multiple of the head count

@@ -22,8 +22,8 @@ def test_sweep_on_ray_equals_the_sweep_in_process(local_ray, zoo_checkpoint, tmp
     import torch
 
     from edgerobust.cli import app
-    from edgerobust.finetune import TrainConfig
-    from edgerobust.sweep import SweepConfig, sweep
+    from edgerobust.workstation.finetune import TrainConfig
+    from edgerobust.research.sweep import SweepConfig, sweep
 
     torch.set_num_threads(1)  # as each Ray task runs
     here = sweep(SweepConfig(model=zoo_checkpoint.path, out=tmp_path / "local", sparsities=(0.0, 0.5),

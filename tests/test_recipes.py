@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from edgerobust.cli import app
 from edgerobust.errors import UsageError
-from edgerobust.recipes import RECIPES, RecipeConfig
+from edgerobust.research.recipes import RECIPES, RecipeConfig
 
 pytest.importorskip("matplotlib")
 NAMES = ("transfer", "mrs-vs-uniform", "pruning-defence", "int8-strength", "adv-finetune")
@@ -46,8 +46,8 @@ def test_plans_compare_what_their_papers_compare(tmp_path):
 
 
 def test_transfer_recipe_end_to_end_two_seeds(zoo_checkpoint, tmp_path):
-    from edgerobust.recipes import run_recipe
-    from edgerobust.points import find, pct
+    from edgerobust.research.recipes import run_recipe
+    from edgerobust.research.points import find, pct
 
     out = tmp_path / "transfer"
     cfg = RecipeConfig(out=out, model=zoo_checkpoint.path, seeds=2, eval_samples=48, finetune_epochs=0,

@@ -11,7 +11,9 @@ from edgerobust.errors import UsageError
 
 
 def test_library_tables_use_the_registry_names():
-    from edgerobust import finetune, prune, quantize
+    from edgerobust.workstation import finetune
+    from edgerobust.workstation import prune
+    from edgerobust.workstation import quantize
 
     assert set(prune.CRITERIA) == set(registries.CRITERIA)
     assert set(prune.RATIO_MODES) == set(registries.RATIOS)
@@ -25,7 +27,7 @@ def test_library_tables_use_the_registry_names():
 
 
 def test_arch_help_names_every_zoo_model():
-    from edgerobust.nets import ZOO
+    from edgerobust.workstation.nets import ZOO
 
     assert all(name in ARCH_HELP for name in ZOO)
 

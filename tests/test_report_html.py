@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from edgerobust.audit import AuditConfig, audit
-from edgerobust.bundle import sha256_file
-from edgerobust.report import write_report
+from edgerobust.device.audit import AuditConfig, audit
+from edgerobust.device.bundle import sha256_file
+from edgerobust.device.report import write_report
 from onnx_models import make_bundle, write_profile
 
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -62,8 +62,8 @@ def test_page_is_self_contained_with_its_figures(page):
 
 
 def test_page_states_the_headline_sets_budgets_and_provenance(report, bundle, folder, page):
-    from edgerobust.headline import headline
-    from edgerobust.svg import esc
+    from edgerobust.device.headline import headline
+    from edgerobust.device.svg import esc
 
     assert esc(headline(report)) in page
     for s in report.sets:

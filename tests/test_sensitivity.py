@@ -1,4 +1,4 @@
-"""Module robustness sensitivity and the ratio allocation built on it (edgerobust.sensitivity)."""
+"""Module robustness sensitivity and the ratio allocation built on it (edgerobust.workstation.sensitivity)."""
 import copy
 
 import numpy as np
@@ -8,10 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgerobust.errors import UsageError
-from edgerobust.finetune import pgd_linf
-from edgerobust.nets import DigitsCNN, DigitsResNet, PixelModel
-from edgerobust.prune import PruneConfig, prunable_layers, prune
-from edgerobust.sensitivity import allocate_ratios, module_sensitivity
+from edgerobust.workstation.finetune import pgd_linf
+from edgerobust.workstation.nets import DigitsCNN, DigitsResNet, PixelModel
+from edgerobust.workstation.prune import PruneConfig, prunable_layers, prune
+from edgerobust.workstation.sensitivity import allocate_ratios, module_sensitivity
 
 
 def _tiny():

@@ -14,8 +14,8 @@ pytest.importorskip("matplotlib")
 @pytest.fixture(scope="module")
 def tiny_sweep(zoo_checkpoint, tmp_path_factory):
     """2 sparsities x fp32/int8 x fgsm x 2 eps, transfer and white-box, 64 samples, no fine-tuning."""
-    from edgerobust.finetune import TrainConfig
-    from edgerobust.sweep import SweepConfig, sweep
+    from edgerobust.workstation.finetune import TrainConfig
+    from edgerobust.research.sweep import SweepConfig, sweep
 
     cfg = SweepConfig(model=zoo_checkpoint.path, out=tmp_path_factory.mktemp("sweep") / "s", sparsities=(0.3, 0.5),
                       attacks="fgsm", eps="2/255,8/255", threats=("transfer", "whitebox"), eval_samples=64,
@@ -25,7 +25,7 @@ def tiny_sweep(zoo_checkpoint, tmp_path_factory):
 
 def _doc(cfg):
     doc = json.loads((cfg.out / "sweep.json").read_text())
-    assert doc["_type"] == "edgerobust.sweep" and doc["_version"] == 1
+    assert doc["_type"] == "edgerobust.research.sweep" and doc["_version"] == 1
     return doc["_data"]
 
 
@@ -62,7 +62,7 @@ def test_sweep_models_and_sets(tiny_sweep):
 
 def test_onnx_scores_match_the_crafting_model(tiny_sweep):
     """The base's robust accuracy measured with ONNX Runtime agrees with torch's at crafting time."""
-    from edgerobust.bundle import AdvSet
+    from edgerobust.device.bundle import AdvSet
 
     cfg, r = tiny_sweep
     for s in r.sets:
@@ -136,15 +136,15 @@ def test_html_is_self_contained(tiny_sweep):
 
 
 def test_pareto_front():
-    from edgerobust.plots import pareto_front
+    from edgerobust.research.plots import pareto_front
 
     pts = [(1.0, 90.0), (2.0, 85.0), (1.5, 80.0), (3.0, 20.0), (2.5, 85.0)]
     assert pareto_front(pts) == [0, 4, 3]
 
 
 def test_summarize_over_seeds(tiny_sweep):
-    from edgerobust.stats import proportion
-    from edgerobust.points import find, summarize
+    from edgerobust.device.stats import proportion
+    from edgerobust.research.points import find, summarize
 
     _, r = tiny_sweep
     other = dataclasses.replace(r, seed=1, models=tuple(
@@ -169,7 +169,7 @@ def test_summarize_over_seeds(tiny_sweep):
     ({"eval_samples": 0}, "eval-samples"),
 ], ids=["precision", "sparsity-1", "dupe", "threat", "focus", "attack", "nothing", "eval"])
 def test_bad_config_is_a_usage_error(kwargs, match, tmp_path):
-    from edgerobust.sweep import SweepConfig
+    from edgerobust.research.sweep import SweepConfig
 
     with pytest.raises(UsageError, match=match):
         SweepConfig(model="m.pt", out=tmp_path / "o", eps="2/255,8/255", **kwargs)
@@ -180,8 +180,8 @@ def test_no_import_cycle_between_plots_and_sweep():
     import ast
     import inspect
 
-    import edgerobust.plots as plots
-    import edgerobust.points as points
+    import edgerobust.research.plots as plots
+    import edgerobust.research.points as points
 
     for mod in (plots, points):
         tree = ast.parse(inspect.getsource(mod))
@@ -193,9 +193,9 @@ def test_sweep_flags_share_the_vocabulary():
     from typer.testing import CliRunner
 
     from edgerobust.cli import app
-    from edgerobust.cli_research import SWEEP_PROFILE
+    from edgerobust.cli.research import SWEEP_PROFILE
     from edgerobust.defaults import DEFAULT_CRITERION, DEFAULT_EVAL_SAMPLES
-    from edgerobust.sweep import SWEEP_PROFILE as LIB_PROFILE, SweepConfig
+    from edgerobust.research.sweep import SWEEP_PROFILE as LIB_PROFILE, SweepConfig
 
     assert SWEEP_PROFILE == LIB_PROFILE
     cfg = SweepConfig(model="m.pt", out="o")

@@ -11,7 +11,7 @@ import pytest
 
 from _fixtures_gauntlet import cli
 from edgerobust.errors import QualityGateError
-from edgerobust.variants import choose, fp16_gate, target_of
+from edgerobust.workstation.variants import choose, fp16_gate, target_of
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""White-box sets (edgerobust.whitebox): the int8 simulation, STE gradients, crafting, audit and CLI."""
+"""White-box sets (edgerobust.workstation.whitebox): the int8 simulation, STE gradients, crafting, audit and CLI."""
 import json
 import re
 
@@ -9,16 +9,16 @@ import torch.nn as nn
 from typer.testing import CliRunner
 
 from edgerobust import ui
-from edgerobust.attacks import AttackSpec, craft_set
-from edgerobust.audit import check_adv_provenance
-from edgerobust.bundle import AdvSet, EvalSet, sha256_file
+from edgerobust.workstation.attacks import AttackSpec, craft_set
+from edgerobust.device.audit import check_adv_provenance
+from edgerobust.device.bundle import AdvSet, EvalSet, sha256_file
 from edgerobust.cli import app
-from edgerobust.data import load_data, split
+from edgerobust.workstation.data import load_data, split
 from edgerobust.errors import BundleError
-from edgerobust.export import onnx_logits
-from edgerobust.load import load_model
-from edgerobust.nets import PixelModel
-from edgerobust.whitebox import FakeQuantLayer, fake_quant_weight, int8_simulation, whitebox_sets
+from edgerobust.workstation.export import onnx_logits
+from edgerobust.workstation.load import load_model
+from edgerobust.workstation.nets import PixelModel
+from edgerobust.workstation.whitebox import FakeQuantLayer, fake_quant_weight, int8_simulation, whitebox_sets
 
 SPEC = AttackSpec("pgd", 8 / 255, eps_text="8/255", steps=5)
 
@@ -47,7 +47,7 @@ def test_fake_quant_weight_is_per_channel_int8_with_identity_gradient():
 
 def test_simulation_follows_the_int8_onnx_model_and_passes_gradients(pruned):
     model, calib_x, ev, root = pruned
-    from edgerobust.quantize import QuantConfig
+    from edgerobust.workstation.quantize import QuantConfig
 
     keep = json.loads((root / "manifest.json").read_text())["metrics"]["int8_keep_fp32"]  # what compress chose
     sim = int8_simulation(model, calib_x, QuantConfig(keep_fp32=keep))

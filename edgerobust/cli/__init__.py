@@ -1,0 +1,122 @@
+"""The `edgerobust` command line: a thin Typer layer over the library.
+
+Every command parses its options, builds a config, calls one library function and renders the
+result. A user-caused failure (an EdgeRobustError) becomes one message and exit code 2; a
+traceback appears only with --debug.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from edgerobust import __version__, ui
+from edgerobust.errors import DependencyError, EdgeRobustError
+
+
+# Optional packages and the pip extra that brings them: a command that needs one says so.
+_EXTRAS = {"torch": "compress", "torchvision": "compress", "torch_pruning": "compress", "torchattacks": "compress",
+           "sklearn": "compress", "PIL": "compress", "onnxscript": "compress", "onnxruntime": "cpu"}
+
+
+# Options of the whole program that a user may also type after the subcommand.
+_GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
+# Commands that keep their finished points on disk and resume them (edgerobust.research.runners).
+_RESUMABLE = ("sweep", "recipe", "study")
+
+
+class _Group(TyperGroup):
+    """Turns EdgeRobustError into one clear message and exit code 2, Ctrl-C into a word and 130."""
+
+    def parse_args(self, ctx, args):
+        # `edgerobust compress m.pt -q` means the same as `edgerobust -q compress m.pt`
+        moved = [a for a in args if a in _GLOBAL_FLAGS]
+        rest = [a for a in args if a not in _GLOBAL_FLAGS]
+        return super().parse_args(ctx, moved + rest)
+
+    def invoke(self, ctx):
+        try:
+            return self._invoke(ctx)
+        except KeyboardInterrupt:
+            what = ctx.invoked_subcommand or "edgerobust"
+            kept = ("Finished points are kept: run the same command again to resume." if what in _RESUMABLE else
+                    "Nothing was written: bundles and reports appear only when complete.")
+            ui.err.print(f"[bold red]interrupted:[/bold red] {escape(what)} stopped by Ctrl-C. {kept}",
+                         highlight=False)
+            raise typer.Exit(code=130) from None
+
+    def _invoke(self, ctx):
+        try:
+            try:
+                return super().invoke(ctx)
+            except ModuleNotFoundError as exc:
+                root = (exc.name or "").split(".")[0]
+                if root not in _EXTRAS:
+                    raise
+                extra = _EXTRAS[root]
+                fix = (f"pip install 'edgerobust[{extra}]'" if extra != "cpu" else
+                       "pip install onnxruntime on a laptop or Raspberry Pi; on a Jetson, NVIDIA's onnxruntime-gpu "
+                       "wheel for your JetPack (see the README)")
+                raise DependencyError(f"This command needs the Python package '{root}', which is not installed.",
+                                      why="edgerobust's core install is the torch-free audit side.", fix=fix) from exc
+        except EdgeRobustError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            ui.err.print(f"[bold red]error:[/bold red] {escape(exc.what)}", highlight=False)
+            if exc.why:
+                ui.err.print(f"  [dim]why:[/dim] {escape(exc.why)}", highlight=False)
+            if exc.fix:
+                ui.err.print(f"  [dim]fix:[/dim] {escape(exc.fix)}", highlight=False)
+            raise typer.Exit(code=exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="edgerobust",
+    help="Compress PyTorch models for edge devices, then audit the deployed model's adversarial "
+         "robustness next to its speedup, on the device itself.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgerobust {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", envvar="EDGEROBUST_DEBUG",
+                                        help="Show the full traceback of errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Hide progress bars and status lines.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = {"debug": debug}
+    ui.set_quiet(quiet)
+
+
+def _register() -> None:
+    # Each command module adds its commands to `app`. Imports stay light: torch is imported
+    # inside the compress-side commands only, so `audit`/`profile` run without it.
+    from edgerobust.cli import compress as cli_compress  # noqa: F401
+    from edgerobust.cli import audit as cli_audit  # noqa: F401
+    from edgerobust.cli import attack as cli_attack  # noqa: F401
+    from edgerobust.cli import research as cli_research  # noqa: F401
+
+    for mod in (cli_compress, cli_audit, cli_attack, cli_research):
+        mod.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

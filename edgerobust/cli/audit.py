@@ -1,0 +1,201 @@
+"""CLI commands of the torch-free half: `audit`, `compare`, `profile`, and `profiles list|show`.
+
+Each command validates its options, builds a config, calls one library function and renders
+the result; results go to stdout, progress and status lines to stderr.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edgerobust import ui
+from edgerobust.device.profiles import best_match_profile, list_profiles, load_profile, profile_text
+
+_NAMES = ", ".join(list_profiles())
+PROFILE_HELP = (f"Device profile: a shipped name ({_NAMES}) or a path to your own .toml. "
+                "Default: the best match for this host (said in the output).")
+
+
+def _resolve(profile: Optional[str]):
+    """The DeviceProfile to use, why it was chosen automatically (or None), and a line saying so."""
+    from edgerobust.device.audit import resolve_profile
+
+    p, reason = resolve_profile(profile)
+    if reason is not None:
+        return p, reason, f"Profile: {p.name} (best match for this host: {reason}; choose another with --profile)"
+    return p, None, f"Profile: {p.name} from {p.source}"
+
+
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", envvar="EDGEROBUST_PROFILE", help=PROFILE_HELP,
+                                                   show_default=False)]
+FallbackOpt = Annotated[bool, typer.Option("--allow-fallback", help="If this host lacks a provider the profile asks "
+                                           "for (e.g. TensorRT), measure with the providers it has instead of "
+                                           "failing. The report then carries a fallback warning.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout instead of tables.")]
+NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory probe (a fresh process per model).")]
+
+
+def audit_cmd(
+    model: Annotated[Path, typer.Argument(help="The deployed model, normally model.onnx inside a bundle folder.",
+                                          show_default=False)],
+    profile: ProfileOpt = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Base model to compare with "
+                        "(default: the bundle's base.onnx).", show_default=False)] = None,
+    eval_set: Annotated[Optional[Path], typer.Option("--eval", help="Clean evaluation set .npz with arrays x, y "
+                        "(default: the bundle's eval.npz).", show_default=False)] = None,
+    adv: Annotated[Optional[list[Path]], typer.Option("--adv", help="Adversarial set .npz; repeat for several "
+                   "(default: every set the bundle lists).", show_default=False)] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Do not check the bundle files' sha256 against "
+                         "the manifest (adversarial sets are still checked against the base model).")] = False,
+    allow_fallback: FallbackOpt = False,
+    fail_on_budget: Annotated[bool, typer.Option("--fail-on-budget", help="Exit with code 1 when the deployed "
+                              "model misses a budget of the profile (latency, memory, size); for CI.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for report.json, report.md, "
+                   "report.html and predictions.npz (default: <bundle>/reports/<profile>-<timestamp>/). Never "
+                   "overwrites a report.",
+                   show_default=False)] = None,
+    as_json: JsonOpt = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per inference while "
+                          "replaying the clean and adversarial sets.")] = 64,
+    no_memory: NoMemoryOpt = False,
+) -> None:
+    """Audit a deployed model on this device: robustness next to speedup, memory and size."""
+    from edgerobust.device.audit import AuditConfig, audit
+    from edgerobust.device.report import check_out_dir, render, write_report
+
+    check_out_dir(out)
+    prof, reason, line = _resolve(profile)
+    ui.info(line)
+    config = AuditConfig(model=model, profile=prof, baseline=baseline, eval_set=eval_set, adv_sets=tuple(adv or ()),
+                         verify=not no_verify, allow_fallback=allow_fallback, batch_size=batch_size, out_dir=out,
+                         fail_on_budget=fail_on_budget, measure_memory=not no_memory,
+                         profile_reason=reason)
+    report = audit(config)
+    folder = write_report(report, config.out_dir)
+    if as_json:  # what report.json holds, with the record of predictions.npz
+        typer.echo(json.dumps(json.loads((folder / "report.json").read_text(encoding="utf-8")), indent=2))
+    else:
+        render(report, ui.out)
+    ui.info(f"Report written to {folder}")
+    if config.fail_on_budget and not report.budgets_passed:
+        missed = ", ".join(b.name for b in report.budgets if b.passed is False)
+        ui.err.print(f"[bold red]budget missed:[/bold red] {missed} (--fail-on-budget: exit code 1)", highlight=False)
+        raise typer.Exit(code=1)
+
+
+def compare_cmd(
+    reports: Annotated[list[Path], typer.Argument(
+        metavar="REPORT_DIR", help="Two or more audit report folders of one bundle (each holds report.json and "
+        "predictions.npz), e.g. from different devices or profiles.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for compare.html and compare.json. "
+                   "Never overwrites an earlier comparison.", show_default=False)] = None,
+    top: Annotated[int, typer.Option("--top", min=0, help="Most disputed samples listed per set and pair "
+                   "of devices.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON on stdout instead of "
+                       "tables.")] = False,
+) -> None:
+    """Compare audits of one bundle across devices and runtimes: latency, accuracy, and whether the
+    deployed model gives the same answers (per-sample disagreement, exact McNemar test)."""
+    from edgerobust.device.compare import CompareConfig, compare, to_json
+    from edgerobust.device.compare_render import render, write_html
+
+    config = CompareConfig(reports=tuple(reports), top=top)
+    if out is not None:
+        check_compare_out(out)
+    result = compare(config)
+    if as_json:
+        typer.echo(json.dumps(to_json(result), indent=2))
+    else:
+        render(result, ui.out)
+    if out is not None:
+        ui.info(f"Comparison written to {write_html(result, out)}")
+
+
+def check_compare_out(out: Path) -> None:
+    """Refuse an --out that already holds a comparison, or is a file."""
+    from edgerobust.errors import UsageError
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out '{out}' is a file, not a folder.", fix="Choose a folder for compare.html.")
+    taken = [n for n in ("compare.html", "compare.json") if (out / n).exists()]
+    if taken:
+        raise UsageError(f"'{out}' already holds a comparison ({', '.join(taken)}).",
+                         why="edgerobust never overwrites an earlier report.", fix="Choose another --out.")
+
+
+def profile_cmd(
+    model: Annotated[Path, typer.Argument(help="The ONNX model to measure.", show_default=False)],
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="A second model to compare with; the two "
+                        "are measured interleaved and the speedup is baseline / model.", show_default=False)] = None,
+    profile: ProfileOpt = None,
+    allow_fallback: FallbackOpt = False,
+    batch_sizes: Annotated[Optional[list[int]], typer.Option("--batch-size", "-b", min=1, help="Batch size to "
+                           "measure; repeat for several (default: the profile's).", show_default=False)] = None,
+    as_json: JsonOpt = False,
+    no_memory: NoMemoryOpt = False,
+) -> None:
+    """Measure latency, peak memory and size of one model, or compare two with --baseline."""
+    from edgerobust.device.hostcheck import check_host, host_facts
+    from edgerobust.device.measure import measure_models
+    from edgerobust.device.report import dumps, render_measure
+
+    prof, _, line = _resolve(profile)
+    ui.info(line)
+    host = check_host(prof, host_facts())
+    if not host.matches:
+        ui.warn(f"this host is not {prof.name}'s device ({'; '.join(host.mismatch)}): the "
+                f"{host.settings_line(prof.name)}.")
+    if host.threads:
+        ui.warn(host.threads)
+    if batch_sizes:
+        prof = prof.with_batch_sizes(tuple(batch_sizes))
+    models = {"base": baseline, "deployed": model} if baseline else {"model": model}
+    report = measure_models(models, prof, allow_fallback=allow_fallback, memory=not no_memory)
+    if as_json:
+        typer.echo(dumps(report))
+    else:
+        render_measure(report, ui.out, None if host.matches else host.host)
+
+
+profiles_app = typer.Typer(help="List and show device profiles.", no_args_is_help=True)
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """List the shipped device profiles; * marks the best match for this host."""
+    match = best_match_profile()
+    t = Table(title="Device profiles", title_justify="left", header_style="bold")
+    for col in ("", "name", "providers", "threads", "batch sizes", "p50 budget"):
+        t.add_column(col, no_wrap=col == "name")
+    t.add_column("description", ratio=1)
+    for name in list_profiles():
+        p = load_profile(name)
+        threads = p.session.intra_op_threads or "auto"
+        t.add_row("*" if name == match.name else "", name,
+                  ", ".join(n.replace("ExecutionProvider", "") for n in p.provider_names), str(threads),
+                  ", ".join(map(str, p.measure.batch_sizes)),
+                  f"{p.budgets.latency_ms_p50:g} ms" if p.budgets.latency_ms_p50 else "–", p.description)
+    ui.out.print(t)
+    ui.out.print(f"* best match for this host: {match.name} ({match.reason})", highlight=False)
+
+
+@profiles_app.command("show")
+def profiles_show(
+    name: Annotated[str, typer.Argument(help=f"A shipped profile ({_NAMES}) or a path to a .toml file.",
+                                        show_default=False)],
+) -> None:
+    """Validate a profile and print it, with the comments that give each choice's reason."""
+    p = load_profile(name)
+    ui.out.print(f"[bold]{p.name}[/bold]: {p.description}  [dim]({p.source}, valid)[/dim]", highlight=False)
+    ui.out.print(profile_text(name), markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("profile")(profile_cmd)
+    app.add_typer(profiles_app, name="profiles")

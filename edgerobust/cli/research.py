@@ -1,0 +1,228 @@
+"""CLI commands for research: `sweep`, `recipe list|run` and `study` (torch imported inside the commands)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edgerobust import ui
+from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, EvalSamples, Eps, Json,
+                          ModelArg, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names,
+                          pick)
+from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
+
+_PRECISIONS = "fp32, int8"
+_THREATS = "transfer (sets crafted on the base), whitebox (crafted on each pruned model)"
+SWEEP_PROFILE = "laptop-cpu-1thread"  # = edgerobust.research.sweep.SWEEP_PROFILE (kept here so --help needs no torch)
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the JSON, the PNGs, report.html, the points "
+                                                       "(bundles, adversarial sets). Rerun the same command to "
+                                                       "resume: finished points are reused.")]
+SweepProfile = Annotated[str, typer.Option(
+    "--profile", "-p", envvar="EDGEROBUST_PROFILE",
+    help="Device profile for the latency and speedup. Default: one CPU thread at batch 1, so a speedup compares "
+         "the models' compute rather than how each spreads over this host's cores (and other points or "
+         "processes on the host disturb it less).")]
+Ray = Annotated[bool, typer.Option("--ray", help="Run the points as Ray tasks: a local Ray instance with this "
+                                                 "machine's cores, or the cluster at --ray-address. Needs "
+                                                 "pip install 'edgerobust[ray]'.")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", show_default=False,
+                                                   help="Join this Ray cluster (e.g. ray://head:10001) instead of "
+                                                        "starting a local one; --out must be on storage every node "
+                                                        "sees.")]
+# --overwrite as every command spells it; what it replaces differs here: a research folder is resumed, not replaced
+ResearchOverwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out that is not a folder "
+                                                 "this command left (it is removed when the run starts). A folder "
+                                                 "it left is resumed; --fresh starts it over.")]
+Fresh = Annotated[bool, typer.Option("--fresh", help="Recompute every point instead of reusing the finished ones "
+                                                     "in --out.")]
+
+
+def _runner(ray: bool, address: Optional[str]):
+    from edgerobust.research.runners import make_runner
+
+    return make_runner("ray" if ray else "local", address if ray else None)
+
+
+def _render_points(points, title: str, eps_text: str) -> Table:
+    from edgerobust.research.points import pct
+
+    t = Table(title=title, title_justify="left")
+    for col in ("model", "set", "accuracy", "speedup", "MACs red."):
+        t.add_column(col, justify="left" if col in ("model", "set") else "right")
+    for p in points:
+        if p.threat != "clean" and p.eps_text != eps_text:
+            continue
+        name = "clean" if p.threat == "clean" else f"{p.attack} {p.eps_text} ({p.threat})"
+        t.add_row(p.model, name, pct(p.accuracy, p.accuracy_std), f"{p.speedup:.2f}x", f"{p.macs_reduction:.2f}x")
+    return t
+
+
+def _ran_on(result) -> str:
+    where = "on Ray" if result.runner == "ray" else "in this process"
+    return f"ran {result.computed} point(s) {where}, reused {result.reused} finished point(s)"
+
+
+def sweep_cmd(
+    model: ModelArg,
+    out: Out,
+    sparsities: Annotated[str, typer.Option("--sparsities", help="Comma-separated sparsities in [0, 1); "
+                                                                 "0 is the base unpruned.")] = "0.5,0.7",
+    precisions: Annotated[str, typer.Option("--precisions", help=f"Comma-separated: {_PRECISIONS}.")] = "fp32,int8",
+    attacks: Attacks = DEFAULT_ATTACKS,
+    eps: Eps = DEFAULT_EPS,
+    focus_eps: Annotated[Optional[str], typer.Option(
+        "--focus-eps", help="The eps of the sparsity and speedup plots (one of --eps). Default: the largest.")] = None,
+    threats: Annotated[str, typer.Option("--threats", help=f"Comma-separated: {_THREATS}.")] = "transfer",
+    attack_steps: AttackSteps = None,
+    steps: OldSteps = None,
+    criterion: Criterion = DEFAULT_CRITERION,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs after "
+                                                                                   "pruning.")] = 2,
+    eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
+    data: Annotated[Optional[str], typer.Option("--data", help="Data source (default: the checkpoint's).")] = None,
+    arch: Arch = None,
+    num_classes: NumClasses = None,
+    trust_model: TrustModel = False,
+    normalize: Normalize = "auto",
+    allow_weak_base: AllowWeakBase = False,
+    seed: Seed = 0,
+    profile: SweepProfile = SWEEP_PROFILE,
+    ray: Ray = False,
+    ray_address: RayAddress = None,
+    fresh: Fresh = False,
+    overwrite: ResearchOverwrite = False,
+    as_json: Json = False,
+) -> None:
+    from edgerobust.workstation.finetune import TrainConfig
+    from edgerobust.workstation.prune import PruneConfig
+    from edgerobust.research.sweep import SweepConfig, findings, summarize, sweep
+
+    cfg = SweepConfig(model=model, out=out, sparsities=floats(sparsities, "--sparsities"),
+                      precisions=names(precisions), attacks=attacks, eps=eps, focus_eps=focus_eps,
+                      threats=names(threats), steps=pick(attack_steps, steps), prune=PruneConfig(criterion=criterion),
+                      finetune=TrainConfig(epochs=finetune_epochs), eval_samples=eval_samples, data=data, arch=arch,
+                      num_classes=num_classes, trust_model=trust_model, normalize=normalize,
+                      allow_weak_base=allow_weak_base, seed=seed, profile=profile, fresh=fresh, overwrite=overwrite)
+    result = sweep(cfg, _runner(ray, ray_address))
+    ui.info(_ran_on(result))
+    if as_json:
+        typer.echo((out / "sweep.json").read_text())
+        return
+    points = summarize([result])
+    ui.out.print(_render_points(points, f"sweep → {out} (n={result.n_eval}, {result.seconds:.0f} s)", cfg.focus))
+    for f in findings(points, cfg):
+        ui.out.print(f"• {f}", highlight=False)
+    ui.info(f"wrote {out / 'sweep.json'} and {out / 'report.html'}")
+
+
+recipe_app = typer.Typer(help="Named research recipes: published experiments on compression and robustness.",
+                         no_args_is_help=True)
+
+
+@recipe_app.command("list", help="List the recipes with the paper each reproduces.")
+def recipe_list(as_json: Json = False) -> None:
+    from edgerobust.research.recipes import RECIPES
+
+    if as_json:
+        typer.echo(json.dumps([{"name": r.name, "title": r.title, "paper": r.paper, "summary": r.summary}
+                               for r in RECIPES.values()], indent=2))
+        return
+    t = Table(title="recipes", title_justify="left")
+    for col in ("name", "experiment", "paper"):
+        t.add_column(col)
+    for r in RECIPES.values():
+        t.add_row(r.name, r.title, r.paper)
+    ui.out.print(t)
+
+
+def _recipe_help() -> str:
+    from edgerobust.research.recipes import RECIPES
+
+    lines = "\n".join(f"[bold]{k}[/bold]: {r.summary}\n" for k, r in RECIPES.items())
+    return ("Run recipe NAME: train (or load) the base model per seed, sweep, and write OUT/recipe.json, "
+            f"the PNGs and OUT/report.html with the finding in one sentence. Rerun to resume.\n\nRecipes:\n\n{lines}")
+
+
+@recipe_app.command("run", help=_recipe_help(), no_args_is_help=True)
+def recipe_run(
+    name: Annotated[str, typer.Argument(help="The recipe (see `edgerobust recipe list`).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default research/NAME).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Data source; needs --model unless it is the "
+                                                               "zoo model's own.")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Zoo model to train (digits-cnn, digits-resnet), "
+                                                               "or the architecture of a --model state_dict.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Your base model instead of a zoo model "
+                                                                  "trained by the recipe.")] = None,
+    num_classes: NumClasses = None,
+    normalize: Normalize = "auto",
+    allow_weak_base: AllowWeakBase = False,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Repeat with seeds 0..N-1; report mean and sd.")] = 1,
+    eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs.")] = 2,
+    zoo_epochs: Annotated[Optional[int], typer.Option("--zoo-epochs", min=1, help="Zoo training epochs "
+                                                                                  "(default: the zoo's).")] = None,
+    sparsities: Annotated[Optional[str], typer.Option("--sparsities", help="Override the recipe's sparsities.")] = None,
+    eps: Annotated[Optional[str], typer.Option("--eps", help="Override the recipe's eps grid (keep 8/255 in "
+                                                             "it).")] = None,
+    attack_steps: AttackSteps = None,
+    steps: OldSteps = None,
+    ray: Ray = False,
+    ray_address: RayAddress = None,
+    fresh: Fresh = False,
+    overwrite: ResearchOverwrite = False,
+    as_json: Json = False,
+) -> None:
+    from edgerobust.research.recipes import RecipeConfig, get_recipe, run_recipe
+
+    get_recipe(name)
+    cfg = RecipeConfig(out=out or Path("research") / name, data=data, arch=arch, model=model, num_classes=num_classes,
+                       normalize=normalize, allow_weak_base=allow_weak_base, seeds=seeds, eval_samples=eval_samples,
+                       finetune_epochs=finetune_epochs, zoo_epochs=zoo_epochs,
+                       sparsities=floats(sparsities, "--sparsities"), eps=eps,
+                       attack_steps=pick(attack_steps, steps), fresh=fresh, overwrite=overwrite)
+    result = run_recipe(name, cfg, _runner(ray, ray_address))
+    ui.info("; ".join(_ran_on(r) for r in result.runs))
+    if as_json:
+        typer.echo((result.out / "recipe.json").read_text())
+        return
+    ui.out.print(f"[bold]finding:[/bold] {result.finding}", highlight=False)
+    ui.info(f"wrote {result.out / 'recipe.json'} and {result.out / 'report.html'} in {result.seconds:.0f} s")
+
+
+def study_cmd(
+    file: Annotated[Path, typer.Argument(help="The study file (TOML): [[models]] and a [grid]; see README, "
+                                              "Studies.")],
+    out: Out,
+    ray: Ray = False,
+    ray_address: RayAddress = None,
+    fresh: Fresh = False,
+    overwrite: ResearchOverwrite = False,
+    as_json: Json = False,
+) -> None:
+    from edgerobust.research.study import load_study, run_study
+
+    study = load_study(file, out)
+    result = run_study(study, out, _runner(ray, ray_address), fresh=fresh, overwrite=overwrite)
+    ui.info("; ".join(_ran_on(r) for r in result.runs))
+    if as_json:
+        typer.echo((out / "study.json").read_text())
+        return
+    focus = study.sweeps[0][2].focus
+    ui.out.print(_render_points(result.points, f"study {study.name} → {out} ({result.seconds:.0f} s)", focus))
+    ui.info(f"wrote {out / 'study.json'} and {out / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="sweep", no_args_is_help=True,
+                help="Compress one model at several sparsities and precisions, replay adversarial sets crafted "
+                     "once on the base, measure speedup, and write sweep.json, plots and report.html. Resumable "
+                     "(rerun to reuse finished points); --ray runs the points as Ray tasks.")(sweep_cmd)
+    app.add_typer(recipe_app, name="recipe")
+    app.command(name="study", no_args_is_help=True,
+                help="Run a study file: several models x sparsities x precisions x fine-tuning modes x seeds as "
+                     "sweeps on the same resumable points (in this process or --ray), reported together with "
+                     "the models as series in study.json, plots and report.html.")(study_cmd)

@@ -1,0 +1,100 @@
+"""The speed and resource lines of the audit's reports (terminal, report.md, report.html): latency
+tables with their intervals, how latency was measured, sizes, memory and budgets. torch-free."""
+from __future__ import annotations
+
+from edgerobust.device.audit import AuditReport
+from edgerobust.device.measure import MeasureReport
+
+
+def ms(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v * 1000:.1f} µs" if v < 0.1 else f"{v:.2f} ms"
+
+
+def mib(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v * 1024:.1f} KiB" if v < 1 else f"{v:.1f} MiB"
+
+
+def _speed_rows(m: MeasureReport, compact: bool = False) -> list[list[str]]:
+    rows = []
+    for i, bs in enumerate(b for b in m.settings.batch_sizes if b not in m.skipped_batch_sizes):
+        row = [str(bs)]
+        for model in m.models:
+            lat = model.latency[i]
+            if compact:
+                row += [ms(lat.p50_ms)]
+            else:
+                row += [f"{ms(lat.p50_ms)} [{ms(lat.p50_ci_low_ms)}–{ms(lat.p50_ci_high_ms)}]",
+                        f"{ms(lat.p90_ms)} / {ms(lat.p99_ms)}", f"{lat.cv:.2f}", f"{lat.throughput_per_s:,.0f}"]
+        if m.speedup:
+            sp = m.speedup[i]
+            row.append(f"{sp.p50:.2f}×" if compact else f"{sp.p50:.2f}× [{sp.p50_low:.2f}–{sp.p50_high:.2f}]")
+        if compact:
+            lat = m.models[-1].latency[i]
+            row += [ms(lat.p99_ms), f"{lat.cv:.2f}", f"{lat.throughput_per_s:,.0f}"]
+        rows.append(row)
+    return rows
+
+
+def _speed_head(m: MeasureReport, compact: bool = False) -> list[str]:
+    head = ["batch"]
+    for model in m.models:
+        head += [f"{model.role} p50"] if compact else [
+            f"{model.role} p50 [95% CI]", f"{model.role} p90 / p99", f"{model.role} cv", f"{model.role} samples/s"]
+    if m.speedup:
+        head.append("speedup")
+    if compact:
+        last = m.models[-1].role
+        head += [f"{last} p99", "cv", "samples/s"]
+    return head
+
+
+def _settings_line(m: MeasureReport) -> str:
+    """How the latency was measured, in one sentence (the settings the profile gave)."""
+    st = m.settings
+    how = {"pool": "in a fresh process whose sessions share one thread pool (no cross-talk between the models)",
+           "park": "with each session's threads parked between runs",
+           "none": "with idle sessions' threads left spinning (cross-talk possible)"}.get(st.isolation, st.isolation)
+    line = (f"Models timed in turn, {how}: at least {st.rounds} rounds of {st.runs_per_round}+ runs after "
+            f"{st.warmup_runs} warmup runs")
+    if st.min_seconds:
+        line += f", at least {st.min_seconds:g} s of timed runs per model and batch size"
+    if st.ci_target:
+        line += f", until each p50's 95% interval is within ±{100 * st.ci_target:g}%"
+    if st.max_seconds:
+        line += f" (at most {st.max_seconds:g} s)"
+    line += ". p50 [95% CI] from order statistics; the speedup interval pairs the two p50 intervals."
+    if m.other_load is not None:
+        line += (f" Other processes used {100 * m.other_load:.0f}% of the cores meanwhile"
+                 + (": the figures are noisier than on an idle host." if m.other_load > 0.1 else "."))
+    return line
+
+
+def _resource_lines(m: MeasureReport) -> list[str]:
+    lines = []
+    for model in m.models:
+        mem = model.memory
+        mem_s = (f"peak RSS {mib(mem.peak_mb)} at batch {mem.batch_size} ({mem.method}, fresh process)"
+                 if mem else "peak memory not measured")
+        lines.append(f"{model.role}: size {mib(model.size_mb)}, {mem_s}, session created in "
+                     f"{model.session.creation_s * 1000:.0f} ms on {', '.join(model.session.providers)}")
+    return lines
+
+
+def _budget_lines(report: AuditReport) -> list[tuple[str, bool | None]]:
+    out = []
+    for b in report.budgets:
+        mark = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[b.passed]
+        value = "–" if b.value is None else f"{b.value:.4g} {b.unit}"
+        line = f"{mark}  {b.name}: {value} (limit {b.limit:g} {b.unit})"
+        out.append((line if b.evidence else f"{line}, not evidence for the device", b.passed))
+    return out
+
+
+def _latency_title(report_profile: str, host_note: str | None) -> str:
+    if host_note:
+        return f"Latency of {report_profile}'s settings on this host ({host_note}), not on the device"
+    return f"Latency on {report_profile}"

@@ -1,0 +1,128 @@
+"""Where a study's points run: in this process (``local``, the default) or as Ray tasks (``ray``).
+
+A runner has one method, ``map(fn, items, done)``: call ``fn(item)`` for every item, in any
+order, and ``done(index, result)`` as each finishes. A point writes its own result under the
+output folder, so whatever finished before a failure or a crash is kept for the next run.
+
+Ray is an optional extra (``pip install 'edgerobust[ray]'``). ``RayRunner`` starts a local Ray
+instance with this machine's cores, or joins the cluster at ``address`` (``RAY_ADDRESS``); on a
+cluster, the output folder must be on storage every node sees (the points read the base files
+from it and write their results into it).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from edgerobust.errors import DependencyError, UsageError
+
+
+class Runner(Protocol):
+    name: str
+
+    def map(self, fn: Callable[[Any], Any], items: list, done: Callable[[int, Any], None]) -> None: ...
+
+
+class LocalRunner:
+    """Every point in turn, in this process."""
+
+    name = "local"
+
+    def map(self, fn, items, done) -> None:
+        for i, item in enumerate(items):
+            done(i, fn(item))
+
+
+@dataclass
+class RayRunner:
+    """Every point as a Ray task of ``cpus`` CPUs (and ``gpus`` GPUs), results as they finish.
+
+    A task runs torch with ``cpus`` threads; by default as many as torch uses in this process, so
+    a point computes exactly what it computes in-process (float sums depend on the thread count).
+    """
+
+    address: str | None = None
+    cpus: int | None = None
+    gpus: float = 0
+    name: str = "ray"
+
+    def __post_init__(self) -> None:
+        self.ray = require_ray()
+        if self.cpus is None:
+            import torch
+
+            self.cpus = torch.get_num_threads()
+
+    def start(self) -> None:
+        import logging
+
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        quiet = dict(ignore_reinit_error=True, log_to_driver=False, logging_level=logging.ERROR)
+        if self.address:
+            ray.init(address=self.address, **quiet)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+
+    def map(self, fn, items, done) -> None:
+        if not items:
+            return
+        self.start()
+        ray = self.ray
+        remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(in_worker)
+        pending = {remote.remote(fn, item, self.cpus): i for i, item in enumerate(items)}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    for other in pending:
+                        ray.cancel(other)
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else exc) from None
+                done(i, result)
+
+
+def in_worker(fn, item, threads: int):
+    """``fn(item)`` in a worker process: ``threads`` torch threads, no progress bars."""
+    import torch
+
+    from edgerobust import ui
+
+    torch.set_num_threads(threads)
+    ui.set_quiet(True)
+    return fn(item)
+
+
+RUNNERS: dict[str, str] = {
+    "local": "every point in turn in this process (the default)",
+    "ray": "every point as a Ray task on a local Ray instance or the cluster at --ray-address (RAY_ADDRESS); "
+           "needs pip install 'edgerobust[ray]'",
+}
+
+
+def require_ray():
+    """The ray module, or one DependencyError naming the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise DependencyError("Running points on Ray needs the ray package, which is not installed.",
+                              why="Ray is an optional extra of edgerobust.",
+                              fix="pip install 'edgerobust[ray]' (or leave out --ray to run the points in this "
+                                  "process).") from None
+    return ray
+
+
+def make_runner(name: str = "local", address: str | None = None) -> LocalRunner | RayRunner:
+    """The runner called ``name`` (a key of RUNNERS)."""
+    if name not in RUNNERS:
+        raise UsageError(f"Unknown runner {name!r}.", fix=f"Use one of: {', '.join(RUNNERS)}.")
+    if name == "ray":
+        return RayRunner(address=address or os.environ.get("RAY_ADDRESS") or None)
+    if address:
+        raise UsageError("--ray-address needs --ray.", fix="Add --ray, or leave out --ray-address.")
+    return LocalRunner()

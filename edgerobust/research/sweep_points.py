@@ -1,0 +1,171 @@
+"""A sweep's points: one variant each (sparsity x pruning x fine-tuning, at the sweep's seed),
+compressed, attacked white-box if asked, and scored, as one task that runs anywhere.
+
+A point is stored atomically under ``<out>/points/<slug>-<key>/`` with ``point.json`` last;
+``key`` is a sha256 of everything that changes its result (the model file's hash, the data and
+its split, the normalization, the variant's pruning and fine-tuning, precisions, threats, the
+attack grid, int8 settings and the tool version). A rerun reuses a point whose ``point.json``
+names the same key and whose files still hash as recorded; anything else is built again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgerobust import __version__
+from edgerobust.device.bundle import EvalSet, atomic_dir, sha256_file, write_json
+from edgerobust.research.points import to_json
+from edgerobust.research.sweep_eval import Built, score_models
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgerobust.research.sweep import SweepConfig, Variant
+
+POINT_TYPE = "edgerobust.research.sweep-point"
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What the parent decided once and every point reads: the model, the prepared data's digest,
+    the normalization (so every variant uses the same one), and the base files under ``root``."""
+
+    root: str
+    model: str
+    arch: str | None
+    num_classes: int | None
+    trust_model: bool
+    data: str
+    image_size: int | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    model_sha256: str
+    data_digest: str  # the eval and calibration arrays
+    base_params: int
+    base_macs: int
+    transfer: dict  # attack set name -> file relative to root
+
+    @property
+    def normalize(self) -> str:
+        """The normalization as --normalize text: ``MEAN/STD`` with full float precision."""
+        return f"{','.join(map(repr, self.mean))}/{','.join(map(repr, self.std))}"
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """One point to build: a picklable description (a Ray task argument)."""
+
+    config: SweepConfig
+    variant: Variant
+    shared: Shared
+    key: str
+
+    @property
+    def folder(self) -> str:
+        return f"points/{self.variant.slug}-{self.key[:16]}"
+
+
+def _resolved(config: SweepConfig, v: Variant):
+    """The variant's pruning (at its sparsity) and fine-tuning configs; None for the unpruned base."""
+    if v.sparsity == 0:
+        return None, None
+    return replace(v.prune or config.prune, sparsity=v.sparsity), v.finetune or config.finetune
+
+
+def point_key(config: SweepConfig, v: Variant, shared: Shared) -> str:
+    """sha256 of every input that changes the point's result (not where it runs, not latency)."""
+    pc, tc = _resolved(config, v)
+    desc = {"tool": __version__, "model": shared.model_sha256, "arch": shared.arch, "num_classes": shared.num_classes,
+            "data": shared.data, "image_size": shared.image_size, "data_digest": shared.data_digest,
+            "norm": [shared.mean, shared.std], "seed": config.seed, "eval_samples": config.eval_samples,
+            "sparsity": v.sparsity, "group": v.group, "prune": asdict(pc) if v.sparsity > 0 else None,
+            "finetune": asdict(tc) if v.sparsity > 0 else None, "precisions": config.precisions,
+            "threats": config.threats, "specs": [asdict(s) for s in config.specs], "quant": asdict(config.quant)}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_point(task: PointTask) -> dict | None:
+    """The stored record of ``task`` if it is complete and intact, else None (it is then rebuilt)."""
+    root = Path(task.shared.root)
+    try:
+        doc = json.loads((root / task.folder / "point.json").read_text())
+        data = doc["_data"]
+        if doc.get("_type") != POINT_TYPE or data.get("key") != task.key:
+            return None
+        for rel, sha in data["files"].items():
+            if not (root / rel).is_file() or sha256_file(root / rel) != sha:
+                return None
+        return data
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def build_point(task: PointTask) -> dict:
+    """Build, score and store one point; returns its record (what ``point.json`` holds)."""
+    root, cfg = Path(task.shared.root), task.config
+    with atomic_dir(root / task.folder, overwrite=True) as tmp:
+        models = _make_models(task, tmp)
+    ev = EvalSet.load(root / "eval.npz")
+    scores = score_models(models, root, ev, cfg.threats, cfg.specs, task.shared.transfer, cfg.profile)
+    rels = {m.path for m in models} | {p for m in models for p in m.whitebox.values()}
+    record = {"key": task.key, "variant": task.variant.label, "models": [m.to_dict() for m in models],
+              "sets": [asdict(s) for s in scores], "files": {r: sha256_file(root / r) for r in sorted(rels)}}
+    write_json(root / task.folder / "point.json", to_json(POINT_TYPE, record))  # last: marks the point complete
+    return record
+
+
+def _make_models(task: PointTask, tmp: Path) -> list[Built]:
+    v, cfg, sh = task.variant, task.config, task.shared
+    root = Path(sh.root)
+    calib_x = np.load(root / "calib.npz", allow_pickle=False)["x"]
+    if v.sparsity == 0:  # the base itself; only its int8 is a new model
+        if "int8" not in cfg.precisions:
+            return []
+        from edgerobust.workstation.quantize import quantize
+
+        quantize(root / "base.onnx", tmp / "base_int8.onnx", calib_x, cfg.quant)
+        name = f"{v.group} int8" if v.group else "base int8"
+        return [Built(name, v.group, 0.0, "int8", f"{task.folder}/base_int8.onnx", sh.base_params, sh.base_macs, 1.0)]
+    from edgerobust.workstation.compress import CompressConfig, compress
+
+    pc, tc = _resolved(cfg, v)
+    int8 = "int8" in cfg.precisions
+    res = compress(CompressConfig(
+        model=sh.model, arch=sh.arch, num_classes=sh.num_classes, trust_model=sh.trust_model, data=sh.data,
+        image_size=sh.image_size, normalize=sh.normalize, allow_weak_base=True, seed=cfg.seed,
+        eval_samples=cfg.eval_samples, prune=pc, finetune=tc, int8=int8, quant=cfg.quant, out=tmp / "bundle",
+        max_int8_drop=None, max_prune_drop=None, overwrite=True))  # a sweep measures every point; gates hide some
+    ft = {k: (x if isinstance(x, (int, float, str, bool, type(None))) else str(x)) for k, x in asdict(tc).items()}
+    common = dict(group=v.group, sparsity=v.sparsity, params=res.prune.params_after, macs=res.prune.macs_after,
+                  macs_reduction=res.prune.macs_reduction, finetune=ft)
+    fp32 = Built(f"{v.label} fp32", precision="fp32",
+                 path=f"{task.folder}/bundle/{'model_fp32.onnx' if int8 else 'model.onnx'}", **common)
+    q = Built(f"{v.label} int8", precision="int8", path=f"{task.folder}/bundle/model.onnx", **common) if int8 else None
+    if "whitebox" in cfg.threats:
+        wb = _whitebox(task, tmp, tmp / "bundle" / Path(fp32.path).name)
+        fp32.whitebox = wb
+        if q is not None:  # crafted on the pruned fp32 model; its int8 model is scored on the same sets
+            q.whitebox = dict(wb)
+    return [m for m in (fp32, q) if m is not None and m.precision in cfg.precisions]
+
+
+def _whitebox(task: PointTask, tmp: Path, fp32_path: Path) -> dict[str, str]:
+    """Craft the attack grid on the pruned fp32 model itself; attack set name -> file relative to root."""
+    from edgerobust.workstation.load import load_model
+    from edgerobust.workstation.nets import PixelModel
+    from edgerobust.workstation.whitebox import whitebox_sets
+
+    sh, specs = task.shared, task.config.specs
+    target = PixelModel(load_model(tmp / "bundle" / "pruned.pt").model, sh.mean, sh.std).eval()
+    ev = EvalSet.load(Path(sh.root) / "eval.npz")
+    sets = whitebox_sets(target, ev.x, ev, list(specs), False, fp32_sha256=sha256_file(fp32_path),
+                         eval_sha256=sha256_file(Path(sh.root) / "eval.npz"), fp32_target=fp32_path.name)
+    (tmp / "whitebox").mkdir()
+    out = {}
+    for s, adv in zip(specs, sets):
+        adv.save(tmp / "whitebox" / f"{s.name}.npz")
+        out[s.name] = f"{task.folder}/whitebox/{s.name}.npz"
+    return out

@@ -1,0 +1,166 @@
+"""Attack configs: AttackSpec (one attack at one eps) and parsing of command-line lists."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgerobust.errors import UsageError
+from .registry import ATTACKS, OPTIONS, AttackEntry
+
+_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_EPS_RE = re.compile(rf"^({_NUM})(?:/({_NUM}))?$")
+
+
+def parse_eps(token: str, what: str = "eps") -> float:
+    """One eps as typed: a decimal (``0.03``, ``1e-2``) or a fraction (``8/255``); >= 0, finite.
+
+    ``what`` names the value in error messages (``"alpha"`` parses a step size the same way).
+    """
+    t = token.strip().replace(" ", "")
+    m = _EPS_RE.match(t)
+    if not m:
+        why = (f"{what} must be >= 0." if t.startswith("-") else
+               f"{what} is a decimal number (0.03) or a fraction of two numbers (8/255).")
+        raise UsageError(f"Cannot read the {what} value {token.strip()!r}.", why=why,
+                         fix=f"Write e.g. --{what} 8/255" + (" or --eps 2/255,4/255,8/255." if what == "eps" else "."))
+    if m.group(2) and float(m.group(2)) == 0:
+        raise UsageError(f"The {what} value {token.strip()!r} divides by zero.", fix="Write e.g. 8/255.")
+    value = float(m.group(1)) / float(m.group(2)) if m.group(2) else float(m.group(1))
+    if not math.isfinite(value):
+        raise UsageError(f"The {what} value {token.strip()!r} is not finite.", fix="Write e.g. 8/255.")
+    return value
+
+
+def split_eps_grid(text: str) -> list[tuple[str, float]]:
+    """``"2/255, 8/255"`` -> ``[("2/255", 0.00784...), ("8/255", 0.0313...)]`` (text as typed)."""
+    tokens = [t.strip().replace(" ", "") for t in str(text).split(",")]
+    out: list[tuple[str, float]] = []
+    for t in tokens:
+        if not t:
+            raise UsageError(f"The eps list {text!r} has an empty entry.",
+                             fix="Separate values with single commas, e.g. 2/255,8/255.")
+        v = parse_eps(t)
+        if any(v == seen for _, seen in out):
+            raise UsageError(f"The eps value {t!r} appears twice in {text!r}.", fix="List each eps once.")
+        out.append((t, v))
+    return out
+
+
+def parse_eps_grid(text: str) -> list[float]:
+    """Comma-separated eps values (``"0"``, ``"0.03"``, ``"2/255,4/255,8/255"``) as floats."""
+    return [v for _, v in split_eps_grid(text)]
+
+
+def parse_attacks(text: str) -> list[str]:
+    """Comma-separated attack names (``"fgsm,pgd"``), each checked against the registry."""
+    names = [t.strip().lower() for t in str(text).split(",")]
+    for n in names:
+        _check_attack_name(n)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"The attack list {text!r} names {', '.join(dupes)} more than once.",
+                         fix="List each attack once.")
+    return names
+
+
+def _check_attack_name(name: str) -> None:
+    if name not in ATTACKS:
+        raise UsageError(f"Unknown attack {name!r}." if name else "An attack name is empty.",
+                         why=f"Known attacks: {', '.join(ATTACKS)}.",
+                         fix="Pick names from that list, comma-separated (e.g. --attacks fgsm,pgd).")
+
+
+def eps_slug(eps_text: str) -> str:
+    """The file-name-safe form of an eps as typed: ``8/255`` -> ``8-255``, ``0.03`` -> ``0.03``."""
+    return re.sub(r"[^0-9a-z.\-]", "_", eps_text.strip().lower().replace("/", "-"))
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack at one strength. ``None`` options take the attack's default (see its entry).
+
+    attack: a key of ``ATTACKS``. eps: the radius in the attack's norm, in [0, 1] pixel units
+    (Linf eps <= 1). eps_text: eps as the user typed it (defaults to ``format(eps, ".6g")``).
+    steps: iterations (the query budget for square). alpha: step size (Adam's learning rate
+    for cw). random_start: start at a random point of the ball. seed: torch seed for crafting.
+    """
+
+    attack: str
+    eps: float
+    eps_text: str | None = None
+    steps: int | None = None
+    alpha: float | None = None
+    random_start: bool | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        name = str(self.attack).strip().lower()
+        _check_attack_name(name)
+        object.__setattr__(self, "attack", name)
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float, np.floating, np.integer)):
+            raise UsageError(f"eps must be a number; got {self.eps!r}.", fix="Use e.g. eps=8/255.")
+        eps = float(self.eps)
+        if not math.isfinite(eps) or eps < 0:
+            raise UsageError(f"eps must be a finite number >= 0; got {self.eps!r}.", fix="Use e.g. eps=8/255.")
+        if self.norm == "Linf" and eps > 1:
+            raise UsageError(f"The Linf eps {eps:g} for {name} is larger than 1.",
+                             why="Pixels lie in [0, 1], so an Linf radius above 1 means nothing.",
+                             fix="Write the eps in [0, 1] pixel units, e.g. 8/255 rather than 8.")
+        object.__setattr__(self, "eps", eps)
+        if self.eps_text is None:
+            object.__setattr__(self, "eps_text", format(eps, ".6g"))
+        elif not math.isclose(parse_eps(self.eps_text), eps, rel_tol=1e-9, abs_tol=1e-12):
+            raise UsageError(f"eps_text {self.eps_text!r} does not match eps {eps!r}.")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer))
+                                       or self.steps < 1):
+            raise UsageError(f"steps must be an integer >= 1; got {self.steps!r}.", fix="Use e.g. --steps 10.")
+        if self.alpha is not None:
+            a = float(self.alpha)
+            if not math.isfinite(a) or a <= 0:
+                raise UsageError(f"alpha (the step size) must be a finite number > 0; got {self.alpha!r}.",
+                                 fix="Leave it out for the attack's default, or use e.g. --alpha 2/255.")
+            object.__setattr__(self, "alpha", a)
+        if self.random_start is not None and not isinstance(self.random_start, bool):
+            raise UsageError(f"random_start must be True, False or None; got {self.random_start!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**63:
+            raise UsageError(f"seed must be an integer in [0, 2**63); got {self.seed!r}.", fix="Use e.g. --seed 0.")
+
+    @property
+    def entry(self) -> AttackEntry:
+        return ATTACKS[self.attack]
+
+    @property
+    def norm(self) -> str:
+        return ATTACKS[self.attack].norm
+
+    @property
+    def name(self) -> str:
+        """``<attack>_<eps slug>``: the set's name and file stem (``pgd_8-255``)."""
+        return f"{self.attack}_{eps_slug(self.eps_text)}"
+
+    def describe(self) -> str:
+        return f"{self.attack} eps={self.eps_text}"
+
+    def resolved_steps(self) -> int:
+        return self.steps if self.steps is not None else (self.entry.default_steps or 1)
+
+    def params(self) -> dict:
+        """The torchattacks constructor arguments (without the model) this spec resolves to."""
+        return self.entry.kwargs(self)
+
+    def ignored(self) -> list[str]:
+        """The options set on this spec that its attack does not take (they are not used)."""
+        given = {"steps": self.steps is not None, "alpha": self.alpha is not None,
+                 "random_start": self.random_start is not None, "seed": False}
+        return [o for o in OPTIONS if given[o] and o not in self.entry.uses]
+
+
+def make_specs(attacks: str, eps: str, *, steps: int | None = None, alpha: str | float | None = None,
+               random_start: bool | None = None, seed: int = 0) -> list[AttackSpec]:
+    """The grid ``attacks x eps`` from command-line text (``"fgsm,pgd"``, ``"2/255,8/255"``)."""
+    a = parse_eps(alpha, "alpha") if isinstance(alpha, str) else alpha
+    return [AttackSpec(name, v, eps_text=t, steps=steps, alpha=a, random_start=random_start, seed=seed)
+            for name in parse_attacks(attacks) for t, v in split_eps_grid(eps)]

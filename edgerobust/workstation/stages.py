@@ -1,0 +1,206 @@
+"""The compress pipeline's stages after `prepare`, each ``stage(input, config) -> artifact``:
+
+    prepare -> prune_stage -> finetune_stage (+ pruning gate) -> export_stage
+            -> quantize_stage (+ int8 gate) -> evidence_stage (attack sets) -> bundle
+
+compress composes them into one bundle; sweep, attack, recipes and demo compose the ones they
+need. Each stage takes the Prepared object (model, splits, normalization) and its own config.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgerobust import ui
+from edgerobust.device.bundle import EvalSet, sha256_file
+from edgerobust.errors import QualityGateError
+from edgerobust.workstation.export import export_onnx, onnx_logits, parity_of, require_parity, torch_logits
+from edgerobust.workstation.devices import on_device
+from edgerobust.workstation.finetune import TrainConfig, TrainResult, accuracy, predict, train
+from edgerobust.workstation.nets import PixelModel
+from edgerobust.workstation.prepare import Prepared
+from edgerobust.workstation.prune import PruneConfig, PruneResult, prune
+from edgerobust.workstation.quantize import AUTO_ORDER, QuantConfig, QuantResult, quantize
+
+
+@dataclass
+class Pruned:
+    """A pruned copy of the base (the base stays intact for the attack sets)."""
+
+    model: PixelModel
+    result: PruneResult
+    sensitivity: list[dict] | None = None  # --ratios mrs: per-layer scores and ratios
+
+
+@dataclass
+class Exported:
+    """An ONNX file with its logits on the eval split, its parity against torch and its accuracy."""
+
+    path: Path
+    logits: np.ndarray
+    accuracy: float
+    parity: dict | None = None
+
+
+@dataclass
+class Quantized(Exported):
+    result: QuantResult | None = None
+    config: QuantConfig | None = None  # the layout that passed (keep_fp32 resolved)
+    attempts: list[dict] | None = None
+    drop_points: float = 0.0
+    agreement: float = 0.0  # top-1 agreement with the fp32 model
+
+
+def prune_stage(prep: Prepared, config: PruneConfig) -> Pruned:
+    """Prune a deep copy of the base model with ``config`` (per-layer ratios from MRS if asked)."""
+    net = copy.deepcopy(prep.loaded.model)
+    pruned = prep.wrap(net)
+    norm_example = prep.normalize(prep.example)
+    calib = prep.splits.calib
+    layer_ratios, sens_rows = None, None
+    if config.ratios == "mrs":
+        from edgerobust.workstation.sensitivity import mrs_ratios
+
+        with ui.task("module robustness sensitivity", total=None):
+            layer_ratios, sens_rows = mrs_ratios(pruned, net, norm_example, prep.num_classes, calib.x, calib.y, config,
+                                                 device=prep.device)
+    pr = prune(net, norm_example, prep.num_classes, config, calib=(calib.x, calib.y), normalize=prep.normalize,
+               ratios=layer_ratios)
+    if sens_rows is not None:
+        after = {layer["name"]: layer["after"] for layer in pr.layers}
+        for row in sens_rows:
+            row["channels_after"] = after.get(row["name"])
+    ui.info(f"pruned: params {pr.params_before:,} -> {pr.params_after:,} ({pr.params_reduction:.2f}x), "
+            f"MACs {pr.macs_before:,} -> {pr.macs_after:,} ({pr.macs_reduction:.2f}x)")
+    return Pruned(model=pruned, result=pr, sensitivity=sens_rows)
+
+
+def finetune_stage(prep: Prepared, pruned: Pruned, config: TrainConfig) -> TrainResult:
+    """Fine-tune the pruned model in place on the train split; the best validation epoch is kept."""
+    sp = prep.splits
+    with on_device(pruned.model, prep.device) as model:
+        return train(model, sp.train.x, sp.train.y, sp.val.x, sp.val.y, config,
+                     description=f"fine-tune ({config.mode}) on {prep.device}")
+
+
+def export_stage(prep: Prepared, model: torch.nn.Module, path: Path, parity_atol: float, what: str) -> Exported:
+    """Export ``model`` (pixel space) to ``path``; its ONNX logits on the eval split must match torch's."""
+    ev = prep.splits.eval
+    path = export_onnx(model, prep.example, path)
+    ref, got = torch_logits(model, ev.x), onnx_logits(path, ev.x)
+    p = parity_of(ref, got, atol=parity_atol)
+    require_parity(p, what)
+    return Exported(path=path, logits=got, accuracy=float((got.argmax(1) == ev.y).mean()), parity=asdict(p))
+
+
+def prune_gate(base: Exported, pruned: Exported, max_drop: float | None, *, n: int, sparsity: float,
+               epochs: int) -> float:
+    """The points pruning + fine-tuning lost against the base; QualityGateError above ``max_drop``."""
+    drop = 100 * (base.accuracy - pruned.accuracy)
+    if max_drop is not None and drop > max_drop:
+        raise QualityGateError(
+            f"Pruning lost {drop:.1f} accuracy points against the base ({base.accuracy:.2%} -> "
+            f"{pruned.accuracy:.2%} on {n} samples, sparsity {sparsity:g}, {epochs} fine-tuning epoch(s)); "
+            f"the limit is --max-prune-drop {max_drop:g}. No bundle was written.",
+            why="The pruned model is not the same model any more; its robustness would say little about the base's.",
+            fix="Try more --finetune-epochs, a lower --sparsity, or another --criterion (e.g. taylor); "
+                "or raise --max-prune-drop.")
+    return drop
+
+
+def quantize_stage(prep: Prepared, fp32: Exported, out: Path, config: QuantConfig,
+                   max_drop: float | None) -> Quantized:
+    """int8 of ``fp32`` into ``out``; with keep_fp32 'auto' the fastest layout that passes the gate.
+
+    Layouts are tried in AUTO_ORDER (all int8, then the first layer in fp32, then both ends);
+    QualityGateError with every attempt's figures if none loses at most ``max_drop`` points.
+    """
+    ev = prep.splits.eval
+    choices = AUTO_ORDER if config.keep_fp32 == "auto" else (config.keep_fp32,)
+    attempts: list[dict] = []
+    for keep in choices:
+        quant = replace(config, keep_fp32=keep)
+        qr = quantize(fp32.path, out, prep.splits.calib.x, quant)
+        logits = onnx_logits(out, ev.x)
+        acc = float((logits.argmax(1) == ev.y).mean())
+        drop = 100 * (fp32.accuracy - acc)
+        attempts.append({"keep_fp32": keep, "accuracy": acc, "drop_points": drop})
+        if max_drop is None or drop <= max_drop:
+            break
+        if keep != choices[-1]:
+            ui.info(f"int8 with {keep} layers kept in fp32 lost {drop:.1f} points; trying the next layout")
+    if max_drop is not None and drop > max_drop:
+        tried = "; ".join(f"{a['keep_fp32']} in fp32: {a['accuracy']:.2%}" for a in attempts)
+        raise QualityGateError(
+            f"int8 lost {drop:.1f} accuracy points against fp32 ({fp32.accuracy:.2%} -> {acc:.2%} on {len(ev)} "
+            f"samples; tried {tried}); the limit is --max-int8-drop {max_drop:g}. No bundle was written.",
+            why="Some layers do not survive 8-bit rounding with this calibration.",
+            fix="Try --calibration entropy or percentile, more --calib-samples, --int8-keep-fp32 ends "
+                "(first and last layers in fp32), or --int8-mode dynamic; or raise --max-int8-drop.")
+    agree = float((logits.argmax(1) == fp32.logits.argmax(1)).mean())
+    return Quantized(path=out, logits=logits, accuracy=acc, result=qr, config=quant, attempts=attempts,
+                     drop_points=drop, agreement=agree)
+
+
+def fp16_stage(prep: Prepared, fp32: Exported, out: Path) -> Exported:
+    """An fp16 copy of the fp32 model (float32 inputs and outputs) into ``out``, gated on its top-1
+    agreement with fp32 on the eval split (edgerobust.workstation.variants.FP16_MIN_AGREEMENT)."""
+    from edgerobust.workstation.variants import convert_fp16, fp16_gate
+
+    ev = prep.splits.eval
+    path = convert_fp16(fp32.path, out)
+    logits = onnx_logits(path, ev.x)
+    agree = fp16_gate(fp32.logits, logits)
+    return Exported(path=path, logits=logits, accuracy=float((logits.argmax(1) == ev.y).mean()),
+                    parity={"top1_agreement_with_fp32": agree, "n": len(ev.y),
+                            "max_abs_diff": float(np.abs(logits - fp32.logits).max())})
+
+
+def eval_set(prep: Prepared) -> EvalSet:
+    """The evaluation split as the bundle's eval.npz content."""
+    ev = prep.splits.eval
+    return EvalSet(x=ev.x, y=ev.y, meta={"data": prep.data_name, "seed": prep.seed, "split": "eval", "n": len(ev)})
+
+
+def evidence_stage(prep: Prepared, evalset_path: Path, base_onnx: Path, attacks: list, adv_dir: Path) -> list[Path]:
+    """Craft ``attacks`` (AttackSpecs) on the base model over the saved eval set into ``adv_dir``."""
+    from edgerobust.workstation.attacks import craft_sets
+
+    if not attacks:
+        return []
+    evalset = EvalSet.load(evalset_path)
+    with on_device(prep.base, prep.device) as base:
+        return craft_sets(base, evalset, list(attacks), adv_dir, base_sha256=sha256_file(base_onnx),
+                          eval_sha256=sha256_file(evalset_path))
+
+
+def whitebox_stage(prep: Prepared, pruned: Pruned, evalset_path: Path, attacks: list, adv_dir: Path,
+                   fp32: Exported, q: Quantized | None) -> tuple[list[Path], float | None]:
+    """Craft ``attacks`` on the pruned model (fp32 and, with ``q``, its int8 simulation).
+
+    Returns the written paths and, with int8, how often the simulation's top-1 agrees with the
+    real int8 model on the eval split.
+    """
+    from edgerobust.workstation.whitebox import int8_simulation, whitebox_sets, write_whitebox_sets
+
+    ev = prep.splits.eval
+    agreement = None
+    with on_device(pruned.model, prep.device) as model:
+        if q is not None:
+            sim = int8_simulation(model, prep.splits.calib.x, q.config)
+            agreement = float((predict(sim, ev.x) == q.logits.argmax(1)).mean())
+            del sim
+        sets = whitebox_sets(model, prep.splits.calib.x, EvalSet.load(evalset_path), list(attacks), q is not None,
+                             quant=q.config if q else None, fp32_sha256=sha256_file(fp32.path),
+                             int8_sha256=sha256_file(q.path) if q else "", eval_sha256=sha256_file(evalset_path),
+                             fp32_target=fp32.path.name)
+    return write_whitebox_sets(sets, adv_dir), agreement
+
+
+def pruned_accuracy(prep: Prepared, pruned: Pruned) -> float:
+    """Accuracy of the pruned torch model on the eval split."""
+    return accuracy(pruned.model, prep.splits.eval.x, prep.splits.eval.y)

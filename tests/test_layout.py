@@ -1,0 +1,118 @@
+"""The folder layout is the architecture: the device half never reaches torch or the workstation
+half, even through a function-local import; the package has no import cycle; modules stay small."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "edgerobust"
+TORCH = ("torch", "torchvision", "torch_pruning", "torchattacks", "timm")
+CORE = ("errors", "ui", "defaults", "registries", "__init__")  # __main__ is the CLI's entry
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = p
+    return out
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Absolute names of every module ``name`` imports, function-local and TYPE_CHECKING-free."""
+    tree = ast.parse(path.read_text())
+    skip = set()
+    for node in ast.walk(tree):  # `if TYPE_CHECKING:` blocks import nothing at run time
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            skip.update(id(n) for b in node.body for n in ast.walk(b))
+    pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return found
+
+
+MODULES = _modules()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("edgerobust.device")
+                                        or n.split(".")[-1] in CORE and n.count(".") <= 1))
+def test_device_half_never_imports_torch_or_the_workstation(name):
+    bad = {i for i in _imports(name, MODULES[name])
+           if i.split(".")[0] in TORCH or i.startswith(("edgerobust.workstation", "edgerobust.research",
+                                                       "edgerobust.cli"))}
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_no_import_cycles():
+    graph = {n: {i for i in _imports(n, p) if i in MODULES and i != n and i != "edgerobust"}
+             for n, p in MODULES.items()}
+    seen, stack, cycles = {}, [], []
+
+    def visit(v):
+        seen[v] = "open"
+        stack.append(v)
+        for w in graph[v]:
+            if seen.get(w) == "open":
+                cycles.append(stack[stack.index(w):] + [w])
+            elif w not in seen:
+                visit(w)
+        stack.pop()
+        seen[v] = "done"
+
+    for v in sorted(graph):
+        if v not in seen:
+            visit(v)
+    assert not cycles, cycles
+
+
+def test_modules_and_functions_stay_small():
+    big = []
+    for name, path in MODULES.items():
+        src = path.read_text()
+        if len(src.splitlines()) > 400:
+            big.append(f"{name}: {len(src.splitlines())} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                big.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not big, big
+
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {torch}:
+            raise ImportError(f'the device half imported {{name}}')
+sys.meta_path.insert(0, Block())
+import pkgutil, importlib, edgerobust.device as d
+for m in pkgutil.iter_modules(d.__path__):
+    importlib.import_module(f'edgerobust.device.{{m.name}}')
+from edgerobust.device.audit import AuditConfig, audit
+r = audit(AuditConfig(model={model!r}, profile='laptop-cpu-1thread', measure_memory=False, show_progress=False))
+print('SETS', len(r.sets))
+"""
+
+
+def test_audit_runs_with_torch_blocked_by_an_import_hook(compressed):
+    code = BLOCK_TORCH.format(torch=set(TORCH), model=str(compressed.bundle / "model.onnx"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "SETS" in out.stdout
