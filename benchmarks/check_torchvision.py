@@ -122,9 +122,10 @@ def _fill_compressed(row: Row, r: dict) -> None:
     row.params = f"{m['params_before'] / 1e6:.2f}M -> {m['params_after'] / 1e6:.2f}M"
     row.macs = f"{m['macs_before'] / 1e6:.1f}M -> {m['macs_after'] / 1e6:.1f}M ({m['macs_reduction']:.2f}x)"
     row.parity = f"{par.get('max_abs_diff', float('nan')):.1e} / {par.get('top1_agreement', 0):.0%}"
-    exporter = (r.get("metrics") or {}).get("onnx_exporter")
-    if exporter and exporter != "torchscript":
-        row.why = f"exported with the {exporter} exporter"
+    exporter = (r.get("metrics") or {}).get("onnx_exporter") or {}
+    used = sorted({e for e in (exporter.values() if isinstance(exporter, dict) else [exporter]) if e})
+    if used and used != ["torchscript"]:
+        row.why = f"exported with the {'/'.join(used)} exporter"
 
 
 def run_all(one, names: list[str], jobs: int) -> list[Row]:
