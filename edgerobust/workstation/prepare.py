@@ -156,11 +156,12 @@ def _decide_norm(spec: NormSpec, loaded: LoadedModel, ds: Dataset, val: Dataset)
 
 
 def _check_samples(sp: Splits) -> Dataset:
+    """Up to VAL_CHECK_SAMPLES held-out samples for the normalization and weak-base checks."""
     n_val = min(len(sp.val), VAL_CHECK_SAMPLES)
     extra = np.arange(min(len(sp.train), VAL_CHECK_SAMPLES - n_val))
     v = sp.val.subset(np.arange(n_val))
     t = sp.train.subset(extra)
-    return type(v)(x=np.concatenate([v.x, t.x]), y=np.concatenate([v.y, t.y]), class_names=v.class_names,
+    return Dataset(x=np.concatenate([v.x, t.x]), y=np.concatenate([v.y, t.y]), class_names=v.class_names,
                    mean=v.mean, std=v.std, name=v.name)
 
 
