@@ -171,7 +171,9 @@ def test_device_profile_on_another_host_says_so_everywhere(bundle, tmp_path, mon
 def test_generic_profile_on_this_host_does_not_warn(bundle, tmp_path):
     r = run("audit", bundle / "model.onnx", "--profile", "laptop-cpu-1thread", "--out", tmp_path / "r", "--no-memory")
     assert r.exit_code == 0, r.output
-    assert "WARNING" not in r.stdout and "not evidence" not in r.stdout and "Latency on laptop-cpu-1thread" in r.stdout
+    # (a busy host may add a noise warning: this test is about the host check only)
+    assert "WARNING: host" not in r.stdout and "not evidence" not in r.stdout
+    assert "Latency on laptop-cpu-1thread" in r.stdout
     assert json.loads((tmp_path / "r" / "report.json").read_text())["_data"]["summary"]["host_matches_profile"]
 
 

@@ -154,3 +154,20 @@ def test_every_table_fits_80_columns(report):
         assert any(re.match(rf"│ {name} +│ +\d+ │ .* pp │ .*│ +[<\d.]+ │$", ln) for ln in table_lines), name
     assert any(re.match(r"│ fgsm_0.05 +│ +120 │ +– │ .*% │ +– │ .*│ +– │$", ln) for ln in table_lines)
     assert "no Δ: no transfer set of fgsm at eps 0.05" in " ".join(text.split())
+
+
+def test_noise_warnings_say_when_latency_cannot_be_trusted():
+    """A busy host or a wide speedup interval is said next to the figures (never a silent number)."""
+    from types import SimpleNamespace as NS
+
+    from edgerobust.device.report import noise_warnings
+
+    settings = NS(batch_sizes=(1, 8))
+    quiet = NS(other_load=0.02, settings=settings, skipped_batch_sizes=(),
+               speedup=[NS(p50=3.5, p50_low=3.4, p50_high=3.6), NS(p50=3.0, p50_low=2.9, p50_high=3.1)])
+    assert noise_warnings(quiet) == []
+    busy = NS(other_load=0.4, settings=settings, skipped_batch_sizes=(),
+              speedup=[NS(p50=3.5, p50_low=3.4, p50_high=3.6), NS(p50=22.8, p50_low=4.0, p50_high=30.0)])
+    lines = noise_warnings(busy)
+    assert any("40% of the cores" in line for line in lines)
+    assert any("batch-8 speedup 22.80× is uncertain" in line and "4.00–30.00×" in line for line in lines)

@@ -188,6 +188,7 @@ def to_markdown(report: AuditReport) -> str:
         line = hc.settings_line(report.profile)
         out += [f"**{line[0].upper()}{line[1:]}.**", ""]
     out += [_settings_line(m), "", _md_table(_speed_head(m), _speed_rows(m)), ""]
+    out += [f"- **Warning:** {line}" for line in noise_warnings(m)]
     out += [f"- {line}" for line in _resource_lines(m)]
     if report.budgets:
         out += ["", "## Budgets", ""] + [f"- {line}" for line, _ in _budget_lines(report)]
@@ -237,10 +238,27 @@ def render_measure(m: MeasureReport, console: Console, host_note: str | None = N
                               f"{', '.join(model.session.providers)}. Not the profiled device's numbers.")
     console.print(_table(f"{_latency_title(m.profile, host_note)} (interleaved rounds)", _speed_head(m, compact=True),
                          _speed_rows(m, compact=True)))
+    for line in noise_warnings(m):
+        console.print(f"[bold yellow]WARNING:[/bold yellow] {line}", highlight=False)
     for line in _resource_lines(m):
         console.print(f"  {line}", highlight=False)
     if m.skipped_batch_sizes:
         console.print(f"  batch sizes skipped (fixed batch axis): {', '.join(map(str, m.skipped_batch_sizes))}")
+
+
+def noise_warnings(m: MeasureReport) -> list[str]:
+    """Said next to the latency figures when they cannot be trusted as they stand: a busy host, or a
+    speedup whose 95% interval is wide (report.md has every interval)."""
+    out = []
+    if m.other_load is not None and m.other_load > 0.1:
+        out.append(f"other processes used {100 * m.other_load:.0f}% of the cores while latency was measured: "
+                   "the figures are this busy host's, noisier and slower than an idle one's.")
+    batches = [b for b in m.settings.batch_sizes if b not in m.skipped_batch_sizes]
+    for bs, sp in zip(batches, m.speedup or []):
+        lo, hi = sp.p50_low, sp.p50_high
+        if lo > 0 and hi / lo > 1.5:
+            out.append(f"the batch-{bs} speedup {sp.p50:.2f}× is uncertain: its 95% interval is {lo:.2f}–{hi:.2f}×.")
+    return out
 
 
 def render(report: AuditReport, console: Console) -> None:
