@@ -157,3 +157,17 @@ BAD_QUANT = {
 def test_quant_config_rejects(kwargs, message):
     with pytest.raises(UsageError, match=message):
         QuantConfig(**kwargs)
+
+
+def test_a_model_over_onnx_single_file_limit_is_refused(monkeypatch, tmp_path):
+    """regnet_y_128gf and vit_h_14 (2.5 GB of fp32 weights) failed inside protobuf; now a clear refusal."""
+    import torch
+
+    from edgerobust.errors import ExportError
+    from edgerobust.workstation import export
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    monkeypatch.setattr(export, "MAX_ONNX_BYTES", 100)  # 272 bytes of weights: "over the limit"
+    with pytest.raises(ExportError, match="over the 2 GB that one ONNX file can hold"):
+        export.export_onnx(net, torch.zeros(1, 1, 4, 4), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -21,6 +21,9 @@ DYNAMO_OPSET = 18  # the dynamo exporter's own opset (converting it down to 17 f
 EXPORTER_KEY = "edgerobust.exporter"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+# A bundle keeps each model in one .onnx file, which protobuf caps at 2 GB (weights beyond that
+# would need ONNX external data files, which this bundle format does not hold yet).
+MAX_ONNX_BYTES = 1_900_000_000
 
 
 @dataclass
@@ -50,6 +53,15 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
     """
     path = Path(path)
     model.eval()
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    if size > MAX_ONNX_BYTES:
+        params = sum(p.numel() for p in model.parameters())
+        raise ExportError(f"{type(model.net).__name__ if hasattr(model, 'net') else type(model).__name__} has "
+                          f"{params / 1e6:.0f}M parameters ({size / 1e9:.2f} GB): over the 2 GB that one ONNX "
+                          "file can hold.",
+                          why="An edgerobust bundle keeps each model in one .onnx file; larger models need ONNX's "
+                              "external data files, which the bundle format does not support yet.",
+                          fix="Use a smaller model of the family (e.g. vit_l_16 instead of vit_h_14).")
     mha_fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention) has no
