@@ -220,7 +220,7 @@ def demo_cmd(
 ) -> None:
     """Run the whole job on bundled data: train a zoo model, compress it (0.5, int8), audit it.
 
-    Offline, a minute or two on an idle 2-core machine. The bundle lands in export/demo/, the audit report in
+    Offline, under a minute on an idle 2-core machine. The bundle lands in export/demo/, the audit report in
     export/demo/reports/.
     """
     from edgerobust.workstation.demo import run_demo
