@@ -84,6 +84,8 @@ class CompressConfig:
             raise UsageError("--whitebox simulates static int8 only.",
                              fix="Use --int8-mode static with --whitebox, or drop --whitebox.")
         self.prepare_config()  # validates the rest
+        if self.profile is not None:
+            target_of(self.profile)  # a bad --profile fails now, not after minutes of work
 
     def prepare_config(self) -> PrepareConfig:
         return PrepareConfig(model=self.model, arch=self.arch, num_classes=self.num_classes,
