@@ -55,6 +55,7 @@ def make_bundles(names: list[str], work: Path) -> dict[str, Path]:
         if not (b / "model.onnx").exists():
             from speed import _compress, _torchvision_checkpoint
 
+            b.parent.mkdir(parents=True, exist_ok=True)
             pt, data = _torchvision_checkpoint(name, b.parent)
             _compress(name, pt, data, 0.5, b)
         out[name] = b

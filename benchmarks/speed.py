@@ -38,7 +38,10 @@ def _compress(model: str, pt: Path, data: Path | None, sparsity: float, out: Pat
     cfg = CompressConfig(model=pt, arch=f"torchvision:{model}" if data else None,
                          data=f"npz:{data}" if data else None, eval_samples=16,
                          prune=PruneConfig(sparsity=sparsity, round_to=round_to), finetune=TrainConfig(epochs=0),
-                         int8=True, quant=QuantConfig(calib_samples=16), max_int8_drop=100.0, out=out, overwrite=True)
+                         int8=True, quant=QuantConfig(calib_samples=16), max_int8_drop=None, out=out, overwrite=True,
+                         # random weights (latency only): no accuracy to gate on, no normalization to detect
+                         **({"normalize": "imagenet", "allow_weak_base": True, "max_prune_drop": None}
+                            if data else {"max_prune_drop": None}))
     return compress(cfg)
 
 
