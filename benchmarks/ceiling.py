@@ -22,7 +22,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_profile, interleaved_rounds, round_ratios, spread  # noqa: E402
+from common import batch1_rounds, bench_profile, round_ratios, spread  # noqa: E402
 
 
 def macs(path: Path) -> float:
@@ -79,12 +79,7 @@ def measure(rows: dict[str, dict], rounds: int) -> list[dict]:
         sessions[name] = open_session(r["path"], name, profile, plan=plan, isolation="park")
         if r["int8"]:
             sessions[name + " [extended]"] = open_session(r["path"], name, ext, plan=plan, isolation="park")
-    rng = np.random.default_rng(0)
-    runners = {}
-    for name, s in sessions.items():
-        feed = {s.input.name: rng.random(s.input.concrete(1), dtype=np.float32)}
-        runners[name] = (lambda sess=s.session, f=feed: sess.run(None, f))
-    ms = interleaved_rounds(runners, profile.measure)
+    ms = batch1_rounds(sessions, profile.measure)
     base = ms["base fp32"]
     out = []
     for name in sessions:

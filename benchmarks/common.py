@@ -42,6 +42,16 @@ def interleaved_rounds(runners: dict, settings) -> dict[str, np.ndarray]:
     return {name: 1e3 * v.reshape(-1, k) for name, v in t.items()}
 
 
+def batch1_rounds(sessions: dict, settings) -> dict[str, np.ndarray]:
+    """Per-round batch-1 timings of opened sessions (name -> OpenSession), each fed one random input."""
+    rng = np.random.default_rng(0)
+    runners = {}
+    for name, s in sessions.items():
+        feed = {s.input.name: rng.random(s.input.concrete(1), dtype=np.float32)}
+        runners[name] = (lambda sess=s.session, f=feed: sess.run(None, f))
+    return interleaved_rounds(runners, settings)
+
+
 def round_ratios(num: np.ndarray, den: np.ndarray) -> dict:
     """Per-round median(num) / median(den): the spread of a ratio across interleaved rounds."""
     return spread(np.median(num, axis=1) / np.median(den, axis=1))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from common import bare_options, bare_session, bench_profile, interleaved_rounds, round_ratios, spread
+from common import bare_options, bare_session, batch1_rounds, bench_profile, round_ratios, spread
 
 IMAGE = 224
 
@@ -101,12 +101,7 @@ def measure_family(rows: dict, profile) -> list[dict]:
     from edgerobust.device.sessions import open_sessions
 
     sessions = open_sessions({name: r["path"] for name, r in rows.items()}, profile)  # parked: no cross-talk
-    rng = np.random.default_rng(0)
-    runners = {}
-    for name, s in sessions.items():
-        feed = {s.input.name: rng.random(s.input.concrete(1), dtype=np.float32)}
-        runners[name] = (lambda sess=s.session, f=feed: sess.run(None, f))
-    ms = interleaved_rounds(runners, profile.measure)
+    ms = batch1_rounds(sessions, profile.measure)
     base = ms["base fp32"]
     int8_gain = round_ratios(base, ms["base int8"])
     out = []
