@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from edgerobust import ui
-from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, EvalSamples, Eps, Json,
-                          ModelArg, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names,
-                          pick)
+from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, Device, EvalSamples, Eps,
+                                    Json, ModelArg, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names,
+                                    pick)
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 
 _PRECISIONS = "fp32, int8"
@@ -27,7 +27,8 @@ SweepProfile = Annotated[str, typer.Option(
          "the models' compute rather than how each spreads over this host's cores (and other points or "
          "processes on the host disturb it less).")]
 Ray = Annotated[bool, typer.Option("--ray", help="Run the points as Ray tasks: a local Ray instance with this "
-                                                 "machine's cores, or the cluster at --ray-address. Needs "
+                                                 "machine's cores, or the cluster at --ray-address; with torch "
+                                                 "on CUDA (--device) each task asks Ray for one whole GPU. Needs "
                                                  "pip install 'edgerobust[ray]'.")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", show_default=False,
                                                    help="Join this Ray cluster (e.g. ray://head:10001) instead of "
@@ -41,10 +42,10 @@ Fresh = Annotated[bool, typer.Option("--fresh", help="Recompute every point inst
                                                      "in --out.")]
 
 
-def _runner(ray: bool, address: Optional[str]):
+def _runner(ray: bool, address: Optional[str], device: str):
     from edgerobust.research.runners import make_runner
 
-    return make_runner("ray" if ray else "local", address if ray else None)
+    return make_runner("ray" if ray else "local", address if ray else None, device=device)
 
 
 def _render_points(points, title: str, eps_text: str) -> Table:
@@ -91,6 +92,7 @@ def sweep_cmd(
     allow_weak_base: AllowWeakBase = False,
     seed: Seed = 0,
     profile: SweepProfile = SWEEP_PROFILE,
+    device: Device = "auto",
     ray: Ray = False,
     ray_address: RayAddress = None,
     fresh: Fresh = False,
@@ -106,14 +108,16 @@ def sweep_cmd(
                       threats=names(threats), steps=pick(attack_steps, steps), prune=PruneConfig(criterion=criterion),
                       finetune=TrainConfig(epochs=finetune_epochs), eval_samples=eval_samples, data=data, arch=arch,
                       num_classes=num_classes, trust_model=trust_model, normalize=normalize,
-                      allow_weak_base=allow_weak_base, seed=seed, profile=profile, fresh=fresh, overwrite=overwrite)
-    result = sweep(cfg, _runner(ray, ray_address))
+                      allow_weak_base=allow_weak_base, seed=seed, profile=profile, fresh=fresh, overwrite=overwrite,
+                      device=device)
+    result = sweep(cfg, _runner(ray, ray_address, device))
     ui.info(_ran_on(result))
     if as_json:
         typer.echo((out / "sweep.json").read_text())
         return
     points = summarize([result])
-    ui.out.print(_render_points(points, f"sweep → {out} (n={result.n_eval}, {result.seconds:.0f} s)", cfg.focus))
+    ui.out.print(_render_points(points, f"sweep → {out} (n={result.n_eval}, {result.seconds:.0f} s, torch on "
+                                        f"{result.config['device']})", cfg.focus))
     for f in findings(points, cfg):
         ui.out.print(f"• {f}", highlight=False)
     ui.info(f"wrote {out / 'sweep.json'} and {out / 'report.html'}")
@@ -144,7 +148,8 @@ def _recipe_help() -> str:
 
     lines = "\n".join(f"[bold]{k}[/bold]: {r.summary}\n" for k, r in RECIPES.items())
     return ("Run recipe NAME: train (or load) the base model per seed, sweep, and write OUT/recipe.json, "
-            f"the PNGs and OUT/report.html with the finding in one sentence. Rerun to resume.\n\nRecipes:\n\n{lines}")
+            "the PNGs and OUT/report.html with the finding in one sentence. Rerun to resume. --device: where "
+            f"torch runs (zoo training and every sweep).\n\nRecipes:\n\n{lines}")
 
 
 @recipe_app.command("run", help=_recipe_help(), no_args_is_help=True)
@@ -170,6 +175,7 @@ def recipe_run(
                                                              "it).")] = None,
     attack_steps: AttackSteps = None,
     steps: OldSteps = None,
+    device: Device = "auto",
     ray: Ray = False,
     ray_address: RayAddress = None,
     fresh: Fresh = False,
@@ -183,20 +189,22 @@ def recipe_run(
                        normalize=normalize, allow_weak_base=allow_weak_base, seeds=seeds, eval_samples=eval_samples,
                        finetune_epochs=finetune_epochs, zoo_epochs=zoo_epochs,
                        sparsities=floats(sparsities, "--sparsities"), eps=eps,
-                       attack_steps=pick(attack_steps, steps), fresh=fresh, overwrite=overwrite)
-    result = run_recipe(name, cfg, _runner(ray, ray_address))
+                       attack_steps=pick(attack_steps, steps), fresh=fresh, overwrite=overwrite, device=device)
+    result = run_recipe(name, cfg, _runner(ray, ray_address, device))
     ui.info("; ".join(_ran_on(r) for r in result.runs))
     if as_json:
         typer.echo((result.out / "recipe.json").read_text())
         return
     ui.out.print(f"[bold]finding:[/bold] {result.finding}", highlight=False)
-    ui.info(f"wrote {result.out / 'recipe.json'} and {result.out / 'report.html'} in {result.seconds:.0f} s")
+    ui.info(f"wrote {result.out / 'recipe.json'} and {result.out / 'report.html'} in {result.seconds:.0f} s "
+            f"(torch on {result.runs[0].config['device']})")
 
 
 def study_cmd(
     file: Annotated[Path, typer.Argument(help="The study file (TOML): [[models]] and a [grid]; see README, "
                                               "Studies.")],
     out: Out,
+    device: Device = "auto",
     ray: Ray = False,
     ray_address: RayAddress = None,
     fresh: Fresh = False,
@@ -205,14 +213,15 @@ def study_cmd(
 ) -> None:
     from edgerobust.research.study import load_study, run_study
 
-    study = load_study(file, out)
-    result = run_study(study, out, _runner(ray, ray_address), fresh=fresh, overwrite=overwrite)
+    study = load_study(file, out, device=device)
+    result = run_study(study, out, _runner(ray, ray_address, device), fresh=fresh, overwrite=overwrite)
     ui.info("; ".join(_ran_on(r) for r in result.runs))
     if as_json:
         typer.echo((out / "study.json").read_text())
         return
     focus = study.sweeps[0][2].focus
-    ui.out.print(_render_points(result.points, f"study {study.name} → {out} ({result.seconds:.0f} s)", focus))
+    ui.out.print(_render_points(result.points, f"study {study.name} → {out} ({result.seconds:.0f} s, torch on "
+                                               f"{result.runs[0].config['device']})", focus))
     ui.info(f"wrote {out / 'study.json'} and {out / 'report.html'}")
 
 
@@ -220,9 +229,11 @@ def register(app: typer.Typer) -> None:
     app.command(name="sweep", no_args_is_help=True,
                 help="Compress one model at several sparsities and precisions, replay adversarial sets crafted "
                      "once on the base, measure speedup, and write sweep.json, plots and report.html. Resumable "
-                     "(rerun to reuse finished points); --ray runs the points as Ray tasks.")(sweep_cmd)
+                     "(rerun to reuse finished points); --ray runs the points as Ray tasks; --device puts torch's "
+                     "work (pruning, fine-tuning, attacks) on the CPU or a CUDA GPU.")(sweep_cmd)
     app.add_typer(recipe_app, name="recipe")
     app.command(name="study", no_args_is_help=True,
                 help="Run a study file: several models x sparsities x precisions x fine-tuning modes x seeds as "
                      "sweeps on the same resumable points (in this process or --ray), reported together with "
-                     "the models as series in study.json, plots and report.html.")(study_cmd)
+                     "the models as series in study.json, plots and report.html. --device: where torch runs "
+                     "for every sweep.")(study_cmd)

@@ -48,7 +48,8 @@ class RecipeConfig:
         after pruning. zoo_epochs: zoo training epochs (None: the zoo's own). sparsities / eps:
         override the recipe's grid. attack_steps: PGD steps (None: the attack's own, 10).
         latency_rounds: interleaved rounds. fresh: recompute every point; overwrite: replace
-        an ``out`` that is not a recipe's folder.
+        an ``out`` that is not a recipe's folder. device: where torch runs (auto, cpu, cuda,
+        cuda:N): zoo training and every sweep's torch steps; resolved when the config is built.
     """
 
     out: str | Path
@@ -68,8 +69,12 @@ class RecipeConfig:
     latency_rounds: int = 5
     fresh: bool = False
     overwrite: bool = False
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        from edgerobust.workstation.devices import resolve_device
+
+        resolve_device(self.device)  # a CUDA request on a host without CUDA is refused before any folder
         for name, lo in (("seeds", 1), ("eval_samples", 1), ("finetune_epochs", 0), ("latency_rounds", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -269,7 +274,7 @@ def _run_seed(config: RecipeConfig, plan: Plan, folder: Path, seed: int, runner)
         allow_weak_base=config.allow_weak_base, out=folder / "sweep", variants=plan.variants,
         precisions=plan.precisions, attacks=plan.attacks, eps=plan.eps, steps=config.attack_steps,
         threats=plan.threats, seed=seed, eval_samples=config.eval_samples, focus_eps=plan.focus_eps,
-        latency_rounds=config.latency_rounds, write_report=False, fresh=config.fresh), runner)
+        latency_rounds=config.latency_rounds, write_report=False, fresh=config.fresh, device=config.device), runner)
 
 
 def _zoo_model(config: RecipeConfig, path: Path, seed: int) -> Path:
@@ -284,7 +289,7 @@ def _zoo_model(config: RecipeConfig, path: Path, seed: int) -> Path:
         except EdgeRobustError:  # an unreadable checkpoint is trained again, never trusted
             ui.warn(f"{path} is unreadable; training it again")
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.pt")
-    train_zoo(config.zoo_name, tmp, seed=seed, epochs=config.zoo_epochs)
+    train_zoo(config.zoo_name, tmp, seed=seed, epochs=config.zoo_epochs, device=config.device)
     os.replace(tmp, path)
     return path
 
@@ -293,7 +298,7 @@ def _write(out: Path, recipe: Recipe, config: RecipeConfig, plan: Plan, runs, po
     from edgerobust.research.plots import write_report
 
     data = {"recipe": recipe.name, "title": recipe.title, "paper": recipe.paper, "doc": recipe.doc.strip(),
-            "finding": finding, "findings": [finding], "config": _plain(config),
+            "finding": finding, "findings": [finding], "config": _plain(config), "device": runs[0].config["device"],
             "plan": {"variants": [v.label for v in plan.variants], "precisions": list(plan.precisions),
                      "attacks": plan.attacks, "eps": plan.eps, "focus_eps": plan.focus_eps,
                      "threats": list(plan.threats), "notes": list(plan.notes)},

@@ -7,7 +7,8 @@ output folder, so whatever finished before a failure or a crash is kept for the 
 Ray is an optional extra (``pip install 'edgerobust[ray]'``). ``RayRunner`` starts a local Ray
 instance with this machine's cores, or joins the cluster at ``address`` (``RAY_ADDRESS``); on a
 cluster, the output folder must be on storage every node sees (the points read the base files
-from it and write their results into it).
+from it and write their results into it). When torch runs on CUDA (``--device cuda``, or ``auto``
+on a host with a GPU), every Ray task asks for one whole GPU (:func:`gpus_per_task`).
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class RayRunner:
 
     A task runs torch with ``cpus`` threads; by default as many as torch uses in this process, so
     a point computes exactly what it computes in-process (float sums depend on the thread count).
+    ``gpus``: what each task asks Ray for; :func:`make_runner` sets it from the device
+    (:func:`gpus_per_task`: 1 for CUDA, 0 for the CPU). A sweep on CUDA refuses a runner with 0.
     """
 
     address: str | None = None
@@ -98,10 +101,40 @@ def in_worker(fn, item, threads: int):
     return fn(item)
 
 
+def gpus_per_task(device) -> float:
+    """GPUs one Ray task asks for when the points' torch runs on ``device`` (a torch.device or
+    --device text): one whole GPU for CUDA, none for the CPU.
+
+    A whole GPU rather than a fraction: Ray does not divide GPU memory, and a point (fine-tuning,
+    PGD-AT, white-box crafting) on a large model can fill a card; with one GPU per task the points
+    of a node run side by side on its GPUs and never compete for one. Ray makes the GPU it assigns
+    visible to the task as ``cuda`` (see :func:`point_device`).
+    """
+    from edgerobust.workstation.devices import resolve_device
+
+    return 1.0 if resolve_device(device).type == "cuda" else 0.0
+
+
+def point_device(runner, device) -> str:
+    """The --device text a point runs with on ``runner`` when the sweep resolved ``device``.
+
+    In this process: the device itself (``cuda:1`` stays ``cuda:1``). In a Ray task that asked for
+    GPUs: ``cuda``, the GPU Ray assigned (it sets CUDA_VISIBLE_DEVICES, so the index asked for here
+    names no GPU there). A CUDA sweep on a Ray runner that asks for no GPU is refused.
+    """
+    if device.type != "cuda" or getattr(runner, "name", "") != "ray":
+        return str(device)
+    if not getattr(runner, "gpus", 0):
+        raise UsageError(f"The sweep runs torch on {device}, but its Ray runner asks Ray for no GPU per task.",
+                         fix="Build it with make_runner('ray', device=...) or RayRunner(gpus=1), or use "
+                             "--device cpu.")
+    return "cuda"
+
+
 RUNNERS: dict[str, str] = {
     "local": "every point in turn in this process (the default)",
-    "ray": "every point as a Ray task on a local Ray instance or the cluster at --ray-address (RAY_ADDRESS); "
-           "needs pip install 'edgerobust[ray]'",
+    "ray": "every point as a Ray task on a local Ray instance or the cluster at --ray-address (RAY_ADDRESS), "
+           "one GPU per task when torch runs on CUDA; needs pip install 'edgerobust[ray]'",
 }
 
 
@@ -117,12 +150,14 @@ def require_ray():
     return ray
 
 
-def make_runner(name: str = "local", address: str | None = None) -> LocalRunner | RayRunner:
-    """The runner called ``name`` (a key of RUNNERS)."""
+def make_runner(name: str = "local", address: str | None = None, device="auto") -> LocalRunner | RayRunner:
+    """The runner called ``name`` (a key of RUNNERS) for points whose torch runs on ``device``
+    (a Ray task then asks for :func:`gpus_per_task` GPUs)."""
     if name not in RUNNERS:
         raise UsageError(f"Unknown runner {name!r}.", fix=f"Use one of: {', '.join(RUNNERS)}.")
     if name == "ray":
-        return RayRunner(address=address or os.environ.get("RAY_ADDRESS") or None)
+        gpus = gpus_per_task(device)  # a bad device is refused before Ray is looked for
+        return RayRunner(address=address or os.environ.get("RAY_ADDRESS") or None, gpus=gpus)
     if address:
         raise UsageError("--ray-address needs --ray.", fix="Add --ray, or leave out --ray-address.")
     return LocalRunner()

@@ -23,8 +23,10 @@ A study file (TOML)::
     seeds = [0, 1]
     eval_samples = 1000
 
-Output: ``study.json`` ({"_type": "edgerobust.research.study", ...}), the PNGs and ``report.html`` over all
-models, and ``<model>/seed-<s>/`` with each sweep (its points, sets and sweep.json).
+Where torch runs is not a study key: ``edgerobust study --device`` (``load_study(..., device=)``)
+sets it for every sweep. Output: ``study.json`` ({"_type": "edgerobust.research.study", ...},
+with ``device``: where torch ran), the PNGs and ``report.html`` over all models, and
+``<model>/seed-<s>/`` with each sweep (its points, sets and sweep.json).
 """
 from __future__ import annotations
 
@@ -87,8 +89,14 @@ def _example(typ: type) -> str:
     return {list: "[...]", int: "2", str: '"..."', bool: "true", dict: "{...}"}[typ]
 
 
-def load_study(path: str | Path, out: str | Path) -> Study:
-    """Read and validate a study file; a bad key or value is one UsageError naming the file, the key and the fix."""
+def load_study(path: str | Path, out: str | Path, device: str = "auto") -> Study:
+    """Read and validate a study file; a bad key or value is one UsageError naming the file, the key and the fix.
+
+    ``device``: where every sweep's torch runs (auto, cpu, cuda, cuda:N), checked here, before the file.
+    """
+    from edgerobust.workstation.devices import resolve_device
+
+    resolve_device(device)  # a CUDA request on a host without CUDA is refused before any work or folder
     file = Path(path)
     try:
         doc = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -112,11 +120,11 @@ def load_study(path: str | Path, out: str | Path) -> Study:
             raise _bad(file, f"models[{i}].name", f"repeats {name!r}", "Give every model its own name.")
         names.append(name)
         for seed in grid.get("seeds", [0]):
-            sweeps.append((name, seed, _sweep_config(file, m, grid, seed, Path(out) / name / f"seed-{seed}")))
+            sweeps.append((name, seed, _sweep_config(file, m, grid, seed, Path(out) / name / f"seed-{seed}", device)))
     return Study(file=file, name=doc.get("name") or file.stem, sweeps=tuple(sweeps))
 
 
-def _sweep_config(file: Path, m: dict, grid: dict, seed, out: Path):
+def _sweep_config(file: Path, m: dict, grid: dict, seed, out: Path, device: str = "auto"):
     """One SweepConfig; its own validation errors are reported with the study file's name."""
     from edgerobust.workstation.finetune import TrainConfig
     from edgerobust.workstation.prune import PruneConfig
@@ -142,7 +150,7 @@ def _sweep_config(file: Path, m: dict, grid: dict, seed, out: Path):
             data=m.get("data"), normalize=m.get("normalize", "auto"), seed=seed,
             eval_samples=grid.get("eval_samples", DEFAULT_EVAL_SAMPLES),
             prune=PruneConfig(criterion=grid.get("criterion", DEFAULT_CRITERION)), focus_eps=grid.get("focus_eps"),
-            latency_rounds=grid.get("latency_rounds", 5), write_report=False,
+            latency_rounds=grid.get("latency_rounds", 5), write_report=False, device=device,
             **({"profile": grid["profile"]} if "profile" in grid else {}))
     except (UsageError, TypeError, ValueError) as exc:
         what = getattr(exc, "what", str(exc))
@@ -192,6 +200,7 @@ def _write(out: Path, study: Study, points: list[Point], runs, seconds: float) -
 
     first = study.sweeps[0][2]
     data = {"study": study.name, "file": str(study.file), "series": list(dict.fromkeys(s for s, _, _ in study.sweeps)),
+            "device": runs[0].config["device"],
             "runs": [dataclasses.asdict(r) for r in runs], "points": [dataclasses.asdict(p) for p in points],
             "plots": [], "findings": [], "seconds": seconds}
     write_report(out, f"Study {study.name}", points, data, first.focus, STUDY_TYPE, json_name="study.json",

@@ -103,6 +103,9 @@ class SweepConfig:
     eval_samples: evaluation samples (every set is crafted from these).
     normalize / allow_weak_base: as in compress; decided once by prepare for every variant.
     profile / latency_rounds: the device profile and interleaved rounds for the speedup (batch 1).
+    device: where torch runs (auto, cpu, cuda, cuda:N): the base stage here and every point's pruning,
+    fine-tuning and white-box sets; export, int8 and scoring stay on the CPU. Resolved when the config
+    is built, so a CUDA request on a host without CUDA is refused before any folder is made.
     fresh: recompute every point instead of reusing the finished ones under ``out``;
     overwrite: also replace an ``out`` that is not a sweep's folder.
     """
@@ -133,6 +136,7 @@ class SweepConfig:
     write_report: bool = True
     fresh: bool = False
     overwrite: bool = False
+    device: str = "auto"
 
     def __post_init__(self) -> None:  # noqa: C901 (one check per field)
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -170,6 +174,14 @@ class SweepConfig:
         if not specs:  # pragma: no cover - make_specs never returns an empty grid
             raise UsageError("The attack grid is empty.")
         self.prepare_config()  # validates the model and data fields
+        self.torch_device  # resolving it refuses a CUDA request on a host without CUDA, before any folder
+
+    @property
+    def torch_device(self):
+        """The torch device ``device`` names on this host."""
+        from edgerobust.workstation.devices import resolve_device
+
+        return resolve_device(self.device)
 
     def prepare_config(self):
         from edgerobust.workstation.prepare import PrepareConfig
@@ -177,7 +189,7 @@ class SweepConfig:
         return PrepareConfig(model=self.model, arch=self.arch, num_classes=self.num_classes,
                              trust_model=self.trust_model, data=self.data, normalize=self.normalize, seed=self.seed,
                              eval_samples=self.eval_samples, calib_samples=self.quant.calib_samples,
-                             allow_weak_base=self.allow_weak_base)
+                             allow_weak_base=self.allow_weak_base, device=self.device)
 
     @property
     def specs(self) -> list:
@@ -200,18 +212,22 @@ class SweepConfig:
 def sweep(config: SweepConfig, runner=None) -> SweepResult:
     """Run the sweep into ``config.out`` (sweep.json, adv/, points/, and with ``write_report`` the
     plots and report.html); ``runner`` (:mod:`edgerobust.research.runners`) runs the points, default here."""
-    from edgerobust.research.runners import LocalRunner
+    from edgerobust.research.runners import LocalRunner, point_device
     from edgerobust.research.sweep_eval import Built, measure_speedups, model_results, score_from_dict, score_models
+    from edgerobust.workstation.devices import describe
 
     t0 = time.perf_counter()
     runner = runner or LocalRunner()
+    device = config.torch_device
+    task_device = point_device(runner, device)  # refuses a CUDA sweep on a Ray runner that asks for no GPU
     out = Path(config.out)
     prepare_out(out, "sweep", overwrite=config.overwrite, fresh=config.fresh)
     shared, ev, base = _base_stage(config, out)
     base.whitebox = {}
-    tasks = _tasks(config, shared)
-    ui.info(f"sweep: {len(config.variants)} variant(s) x {', '.join(config.precisions)} on {runner.name}; "
-            f"{len(config.specs)} set(s) crafted once on the base; {len(ev.y)} eval samples (seed {config.seed})")
+    tasks = _tasks(config, shared, task_device)
+    ui.info(f"sweep: {len(config.variants)} variant(s) x {', '.join(config.precisions)} on {runner.name}, torch "
+            f"on {describe(device)}; {len(config.specs)} set(s) crafted once on the base; {len(ev.y)} eval "
+            f"samples (seed {config.seed})")
     records, reused = run_points(tasks, runner)
     base_scores = score_models([base], out, ev, config.threats, config.specs, shared.transfer, config.profile)
     models = [base] + [Built.from_dict(m) for r in records for m in r["models"]]
@@ -251,11 +267,11 @@ def _build(task):
     return build_point(task)
 
 
-def _tasks(config: SweepConfig, shared) -> list:
+def _tasks(config: SweepConfig, shared, device: str) -> list:
     from edgerobust.research.sweep_points import PointTask
     from edgerobust.research.sweep_points import point_key as key_of
 
-    return [PointTask(config, v, shared, key_of(config, v, shared)) for v in config.variants]
+    return [PointTask(config, v, shared, key_of(config, v, shared), device) for v in config.variants]
 
 
 def _base_stage(config: SweepConfig, out: Path):
@@ -319,7 +335,7 @@ def write_sweep(out: Path, config: SweepConfig, result: SweepResult) -> dict:
     from edgerobust.device.bundle import write_json
 
     points = summarize([result])
-    data = {"config": result.config, "runs": [dataclasses.asdict(result)],
+    data = {"config": result.config, "device": result.config["device"], "runs": [dataclasses.asdict(result)],
             "points": [dataclasses.asdict(p) for p in points], "plots": [], "findings": findings(points, config)}
     if config.write_report:
         from edgerobust.research.plots import write_report
@@ -340,8 +356,11 @@ def config_dict(config: SweepConfig) -> dict:
         if isinstance(v, Path):
             return str(v)
         return v
+    from edgerobust.workstation.devices import describe
+
     d = plain(config)
     d["focus_eps"] = config.focus
+    d["device"] = describe(config.torch_device)  # as run: "cpu" or "cuda:0 (NVIDIA ...)", not "auto"
     return d
 
 

@@ -4,7 +4,7 @@ compressed, attacked white-box if asked, and scored, as one task that runs anywh
 A point is stored atomically under ``<out>/points/<slug>-<key>/`` with ``point.json`` last;
 ``key`` is a sha256 of everything that changes its result (the model file's hash, the data and
 its split, the normalization, the variant's pruning and fine-tuning, precisions, threats, the
-attack grid, int8 settings and the tool version). A rerun reuses a point whose ``point.json``
+attack grid, int8 settings, the tool version, and whether torch ran on CUDA). A rerun reuses a point whose ``point.json``
 names the same key and whose files still hash as recorded; anything else is built again.
 """
 from __future__ import annotations
@@ -56,12 +56,15 @@ class Shared:
 
 @dataclass(frozen=True)
 class PointTask:
-    """One point to build: a picklable description (a Ray task argument)."""
+    """One point to build: a picklable description (a Ray task argument). ``device``: where its torch
+    work runs, as --device text for the process that builds it (``cuda`` in a Ray task: the GPU Ray
+    assigned it, see :func:`edgerobust.research.runners.point_device`)."""
 
     config: SweepConfig
     variant: Variant
     shared: Shared
     key: str
+    device: str = "cpu"
 
     @property
     def folder(self) -> str:
@@ -76,14 +79,21 @@ def _resolved(config: SweepConfig, v: Variant):
 
 
 def point_key(config: SweepConfig, v: Variant, shared: Shared) -> str:
-    """sha256 of every input that changes the point's result (not where it runs, not latency)."""
+    """sha256 of every input that changes the point's result (not latency, not the runner or which GPU).
+
+    A point built with torch on CUDA is keyed apart from one built on the CPU (float sums, and so
+    fine-tuned weights, differ); a CPU point's key is the one it had before sweeps took --device.
+    """
     pc, tc = _resolved(config, v)
+    kind = config.torch_device.type
     desc = {"tool": __version__, "model": shared.model_sha256, "arch": shared.arch, "num_classes": shared.num_classes,
             "data": shared.data, "image_size": shared.image_size, "data_digest": shared.data_digest,
             "norm": [shared.mean, shared.std], "seed": config.seed, "eval_samples": config.eval_samples,
             "sparsity": v.sparsity, "group": v.group, "prune": asdict(pc) if v.sparsity > 0 else None,
             "finetune": asdict(tc) if v.sparsity > 0 else None, "precisions": config.precisions,
             "threats": config.threats, "specs": [asdict(s) for s in config.specs], "quant": asdict(config.quant)}
+    if kind != "cpu":
+        desc["device"] = kind
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -137,7 +147,7 @@ def _make_models(task: PointTask, tmp: Path) -> list[Built]:
         model=sh.model, arch=sh.arch, num_classes=sh.num_classes, trust_model=sh.trust_model, data=sh.data,
         image_size=sh.image_size, normalize=sh.normalize, allow_weak_base=True, seed=cfg.seed,
         eval_samples=cfg.eval_samples, prune=pc, finetune=tc, int8=int8, quant=cfg.quant, out=tmp / "bundle",
-        max_int8_drop=None, max_prune_drop=None, overwrite=True))  # a sweep measures every point; gates hide some
+        max_int8_drop=None, max_prune_drop=None, device=task.device, overwrite=True))  # a sweep measures every point; gates hide some
     ft = {k: (x if isinstance(x, (int, float, str, bool, type(None))) else str(x)) for k, x in asdict(tc).items()}
     common = dict(group=v.group, sparsity=v.sparsity, params=res.prune.params_after, macs=res.prune.macs_after,
                   macs_reduction=res.prune.macs_reduction, finetune=ft)
@@ -154,6 +164,7 @@ def _make_models(task: PointTask, tmp: Path) -> list[Built]:
 
 def _whitebox(task: PointTask, tmp: Path, fp32_path: Path) -> dict[str, str]:
     """Craft the attack grid on the pruned fp32 model itself; attack set name -> file relative to root."""
+    from edgerobust.workstation.devices import on_device, resolve_device
     from edgerobust.workstation.load import load_model
     from edgerobust.workstation.nets import PixelModel
     from edgerobust.workstation.whitebox import whitebox_sets
@@ -161,8 +172,9 @@ def _whitebox(task: PointTask, tmp: Path, fp32_path: Path) -> dict[str, str]:
     sh, specs = task.shared, task.config.specs
     target = PixelModel(load_model(tmp / "bundle" / "pruned.pt").model, sh.mean, sh.std).eval()
     ev = EvalSet.load(Path(sh.root) / "eval.npz")
-    sets = whitebox_sets(target, ev.x, ev, list(specs), False, fp32_sha256=sha256_file(fp32_path),
-                         eval_sha256=sha256_file(Path(sh.root) / "eval.npz"), fp32_target=fp32_path.name)
+    with on_device(target, resolve_device(task.device)) as model:
+        sets = whitebox_sets(model, ev.x, ev, list(specs), False, fp32_sha256=sha256_file(fp32_path),
+                             eval_sha256=sha256_file(Path(sh.root) / "eval.npz"), fp32_target=fp32_path.name)
     (tmp / "whitebox").mkdir()
     out = {}
     for s, adv in zip(specs, sets):
