@@ -17,13 +17,14 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgerobust import ui
 from edgerobust.errors import ModelLoadError
+from edgerobust.device import resident
 from edgerobust.device.host import HostInfo, OtherLoad, host_info  # noqa: F401
 from edgerobust.device.latency import LatencyStats, interleaved_timings, median_ci, summarize  # noqa: F401
 from edgerobust.device.profiles import DeviceProfile, MeasureSettings
@@ -38,7 +39,9 @@ def measure_latency(sessions: dict[str, OpenSession], settings: MeasureSettings,
     """Latency of every session per batch size, interleaved; also the batch sizes skipped.
 
     A batch size is skipped when a model's batch axis is fixed to another size. Sessions
-    opened with isolation "pool" are timed in a fresh process sharing one thread pool.
+    opened with isolation "pool" are timed in a fresh process sharing one thread pool. With
+    ``settings.device_resident`` each model also has a device-resident series (IO binding, see
+    :mod:`edgerobust.device.resident`) under ``resident_key(role)``, timed in the same rounds.
     """
     results: dict[str, list[LatencyStats]] = {role: [] for role in sessions}
     sizes = [bs for bs in settings.batch_sizes if all(s.input.shape[0] in (None, bs) for s in sessions.values())]
@@ -57,21 +60,34 @@ def measure_latency(sessions: dict[str, OpenSession], settings: MeasureSettings,
         timed = _pooled_timings(sessions, settings, sizes, step) if pooled else _local_timings(sessions, settings, sizes, step)
         for bs in sizes:
             for role, t in timed[bs].items():
-                results[role].append(summarize(t, bs, rounds=rounds[bs]))
+                results.setdefault(role, []).append(summarize(t, bs, rounds=rounds[bs]))
     return results, skipped
 
 
-def _runners(sessions: dict[str, OpenSession], bs: int, rng) -> dict:
-    runners = {}
+def _runners(sessions: dict[str, OpenSession], bs: int, rng, settings: MeasureSettings | None = None) -> dict:
+    """One runner per model from host memory, and one per model device-resident when the settings say so."""
+    runners, feeds = {}, {}
     for role, s in sessions.items():
         feed = {s.input.name: rng.random(s.input.concrete(bs), dtype=np.float32).astype(s.input.dtype)}
+        feeds[role] = next(iter(feed.items()))
         runners[role] = (lambda sess=s.session, f=feed: sess.run(None, f))
+    if settings is not None and settings.device_resident:
+        first = next(iter(sessions.values()))
+        device, device_id = resident.binding_device(first.info.providers, first.plan.use)
+
+        def graph(role: str, s=sessions):
+            opts = resident.session_options(ort(), resident.session_spec(s[role].info))
+            return resident.open_graph_session(ort(), s[role].info.model, role, opts, s[role].plan.use)
+
+        runners.update(resident.resident_runners(ort(), {r: s.session for r, s in sessions.items()}, feeds, device,
+                                                 device_id, graph if settings.cuda_graph else None))
     return runners
 
 
 def _local_timings(sessions, settings: MeasureSettings, sizes: list[int], step) -> dict[int, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    return {bs: interleaved_timings(_runners(sessions, bs, rng), settings, lambda n, bs=bs: step(bs)) for bs in sizes}
+    return {bs: interleaved_timings(_runners(sessions, bs, rng, settings), settings, lambda n, bs=bs: step(bs))
+            for bs in sizes}
 
 
 def _pooled_timings(sessions, settings: MeasureSettings, sizes: list[int], step) -> dict[int, dict[str, np.ndarray]]:
@@ -86,6 +102,9 @@ def _pooled_timings(sessions, settings: MeasureSettings, sizes: list[int], step)
             "settings": dataclasses.asdict(settings),
             "inputs": {str(bs): {role: [s.input.name, list(s.input.concrete(bs)), s.input.dtype]
                                  for role, s in sessions.items()} for bs in sizes}}
+    if settings.device_resident:
+        device, device_id = resident.binding_device(info.providers, first.plan.use)
+        spec["resident"] = {"device": device, "device_id": device_id, "cuda_graph": settings.cuda_graph}
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen([sys.executable, "-m", "edgerobust.device._latencyprobe"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=errors, text=True)
@@ -127,7 +146,11 @@ def _maybe_task(description: str, total: int, show: bool):
 
 @dataclass(frozen=True)
 class MemoryResult:
-    """Peak resident memory of a fresh process that loaded the model and ran it."""
+    """Peak resident memory of a fresh process that loaded the model and ran it.
+
+    ``gpu_peak_mb``: the process's peak device memory on CUDA/TensorRT, read through NVML
+    (None when not measured); ``gpu_method`` says how it was read, or why it was not.
+    """
 
     peak_mb: float
     before_model_mb: float | None
@@ -135,10 +158,14 @@ class MemoryResult:
     runs: int
     method: str
     providers: tuple[str, ...]
+    gpu_peak_mb: float | None = None
+    gpu_method: str | None = None
 
 
 def measure_memory(s: OpenSession, profile: DeviceProfile, batch_size: int, timeout_s: float = 600) -> MemoryResult:
-    """Run ``python -m edgerobust.device._memprobe`` on the model and read its peak RSS."""
+    """Run ``python -m edgerobust.device._memprobe`` on the model and read its peak RSS (and, on
+    CUDA/TensorRT, its peak device memory through NVML)."""
+    device, device_id = resident.binding_device(s.info.providers, s.plan.use)
     spec = {
         "model": s.info.model, "providers": [[n, o] for n, o in s.plan.use],
         "intra_op_threads": profile.session.intra_op_threads,
@@ -148,6 +175,7 @@ def measure_memory(s: OpenSession, profile: DeviceProfile, batch_size: int, time
         "session_config": dict(config_entries(profile.session)),
         "input_name": s.input.name, "input_shape": list(s.input.concrete(batch_size)),
         "input_dtype": s.input.dtype, "runs": profile.measure.memory_runs,
+        "gpu_memory": device == "cuda", "device_id": device_id,
     }
     cmd = [sys.executable, "-m", "edgerobust.device._memprobe", json.dumps(spec)]
     try:
@@ -165,7 +193,8 @@ def measure_memory(s: OpenSession, profile: DeviceProfile, batch_size: int, time
     before = res.get("before_model_kib")
     return MemoryResult(peak_mb=res["peak_kib"] / 1024, before_model_mb=None if before is None else before / 1024,
                         batch_size=batch_size, runs=profile.measure.memory_runs, method=res["method"],
-                        providers=tuple(res["providers"]))
+                        providers=tuple(res["providers"]), gpu_peak_mb=res.get("gpu_peak_mb"),
+                        gpu_method=res.get("gpu_method"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,6 +212,7 @@ class ModelMeasurement:
     session: SessionInfo
     latency: tuple[LatencyStats, ...]
     memory: MemoryResult | None
+    resident_latency: tuple[LatencyStats, ...] = ()
 
     def latency_at(self, batch_size: int) -> LatencyStats | None:
         return next((lat for lat in self.latency if lat.batch_size == batch_size), None)
@@ -219,6 +249,7 @@ class MeasureReport:
     speedup: tuple[Speedup, ...]
     skipped_batch_sizes: tuple[int, ...]
     other_load: float | None = None
+    resident_speedup: dict[str, tuple[Speedup, ...]] = field(default_factory=dict)
 
     @property
     def fallback(self) -> bool:
@@ -226,6 +257,17 @@ class MeasureReport:
 
     def model(self, role: str) -> ModelMeasurement | None:
         return next((m for m in self.models if m.role == role), None)
+
+
+def resident_speedups(models) -> dict[str, tuple[Speedup, ...]]:
+    """Device-resident speedup of every model over the base model's device-resident path, per batch size."""
+    base = next((m for m in models if m.role == "base"), None)
+    if base is None or not base.resident_latency:
+        return {}
+    return {m.role: tuple(Speedup(batch_size=b.batch_size, p50=b.p50_ms / o.p50_ms, mean=b.mean_ms / o.mean_ms,
+                                  p50_low=b.p50_ci_low_ms / o.p50_ci_high_ms, p50_high=b.p50_ci_high_ms / o.p50_ci_low_ms)
+                          for b, o in zip(base.resident_latency, m.resident_latency))
+            for m in models if m.role != "base" and m.resident_latency}
 
 
 def measure(sessions: dict[str, OpenSession], profile: DeviceProfile, memory: bool = True,
@@ -247,7 +289,8 @@ def measure(sessions: dict[str, OpenSession], profile: DeviceProfile, memory: bo
             if memory:
                 adv(1, role)
             models.append(ModelMeasurement(role=role, path=s.info.model, size_bytes=size, size_mb=size / MIB,
-                                           session=s.info, latency=tuple(latency[role]), memory=mem))
+                                           session=s.info, latency=tuple(latency[role]), memory=mem,
+                                           resident_latency=tuple(latency.get(resident.resident_key(role), ()))))
     speedup = []
     if "base" in sessions and "deployed" in sessions:
         for b, d in zip(latency["base"], latency["deployed"]):
@@ -256,7 +299,8 @@ def measure(sessions: dict[str, OpenSession], profile: DeviceProfile, memory: bo
                                    p50_high=b.p50_ci_high_ms / d.p50_ci_low_ms))
     return MeasureReport(profile=profile.name, profile_source=profile.source, host=host_info(),
                          settings=profile.measure, models=tuple(models), speedup=tuple(speedup),
-                         skipped_batch_sizes=tuple(skipped), other_load=other_load)
+                         skipped_batch_sizes=tuple(skipped), other_load=other_load,
+                         resident_speedup=resident_speedups(models))
 
 
 def measure_models(models: dict[str, str | os.PathLike], profile: DeviceProfile, allow_fallback: bool = False,

@@ -74,6 +74,12 @@ class MeasureSettings:
     alone; needs allow_spinning and no thread_affinity, else "park"); "park" stops each
     session's threads spinning when a run returns (costs a thread wake-up per run); "none"
     leaves the idle session's threads spinning (the old way, with cross-talk).
+
+    ``device_resident``: also time a second, device-resident path per model (IO binding: the
+    input copied to the device once, the outputs bound there), next to the path from host
+    memory (numpy in, numpy out). Defaults to true when the first provider is CUDA or TensorRT.
+    ``cuda_graph``: on that path, run with CUDA graphs (CUDA's ``enable_cuda_graph``,
+    TensorRT's ``trt_cuda_graph_enable``); needs ``device_resident`` and a GPU provider first.
     """
 
     batch_sizes: tuple[int, ...] = (1,)
@@ -88,6 +94,11 @@ class MeasureSettings:
     max_seconds: float = 0.0
     ci_target: float = 0.0
     isolation: str = "pool"
+    device_resident: bool = False
+    cuda_graph: bool = False
+
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 @dataclass(frozen=True)
@@ -275,7 +286,8 @@ def _check_affinity(c: Checker, affinity: str, intra: int) -> None:
 
 
 _MEASURE_FIELDS = ("batch_sizes", "warmup_runs", "rounds", "runs_per_round", "min_seconds", "max_rounds",
-                   "memory_runs", "turn_seconds", "switch_warmup_runs", "max_seconds", "ci_target", "isolation")
+                   "memory_runs", "turn_seconds", "switch_warmup_runs", "max_seconds", "ci_target", "isolation",
+                   "device_resident", "cuda_graph")
 
 
 def read_measure(c: Checker, data: Mapping) -> MeasureSettings:
@@ -309,8 +321,26 @@ def read_measure(c: Checker, data: Mapping) -> MeasureSettings:
         memory_runs=c.integer(t, "memory_runs", "measure.", 5, 1),
         turn_seconds=c.number(t, "turn_seconds", "measure.", 0.0, positive=False),
         switch_warmup_runs=c.integer(t, "switch_warmup_runs", "measure.", 0, 0),
-        max_seconds=max_s, ci_target=ci, isolation=isolation,
+        max_seconds=max_s, ci_target=ci, isolation=isolation, **_read_resident(c, t, data),
     )
+
+
+def _read_resident(c: Checker, t: Mapping, data: Mapping) -> dict[str, bool]:
+    """measure.device_resident (default: the first provider is CUDA or TensorRT) and measure.cuda_graph."""
+    providers = data.get("providers")
+    first = providers[0].get("name") if isinstance(providers, list) and providers and isinstance(providers[0], dict) else None
+    gpu = first in GPU_PROVIDERS
+    resident = c.boolean(t, "device_resident", "measure.", gpu)
+    graph = c.boolean(t, "cuda_graph", "measure.", False)
+    if graph and not gpu:
+        raise c.fail("measure.cuda_graph", f"needs CUDAExecutionProvider or TensorrtExecutionProvider as the first "
+                                           f"provider; this profile's first is {first!r}.",
+                     fix="Remove measure.cuda_graph (CUDA graphs exist only on NVIDIA GPUs), or list a GPU provider first.")
+    if graph and not resident:
+        raise c.fail("measure.cuda_graph", "needs measure.device_resident = true: a CUDA graph replays fixed device "
+                                           "addresses, so its input and outputs must be bound on the device (IO binding).",
+                     fix="Set measure.device_resident = true, or measure.cuda_graph = false.")
+    return {"device_resident": resident, "cuda_graph": graph}
 
 
 def read_budgets(c: Checker, data: Mapping) -> Budgets:

@@ -35,6 +35,8 @@ from edgerobust.device.predictions import VERSION as PREDICTIONS_VERSION
 from edgerobust.device.predictions import save_predictions
 from edgerobust.device.speed_lines import (_budget_lines, _latency_title, _resource_lines, _settings_line, _speed_head,  # noqa: F401
                           _speed_rows, mib, ms)
+from edgerobust.device.speed_lines import _resident_head, _resident_rows, _resident_title
+from edgerobust.device.resident import HOST_PATH
 from edgerobust.device.tables import COLUMNS_MD, robustness_table, sections
 
 AUDIT_TYPE = "edgerobust.device.audit-report"
@@ -188,6 +190,7 @@ def to_markdown(report: AuditReport) -> str:
         line = hc.settings_line(report.profile)
         out += [f"**{line[0].upper()}{line[1:]}.**", ""]
     out += [_settings_line(m), "", _md_table(_speed_head(m), _speed_rows(m)), ""]
+    out += _resident_md(m)
     out += [f"- **Warning:** {line}" for line in noise_warnings(m)]
     out += [f"- {line}" for line in _resource_lines(m)]
     if report.budgets:
@@ -202,6 +205,14 @@ def to_markdown(report: AuditReport) -> str:
             f"- providers available: {', '.join(h.available_providers)}",
             f"- edgerobust {report.edgerobust_version}, {report.created}", *_provenance_md(report), ""]
     return "\n".join(out)
+
+
+def _resident_md(m: MeasureReport) -> list[str]:
+    """The device-resident path's table (IO binding), below the table from host memory; none when not measured."""
+    head = _resident_head(m)
+    if not head:
+        return []
+    return [f"{_resident_title(m)}; speedup over base on the same path:", "", _md_table(head, _resident_rows(m)), ""]
 
 
 def _provenance_md(report: AuditReport) -> list[str]:
@@ -236,8 +247,11 @@ def render_measure(m: MeasureReport, console: Console, host_note: str | None = N
                 console.print(f"[bold yellow]WARNING: FALLBACK[/bold yellow] {model.role}: profile asked for "
                               f"{', '.join(model.session.requested_providers)}; ran on "
                               f"{', '.join(model.session.providers)}. Not the profiled device's numbers.")
-    console.print(_table(f"{_latency_title(m.profile, host_note)} (interleaved rounds)", _speed_head(m, compact=True),
-                         _speed_rows(m, compact=True)))
+    console.print(_table(f"{_latency_title(m.profile, host_note)} (interleaved rounds, {HOST_PATH})",
+                         _speed_head(m, compact=True), _speed_rows(m, compact=True)))
+    if _resident_head(m):
+        console.print(_table(f"{_resident_title(m)} (same rounds; speedup over base)", _resident_head(m, compact=True),
+                             _resident_rows(m, compact=True)))
     for line in noise_warnings(m):
         console.print(f"[bold yellow]WARNING:[/bold yellow] {line}", highlight=False)
     for line in _resource_lines(m):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgerobust.device.audit import AuditReport
 from edgerobust.device.measure import MeasureReport
+from edgerobust.device.resident import HOST_PATH, path_label
 
 
 def ms(v: float | None) -> str:
@@ -67,17 +68,65 @@ def _settings_line(m: MeasureReport) -> str:
     if st.max_seconds:
         line += f" (at most {st.max_seconds:g} s)"
     line += ". p50 [95% CI] from order statistics; the speedup interval pairs the two p50 intervals."
+    if _resident_models(m):
+        line += (f" Two paths per model, timed in the same rounds: {HOST_PATH} (numpy in, numpy out each run; "
+                 f"the first table) and {path_label(st.cuda_graph)} (the input copied to the device once, the "
+                 "outputs bound there; the second table).")
+    else:
+        line += f" Timed {HOST_PATH} (numpy in, numpy out each run)."
     if m.other_load is not None:
         line += (f" Other processes used {100 * m.other_load:.0f}% of the cores meanwhile"
                  + (": the figures are noisier than on an idle host." if m.other_load > 0.1 else "."))
     return line
 
 
+def _resident_models(m: MeasureReport) -> list:
+    return [model for model in m.models if getattr(model, "resident_latency", ())]
+
+
+def _resident_head(m: MeasureReport, compact: bool = False) -> list[str]:
+    """The device-resident table's columns (empty when that path was not measured)."""
+    models = _resident_models(m)
+    if not models:
+        return []
+    head = ["batch"]
+    for model in models:
+        head += [f"{model.role} p50"] if compact else [f"{model.role} p50 [95% CI]", f"{model.role} samples/s"]
+    head += [f"{role} speedup" for role in m.resident_speedup]
+    return head
+
+
+def _resident_rows(m: MeasureReport, compact: bool = False) -> list[list[str]]:
+    """The device-resident path per batch size: each model's p50, and each model's speedup over base."""
+    models = _resident_models(m)
+    rows = []
+    for i, lat0 in enumerate(models[0].resident_latency if models else ()):
+        row = [str(lat0.batch_size)]
+        for model in models:
+            lat = model.resident_latency[i]
+            row += [ms(lat.p50_ms)] if compact else [
+                f"{ms(lat.p50_ms)} [{ms(lat.p50_ci_low_ms)}–{ms(lat.p50_ci_high_ms)}]", f"{lat.throughput_per_s:,.0f}"]
+        for sp in (v[i] for v in m.resident_speedup.values()):
+            row.append(f"{sp.p50:.2f}×" if compact else f"{sp.p50:.2f}× [{sp.p50_low:.2f}–{sp.p50_high:.2f}]")
+        rows.append(row)
+    return rows
+
+
+def _resident_title(m: MeasureReport) -> str:
+    return f"Latency {path_label(m.settings.cuda_graph)}"
+
+
+def _gpu_memory(mem) -> str:
+    if getattr(mem, "gpu_peak_mb", None) is not None:
+        return f", peak GPU memory {mib(mem.gpu_peak_mb)} ({mem.gpu_method})"
+    return f", GPU memory not measured: {mem.gpu_method}" if getattr(mem, "gpu_method", None) else ""
+
+
 def _resource_lines(m: MeasureReport) -> list[str]:
     lines = []
     for model in m.models:
         mem = model.memory
-        mem_s = (f"peak RSS {mib(mem.peak_mb)} at batch {mem.batch_size} ({mem.method}, fresh process)"
+        mem_s = (f"peak RSS {mib(mem.peak_mb)} at batch {mem.batch_size} ({mem.method}, fresh process){_gpu_memory(mem)}"
                  if mem else "peak memory not measured")
         lines.append(f"{model.role}: size {mib(model.size_mb)}, {mem_s}, session created in "
                      f"{model.session.creation_s * 1000:.0f} ms on {', '.join(model.session.providers)}")
