@@ -86,7 +86,8 @@ def test_graph_providers_switch_on_each_providers_own_option():
            ("CPUExecutionProvider", {})]
     assert resident.graph_providers(use) == [
         ("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_cuda_graph_enable": "1"}),
-        ("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), ("CPUExecutionProvider", {})]
+        ("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})]
+    assert resident.graph_providers(use[1:])[0] == ("CUDAExecutionProvider", {"enable_cuda_graph": "1"})
     assert resident.binding_device(["CUDAExecutionProvider"], [("CUDAExecutionProvider", {"device_id": 1})]) == ("cuda", 1)
     assert resident.binding_device(["CPUExecutionProvider"], [("CPUExecutionProvider", {})]) == ("cpu", 0)
 

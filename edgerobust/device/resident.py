@@ -49,9 +49,12 @@ def binding_device(providers: Sequence[str], use: Sequence[tuple[str, Mapping]])
 
 
 def graph_providers(use: Sequence[tuple[str, Mapping]]) -> list[tuple[str, dict]]:
-    """The providers with CUDA graphs switched on (CUDA: enable_cuda_graph, TensorRT: trt_cuda_graph_enable)."""
+    """The providers with CUDA graphs switched on for the first one (CUDA: enable_cuda_graph,
+    TensorRT: trt_cuda_graph_enable). Only the first: onnxruntime refuses CUDA's graph capture
+    when TensorRT has taken nodes, and TensorRT captures its own engines' graphs."""
     key = {"CUDAExecutionProvider": "enable_cuda_graph", "TensorrtExecutionProvider": "trt_cuda_graph_enable"}
-    return [(name, {**dict(opts), key[name]: "1"} if name in key else dict(opts)) for name, opts in use]
+    return [(name, {**dict(opts), key[name]: "1"} if i == 0 and name in key else dict(opts))
+            for i, (name, opts) in enumerate(use)]
 
 
 def session_spec(info) -> dict:
