@@ -72,11 +72,13 @@ def test_every_accuracy_equals_a_bare_onnxruntime_loop(bundle, report):
 
 def test_report_structure_and_budgets(report):
     j = to_json(report)
-    assert (j["_type"], j["_version"]) == ("edgerobust.device.audit-report", 3)
+    assert (j["_type"], j["_version"]) == ("edgerobust.device.audit-report", 4)
     d = j["_data"]
     assert d["verified"] is True and d["profile"] == "fast" and d["bundle_name"] == "tiny-mlp"
     m = d["measurement"]
-    assert [x["role"] for x in m["models"]] == ["base", "deployed"]
+    # the bundle keeps the pruned fp32 model beside the int8 one: the audit times and replays it too
+    assert [x["role"] for x in m["models"]] == ["base", "deployed", "fp32"]
+    assert (d["deployed_variant"], d["variants"]) == ("int8", {"deployed": "int8", "fp32": "fp32"})
     assert [s["batch_size"] for s in m["speedup"]] == [1, 4]
     budgets = {b["name"]: b for b in d["budgets"]}
     assert budgets["latency_ms_p50"]["passed"] is True
@@ -114,7 +116,7 @@ def test_predictions_file_holds_every_models_answer_on_every_sample(bundle, repo
     doc = json.loads((folder / "report.json").read_text())["_data"]
     rec = doc["predictions"]
     assert rec["file"] == "predictions.npz" and rec["sha256"] == sha256_file(folder / "predictions.npz")
-    assert rec["sets"] == ["clean", "fgsm_0.02", "fgsm_0.08"] and rec["roles"] == ["base", "deployed"]
+    assert rec["sets"] == ["clean", "fgsm_0.02", "fgsm_0.08"] and rec["roles"] == ["base", "deployed", "fp32"]
     with np.load(folder / "predictions.npz", allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         assert [s["name"] for s in meta["sets"]] == rec["sets"]

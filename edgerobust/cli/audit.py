@@ -62,8 +62,15 @@ def audit_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per inference while "
                           "replaying the clean and adversarial sets.")] = 64,
     no_memory: NoMemoryOpt = False,
+    deployed_only: Annotated[bool, typer.Option("--deployed-only", help="Audit base and deployed only; by default "
+                             "the bundle's other precision variants (model_fp32/fp16/int8.onnx) are timed and "
+                             "replayed too, and the report names the fastest on this device.")] = False,
 ) -> None:
-    """Audit a deployed model on this device: robustness next to speedup, memory and size."""
+    """Audit a deployed model on this device: robustness next to speedup, memory and size.
+
+    Every precision variant in the bundle is timed in the same interleaved run and answers the same
+    sets; the report says which is fastest here and whether it is the deployed one.
+    """
     from edgerobust.device.audit import AuditConfig, audit
     from edgerobust.device.report import check_out_dir, render, write_report
 
@@ -73,7 +80,7 @@ def audit_cmd(
     config = AuditConfig(model=model, profile=prof, baseline=baseline, eval_set=eval_set, adv_sets=tuple(adv or ()),
                          verify=not no_verify, allow_fallback=allow_fallback, batch_size=batch_size, out_dir=out,
                          fail_on_budget=fail_on_budget, measure_memory=not no_memory,
-                         profile_reason=reason)
+                         profile_reason=reason, variants=not deployed_only)
     report = audit(config)
     folder = write_report(report, config.out_dir)
     if as_json:  # what report.json holds, with the record of predictions.npz

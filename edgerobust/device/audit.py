@@ -50,6 +50,9 @@ class AuditConfig:
     measure_memory: run the fresh-process memory probe.
     show_progress: progress bars on stderr.
     profile_reason: why this profile was chosen, when the caller picked it automatically.
+    variants: also measure and replay the bundle's other precision variants of the pruned model
+        (model_fp32.onnx, model_fp16.onnx, model_int8.onnx beside the deployed one), interleaved with
+        base and deployed, and say which is fastest on this device.
     """
 
     model: Path
@@ -65,6 +68,7 @@ class AuditConfig:
     measure_memory: bool = True
     show_progress: bool = True
     profile_reason: str | None = None
+    variants: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "model", Path(self.model))
@@ -115,6 +119,10 @@ class AuditReport:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     host_check: HostCheck | None = None
     provenance: Provenance | None = None
+    # the deployed model's precision (fp32, fp16, int8) when the bundle says, and every variant
+    # measured: role -> precision (the other variants' roles are their precision names)
+    deployed_variant: str | None = None
+    variants: dict[str, str] = field(default_factory=dict)
     # every model's class and margin on every sample: written to predictions.npz, not to report.json
     predictions: Predictions | None = field(default=None, repr=False, compare=False)
 
@@ -153,6 +161,7 @@ class _Inputs:
     adv_sets: tuple[Path, ...]
     spec: dict | None
     warnings: tuple[str, ...]
+    variants: dict[str, Path] = field(default_factory=dict)  # every precision variant, deployed included
 
 
 def _locate(config: AuditConfig) -> _Inputs:
@@ -180,8 +189,20 @@ def _locate(config: AuditConfig) -> _Inputs:
     baseline = config.baseline or bundle.path("base")
     if baseline.resolve() == config.model.resolve():
         warnings.append("the audited model is the base model itself; deltas are zero by construction")
+    variants = {k: p for k, p in bundle.variants.items() if p.is_file()}
     return _Inputs(bundle, baseline, config.eval_set or bundle.eval_path,
-                   config.adv_sets or tuple(bundle.adv_paths), bundle.input_spec, tuple(warnings))
+                   config.adv_sets or tuple(bundle.adv_paths), bundle.input_spec, tuple(warnings), variants)
+
+
+def _roles(config: AuditConfig, inputs: _Inputs) -> tuple[dict[str, Path], str | None]:
+    """The models to audit by role (base, deployed and, with ``config.variants``, the other precision
+    variants under their precision names) and the deployed model's precision when known."""
+    same = {config.model.resolve(): "deployed", inputs.baseline.resolve(): "base"}
+    deployed = next((k for k, p in inputs.variants.items() if p.resolve() == config.model.resolve()), None)
+    models = {"base": inputs.baseline, "deployed": config.model}
+    if config.variants:
+        models.update({k: p for k, p in inputs.variants.items() if p.resolve() not in same})
+    return models, deployed
 
 
 def _relative(path: Path, root: Path) -> str | None:
@@ -248,10 +269,11 @@ def _check_sets(config: AuditConfig, inputs: _Inputs) -> tuple[EvalSet, Provenan
     ev = EvalSet.load(inputs.eval_set)
     model_sha = sha256_file(config.model)
     targets = {model_sha: config.model.name}
-    if inputs.bundle is not None and inputs.bundle.manifest.get("models", {}).get("fp32"):
-        fp32 = inputs.bundle.path("fp32")
-        if fp32.is_file():
-            targets[sha256_file(fp32)] = fp32.name
+    # white-box sets are crafted on the pruned model (fp32) or an int8 simulation of it: any variant
+    # of the pruned model is a target they may name, whichever of them is deployed
+    for p in inputs.variants.values():
+        if p.resolve() != config.model.resolve():
+            targets[sha256_file(p)] = p.name
     sets = {}
     for p in inputs.adv_sets:  # metadata, labels and indices only: the inputs stay on disk
         adv = AdvSet.load(p, with_x=False)
@@ -285,7 +307,8 @@ def audit(config: AuditConfig) -> AuditReport:
     if not inputs.adv_sets:
         warnings.append(no_adv_sets_warning(inputs.bundle))
 
-    sessions = open_sessions({"base": inputs.baseline, "deployed": config.model}, profile, config.allow_fallback)
+    models, deployed_variant = _roles(config, inputs)
+    sessions = open_sessions(models, profile, config.allow_fallback)
     spec = inputs.spec or {"name": sessions["base"].input.name, "shape": list(sessions["base"].input.shape)}
     where = "the bundle manifest" if inputs.spec else "the base model"
     for s in sessions.values():
@@ -313,5 +336,7 @@ def audit(config: AuditConfig) -> AuditReport:
         verified=bool(inputs.bundle and config.verify), profile=profile.name, profile_source=profile.source,
         profile_reason=reason, measurement=measurement, sets=tuple(results),
         budgets=check_budgets(profile, measurement, evidence=host.matches), warnings=tuple(warnings),
-        host_check=host, provenance=prov, predictions=predictions)
+        host_check=host, provenance=prov, predictions=predictions, deployed_variant=deployed_variant,
+        variants={**({"deployed": deployed_variant} if deployed_variant else {}),
+                  **{r: r for r in models if r not in ("base", "deployed")}})
 

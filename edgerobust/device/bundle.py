@@ -141,6 +141,21 @@ class Bundle:
         return self.root / name
 
     @property
+    def variants(self) -> dict[str, Path]:
+        """The pruned model's precision variants (fp32, fp16, int8 -> file) the bundle holds; bundles
+        before ``variants`` was recorded list the fp32 model, and the deployed one is int8 when it differs."""
+        recorded = self.manifest.get("variants")
+        if isinstance(recorded, dict):
+            return {str(k): self.root / str(v) for k, v in recorded.items() if isinstance(v, str)}
+        out = {}
+        models = self.manifest.get("models", {})
+        if models.get("fp32"):
+            out["fp32"] = self.root / models["fp32"]
+        if models.get("fp32") and models.get("deployed") and models["deployed"] != models["fp32"]:
+            out["int8"] = self.root / models["deployed"]  # fp32 was kept beside model.onnx only when quantized
+        return out
+
+    @property
     def eval_path(self) -> Path:
         return self.root / self.manifest.get("eval", "eval.npz")
 

@@ -95,6 +95,9 @@ def headline(report) -> str:
         parts.append(f"clean accuracy {_pct(clean.deployed.accuracy.value)} vs base "
                      f"{_pct(clean.base.accuracy.value)} ({_pp(clean.delta_accuracy)})")
     out.append("Deployed vs base: " + ", ".join(parts) + ".")
+    from edgerobust.device.variant_table import better_variant, slower_than_base
+
+    out += [line for line in (slower_than_base(report), better_variant(report)) if line]
     worst = worst_per_threat(report.sets)
     if not worst:
         out.append("Robustness not audited: no adversarial sets (the warning says how to add them).")

@@ -259,6 +259,20 @@ class MeasureReport:
         return next((m for m in self.models if m.role == role), None)
 
 
+def speedup_of(base: LatencyStats, other: LatencyStats) -> Speedup:
+    """base / other at one batch size, with the bounds from the two p50 intervals."""
+    return Speedup(batch_size=base.batch_size, p50=base.p50_ms / other.p50_ms, mean=base.mean_ms / other.mean_ms,
+                   p50_low=base.p50_ci_low_ms / other.p50_ci_high_ms, p50_high=base.p50_ci_high_ms / other.p50_ci_low_ms)
+
+
+def speedups(m: MeasureReport, role: str) -> tuple[Speedup, ...]:
+    """Every batch size's speedup of the model ``role`` over the base model measured in the same run."""
+    base, model = m.model("base"), m.model(role)
+    if base is None or model is None:
+        return ()
+    return tuple(speedup_of(b, o) for b, o in zip(base.latency, model.latency))
+
+
 def resident_speedups(models) -> dict[str, tuple[Speedup, ...]]:
     """Device-resident speedup of every model over the base model's device-resident path, per batch size."""
     base = next((m for m in models if m.role == "base"), None)
@@ -293,10 +307,7 @@ def measure(sessions: dict[str, OpenSession], profile: DeviceProfile, memory: bo
                                            resident_latency=tuple(latency.get(resident.resident_key(role), ()))))
     speedup = []
     if "base" in sessions and "deployed" in sessions:
-        for b, d in zip(latency["base"], latency["deployed"]):
-            speedup.append(Speedup(batch_size=b.batch_size, p50=b.p50_ms / d.p50_ms, mean=b.mean_ms / d.mean_ms,
-                                   p50_low=b.p50_ci_low_ms / d.p50_ci_high_ms,
-                                   p50_high=b.p50_ci_high_ms / d.p50_ci_low_ms))
+        speedup = [speedup_of(b, d) for b, d in zip(latency["base"], latency["deployed"])]
     return MeasureReport(profile=profile.name, profile_source=profile.source, host=host_info(),
                          settings=profile.measure, models=tuple(models), speedup=tuple(speedup),
                          skipped_batch_sizes=tuple(skipped), other_load=other_load,

@@ -10,7 +10,10 @@ set's ``delta_accuracy`` compared base and deployed on the same white-box inputs
 host check, ``reference`` / ``delta_note`` on sets (the like-for-like Δ of edgerobust.device.scoring)
 and ``summary.worst_robust`` / ``summary.headline``. 3 adds ``provenance`` (the sha256 of
 every audited file, and how the bundle was made) and ``predictions`` (the file of per-sample
-predictions and its sha256), which ``edgerobust compare`` needs.
+predictions and its sha256), which ``edgerobust compare`` needs. 4 adds the bundle's other precision
+variants: ``deployed_variant``, ``variants`` (role -> precision), more models in ``measurement`` and
+predictions.npz (roles named by precision, e.g. ``fp32``, ``fp16``) and ``variants`` on each set
+(their scores on that set's inputs).
 """
 from __future__ import annotations
 
@@ -38,10 +41,11 @@ from edgerobust.device.speed_lines import (_budget_lines, _latency_title, _resou
 from edgerobust.device.speed_lines import _resident_head, _resident_rows, _resident_title
 from edgerobust.device.resident import HOST_PATH
 from edgerobust.device.tables import COLUMNS_MD, robustness_table, sections
+from edgerobust.device.variant_table import fastest_lines, has_variants, variant_table
 
 AUDIT_TYPE = "edgerobust.device.audit-report"
 MEASURE_TYPE = "edgerobust.device.measure-report"
-AUDIT_VERSION = 3
+AUDIT_VERSION = 4
 MEASURE_VERSION = 1
 
 
@@ -193,6 +197,7 @@ def to_markdown(report: AuditReport) -> str:
     out += _resident_md(m)
     out += [f"- **Warning:** {line}" for line in noise_warnings(m)]
     out += [f"- {line}" for line in _resource_lines(m)]
+    out += _variants_md(report)
     if report.budgets:
         out += ["", "## Budgets", ""] + [f"- {line}" for line, _ in _budget_lines(report)]
     out += ["", "## Setup", "",
@@ -205,6 +210,18 @@ def to_markdown(report: AuditReport) -> str:
             f"- providers available: {', '.join(h.available_providers)}",
             f"- edgerobust {report.edgerobust_version}, {report.created}", *_provenance_md(report), ""]
     return "\n".join(out)
+
+
+def _variants_md(report: AuditReport) -> list[str]:
+    """The precision variants section: every model measured and replayed, and which is fastest."""
+    if not has_variants(report):
+        return []
+    head, rows = variant_table(report)
+    return (["", "## Precision variants", "",
+             "Every variant of the pruned model in the bundle, timed in the same interleaved run as base and "
+             "deployed and answering the same sets. Speedup is over the base, with the interval from both p50 "
+             "intervals; worst transfer accuracy is the lowest over the sets crafted on the base.", "",
+             _md_table(head, rows), ""] + [f"- {line}" for line in fastest_lines(report)])
 
 
 def _resident_md(m: MeasureReport) -> list[str]:
@@ -226,7 +243,7 @@ def _provenance_md(report: AuditReport) -> list[str]:
         out.append("- bundle made with " + ", ".join(f"{k} {v}" for k, v in p.tool.items())
                    + (f" ({p.bundle_created})" if p.bundle_created else ""))
     if report.predictions is not None:
-        out.append("- per-sample predictions of both models: `predictions.npz` (its sha256 is in report.json)")
+        out.append("- per-sample predictions of every model audited: `predictions.npz` (its sha256 is in report.json)")
     return out
 
 
@@ -293,6 +310,12 @@ def render(report: AuditReport, console: Console) -> None:
     hc = report.host_check
     mismatch = hc is not None and not hc.matches
     render_measure(report.measurement, console, hc.host if mismatch else None)
+    if has_variants(report):
+        head, rows = variant_table(report, full=wide)
+        console.print(_table("Precision variants (same run; speedup over base"
+                             + (" [95% interval])" if wide else "; intervals in report.md)"), head, rows))
+        for line in fastest_lines(report):
+            console.print(f"  {line.replace('**', '')}", highlight=False)
     if report.budgets:
         console.print(f"[bold]Budgets ({report.profile}'s limits; this host's figures, not evidence for the device):"
                       "[/bold]" if mismatch else f"[bold]Budgets ({report.profile}):[/bold]", highlight=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgerobust.device import audit_figures
 from edgerobust.device.headline import headline
+from edgerobust.device.variant_table import fastest_lines, has_variants, variant_table
 from edgerobust.device.speed_lines import _budget_lines, _latency_title, _resource_lines, _speed_head, _speed_rows
 from edgerobust.device.svg import esc
 from edgerobust.device.tables import COLUMNS_MD, robustness_table, sections
@@ -104,6 +105,10 @@ def _speed(report, figs: list[str]) -> list[str]:
     if m.skipped_batch_sizes:
         parts.append(f"<p class=meta>Batch sizes skipped (fixed batch axis): "
                      f"{esc(', '.join(map(str, m.skipped_batch_sizes)))}</p>")
+    if has_variants(report):
+        head, rows = variant_table(report)
+        parts += ["<h2>Precision variants (same run, same sets)</h2>", html_table(head, rows, left=2)]
+        parts += [f"<p>{inline_md(line)}</p>" for line in fastest_lines(report)]
     return parts
 
 

@@ -78,6 +78,9 @@ class SetResult:
     source: str = "transfer"
     reference: Reference | None = None
     delta_note: str | None = None
+    # the bundle's other precision variants (e.g. "fp32", "fp16") on this set's inputs, when the
+    # audit replayed them: accuracy (and, on adversarial sets, clean accuracy and attack success)
+    variants: dict[str, ModelScores] = dataclasses.field(default_factory=dict)
 
     @property
     def whitebox(self) -> bool:
@@ -102,13 +105,17 @@ def _delta(a: Proportion, b: Proportion) -> float | None:
     return None if a.value is None or b.value is None else a.value - b.value
 
 
+MAIN_ROLES = ("base", "deployed")
+
+
 def score_clean(name: str, path: Path, y: np.ndarray, pred: dict[str, np.ndarray]) -> SetResult:
     base, dep = accuracy(pred["base"], y), accuracy(pred["deployed"], y)
     return SetResult(
         name=name, kind="clean", path=str(path), n=len(y), attack={},
         base=ModelScores(accuracy=base), deployed=ModelScores(accuracy=dep),
         delta_accuracy=_delta(dep, base), flip_rate=flip_rate(pred["base"], pred["deployed"]),
-        transfer_success=None, mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y), source="clean")
+        transfer_success=None, mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y), source="clean",
+        variants={r: ModelScores(accuracy=accuracy(p, y)) for r, p in pred.items() if r not in MAIN_ROLES})
 
 
 def score_adversarial(name: str, path: Path, adv: AdvSet, clean: dict[str, np.ndarray],
@@ -121,7 +128,7 @@ def score_adversarial(name: str, path: Path, adv: AdvSet, clean: dict[str, np.nd
     scores = {
         role: ModelScores(accuracy=accuracy(pred[role], y), clean_accuracy=accuracy(clean[role], y),
                           attack_success=attack_success_rate(clean[role], pred[role], y))
-        for role in ("base", "deployed")
+        for role in pred
     }
     source = adv_source(adv.meta)
     white = source.startswith("whitebox")
@@ -134,7 +141,8 @@ def score_adversarial(name: str, path: Path, adv: AdvSet, clean: dict[str, np.nd
         # transfer success is base -> deployed; a white-box set was crafted on the compressed model
         transfer_success=None if white else
         transfer_success_rate(clean["base"], pred["base"], clean["deployed"], pred["deployed"], y),
-        mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y), source=source)
+        mcnemar=mcnemar_exact(pred["base"] == y, pred["deployed"] == y), source=source,
+        variants={r: v for r, v in scores.items() if r not in MAIN_ROLES})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,11 +19,20 @@ def mib(v: float | None) -> str:
     return f"{v * 1024:.1f} KiB" if v < 1 else f"{v:.1f} MiB"
 
 
+MAIN_ROLES = ("base", "deployed", "model")
+
+
+def main_models(m: MeasureReport) -> list:
+    """The models of the main speed table: base and deployed (or the one model); the bundle's other
+    precision variants, when the audit measured them, have their own table (edgerobust.device.variant_table)."""
+    return [model for model in m.models if model.role in MAIN_ROLES] or list(m.models)
+
+
 def _speed_rows(m: MeasureReport, compact: bool = False) -> list[list[str]]:
     rows = []
     for i, bs in enumerate(b for b in m.settings.batch_sizes if b not in m.skipped_batch_sizes):
         row = [str(bs)]
-        for model in m.models:
+        for model in main_models(m):
             lat = model.latency[i]
             if compact:
                 row += [ms(lat.p50_ms)]
@@ -34,7 +43,7 @@ def _speed_rows(m: MeasureReport, compact: bool = False) -> list[list[str]]:
             sp = m.speedup[i]
             row.append(f"{sp.p50:.2f}×" if compact else f"{sp.p50:.2f}× [{sp.p50_low:.2f}–{sp.p50_high:.2f}]")
         if compact:
-            lat = m.models[-1].latency[i]
+            lat = main_models(m)[-1].latency[i]
             row += [ms(lat.p99_ms), f"{lat.cv:.2f}", f"{lat.throughput_per_s:,.0f}"]
         rows.append(row)
     return rows
@@ -42,13 +51,13 @@ def _speed_rows(m: MeasureReport, compact: bool = False) -> list[list[str]]:
 
 def _speed_head(m: MeasureReport, compact: bool = False) -> list[str]:
     head = ["batch"]
-    for model in m.models:
+    for model in main_models(m):
         head += [f"{model.role} p50"] if compact else [
             f"{model.role} p50 [95% CI]", f"{model.role} p90 / p99", f"{model.role} cv", f"{model.role} samples/s"]
     if m.speedup:
         head.append("speedup")
     if compact:
-        last = m.models[-1].role
+        last = main_models(m)[-1].role
         head += [f"{last} p99", "cv", "samples/s"]
     return head
 

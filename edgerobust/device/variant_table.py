@@ -1,0 +1,190 @@
+"""Every precision variant an audit measured, side by side, and which one is fastest on this device.
+
+A bundle holds the pruned model in each precision it was made in (model_fp32.onnx, model_fp16.onnx,
+model_int8.onnx; one of them is model.onnx, the deployed one). Which is fastest depends on the
+device's runtime: int8 on a CPU with VNNI, fp16 or fp32 on a CUDA GPU without TensorRT (where
+int8 QDQ nodes fall back to the CPU). The audit times them all in one interleaved run with the
+base, replays every set through each, and this module says which is fastest per batch size,
+whether that is the deployed one, and when the deployed model is slower than the base.
+
+"Fastest" is said only when the interval of its p50 does not overlap the runner-up's; otherwise
+the two are too close to call on this run. Torch-free.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgerobust.device.latency import LatencyStats
+from edgerobust.device.measure import MeasureReport, Speedup, speedups
+from edgerobust.device.stats import Proportion
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    """One measured model: its role, precision, file, size, latency, speedup over base and accuracy."""
+
+    role: str
+    label: str
+    precision: str | None
+    path: str
+    size_mb: float
+    latency: tuple[LatencyStats, ...]
+    speedup: tuple[Speedup, ...]
+    clean: Proportion | None
+    worst: Proportion | None  # lowest accuracy over the transfer sets (all models answer the same inputs)
+    worst_set: str | None
+
+
+@dataclass(frozen=True)
+class Fastest:
+    """The fastest model at one batch size. ``ties``: the models whose p50 interval overlaps its own
+    (too close to call on this run); ``deployed_ratio``: deployed p50 / fastest p50, and
+    ``deployed_clear`` whether their intervals are apart."""
+
+    batch_size: int
+    role: str
+    label: str
+    p50_ms: float
+    ties: tuple[str, ...]
+    deployed_ratio: float | None
+    deployed_clear: bool
+
+
+def _label(role: str, report) -> str:
+    if role == "base":
+        return "base (fp32)"
+    if role == "deployed":
+        v = getattr(report, "deployed_variant", None)
+        return f"deployed ({v})" if v else "deployed"
+    return role
+
+
+def _scores(report, role: str, s) -> Proportion | None:
+    if role in ("base", "deployed"):
+        return getattr(s, role).accuracy
+    v = s.variants.get(role)
+    return v.accuracy if v is not None else None
+
+
+def variant_rows(report) -> list[VariantRow]:
+    """One row per model the audit measured: base, deployed, then the other variants."""
+    m: MeasureReport = report.measurement
+    clean = next((s for s in report.sets if s.kind == "clean"), None)
+    transfer = [s for s in report.sets if s.kind == "adversarial" and s.source == "transfer"]
+    rows = []
+    for model in m.models:
+        accs = [(s.name, _scores(report, model.role, s)) for s in transfer]
+        accs = [(n, a) for n, a in accs if a is not None and a.value is not None]
+        worst = min(accs, key=lambda t: t[1].value) if accs else (None, None)
+        rows.append(VariantRow(
+            role=model.role, label=_label(model.role, report),
+            precision="fp32" if model.role == "base" else report.variants.get(model.role),
+            path=model.path, size_mb=model.size_mb, latency=model.latency, speedup=speedups(m, model.role),
+            clean=_scores(report, model.role, clean) if clean else None, worst=worst[1], worst_set=worst[0]))
+    return rows
+
+
+def fastest(report, batch_size: int) -> Fastest | None:
+    """The model with the lowest p50 at ``batch_size``, those too close to call, and the deployed one against it."""
+    cands = []
+    for row in variant_rows(report):
+        lat = next((t for t in row.latency if t.batch_size == batch_size), None)
+        if lat is not None:
+            cands.append((lat, row))
+    if not cands:
+        return None
+    cands.sort(key=lambda c: c[0].p50_ms)
+    best, row = cands[0]
+    ties = tuple(r.label for lat, r in cands[1:] if lat.p50_ci_low_ms <= best.p50_ci_high_ms)
+    dep = next((lat for lat, r in cands if r.role == "deployed"), None)
+    return Fastest(batch_size, row.role, row.label, best.p50_ms, ties,
+                   None if dep is None else dep.p50_ms / best.p50_ms,
+                   dep is not None and dep is not best and best.p50_ci_high_ms < dep.p50_ci_low_ms)
+
+
+def has_variants(report) -> bool:
+    """Whether the audit measured more than base and deployed."""
+    return len(report.measurement.models) > 2
+
+
+def _batches(m: MeasureReport) -> list[int]:
+    return [b for b in m.settings.batch_sizes if b not in m.skipped_batch_sizes]
+
+
+def slower_than_base(report) -> str | None:
+    """A sentence when the deployed model is not faster than the base at batch 1 (or the first size)."""
+    sp = next((s for s in report.measurement.speedup if s.batch_size == 1), None) or \
+        (report.measurement.speedup[0] if report.measurement.speedup else None)
+    if sp is None or sp.p50 >= 1:
+        return None
+    if sp.p50_high < 1:
+        return (f"The deployed model is SLOWER than the base on this device at batch {sp.batch_size}: "
+                f"{sp.p50:.2f}× (95% interval {sp.p50_low:.2f}–{sp.p50_high:.2f}×).")
+    return (f"The deployed model is no faster than the base on this device at batch {sp.batch_size}: "
+            f"{sp.p50:.2f}× (95% interval {sp.p50_low:.2f}–{sp.p50_high:.2f}× includes 1).")
+
+
+def better_variant(report, min_ratio: float = 1.1) -> str | None:
+    """A sentence when another variant in the bundle is faster than the deployed one at batch 1, by at
+    least ``min_ratio`` and with the two p50 intervals apart."""
+    if not has_variants(report) or not _batches(report.measurement):
+        return None
+    bs = 1 if 1 in _batches(report.measurement) else _batches(report.measurement)[0]
+    f = fastest(report, bs)
+    if f is None or f.role in ("deployed", "base") or not f.deployed_clear or (f.deployed_ratio or 0) < min_ratio:
+        return None
+    rows = {r.role: r for r in variant_rows(report)}
+    row, sp = rows[f.role], next((s for s in rows[f.role].speedup if s.batch_size == bs), None)
+    dsp = next((s for s in rows["deployed"].speedup if s.batch_size == bs), None)
+    tie = f" (as is {', '.join(f.ties)})" if f.ties else ""
+    return (f"The bundle's {f.role} variant ({Path(row.path).name}) is {f.deployed_ratio:.2f}× faster here than the "
+            f"deployed {report.deployed_variant or 'model'}{tie}: {sp.p50:.2f}× the base against {dsp.p50:.2f}× at "
+            f"batch {bs}. Deploy it on this device, or compress again with --profile for this device.")
+
+
+def fastest_lines(report) -> list[str]:
+    """Per batch size: which model is fastest on this device and whether it is the deployed one."""
+    out = []
+    for bs in _batches(report.measurement):
+        f = fastest(report, bs)
+        if f is None:
+            continue
+        tie = f", with {', '.join(f.ties)} too close to call (p50 intervals overlap)" if f.ties else ""
+        if f.role == "deployed":
+            out.append(f"batch {bs}: the deployed model is the fastest ({f.p50_ms:.3g} ms p50){tie}.")
+        elif not f.deployed_clear:
+            out.append(f"batch {bs}: {f.label} is the fastest ({f.p50_ms:.3g} ms p50){tie}; the deployed model is "
+                       "within its interval.")
+        else:
+            out.append(f"batch {bs}: **{f.label}** is the fastest ({f.p50_ms:.3g} ms p50){tie}; the deployed "
+                       f"model takes {f.deployed_ratio:.2f}× as long.")
+    return out
+
+
+def _pct(p: Proportion | None) -> str:
+    return "–" if p is None or p.value is None else f"{100 * p.value:.1f}%"
+
+
+def variant_table(report, full: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Head and rows: per model, file, size, p50 and speedup per batch size, clean and worst transfer
+    accuracy. ``full=False`` (a narrow terminal): no file, size, intervals or set name."""
+    from edgerobust.device.speed_lines import mib, ms
+
+    batches = _batches(report.measurement)
+    if full:
+        head = ["model", "file", "size"] + [h for bs in batches for h in (f"p50 b{bs}", f"speedup b{bs}")] + \
+            ["clean acc", "worst transfer acc"]
+    else:
+        head = ["model"] + [h for bs in batches for h in (f"b{bs} p50", f"b{bs} ×")] + ["clean", "worst adv"]
+    rows = []
+    for r in variant_rows(report):
+        row = [r.label] + ([Path(r.path).name, mib(r.size_mb)] if full else [])
+        for bs in batches:
+            lat = next((t for t in r.latency if t.batch_size == bs), None)
+            sp = next((s for s in r.speedup if s.batch_size == bs), None)
+            speed = "–" if sp is None else f"{sp.p50:.2f}×" + (f" [{sp.p50_low:.2f}–{sp.p50_high:.2f}]" if full else "")
+            row += [ms(lat.p50_ms) if lat else "–", "1" if r.role == "base" else speed]
+        worst = _pct(r.worst) + (f" ({r.worst_set})" if full else "") if r.worst_set else "–"
+        rows.append(row + [_pct(r.clean), worst])
+    return head, rows
