@@ -138,3 +138,19 @@ def test_no_verdict_when_the_deployed_model_is_fastest_or_too_close_to_call(repo
     assert fastest(close, 1).ties == ("deployed (fp16)",)
     no_faster = _with_p50(report, {"base": 1.0, "deployed": 1.005, "fp32": 0.6, "int8": 0.8})
     assert "no faster than the base" in slower_than_base(no_faster)
+
+
+def test_variants_on_the_device_resident_path_too(bundle, tmp_path):
+    """A profile that also times the device-resident path (IO binding; on the CPU here) gets it per variant."""
+    from edgerobust.device.variant_table import fastest_lines, variant_table
+
+    p = fast_profile(tmp_path / "resident.toml")
+    p.write_text(p.read_text().replace("[measure]\n", "[measure]\ndevice_resident = true\n"))
+    r = audit(AuditConfig(model=bundle / "model.onnx", profile=str(p), show_progress=False, measure_memory=False))
+    assert all(m.resident_latency and m.resident_latency[0].p50_ms > 0 for m in r.measurement.models)
+    head, rows = variant_table(r)
+    assert "resident p50 b1" in head and len(rows) == 4
+    col = head.index("resident × b1")
+    assert rows[0][col] == "1" and all(row[col].endswith("×") for row in rows[1:])
+    lines = fastest_lines(r)
+    assert [line.split(",")[0] for line in lines] == ["from host memory", "device-resident"]

@@ -34,6 +34,8 @@ class VariantRow:
     clean: Proportion | None
     worst: Proportion | None  # lowest accuracy over the transfer sets (all models answer the same inputs)
     worst_set: str | None
+    resident: tuple[LatencyStats, ...] = ()  # device-resident path (IO binding), when the profile measures it
+    resident_speedup: tuple[Speedup, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,15 +83,18 @@ def variant_rows(report) -> list[VariantRow]:
             role=model.role, label=_label(model.role, report),
             precision="fp32" if model.role == "base" else report.variants.get(model.role),
             path=model.path, size_mb=model.size_mb, latency=model.latency, speedup=speedups(m, model.role),
-            clean=_scores(report, model.role, clean) if clean else None, worst=worst[1], worst_set=worst[0]))
+            clean=_scores(report, model.role, clean) if clean else None, worst=worst[1], worst_set=worst[0],
+            resident=tuple(getattr(model, "resident_latency", ()) or ()),
+            resident_speedup=tuple((getattr(m, "resident_speedup", None) or {}).get(model.role, ()))))
     return rows
 
 
-def fastest(report, batch_size: int) -> Fastest | None:
-    """The model with the lowest p50 at ``batch_size``, those too close to call, and the deployed one against it."""
+def fastest(report, batch_size: int, resident: bool = False) -> Fastest | None:
+    """The model with the lowest p50 at ``batch_size``, those too close to call, and the deployed one against it;
+    ``resident``: on the device-resident path instead of from host memory."""
     cands = []
     for row in variant_rows(report):
-        lat = next((t for t in row.latency if t.batch_size == batch_size), None)
+        lat = next((t for t in (row.resident if resident else row.latency) if t.batch_size == batch_size), None)
         if lat is not None:
             cands.append((lat, row))
     if not cands:
@@ -143,21 +148,32 @@ def better_variant(report, min_ratio: float = 1.1) -> str | None:
             f"batch {bs}. Deploy it on this device, or compress again with --profile for this device.")
 
 
+def has_resident(report) -> bool:
+    return any(getattr(m, "resident_latency", ()) for m in report.measurement.models)
+
+
 def fastest_lines(report) -> list[str]:
-    """Per batch size: which model is fastest on this device and whether it is the deployed one."""
+    """Per batch size (and path, when the device-resident one was measured too): which model is fastest on
+    this device and whether it is the deployed one."""
+    paths = ((False, "from host memory, "), (True, "device-resident, ")) if has_resident(report) else ((False, ""),)
+    return [line for resident, where in paths for line in _fastest_lines(report, resident, where)]
+
+
+def _fastest_lines(report, resident: bool, where: str) -> list[str]:
     out = []
     for bs in _batches(report.measurement):
-        f = fastest(report, bs)
+        f = fastest(report, bs, resident)
         if f is None:
             continue
+        head = f"{where}batch {bs}"
         tie = f", with {', '.join(f.ties)} too close to call (p50 intervals overlap)" if f.ties else ""
         if f.role == "deployed":
-            out.append(f"batch {bs}: the deployed model is the fastest ({f.p50_ms:.3g} ms p50){tie}.")
+            out.append(f"{head}: the deployed model is the fastest ({f.p50_ms:.3g} ms p50){tie}.")
         elif not f.deployed_clear:
-            out.append(f"batch {bs}: {f.label} is the fastest ({f.p50_ms:.3g} ms p50){tie}; the deployed model is "
+            out.append(f"{head}: {f.label} is the fastest ({f.p50_ms:.3g} ms p50){tie}; the deployed model is "
                        "within its interval.")
         else:
-            out.append(f"batch {bs}: **{f.label}** is the fastest ({f.p50_ms:.3g} ms p50){tie}; the deployed "
+            out.append(f"{head}: **{f.label}** is the fastest ({f.p50_ms:.3g} ms p50){tie}; the deployed "
                        f"model takes {f.deployed_ratio:.2f}× as long.")
     return out
 
@@ -177,6 +193,9 @@ def variant_table(report, full: bool = True) -> tuple[list[str], list[list[str]]
             ["clean acc", "worst transfer acc"]
     else:
         head = ["model"] + [h for bs in batches for h in (f"b{bs} p50", f"b{bs} ×")] + ["clean", "worst adv"]
+    res = has_resident(report)
+    if res:  # the device-resident path (IO binding) beside the host-memory one
+        head[-2:-2] = [h for bs in batches for h in (f"resident p50 b{bs}", f"resident × b{bs}")]
     rows = []
     for r in variant_rows(report):
         row = [r.label] + ([Path(r.path).name, mib(r.size_mb)] if full else [])
@@ -185,6 +204,12 @@ def variant_table(report, full: bool = True) -> tuple[list[str], list[list[str]]
             sp = next((s for s in r.speedup if s.batch_size == bs), None)
             speed = "–" if sp is None else f"{sp.p50:.2f}×" + (f" [{sp.p50_low:.2f}–{sp.p50_high:.2f}]" if full else "")
             row += [ms(lat.p50_ms) if lat else "–", "1" if r.role == "base" else speed]
+        if res:
+            for bs in batches:
+                lat = next((t for t in r.resident if t.batch_size == bs), None)
+                sp = next((s for s in r.resident_speedup if s.batch_size == bs), None)
+                row += [ms(lat.p50_ms) if lat else "–", "1" if r.role == "base" else
+                        ("–" if sp is None else f"{sp.p50:.2f}×")]
         worst = _pct(r.worst) + (f" ({r.worst_set})" if full else "") if r.worst_set else "–"
         rows.append(row + [_pct(r.clean), worst])
     return head, rows
