@@ -2,7 +2,8 @@
 
 available = MACs ratio x the base model's own int8 gain (same int8 format, same host). For one
 compressed bundle this quantizes the base and the pruned fp32 model in each int8 format
-(QDQ, QOperator), optionally with the stem (first conv) kept in fp32, measures every row in
+(QDQ, QOperator), optionally with the stem (first conv) kept in fp32 or rewritten space-to-depth
+(benchmarks/stem_s2d.py), measures every row in
 one interleaved run (parked sessions, batch 1, the harness profile's threads) at graph
 optimization "all" and at "extended" (without onnxruntime's layout transformations), and
 prints each row's speedup over base fp32 and its realized share of the available.
@@ -59,6 +60,12 @@ def build_rows(bundle: Path, work: Path, stem: bool, extras: dict[str, Path]) ->
         out = work / "pruned-qdq-stem-fp32.onnx"
         quantize(pruned, out, calib, QuantConfig(calib_samples=16, keep_fp32="first", format="qdq"))
         rows["pruned int8 qdq, stem fp32"] = {"path": out, "macs": macs(pruned), "int8": "qdq"}
+    if stem:  # the space-to-depth stem experiment (benchmarks/stem_s2d.py; not shipped)
+        from stem_s2d import quantize_with_stem
+
+        out = work / "pruned-qdq-stem-s2d.onnx"
+        quantize_with_stem(pruned, out, calib)
+        rows["pruned int8 qdq, space-to-depth stem"] = {"path": out, "macs": macs(pruned), "int8": "qdq"}
     for label, b in extras.items():
         out = work / f"{label}-qdq.onnx"
         quantize(b / "model_fp32.onnx", out, calib, QuantConfig(calib_samples=16, keep_fp32="none", format="qdq"))
@@ -98,7 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--no-stem", action="store_true", help="skip the stem-in-fp32 row")
+    ap.add_argument("--no-stem", action="store_true", help="skip the stem rows (fp32 stem, space-to-depth stem)")
     ap.add_argument("--extras", default="", help="label=BUNDLE,... more pruned models (e.g. other --round-to)")
     args = ap.parse_args()
     from common import other_load_now

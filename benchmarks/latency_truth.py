@@ -1,21 +1,30 @@
 """Is the latency edgerobust reports the latency a deployment sees? Alone vs profile vs audit.
 
 For resnet18 and mobilenet_v2 (224x224, random weights, sparsity 0.5 + int8, compressed here)
-and the demo bundle, this prints, per bundle and repeat:
+and the demo bundle, this runs, per bundle and repeat, in this order:
 
-  alone    each model in its own fresh process, built from the profile: 20 warmup runs, then
-           3 s of back-to-back runs; the median p50 of 3 processes per model
-  profile  `edgerobust profile model.onnx --baseline base.onnx --profile P -b 1`
-  audit    `edgerobust audit bundle/model.onnx --profile P` (batch-1 rows)
+  alone #1  each model in its own fresh process, built from the profile: 20 warmup runs, then
+            3 s of back-to-back runs; the median p50 of 2 processes per model
+  profile   `edgerobust profile model.onnx --baseline base.onnx --profile P -b 1`
+  alone #2
+  audit     `edgerobust audit bundle/model.onnx --profile P --deployed-only` (batch-1 rows)
+  alone #3
 
-with each p50, the speedup, the ratio to alone, the p50's 95% interval, and the share of the
-cores other processes used meanwhile. Two repeats give the repeat-to-repeat spread.
+and compares each tool measurement with the alone runs just before and after it (their mean),
+printing each p50, the speedup, the ratio to alone, the p50's 95% interval, the share of the cores
+other processes used meanwhile, and the drift: how much the alone speedup itself moved between
+the two brackets. A host whose speed changes between two alone runs (a shared VM's neighbours)
+shows there, not as an error of the tool. Two repeats give the repeat-to-repeat spread.
 
 `--section options` compares ways of interleaving two sessions in one process (the cross-talk
 mechanism and its fixes), each model's p50 relative to it alone, in one run.
 
+`--section drift` watches the deployed model alone in one process for a minute, p50 per 1 s
+window: when the host itself runs the model at more than one speed, it shows here, with no
+second session to blame.
+
     python benchmarks/latency_truth.py [--work DIR] [--profile laptop-cpu] [--repeats 2]
-                                       [--section truth,options] [--bundles resnet18,mobilenet_v2,demo]
+                                       [--section truth,options,drift] [--bundles resnet18,mobilenet_v2,demo]
 """
 from __future__ import annotations
 
@@ -87,7 +96,7 @@ def _batch1(m: dict) -> dict:
     return out
 
 
-def alone(bundle: Path, profile: str, processes: int = 3) -> dict:
+def alone(bundle: Path, profile: str, processes: int = 2) -> dict:
     runs = {"base": [], "deployed": []}
     for i in range(processes):
         for role in (("base", "deployed") if i % 2 == 0 else ("deployed", "base")):
@@ -99,41 +108,98 @@ def alone(bundle: Path, profile: str, processes: int = 3) -> dict:
     return out
 
 
+def _bracket(before: dict, after: dict) -> dict:
+    """The alone figures around one profile/audit measurement: their mean, and how far the host moved."""
+    out = {role: {"p50_ms": (before[role]["p50_ms"] + after[role]["p50_ms"]) / 2} for role in ("base", "deployed")}
+    out["speedup"] = out["base"]["p50_ms"] / out["deployed"]["p50_ms"]
+    out["drift"] = max(before["speedup"], after["speedup"]) / min(before["speedup"], after["speedup"]) - 1
+    out["other_load"] = max(before["other_load"], after["other_load"])
+    return out
+
+
 def truth(bundle: Path, profile: str) -> dict:
+    """alone, profile, alone, audit, alone: each tool measurement is compared with the alone runs just
+    before and after it, so a host that changes speed between them shows as drift, not as error."""
     t0 = time.perf_counter()
-    res = {"alone": alone(bundle, profile)}
-    res["profile"] = _batch1(_measurement(_cli_json(["profile", str(bundle / "model.onnx"), "--baseline",
-                                                      str(bundle / "base.onnx"), "-p", profile, "-b", "1",
-                                                      "--no-memory"])))
+    a = [alone(bundle, profile)]
+    res = {"profile": _batch1(_measurement(_cli_json(["profile", str(bundle / "model.onnx"), "--baseline",
+                                                       str(bundle / "base.onnx"), "-p", profile, "-b", "1",
+                                                       "--no-memory"])))}
+    a.append(alone(bundle, profile))
     res["audit"] = _batch1(_measurement(_cli_json(["audit", str(bundle / "model.onnx"), "-p", profile,
-                                                    "--no-memory"])))
+                                                    "--no-memory", "--deployed-only"])))
+    a.append(alone(bundle, profile))
+    res["alone"] = a
+    res["around"] = {"profile": _bracket(a[0], a[1]), "audit": _bracket(a[1], a[2])}
     res["seconds"] = time.perf_counter() - t0
     return res
 
 
 def render_truth(results: dict) -> str:
     head = ("| bundle | repeat | how | base p50 ms [95% CI] | deployed p50 ms [95% CI] | speedup | "
-            "base / alone | deployed / alone | speedup / alone | other load |")
+            "alone around it: speedup (drift) | base / alone | deployed / alone | speedup / alone | other load |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, reps in results.items():
         for i, r in enumerate(reps):
-            a = r["alone"]
-            lines.append(f"| {name} | {i + 1} | alone (3 processes each) | {a['base']['p50_ms']:.2f} | "
-                         f"{a['deployed']['p50_ms']:.3f} | {a['speedup']:.2f} | 1 | 1 | 1 | {a['other_load']:.2f} |")
+            for j, a in enumerate(r["alone"]):
+                lines.append(f"| {name} | {i + 1} | alone #{j + 1} (2 processes each) | {a['base']['p50_ms']:.2f} | "
+                             f"{a['deployed']['p50_ms']:.3f} | {a['speedup']:.2f} | | 1 | 1 | 1 | {a['other_load']:.2f} |")
             for how in ("profile", "audit"):
-                m = r[how]
+                m, a = r[how], r["around"][how]
                 b, d = m["base"], m["deployed"]
                 lines.append(
                     f"| {name} | {i + 1} | {how} | {b['p50_ms']:.2f} [{b['p50_ci_low_ms']:.2f}-{b['p50_ci_high_ms']:.2f}] | "
                     f"{d['p50_ms']:.3f} [{d['p50_ci_low_ms']:.3f}-{d['p50_ci_high_ms']:.3f}] | {m['speedup']:.2f} | "
+                    f"{a['speedup']:.2f} ({100 * a['drift']:.0f}%) | "
                     f"{b['p50_ms'] / a['base']['p50_ms']:.3f} | {d['p50_ms'] / a['deployed']['p50_ms']:.3f} | "
-                    f"{m['speedup'] / a['speedup']:.3f} | {m['other_load'] if m['other_load'] is not None else 'n/a'} |")
+                    f"**{m['speedup'] / a['speedup']:.3f}** | "
+                    f"{m['other_load'] if m['other_load'] is not None else 'n/a'} |")
         if len(reps) > 1:
-            for how in ("alone", "profile", "audit"):
+            for how in ("profile", "audit"):
                 sp = [r[how]["speedup"] for r in reps]
                 lines.append(f"| {name} | spread | {how} | | | {min(sp):.2f}-{max(sp):.2f} "
-                             f"({(max(sp) / min(sp) - 1) * 100:.1f}%) | | | | |")
+                             f"({(max(sp) / min(sp) - 1) * 100:.1f}%) | | | | | |")
+            sp = [a["speedup"] for r in reps for a in r["alone"]]
+            lines.append(f"| {name} | spread | alone (all) | | | {min(sp):.2f}-{max(sp):.2f} "
+                         f"({(max(sp) / min(sp) - 1) * 100:.1f}%) | | | | | |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# drift: one model alone in one process, p50 per window over a minute
+
+
+def drift(model: Path, profile: str, seconds: float = 60.0, window_s: float = 1.0) -> dict:
+    """The deployed model alone in one process (one session: no cross-talk possible), its p50 per
+    ``window_s`` over ``seconds``: does the host itself run it at more than one speed?"""
+    from edgerobust.device.host import OtherLoad
+    from edgerobust.device.measure import open_session
+    from edgerobust.device.profiles import load_profile
+
+    s = open_session(model, "deployed", load_profile(profile))
+    feed = {s.input.name: np.random.default_rng(0).random(s.input.concrete(1), dtype=np.float32)}
+    for _ in range(20):
+        s.session.run(None, feed)
+    windows, meter, end = [], OtherLoad().start(), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        ts, stop = [], time.perf_counter() + window_s
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            s.session.run(None, feed)
+            ts.append(time.perf_counter() - t0)
+        windows.append(1e3 * float(np.median(ts)))
+    w = np.asarray(windows)
+    fast = float(np.percentile(w, 10))
+    return {"windows_ms": windows, "p10_ms": fast, "median_ms": float(np.median(w)), "max_ms": float(w.max()),
+            "slow_share": float(np.mean(w > 1.1 * fast)), "other_load": meter.stop()}
+
+
+def render_drift(name: str, d: dict) -> str:
+    w = d["windows_ms"]
+    spark = " ".join(f"{v:.2f}" for v in w[:: max(1, len(w) // 30)])
+    return (f"| {name} | {len(w)} | {d['p10_ms']:.3f} | {d['median_ms']:.3f} | {d['max_ms']:.3f} | "
+            f"{100 * d['slow_share']:.0f}% | {d['other_load']:.2f} |\n\nwindow p50s (ms, every "
+            f"{max(1, len(w) // 30)}th): {spark}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +319,8 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="folder for the bundles (kept; reused when it has them)")
     ap.add_argument("--profile", default="laptop-cpu")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--section", default="truth", help="truth, options, or both comma-separated")
+    ap.add_argument("--section", default="truth", help="truth, options, drift, comma-separated")
+    ap.add_argument("--drift-seconds", type=float, default=60.0, help="how long the drift section watches one model")
     ap.add_argument("--bundles", default="resnet18,mobilenet_v2,demo")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads of the options section")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -284,6 +351,14 @@ def main() -> None:
                 res["truth"][name].append(truth(b, args.profile))
                 print(f"[truth] {name}: {res['truth'][name][-1]['seconds']:.0f} s", flush=True)
         print("\n### Alone vs profile vs audit, batch 1\n\n" + render_truth(res["truth"]), flush=True)
+    if "drift" in sections:
+        res["drift"] = {}
+        print("\n### One model alone in one process, p50 per 1 s window (no second session: no cross-talk)\n\n"
+              "| bundle | windows | fast (p10) ms | median ms | max ms | windows >1.1x fast | other load |\n"
+              "|---|---|---|---|---|---|---|", flush=True)
+        for name, b in bundles.items():
+            res["drift"][name] = drift(b / "model.onnx", args.profile, args.drift_seconds)
+            print(render_drift(name, res["drift"][name]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1, default=str))
 
