@@ -163,10 +163,11 @@ def test_noise_warnings_say_when_latency_cannot_be_trusted():
     from edgerobust.device.report import noise_warnings
 
     settings = NS(batch_sizes=(1, 8))
-    quiet = NS(other_load=0.02, settings=settings, skipped_batch_sizes=(),
+    none = {"models": (), "model": lambda role: None}  # no per-process figures (one probe process)
+    quiet = NS(other_load=0.02, settings=settings, skipped_batch_sizes=(), **none,
                speedup=[NS(p50=3.5, p50_low=3.4, p50_high=3.6), NS(p50=3.0, p50_low=2.9, p50_high=3.1)])
     assert noise_warnings(quiet) == []
-    busy = NS(other_load=0.4, settings=settings, skipped_batch_sizes=(),
+    busy = NS(other_load=0.4, settings=settings, skipped_batch_sizes=(), **none,
               speedup=[NS(p50=3.5, p50_low=3.4, p50_high=3.6), NS(p50=22.8, p50_low=4.0, p50_high=30.0)])
     lines = noise_warnings(busy)
     assert any("40% of the cores" in line for line in lines)

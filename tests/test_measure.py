@@ -123,3 +123,53 @@ def test_memprobe_child_is_torch_free(models):
                          capture_output=True, text=True, check=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
     assert res["torch_loaded"] is False and res["peak_kib"] > res["before_model_kib"] > 0
+
+
+def test_processes_split_the_measurement_and_keep_each_ones_p50(models, tmp_path):
+    """measure.processes = 3: three fresh probe processes in turn, their runs pooled, each one's p50 kept."""
+    base, dep = models
+    p = write_profile(tmp_path / "p3.toml", batch_sizes=(1,))
+    p.write_text(p.read_text().replace("[measure]\n", "[measure]\nprocesses = 3\nrounds = 6\n").replace(
+        "rounds = 3\n", ""))
+    prof = load_profile(p)
+    assert prof.measure.processes == 3
+    r = measure_models({"base": base, "deployed": dep}, prof, show_progress=False, memory=False)
+    for m in r.models:
+        lat = m.latency[0]
+        assert len(lat.process_p50_ms) == 3 and all(v > 0 for v in lat.process_p50_ms)
+        assert lat.runs == 6 * 3  # each process: ceil(6 / 3) rounds of 3 runs
+        assert min(lat.process_p50_ms) <= lat.p50_ms <= max(lat.process_p50_ms)
+    from edgerobust.device.measure import process_speedups
+
+    assert len(process_speedups(r, 1)) == 3
+    one = measure_models({"base": base, "deployed": dep}, load_profile(write_profile(tmp_path / "p1.toml")),
+                         show_progress=False, memory=False)
+    assert one.models[0].latency[0].process_p50_ms == () and process_speedups(one, 1) == ()
+
+
+def test_processes_must_be_a_positive_integer(tmp_path):
+    p = write_profile(tmp_path / "bad.toml")
+    p.write_text(p.read_text().replace("[measure]\n", "[measure]\nprocesses = 0\n"))
+    with pytest.raises(ProfileError, match="measure.processes"):
+        load_profile(p)
+
+
+def test_disagreeing_processes_are_said_in_the_warnings_and_the_headline_numbers(models, profile):
+    import dataclasses
+
+    from edgerobust.device.report import noise_warnings
+
+    base, dep = models
+    r = measure_models({"base": base, "deployed": dep}, profile, show_progress=False, memory=False)
+
+    def per(m, values):
+        lat = (dataclasses.replace(m.latency[0], process_p50_ms=values),) + m.latency[1:]
+        return dataclasses.replace(m, latency=lat)
+
+    b, d = r.models
+    split = dataclasses.replace(r, models=(per(b, (1.0, 1.0, 1.0)), per(d, (0.1, 0.1, 0.2))))
+    text = " ".join(noise_warnings(split))
+    assert "deployed model's p50 at batch 1 differed between the 3 probe processes (0.1, 0.1, 0.2 ms)" in text
+    assert "the batch-1 speedup was 10.00×, 10.00×, 5.00× in the 3 probe processes" in text
+    agree = dataclasses.replace(r, models=(per(b, (1.0, 1.0, 1.05)), per(d, (0.1, 0.1, 0.1))))
+    assert "probe processes" not in " ".join(noise_warnings(agree))

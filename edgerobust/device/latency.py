@@ -58,6 +58,8 @@ class LatencyStats:
     ci_level: float = CI_LEVEL
     measured_s: float = 0.0
     rounds: int = 0
+    # the p50 in each fresh probe process when the runs came from several (measure.processes)
+    process_p50_ms: tuple[float, ...] = ()
 
     @property
     def p50_ci_halfwidth(self) -> float:
@@ -85,7 +87,7 @@ def ci_halfwidth(samples, level: float = CI_LEVEL) -> float:
     return (hi - lo) / (2 * med) if med > 0 else math.inf
 
 
-def summarize(times_s, batch_size: int, rounds: int = 0) -> LatencyStats:
+def summarize(times_s, batch_size: int, rounds: int = 0, process_p50_ms: tuple[float, ...] = ()) -> LatencyStats:
     """Percentiles (linear interpolation), the p50's interval, mean, std, cv, samples/s."""
     ms = np.asarray(times_s, dtype=np.float64) * 1e3
     if ms.size == 0:
@@ -98,7 +100,7 @@ def summarize(times_s, batch_size: int, rounds: int = 0) -> LatencyStats:
                         mean_ms=mean, std_ms=std, cv=std / mean if mean > 0 else 0.0,
                         throughput_per_s=batch_size * 1e3 / mean if mean > 0 else 0.0,
                         p50_ci_low_ms=lo, p50_ci_high_ms=hi, ci_level=CI_LEVEL,
-                        measured_s=float(ms.sum() / 1e3), rounds=rounds)
+                        measured_s=float(ms.sum() / 1e3), rounds=rounds, process_p50_ms=tuple(process_p50_ms))
 
 
 def turn_lengths(warmup_s: dict[str, float], settings: MeasureSettings) -> dict[str, int]:

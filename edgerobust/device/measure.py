@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -57,10 +58,15 @@ def measure_latency(sessions: dict[str, OpenSession], settings: MeasureSettings,
             rounds[bs] += 1
             advance(1 if rounds[bs] <= settings.rounds else 0, f"batch {bs}, round {rounds[bs]}")
 
-        timed = _pooled_timings(sessions, settings, sizes, step) if pooled else _local_timings(sessions, settings, sizes, step)
+        per_process: dict = {}
+        if pooled:
+            timed, per_process = _pooled_timings(sessions, settings, sizes, step)
+        else:
+            timed = _local_timings(sessions, settings, sizes, step)
         for bs in sizes:
             for role, t in timed[bs].items():
-                results.setdefault(role, []).append(summarize(t, bs, rounds=rounds[bs]))
+                results.setdefault(role, []).append(summarize(t, bs, rounds=rounds[bs],
+                                                              process_p50_ms=per_process.get(bs, {}).get(role, ())))
     return results, skipped
 
 
@@ -90,8 +96,19 @@ def _local_timings(sessions, settings: MeasureSettings, sizes: list[int], step) 
             for bs in sizes}
 
 
-def _pooled_timings(sessions, settings: MeasureSettings, sizes: list[int], step) -> dict[int, dict[str, np.ndarray]]:
-    """Run ``python -m edgerobust.device._latencyprobe``: the same loop, one shared thread pool."""
+def _share(settings: MeasureSettings, n: int) -> MeasureSettings:
+    """One probe process's part of the measurement when it is split over ``n`` processes."""
+    if n <= 1:
+        return settings
+    return dataclasses.replace(settings, rounds=max(1, math.ceil(settings.rounds / n)),
+                               max_rounds=max(1, math.ceil(settings.max_rounds / n)),
+                               min_seconds=settings.min_seconds / n, max_seconds=settings.max_seconds / n)
+
+
+def _pooled_timings(sessions, settings: MeasureSettings, sizes: list[int], step):
+    """Run ``python -m edgerobust.device._latencyprobe`` (the same loop, one shared thread pool) in
+    ``settings.processes`` fresh processes in turn; every run pooled, and each process's p50 (ms)
+    by batch size and role."""
     first = next(iter(sessions.values()))
     info = first.info
     spec = {"models": {role: s.info.model for role, s in sessions.items()},
@@ -99,12 +116,22 @@ def _pooled_timings(sessions, settings: MeasureSettings, sizes: list[int], step)
             "inter_op_threads": info.inter_op_threads, "graph_optimization": ORT_LEVEL[info.graph_optimization],
             "cpu_arena": info.cpu_arena, "memory_pattern": info.memory_pattern,
             "session_config": [list(e) for e in info.config_entries],
-            "settings": dataclasses.asdict(settings),
+            "settings": dataclasses.asdict(_share(settings, settings.processes)),
             "inputs": {str(bs): {role: [s.input.name, list(s.input.concrete(bs)), s.input.dtype]
                                  for role, s in sessions.items()} for bs in sizes}}
     if settings.device_resident:
         device, device_id = resident.binding_device(info.providers, first.plan.use)
         spec["resident"] = {"device": device, "device_id": device_id, "cuda_graph": settings.cuda_graph}
+    parts = [_probe(spec, step) for _ in range(max(1, settings.processes))]
+    timings = {bs: {role: np.concatenate([np.asarray(p[str(bs)][role]) for p in parts]) for role in parts[0][str(bs)]}
+               for bs in sizes}
+    per_process = {bs: {role: tuple(1e3 * float(np.median(p[str(bs)][role])) for p in parts)
+                        for role in parts[0][str(bs)]} for bs in sizes} if len(parts) > 1 else {}
+    return timings, per_process
+
+
+def _probe(spec: dict, step) -> dict:
+    """One latency probe process: its timings by batch size (as text) and role."""
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen([sys.executable, "-m", "edgerobust.device._latencyprobe"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=errors, text=True)
@@ -124,7 +151,7 @@ def _pooled_timings(sessions, settings: MeasureSettings, sizes: list[int], step)
         raise ModelLoadError(f"The latency probe process failed (exit code {proc.returncode}).",
                              why=" | ".join(err.strip().splitlines()[-5:]) or "no output",
                              fix="Set measure.isolation = \"park\" in the profile to time the models in this process.")
-    return {bs: {role: np.asarray(v) for role, v in result[str(bs)].items()} for bs in sizes}
+    return result
 
 
 class _NoTask:
@@ -282,6 +309,17 @@ def resident_speedups(models) -> dict[str, tuple[Speedup, ...]]:
                                   p50_low=b.p50_ci_low_ms / o.p50_ci_high_ms, p50_high=b.p50_ci_high_ms / o.p50_ci_low_ms)
                           for b, o in zip(base.resident_latency, m.resident_latency))
             for m in models if m.role != "base" and m.resident_latency}
+
+
+def process_speedups(m: MeasureReport, batch_size: int) -> tuple[float, ...]:
+    """The deployed model's speedup in each fresh probe process (measure.processes > 1), else ()."""
+    base, dep = m.model("base"), m.model("deployed")
+    if base is None or dep is None:
+        return ()
+    b, d = base.latency_at(batch_size), dep.latency_at(batch_size)
+    if b is None or d is None or len(b.process_p50_ms) != len(d.process_p50_ms) or len(b.process_p50_ms) < 2:
+        return ()
+    return tuple(x / y for x, y in zip(b.process_p50_ms, d.process_p50_ms) if y > 0)
 
 
 def measure(sessions: dict[str, OpenSession], profile: DeviceProfile, memory: bool = True,

@@ -80,6 +80,10 @@ class MeasureSettings:
     memory (numpy in, numpy out). Defaults to true when the first provider is CUDA or TensorRT.
     ``cuda_graph``: on that path, run with CUDA graphs (CUDA's ``enable_cuda_graph``,
     TensorRT's ``trt_cuda_graph_enable``); needs ``device_resident`` and a GPU provider first.
+    ``processes`` (isolation "pool"): split the measurement over this many fresh probe processes in
+    turn (each with its share of min/max seconds and rounds) and pool their runs: a process can
+    land in a slow state for its whole life (where its buffers fall in the caches, a neighbour on
+    a shared host), and one process would then report that state as the model's speed.
     """
 
     batch_sizes: tuple[int, ...] = (1,)
@@ -96,6 +100,7 @@ class MeasureSettings:
     isolation: str = "pool"
     device_resident: bool = False
     cuda_graph: bool = False
+    processes: int = 1
 
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -287,7 +292,7 @@ def _check_affinity(c: Checker, affinity: str, intra: int) -> None:
 
 _MEASURE_FIELDS = ("batch_sizes", "warmup_runs", "rounds", "runs_per_round", "min_seconds", "max_rounds",
                    "memory_runs", "turn_seconds", "switch_warmup_runs", "max_seconds", "ci_target", "isolation",
-                   "device_resident", "cuda_graph")
+                   "device_resident", "cuda_graph", "processes")
 
 
 def read_measure(c: Checker, data: Mapping) -> MeasureSettings:
@@ -322,6 +327,7 @@ def read_measure(c: Checker, data: Mapping) -> MeasureSettings:
         turn_seconds=c.number(t, "turn_seconds", "measure.", 0.0, positive=False),
         switch_warmup_runs=c.integer(t, "switch_warmup_runs", "measure.", 0, 0),
         max_seconds=max_s, ci_target=ci, isolation=isolation, **_read_resident(c, t, data),
+        processes=c.integer(t, "processes", "measure.", 1, 1),
     )
 
 

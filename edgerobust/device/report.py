@@ -31,7 +31,7 @@ from edgerobust.device.audit import AuditReport
 from edgerobust.device.bundle import write_json
 from edgerobust.errors import UsageError
 from edgerobust.device.headline import headline, worst_per_threat
-from edgerobust.device.measure import MeasureReport
+from edgerobust.device.measure import MeasureReport, process_speedups
 from edgerobust.device.predictions import FILE as PREDICTIONS_FILE
 from edgerobust.device.predictions import KIND as PREDICTIONS_KIND
 from edgerobust.device.predictions import VERSION as PREDICTIONS_VERSION
@@ -289,6 +289,27 @@ def noise_warnings(m: MeasureReport) -> list[str]:
         lo, hi = sp.p50_low, sp.p50_high
         if lo > 0 and hi / lo > 1.5:
             out.append(f"the batch-{bs} speedup {sp.p50:.2f}× is uncertain: its 95% interval is {lo:.2f}–{hi:.2f}×.")
+    return out + process_warnings(m, batches)
+
+
+PROCESS_SPREAD = 1.15  # per-process p50s further apart than this are said
+
+
+def process_warnings(m: MeasureReport, batches: list[int]) -> list[str]:
+    """When the fresh probe processes (measure.processes) disagree: each process's p50, and the speedup in each."""
+    out = []
+    for i, bs in enumerate(batches):
+        for model in m.models:
+            pp = model.latency[i].process_p50_ms if i < len(model.latency) else ()
+            if len(pp) > 1 and min(pp) > 0 and max(pp) / min(pp) > PROCESS_SPREAD:
+                out.append(f"the {model.role} model's p50 at batch {bs} differed between the {len(pp)} probe processes "
+                           f"({', '.join(f'{v:.3g}' for v in pp)} ms): this host runs it at more than one speed from "
+                           "process to process (cache placement, neighbours on a shared machine); the figures pool "
+                           "every run.")
+        sps = process_speedups(m, bs)
+        if sps and m.speedup and max(sps) / min(sps) > PROCESS_SPREAD:
+            out.append(f"the batch-{bs} speedup was {', '.join(f'{v:.2f}×' for v in sps)} in the "
+                       f"{len(sps)} probe processes; the pooled figure is {m.speedup[i].p50:.2f}×.")
     return out
 
 

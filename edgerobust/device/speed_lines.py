@@ -65,7 +65,9 @@ def _speed_head(m: MeasureReport, compact: bool = False) -> list[str]:
 def _settings_line(m: MeasureReport) -> str:
     """How the latency was measured, in one sentence (the settings the profile gave)."""
     st = m.settings
-    how = {"pool": "in a fresh process whose sessions share one thread pool (no cross-talk between the models)",
+    fresh = (f"in {st.processes} fresh processes one after another (runs pooled), each" if st.isolation == "pool"
+             and getattr(st, "processes", 1) > 1 else "in a fresh process")
+    how = {"pool": f"{fresh} with its sessions sharing one thread pool (no cross-talk between the models)",
            "park": "with each session's threads parked between runs",
            "none": "with idle sessions' threads left spinning (cross-talk possible)"}.get(st.isolation, st.isolation)
     line = (f"Models timed in turn, {how}: at least {st.rounds} rounds of {st.runs_per_round}+ runs after "
