@@ -200,6 +200,9 @@ def _loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, config: TrainCon
     return F.cross_entropy(out, yb) + config.trades_beta * kl, out
 
 
+STATUS_EVERY = 20  # steps between loss readings on a GPU (each one waits for the GPU)
+
+
 def _shift(xb: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     if k <= 0:
         return xb
@@ -240,7 +243,9 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
         for epoch in range(1, config.epochs + 1):
             model.train()
             perm = torch.randperm(len(xt), generator=gen)
-            total_loss, correct = 0.0, 0
+            # Sums stay on the model's device: reading a GPU scalar every step would stall the GPU's queue;
+            # the progress bar shows the loss every STATUS_EVERY steps.
+            total_loss, correct = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long)
             for b in range(steps_per_epoch):
                 idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
                 xb, yb = _shift(xt[idx], config.augment_shift, gen).to(dev), yt[idx].to(dev)
@@ -249,11 +254,14 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
                 loss.backward()
                 opt.step()
                 sched.step()
-                total_loss += loss.item() * len(idx)
-                correct += int((out.argmax(1) == yb).sum())
-                advance(1, f"epoch {epoch}/{config.epochs} loss {loss.item():.3f}")
+                total_loss += loss.detach() * len(idx)
+                correct += (out.argmax(1) == yb).sum()
+                last = b == steps_per_epoch - 1
+                advance(1, f"epoch {epoch}/{config.epochs} loss {loss.item():.3f}"
+                        if dev.type == "cpu" or last or b % STATUS_EVERY == 0 else None)
             val_acc = accuracy(model, x_val, y_val)
-            row = {"epoch": epoch, "loss": total_loss / len(xt), "train_acc": correct / len(xt), "val_acc": val_acc}
+            row = {"epoch": epoch, "loss": float(total_loss) / len(xt), "train_acc": int(correct) / len(xt),
+                   "val_acc": val_acc}
             rob = val_robust() if adversarial else -1.0
             if adversarial:
                 row["val_robust_acc"] = rob
