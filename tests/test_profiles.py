@@ -199,3 +199,16 @@ def test_best_match(model, tegra, providers, expected):
 def test_profile_files_are_package_data():
     names = {p.name for p in resources.files("edgerobust.device_profiles").iterdir()}
     assert {f"{n}.toml" for n in REQUIRED} <= names
+
+
+def test_compress_round_to_is_validated(tmp_path):
+    from edgerobust.device.profiles import load_profile as load
+
+    good = tmp_path / "good.toml"
+    good.write_text('description = "x"\n[[providers]]\nname = "CPUExecutionProvider"\n[compress]\nround_to = 32\n')
+    assert load(good).compress.round_to == 32
+    for bad, what in (("round_to = 0", "at least 1"), ("round_to = 1.5", "integer"), ("multiple = 8", "not a known")):
+        p = tmp_path / "bad.toml"
+        p.write_text(f'description = "x"\n[[providers]]\nname = "CPUExecutionProvider"\n[compress]\n{bad}\n')
+        with pytest.raises(ProfileError, match="compress"):
+            load(p)

@@ -102,7 +102,10 @@ IgnoreLayers = Annotated[Optional[str], _O("--ignore-layers", help="Comma-separa
 GlobalPruning = Annotated[bool, _O("--global-pruning", help="Rank channels across the whole network instead of per layer.")]
 RatiosOpt = Annotated[Ratios, _O("--ratios", help=f"How per-layer ratios are chosen: {RATIOS.help()}.")]
 MrsSamples = Annotated[int, _O(help="Calibration samples the fixed PGD batch of --ratios mrs is crafted from.")]
-RoundTo = Annotated[int, _O(help="Keep channel counts multiples of N (hardware-friendly).")]
+RoundTo = Annotated[Optional[int], _O("--round-to", min=1, show_default=False,
+                                      help="Keep channel counts multiples of N (hardware-friendly). Default: the "
+                                           "--profile's compress.round_to (16 for laptop-cpu, measured faster with "
+                                           "onnxruntime's int8 kernels), else 8.")]
 IterativeSteps = Annotated[int, _O(help="Reach the sparsity in N pruning steps.")]
 FinetuneEpochs = Annotated[int, _O(help="Fine-tuning epochs after pruning (0 to skip).")]
 Lr = Annotated[float, _O(help="Peak learning rate of fine-tuning (one-cycle schedule).")]
@@ -141,7 +144,7 @@ def compress_cmd(
     mean: OldMean = None, std: OldStd = None, allow_weak_base: AllowWeakBase = False,
     criterion: Criterion = DEFAULT_CRITERION, global_pruning: GlobalPruning = False, ratios: RatiosOpt = "uniform",
     ignore_layers: IgnoreLayers = None,
-    mrs_samples: MrsSamples = 128, round_to: RoundTo = 8, iterative_steps: IterativeSteps = 1,
+    mrs_samples: MrsSamples = 128, round_to: RoundTo = None, iterative_steps: IterativeSteps = 1,
     finetune_epochs: FinetuneEpochs = 3, lr: Lr = 1e-3, optimizer: OptimizerOpt = "adam",
     weight_decay: WeightDecay = 0.0, batch_size: FinetuneBatch = None, old_batch_size: OldBatch = None,
     finetune: Finetune = "standard", adv_eps: AdvEps = "8/255", adv_steps: AdvSteps = 7,
@@ -185,6 +188,12 @@ def _compress_config(**o):
         from edgerobust.workstation.variants import target_of
 
         target = "tensorrt" if target_of(o["profile"])[0] == "tensorrt" else "cpu"
+    round_to = o["round_to"]
+    if round_to is None:
+        from edgerobust.workstation.variants import round_to_of
+
+        round_to, source = round_to_of(o["profile"])
+        ui.info(f"channels kept multiples of {round_to} ({source}; --round-to to change)")
     return CompressConfig(
         model=o["model"], arch=o["arch"], num_classes=o["num_classes"], trust_model=o["trust_model"],
         data=o["data"], image_size=o["image_size"], mean=floats(o["mean"], "--mean", "0.485,0.456,0.406"),
@@ -192,7 +201,7 @@ def _compress_config(**o):
         allow_weak_base=o["allow_weak_base"], seed=seed, max_prune_drop=o["max_prune_drop"],
         eval_samples=o["eval_samples"],
         prune=PruneConfig(sparsity=o["sparsity"], criterion=o["criterion"], global_pruning=o["global_pruning"],
-                          round_to=o["round_to"], iterative_steps=o["iterative_steps"], seed=seed,
+                          round_to=round_to, iterative_steps=o["iterative_steps"], seed=seed,
                           ratios=_v(o["ratios"]), mrs_samples=o["mrs_samples"],
                           ignore_layers=tuple(n.strip() for n in (o["ignore_layers"] or "").split(",") if n.strip())),
         finetune=TrainConfig(epochs=o["finetune_epochs"], lr=o["lr"], optimizer=_v(o["optimizer"]),

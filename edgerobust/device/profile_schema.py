@@ -116,6 +116,17 @@ class Budgets:
 
 
 @dataclass(frozen=True)
+class CompressHints:
+    """What `edgerobust compress --profile NAME` takes from the profile when its own flag is not given.
+
+    ``round_to``: pruned channel counts are kept multiples of this (``--round-to``); None: the
+    compress default (8).
+    """
+
+    round_to: int | None = None
+
+
+@dataclass(frozen=True)
 class Hardware:
     """Facts about the device, for the record only (nothing is configured from them)."""
 
@@ -140,6 +151,7 @@ class DeviceProfile:
     measure: MeasureSettings = MeasureSettings()
     budgets: Budgets = Budgets()
     hardware: Hardware = Hardware()
+    compress: CompressHints = CompressHints()
 
     @property
     def provider_names(self) -> list[str]:
@@ -362,6 +374,12 @@ def read_budgets(c: Checker, data: Mapping) -> Budgets:
         raise c.fail("budgets.latency_ms_p50", "applies at batch size 1, but measure.batch_sizes lacks 1.",
                      fix="Add 1 to measure.batch_sizes, or remove the latency budget.")
     return b
+
+
+def read_compress(c: Checker, data: Mapping) -> CompressHints:
+    t = c.table(data, "compress", "")
+    c.no_unknown(t, ("round_to",), "compress.")
+    return CompressHints(round_to=c.integer(t, "round_to", "compress.", None, 1))
 
 
 def read_hardware(c: Checker, data: Mapping) -> Hardware:

@@ -32,7 +32,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from edgerobust.errors import ProfileError
 from edgerobust.device.profile_schema import (GRAPH_OPTIMIZATION_LEVELS, ISOLATION, KNOWN_PROVIDERS, Budgets, Checker,  # noqa: F401
                              DeviceProfile, Hardware, MeasureSettings, ProviderSpec, SessionSettings, read_budgets,
-                             read_hardware, read_measure, read_providers, read_session)
+                             read_compress, read_hardware, read_measure, read_providers, read_session)
 
 PROFILE_PACKAGE = "edgerobust.device_profiles"
 
@@ -84,7 +84,7 @@ def profile_text(name_or_path: str | os.PathLike) -> str:
 # parsing and validation
 
 
-_TOP = ("name", "description", "providers", "session", "measure", "budgets", "hardware")
+_TOP = ("name", "description", "providers", "session", "measure", "budgets", "hardware", "compress")
 
 
 def parse_profile(raw: bytes | str, source: str, default_name: str) -> DeviceProfile:
@@ -102,7 +102,7 @@ def parse_profile(raw: bytes | str, source: str, default_name: str) -> DevicePro
     return DeviceProfile(
         name=name, description=description, source=source,
         providers=read_providers(c, data), session=read_session(c, data), measure=read_measure(c, data),
-        budgets=read_budgets(c, data), hardware=read_hardware(c, data),
+        budgets=read_budgets(c, data), hardware=read_hardware(c, data), compress=read_compress(c, data),
     )
 
 

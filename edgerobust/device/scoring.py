@@ -74,7 +74,7 @@ class SetResult:
     transfer_success: Proportion | None
     mcnemar: McNemar
     # "clean"; "transfer" (crafted on the base model); "whitebox-fp32" / "whitebox-int8" (crafted
-    # on the pruned model / an int8 simulation of the deployed one: edgerobust.workstation.whitebox)
+    # on the pruned model / an int8 simulation of its int8 variant: edgerobust.workstation.whitebox)
     source: str = "transfer"
     reference: Reference | None = None
     delta_note: str | None = None

@@ -32,8 +32,8 @@ SECTIONS = (
     (("clean", "transfer"), "clean and transfer sets (crafted on the base model; both models answer the same inputs)"),
     (("whitebox-fp32",), "white-box fp32 sets (crafted on the pruned model itself; "
                          "base: the same attack crafted on the base)"),
-    (("whitebox-int8",), "white-box int8 sets (crafted on an int8 simulation of the deployed model; "
-                         "base: the same attack crafted on the base)"),
+    (("whitebox-int8",), "white-box int8 sets (crafted on an int8 simulation of the pruned model, its int8 "
+                         "variant's arithmetic; base: the same attack crafted on the base)"),
 )
 
 COLUMNS_MD = """**What each column compares**

@@ -75,6 +75,21 @@ def target_of(profile: str | None) -> tuple[str, str | None]:
     return target, p.name
 
 
+DEFAULT_ROUND_TO = 8
+
+
+def round_to_of(profile: str | None) -> tuple[int, str]:
+    """The channel multiple for pruning when --round-to is not given: the profile's compress.round_to,
+    else 8; and where it came from."""
+    if profile is not None:
+        from edgerobust.device.profiles import load_profile
+
+        p = load_profile(profile)
+        if p.compress.round_to is not None:
+            return p.compress.round_to, f"the profile {p.name}'s compress.round_to"
+    return DEFAULT_ROUND_TO, "the default"
+
+
 def choose(made: dict[str, Path], target: str, profile: str | None = None,
            gpu_timer: Callable[[Path], float] | None | str = "auto") -> Deployment:
     """The variant to deploy among ``made`` (precision -> ONNX file) for ``target``, with the reason.
