@@ -154,3 +154,17 @@ def test_variants_on_the_device_resident_path_too(bundle, tmp_path):
     assert rows[0][col] == "1" and all(row[col].endswith("×") for row in rows[1:])
     lines = fastest_lines(r)
     assert [line.split(",")[0] for line in lines] == ["from host memory", "device-resident"]
+
+
+def test_headline_gives_the_speedup_range_when_probe_processes_disagree(report):
+    def per(m, values):
+        return dataclasses.replace(m, latency=(dataclasses.replace(m.latency[0], process_p50_ms=values),))
+
+    by = {m.role: m for m in report.measurement.models}
+    models = (per(by["base"], (1.0, 1.0, 1.0)), per(by["deployed"], (0.5, 0.5, 0.25))) + tuple(
+        m for m in report.measurement.models if m.role not in ("base", "deployed"))
+    split = dataclasses.replace(report, measurement=dataclasses.replace(report.measurement, models=models))
+    assert "2.00–4.00× in separate fresh processes, pooled" in headline(split)
+    steady = tuple(per(m, (1.0, 1.0, 1.0)) if m.role in ("base", "deployed") else m for m in models)
+    same = dataclasses.replace(report, measurement=dataclasses.replace(report.measurement, models=steady))
+    assert "separate fresh processes" not in headline(same)

@@ -7,8 +7,8 @@ int8 QDQ nodes fall back to the CPU). The audit times them all in one interleave
 base, replays every set through each, and this module says which is fastest per batch size,
 whether that is the deployed one, and when the deployed model is slower than the base.
 
-"Fastest" is said only when the interval of its p50 does not overlap the runner-up's; otherwise
-the two are too close to call on this run. Torch-free.
+"Fastest" is said only when the runner-up is slower beyond both p50 intervals and by at least 5%;
+otherwise the two are too close to call on this run. Torch-free.
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from pathlib import Path
 from edgerobust.device.latency import LatencyStats
 from edgerobust.device.measure import MeasureReport, Speedup, speedups
 from edgerobust.device.stats import Proportion
+
+
+PRACTICAL = 1.05  # p50s closer than 5% are too close to call, however tight their intervals
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,14 @@ def fastest(report, batch_size: int, resident: bool = False) -> Fastest | None:
         return None
     cands.sort(key=lambda c: c[0].p50_ms)
     best, row = cands[0]
-    ties = tuple(r.label for lat, r in cands[1:] if lat.p50_ci_low_ms <= best.p50_ci_high_ms)
+
+    def apart(lat: LatencyStats) -> bool:  # slower than the best beyond its interval and by PRACTICAL or more
+        return best.p50_ci_high_ms < lat.p50_ci_low_ms and lat.p50_ms > PRACTICAL * best.p50_ms
+
+    ties = tuple(r.label for lat, r in cands[1:] if not apart(lat))
     dep = next((lat for lat, r in cands if r.role == "deployed"), None)
     return Fastest(batch_size, row.role, row.label, best.p50_ms, ties,
-                   None if dep is None else dep.p50_ms / best.p50_ms,
-                   dep is not None and dep is not best and best.p50_ci_high_ms < dep.p50_ci_low_ms)
+                   None if dep is None else dep.p50_ms / best.p50_ms, dep is not None and dep is not best and apart(dep))
 
 
 def has_variants(report) -> bool:
@@ -166,12 +172,11 @@ def _fastest_lines(report, resident: bool, where: str) -> list[str]:
         if f is None:
             continue
         head = f"{where}batch {bs}"
-        tie = f", with {', '.join(f.ties)} too close to call (p50 intervals overlap)" if f.ties else ""
+        tie = f", with {', '.join(f.ties)} too close to call (within 5% or p50 intervals overlapping)" if f.ties else ""
         if f.role == "deployed":
             out.append(f"{head}: the deployed model is the fastest ({f.p50_ms:.3g} ms p50){tie}.")
         elif not f.deployed_clear:
-            out.append(f"{head}: {f.label} is the fastest ({f.p50_ms:.3g} ms p50){tie}; the deployed model is "
-                       "within its interval.")
+            out.append(f"{head}: {f.label} is the fastest ({f.p50_ms:.3g} ms p50){tie}.")
         else:
             out.append(f"{head}: **{f.label}** is the fastest ({f.p50_ms:.3g} ms p50){tie}; the deployed "
                        f"model takes {f.deployed_ratio:.2f}× as long.")
