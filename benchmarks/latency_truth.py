@@ -177,7 +177,7 @@ def drift(model: Path, profile: str, seconds: float = 60.0, window_s: float = 1.
     from edgerobust.device.profiles import load_profile
 
     s = open_session(model, "deployed", load_profile(profile))
-    feed = {s.input.name: np.random.default_rng(0).random(s.input.concrete(1), dtype=np.float32)}
+    feed = {s.input.name: np.random.default_rng(0).random(s.input.concrete(1), dtype=np.float32).astype(s.input.dtype)}
     for _ in range(20):
         s.session.run(None, feed)
     windows, meter, end = [], OtherLoad().start(), time.perf_counter() + seconds
@@ -194,11 +194,15 @@ def drift(model: Path, profile: str, seconds: float = 60.0, window_s: float = 1.
             "slow_share": float(np.mean(w > 1.1 * fast)), "other_load": meter.stop()}
 
 
+def _load(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
 def render_drift(name: str, d: dict) -> str:
     w = d["windows_ms"]
     spark = " ".join(f"{v:.2f}" for v in w[:: max(1, len(w) // 30)])
     return (f"| {name} | {len(w)} | {d['p10_ms']:.3f} | {d['median_ms']:.3f} | {d['max_ms']:.3f} | "
-            f"{100 * d['slow_share']:.0f}% | {d['other_load']:.2f} |\n\nwindow p50s (ms, every "
+            f"{100 * d['slow_share']:.0f}% | {_load(d['other_load'])} |\n\nwindow p50s (ms, every "
             f"{max(1, len(w) // 30)}th): {spark}")
 
 

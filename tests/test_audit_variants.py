@@ -18,7 +18,7 @@ from edgerobust.device.audit import AuditConfig, audit
 from edgerobust.device.bundle import AdvSet, EvalSet
 from edgerobust.device.headline import headline
 from edgerobust.device.predictions import load_predictions
-from edgerobust.device.variant_table import better_variant, fastest, slower_than_base
+from edgerobust.device.variant_table import better_variant, fastest, fastest_lines, slower_than_base
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,11 @@ def test_audit_measures_and_replays_all_four_models(bundle, report):
             assert s.variants["fp32"].attack_success is not None
 
 
-def test_whitebox_int8_sets_are_accepted_when_fp16_is_deployed(report):
+def test_whitebox_int8_sets_are_accepted_when_fp16_is_deployed(bundle, report):
     sources = {s.source for s in report.sets}
     assert {"transfer", "whitebox-fp32", "whitebox-int8"} <= sources
+    white = AdvSet.load(next((bundle / "adv" / "whitebox-int8").glob("*.npz")), with_x=False)
+    assert white.meta["target"] == "model_int8.onnx"  # the file it names is the one it was crafted on
 
 
 def test_report_md_names_the_fastest_and_predictions_hold_every_model(report, tmp_path):
@@ -85,9 +87,8 @@ def test_report_md_names_the_fastest_and_predictions_hold_every_model(report, tm
     folder = write_report(report, tmp_path / "r")
     md = (folder / "report.md").read_text()
     assert "## Precision variants" in md
-    f = fastest(report, 1)
-    assert f.label in md.split("## Precision variants")[1]
-    assert "is the fastest" in md or "too close to call" in md
+    lines = fastest_lines(report)
+    assert len(lines) == 1 and f"- {lines[0]}" in md.split("## Precision variants")[1]
     for name in ("base.onnx", "model.onnx", "model_fp32.onnx", "model_int8.onnx"):
         assert f"| {name} |" in md
     preds = load_predictions(folder / "predictions.npz")
@@ -127,6 +128,10 @@ def test_headline_says_when_the_deployed_model_is_slower_than_base_and_a_variant
     assert "fp32 variant (model_fp32.onnx) is 2.83× faster here than the deployed fp16" in text
     f = fastest(slow, 1)
     assert (f.role, f.ties, f.deployed_clear) == ("fp32", (), True)
+    assert fastest_lines(slow) == ["batch 1: **fp32** is the fastest (0.6 ms p50); the deployed model takes 2.83× as long."]
+    # the base fastest of all: the headline still names the fastest variant the bundle holds
+    base_first = _with_p50(report, {"base": 0.4, "deployed": 1.7, "fp32": 0.6, "int8": 2.5})
+    assert "fp32 variant (model_fp32.onnx) is 2.83× faster here than the deployed fp16" in headline(base_first)
 
 
 def test_no_verdict_when_the_deployed_model_is_fastest_or_too_close_to_call(report):
@@ -168,3 +173,22 @@ def test_headline_gives_the_speedup_range_when_probe_processes_disagree(report):
     steady = tuple(per(m, (1.0, 1.0, 1.0)) if m.role in ("base", "deployed") else m for m in models)
     same = dataclasses.replace(report, measurement=dataclasses.replace(report.measurement, models=steady))
     assert "separate fresh processes" not in headline(same)
+
+
+def test_a_variant_with_a_fixed_batch_axis_is_left_out_with_a_warning(bundle, profile, tmp_path):
+    import shutil
+
+    import onnx
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("reports"))
+    m = onnx.load(str(copy / "model_int8.onnx"))
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(m, str(copy / "model_int8.onnx"))
+    # the white-box int8 sets name the int8 file's old hash: replay the transfer sets only
+    r = audit(AuditConfig(model=copy / "model.onnx", profile=str(profile), show_progress=False,
+                          measure_memory=False, verify=False, adv_sets=tuple(sorted((copy / "adv").glob("*.npz")))))
+    assert [m.role for m in r.measurement.models] == ["base", "deployed", "fp32"]
+    assert r.variants == {"deployed": "fp16", "fp32": "fp32"}
+    assert any("variant int8 (model_int8.onnx) left out: its batch axis is fixed to 4" in w for w in r.warnings)
+    assert [lat.batch_size for lat in r.measurement.model("base").latency] == [1]

@@ -139,12 +139,21 @@ def test_processes_split_the_measurement_and_keep_each_ones_p50(models, tmp_path
         assert len(lat.process_p50_ms) == 3 and all(v > 0 for v in lat.process_p50_ms)
         assert lat.runs == 6 * 3  # each process: ceil(6 / 3) rounds of 3 runs
         assert min(lat.process_p50_ms) <= lat.p50_ms <= max(lat.process_p50_ms)
+        # the interval covers every process's own p50 (pooled runs hide the process-to-process spread)
+        assert lat.p50_ci_low_ms <= min(lat.process_p50_ms) and lat.p50_ci_high_ms >= max(lat.process_p50_ms)
     from edgerobust.device.measure import process_speedups
 
     assert len(process_speedups(r, 1)) == 3
+    from edgerobust.device.speed_lines import _settings_line
+
+    assert _settings_line(r).startswith("Models timed in turn, in 3 fresh processes one after another")
     one = measure_models({"base": base, "deployed": dep}, load_profile(write_profile(tmp_path / "p1.toml")),
                          show_progress=False, memory=False)
     assert one.models[0].latency[0].process_p50_ms == () and process_speedups(one, 1) == ()
+    assert _settings_line(one).startswith("Models timed in turn, in a fresh process with its sessions sharing")
+    alone = measure_models({"model": dep}, prof, show_progress=False, memory=False)  # processes = 3 in the profile
+    assert alone.models[0].latency[0].process_p50_ms == ()
+    assert _settings_line(alone).startswith("One model, timed alone in this process")
 
 
 def test_processes_must_be_a_positive_integer(tmp_path):

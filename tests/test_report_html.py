@@ -11,6 +11,7 @@ from edgerobust.device.audit import AuditConfig, audit
 from edgerobust.device.bundle import sha256_file
 from edgerobust.device.report import write_report
 from onnx_models import make_bundle, write_profile
+from edgerobust.device.svg import esc
 
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -78,7 +79,11 @@ def test_page_states_the_headline_sets_budgets_and_provenance(report, bundle, fo
     for f in ("base.onnx", "model.onnx", "eval.npz", "adv/fgsm_0.02.npz", "adv/fgsm_0.08.npz", "manifest.json"):
         assert sha256_file(bundle / f) in page
     assert sha256_file(folder / "predictions.npz") in page
-    assert "Warning:" not in page  # a clean audit on a matching host has nothing to warn about
+    assert "<p class=\"warn\">Warning:" not in page and "warn strong" not in page  # nothing about host or bundle
+    from edgerobust.device.report import noise_warnings
+
+    for line in noise_warnings(report.measurement):  # the latency caveats md and terminal give are on the page
+        assert f"Latency warning: {esc(line)}" in page
 
 
 def _points(svg: str) -> list[list[tuple[float, float]]]:

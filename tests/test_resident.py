@@ -207,9 +207,12 @@ def _fake_nvml(processes=None, init_error=None):
         if init_error:
             raise NVMLError(init_error)
 
+    def refuse(handle):  # MIG slices and some containers: NVML_ERROR_NOT_SUPPORTED / NO_PERMISSION
+        raise NVMLError("Not Supported")
+
     return types.SimpleNamespace(NVMLError=NVMLError, nvmlInit=init, nvmlShutdown=lambda: None,
                                  nvmlDeviceGetCount=lambda: 1, nvmlDeviceGetHandleByIndex=lambda i: i,
-                                 nvmlDeviceGetComputeRunningProcesses=running)
+                                 nvmlDeviceGetComputeRunningProcesses=refuse if processes == "refuse" else running)
 
 
 def test_gpu_sampler_takes_the_max_of_this_process(monkeypatch):
@@ -229,6 +232,7 @@ def test_gpu_sampler_takes_the_max_of_this_process(monkeypatch):
     (_fake_nvml(init_error="Driver Not Loaded"), False, "NVML unavailable"),
     (_fake_nvml([[(1, 5 << 20)]]), False, "NVML sees no process memory"),
     (_fake_nvml([[(42, 5 << 20)]]), True, "memory is unified"),
+    (_fake_nvml("refuse"), False, "NVML cannot list this process's GPU memory (NVMLError: Not Supported)"),
 ])
 def test_gpu_sampler_says_why_there_is_no_figure(monkeypatch, fake, jetson, words):
     monkeypatch.setattr(_memprobe, "is_jetson", lambda: jetson)

@@ -95,7 +95,16 @@ class GpuMemory:
             self.why = f"NVML unavailable ({type(exc).__name__}: {exc}); GPU memory not measured"
             return self
         self._nvml = pynvml
-        self.sample()
+        try:
+            self.sample()
+        except Exception as exc:  # NotSupported / NoPermission (MIG slices, containers): RSS only
+            self.why = f"NVML cannot list this process's GPU memory ({type(exc).__name__}: {exc}); not measured"
+            try:
+                pynvml.nvmlShutdown()
+            except Exception:  # noqa: S110 - already failing; the reason above is what the report says
+                pass
+            self._nvml = None
+            return self
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self

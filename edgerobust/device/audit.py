@@ -242,6 +242,21 @@ def _host_warnings(profile: DeviceProfile, check: HostCheck) -> list[str]:
     return out
 
 
+def _drop_fixed_batch_variants(sessions: dict, models: dict) -> list[str]:
+    """Leave out a variant whose batch axis is fixed where base and deployed take others: it would
+    shrink the batch sizes measured for the main pair (only sizes every model takes are timed)."""
+    main = {sessions[r].input.shape[0] for r in ("base", "deployed")}
+    out = []
+    for role in [r for r in sessions if r not in ("base", "deployed")]:
+        fixed = sessions[role].input.shape[0]
+        if fixed is not None and main != {fixed}:
+            del sessions[role]
+            name = Path(models.pop(role)).name
+            out.append(f"variant {role} ({name}) left out: its batch axis is fixed to {fixed}, and timing it "
+                       "would restrict base and deployed to that batch size")
+    return out
+
+
 def no_adv_sets_warning(bundle: Bundle | None) -> str:
     """What to do when there is nothing adversarial to replay."""
     src = bundle.manifest.get("source") if bundle is not None else None
@@ -309,6 +324,7 @@ def audit(config: AuditConfig) -> AuditReport:
 
     models, deployed_variant = _roles(config, inputs)
     sessions = open_sessions(models, profile, config.allow_fallback)
+    warnings += _drop_fixed_batch_variants(sessions, models)
     spec = inputs.spec or {"name": sessions["base"].input.name, "shape": list(sessions["base"].input.shape)}
     where = "the bundle manifest" if inputs.spec else "the base model"
     for s in sessions.values():

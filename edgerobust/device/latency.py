@@ -40,8 +40,10 @@ CI_LEVEL = 0.95
 class LatencyStats:
     """Latency of one model at one batch size, over every measured run.
 
-    ``p50_ci_low_ms``/``p50_ci_high_ms`` bound the p50 at ``ci_level``; ``measured_s`` is the
-    time spent in timed runs and ``rounds`` the interleaved rounds they came from.
+    ``p50_ci_low_ms``/``p50_ci_high_ms`` bound the p50 at ``ci_level``, widened to every probe
+    process's own p50 when the runs came from several (``process_p50_ms``): the order-statistic
+    interval of pooled runs knows nothing of the process-to-process variation. ``measured_s`` is
+    the time spent in timed runs and ``rounds`` the interleaved rounds they came from.
     """
 
     batch_size: int
@@ -96,6 +98,8 @@ def summarize(times_s, batch_size: int, rounds: int = 0, process_p50_ms: tuple[f
     std = float(ms.std(ddof=1)) if ms.size > 1 else 0.0
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
     lo, hi = median_ci(ms)
+    if len(process_p50_ms) > 1:  # runs pooled from several processes: the interval covers each one's p50 too
+        lo, hi = min(lo, *process_p50_ms), max(hi, *process_p50_ms)
     return LatencyStats(batch_size=batch_size, runs=int(ms.size), p50_ms=p50, p90_ms=p90, p99_ms=p99,
                         mean_ms=mean, std_ms=std, cv=std / mean if mean > 0 else 0.0,
                         throughput_per_s=batch_size * 1e3 / mean if mean > 0 else 0.0,

@@ -31,14 +31,15 @@ from edgerobust.device.audit import AuditReport
 from edgerobust.device.bundle import write_json
 from edgerobust.errors import UsageError
 from edgerobust.device.headline import headline, worst_per_threat
-from edgerobust.device.measure import MeasureReport, process_speedups
+from edgerobust.device.measure import MeasureReport
 from edgerobust.device.predictions import FILE as PREDICTIONS_FILE
 from edgerobust.device.predictions import KIND as PREDICTIONS_KIND
 from edgerobust.device.predictions import VERSION as PREDICTIONS_VERSION
 from edgerobust.device.predictions import save_predictions
-from edgerobust.device.speed_lines import (_budget_lines, _latency_title, _resource_lines, _settings_line, _speed_head,  # noqa: F401
-                          _speed_rows, mib, ms)
-from edgerobust.device.speed_lines import _resident_head, _resident_rows, _resident_title
+from edgerobust.device.speed_lines import (PROCESS_SPREAD, _budget_lines, _latency_title,  # noqa: F401
+                                          _resident_head, _resident_rows, _resident_title, _resource_lines,
+                                          _settings_line, _speed_head, _speed_rows, mib, ms, noise_warnings,
+                                          process_warnings)
 from edgerobust.device.resident import HOST_PATH
 from edgerobust.device.tables import COLUMNS_MD, robustness_table, sections
 from edgerobust.device.variant_table import fastest_lines, has_variants, variant_table
@@ -275,47 +276,6 @@ def render_measure(m: MeasureReport, console: Console, host_note: str | None = N
         console.print(f"  {line}", highlight=False)
     if m.skipped_batch_sizes:
         console.print(f"  batch sizes skipped (fixed batch axis): {', '.join(map(str, m.skipped_batch_sizes))}")
-
-
-def noise_warnings(m: MeasureReport) -> list[str]:
-    """Said next to the latency figures when they cannot be trusted as they stand: a busy host, or a
-    speedup whose 95% interval is wide (report.md has every interval)."""
-    out = []
-    if m.other_load is not None and m.other_load > 0.1:
-        out.append(f"other processes used {100 * m.other_load:.0f}% of the cores while latency was measured: "
-                   "the figures are this busy host's, noisier and slower than an idle one's.")
-    batches = [b for b in m.settings.batch_sizes if b not in m.skipped_batch_sizes]
-    for bs, sp in zip(batches, m.speedup or []):
-        lo, hi = sp.p50_low, sp.p50_high
-        if lo > 0 and hi / lo > 1.5:
-            out.append(f"the batch-{bs} speedup {sp.p50:.2f}× is uncertain: its 95% interval is {lo:.2f}–{hi:.2f}×.")
-    return out + process_warnings(m, batches)
-
-
-PROCESS_SPREAD = 1.15  # per-process p50s further apart than this are said
-
-
-def process_warnings(m: MeasureReport, batches: list[int]) -> list[str]:
-    """When the fresh probe processes (measure.processes) disagree on what is reported: the speedup in
-    each process (base and deployed), else each process's p50 (one model)."""
-    out = []
-    for i, bs in enumerate(batches):
-        sps = process_speedups(m, bs)
-        if sps:
-            if m.speedup and max(sps) / min(sps) > PROCESS_SPREAD:
-                out.append(f"the batch-{bs} speedup was {', '.join(f'{v:.2f}×' for v in sps)} in the {len(sps)} "
-                           f"fresh probe processes (the pooled figure is {m.speedup[i].p50:.2f}×): this host runs the "
-                           "models at more than one speed from process to process (cache placement, neighbours on "
-                           "a shared machine).")
-            continue
-        for model in m.models:
-            pp = model.latency[i].process_p50_ms if i < len(model.latency) else ()
-            if len(pp) > 1 and min(pp) > 0 and max(pp) / min(pp) > PROCESS_SPREAD:
-                out.append(f"the {model.role} model's p50 at batch {bs} differed between the {len(pp)} probe processes "
-                           f"({', '.join(f'{v:.3g}' for v in pp)} ms): this host runs it at more than one speed from "
-                           "process to process (cache placement, neighbours on a shared machine); the figures pool "
-                           "every run.")
-    return out
 
 
 def render(report: AuditReport, console: Console) -> None:

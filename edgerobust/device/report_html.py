@@ -16,7 +16,8 @@ from pathlib import Path
 from edgerobust.device import audit_figures
 from edgerobust.device.headline import headline
 from edgerobust.device.variant_table import fastest_lines, has_variants, variant_table
-from edgerobust.device.speed_lines import _budget_lines, _latency_title, _resource_lines, _speed_head, _speed_rows
+from edgerobust.device.speed_lines import (_budget_lines, _latency_title, _resident_head, _resident_rows, _resource_lines,
+                                          _settings_line, _speed_head, _speed_rows, noise_warnings)
 from edgerobust.device.svg import esc
 from edgerobust.device.tables import COLUMNS_MD, robustness_table, sections
 
@@ -100,7 +101,10 @@ def _speed(report, figs: list[str]) -> list[str]:
     m, hc = report.measurement, report.host_check
     note = hc.host if hc is not None and not hc.matches else None
     parts = [f"<h2>{esc(_latency_title(report.profile, note))}</h2>", *figs,
-             html_table(_speed_head(m), _speed_rows(m))]
+             f"<p class=meta>{esc(_settings_line(m))}</p>", html_table(_speed_head(m), _speed_rows(m))]
+    if _resident_head(m):
+        parts += ["<h3>Device-resident path (IO binding)</h3>", html_table(_resident_head(m), _resident_rows(m))]
+    parts += [f'<p class="warn">Latency warning: {esc(line)}</p>' for line in noise_warnings(m)]
     parts += [f"<p class=meta>{esc(line)}</p>" for line in _resource_lines(m)]
     if m.skipped_batch_sizes:
         parts.append(f"<p class=meta>Batch sizes skipped (fixed batch axis): "
@@ -110,6 +114,11 @@ def _speed(report, figs: list[str]) -> list[str]:
         parts += ["<h2>Precision variants (same run, same sets)</h2>", html_table(head, rows, left=2)]
         parts += [f"<p>{inline_md(line)}</p>" for line in fastest_lines(report)]
     return parts
+
+
+def _deployed(m):
+    """The deployed model's measurement (the one model of a single-model report)."""
+    return m.model("deployed") or m.models[-1]
 
 
 def _budgets(report, figs: list[str]) -> list[str]:
@@ -158,7 +167,7 @@ def to_html(report, data: dict) -> str:
             "lat": audit_figures.latency(m), "res": audit_figures.resources(m, report.budgets)}
     parts = [f"<h1>{esc(title)}</h1>",
              f"<p class=meta>{esc(report.created)} · {esc(m.host.cpu)} ({m.host.cores} cores) · "
-             f"providers used: {esc(', '.join(m.models[-1].session.providers) if m.models else '–')}</p>",
+             f"providers used: {esc(', '.join(_deployed(m).session.providers) if m.models else '–')}</p>",
              f'<p class="finding">{esc(headline(report))}</p>', *_warnings(report)]
     parts += _robustness(report, [f for f in (figs["acc"], figs["eps"]) if f])
     parts += _speed(report, [figs["lat"]] if figs["lat"] else [])

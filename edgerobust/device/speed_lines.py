@@ -3,7 +3,7 @@ tables with their intervals, how latency was measured, sizes, memory and budgets
 from __future__ import annotations
 
 from edgerobust.device.audit import AuditReport
-from edgerobust.device.measure import MeasureReport
+from edgerobust.device.measure import MeasureReport, process_speedups
 from edgerobust.device.resident import HOST_PATH, path_label
 
 
@@ -65,13 +65,17 @@ def _speed_head(m: MeasureReport, compact: bool = False) -> list[str]:
 def _settings_line(m: MeasureReport) -> str:
     """How the latency was measured, in one sentence (the settings the profile gave)."""
     st = m.settings
-    fresh = (f"in {st.processes} fresh processes one after another (runs pooled), each" if st.isolation == "pool"
-             and getattr(st, "processes", 1) > 1 else "in a fresh process")
-    how = {"pool": f"{fresh} with its sessions sharing one thread pool (no cross-talk between the models)",
-           "park": "with each session's threads parked between runs",
-           "none": "with idle sessions' threads left spinning (cross-talk possible)"}.get(st.isolation, st.isolation)
-    line = (f"Models timed in turn, {how}: at least {st.rounds} rounds of {st.runs_per_round}+ runs after "
-            f"{st.warmup_runs} warmup runs")
+    # what really ran (the sessions' isolation), not only what the profile asked: one model is timed
+    # alone in this process, and "pool" becomes "park" with allow_spinning = false or an affinity
+    iso = m.models[0].session.isolation if m.models else st.isolation
+    n = max((len(lat.process_p50_ms) for model in m.models for lat in model.latency), default=0)
+    fresh = f"in {n} fresh processes one after another (runs pooled), each" if n > 1 else "in a fresh process"
+    how = {"pool": f"Models timed in turn, {fresh} with its sessions sharing one thread pool (no cross-talk "
+                   "between the models)",
+           "park": "Models timed in turn, with each session's threads parked between runs",
+           "none": "Models timed in turn, with idle sessions' threads left spinning (cross-talk possible)",
+           "alone": "One model, timed alone in this process"}.get(iso, f"Models timed in turn ({iso})")
+    line = f"{how}: at least {st.rounds} rounds of {st.runs_per_round}+ runs after {st.warmup_runs} warmup runs"
     if st.min_seconds:
         line += f", at least {st.min_seconds:g} s of timed runs per model and batch size"
     if st.ci_target:
@@ -92,7 +96,9 @@ def _settings_line(m: MeasureReport) -> str:
 
 
 def _resident_models(m: MeasureReport) -> list:
-    return [model for model in m.models if getattr(model, "resident_latency", ())]
+    """Base and deployed (or the one model) on the device-resident path; the other variants' figures
+    are in the variants table."""
+    return [model for model in main_models(m) if getattr(model, "resident_latency", ())]
 
 
 def _resident_head(m: MeasureReport, compact: bool = False) -> list[str]:
@@ -103,7 +109,7 @@ def _resident_head(m: MeasureReport, compact: bool = False) -> list[str]:
     head = ["batch"]
     for model in models:
         head += [f"{model.role} p50"] if compact else [f"{model.role} p50 [95% CI]", f"{model.role} samples/s"]
-    head += [f"{role} speedup" for role in m.resident_speedup]
+    head += [f"{role} speedup" for role in m.resident_speedup if role in MAIN_ROLES]
     return head
 
 
@@ -117,7 +123,7 @@ def _resident_rows(m: MeasureReport, compact: bool = False) -> list[list[str]]:
             lat = model.resident_latency[i]
             row += [ms(lat.p50_ms)] if compact else [
                 f"{ms(lat.p50_ms)} [{ms(lat.p50_ci_low_ms)}–{ms(lat.p50_ci_high_ms)}]", f"{lat.throughput_per_s:,.0f}"]
-        for sp in (v[i] for v in m.resident_speedup.values()):
+        for sp in (v[i] for role, v in m.resident_speedup.items() if role in MAIN_ROLES):
             row.append(f"{sp.p50:.2f}×" if compact else f"{sp.p50:.2f}× [{sp.p50_low:.2f}–{sp.p50_high:.2f}]")
         rows.append(row)
     return rows
@@ -158,3 +164,44 @@ def _latency_title(report_profile: str, host_note: str | None) -> str:
     if host_note:
         return f"Latency of {report_profile}'s settings on this host ({host_note}), not on the device"
     return f"Latency on {report_profile}"
+
+
+def noise_warnings(m: MeasureReport) -> list[str]:
+    """Said next to the latency figures when they cannot be trusted as they stand: a busy host, or a
+    speedup whose 95% interval is wide (report.md has every interval)."""
+    out = []
+    if m.other_load is not None and m.other_load > 0.1:
+        out.append(f"other processes used {100 * m.other_load:.0f}% of the cores while latency was measured: "
+                   "the figures are this busy host's, noisier and slower than an idle one's.")
+    batches = [b for b in m.settings.batch_sizes if b not in m.skipped_batch_sizes]
+    for bs, sp in zip(batches, m.speedup or []):
+        lo, hi = sp.p50_low, sp.p50_high
+        if lo > 0 and hi / lo > 1.5:
+            out.append(f"the batch-{bs} speedup {sp.p50:.2f}× is uncertain: its 95% interval is {lo:.2f}–{hi:.2f}×.")
+    return out + process_warnings(m, batches)
+
+
+PROCESS_SPREAD = 1.15  # per-process p50s further apart than this are said
+
+
+def process_warnings(m: MeasureReport, batches: list[int]) -> list[str]:
+    """When the fresh probe processes (measure.processes) disagree on what is reported: the speedup in
+    each process (base and deployed), else each process's p50 (one model)."""
+    out = []
+    for i, bs in enumerate(batches):
+        sps = process_speedups(m, bs)
+        if sps:
+            if m.speedup and max(sps) / min(sps) > PROCESS_SPREAD:
+                out.append(f"the batch-{bs} speedup was {', '.join(f'{v:.2f}×' for v in sps)} in the {len(sps)} "
+                           f"fresh probe processes (the pooled figure is {m.speedup[i].p50:.2f}×): this host runs the "
+                           "models at more than one speed from process to process (cache placement, neighbours on "
+                           "a shared machine).")
+            continue
+        for model in m.models:
+            pp = model.latency[i].process_p50_ms if i < len(model.latency) else ()
+            if len(pp) > 1 and min(pp) > 0 and max(pp) / min(pp) > PROCESS_SPREAD:
+                out.append(f"the {model.role} model's p50 at batch {bs} differed between the {len(pp)} probe processes "
+                           f"({', '.join(f'{v:.3g}' for v in pp)} ms): this host runs it at more than one speed from "
+                           "process to process (cache placement, neighbours on a shared machine); the figures pool "
+                           "every run.")
+    return out

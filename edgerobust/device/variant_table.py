@@ -137,21 +137,30 @@ def slower_than_base(report) -> str | None:
 
 
 def better_variant(report, min_ratio: float = 1.1) -> str | None:
-    """A sentence when another variant in the bundle is faster than the deployed one at batch 1, by at
-    least ``min_ratio`` and with the two p50 intervals apart."""
-    if not has_variants(report) or not _batches(report.measurement):
+    """A sentence when the fastest of the bundle's other variants beats the deployed one at batch 1 (or the
+    first size) by at least ``min_ratio`` with the two p50 intervals apart (the base is not a variant)."""
+    batches = _batches(report.measurement)
+    if not has_variants(report) or not batches:
         return None
-    bs = 1 if 1 in _batches(report.measurement) else _batches(report.measurement)[0]
-    f = fastest(report, bs)
-    if f is None or f.role in ("deployed", "base") or not f.deployed_clear or (f.deployed_ratio or 0) < min_ratio:
-        return None
+    bs = 1 if 1 in batches else batches[0]
     rows = {r.role: r for r in variant_rows(report)}
-    row, sp = rows[f.role], next((s for s in rows[f.role].speedup if s.batch_size == bs), None)
+
+    def at(r: VariantRow) -> LatencyStats | None:
+        return next((t for t in r.latency if t.batch_size == bs), None)
+
+    dep = at(rows["deployed"])
+    others = [(at(r), r) for role, r in rows.items() if role not in ("base", "deployed") and at(r) is not None]
+    if dep is None or not others:
+        return None
+    lat, row = min(others, key=lambda c: c[0].p50_ms)
+    ratio = dep.p50_ms / lat.p50_ms
+    if ratio < min_ratio or not lat.p50_ci_high_ms < dep.p50_ci_low_ms:
+        return None
+    sp = next((s for s in row.speedup if s.batch_size == bs), None)
     dsp = next((s for s in rows["deployed"].speedup if s.batch_size == bs), None)
-    tie = f" (as is {', '.join(f.ties)})" if f.ties else ""
-    return (f"The bundle's {f.role} variant ({Path(row.path).name}) is {f.deployed_ratio:.2f}× faster here than the "
-            f"deployed {report.deployed_variant or 'model'}{tie}: {sp.p50:.2f}× the base against {dsp.p50:.2f}× at "
-            f"batch {bs}. Deploy it on this device, or compress again with --profile for this device.")
+    return (f"The bundle's {row.role} variant ({Path(row.path).name}) is {ratio:.2f}× faster here than the deployed "
+            f"{report.deployed_variant or 'model'}: {sp.p50:.2f}× the base against {dsp.p50:.2f}× at batch {bs}. "
+            "Deploy it on this device, or compress again with --profile for this device.")
 
 
 def has_resident(report) -> bool:

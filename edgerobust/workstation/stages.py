@@ -197,7 +197,7 @@ def whitebox_stage(prep: Prepared, pruned: Pruned, evalset_path: Path, attacks: 
         sets = whitebox_sets(model, prep.splits.calib.x, EvalSet.load(evalset_path), list(attacks), q is not None,
                              quant=q.config if q else None, fp32_sha256=sha256_file(fp32.path),
                              int8_sha256=sha256_file(q.path) if q else "", eval_sha256=sha256_file(evalset_path),
-                             fp32_target=fp32.path.name)
+                             fp32_target=fp32.path.name, int8_target=q.path.name if q else "model.onnx")
     return write_whitebox_sets(sets, adv_dir), agreement
 
 

@@ -141,13 +141,13 @@ def int8_simulation(model: nn.Module, calib_x: np.ndarray, quant: QuantConfig | 
 
 def whitebox_sets(pruned_pixel_model: nn.Module, calib_x: np.ndarray, evalset: EvalSet, specs: list[AttackSpec],
                   int8: bool, *, quant: QuantConfig | None = None, fp32_sha256: str = "", int8_sha256: str = "",
-                  eval_sha256: str = "", fp32_target: str = "model_fp32.onnx",
+                  eval_sha256: str = "", fp32_target: str = "model_fp32.onnx", int8_target: str = "model.onnx",
                   batch_size: int = 256) -> list[AdvSet]:
     """Craft every spec white-box on the pruned fp32 model and, with ``int8``, on its int8 simulation.
 
     Returns the fp32 sets, then the int8 sets. Each set's meta: ``source`` (whitebox-fp32 /
     whitebox-int8), ``name`` (``<source>/<spec name>``), ``target`` (``fp32_target`` or
-    ``model.onnx``) and ``target_sha256``; the crafting model's accuracies are
+    ``int8_target``: the int8 file, model.onnx when int8 is deployed) and ``target_sha256``; the crafting model's accuracies are
     ``target_accuracy`` / ``target_adv_accuracy`` / ``target_attack_success_rate``.
     """
     if not specs:
@@ -155,7 +155,7 @@ def whitebox_sets(pruned_pixel_model: nn.Module, calib_x: np.ndarray, evalset: E
     idx = np.arange(len(evalset.y), dtype=np.int64)
     models = [("whitebox-fp32", pruned_pixel_model, fp32_target, fp32_sha256)]
     if int8:
-        models.append(("whitebox-int8", int8_simulation(pruned_pixel_model, calib_x, quant), "model.onnx",
+        models.append(("whitebox-int8", int8_simulation(pruned_pixel_model, calib_x, quant), int8_target,
                        int8_sha256))
     out = []
     for source, model, target, sha in models:
