@@ -132,8 +132,8 @@ def make_bundle(root: Path, n_eval: int = 120, seed: int = 0, quantize: bool = T
 
 
 def write_profile(path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), budgets: str = "",
-                  batch_sizes: tuple[int, ...] = (1, 4)) -> Path:
-    """A fast test profile: one thread, tiny warmup and rounds."""
+                  batch_sizes: tuple[int, ...] = (1, 4), measure: str = "") -> Path:
+    """A fast test profile: one thread, tiny warmup and rounds; ``measure``: more [measure] lines."""
     prov = "\n".join(f'[[providers]]\nname = "{p}"\n' for p in providers)
     path.write_text(f'''description = "test profile"
 {prov}
@@ -148,6 +148,7 @@ warmup_runs = 2
 rounds = 3
 runs_per_round = 3
 memory_runs = 1
+{measure}
 {budgets}
 ''', encoding="utf-8")
     return path

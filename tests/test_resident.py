@@ -21,25 +21,11 @@ from edgerobust.device.report import _resident_md, render_measure, to_json
 from edgerobust.device.sessions import open_sessions
 from edgerobust.device.speed_lines import _resource_lines, _settings_line
 from edgerobust.errors import ModelLoadError, ProfileError
-from onnx_models import mlp_weights, perturbed, save_mlp
+from onnx_models import mlp_weights, perturbed, save_mlp, write_profile
 
 
 def _profile(path, providers=("CPUExecutionProvider",), measure="", batch_sizes=(1, 4)):
-    prov = "\n".join(f'[[providers]]\nname = "{p}"\n' for p in providers)
-    path.write_text(f'''{prov}
-[session]
-intra_op_threads = 1
-inter_op_threads = 1
-
-[measure]
-batch_sizes = {json.dumps(list(batch_sizes))}
-warmup_runs = 2
-rounds = 3
-runs_per_round = 3
-memory_runs = 1
-{measure}
-''', encoding="utf-8")
-    return path
+    return write_profile(path, tuple(providers), batch_sizes=tuple(batch_sizes), measure=measure)
 
 
 @pytest.fixture(scope="module")
