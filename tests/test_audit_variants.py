@@ -175,20 +175,35 @@ def test_headline_gives_the_speedup_range_when_probe_processes_disagree(report):
     assert "separate fresh processes" not in headline(same)
 
 
-def test_a_variant_with_a_fixed_batch_axis_is_left_out_with_a_warning(bundle, profile, tmp_path):
+def _audit_altered(bundle, profile, tmp_path, alter):
+    """Audit a copy of the bundle whose variant files ``alter`` changed (unverified; transfer sets only:
+    the white-box int8 sets name the int8 file's old hash)."""
     import shutil
-
-    import onnx
 
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("reports"))
-    m = onnx.load(str(copy / "model_int8.onnx"))
-    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
-    onnx.save(m, str(copy / "model_int8.onnx"))
-    # the white-box int8 sets name the int8 file's old hash: replay the transfer sets only
-    r = audit(AuditConfig(model=copy / "model.onnx", profile=str(profile), show_progress=False,
-                          measure_memory=False, verify=False, adv_sets=tuple(sorted((copy / "adv").glob("*.npz")))))
+    alter(copy)
+    return audit(AuditConfig(model=copy / "model.onnx", profile=str(profile), show_progress=False,
+                             measure_memory=False, verify=False, adv_sets=tuple(sorted((copy / "adv").glob("*.npz")))))
+
+
+def test_a_variant_with_a_fixed_batch_axis_is_left_out_with_a_warning(bundle, profile, tmp_path):
+    import onnx
+
+    def fix_batch(copy):
+        m = onnx.load(str(copy / "model_int8.onnx"))
+        m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+        onnx.save(m, str(copy / "model_int8.onnx"))
+
+    r = _audit_altered(bundle, profile, tmp_path, fix_batch)
     assert [m.role for m in r.measurement.models] == ["base", "deployed", "fp32"]
     assert r.variants == {"deployed": "fp16", "fp32": "fp32"}
     assert any("variant int8 (model_int8.onnx) left out: its batch axis is fixed to 4" in w for w in r.warnings)
     assert [lat.batch_size for lat in r.measurement.model("base").latency] == [1]
+
+
+def test_a_variant_onnxruntime_cannot_load_is_left_out_not_fatal(bundle, profile, tmp_path):
+    r = _audit_altered(bundle, profile, tmp_path, lambda copy: (copy / "model_fp32.onnx").write_bytes(b"not onnx"))
+    assert [m.role for m in r.measurement.models] == ["base", "deployed", "int8"]
+    assert any(w.startswith("variant fp32 (model_fp32.onnx) left out: onnxruntime cannot load") for w in r.warnings)
+    assert all(set(s.variants) == {"int8"} for s in r.sets)

@@ -21,9 +21,9 @@ from pathlib import Path
 from edgerobust import __version__, ui
 from edgerobust.device.advcheck import check_adv_sets
 from edgerobust.device.bundle import MANIFEST, AdvSet, Bundle, EvalSet, sha256_file
-from edgerobust.errors import BundleError, UsageError
+from edgerobust.errors import BundleError, ModelLoadError, ProfileError, UsageError
 from edgerobust.device.hostcheck import HostCheck, check_host, host_facts
-from edgerobust.device.measure import MeasureReport, measure, open_sessions
+from edgerobust.device.measure import MeasureReport, measure, open_session, open_sessions
 from edgerobust.device.predictions import Predictions
 from edgerobust.device.profiles import DeviceProfile, best_match_profile, load_profile
 from edgerobust.device.provenance import Provenance, _fmt_shape, bundle_provenance, check_adv_provenance, check_input_spec  # noqa: F401
@@ -242,6 +242,20 @@ def _host_warnings(profile: DeviceProfile, check: HostCheck) -> list[str]:
     return out
 
 
+def _open(models: dict[str, Path], profile: DeviceProfile, allow_fallback: bool) -> tuple[dict, list[str]]:
+    """Sessions for base and deployed (an error stops the audit) and for each other variant (one that
+    onnxruntime cannot load is left out with a warning: it is extra evidence, not the audited model)."""
+    main = {r: models[r] for r in ("base", "deployed")}
+    sessions = open_sessions(main, profile, allow_fallback)
+    first, out = sessions["base"], []
+    for role in [r for r in models if r not in main]:
+        try:
+            sessions[role] = open_session(models[role], role, profile, allow_fallback, first.plan, first.info.isolation)
+        except (ModelLoadError, ProfileError) as exc:
+            out.append(f"variant {role} ({Path(models.pop(role)).name}) left out: {exc.what}")
+    return sessions, out
+
+
 def _drop_fixed_batch_variants(sessions: dict, models: dict) -> list[str]:
     """Leave out a variant whose batch axis is fixed where base and deployed take others: it would
     shrink the batch sizes measured for the main pair (only sizes every model takes are timed)."""
@@ -323,8 +337,8 @@ def audit(config: AuditConfig) -> AuditReport:
         warnings.append(no_adv_sets_warning(inputs.bundle))
 
     models, deployed_variant = _roles(config, inputs)
-    sessions = open_sessions(models, profile, config.allow_fallback)
-    warnings += _drop_fixed_batch_variants(sessions, models)
+    sessions, left_out = _open(models, profile, config.allow_fallback)
+    warnings += left_out + _drop_fixed_batch_variants(sessions, models)
     spec = inputs.spec or {"name": sessions["base"].input.name, "shape": list(sessions["base"].input.shape)}
     where = "the bundle manifest" if inputs.spec else "the base model"
     for s in sessions.values():
