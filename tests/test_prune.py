@@ -120,3 +120,25 @@ def test_torchvision_models_prune_and_run(arch):
         assert tuple(net(torch.randn(2, 3, 64, 64)).shape) == (2, 10)
     last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
     assert last.out_features == 10
+
+
+def test_ctrl_c_during_the_dependency_trace_is_not_swallowed():
+    """torch-pruning retries a failed trace in a bare except; a Ctrl-C there must still stop the run."""
+    import torch
+    import torch.nn as nn
+
+    from edgerobust.workstation.prune import dependency_graph
+
+    class Once(nn.Module):  # the first forward is "interrupted", later ones succeed
+        def __init__(self):
+            super().__init__()
+            self.conv, self.calls = nn.Conv2d(1, 4, 3), 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 1:
+                raise KeyboardInterrupt
+            return self.conv(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        dependency_graph(Once(), torch.zeros(1, 1, 8, 8))

@@ -14,7 +14,7 @@ variable ``EDGEROBUST_MAX_MEMORY``, else :func:`default_limit` (85% of what the 
 now plus what this process already holds).
 
     with guard("building the dependency graph", arch="swin_t"):
-        dg = tp.DependencyGraph().build_dependency(net, example_inputs=x)
+        dg = dependency_graph(net, x)
 """
 from __future__ import annotations
 

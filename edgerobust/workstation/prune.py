@@ -33,6 +33,20 @@ class PruneError(EdgeRobustError):
     """torch-pruning cannot prune this architecture as it is: refused with the cause and what to try."""
 
 # name -> (factory of a torch-pruning Importance, needs gradients, help)
+def _forward(model: nn.Module, x):
+    return model(x)
+
+
+def dependency_graph(net: nn.Module, example) -> "tp.DependencyGraph":
+    """torch-pruning's dependency graph of ``net``, traced on ``example``.
+
+    The forward function is given explicitly: without one, torch-pruning runs ``model(*inputs)`` in a
+    bare ``try/except`` and retries on any exception, which swallows a Ctrl-C that lands during the
+    trace (the run then carried on and wrote its bundle).
+    """
+    return tp.DependencyGraph().build_dependency(net, example_inputs=example, forward_fn=_forward)
+
+
 CRITERIA: dict[str, tuple[Callable[[], object], bool, str]] = {
     "l1": (lambda: tp.importance.MagnitudeImportance(p=1), False, "L1 norm of each channel's weights"),
     "l2": (lambda: tp.importance.MagnitudeImportance(p=2), False, "L2 norm of each channel's weights"),
@@ -212,7 +226,7 @@ def prunable_layers(net: nn.Module, example: torch.Tensor, num_classes: int) -> 
     the ratio of the group's root, so per-layer ratios are given for these names only.
     """
     net.eval()
-    dg = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    dg = dependency_graph(net, example)
     names = {m: n for n, m in net.named_modules()}
     out: dict[str, nn.Module] = {}
     for group in dg.get_all_groups(ignored_layers=output_layers(net, num_classes),
@@ -282,7 +296,7 @@ def _prune_in_place(net: nn.Module, example: torch.Tensor, num_classes: int, con
     calib, normalize = data
     imp_factory, needs_grad, _ = CRITERIA[config.criterion]
     importance = imp_factory()
-    dg = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    dg = dependency_graph(net, example)
     ignored = output_layers(net, num_classes) + ignored_layers(net, config.ignore_layers) + unprunable_layers(net)
     plans = prune_plan.plan_groups(net, dg, ignored, config.round_to)
     if config.global_pruning:
