@@ -151,8 +151,12 @@ def test_processes_split_the_measurement_and_keep_each_ones_p50(models, tmp_path
                          show_progress=False, memory=False)
     assert one.models[0].latency[0].process_p50_ms == () and process_speedups(one, 1) == ()
     assert _settings_line(one).startswith("Models timed in turn, in a fresh process with its sessions sharing")
-    alone = measure_models({"model": dep}, prof, show_progress=False, memory=False)  # processes = 3 in the profile
-    assert alone.models[0].latency[0].process_p50_ms == ()
+    # one model: in the probe processes too when the profile asks for several, else alone in this process
+    single = measure_models({"model": dep}, prof, show_progress=False, memory=False)
+    assert len(single.models[0].latency[0].process_p50_ms) == 3 and single.models[0].session.isolation == "pool"
+    assert _settings_line(single).startswith("One model, timed in 3 fresh processes one after another (runs pooled):")
+    alone = measure_models({"model": dep}, load_profile(tmp_path / "p1.toml"), show_progress=False, memory=False)
+    assert alone.models[0].latency[0].process_p50_ms == () and alone.models[0].session.isolation == "alone"
     assert _settings_line(alone).startswith("One model, timed alone in this process")
 
 

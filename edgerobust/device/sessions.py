@@ -201,10 +201,14 @@ def open_sessions(models: dict[str, str | os.PathLike], profile: DeviceProfile,
                   allow_fallback: bool = False) -> dict[str, OpenSession]:
     """One session per role (e.g. {'base': ..., 'deployed': ...}), sharing one provider plan.
 
-    With more than one model they are timed in turn, isolated as ``measure.isolation`` says.
+    With more than one model they are timed in turn, isolated as ``measure.isolation`` says. One model
+    is timed alone in this process, unless ``measure.processes`` > 1 with "pool": then in the probe
+    processes like several (one session can run slow for its whole life on a shared host).
     """
     plan = plan_providers(profile, allow_fallback=allow_fallback)
-    how = isolation_for(profile) if len(models) > 1 else "alone"
+    how = isolation_for(profile)
+    if len(models) == 1 and not (how == "pool" and profile.measure.processes > 1):
+        how = "alone"  # one model in this process; with measure.processes > 1 it goes to the probe processes too
     return {role: open_session(path, role, profile, allow_fallback, plan, how) for role, path in models.items()}
 
 

@@ -70,7 +70,9 @@ def _settings_line(m: MeasureReport) -> str:
     iso = m.models[0].session.isolation if m.models else st.isolation
     n = max((len(lat.process_p50_ms) for model in m.models for lat in model.latency), default=0)
     fresh = f"in {n} fresh processes one after another (runs pooled), each" if n > 1 else "in a fresh process"
-    how = {"pool": f"Models timed in turn, {fresh} with its sessions sharing one thread pool (no cross-talk "
+    one = len(m.models) == 1
+    how = {"pool": f"One model, timed {fresh.removesuffix(', each')}" if one else
+                   f"Models timed in turn, {fresh} with its sessions sharing one thread pool (no cross-talk "
                    "between the models)",
            "park": "Models timed in turn, with each session's threads parked between runs",
            "none": "Models timed in turn, with idle sessions' threads left spinning (cross-talk possible)",
