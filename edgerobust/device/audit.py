@@ -197,7 +197,7 @@ def _locate(config: AuditConfig) -> _Inputs:
 def _roles(config: AuditConfig, inputs: _Inputs) -> tuple[dict[str, Path], str | None]:
     """The models to audit by role (base, deployed and, with ``config.variants``, the other precision
     variants under their precision names) and the deployed model's precision when known."""
-    same = {config.model.resolve(): "deployed", inputs.baseline.resolve(): "base"}
+    same = {config.model.resolve(), inputs.baseline.resolve()}
     deployed = next((k for k, p in inputs.variants.items() if p.resolve() == config.model.resolve()), None)
     models = {"base": inputs.baseline, "deployed": config.model}
     if config.variants:

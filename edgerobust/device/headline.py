@@ -84,12 +84,12 @@ def headline(report) -> str:
     sp = next((s for s in report.measurement.speedup if s.batch_size == 1), None) or \
         (report.measurement.speedup[0] if report.measurement.speedup else None)
     if sp:
-        from edgerobust.device.measure import process_speedups
+        from edgerobust.device.measure import PROCESS_SPREAD, process_speedups
 
         wide = sp.p50_low > 0 and sp.p50_high / sp.p50_low > 1.5
         load = report.measurement.other_load
         per = process_speedups(report.measurement, sp.batch_size)
-        apart = bool(per) and max(per) / min(per) > 1.15
+        apart = bool(per) and max(per) / min(per) > PROCESS_SPREAD
         parts.append(f"{sp.p50:.2f}× speedup at batch {sp.batch_size} (p50"
                      + (f"; uncertain, 95% interval {sp.p50_low:.2f}–{sp.p50_high:.2f}×" if wide else "")
                      + (f"; {min(per):.2f}–{max(per):.2f}× in separate fresh processes, pooled" if apart else "")

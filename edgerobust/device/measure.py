@@ -311,6 +311,9 @@ def resident_speedups(models) -> dict[str, tuple[Speedup, ...]]:
             for m in models if m.role != "base" and m.resident_latency}
 
 
+PROCESS_SPREAD = 1.15  # per-process figures further apart than this are said (report warnings, headline)
+
+
 def process_speedups(m: MeasureReport, batch_size: int) -> tuple[float, ...]:
     """The deployed model's speedup in each fresh probe process (measure.processes > 1), else ()."""
     base, dep = m.model("base"), m.model("deployed")

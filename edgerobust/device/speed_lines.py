@@ -3,7 +3,7 @@ tables with their intervals, how latency was measured, sizes, memory and budgets
 from __future__ import annotations
 
 from edgerobust.device.audit import AuditReport
-from edgerobust.device.measure import MeasureReport, process_speedups
+from edgerobust.device.measure import PROCESS_SPREAD, MeasureReport, process_speedups
 from edgerobust.device.resident import HOST_PATH, path_label
 
 
@@ -181,9 +181,6 @@ def noise_warnings(m: MeasureReport) -> list[str]:
         if lo > 0 and hi / lo > 1.5:
             out.append(f"the batch-{bs} speedup {sp.p50:.2f}× is uncertain: its 95% interval is {lo:.2f}–{hi:.2f}×.")
     return out + process_warnings(m, batches)
-
-
-PROCESS_SPREAD = 1.15  # per-process p50s further apart than this are said
 
 
 def process_warnings(m: MeasureReport, batches: list[int]) -> list[str]:
