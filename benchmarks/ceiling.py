@@ -3,7 +3,7 @@
 available = MACs ratio x the base model's own int8 gain (same int8 format, same host). For one
 compressed bundle this quantizes the base and the pruned fp32 model in each int8 format
 (QDQ, QOperator), optionally with the stem (first conv) kept in fp32 or rewritten space-to-depth
-(benchmarks/stem_s2d.py), measures every row in
+(``--int8-stem space-to-depth``, edgerobust.workstation.int8_stem), measures every row in
 one interleaved run (parked sessions, batch 1, the harness profile's threads) at graph
 optimization "all" and at "extended" (without onnxruntime's layout transformations), and
 prints each row's speedup over base fp32 and its realized share of the available.
@@ -60,12 +60,14 @@ def build_rows(bundle: Path, work: Path, stem: bool, extras: dict[str, Path]) ->
         out = work / "pruned-qdq-stem-fp32.onnx"
         quantize(pruned, out, calib, QuantConfig(calib_samples=16, keep_fp32="first", format="qdq"))
         rows["pruned int8 qdq, stem fp32"] = {"path": out, "macs": macs(pruned), "int8": "qdq"}
-    if stem:  # the space-to-depth stem experiment (benchmarks/stem_s2d.py; not shipped)
-        from stem_s2d import quantize_with_stem
-
-        out = work / "pruned-qdq-stem-s2d.onnx"
-        quantize_with_stem(pruned, out, calib)
-        rows["pruned int8 qdq, space-to-depth stem"] = {"path": out, "macs": macs(pruned), "int8": "qdq"}
+    if stem:  # the space-to-depth stem (edgerobust.workstation.int8_stem; laptop-cpu's compress.int8_stem),
+        # on the base too: its int8 gain is the reference of the pruned row's share
+        for name, src in (("base", base), ("pruned", pruned)):
+            out = work / f"{name}-qdq-stem-s2d.onnx"
+            quantize(src, out, calib, QuantConfig(calib_samples=16, keep_fp32="none", format="qdq",
+                                                  stem="space-to-depth"))
+            rows[f"{name} int8 qdq, space-to-depth stem"] = {"path": out, "macs": macs(src), "int8": "qdq",
+                                                             "ref": "base int8 qdq, space-to-depth stem"}
     for label, b in extras.items():
         out = work / f"{label}-qdq.onnx"
         quantize(b / "model_fp32.onnx", out, calib, QuantConfig(calib_samples=16, keep_fp32="none", format="qdq"))
@@ -92,7 +94,8 @@ def measure(rows: dict[str, dict], rounds: int) -> list[dict]:
     for name in sessions:
         r = rows[name.replace(" [extended]", "")]
         suffix = " [extended]" if name.endswith("[extended]") else ""
-        gain = round_ratios(base, ms[f"base int8 {r['int8']}{suffix}"])["median"] if r["int8"] else 1.0
+        ref = r.get("ref", f"base int8 {r['int8']}")
+        gain = round_ratios(base, ms[f"{ref}{suffix}"])["median"] if r["int8"] else 1.0
         sp = round_ratios(base, ms[name])
         macs_ratio = rows["base fp32"]["macs"] / r["macs"]
         out.append({"row": name, "p50_ms": spread(np.median(ms[name], axis=1)), "speedup": sp,

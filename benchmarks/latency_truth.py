@@ -49,8 +49,9 @@ PY = sys.executable
 # bundles
 
 
-def make_bundles(names: list[str], work: Path) -> dict[str, Path]:
-    """resnet18 / mobilenet_v2 at sparsity 0.5 + int8 (random weights) and the demo bundle."""
+def make_bundles(names: list[str], work: Path, profile: str) -> dict[str, Path]:
+    """resnet18 / mobilenet_v2 at sparsity 0.5 + int8 (random weights) and the demo bundle, compressed
+    with ``profile``'s compress hints (round_to, int8_stem) as `compress --profile` would."""
     out = {}
     for name in names:
         if name == "demo":
@@ -66,7 +67,10 @@ def make_bundles(names: list[str], work: Path) -> dict[str, Path]:
 
             b.parent.mkdir(parents=True, exist_ok=True)
             pt, data = _torchvision_checkpoint(name, b.parent)
-            _compress(name, pt, data, 0.5, b)
+            from edgerobust.workstation.variants import compress_hint
+
+            _compress(name, pt, data, 0.5, b, round_to=compress_hint(profile, "round_to")[0],
+                      stem=compress_hint(profile, "int8_stem")[0])
         out[name] = b
     return out
 
@@ -338,7 +342,7 @@ def main() -> None:
     h = host_info()
     print(f"host: {h.cpu}, {h.cores} cores, ISA {'/'.join(h.isa) or 'unknown'}; onnxruntime {h.onnxruntime}; "
           f"profile {args.profile}; other processes' CPU share at start {other_load_now():.2f}", flush=True)
-    bundles = make_bundles(args.bundles.split(","), work)
+    bundles = make_bundles(args.bundles.split(","), work, args.profile)
     res: dict = {"host": h.__dict__, "profile": args.profile}
     sections = args.section.split(",")
     if "options" in sections:

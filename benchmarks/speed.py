@@ -29,7 +29,8 @@ def _torchvision_checkpoint(name: str, work: Path) -> tuple[Path, Path]:
     return pt, data
 
 
-def _compress(model: str, pt: Path, data: Path | None, sparsity: float, out: Path, round_to: int = 8):
+def _compress(model: str, pt: Path, data: Path | None, sparsity: float, out: Path, round_to: int = 8,
+              stem: str = "plain"):
     from edgerobust import CompressConfig, compress
     from edgerobust.workstation.finetune import TrainConfig
     from edgerobust.workstation.prune import PruneConfig
@@ -38,7 +39,7 @@ def _compress(model: str, pt: Path, data: Path | None, sparsity: float, out: Pat
     cfg = CompressConfig(model=pt, arch=f"torchvision:{model}" if data else None,
                          data=f"npz:{data}" if data else None, eval_samples=16,
                          prune=PruneConfig(sparsity=sparsity, round_to=round_to), finetune=TrainConfig(epochs=0),
-                         int8=True, quant=QuantConfig(calib_samples=16), max_int8_drop=None, out=out, overwrite=True,
+                         int8=True, quant=QuantConfig(calib_samples=16, stem=stem), max_int8_drop=None, out=out, overwrite=True,
                          # random weights (latency only): no accuracy to gate on, no normalization to detect
                          **({"normalize": "imagenet", "allow_weak_base": True, "max_prune_drop": None}
                             if data else {"max_prune_drop": None}))

@@ -24,6 +24,7 @@ def test_library_tables_use_the_registry_names():
     assert set(quantize.CALIBRATION) == set(registries.CALIBRATIONS)
     assert set(quantize.TARGETS) == set(registries.INT8_TARGETS)
     assert set(quantize.KEEP_FP32) == set(registries.KEEP_FP32)
+    assert set(quantize.STEMS) == set(registries.INT8_STEMS)
 
 
 def test_arch_help_names_every_zoo_model():
@@ -46,8 +47,9 @@ def test_registry_resolves_and_refuses_naming_the_flag(name):
 
 @pytest.mark.parametrize("flag,reg", [("--criterion", registries.CRITERIA), ("--ratios", registries.RATIOS),
                                       ("--calibration", registries.CALIBRATIONS),
-                                      ("--int8-keep-fp32", registries.KEEP_FP32)],
-                         ids=["criterion", "ratios", "calibration", "keep-fp32"])
+                                      ("--int8-keep-fp32", registries.KEEP_FP32),
+                                      ("--int8-stem", registries.INT8_STEMS)],
+                         ids=["criterion", "ratios", "calibration", "keep-fp32", "int8-stem"])
 def test_compress_help_lists_each_registry_entry(flag, reg):
     from edgerobust.cli import app
 

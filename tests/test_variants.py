@@ -85,12 +85,14 @@ def test_tensorrt_profile_deploys_s8s8_int8(zoo_checkpoint, tmp_path):
     assert man["config"]["quant"]["target"] == "tensorrt"
 
 
-def test_round_to_follows_the_profile_unless_given(zoo_checkpoint, tmp_path):
-    from edgerobust.workstation.variants import round_to_of
+def test_compress_hints_follow_the_profile_unless_given(zoo_checkpoint, tmp_path):
+    from edgerobust.workstation.variants import compress_hint
 
-    assert round_to_of(None) == (8, "the default")
-    assert round_to_of("laptop-cpu")[0] == 16 and "laptop-cpu" in round_to_of("laptop-cpu")[1]
-    assert round_to_of("raspberry-pi-5")[0] == 8  # not measured there: compress's default
+    assert compress_hint(None, "round_to") == (8, "the default")
+    assert compress_hint("laptop-cpu", "round_to")[0] == 16 and "laptop-cpu" in compress_hint("laptop-cpu", "round_to")[1]
+    assert compress_hint("raspberry-pi-5", "round_to")[0] == 8  # not measured there: compress's default
+    assert compress_hint("laptop-cpu", "int8_stem")[0] == "space-to-depth"
+    assert compress_hint("jetson-orin-nano", "int8_stem") == ("plain", "the default")
     args = ("compress", zoo_checkpoint.path, "--attacks", "none", "--finetune-epochs", "0", "--eval-samples", "32",
             "--max-prune-drop", "100", "--profile", "laptop-cpu")
     r = cli(*args, "--out", tmp_path / "p")
@@ -98,6 +100,8 @@ def test_round_to_follows_the_profile_unless_given(zoo_checkpoint, tmp_path):
     man = json.loads((tmp_path / "p" / "manifest.json").read_text())
     pruned = [layer for layer in man["pruning"]["layers"] if layer["after"] != layer["before"]]
     assert man["pruning"]["round_to"] == 16 and pruned and all(layer["after"] % 16 == 0 for layer in pruned)
-    r = cli(*args, "--round-to", "4", "--out", tmp_path / "q")
+    assert man["config"]["quant"]["stem"] == "space-to-depth"  # the profile's compress.int8_stem
+    r = cli(*args, "--round-to", "4", "--int8-stem", "plain", "--out", tmp_path / "q")
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "q" / "manifest.json").read_text())["pruning"]["round_to"] == 4
+    man = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    assert man["pruning"]["round_to"] == 4 and man["config"]["quant"]["stem"] == "plain"

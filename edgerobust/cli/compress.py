@@ -18,7 +18,8 @@ from edgerobust.workstation.data import SOURCES
 from edgerobust.defaults import (DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP,
                        DEFAULT_MAX_PRUNE_DROP)
 from edgerobust.errors import UsageError
-from edgerobust.registries import CALIBRATIONS, FINETUNE_MODES, INT8_MODES, INT8_TARGETS, KEEP_FP32, OPTIMIZERS, RATIOS
+from edgerobust.registries import (CALIBRATIONS, FINETUNE_MODES, INT8_MODES, INT8_STEMS, INT8_TARGETS, KEEP_FP32,
+                                   OPTIMIZERS, RATIOS)
 
 DATA_HELP = "; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items())  # numpy-only import
 # Typer's choices, generated from the registries (edgerobust.registries)
@@ -26,6 +27,7 @@ Calibration = CALIBRATIONS.enum("Calibration")
 Int8Mode = INT8_MODES.enum("Int8Mode")
 Int8Target = INT8_TARGETS.enum("Int8Target")
 KeepFp32 = KEEP_FP32.enum("KeepFp32")
+Int8Stem = INT8_STEMS.enum("Int8Stem")
 Ratios = RATIOS.enum("Ratios")
 Optimizer = OPTIMIZERS.enum("Optimizer")
 
@@ -126,6 +128,10 @@ Int8TargetOpt = Annotated[Optional[Int8Target], _O("--int8-target", show_default
                                                   help=f"{INT8_TARGETS.help()}. Default: tensorrt for a TensorRT "
                                                        "--profile, else cpu.")]
 KeepFp32Opt = Annotated[KeepFp32, _O("--int8-keep-fp32", help=f"Compute layers left in fp32: {KEEP_FP32.help()}.")]
+Int8StemOpt = Annotated[Optional[Int8Stem], _O("--int8-stem", show_default=False,
+                                              help=f"How the int8 model's first convolution is written: "
+                                                   f"{INT8_STEMS.help()}. Default: the --profile's "
+                                                   "compress.int8_stem (space-to-depth for laptop-cpu), else plain.")]
 MaxPruneDrop = Annotated[float, _O(help="Stop if pruning + fine-tuning loses more accuracy points than this "
                                         "against the base.")]
 MaxInt8Drop = Annotated[float, _O(help="Stop if int8 loses more accuracy points than this against fp32.")]
@@ -150,6 +156,7 @@ def compress_cmd(
     finetune: Finetune = "standard", adv_eps: AdvEps = "8/255", adv_steps: AdvSteps = 7,
     trades_beta: TradesBeta = 6.0, int8_mode: Int8ModeOpt = "static", calibration: CalibrationOpt = "minmax",
     calib_samples: CalibSamples = 256, int8_target: Int8TargetOpt = None, int8_keep_fp32: KeepFp32Opt = "auto",
+    int8_stem: Int8StemOpt = None,
     max_prune_drop: MaxPruneDrop = DEFAULT_MAX_PRUNE_DROP, max_int8_drop: MaxInt8Drop = DEFAULT_MAX_INT8_DROP,
     parity_atol: ParityAtol = 1e-3, attacks: Attacks = DEFAULT_ATTACKS, eps: Eps = DEFAULT_EPS,
     attack_steps: AttackSteps = None, whitebox: Whitebox = False, eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
@@ -188,12 +195,17 @@ def _compress_config(**o):
         from edgerobust.workstation.variants import target_of
 
         target = "tensorrt" if target_of(o["profile"])[0] == "tensorrt" else "cpu"
+    from edgerobust.workstation.variants import compress_hint
+
     round_to = o["round_to"]
     if round_to is None:
-        from edgerobust.workstation.variants import round_to_of
-
-        round_to, source = round_to_of(o["profile"])
+        round_to, source = compress_hint(o["profile"], "round_to")
         ui.info(f"channels kept multiples of {round_to} ({source}; --round-to to change)")
+    stem = _v(o["int8_stem"]) if o["int8_stem"] else None
+    if stem is None:
+        stem, source = compress_hint(o["profile"], "int8_stem")
+        if o["int8"] and stem != "plain":
+            ui.info(f"int8 stem: {stem} ({source}; --int8-stem plain to leave it as ONNX Runtime writes it)")
     return CompressConfig(
         model=o["model"], arch=o["arch"], num_classes=o["num_classes"], trust_model=o["trust_model"],
         data=o["data"], image_size=o["image_size"], mean=floats(o["mean"], "--mean", "0.485,0.456,0.406"),
@@ -210,7 +222,7 @@ def _compress_config(**o):
                              adv_steps=o["adv_steps"], trades_beta=o["trades_beta"]),
         int8=o["int8"], fp16=o["fp16"], profile=o["profile"],
         quant=QuantConfig(mode=_v(o["int8_mode"]), calibration=_v(o["calibration"]), calib_samples=o["calib_samples"],
-                          target=target, keep_fp32=_v(o["int8_keep_fp32"])),
+                          target=target, keep_fp32=_v(o["int8_keep_fp32"]), stem=stem),
         max_int8_drop=o["max_int8_drop"], parity_atol=o["parity_atol"],
         attacks=attack_specs(o["attacks"], o["eps"], o["attack_steps"], seed), whitebox=o["whitebox"],
         device=o["device"], out=o["out"], name=o["name"], overwrite=o["overwrite"])

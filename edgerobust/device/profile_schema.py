@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from edgerobust.errors import ProfileError
+from edgerobust.registries import INT8_STEMS
 
 
 # Every execution provider name ONNX Runtime has shipped (onnxruntime.get_all_providers()),
@@ -120,10 +121,12 @@ class CompressHints:
     """What `edgerobust compress --profile NAME` takes from the profile when its own flag is not given.
 
     ``round_to``: pruned channel counts are kept multiples of this (``--round-to``); None: the
-    compress default (8).
+    compress default (8). ``int8_stem``: how the int8 model's first convolution is written
+    (``--int8-stem``: "plain" or "space-to-depth"); None: the compress default (plain).
     """
 
     round_to: int | None = None
+    int8_stem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,12 @@ class Checker:
             raise self.fail(f"{where}{key}", f"must be a string, not {v!r}.")
         return v
 
+    def choice(self, data: Mapping, key: str, where: str, choices, default: str | None) -> str | None:
+        v = self.string(data, key, where, default)
+        if v is not None and v not in choices:
+            raise self.fail(f"{where}{key}", f"must be one of {', '.join(choices)}; got {v!r}.")
+        return v
+
     def boolean(self, data: Mapping, key: str, where: str, default: bool) -> bool:
         v = data.get(key, default)
         if not isinstance(v, bool):
@@ -266,9 +275,7 @@ def read_session(c: Checker, data: Mapping) -> SessionSettings:
     t = c.table(data, "session", "")
     c.no_unknown(t, ("intra_op_threads", "inter_op_threads", "graph_optimization", "allow_spinning",
                      "thread_affinity", "cpu_arena", "memory_pattern"), "session.")
-    level = c.string(t, "graph_optimization", "session.", "all")
-    if level not in GRAPH_OPTIMIZATION_LEVELS:
-        raise c.fail("session.graph_optimization", f"must be one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}; got {level!r}.")
+    level = c.choice(t, "graph_optimization", "session.", GRAPH_OPTIMIZATION_LEVELS, "all")
     intra = c.integer(t, "intra_op_threads", "session.", 0, 0)
     affinity = c.string(t, "thread_affinity", "session.")
     if affinity is not None:
@@ -329,9 +336,7 @@ def read_measure(c: Checker, data: Mapping) -> MeasureSettings:
     ci = c.number(t, "ci_target", "measure.", 0.0, positive=False)
     if ci >= 0.5:
         raise c.fail("measure.ci_target", f"is the p50 interval's relative half-width, e.g. 0.02 for ±2%; got {ci:g}.")
-    isolation = c.string(t, "isolation", "measure.", "pool")
-    if isolation not in ISOLATION:
-        raise c.fail("measure.isolation", f"must be one of {', '.join(ISOLATION)}; got {isolation!r}.")
+    isolation = c.choice(t, "isolation", "measure.", ISOLATION, "pool")
     return MeasureSettings(
         batch_sizes=tuple(bs), warmup_runs=c.integer(t, "warmup_runs", "measure.", 10, 0), rounds=rounds,
         runs_per_round=c.integer(t, "runs_per_round", "measure.", 10, 1), min_seconds=min_s, max_rounds=max_rounds,
@@ -378,8 +383,9 @@ def read_budgets(c: Checker, data: Mapping) -> Budgets:
 
 def read_compress(c: Checker, data: Mapping) -> CompressHints:
     t = c.table(data, "compress", "")
-    c.no_unknown(t, ("round_to",), "compress.")
-    return CompressHints(round_to=c.integer(t, "round_to", "compress.", None, 1))
+    c.no_unknown(t, ("round_to", "int8_stem"), "compress.")
+    return CompressHints(round_to=c.integer(t, "round_to", "compress.", None, 1),
+                         int8_stem=c.choice(t, "int8_stem", "compress.", INT8_STEMS, None))
 
 
 def read_hardware(c: Checker, data: Mapping) -> Hardware:

@@ -32,6 +32,10 @@ FORMATS = ("auto", "qdq", "qoperator")
 # quantize() on its own has no accuracy to check, so there "auto" means the first of AUTO_ORDER.
 KEEP_FP32 = ("auto", "none", "first", "last", "ends")
 AUTO_ORDER = ("none", "first", "ends")
+# The first convolution as written by ONNX Runtime ("plain"), or rewritten on space-to-depth input
+# for onnxruntime's CPU int8 kernels (edgerobust.workstation.int8_stem, same outputs; static QDQ
+# for the CPU target only). compress takes the --profile's compress.int8_stem unless told.
+STEMS = ("plain", "space-to-depth")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class QuantConfig:
     target: str = "cpu"
     keep_fp32: str = "auto"  # one of KEEP_FP32
     format: str = "auto"  # one of FORMATS
+    stem: str = "plain"  # one of STEMS
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -76,6 +81,8 @@ class QuantConfig:
             raise UsageError(f"Unknown --int8-keep-fp32 '{self.keep_fp32}'.", fix=f"Use one of: {', '.join(KEEP_FP32)}.")
         if self.format not in FORMATS:
             raise UsageError(f"Unknown int8 format '{self.format}'.", fix=f"Use one of: {', '.join(FORMATS)}.")
+        if self.stem not in STEMS:
+            raise UsageError(f"Unknown int8 stem '{self.stem}'.", fix=f"Use one of: {', '.join(STEMS)}.")
         if self.target not in TARGETS:
             raise UsageError(f"Unknown int8 target '{self.target}'.", fix=f"Use one of: {', '.join(TARGETS)}.")
 
@@ -87,6 +94,7 @@ class QuantResult:
     calib_samples: int
     qdq_nodes: int  # QuantizeLinear + DequantizeLinear (static) or DynamicQuantizeLinear / integer ops
     seconds: float
+    stem: str = ""  # what the space-to-depth stem rewrite did, or why not ("" when not asked for)
 
 
 class ArrayReader:
@@ -173,6 +181,7 @@ def _quantize(fp32_path, out_path, calib_x: np.ndarray, config: QuantConfig, t0:
                                 per_channel=config.per_channel, activation_type=qtype[target.activation],
                                 weight_type=qtype[target.weight], calibrate_method=method,
                                 nodes_to_exclude=exclude, extra_options=extra)
+    stem = _stem(out_path, calib_x, config) if config.stem != "plain" else ""
     q = onnx.load(str(out_path))
     n_q = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
                             "ConvInteger") for n in q.graph.node)
@@ -181,4 +190,18 @@ def _quantize(fp32_path, out_path, calib_x: np.ndarray, config: QuantConfig, t0:
                                why="ONNX Runtime found no Conv/MatMul/Gemm it could quantize in this graph.",
                                fix="Drop --int8, or try --int8-mode dynamic for Linear-heavy models.")
     return QuantResult(mode=config.mode, calibration=config.calibration if config.mode == "static" else "none",
-                       calib_samples=n_calib, qdq_nodes=n_q, seconds=time.perf_counter() - t0)
+                       calib_samples=n_calib, qdq_nodes=n_q, seconds=time.perf_counter() - t0, stem=stem)
+
+
+def _stem(out_path, calib_x: np.ndarray, config: QuantConfig) -> str:
+    """Rewrite the stem of the int8 model at ``out_path`` in place when it applies and checks out; the note."""
+    from edgerobust.workstation.int8_stem import rewrite_checked
+
+    fmt = TARGETS[config.target].format if config.format == "auto" else config.format
+    if config.mode != "static" or fmt != "qdq" or config.target != "cpu":
+        return (f"space-to-depth stem not applied: it is written for static QDQ int8 on the CPU target "
+                f"(here {config.mode}, {fmt}, {config.target})")
+    done = rewrite_checked(onnx.load(str(out_path)), np.asarray(calib_x[:32], dtype=np.float32))
+    if done.model is not None:
+        onnx.save(done.model, str(out_path))
+    return done.note

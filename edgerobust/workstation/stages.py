@@ -141,6 +141,8 @@ def quantize_stage(prep: Prepared, fp32: Exported, out: Path, config: QuantConfi
             why="Some layers do not survive 8-bit rounding with this calibration.",
             fix="Try --calibration entropy or percentile, more --calib-samples, --int8-keep-fp32 ends "
                 "(first and last layers in fp32), or --int8-mode dynamic; or raise --max-int8-drop.")
+    if qr.stem:
+        ui.info(qr.stem)
     agree = float((logits.argmax(1) == fp32.logits.argmax(1)).mean())
     return Quantized(path=out, logits=logits, accuracy=acc, result=qr, config=quant, attempts=attempts,
                      drop_points=drop, agreement=agree)

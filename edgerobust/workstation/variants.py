@@ -75,19 +75,21 @@ def target_of(profile: str | None) -> tuple[str, str | None]:
     return target, p.name
 
 
-DEFAULT_ROUND_TO = 8
+# compress's own defaults for what a --profile's [compress] table may set (CompressHints).
+HINT_DEFAULTS = {"round_to": 8, "int8_stem": "plain"}
 
 
-def round_to_of(profile: str | None) -> tuple[int, str]:
-    """The channel multiple for pruning when --round-to is not given: the profile's compress.round_to,
-    else 8; and where it came from."""
+def compress_hint(profile: str | None, name: str) -> tuple:
+    """A compress setting not given on the command line: the profile's ``compress.<name>``, else
+    compress's default (HINT_DEFAULTS); and where it came from."""
     if profile is not None:
         from edgerobust.device.profiles import load_profile
 
         p = load_profile(profile)
-        if p.compress.round_to is not None:
-            return p.compress.round_to, f"the profile {p.name}'s compress.round_to"
-    return DEFAULT_ROUND_TO, "the default"
+        value = getattr(p.compress, name)
+        if value is not None:
+            return value, f"the profile {p.name}'s compress.{name}"
+    return HINT_DEFAULTS[name], "the default"
 
 
 def choose(made: dict[str, Path], target: str, profile: str | None = None,

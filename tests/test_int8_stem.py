@@ -1,0 +1,147 @@
+"""The space-to-depth stem (edgerobust.workstation.int8_stem): real quantization, real onnxruntime sessions."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgerobust.device.host import cpu_isa
+from edgerobust.workstation.int8_stem import space_to_depth_stem
+from edgerobust.workstation.quantize import QuantConfig, quantize
+
+# With int32 accumulation (VNNI on x86, dot products on ARM) the rewrite gives the same bits;
+# AVX2's 16-bit pair sums saturate differently after the re-layout (see the module's docstring).
+EXACT_HOST = bool({"avx512_vnni", "avx_vnni"} & set(cpu_isa())) or "arm" in ort.get_device().lower() or \
+    __import__("platform").machine().lower() in ("arm64", "aarch64")
+
+
+def stem_model(path, *, channels=3, kernel=7, stride=2, pad=3, size=(32, 32), out=8, seed=0):
+    """Sub/Div normalization -> stem Conv -> Relu -> 3x3 Conv -> Relu -> global pool -> Gemm (10 classes)."""
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    inits = {
+        "mean": np.full((1, channels, 1, 1), 0.45, f), "std": np.full((1, channels, 1, 1), 0.25, f),
+        "w1": (rng.standard_normal((out, channels, kernel, kernel)) * 0.2).astype(f),
+        "b1": (rng.standard_normal(out) * 0.1).astype(f),
+        "w2": (rng.standard_normal((16, out, 3, 3)) * 0.2).astype(f), "b2": np.zeros(16, f),
+        "w3": (rng.standard_normal((16, 10)) * 0.5).astype(f), "b3": np.zeros(10, f),
+    }
+    nodes = [
+        helper.make_node("Sub", ["input", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["normed"]),
+        helper.make_node("Conv", ["normed", "w1", "b1"], ["c1"], name="stem", kernel_shape=[kernel, kernel],
+                         strides=[stride, stride], pads=[pad] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"]),
+    ]
+    h, w = size
+    graph = helper.make_graph(nodes, "stem", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                            ["batch", channels, h, w])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def images(n, channels=3, size=(32, 32), seed=1):
+    return np.random.default_rng(seed).random((n, channels) + size, dtype=np.float32)
+
+
+def logits(path, x):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {"input": x})[0]
+
+
+def both(tmp_path, **kw):
+    """The model quantized plain and with the stem rewrite: (plain path, rewritten path, rewrite's note)."""
+    fp32 = stem_model(tmp_path / "fp32.onnx", **{k: v for k, v in kw.items() if k != "config"})
+    calib = images(32, kw.get("channels", 3), kw.get("size", (32, 32)))
+    cfg = {"calib_samples": 32, "keep_fp32": "none", **kw.get("config", {})}
+    quantize(fp32, tmp_path / "plain.onnx", calib, QuantConfig(**cfg))
+    r = quantize(fp32, tmp_path / "s2d.onnx", calib, QuantConfig(stem="space-to-depth", **cfg))
+    return tmp_path / "plain.onnx", tmp_path / "s2d.onnx", r.stem
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_the_rewritten_stem_gives_the_plain_int8_outputs(tmp_path, channels):
+    plain, s2d, note = both(tmp_path, channels=channels)
+    assert note.startswith("space-to-depth stem: stem 7x7/2") and "checked on 32 inputs" in note
+    g = onnx.load(str(s2d)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    assert len(convs) == 3  # the one-hot space-to-depth, the stem, the 3x3
+    one_hot, stem = convs[0], convs[1]
+    producer = {o: n for n in g.node for o in n.output}
+    assert inits[producer[one_hot.input[1]].input[0]].shape == (16, 4, 2, 2)  # channels padded to 4
+    assert inits[producer[stem.input[1]].input[0]].shape == (8, 16, 4, 4)
+    assert {a.name: helper.get_attribute_value(a) for a in stem.attribute}["strides"] == [1, 1]
+    for batch in (1, 5):
+        x = images(batch, channels, seed=7 + batch)
+        a, b = logits(plain, x), logits(s2d, x)
+        assert b.shape == (batch, 10)
+        if EXACT_HOST:
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert (a.argmax(1) == b.argmax(1)).all() and np.abs(a - b).max() <= 0.02 * np.abs(a).max()
+    if EXACT_HOST:
+        assert note.endswith("bit for bit")
+
+
+def test_the_one_hot_convolution_is_space_to_depth(tmp_path):
+    """The first new convolution alone: its output is the padded input, re-laid out 2x2 -> channels."""
+    _, s2d, _ = both(tmp_path)
+    m = onnx.load(str(s2d))
+    producer = {o: n for n in m.graph.node for o in n.output}
+    one_hot = next(n for n in m.graph.node if n.op_type == "Conv")
+    q_after = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == one_hot.output[0])
+    pad = producer[producer[one_hot.input[0]].input[0]]
+    m.graph.output.extend([helper.make_tensor_value_info(q_after.output[0], TensorProto.UINT8, None),
+                           helper.make_tensor_value_info(pad.output[0], TensorProto.UINT8, None)])
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, s2d_q, padded = s.run(None, {"input": images(2)})
+    assert padded.shape == (2, 4, 38, 38) and s2d_q.shape == (2, 16, 19, 19)
+    for bh in range(2):
+        for bw in range(2):
+            group = s2d_q[:, (2 * bh + bw) * 4:(2 * bh + bw + 1) * 4]
+            np.testing.assert_array_equal(group, padded[:, :, bh::2, bw::2])
+
+
+@pytest.mark.parametrize("kw,why", [
+    (dict(kernel=3, pad=1), "square kernels of 7x7 and up"),
+    (dict(stride=1), "needs stride 2"),
+    (dict(channels=8), "more than 4 input channels"),
+    (dict(size=(31, 31)), "not of even size"),
+    (dict(config=dict(keep_fp32="first")), "is not quantized (kept in fp32)"),
+    (dict(config=dict(format="qoperator")), "static QDQ int8 on the CPU target"),
+    (dict(config=dict(target="tensorrt")), "static QDQ int8 on the CPU target"),
+], ids=["3x3", "stride-1", "8-channels", "odd-size", "stem-in-fp32", "qoperator", "tensorrt"])
+def test_where_it_does_not_apply_the_model_is_left_as_quantized(tmp_path, kw, why):
+    plain, s2d, note = both(tmp_path, **kw)
+    assert note.startswith("space-to-depth stem not applied") and why in note, note
+    a, b = onnx.load(str(plain)), onnx.load(str(s2d))
+    assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+
+
+def test_an_input_without_fixed_height_and_width_is_left_alone(tmp_path):
+    plain, _, _ = both(tmp_path)
+    m = onnx.load(str(plain))
+    for d in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "side"
+    done = space_to_depth_stem(m)
+    assert done.model is None and "height and width are not fixed" in done.note
+
+
+def test_a_plain_quantization_records_no_stem_note(tmp_path):
+    fp32 = stem_model(tmp_path / "fp32.onnx")
+    r = quantize(fp32, tmp_path / "q.onnx", images(8), QuantConfig(calib_samples=8, keep_fp32="none"))
+    assert r.stem == ""
+    with pytest.raises(Exception, match="Unknown int8 stem"):
+        QuantConfig(stem="s2d")
