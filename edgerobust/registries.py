@@ -107,7 +107,7 @@ KEEP_FP32 = Registry("--int8-keep-fp32", [
 INT8_STEMS = Registry("--int8-stem", [
     Choice("plain", "the first convolution as ONNX Runtime's quantizer writes it"),
     Choice("space-to-depth", "a large strided RGB stem (7x7/2) rewritten to read 4-channel groups, the fast path of "
-                             "ONNX Runtime's CPU int8 convolution: same outputs, 1.07-1.08x faster on resnet18 "
+                             "ONNX Runtime's CPU int8 convolution: same outputs, 1.04-1.11x faster on resnet18 "
                              "(static QDQ, CPU target)"),
 ])
 
