@@ -70,18 +70,19 @@ def both(tmp_path, **kw):
     return tmp_path / "plain.onnx", tmp_path / "s2d.onnx", r.stem
 
 
-@pytest.mark.parametrize("channels", [3, 1])
-def test_the_rewritten_stem_gives_the_plain_int8_outputs(tmp_path, channels):
-    plain, s2d, note = both(tmp_path, channels=channels)
-    assert note.startswith("space-to-depth stem: stem 7x7/2") and "checked on 32 inputs" in note
+@pytest.mark.parametrize("channels,kernel,pad", [(3, 7, 3), (1, 7, 3), (3, 3, 1)], ids=["rgb-7x7", "gray-7x7", "rgb-3x3"])
+def test_the_rewritten_stem_gives_the_plain_int8_outputs(tmp_path, channels, kernel, pad):
+    plain, s2d, note = both(tmp_path, channels=channels, kernel=kernel, pad=pad)
+    kk = (kernel + 1) // 2
+    assert note.startswith(f"space-to-depth stem: stem {kernel}x{kernel}/2 on {channels} channels (32x32) -> "
+                           f"{kk}x{kk}/1 on 16 channels") and "checked on 32 inputs" in note, note
     g = onnx.load(str(s2d)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    convs = [n for n in g.node if n.op_type == "Conv"]
-    assert len(convs) == 3  # the one-hot space-to-depth, the stem, the 3x3
-    one_hot, stem = convs[0], convs[1]
     producer = {o: n for n in g.node for o in n.output}
-    assert inits[producer[one_hot.input[1]].input[0]].shape == (16, 4, 2, 2)  # channels padded to 4
-    assert inits[producer[stem.input[1]].input[0]].shape == (8, 16, 4, 4)
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    assert len(convs) == 2  # the stem and the 3x3: no convolution added
+    stem = convs[0]
+    assert inits[producer[stem.input[1]].input[0]].shape == (8, 16, kk, kk)  # channels padded to 4, x 4 phases
     assert {a.name: helper.get_attribute_value(a) for a in stem.attribute}["strides"] == [1, 1]
     for batch in (1, 5):
         x = images(batch, channels, seed=7 + batch)
@@ -95,34 +96,35 @@ def test_the_rewritten_stem_gives_the_plain_int8_outputs(tmp_path, channels):
         assert note.endswith("bit for bit")
 
 
-def test_the_one_hot_convolution_is_space_to_depth(tmp_path):
-    """The first new convolution alone: its output is the padded input, re-laid out 2x2 -> channels."""
+def test_the_stem_reads_each_2x2_block_as_channels(tmp_path):
+    """What the rewritten stem convolves: the padded quantized input, each 2x2 block's values as channels."""
     _, s2d, _ = both(tmp_path)
     m = onnx.load(str(s2d))
     producer = {o: n for n in m.graph.node for o in n.output}
-    one_hot = next(n for n in m.graph.node if n.op_type == "Conv")
-    q_after = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == one_hot.output[0])
-    pad = producer[producer[one_hot.input[0]].input[0]]
-    m.graph.output.extend([helper.make_tensor_value_info(q_after.output[0], TensorProto.UINT8, None),
+    stem = next(n for n in m.graph.node if n.op_type == "Conv")
+    blocks = producer[stem.input[0]].input[0]  # the stem's input DQ reads the re-laid-out uint8 tensor
+    pad = next(n for n in m.graph.node if n.op_type == "Pad")
+    m.graph.output.extend([helper.make_tensor_value_info(blocks, TensorProto.UINT8, None),
                            helper.make_tensor_value_info(pad.output[0], TensorProto.UINT8, None)])
     s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    _, s2d_q, padded = s.run(None, {"input": images(2)})
-    assert padded.shape == (2, 4, 38, 38) and s2d_q.shape == (2, 16, 19, 19)
+    _, got, padded = s.run(None, {"input": images(2)})
+    assert padded.shape == (2, 4, 38, 38) and got.shape == (2, 16, 19, 19)
+    zp = padded[0, 3, 0, 0]
+    assert (padded[:, 3] == zp).all() and (padded[:, :, :3] == zp).all()  # pad value: the zero point
     for bh in range(2):
         for bw in range(2):
-            group = s2d_q[:, (2 * bh + bw) * 4:(2 * bh + bw + 1) * 4]
-            np.testing.assert_array_equal(group, padded[:, :, bh::2, bw::2])
+            np.testing.assert_array_equal(got[:, (2 * bh + bw) * 4:(2 * bh + bw + 1) * 4], padded[:, :, bh::2, bw::2])
 
 
 @pytest.mark.parametrize("kw,why", [
-    (dict(kernel=3, pad=1), "square kernels of 7x7 and up"),
+    (dict(kernel=1, pad=0), "square kernels of 3x3 and up"),
     (dict(stride=1), "needs stride 2"),
     (dict(channels=8), "more than 4 input channels"),
     (dict(size=(31, 31)), "not of even size"),
     (dict(config=dict(keep_fp32="first")), "is not quantized (kept in fp32)"),
     (dict(config=dict(format="qoperator")), "static QDQ int8 on the CPU target"),
     (dict(config=dict(target="tensorrt")), "static QDQ int8 on the CPU target"),
-], ids=["3x3", "stride-1", "8-channels", "odd-size", "stem-in-fp32", "qoperator", "tensorrt"])
+], ids=["1x1", "stride-1", "8-channels", "odd-size", "stem-in-fp32", "qoperator", "tensorrt"])
 def test_where_it_does_not_apply_the_model_is_left_as_quantized(tmp_path, kw, why):
     plain, s2d, note = both(tmp_path, **kw)
     assert note.startswith("space-to-depth stem not applied") and why in note, note

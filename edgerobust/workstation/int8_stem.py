@@ -2,8 +2,8 @@
 
 onnxruntime's int8 convolution on x86 has a fast path that reads its input in place (an indirect
 convolution, no im2col copy), but only for input channel counts that are multiples of 4. A
-classifier's stem convolves 3 channels (RGB) with a large strided kernel, so it takes the slow path:
-on resnet18 pruned 0.5 + int8 (AMD EPYC, AVX-512 VNNI, batch 1) the 7x7 stride-2 stem took 26% of
+classifier's stem convolves 3 channels (RGB) with a strided kernel, so it takes the slow path: on
+resnet18 pruned 0.5 + int8 (AMD EPYC, AVX-512 VNNI, batch 1) the 7x7 stride-2 stem took 26% of
 the run for 12% of the MACs.
 
 The rewrite, on the quantized graph::
@@ -13,24 +13,25 @@ The rewrite, on the quantized graph::
 becomes::
 
     Q(x) -> Pad(p on each side, channels up to C4 = a multiple of 4, with the zero point)
-         -> DQ -> Conv(2x2, stride 2, one-hot int8 weights of scale 1) -> Q(same scale, zero point)
-         -> DQ -> Conv(ceil(k/2) x ceil(k/2), stride 1, no pad, 4 * C4 channels)
+         -> Transpose to channels-last -> Reshape -> Transpose -> Reshape   (each 2x2 block -> 4*C4 channels)
+         -> Transpose back -> DQ -> Conv(ceil(k/2) x ceil(k/2), stride 1, no pad, 4 * C4 channels)
 
-The first new convolution is space-to-depth written as an integer convolution (onnxruntime runs it
-channels-last, with no transpose of its own): each output is one input value times 1, requantized
-with scale s * 1 / s = 1, so it is that value exactly. The second holds the stem's own int8 weights
-re-laid out: the kernel zero-padded to an even size, each 2x2 phase of it a group of C4 channels.
-Every output sums the same integer products as before, so with exact int32 accumulation (VNNI,
-ARM dot products) the model's outputs are the plain int8 model's, bit for bit. AVX2 without VNNI
-adds pairs of products in 16 bits first (``vpmaddubsw``, which saturates), and the pairs differ
-after the re-layout: there a few outputs can differ in their last bits. :func:`rewrite_checked`
-compares the two models on real inputs and keeps the plain one if they disagree.
+The space-to-depth only moves quantized values (its middle Transpose swaps two axes over runs of
+2 * C4 bytes, which onnxruntime does fast; the last one cancels against the transpose onnxruntime
+puts before its channels-last int8 convolution). The convolution holds the stem's own int8
+weights re-laid out: the kernel zero-padded to an even size, each 2x2 phase of it a group of C4
+channels. Every output sums the same integer products as before, so with exact int32
+accumulation (VNNI, ARM dot products) the model's outputs are the plain int8 model's, bit for bit.
+AVX2 without VNNI adds pairs of products in 16 bits first (``vpmaddubsw``, which saturates), and
+the pairs differ after the re-layout: there a few outputs can differ in their last bits.
+:func:`rewrite_checked` compares the two models on real inputs and keeps the plain one if they
+disagree.
 
-Measured on resnet18 0.5 + int8 (AMD EPYC, AVX-512 VNNI, interleaved against the plain int8
-model): 1.04-1.11x faster at batch 1 and 8 with 2 threads, 1.05-1.07x with 1; in
-benchmarks/ceiling.py the realized share of the available speedup went from 0.67 to 0.74. The same
-rewrite of mobilenet_v2's 3x3 stem gained nothing (0.93-1.05x, within the host's noise), so it
-only takes kernels of MIN_KERNEL and up. Torch-free.
+Measured against the plain int8 model, interleaved (AMD EPYC, AVX-512 VNNI; README, "The CPU int8
+ceiling"): resnet18 0.5 + int8 (7x7 stem) 1.14-1.15x faster at batch 1 (1.16x with one thread)
+and 1.09-1.19x at batch 8; mobilenet_v2 0.5 + int8 (3x3 stem) 1.04-1.07x at batch 1 (1.08x with
+one thread) and 0.96-1.04x at batch 8. An earlier form that did the space-to-depth with a one-hot
+2x2/2 int8 convolution gained 1.04-1.11x on resnet18. Torch-free.
 """
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 STEMS = ("plain", "space-to-depth")
-# 7x7 (resnet's stem) measured faster; 3x3 (mobilenet_v2's) not; 5x5 was not measured.
-MIN_KERNEL = 7
+# 7x7 (resnet's stem) and 3x3 (mobilenet_v2's) measured faster; a 1x1 stride-2 "stem" has no
+# im2col to save.
+MIN_KERNEL = 3
 MAX_CHANNELS = 4
 PREFIX = "edgerobust_s2d_"
 
@@ -126,16 +128,6 @@ def _phase_weights(w: np.ndarray, c4: int) -> np.ndarray:
     return out
 
 
-def _one_hot(c4: int) -> np.ndarray:
-    """[4*c4, c4, 2, 2] int8: output channel (2*bh + bw)*c4 + c copies input channel c at tap (bh, bw)."""
-    w = np.zeros((4 * c4, c4, 2, 2), np.int8)
-    for bh in range(2):
-        for bw in range(2):
-            for c in range(c4):
-                w[(2 * bh + bw) * c4 + c, c, bh, bw] = 1
-    return w
-
-
 def space_to_depth_stem(model: onnx.ModelProto) -> StemRewrite:
     """The rewrite of ``model``'s stem (a new ModelProto; ``model`` is left alone), or why it does not apply."""
     parts = _stem_parts(model)
@@ -153,27 +145,27 @@ def space_to_depth_stem(model: onnx.ModelProto) -> StemRewrite:
     conv = next(n for n in g.node if n.op_type == "Conv")
     name = lambda s: PREFIX + s  # noqa: E731
     zp = c["x_zp"].reshape(())
+    hs, ws = (h + 2 * p) // 2, (wd + 2 * p) // 2
     g.initializer.extend([
         numpy_helper.from_array(np.array([0, 0, p, p, 0, c4 - ch, p, p], np.int64), name("pads")),
         numpy_helper.from_array(zp, name("pad_value")),
-        numpy_helper.from_array(_one_hot(c4), name("one_hot")),
-        numpy_helper.from_array(np.array(1.0, np.float32), name("one_hot_scale")),
-        numpy_helper.from_array(np.array(0, np.int8), name("one_hot_zero_point")),
+        numpy_helper.from_array(np.array([0, hs, 2, ws, 2 * c4], np.int64), name("rows_shape")),
+        numpy_helper.from_array(np.array([0, hs, ws, 4 * c4], np.int64), name("blocks_shape")),
         numpy_helper.from_array(_phase_weights(c["w"], c4), name("weight")),
     ])
     xs, xz = dq_x.input[1], dq_x.input[2]
-    new = [
-        helper.make_node("Pad", [dq_x.input[0], name("pads"), name("pad_value")], [name("padded")],
-                         name=name("pad"), mode="constant"),
-        helper.make_node("DequantizeLinear", [name("padded"), xs, xz], [name("padded_dq")], name=name("padded_dq")),
-        helper.make_node("DequantizeLinear", [name("one_hot"), name("one_hot_scale"), name("one_hot_zero_point")],
-                         [name("one_hot_dq")], name=name("one_hot_dq")),
-        helper.make_node("Conv", [name("padded_dq"), name("one_hot_dq")], [name("s2d")], name=name("conv"),
-                         kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("QuantizeLinear", [name("s2d"), xs, xz], [name("s2d_q")], name=name("s2d_q")),
-        helper.make_node("DequantizeLinear", [name("s2d_q"), xs, xz], [name("s2d_dq")], name=name("s2d_dq")),
-        helper.make_node("DequantizeLinear", [name("weight")] + list(dq_w.input[1:]), [name("weight_dq")],
-                         name=name("weight_dq"), axis=_attrs(dq_w).get("axis", 1)),
+    node = helper.make_node
+    new = [  # the quantized input, re-laid out: values are moved, never computed
+        node("Pad", [dq_x.input[0], name("pads"), name("pad_value")], [name("padded")], name=name("pad"),
+             mode="constant"),
+        node("Transpose", [name("padded")], [name("nhwc")], name=name("to_nhwc"), perm=[0, 2, 3, 1]),
+        node("Reshape", [name("nhwc"), name("rows_shape")], [name("rows")], name=name("rows")),
+        node("Transpose", [name("rows")], [name("blocks")], name=name("blocks"), perm=[0, 1, 3, 2, 4]),
+        node("Reshape", [name("blocks"), name("blocks_shape")], [name("s2d_nhwc")], name=name("s2d_nhwc")),
+        node("Transpose", [name("s2d_nhwc")], [name("s2d_q")], name=name("to_nchw"), perm=[0, 3, 1, 2]),
+        node("DequantizeLinear", [name("s2d_q"), xs, xz], [name("s2d_dq")], name=name("s2d_dq")),
+        node("DequantizeLinear", [name("weight")] + list(dq_w.input[1:]), [name("weight_dq")],
+             name=name("weight_dq"), axis=_attrs(dq_w).get("axis", 1)),
     ]
     conv.input[0], conv.input[1] = name("s2d_dq"), name("weight_dq")
     kk = (k + k % 2) // 2
@@ -188,7 +180,7 @@ def space_to_depth_stem(model: onnx.ModelProto) -> StemRewrite:
     _drop_unused(g)
     onnx.checker.check_model(m)
     return StemRewrite(m, f"space-to-depth stem: {conv.name or 'the first Conv'} {k}x{k}/2 on {ch} channels "
-                          f"({h}x{wd}) -> a one-hot 2x2/2 int8 convolution, then {kk}x{kk}/1 on {4 * c4} channels")
+                          f"({h}x{wd}) -> {kk}x{kk}/1 on {4 * c4} channels of 2x2 blocks")
 
 
 def _drop_unused(g) -> None:
