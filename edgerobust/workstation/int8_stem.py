@@ -46,6 +46,7 @@ STEMS = ("plain", "space-to-depth")
 # im2col to save.
 MIN_KERNEL = 3
 MAX_CHANNELS = 4
+MIN_OPSET = 13  # Pad with its pads as an input, per-axis DequantizeLinear
 PREFIX = "edgerobust_s2d_"
 
 
@@ -63,6 +64,9 @@ def _attrs(node) -> dict:
 
 def _stem_parts(model: onnx.ModelProto):
     """(conv, input DQ, weight DQ, constants) of the first Conv, or the reason it cannot be rewritten."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        return f"the model's opset is {opset}; the rewrite writes opset-{MIN_OPSET} operators"
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
@@ -210,10 +214,13 @@ def rewrite_checked(model: onnx.ModelProto, x: np.ndarray, min_agreement: float 
     """:func:`space_to_depth_stem`, kept only if onnxruntime's outputs on ``x`` agree with the plain
     model's: the same top-1 on at least ``min_agreement`` of the inputs. The note gives the largest
     difference (0: bit for bit)."""
-    done = space_to_depth_stem(model)
-    if done.model is None:
-        return done
-    a, b = _logits(model, x), _logits(done.model, x)
+    try:
+        done = space_to_depth_stem(model)
+        if done.model is None:
+            return done
+        a, b = _logits(model, x), _logits(done.model, x)
+    except Exception as e:  # a graph the rewrite did not foresee: the plain model stays, the note says why
+        return StemRewrite(None, f"space-to-depth stem not applied: the rewrite failed ({type(e).__name__}: {e})")
     diff = float(np.abs(a - b).max())
     agree = float((a.argmax(1) == b.argmax(1)).mean())
     if agree < min_agreement:
