@@ -1,6 +1,8 @@
 """The space-to-depth stem (edgerobust.workstation.int8_stem): real quantization, real onnxruntime sessions."""
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -13,8 +15,7 @@ from edgerobust.workstation.quantize import QuantConfig, quantize
 
 # With int32 accumulation (VNNI on x86, dot products on ARM) the rewrite gives the same bits;
 # AVX2's 16-bit pair sums saturate differently after the re-layout (see the module's docstring).
-EXACT_HOST = bool({"avx512_vnni", "avx_vnni"} & set(cpu_isa())) or "arm" in ort.get_device().lower() or \
-    __import__("platform").machine().lower() in ("arm64", "aarch64")
+EXACT_HOST = bool({"avx512_vnni", "avx_vnni"} & set(cpu_isa())) or platform.machine().lower() in ("arm64", "aarch64")
 
 
 def stem_model(path, *, channels=3, kernel=7, stride=2, pad=3, size=(32, 32), out=8, seed=0):
@@ -129,8 +130,8 @@ def test_compress_keeps_the_rewrite_only_when_onnxruntime_agrees(tmp_path, monke
 
 def test_the_stem_reads_each_2x2_block_as_channels(tmp_path):
     """What the rewritten stem convolves: the padded quantized input, each 2x2 block's values as channels."""
-    _, s2d, _ = both(tmp_path)
-    m = onnx.load(str(s2d))
+    plain, _, _ = both(tmp_path)
+    m = space_to_depth_stem(onnx.load(str(plain))).model  # the rewrite itself, whatever the host's check says
     producer = {o: n for n in m.graph.node for o in n.output}
     stem = next(n for n in m.graph.node if n.op_type == "Conv")
     blocks = producer[stem.input[0]].input[0]  # the stem's input DQ reads the re-laid-out uint8 tensor
@@ -178,3 +179,23 @@ def test_a_plain_quantization_records_no_stem_note(tmp_path):
     assert r.stem == ""
     with pytest.raises(Exception, match="Unknown int8 stem"):
         QuantConfig(stem="s2d")
+
+
+def test_a_fixed_batch_and_initializers_listed_as_inputs(tmp_path):
+    """Older exporters list initializers among the graph inputs and fix the batch at 1: the rewrite
+    removes the replaced weights from both, and the check runs one input at a time."""
+    from edgerobust.workstation.int8_stem import rewrite_checked
+
+    plain, _, _ = both(tmp_path)
+    m = onnx.load(str(plain))
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    m.graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in m.graph.initializer)
+    done = rewrite_checked(m, images(4))
+    if EXACT_HOST:
+        assert done.model is not None and done.note.endswith("checked on 4 inputs: outputs identical to the plain "
+                                                             "int8 model's, bit for bit"), done.note
+    if done.model is not None:
+        names = {i.name for i in done.model.graph.initializer}
+        assert {i.name for i in done.model.graph.input} - {"input"} <= names  # no input left without its value
+        s = ort.InferenceSession(done.model.SerializeToString(), providers=["CPUExecutionProvider"])
+        assert s.run(None, {"input": images(1)})[0].shape == (1, 10)

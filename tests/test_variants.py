@@ -103,5 +103,6 @@ def test_compress_hints_follow_the_profile_unless_given(zoo_checkpoint, tmp_path
     assert man["config"]["quant"]["stem"] == "space-to-depth"  # the profile's compress.int8_stem
     r = cli(*args, "--round-to", "4", "--int8-stem", "plain", "--out", tmp_path / "q")
     assert r.exit_code == 0, r.output
+    assert "--int8-stem has no effect without --int8" in " ".join(r.output.split())
     man = json.loads((tmp_path / "q" / "manifest.json").read_text())
     assert man["pruning"]["round_to"] == 4 and man["config"]["quant"]["stem"] == "plain"

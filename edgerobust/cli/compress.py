@@ -202,6 +202,8 @@ def _compress_config(**o):
         round_to, source = compress_hint(o["profile"], "round_to")
         ui.info(f"channels kept multiples of {round_to} ({source}; --round-to to change)")
     stem = _v(o["int8_stem"]) if o["int8_stem"] else None
+    if stem is not None and not o["int8"]:
+        ui.warn("--int8-stem has no effect without --int8 (there is no int8 model to rewrite).")
     if stem is None:
         stem, source = compress_hint(o["profile"], "int8_stem")
         if o["int8"] and stem != "plain":
