@@ -60,7 +60,7 @@ def build_rows(bundle: Path, work: Path, stem: bool, extras: dict[str, Path]) ->
         out = work / "pruned-qdq-stem-fp32.onnx"
         quantize(pruned, out, calib, QuantConfig(calib_samples=16, keep_fp32="first", format="qdq"))
         rows["pruned int8 qdq, stem fp32"] = {"path": out, "macs": macs(pruned), "int8": "qdq"}
-    if stem:  # the space-to-depth stem (edgerobust.workstation.int8_stem; laptop-cpu's compress.int8_stem),
+        # the space-to-depth stem (edgerobust.workstation.int8_stem; laptop-cpu's compress.int8_stem),
         # on the base too: its int8 gain is the reference of the pruned row's share
         for name, src in (("base", base), ("pruned", pruned)):
             out = work / f"{name}-qdq-stem-s2d.onnx"

@@ -41,7 +41,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-STEMS = ("plain", "space-to-depth")
 # 7x7 (resnet's stem) and 3x3 (mobilenet_v2's) measured faster; a 1x1 stride-2 "stem" has no
 # im2col to save.
 MIN_KERNEL = 3
@@ -92,7 +91,7 @@ def _stem_parts(model: onnx.ModelProto):
 def _geometry(model: onnx.ModelProto, conv, w: np.ndarray):
     """(channels, kernel, pad, height, width) of a stem the rewrite takes, or the reason it does not."""
     a = _attrs(conv)
-    o, ch, kh, kw = w.shape
+    _, ch, kh, kw = w.shape
     pads = list(a.get("pads", [0, 0, 0, 0]))
     stride = "x".join(str(v) for v in a.get("strides", [1, 1]))
     what = f"{conv.name or 'the first Conv'} ({kh}x{kw}, stride {stride}, {ch} channels)"

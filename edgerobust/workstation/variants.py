@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from edgerobust.errors import QualityGateError
+from edgerobust.workstation.quantize import QuantConfig
 
 FP16_MIN_AGREEMENT = 0.99  # top-1 agreement of fp16 with fp32 on the eval split
 
@@ -75,8 +76,9 @@ def target_of(profile: str | None) -> tuple[str, str | None]:
     return target, p.name
 
 
-# compress's own defaults for what a --profile's [compress] table may set (CompressHints).
-HINT_DEFAULTS = {"round_to": 8, "int8_stem": "plain"}
+# compress's own defaults for what a --profile's [compress] table may set (CompressHints):
+# PruneConfig.round_to (written out: prune imports torch) and QuantConfig.stem.
+HINT_DEFAULTS = {"round_to": 8, "int8_stem": QuantConfig.stem}
 
 
 def compress_hint(profile: str | None, name: str) -> tuple:
