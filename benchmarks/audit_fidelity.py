@@ -35,8 +35,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from edgerobust.device.audit import AuditConfig, audit
-    from edgerobust.device.bundle import AdvSet, Bundle, EvalSet
-    from edgerobust.device.profiles import load_profile
+    from edgerobust.device.files.bundle import AdvSet, Bundle, EvalSet
+    from edgerobust.device.runtime.profiles import load_profile
 
     if args.bundle:
         bundle = Bundle.open(args.bundle)

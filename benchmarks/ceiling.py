@@ -45,38 +45,39 @@ def macs(path: Path) -> float:
 
 
 def build_rows(bundle: Path, work: Path, stem: bool, extras: dict[str, Path]) -> dict[str, dict]:
-    from edgerobust.device.bundle import EvalSet
-    from edgerobust.workstation.quantize import QuantConfig, quantize
+    from edgerobust.device.files.bundle import EvalSet
+    from edgerobust.workstation.configs import QuantConfig
+    from edgerobust.workstation.quantize import quantize
 
-    calib = EvalSet.load(bundle / "eval.npz").x
+    calib = EvalSet.load(bundle / "eval.npz").x[:16]  # quantize() calibrates on every row given
     base, pruned = bundle / "base.onnx", bundle / "model_fp32.onnx"
     rows = {"base fp32": {"path": base, "macs": macs(base), "int8": None}}
     for fmt in ("qdq", "qoperator"):
         for name, src in (("base", base), ("pruned", pruned)):
             out = work / f"{name}-{fmt}.onnx"
-            quantize(src, out, calib, QuantConfig(calib_samples=16, keep_fp32="none", format=fmt))
+            quantize(src, out, calib, QuantConfig(keep_fp32="none", format=fmt))
             rows[f"{name} int8 {fmt}"] = {"path": out, "macs": macs(src), "int8": fmt}
     if stem:
         out = work / "pruned-qdq-stem-fp32.onnx"
-        quantize(pruned, out, calib, QuantConfig(calib_samples=16, keep_fp32="first", format="qdq"))
+        quantize(pruned, out, calib, QuantConfig(keep_fp32="first", format="qdq"))
         rows["pruned int8 qdq, stem fp32"] = {"path": out, "macs": macs(pruned), "int8": "qdq"}
         # the space-to-depth stem (edgerobust.workstation.int8_stem; laptop-cpu's compress.int8_stem),
         # on the base too: its int8 gain is the reference of the pruned row's share
         for name, src in (("base", base), ("pruned", pruned)):
             out = work / f"{name}-qdq-stem-s2d.onnx"
-            quantize(src, out, calib, QuantConfig(calib_samples=16, keep_fp32="none", format="qdq",
+            quantize(src, out, calib, QuantConfig(keep_fp32="none", format="qdq",
                                                   stem="space-to-depth"))
             rows[f"{name} int8 qdq, space-to-depth stem"] = {"path": out, "macs": macs(src), "int8": "qdq",
                                                              "ref": "base int8 qdq, space-to-depth stem"}
     for label, b in extras.items():
         out = work / f"{label}-qdq.onnx"
-        quantize(b / "model_fp32.onnx", out, calib, QuantConfig(calib_samples=16, keep_fp32="none", format="qdq"))
+        quantize(b / "model_fp32.onnx", out, calib, QuantConfig(keep_fp32="none", format="qdq"))
         rows[f"pruned int8 qdq, {label}"] = {"path": out, "macs": macs(b / "model_fp32.onnx"), "int8": "qdq"}
     return rows
 
 
 def measure(rows: dict[str, dict], rounds: int) -> list[dict]:
-    from edgerobust.device.sessions import open_session, plan_providers
+    from edgerobust.device.runtime.sessions import open_session, plan_providers
 
     profile = bench_profile()
     profile = dataclasses.replace(profile, measure=dataclasses.replace(
@@ -112,7 +113,7 @@ def main() -> None:
     ap.add_argument("--extras", default="", help="label=BUNDLE,... more pruned models (e.g. other --round-to)")
     args = ap.parse_args()
     from common import other_load_now
-    from edgerobust.device.host import OtherLoad, host_info
+    from edgerobust.device.runtime.host import OtherLoad, host_info
 
     extras = dict(e.split("=", 1) for e in args.extras.split(",") if e)
     work = Path(tempfile.mkdtemp(prefix="er-ceiling-"))

@@ -1,5 +1,6 @@
 """Compress timm classifiers (random weights, saved as state_dicts) with `--arch timm:NAME` at sparsity 0.5
-with int8, through the CLI: one table row per model, compressed or refused (exit 2, with why).
+with int8, through the CLI: one table row per model, compressed or refused (exit 2, with why). The
+default runs the 30 families of MODELS; the table in docs/benchmarks.md ("Model coverage") is its output.
 
 Not part of the test suite; needs `pip install 'edgerobust[timm]'` (or `pip install timm`).
 
@@ -15,10 +16,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_torchvision import Row, print_table, run_all, run_one, write_inputs  # noqa: E402
 
-# one representative per family the issue names; input sizes: the smallest these models take as built
-MODELS = {"resnet18": 64, "efficientnet_b0": 64, "mobilenetv3_small_100": 64, "convnext_atto": 64,
-          "regnetx_002": 64, "deit_tiny_patch16_224": 224, "vit_tiny_patch16_224": 224,
-          "swin_tiny_patch4_window7_224": 224, "mobilevit_xxs": 64}
+# One representative per family, 30 in all, with its input size: 64 px where the model takes it as
+# built, 224 where it was built for one resolution (position embeddings, attention biases, windows).
+MODELS = {
+    # CNNs
+    "resnet18": 64, "efficientnet_b0": 64, "mobilenetv3_small_100": 64, "convnext_atto": 64, "regnetx_002": 64,
+    "mobileone_s0": 64, "densenet121": 64, "dla34": 64, "hrnet_w18_small": 64, "resnest14d": 64,
+    # splits, slices and stored sizes (issue 22: refused, or walked for hours)
+    "cspresnet50": 64, "res2net50_14w_8s": 64, "mixnet_s": 64, "rexnet_100": 64, "ghostnet_100": 64, "dpn68": 64,
+    "fasternet_t0": 64, "inception_next_atto": 64,
+    # MetaFormers: layer scales, 1x1-convolution MLPs, pooling or attention
+    "poolformer_s12": 64, "efficientformer_l1": 224, "fastvit_t8": 64, "edgenext_xx_small": 64,
+    # attention
+    "deit_tiny_patch16_224": 224, "vit_tiny_patch16_224": 224, "swin_tiny_patch4_window7_224": 224,
+    "mobilevit_xxs": 64, "levit_128s": 224, "efficientvit_b0": 64, "tiny_vit_5m_224": 224, "pvt_v2_b0": 64,
+}
 
 
 def build_timm(name: str):

@@ -63,7 +63,7 @@ def run_one(arch: str, name: str, model_path: Path, data_path: Path, size: int, 
     out = work / f"{name}-bundle"
     cmd = [sys.executable, "-m", "edgerobust", "--quiet", "compress", str(model_path), "--arch", arch,
            "--data", f"npz:{data_path}", "--sparsity", "0.5", "--int8", "--finetune-epochs", "0",
-           "--eval-samples", "16", "--calib-samples", "16", "--max-int8-drop", "100", "--max-prune-drop", "100",
+           "--eval-samples", "16", "--calib-samples", "16", "--max-int8-drop", "100", "--min-int8-agreement", "0", "--max-prune-drop", "100",
            "--normalize", "imagenet", "--allow-weak-base", "--attacks", "none", "--out", str(out),
            "--overwrite", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEROBUST_MAX_MEMORY": f"{max_memory_gb}G"}

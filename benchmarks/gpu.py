@@ -8,7 +8,7 @@ time on the GPU against the CPU, and the audit's variants on ONNX Runtime's CUDA
      SGD loop; torchvision resnet18 with random weights, random inputs; img/s, median [min-max] of repeats
   2  compress's wall time (resnet18 at 224, PGD sets at 2/255,4/255,8/255, one epoch of PGD-AT, --int8 --fp16)
      with --device cuda against --device cpu, on random images with random labels
-  3  section 2's bundle measured by edgerobust.device.measure.measure_models: base fp32, pruned fp32/fp16/int8
+  3  section 2's bundle measured by edgerobust.device.runtime.measure.measure_models: base fp32, pruned fp32/fp16/int8
      on the CUDA provider (the jetson-agx-orin profile's CUDA options, TensorRT left out) at batch 1 and 64,
      host-memory inputs; speedup against base. Without CUDA: the CPU provider (laptop-cpu profile).
 
@@ -188,7 +188,8 @@ def finetune_throughput(device, sz: Sizes) -> list[dict]:
     import torch
     import torchattacks
 
-    from edgerobust.workstation.finetune import TrainConfig, train
+    from edgerobust.workstation.configs import TrainConfig
+    from edgerobust.workstation.finetune import train
 
     x, y = _inputs(sz.train_n, sz.image)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -258,7 +259,7 @@ def _describe(device) -> str:
 def profile_toml(device_type: str, quick: bool, work: Path, batch_sizes=(1, 64)) -> Path:
     """A measuring profile: jetson-agx-orin's CUDA provider (TensorRT left out) then the CPU, or laptop-cpu;
     batch sizes 1 and 64. Written as a file so compress (--profile) and measure_models read the same one."""
-    from edgerobust.device.profiles import load_profile
+    from edgerobust.device.runtime.profiles import load_profile
 
     base = load_profile("jetson-agx-orin" if device_type == "cuda" else "laptop-cpu")
     lines = [f"description = {json.dumps('gpu.py benchmark: ' + base.description)}"]
@@ -306,15 +307,15 @@ def compress_inputs(work: Path, n: int, image: int) -> tuple[Path, Path]:
 
 def compress_once(device_type: str, pt: Path, data: Path, profile: Path, out: Path) -> dict:
     """One `edgerobust compress --int8 --fp16 --attacks pgd --finetune pgd-at --finetune-epochs 1`, timed."""
-    from edgerobust import CompressConfig, compress
+    from edgerobust import CompressConfig, PrepareConfig, TrainConfig, compress
     from edgerobust.workstation.attacks import make_specs
-    from edgerobust.workstation.finetune import TrainConfig
 
-    cfg = CompressConfig(model=pt, arch="torchvision:resnet18", data=f"npz:{data}", normalize="imagenet",
-                         allow_weak_base=True, max_prune_drop=None, max_int8_drop=None,  # random labels: no gates
+    prep = PrepareConfig(pt, arch="torchvision:resnet18", data=f"npz:{data}", normalize="imagenet",
+                         allow_weak_base=True, device=device_type)
+    cfg = CompressConfig(prep, max_prune_drop=None, max_int8_drop=None, min_int8_agreement=None,  # random labels: no gates
                          finetune=TrainConfig(epochs=1, mode="pgd-at"),
                          attacks=tuple(make_specs("pgd", "2/255,4/255,8/255")),
-                         int8=True, fp16=True, profile=str(profile), device=device_type, out=out, overwrite=True)
+                         int8=True, fp16=True, target=str(profile), out=out, overwrite=True)
     t0 = time.perf_counter()
     with _quiet(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)  # fp16 rounding
@@ -367,8 +368,8 @@ def _resident(m, bs: int) -> str:
 
 
 def section3(bundle: Path, profile: Path) -> dict:
-    from edgerobust.device.measure import measure_models
-    from edgerobust.device.profiles import load_profile
+    from edgerobust.device.runtime.measure import measure_models
+    from edgerobust.device.runtime.profiles import load_profile
 
     man = json.loads((bundle / "manifest.json").read_text())
     deployed = man["deployment"]["variant"]

@@ -33,7 +33,8 @@ def build(name: str, work: Path, calib: np.ndarray) -> tuple[Path, Path, str]:
     import torch
     import torchvision
 
-    from edgerobust.workstation.quantize import QuantConfig, quantize
+    from edgerobust.workstation.configs import QuantConfig
+    from edgerobust.workstation.quantize import quantize
 
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
@@ -41,14 +42,14 @@ def build(name: str, work: Path, calib: np.ndarray) -> tuple[Path, Path, str]:
     torch.onnx.export(model, torch.from_numpy(calib[:1]), str(fp32), input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
     plain, s2d = work / f"{name}-plain.onnx", work / f"{name}-s2d.onnx"
-    quantize(fp32, plain, calib, QuantConfig(calib_samples=len(calib), keep_fp32="none"))
-    r = quantize(fp32, s2d, calib, QuantConfig(calib_samples=len(calib), keep_fp32="none", stem="space-to-depth"))
+    quantize(fp32, plain, calib, QuantConfig(keep_fp32="none"))
+    r = quantize(fp32, s2d, calib, QuantConfig(keep_fp32="none", stem="space-to-depth"))
     return plain, s2d, r.stem
 
 
 def ratio(plain: Path, s2d: Path, batch: int, rounds: int) -> dict:
     """plain p50 / rewritten p50 per interleaved round at ``batch``: median, min, max."""
-    from edgerobust.device.sessions import open_session, plan_providers
+    from edgerobust.device.runtime.sessions import open_session, plan_providers
 
     profile = bench_profile()
     profile = dataclasses.replace(profile, measure=dataclasses.replace(
@@ -70,7 +71,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
-    from edgerobust.device.host import host_info
+    from edgerobust.device.runtime.host import host_info
 
     work = args.work or Path(tempfile.mkdtemp(prefix="er-stem-"))
     work.mkdir(parents=True, exist_ok=True)

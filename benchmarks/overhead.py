@@ -67,7 +67,7 @@ def _cli_p50(path: Path) -> float:
 def audit_throughput(cases: dict[str, tuple[Path, Path, np.ndarray]], profile, repeats: int,
                      batch_size: int = 64) -> list[dict]:
     from edgerobust.device.audit import _predict_both
-    from edgerobust.device.measure import open_sessions
+    from edgerobust.device.runtime.measure import open_sessions
 
     rows = []
     threads = profile.session.intra_op_threads

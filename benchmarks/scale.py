@@ -35,7 +35,7 @@ print(json.dumps({"import_s": t1 - t0, "audit_s": t2 - t1, "rss_after_import_mb"
 
 
 def tiled_sets(bundle: Path, sizes: tuple[int, ...], work: Path) -> dict[int, Path]:
-    from edgerobust.device.bundle import AdvSet
+    from edgerobust.device.files.bundle import AdvSet
 
     src = sorted((bundle / "adv").glob("pgd*.npz"))[0]
     adv = AdvSet.load(src)

@@ -29,33 +29,32 @@ def _torchvision_checkpoint(name: str, work: Path) -> tuple[Path, Path]:
     return pt, data
 
 
-def _compress(model: str, pt: Path, data: Path | None, sparsity: float, out: Path, round_to: int = 8,
-              stem: str = "plain"):
-    from edgerobust import CompressConfig, compress
-    from edgerobust.workstation.finetune import TrainConfig
-    from edgerobust.workstation.prune import PruneConfig
-    from edgerobust.workstation.quantize import QuantConfig
+def _compress(model: str, pt: Path, data: Path | None, sparsity: float, out: Path, round_to: int | None = None,
+              stem: str | None = None):
+    """``round_to`` / ``stem`` None: compress's defaults without a target profile (8, plain)."""
+    from edgerobust import CompressConfig, PrepareConfig, PruneConfig, QuantConfig, TrainConfig, compress
 
-    cfg = CompressConfig(model=pt, arch=f"torchvision:{model}" if data else None,
-                         data=f"npz:{data}" if data else None, eval_samples=16,
-                         prune=PruneConfig(sparsity=sparsity, round_to=round_to), finetune=TrainConfig(epochs=0),
-                         int8=True, quant=QuantConfig(calib_samples=16, stem=stem), max_int8_drop=None, out=out, overwrite=True,
-                         # random weights (latency only): no accuracy to gate on, no normalization to detect
-                         **({"normalize": "imagenet", "allow_weak_base": True, "max_prune_drop": None}
-                            if data else {"max_prune_drop": None}))
+    # random weights (latency only): no accuracy to gate on, no normalization to detect
+    prep = PrepareConfig(pt, arch=f"torchvision:{model}" if data else None, data=f"npz:{data}" if data else None,
+                         eval_samples=16, calib_samples=16,
+                         **({"normalize": "imagenet", "allow_weak_base": True} if data else {}))
+    cfg = CompressConfig(prep, prune=PruneConfig(sparsity=sparsity, round_to=round_to), finetune=TrainConfig(epochs=0),
+                         int8=True, quant=QuantConfig(stem=stem), max_int8_drop=None, min_int8_agreement=None, max_prune_drop=None, out=out,
+                         overwrite=True)
     return compress(cfg)
 
 
 def _quantize(src: Path, dst: Path, calib: np.ndarray, **kw) -> Path:
-    from edgerobust.workstation.quantize import QuantConfig, quantize
+    from edgerobust.workstation.configs import QuantConfig
+    from edgerobust.workstation.quantize import quantize
 
-    quantize(src, dst, calib, QuantConfig(calib_samples=16, **kw))
+    quantize(src, dst, calib[:16], QuantConfig(**kw))  # calibrated on every row given
     return dst
 
 
 def build_family(model: str, work: Path, sparsities: tuple[float, ...], extras: bool, zoo_ckpt: Path | None):
     """Compress at every sparsity; return {row name: (onnx path, MACs)} and the compress seconds."""
-    from edgerobust.device.bundle import EvalSet
+    from edgerobust.device.files.bundle import EvalSet
 
     work.mkdir(parents=True, exist_ok=True)
     if zoo_ckpt is None:
@@ -99,7 +98,7 @@ def build_family(model: str, work: Path, sparsities: tuple[float, ...], extras: 
 
 def measure_family(rows: dict, profile) -> list[dict]:
     """All rows of one model in one interleaved run; speedups per round against base fp32."""
-    from edgerobust.device.sessions import open_sessions
+    from edgerobust.device.runtime.sessions import open_sessions
 
     sessions = open_sessions({name: r["path"] for name, r in rows.items()}, profile)  # parked: no cross-talk
     ms = batch1_rounds(sessions, profile.measure)

@@ -9,13 +9,21 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "compress": ("edgerobust.workstation.compress", "compress"),
-    "CompressConfig": ("edgerobust.workstation.compress", "CompressConfig"),
+    "CompressConfig": ("edgerobust.workstation.configs", "CompressConfig"),
+    "PrepareConfig": ("edgerobust.workstation.configs", "PrepareConfig"),
+    "PruneConfig": ("edgerobust.workstation.configs", "PruneConfig"),
+    "TrainConfig": ("edgerobust.workstation.configs", "TrainConfig"),
+    "QuantConfig": ("edgerobust.workstation.configs", "QuantConfig"),
     "CompressResult": ("edgerobust.workstation.compress", "CompressResult"),
+    "resolve_target": ("edgerobust.workstation.target", "resolve_target"),
+    "TargetPlan": ("edgerobust.workstation.target", "TargetPlan"),
+    "SweepConfig": ("edgerobust.research.configs", "SweepConfig"),
+    "sweep": ("edgerobust.research.sweep", "sweep"),
     "audit": ("edgerobust.device.audit", "audit"),
     "AuditConfig": ("edgerobust.device.audit", "AuditConfig"),
     "AuditReport": ("edgerobust.device.audit", "AuditReport"),
     "EdgeRobustError": ("edgerobust.errors", "EdgeRobustError"),
-    "Bundle": ("edgerobust.device.bundle", "Bundle"),
+    "Bundle": ("edgerobust.device.files.bundle", "Bundle"),
 }
 
 

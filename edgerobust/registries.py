@@ -25,11 +25,11 @@ class Choice:
 
 
 class Registry(dict):
-    """name -> Choice, with the flag that names it (for messages and help)."""
+    """name -> Choice, with the config field that takes it (for messages; the CLI shows its flag)."""
 
-    def __init__(self, flag: str, choices: list[Choice], aliases: dict[str, str] | None = None):
+    def __init__(self, field: str, choices: list[Choice], aliases: dict[str, str] | None = None):
         super().__init__((c.name, c) for c in choices)
-        self.flag = flag
+        self.field = field
         self.aliases = dict(aliases or {})
 
     def help(self) -> str:
@@ -37,10 +37,10 @@ class Registry(dict):
         return "; ".join(f"{c.name}: {c.text}" for c in self.values())
 
     def resolve(self, value: str) -> str:
-        """The canonical name for ``value`` (aliases followed); UsageError naming the flag otherwise."""
+        """The canonical name for ``value`` (aliases followed); UsageError naming the field otherwise."""
         name = self.aliases.get(value, value)
         if name not in self:
-            raise UsageError(f"Unknown {self.flag} '{value}'.", fix=f"Use one of: {', '.join(self)}.")
+            raise UsageError(f"Unknown `{self.field}` '{value}'.", fix=f"Use one of: {', '.join(self)}.")
         return name
 
     def enum(self, cls_name: str) -> type[Enum]:
@@ -48,7 +48,7 @@ class Registry(dict):
         return Enum(cls_name, {n.replace("-", "_"): n for n in self}, type=str)  # type: ignore[return-value]
 
 
-CRITERIA = Registry("--criterion", [
+CRITERIA = Registry("criterion", [
     Choice("l1", "L1 norm of each channel's weights"),
     Choice("l2", "L2 norm of each channel's weights"),
     Choice("taylor", "first-order Taylor |w * dL/dw| on calibration batches", "Molchanov et al. 2019"),
@@ -58,45 +58,45 @@ CRITERIA = Registry("--criterion", [
     Choice("lamp", "layer-adaptive magnitude", "Lee et al. 2021"),
 ])
 
-RATIOS = Registry("--ratios", [
-    Choice("uniform", "the same ratio (--sparsity) for every prunable layer"),
+RATIOS = Registry("ratios", [
+    Choice("uniform", "the same ratio (`sparsity`) for every prunable layer"),
     Choice("global", "channels ranked across the whole network at the same overall ratio"),
     Choice("mrs", "module robustness sensitivity: layers that matter most under attack keep more channels, "
-                  "MACs matched to uniform pruning at --sparsity", "Zhu et al. 2023; Bai et al. 2024"),
+                  "MACs matched to uniform pruning at `sparsity`", "Zhu et al. 2023; Bai et al. 2024"),
 ])
 
-FINETUNE_MODES = Registry("--finetune", [
+FINETUNE_MODES = Registry("finetune", [
     Choice("standard", "cross-entropy on clean inputs"),
     Choice("pgd-at", "cross-entropy on PGD examples crafted against the pruned model ('adversarial' is an alias)",
            "Madry et al. 2018"),
     Choice("trades", "CE(clean) + beta * KL(adv || clean)", "Zhang et al. 2019"),
 ], aliases={"adversarial": "pgd-at", "pgd": "pgd-at", "at": "pgd-at"})
 
-OPTIMIZERS = Registry("--optimizer", [
+OPTIMIZERS = Registry("optimizer", [
     Choice("sgd", "SGD with Nesterov momentum 0.9"),
     Choice("adam", "Adam"),
     Choice("adamw", "AdamW (decoupled weight decay)"),
 ])
 
-INT8_MODES = Registry("--int8-mode", [
+INT8_MODES = Registry("int8_mode", [
     Choice("static", "calibrated QDQ: activations and weights int8 (conv nets)"),
     Choice("dynamic", "weights int8, activations quantized at run time (Linear-heavy models)"),
 ])
 
-CALIBRATIONS = Registry("--calibration", [
+CALIBRATIONS = Registry("calibration", [
     Choice("minmax", "activation ranges from the calibration samples' min and max"),
     Choice("entropy", "ranges that minimize the KL divergence of the histograms"),
     Choice("percentile", "ranges clipped at the 99.999th percentile"),
 ])
 
 # The reasons behind each preset are in edgerobust.workstation.quantize.TARGETS.
-INT8_TARGETS = Registry("--int8-target", [
+INT8_TARGETS = Registry("int8_target", [
     Choice("cpu", "U8S8, the fast path of ONNX Runtime's CPU int8 kernels"),
     Choice("tensorrt", "S8S8 symmetric, what TensorRT's int8 path accepts"),
 ])
 
-KEEP_FP32 = Registry("--int8-keep-fp32", [
-    Choice("auto", "every layer int8 (fastest) unless that loses more than --max-int8-drop, then the first layer "
+KEEP_FP32 = Registry("keep_fp32", [
+    Choice("auto", "every layer int8 (fastest) unless that loses more than `max_int8_drop`, then the first layer "
                    "in fp32 (it sees raw pixels), then both ends"),
     Choice("none", "every compute layer int8"),
     Choice("first", "the first compute layer in fp32"),
@@ -104,7 +104,7 @@ KEEP_FP32 = Registry("--int8-keep-fp32", [
     Choice("ends", "the first and the last compute layers in fp32"),
 ])
 
-INT8_STEMS = Registry("--int8-stem", [
+INT8_STEMS = Registry("int8_stem", [
     Choice("plain", "the first convolution as ONNX Runtime's quantizer writes it"),
     Choice("space-to-depth", "a stride-2 RGB stem rewritten to read 2x2 blocks as channels, in groups of 4: the fast "
                              "path of ONNX Runtime's CPU int8 convolution; checked against the plain model, the same outputs "

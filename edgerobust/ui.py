@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import os
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task,
+                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Column
+from rich.text import Text
 
 # Progress bars, status lines and warnings go to stderr so that `--json` keeps stdout clean.
 err = Console(stderr=True)
@@ -14,6 +18,11 @@ err = Console(stderr=True)
 out = Console()
 
 _quiet = False
+# How a status line or warning names a config field: as the library wrote it (`eval_samples`),
+# or, under the CLI, as the flag a user typed (edgerobust.cli.flags.to_flags).
+_words = str
+# The lists recording_warnings() is filling.
+_recorders: list[list[str]] = []
 
 
 def set_quiet(quiet: bool) -> None:
@@ -21,17 +30,80 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def set_words(translate) -> None:
+    """Let ``translate(text) -> text`` rewrite every status line and warning (the CLI's flag names)."""
+    global _words
+    _words = translate
+
+
 def info(msg: str) -> None:
     if not _quiet:
-        err.print(msg)
+        err.print(_words(msg))
 
 
 def warn(msg: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {msg}")
+    err.print(f"[yellow]warning:[/yellow] {_words(msg)}")
+    for shown in _recorders:
+        shown.append(msg)
+
+
+@contextlib.contextmanager
+def recording_warnings() -> Iterator[list[str]]:
+    """Collect the warnings :func:`warn` prints inside the block, as the library wrote them."""
+    shown: list[str] = []
+    _recorders.append(shown)
+    try:
+        yield shown
+    finally:
+        _recorders.remove(shown)
+
+
+def same_screen() -> bool:
+    """Whether stdout and stderr are one terminal, so that a person reads both streams together
+    (a warning printed on stderr need not be repeated among the results on stdout)."""
+    if not (err.is_terminal and out.is_terminal):
+        return False
+    try:
+        a, b = os.fstat(err.file.fileno()), os.fstat(out.file.fileno())
+    except (AttributeError, OSError, ValueError):  # no descriptors (captured): trust is_terminal
+        return True
+    return (a.st_dev, a.st_ino, a.st_rdev) == (b.st_dev, b.st_ino, b.st_rdev)
+
+
+# Where stderr is not a terminal (a log file, a pipe, CI), Rich draws a progress bar once, when it
+# ends, at 80 columns unless told otherwise, which cut descriptions and status short. There each
+# task is one plain line instead, wrapped rather than cut, at COLUMNS or this width.
+LOG_WIDTH = 120
+
+
+class _LogLine(ProgressColumn):
+    """A task as one plain line: ``description: 16/16, status (0:00:03)``."""
+
+    def __init__(self) -> None:
+        super().__init__(table_column=Column(overflow="fold"))
+
+    def render(self, task: Task) -> Text:
+        done = _count(task.completed) + (f"/{_count(task.total)}" if task.total is not None else "")
+        status = task.fields.get("status")
+        elapsed = task.finished_time if task.finished else task.elapsed
+        took = datetime.timedelta(seconds=int(elapsed or 0))
+        return Text(f"{task.description}: {done}{', ' + status if status else ''} ({took})")
+
+
+def _count(n: float) -> str:
+    return str(int(n)) if float(n).is_integer() else f"{n:g}"
+
+
+def _log_console() -> Console:
+    columns = os.environ.get("COLUMNS", "")
+    return Console(stderr=True, width=int(columns) if columns.isdigit() and int(columns) > 0 else LOG_WIDTH)
 
 
 def progress() -> Progress:
-    """A Rich progress bar on stderr (hidden with --quiet)."""
+    """A Rich progress bar on stderr, or a plain line per task where stderr is not a terminal
+    (hidden with --quiet)."""
+    if not err.is_terminal:
+        return Progress(_LogLine(), console=_log_console(), disable=_quiet, transient=False)
     return Progress(
         SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
         MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),

@@ -19,6 +19,16 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _ui_as_the_library_leaves_it():
+    """A CLI run sets process-wide output state (-q, flag names): each test starts from the library's."""
+    from edgerobust import ui
+
+    yield
+    ui.set_quiet(False)
+    ui.set_words(str)
+
+
 @pytest.fixture(scope="session")
 def zoo_checkpoint(tmp_path_factory):
     """The digits-cnn zoo model trained for 2 epochs: a ZooResult (``.path``, ``.eval_acc``)."""
@@ -30,11 +40,11 @@ def zoo_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def compressed(zoo_checkpoint, tmp_path_factory):
     """zoo_checkpoint compressed at sparsity 0.5, int8, one fine-tuning epoch: a CompressResult."""
-    from edgerobust.workstation.compress import CompressConfig, compress
-    from edgerobust.workstation.finetune import TrainConfig
+    from edgerobust.workstation.compress import CompressConfig, PrepareConfig, TrainConfig, compress
 
-    cfg = CompressConfig(model=zoo_checkpoint.path, int8=True, finetune=TrainConfig(epochs=1), max_prune_drop=None,
-                         eval_samples=200, out=tmp_path_factory.mktemp("bundles") / "digits")
+    cfg = CompressConfig(PrepareConfig(zoo_checkpoint.path, eval_samples=200), int8=True,
+                         finetune=TrainConfig(epochs=1), max_prune_drop=None,
+                         out=tmp_path_factory.mktemp("bundles") / "digits")
     return compress(cfg)
 
 
@@ -48,12 +58,11 @@ def gz_ckpt(zoo_checkpoint):
 def gz_bundle(gz_ckpt, tmp_path_factory):
     """gz_ckpt compressed (no fine-tuning, int8, 64 eval samples, one FGSM set). Copy before changing."""
     from edgerobust.workstation.attacks import make_specs
-    from edgerobust.workstation.compress import CompressConfig, compress
-    from edgerobust.workstation.finetune import TrainConfig
+    from edgerobust.workstation.compress import CompressConfig, PrepareConfig, TrainConfig, compress
 
     out = tmp_path_factory.mktemp("gauntlet-bundle") / "bundle"
-    compress(CompressConfig(model=gz_ckpt, finetune=TrainConfig(epochs=0), max_prune_drop=None, int8=True,
-                            eval_samples=64, attacks=tuple(make_specs("fgsm", "8/255")), out=out))
+    compress(CompressConfig(PrepareConfig(gz_ckpt, eval_samples=64), finetune=TrainConfig(epochs=0),
+                            max_prune_drop=None, int8=True, attacks=tuple(make_specs("fgsm", "8/255")), out=out))
     return out
 
 

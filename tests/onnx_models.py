@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgerobust.device.bundle import AdvSet, EvalSet, finalize_manifest, sha256_file
+from edgerobust.device.files.bundle import AdvSet, EvalSet, finalize_manifest, sha256_file
 
 C, H, W, CLASSES, HIDDEN = 1, 8, 8, 10, 32
 

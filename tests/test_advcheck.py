@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgerobust.device.advcheck import check_adv_set, check_adv_sets
-from edgerobust.device.bundle import AdvSet, EvalSet
+from edgerobust.device.scores.advcheck import check_adv_set, check_adv_sets
+from edgerobust.device.files.bundle import AdvSet, EvalSet
 from edgerobust.cli import app
 from edgerobust.errors import BundleError
 from onnx_models import make_bundle, write_profile

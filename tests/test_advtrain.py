@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from edgerobust.workstation.data import load_data, split
 from edgerobust.errors import UsageError
-from edgerobust.workstation.finetune import MODES, TrainConfig, pgd_linf, robust_accuracy, train, trades_adv
+from edgerobust.registries import FINETUNE_MODES
+from edgerobust.workstation.configs import TrainConfig
+from edgerobust.workstation.finetune import pgd_linf, robust_accuracy, train, trades_adv
 from edgerobust.workstation.nets import PixelModel
 
 EPS = 0.1
@@ -40,20 +42,24 @@ def _adv_loss(model, x, y):
 
 
 def test_config_modes_and_alias():
-    assert set(MODES) == {"standard", "pgd-at", "trades"}
+    assert set(FINETUNE_MODES) == {"standard", "pgd-at", "trades"}
     assert TrainConfig(mode="adversarial").mode == "pgd-at"
     assert TrainConfig(mode="TRADES").mode == "trades"
     assert TrainConfig().adv_eps == pytest.approx(8 / 255) and TrainConfig().adv_steps == 7
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(mode="fgsm-at"), "Unknown fine-tuning mode"),
-    (dict(adv_eps=0), "--adv-eps"),
-    (dict(adv_eps=2.0), "--adv-eps"),
-    (dict(adv_steps=0), "--adv-steps"),
-    (dict(trades_beta=-1), "--trades-beta"),
-    (dict(adv_alpha=-0.1), "step size"),
-], ids=["mode", "eps0", "eps2", "steps", "beta", "alpha"])
+    (dict(mode="fgsm-at"), "Unknown `finetune` 'fgsm-at'"),
+    (dict(adv_eps=0), "`adv_eps` must be in \\(0, 1\\]"),
+    (dict(adv_eps=2.0), "`adv_eps` must be in \\(0, 1\\]"),
+    (dict(adv_steps=0), "`adv_steps` must be an integer >= 1"),
+    (dict(trades_beta=-1), "`trades_beta` must be >= 0"),
+    (dict(adv_alpha=-0.1), "`adv_alpha` must be positive"),
+    (dict(optimizer="lbfgs"), "Unknown `optimizer` 'lbfgs'"),
+    (dict(epochs=-1), "`epochs` must be an integer >= 0"),
+    (dict(lr=0), "`lr` must be positive"),
+    (dict(batch_size=0), "`batch_size` must be an integer >= 1"),
+], ids=["mode", "eps0", "eps2", "steps", "beta", "alpha", "optimizer", "epochs", "lr", "batch"])
 def test_config_rejects(kwargs, message):
     with pytest.raises(UsageError, match=message):
         TrainConfig(**kwargs)
@@ -85,6 +91,19 @@ def test_adversarial_finetuning_lowers_the_adversarial_loss(clean_model, digits,
     assert all("val_robust_acc" in h for h in r.history)
     assert r.best_val_robust_acc == max(h["val_robust_acc"] for h in r.history)
     assert r.history[r.best_epoch - 1]["val_robust_acc"] == r.best_val_robust_acc
+
+
+def test_the_seed_is_a_keyword_of_train_not_a_config_field(clean_model, digits):
+    import dataclasses
+
+    assert "seed" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(epochs=1, augment_shift=1)
+    runs = []
+    for seed in (0, 0, 1):
+        m = copy.deepcopy(clean_model)
+        train(m, digits.train.x[:128], digits.train.y[:128], digits.val.x, digits.val.y, cfg, seed=seed)
+        runs.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])  # batch order and shifts follow it
 
 
 def test_standard_mode_keeps_its_history_shape(clean_model, digits):

@@ -12,14 +12,22 @@ def test_package_import_stays_torch_free():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_configs_and_the_target_plan_are_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import edgerobust as e, sys; e.CompressConfig(e.PrepareConfig('m.pt'), prune=e.PruneConfig(), "
+            "finetune=e.TrainConfig(), quant=e.QuantConfig()); e.SweepConfig('m.pt', out='o'); "
+            "e.resolve_target('laptop-cpu'); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_compress_and_audit_are_callable_after_their_modules_are_imported(zoo_checkpoint, tmp_path):
     importlib.import_module("edgerobust.workstation.compress")  # binds the module to edgerobust.workstation.compress
     importlib.import_module("edgerobust.device.audit")
-    from edgerobust.workstation.finetune import TrainConfig
-
     res = edgerobust.compress(edgerobust.CompressConfig(
-        model=zoo_checkpoint.path, finetune=TrainConfig(epochs=0), max_prune_drop=None, eval_samples=32,
-        out=tmp_path / "b"))
+        edgerobust.PrepareConfig(zoo_checkpoint.path, eval_samples=32), finetune=edgerobust.TrainConfig(epochs=0),
+        max_prune_drop=None, out=tmp_path / "b"))
     assert (res.bundle / "model.onnx").is_file()
     assert res.metrics["macs_reduction"] >= 3
     report = edgerobust.audit(edgerobust.AuditConfig(model=res.bundle / "model.onnx", profile="laptop-cpu-1thread",

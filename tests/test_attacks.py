@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from edgerobust.workstation.attacks import (ATTACKS, NORMS, AttackSpec, craft_set, craft_sets, make_specs, parse_attacks,
                                 parse_eps_grid)
-from edgerobust.device.bundle import AdvSet, EvalSet
+from edgerobust.device.files.bundle import AdvSet, EvalSet
 from edgerobust.errors import DataError, UsageError
 
-REQUIRED = ("fgsm", "pgd", "pgdl2", "mifgsm", "difgsm", "cw", "apgd", "square")
+REQUIRED = ("fgsm", "pgd", "pgdl2", "mifgsm", "difgsm", "cw", "apgd", "square", "apgd-t", "fab-t")
 # Strong enough on 8x8 digits that every attack must hurt: 0.3 in Linf, 2.0 in L2 (of 8 max).
 STRENGTH = {"Linf": 0.3, "L2": 2.0}
 # Few iterations keep the file fast; cw needs a larger Adam rate to get anywhere in 50 steps.
@@ -102,7 +102,7 @@ def test_params_fit_the_torchattacks_constructor(name):
 
     import torchattacks
 
-    params = AttackSpec(name, 0.1, steps=7, seed=3).params()
+    params = AttackSpec(name, 0.1, steps=7, seed=3, n_classes=10).params()  # craft_set reads n_classes off the model
     sig = inspect.signature(getattr(torchattacks, ATTACKS[name].torchattacks_class).__init__)
     assert set(params) <= set(sig.parameters) - {"self", "model"}
     if "steps" in ATTACKS[name].uses:
@@ -151,7 +151,7 @@ def test_metadata_round_trips_through_npz_without_pickle(name, crafted, tmp_path
     assert np.array_equal(back.x, s.x) and np.array_equal(back.y, s.y) and np.array_equal(back.idx, s.idx)
     m = back.meta
     assert {k: m[k] for k in s.meta} == json.loads(json.dumps(s.meta))
-    spec = _spec(name)
+    spec = _spec(name, n_classes=10)  # the digits model's output width, which craft_set fills in
     assert m["name"] == spec.name and m["attack"] == name and m["norm"] == ATTACKS[name].norm
     assert m["params"] == spec.params() and m["eps"] == spec.eps and m["eps_text"] == spec.eps_text
     assert m["n"] == 64 and m["seed"] == 0 and m["seconds"] >= 0
@@ -312,15 +312,18 @@ def test_cli_attack_writes_eval_and_sets_and_prints_the_table(checkpoint, tmp_pa
                                  "--eps", "0,8/255", "-n", "12", "--steps", "2", "--batch-size", "5",
                                  "--allow-weak-base"])
     assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["adv", "base.onnx", "eval.npz"]
     assert sorted(p.name for p in (out / "adv").iterdir()) == ["fgsm_0.npz", "fgsm_8-255.npz", "pgd_0.npz",
                                                                 "pgd_8-255.npz"]
     ev = EvalSet.load(out / "eval.npz")
     assert ev.x.shape == (12, 1, 16, 16) and ev.meta["data"] == "digits"
     s = AdvSet.load(out / "adv" / "pgd_8-255.npz")
-    from edgerobust.device.bundle import sha256_file
+    from edgerobust.device.files.bundle import sha256_file
 
     assert s.meta["eval_sha256"] == sha256_file(out / "eval.npz")
-    assert s.meta["base_sha256"] == sha256_file(checkpoint)
+    # crafted on the exported base, whose hash the audit checks (--baseline OUT/base.onnx); the .pt's beside it
+    assert s.meta["base_sha256"] == sha256_file(out / "base.onnx")
+    assert ev.meta["source_sha256"] == sha256_file(checkpoint)
     assert s.meta["params"]["steps"] == 2
     rows = [line.split("│")[1:-1] for line in r.output.splitlines() if line.startswith("│")]
     assert [[c.strip() for c in row[:4]] for row in rows] == [
@@ -350,8 +353,10 @@ def test_cli_attack_refuses_to_overwrite(checkpoint, tmp_path):
     from edgerobust.cli import app
 
     (tmp_path / "o").mkdir()
-    r = CliRunner().invoke(app, ["attack", str(checkpoint), "--out", str(tmp_path / "o")])
+    # the model and data are prepared first (seconds), as in compress: the untrained model needs --allow-weak-base
+    r = CliRunner().invoke(app, ["attack", str(checkpoint), "--out", str(tmp_path / "o"), "--allow-weak-base"])
     assert r.exit_code == 2 and "already exists" in " ".join(r.output.split())
+    assert "--overwrite" in r.output and list((tmp_path / "o").iterdir()) == []
 
 
 def test_sets_from_attack_on_the_source_model_pass_the_bundles_audit(zoo_checkpoint, tmp_path):
@@ -387,3 +392,18 @@ def test_sets_from_attack_on_the_source_model_pass_the_bundles_audit(zoo_checkpo
                             "--eval", str(tmp_path / "sets2" / "eval.npz"),
                             "--adv", str(tmp_path / "sets2" / "adv" / "fgsm_8-255.npz"), "--out", str(tmp_path / "r2")])
     assert r.exit_code == 2 and "crafted on another base model" in r.output
+
+
+def test_sets_config_validates_before_any_work():
+    from edgerobust.workstation.attacks import make_specs
+    from edgerobust.workstation.configs import PrepareConfig
+    from edgerobust.workstation.sets import SetsConfig
+
+    specs = tuple(make_specs("fgsm", "8/255"))
+    with pytest.raises(UsageError, match="No `attacks` to craft"):
+        SetsConfig(PrepareConfig("m.pt"), out="o")
+    with pytest.raises(UsageError, match="`batch_size` must be an integer >= 1"):
+        SetsConfig(PrepareConfig("m.pt"), out="o", attacks=specs, batch_size=0)
+    with pytest.raises(UsageError, match="No `model` to attack"):
+        SetsConfig(PrepareConfig(), out="o", attacks=specs)
+    assert SetsConfig(PrepareConfig("m.pt"), out="o", attacks=list(specs)).attacks == specs

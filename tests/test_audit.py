@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from edgerobust.device.audit import AuditConfig, audit, predict
-from edgerobust.device.bundle import AdvSet, EvalSet, finalize_manifest, read_manifest, sha256_file
+from edgerobust.device.files.bundle import AdvSet, EvalSet, finalize_manifest, read_manifest, sha256_file
 from edgerobust.errors import BundleError, ProfileError, UsageError
-from edgerobust.device.measure import open_session
-from edgerobust.device.profiles import load_profile
-from edgerobust.device.report import to_json, write_report
+from edgerobust.device.runtime.measure import open_session
+from edgerobust.device.runtime.profiles import load_profile
+from edgerobust.device.render.report import to_json, write_report
 from onnx_models import make_bundle, mlp_weights, ort_predictions, save_mlp, write_profile
 
 
@@ -72,7 +72,7 @@ def test_every_accuracy_equals_a_bare_onnxruntime_loop(bundle, report):
 
 def test_report_structure_and_budgets(report):
     j = to_json(report)
-    assert (j["_type"], j["_version"]) == ("edgerobust.device.audit-report", 4)
+    assert (j["_type"], j["_version"]) == ("edgerobust.device.audit-report", 5)
     d = j["_data"]
     assert d["verified"] is True and d["profile"] == "fast" and d["bundle_name"] == "tiny-mlp"
     m = d["measurement"]
@@ -126,7 +126,7 @@ def test_predictions_file_holds_every_models_answer_on_every_sample(bundle, repo
     for name in ("fgsm_0.02", "fgsm_0.08"):
         adv = AdvSet.load(bundle / "adv" / f"{name}.npz")
         inputs[name] = (adv.x, adv.y, adv.idx)
-    from edgerobust.device.predictions import load_predictions
+    from edgerobust.device.files.predictions import load_predictions
 
     preds = load_predictions(folder / "predictions.npz", sha256=rec["sha256"])
     for s in preds.sets:
@@ -164,9 +164,9 @@ def test_tampered_file_refused_unless_no_verify(copy, profile):
     onnx.save(m, str(copy / "model.onnx"))
     with pytest.raises(BundleError, match="does not match the bundle's manifest") as e:
         audit(fast(copy / "model.onnx", profile))
-    assert "--no-verify" in e.value.fix
+    assert "`verify`" in e.value.fix
     r = audit(fast(copy / "model.onnx", profile, verify=False))
-    assert any("--no-verify" in w for w in r.warnings) and r.verified is False
+    assert any("hashes were not checked" in w for w in r.warnings) and r.verified is False
     assert r.sets[0].deployed.accuracy.k == int((ort_predictions(copy / "model.onnx", EvalSet.load(
         copy / "eval.npz").x) == EvalSet.load(copy / "eval.npz").y).sum())
 
@@ -194,7 +194,7 @@ def test_adv_set_from_another_eval_set_refused(copy, profile):
 def test_fallback_rule(bundle, tmp_path):
     gpu = write_profile(tmp_path / "gpu.toml", providers=("TensorrtExecutionProvider", "CUDAExecutionProvider",
                                                            "CPUExecutionProvider"))
-    with pytest.raises(ProfileError, match="--allow-fallback"):
+    with pytest.raises(ProfileError, match="`allow_fallback`"):
         audit(fast(bundle / "model.onnx", gpu))
     r = audit(fast(bundle / "model.onnx", gpu, allow_fallback=True))
     assert r.fallback and to_json(r)["_data"]["summary"]["fallback"] is True
@@ -222,7 +222,7 @@ def test_model_without_bundle(bundle, profile, tmp_path):
 
 
 def test_bad_batch_size_is_a_usage_error(bundle):
-    with pytest.raises(UsageError, match="--batch-size"):
+    with pytest.raises(UsageError, match="batch_size"):
         AuditConfig(model=bundle / "model.onnx", batch_size=0)
 
 

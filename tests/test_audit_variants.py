@@ -15,10 +15,10 @@ import pytest
 
 from _fixtures_gauntlet import cli, fast_profile
 from edgerobust.device.audit import AuditConfig, audit
-from edgerobust.device.bundle import AdvSet, EvalSet
-from edgerobust.device.headline import headline
-from edgerobust.device.predictions import load_predictions
-from edgerobust.device.variant_table import better_variant, fastest, fastest_lines, slower_than_base
+from edgerobust.device.files.bundle import AdvSet, EvalSet
+from edgerobust.device.render.headline import headline
+from edgerobust.device.files.predictions import load_predictions
+from edgerobust.device.render.variant_table import better_variant, fastest, fastest_lines, slower_than_base
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_whitebox_int8_sets_are_accepted_when_fp16_is_deployed(bundle, report):
 
 
 def test_report_md_names_the_fastest_and_predictions_hold_every_model(report, tmp_path):
-    from edgerobust.device.report import write_report
+    from edgerobust.device.render.report import write_report
 
     folder = write_report(report, tmp_path / "r")
     md = (folder / "report.md").read_text()
@@ -108,7 +108,7 @@ def test_deployed_only_audits_two_models(bundle, profile, tmp_path):
 
 def _with_p50(report, p50: dict[str, float]):
     """The report with each role's batch-1 latency set to ``p50`` ms (interval ±1%), speedups recomputed."""
-    from edgerobust.device.measure import speedup_of
+    from edgerobust.device.runtime.measure import speedup_of
 
     models = []
     for m in report.measurement.models:
@@ -147,7 +147,7 @@ def test_no_verdict_when_the_deployed_model_is_fastest_or_too_close_to_call(repo
 
 def test_variants_on_the_device_resident_path_too(bundle, tmp_path):
     """A profile that also times the device-resident path (IO binding; on the CPU here) gets it per variant."""
-    from edgerobust.device.variant_table import fastest_lines, variant_table
+    from edgerobust.device.render.variant_table import fastest_lines, variant_table
 
     p = fast_profile(tmp_path / "resident.toml")
     p.write_text(p.read_text().replace("[measure]\n", "[measure]\ndevice_resident = true\n"))

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from edgerobust import ui
 from edgerobust.cli import app
-from edgerobust.device.profiles import list_profiles
+from edgerobust.device.runtime.profiles import list_profiles
 from onnx_models import make_bundle, write_profile
 
 runner = CliRunner()
@@ -108,7 +108,7 @@ def test_profile_compares_two_models_as_json(bundle, profile):
     r = run("profile", bundle / "model.onnx", "--baseline", bundle / "base.onnx", "-p", profile, "--json")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert data["_type"] == "edgerobust.device.measure-report"
+    assert data["_type"] == "edgerobust.device.runtime.measure-report"
     assert [m["role"] for m in data["_data"]["models"]] == ["base", "deployed"]
     assert [s["batch_size"] for s in data["_data"]["speedup"]] == [1, 4]
 
@@ -143,7 +143,7 @@ def test_device_profile_on_another_host_says_so_everywhere(bundle, tmp_path, mon
     """Issue 16: `audit --profile raspberry-pi-5` on an x86 host with 2 cores (made up, so the test
     does not depend on the machine it runs on)."""
     from edgerobust.device import audit as audit_mod
-    from edgerobust.device.hostcheck import HostFacts
+    from edgerobust.device.runtime.hostcheck import HostFacts
 
     monkeypatch.setattr(audit_mod, "host_facts", lambda: HostFacts(machine="x86_64", cores=2))
     r = run("audit", bundle / "model.onnx", "--profile", "raspberry-pi-5", "--out", tmp_path / "r", "--no-memory")
@@ -183,14 +183,14 @@ def test_bundle_without_adversarial_sets_says_how_to_add_them(tmp_path, profile)
     assert r.exit_code == 0, r.output
     out = flat(r.stdout)
     assert "WARNING: no adversarial sets: only clean accuracy was audited, robustness was not." in out
-    assert ("`edgerobust attack BASE_MODEL.pt --attacks pgd --eps 8/255 --out sets`" in out
-            and "--eval sets/eval.npz --adv sets/adv/pgd_8-255.npz" in out)
+    assert ("`edgerobust attack` on the workstation (e.g. pgd at eps 8/255 into a folder sets)" in out
+            and "sets/eval.npz as the evaluation set and sets/adv/pgd_8-255.npz as an adversarial set" in out)
     assert "Robustness not audited: no adversarial sets (the warning says how to add them)." in out
 
 
 def test_profile_command_on_another_host_says_so(bundle, profile, monkeypatch):
-    from edgerobust.device import hostcheck
-    from edgerobust.device.hostcheck import HostFacts
+    from edgerobust.device.runtime import hostcheck
+    from edgerobust.device.runtime.hostcheck import HostFacts
 
     monkeypatch.setattr(hostcheck, "host_facts", lambda: HostFacts(machine="x86_64", cores=2))
     r = run("profile", bundle / "model.onnx", "-p", "raspberry-pi-5", "--no-memory", "-b", 1)

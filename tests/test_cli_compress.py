@@ -94,7 +94,8 @@ BAD = {
     "missing-file": ("MISSING", "does not exist"),
     "state-dict-no-arch": ("STATE_DICT", "is a state_dict"),
     "unknown-data": (["--data", "imagenet"], "Unknown data source 'imagenet'"),
-    "unknown-criterion": (["--criterion", "magic"], "Unknown pruning criterion 'magic'"),
+    "unknown-criterion": (["--criterion", "magic"], "Unknown --criterion 'magic'"),
+    "unknown-device": (["--device", "gpu"], "Unknown --device 'gpu'"),
     "existing-out": ("EXISTING", "already exists"),
     "bad-mean": (["--mean", "a,b", "--std", "1"], "--mean must be comma-separated numbers"),
 }

@@ -13,8 +13,8 @@ from edgerobust.device.audit import AuditConfig, audit
 from edgerobust.cli import app
 from edgerobust.device.compare import CompareConfig, compare, to_json
 from edgerobust.errors import BundleError, UsageError
-from edgerobust.device.predictions import Predictions, SetPredictions, load_predictions, save_predictions
-from edgerobust.device.report import write_report
+from edgerobust.device.files.predictions import Predictions, SetPredictions, load_predictions, save_predictions
+from edgerobust.device.render.report import write_report
 from onnx_models import make_bundle, write_profile
 from test_report_html import assert_self_contained, count_pixels, screenshot, svgs
 

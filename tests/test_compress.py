@@ -6,11 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edgerobust.device.bundle import Bundle, EvalSet, sha256_file
-from edgerobust.workstation.compress import CompressConfig, compress
+from edgerobust.device.files.bundle import Bundle, EvalSet, sha256_file
+from edgerobust.workstation.compress import CompressConfig, PrepareConfig, TrainConfig, compress
 from edgerobust.errors import QualityGateError, UsageError
 from edgerobust.workstation.export import onnx_logits
-from edgerobust.workstation.finetune import TrainConfig
 
 
 def _tree_digest(root):
@@ -22,10 +21,11 @@ def _tree_digest(root):
     return h.hexdigest()
 
 
-def _quick(model, out, **kw):
+def _quick(model, out, data=None, **kw):
     """The cheapest run: no fine-tuning, no int8, a small evaluation set."""
     kw.setdefault("max_prune_drop", None)
-    return CompressConfig(model=model, out=out, finetune=TrainConfig(epochs=0), eval_samples=50, **kw)
+    return CompressConfig(PrepareConfig(model, data=data, eval_samples=50), out=out, finetune=TrainConfig(epochs=0),
+                          **kw)
 
 
 def test_bundle_files(compressed):
@@ -46,6 +46,9 @@ def test_manifest_hashes_match(compressed):
     assert b.path("deployed").name == "model.onnx" and b.path("fp32").name == "model_fp32.onnx"
     assert m["input"]["shape"] == [None, 1, 16, 16] and m["output"] == {"name": "logits", "shape": [None, 10]}
     assert m["source"]["kind"] == "checkpoint" and m["config"]["prune"]["sparsity"] == 0.5
+    assert m["config"]["prepare"]["eval_samples"] == 200 and m["config"]["prepare"]["seed"] == 0
+    assert m["target"]["runtime"] == "cpu" and m["target"]["round_to"] == 8 and m["target"]["profile"] is None
+    assert m["target"]["reasons"]["round_to"] == "the default" and compressed.target == m["target"]
 
 
 def test_metrics(compressed):
@@ -77,7 +80,7 @@ def test_existing_bundle_is_refused_and_left_alone(compressed, zoo_checkpoint):
     before = _tree_digest(root)
     with pytest.raises(UsageError, match="already exists") as e:
         compress(_quick(zoo_checkpoint.path, root))
-    assert "--overwrite" in e.value.fix
+    assert "`overwrite`" in e.value.fix
     assert _tree_digest(root) == before
 
 
@@ -110,16 +113,25 @@ def test_failing_overwrite_keeps_the_old_bundle(zoo_checkpoint, tmp_path):
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(num_classes=1), "--num-classes must be >= 2"),
-    (dict(max_int8_drop=-1), "--max-int8-drop must be >= 0"),
-    (dict(parity_atol=0), "--parity-atol must be positive"),
-    (dict(mean=(0.5,)), "--mean and --std go together"),
-    (dict(mean=(0.5,), std=(0.0,)), "std values must be positive"),
-], ids=["num-classes", "int8-drop", "parity-atol", "mean-alone", "std-zero"])
-def test_compress_config_rejects(kwargs, message):
+@pytest.mark.parametrize("prep,kwargs,message", [
+    (dict(num_classes=1), {}, "`num_classes` must be >= 2"),
+    ({}, dict(max_int8_drop=-1), "`max_int8_drop` must be >= 0"),
+    ({}, dict(parity_atol=0), "`parity_atol` must be positive"),
+    (dict(normalize="0.5"), {}, "Unknown `normalize` '0.5'"),
+    (dict(normalize="0.5/0.0"), {}, "std values must be positive"),
+    (dict(normalize="0.5,0.5/0.2"), {}, "2 mean but 1 std values"),
+    (dict(device="gpu"), {}, "Unknown `device` 'gpu'"),
+], ids=["num-classes", "int8-drop", "parity-atol", "mean-alone", "std-zero", "mean-std-lengths", "device"])
+def test_compress_config_rejects(prep, kwargs, message):
     with pytest.raises(UsageError, match=message):
-        CompressConfig(model="m.pt", **kwargs)
+        CompressConfig(PrepareConfig("m.pt", **prep), **kwargs)
+
+
+def test_compress_config_takes_a_bare_path():
+    cfg = CompressConfig("m.pt")
+    assert cfg.prepare == PrepareConfig("m.pt") and cfg.bundle_name == "m"
+    with pytest.raises(UsageError, match="No `model` to compress"):
+        CompressConfig(PrepareConfig())
 
 
 def test_data_of_the_wrong_shape_is_refused_before_writing(zoo_checkpoint, tmp_path):

@@ -155,7 +155,7 @@ def test_folder_mixed_sizes_need_image_size(tmp_path):
     _png(tmp_path / "b" / "0.png", (12, 9), (20, 20, 20))
     with pytest.raises(DataError, match="mixed sizes") as e:
         load_data(f"folder:{tmp_path}")
-    assert "--image-size" in e.value.fix
+    assert "`image_size`" in e.value.fix
     assert load_data(f"folder:{tmp_path}", image_size=4).x.shape == (2, 3, 4, 4)
 
 
@@ -281,7 +281,7 @@ def test_split_parts_are_disjoint_and_cover_the_data():
 def test_split_eval_samples_caps_eval():
     sp = split(_indexed(), seed=0, eval_samples=7)
     assert len(sp.eval) == 7
-    with pytest.raises(DataError, match="--eval-samples must be positive"):
+    with pytest.raises(DataError, match="`eval_samples` must be positive"):
         split(_indexed(), eval_samples=0)
 
 

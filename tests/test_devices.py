@@ -20,7 +20,7 @@ def test_auto_and_cpu():
 
 @pytest.mark.parametrize("spec", ["gpu", "cuda:x", "tpu"])
 def test_unknown_device_is_refused(spec):
-    with pytest.raises(UsageError, match="Unknown --device"):
+    with pytest.raises(UsageError, match="Unknown `device`"):
         resolve_device(spec)
 
 

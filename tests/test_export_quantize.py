@@ -11,7 +11,9 @@ from edgerobust.errors import QualityGateError, UsageError
 from edgerobust.workstation.export import export_onnx, onnx_logits, parity, require_parity
 from edgerobust.workstation.load import load_model
 from edgerobust.workstation.nets import PixelModel
-from edgerobust.workstation.quantize import CALIBRATION, QuantConfig, quantize
+from edgerobust.registries import CALIBRATIONS
+from edgerobust.workstation.configs import PrepareConfig, QuantConfig
+from edgerobust.workstation.quantize import quantize
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def fp32(trained, splits, tmp_path_factory):
 @pytest.fixture(scope="module")
 def int8(fp32, splits):
     out = fp32.with_name("int8.onnx")
-    return out, quantize(fp32, out, splits.calib.x, QuantConfig(calib_samples=64, keep_fp32="first"))
+    return out, quantize(fp32, out, splits.calib.x, QuantConfig(keep_fp32="first"))
 
 
 def _ops(path):
@@ -117,11 +119,11 @@ def test_static_int8_close_to_fp32(int8, fp32, splits):
     assert (q == y).mean() > 0.9
 
 
-@pytest.mark.parametrize("method", CALIBRATION)
+@pytest.mark.parametrize("method", list(CALIBRATIONS))
 def test_every_calibration_method(method, fp32, splits, tmp_path):
     out = tmp_path / f"{method}.onnx"
-    res = quantize(fp32, out, splits.calib.x, QuantConfig(calibration=method, calib_samples=32))
-    assert res.calibration == method and res.qdq_nodes > 0
+    res = quantize(fp32, out, splits.calib.x[:32], QuantConfig(calibration=method))  # every row given calibrates
+    assert res.calibration == method and res.qdq_nodes > 0 and res.calib_samples == 32
     agree = (_top1(out, splits.eval.x) == _top1(fp32, splits.eval.x)).mean()
     assert agree >= 0.9
 
@@ -145,11 +147,12 @@ def test_dynamic_int8_on_a_linear_model(tmp_path):
 
 
 BAD_QUANT = {
-    "mode": (dict(mode="fp16"), "Unknown int8 mode 'fp16'"),
-    "calibration": (dict(calibration="kl"), "Unknown calibration method 'kl'"),
-    "calib-samples": (dict(calib_samples=0), "--calib-samples must be >= 1"),
-    "keep-fp32": (dict(keep_fp32="middle"), "Unknown --int8-keep-fp32 'middle'"),
-    "target": (dict(target="gpu"), "Unknown int8 target 'gpu'"),
+    "mode": (dict(mode="fp16"), "Unknown `int8_mode` 'fp16'"),
+    "calibration": (dict(calibration="kl"), "Unknown `calibration` 'kl'"),
+    "keep-fp32": (dict(keep_fp32="middle"), "Unknown `keep_fp32` 'middle'"),
+    "target": (dict(int8_target="gpu"), "Unknown `int8_target` 'gpu'"),
+    "stem": (dict(stem="s2d"), "Unknown `int8_stem` 's2d'"),
+    "format": (dict(format="qlinear"), "Unknown int8 `format` 'qlinear'"),
 }
 
 
@@ -157,6 +160,13 @@ BAD_QUANT = {
 def test_quant_config_rejects(kwargs, message):
     with pytest.raises(UsageError, match=message):
         QuantConfig(**kwargs)
+
+
+def test_quant_config_leaves_the_target_choices_open():
+    q = QuantConfig()
+    assert q.int8_target is None and q.stem is None and not hasattr(q, "calib_samples")
+    with pytest.raises(UsageError, match="`calib_samples` must be an integer >= 1"):  # the split's size now
+        PrepareConfig("m.pt", calib_samples=0)
 
 
 def test_a_model_over_onnx_single_file_limit_is_refused(monkeypatch, tmp_path):

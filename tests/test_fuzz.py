@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgerobust.device.bundle import AdvSet, EvalSet, load_npz, read_manifest
+from edgerobust.device.files.bundle import AdvSet, EvalSet, load_npz, read_manifest
 from edgerobust.errors import EdgeRobustError
 from edgerobust.workstation.load import LoadedModel, load_model
-from edgerobust.device.profiles import DeviceProfile, list_profiles, load_profile, profile_text
+from edgerobust.device.runtime.profiles import DeviceProfile, list_profiles, load_profile, profile_text
 
 FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,

@@ -1,11 +1,11 @@
-"""edgerobust.device.hostcheck: the profile's hardware facts against made-up hosts, and against this one."""
+"""edgerobust.device.runtime.hostcheck: the profile's hardware facts against made-up hosts, and against this one."""
 import platform
 
 import pytest
 
-from edgerobust.device.hostcheck import (HostFacts, architectures, check_host, compare, host_facts, profile_facts,
+from edgerobust.device.runtime.hostcheck import (HostFacts, architectures, check_host, compare, host_facts, profile_facts,
                                   threads_note)
-from edgerobust.device.profiles import list_profiles, load_profile
+from edgerobust.device.runtime.profiles import list_profiles, load_profile
 
 EPYC_2 = HostFacts(machine="x86_64", cores=2)  # the host of issue 16: an x86 EPYC with 2 cores
 PI5 = HostFacts(machine="aarch64", cores=4, device_model="Raspberry Pi 5 Model B Rev 1.0")

@@ -9,9 +9,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgerobust.device.host import cpu_isa
+from edgerobust.device.runtime.host import cpu_isa
 from edgerobust.workstation.int8_stem import space_to_depth_stem
-from edgerobust.workstation.quantize import QuantConfig, quantize
+from edgerobust.workstation.configs import QuantConfig
+from edgerobust.workstation.quantize import quantize
 
 # With int32 accumulation (VNNI on x86, dot products on ARM) the rewrite gives the same bits;
 # AVX2's 16-bit pair sums saturate differently after the re-layout (see the module's docstring).
@@ -65,7 +66,7 @@ def both(tmp_path, **kw):
     """The model quantized plain and with the stem rewrite: (plain path, rewritten path, rewrite's note)."""
     fp32 = stem_model(tmp_path / "fp32.onnx", **{k: v for k, v in kw.items() if k != "config"})
     calib = images(32, kw.get("channels", 3), kw.get("size", (32, 32)))
-    cfg = {"calib_samples": 32, "keep_fp32": "none", **kw.get("config", {})}
+    cfg = {"keep_fp32": "none", **kw.get("config", {})}
     quantize(fp32, tmp_path / "plain.onnx", calib, QuantConfig(**cfg))
     r = quantize(fp32, tmp_path / "s2d.onnx", calib, QuantConfig(stem="space-to-depth", **cfg))
     return tmp_path / "plain.onnx", tmp_path / "s2d.onnx", r.stem
@@ -74,7 +75,7 @@ def both(tmp_path, **kw):
 @pytest.mark.parametrize("channels,kernel,pad", [(3, 7, 3), (1, 7, 3), (3, 3, 1)], ids=["rgb-7x7", "gray-7x7", "rgb-3x3"])
 def test_the_rewritten_stem_computes_the_plain_int8_model(tmp_path, channels, kernel, pad):
     fp32 = stem_model(tmp_path / "fp32.onnx", channels=channels, kernel=kernel, pad=pad)
-    quantize(fp32, tmp_path / "plain.onnx", images(32, channels), QuantConfig(calib_samples=32, keep_fp32="none"))
+    quantize(fp32, tmp_path / "plain.onnx", images(32, channels), QuantConfig(keep_fp32="none"))
     plain = onnx.load(str(tmp_path / "plain.onnx"))
     done = space_to_depth_stem(plain)
     kk = (kernel + 1) // 2
@@ -123,7 +124,7 @@ def test_compress_keeps_the_rewrite_only_when_onnxruntime_agrees(tmp_path, monke
 
     monkeypatch.setattr(stem, "space_to_depth_stem", broken)
     r = quantize(tmp_path / "fp32.onnx", tmp_path / "again.onnx", images(8),
-                 QuantConfig(calib_samples=8, keep_fp32="none", stem="space-to-depth"))
+                 QuantConfig(keep_fp32="none", stem="space-to-depth"))
     assert r.stem == "space-to-depth stem not applied: the rewrite failed (ValueError: no such node)"
     assert not any(n.name.startswith("edgerobust_s2d_") for n in onnx.load(str(tmp_path / "again.onnx")).graph.node)
 
@@ -155,7 +156,7 @@ def test_the_stem_reads_each_2x2_block_as_channels(tmp_path):
     (dict(size=(31, 31)), "not of even size"),
     (dict(config=dict(keep_fp32="first")), "is not quantized (kept in fp32)"),
     (dict(config=dict(format="qoperator")), "static QDQ int8 on the CPU target"),
-    (dict(config=dict(target="tensorrt")), "static QDQ int8 on the CPU target"),
+    (dict(config=dict(int8_target="tensorrt")), "static QDQ int8 on the CPU target"),
 ], ids=["1x1", "stride-1", "8-channels", "odd-size", "stem-in-fp32", "qoperator", "tensorrt"])
 def test_where_it_does_not_apply_the_model_is_left_as_quantized(tmp_path, kw, why):
     plain, s2d, note = both(tmp_path, **kw)
@@ -175,9 +176,11 @@ def test_an_input_without_fixed_height_and_width_is_left_alone(tmp_path):
 
 def test_a_plain_quantization_records_no_stem_note(tmp_path):
     fp32 = stem_model(tmp_path / "fp32.onnx")
-    r = quantize(fp32, tmp_path / "q.onnx", images(8), QuantConfig(calib_samples=8, keep_fp32="none"))
+    r = quantize(fp32, tmp_path / "q.onnx", images(8), QuantConfig(keep_fp32="none"))  # stem None: plain
     assert r.stem == ""
-    with pytest.raises(Exception, match="Unknown int8 stem"):
+    r = quantize(fp32, tmp_path / "q.onnx", images(8), QuantConfig(keep_fp32="none", stem="plain"))
+    assert r.stem == ""
+    with pytest.raises(Exception, match="Unknown `int8_stem` 's2d'"):
         QuantConfig(stem="s2d")
 
 

@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from edgerobust.device.host import cpu_isa
-from edgerobust.device.latency import ci_halfwidth, enough, interleaved_timings, median_ci, summarize, turn_lengths
-from edgerobust.device.measure import measure_models
-from edgerobust.device.profiles import MeasureSettings, SessionSettings, load_profile
-from edgerobust.device.sessions import config_entries, open_sessions
+from edgerobust.device.runtime.host import cpu_isa
+from edgerobust.device.runtime.latency import ci_halfwidth, enough, interleaved_timings, median_ci, summarize, turn_lengths
+from edgerobust.device.runtime.measure import measure_models
+from edgerobust.device.runtime.profiles import MeasureSettings, SessionSettings, load_profile
+from edgerobust.device.runtime.sessions import config_entries, open_sessions
 from onnx_models import mlp_weights, perturbed, save_mlp, write_profile
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgerobust.device.bundle import EvalSet
+from edgerobust.device.files.bundle import EvalSet
 from edgerobust.workstation.data import load_data, split
 from edgerobust.errors import ModelLoadError, UnsafeModelError, UsageError
 from edgerobust.workstation.export import onnx_logits
@@ -61,7 +61,7 @@ def test_checkpoint_round_trip_same_logits(zoo_checkpoint, tmp_path):
 
 
 def test_checkpoint_num_classes_contradiction(zoo_checkpoint):
-    with pytest.raises(UsageError, match="--num-classes 5 contradicts"):
+    with pytest.raises(UsageError, match="`num_classes` 5 contradicts"):
         load_model(zoo_checkpoint.path, num_classes=5)
 
 
@@ -105,11 +105,11 @@ def test_state_dict_torchvision_resnet18(tmp_path):
 def test_state_dict_without_arch_names_the_flag(cnn7_state):
     with pytest.raises(UsageError, match="is a state_dict") as e:
         load_model(cnn7_state)
-    assert "--arch" in e.value.fix
+    assert "`arch`" in e.value.fix
 
 
 def test_wrong_arch_lists_missing_and_unexpected(cnn7_state):
-    with pytest.raises(ModelLoadError, match="do not fit --arch digits-resnet with 7 classes") as e:
+    with pytest.raises(ModelLoadError, match="do not fit `arch` digits-resnet with 7 classes") as e:
         load_model(cnn7_state, arch="digits-resnet")
     assert "missing (e.g. stem.0.weight" in e.value.why and "unexpected (e.g. features.0.0.weight" in e.value.why
 
@@ -124,7 +124,7 @@ def test_wrong_num_classes_shows_the_shapes(cnn7_state):
     ("torchvision:no_such_net", "torchvision has no model 'no_such_net'"),
     ("zoo:nope", "Unknown zoo model 'nope'"),
     ("no_such_pkg_xyz:factory", "Cannot import the module 'no_such_pkg_xyz'"),
-    ("weird", "Cannot read --arch 'weird'"),
+    ("weird", "Cannot read `arch` 'weird'"),
 ], ids=["torchvision", "zoo", "module", "unparsable"])
 def test_unknown_arch(cnn7_state, arch, message):
     with pytest.raises(UsageError, match=message):
@@ -211,7 +211,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     assert not marker.exists()
     with pytest.raises(UnsafeModelError, match="needs code to be run") as e:
         load_model(tmp_path / "evil.pt")
-    assert "--trust-model" in e.value.fix
+    assert "`trust_model`" in e.value.fix
     assert not marker.exists()
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from edgerobust.errors import ModelLoadError, ProfileError
-from edgerobust.device.measure import (interleaved_timings, measure_models, open_session, plan_providers,
+from edgerobust.device.runtime.measure import (interleaved_timings, measure_models, open_session, plan_providers,
                                 summarize)
-from edgerobust.device.profiles import MeasureSettings, load_profile
+from edgerobust.device.runtime.profiles import MeasureSettings, load_profile
 from onnx_models import mlp_weights, perturbed, save_mlp, write_profile
 
 
@@ -60,7 +60,7 @@ def test_missing_providers_need_allow_fallback(tmp_path):
     with pytest.raises(ProfileError) as e:
         plan_providers(p, available=["CPUExecutionProvider"])
     msg = str(e.value)
-    assert "TensorrtExecutionProvider, CUDAExecutionProvider" in msg and "--allow-fallback" in msg
+    assert "TensorrtExecutionProvider, CUDAExecutionProvider" in msg and "`allow_fallback`" in msg
     plan = plan_providers(p, available=["CPUExecutionProvider"], allow_fallback=True)
     assert plan.fallback and plan.missing == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     assert plan.use == (("CPUExecutionProvider", {}),)
@@ -119,7 +119,7 @@ def test_memprobe_child_is_torch_free(models):
     spec = {"model": str(models[0]), "providers": [["CPUExecutionProvider", {}]], "intra_op_threads": 1,
             "inter_op_threads": 1, "graph_optimization": "ORT_ENABLE_ALL", "input_name": "input",
             "input_shape": [2, 1, 8, 8], "input_dtype": "float32", "runs": 2}
-    out = subprocess.run([sys.executable, "-m", "edgerobust.device._memprobe", json.dumps(spec)],
+    out = subprocess.run([sys.executable, "-m", "edgerobust.device.runtime._memprobe", json.dumps(spec)],
                          capture_output=True, text=True, check=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
     assert res["torch_loaded"] is False and res["peak_kib"] > res["before_model_kib"] > 0
@@ -141,10 +141,10 @@ def test_processes_split_the_measurement_and_keep_each_ones_p50(models, tmp_path
         assert min(lat.process_p50_ms) <= lat.p50_ms <= max(lat.process_p50_ms)
         # the interval covers every process's own p50 (pooled runs hide the process-to-process spread)
         assert lat.p50_ci_low_ms <= min(lat.process_p50_ms) and lat.p50_ci_high_ms >= max(lat.process_p50_ms)
-    from edgerobust.device.measure import process_speedups
+    from edgerobust.device.runtime.measure import process_speedups
 
     assert len(process_speedups(r, 1)) == 3
-    from edgerobust.device.speed_lines import _settings_line
+    from edgerobust.device.render.speed_lines import _settings_line
 
     assert _settings_line(r).startswith("Models timed in turn, in 3 fresh processes one after another")
     one = measure_models({"base": base, "deployed": dep}, load_profile(write_profile(tmp_path / "p1.toml")),
@@ -170,7 +170,7 @@ def test_processes_must_be_a_positive_integer(tmp_path):
 def test_disagreeing_processes_are_said_in_the_warnings_and_the_headline_numbers(models, profile):
     import dataclasses
 
-    from edgerobust.device.report import noise_warnings
+    from edgerobust.device.render.report import noise_warnings
 
     base, dep = models
     r = measure_models({"base": base, "deployed": dep}, profile, show_progress=False, memory=False)

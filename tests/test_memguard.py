@@ -50,7 +50,7 @@ def test_guard_stops_a_growing_step_and_says_what_to_try():
     hoard.clear()
     text = str(err.value)
     assert "Stopped building the dependency graph for toy" in text and "the limit is" in text
-    assert "--image-size" in text and "--global-pruning" in text and "ignore_layers" in text
+    assert "`image_size`" in text and "`global_pruning`" in text and "`ignore_layers`" in text
 
 
 def test_prune_of_a_model_built_to_blow_up_is_a_resource_error(monkeypatch):

@@ -74,6 +74,7 @@ def user_folder(tmp_path_factory) -> Path:
     finally:
         sys.path.remove(str(folder))
         sys.modules.pop("mynet", None)
+    torch.manual_seed(0)  # the initial weights too: the global generator's state depends on the tests run before
     torch.save(_train_raw(mynet.make_mynet()).state_dict(), folder / "raw.pt")
     torch.save(_train_raw(mynet.make_standardizing(), epochs=6).state_dict(), folder / "std.pt")
     torch.save(mynet.make_mynet().state_dict(), folder / "untrained.pt")

@@ -5,7 +5,7 @@ from importlib import resources
 import pytest
 
 from edgerobust.errors import ProfileError
-from edgerobust.device.profiles import (KNOWN_PROVIDERS, best_match_profile, list_profiles, load_profile,
+from edgerobust.device.runtime.profiles import (KNOWN_PROVIDERS, best_match_profile, list_profiles, load_profile,
                                  profile_text)
 
 REQUIRED = {"laptop-cpu", "laptop-cpu-1thread", "jetson-orin-nano", "jetson-agx-orin", "jetson-nano",
@@ -202,7 +202,7 @@ def test_profile_files_are_package_data():
 
 
 def test_compress_round_to_is_validated(tmp_path):
-    from edgerobust.device.profiles import load_profile as load
+    from edgerobust.device.runtime.profiles import load_profile as load
 
     good = tmp_path / "good.toml"
     good.write_text('description = "x"\n[[providers]]\nname = "CPUExecutionProvider"\n[compress]\nround_to = 32\n')

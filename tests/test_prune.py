@@ -6,7 +6,8 @@ import torch.nn as nn
 
 from edgerobust.errors import UsageError
 from edgerobust.workstation.nets import ZOO, DigitsCNN
-from edgerobust.workstation.prune import CRITERIA, PruneConfig, count, prune
+from edgerobust.workstation.configs import PruneConfig
+from edgerobust.workstation.prune import CRITERIA, count, prune
 
 EXAMPLE = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
 CALIB = (np.random.default_rng(0).random((32, 1, 16, 16), dtype=np.float32),
@@ -95,9 +96,11 @@ BAD_CONFIGS = {
     "sparsity-1": (dict(sparsity=1), "strictly between 0 and 1; got 1"),
     "sparsity-neg": (dict(sparsity=-0.1), "got -0.1"),
     "sparsity-1.5": (dict(sparsity=1.5), "got 1.5"),
-    "criterion": (dict(criterion="magic"), "Unknown pruning criterion 'magic'"),
-    "round-to-0": (dict(round_to=0), "--round-to must be >= 1"),
-    "steps-0": (dict(iterative_steps=0), "--iterative-steps must be >= 1"),
+    "sparsity-bool": (dict(sparsity=True), "`sparsity` must be strictly between 0 and 1"),
+    "criterion": (dict(criterion="magic"), "Unknown `criterion` 'magic'"),
+    "round-to-0": (dict(round_to=0), "`round_to` must be an integer >= 1"),
+    "steps-0": (dict(iterative_steps=0), "`iterative_steps` must be an integer >= 1"),
+    "mrs-samples-0": (dict(mrs_samples=0), "`mrs_samples` must be an integer >= 1"),
 }
 
 
@@ -105,6 +108,26 @@ BAD_CONFIGS = {
 def test_prune_config_rejects(kwargs, message):
     with pytest.raises(UsageError, match=message):
         PruneConfig(**kwargs)
+
+
+def test_round_to_none_is_8_when_pruning_alone():
+    net = _net()
+    assert PruneConfig().round_to is None
+    res = prune(net, EXAMPLE, 10, PruneConfig(sparsity=0.3))
+    assert res.round_to == 8 and all(c % 8 == 0 for c in _convs(net).values())
+
+
+def test_the_seed_is_a_keyword_of_prune_not_a_config_field():
+    import dataclasses
+
+    assert "seed" not in {f.name for f in dataclasses.fields(PruneConfig)}
+    cfg = PruneConfig(sparsity=0.5, criterion="random", round_to=1)
+    a, b, c = _net(), _net(), _net()
+    prune(a, EXAMPLE, 10, cfg, seed=0)
+    prune(b, EXAMPLE, 10, cfg, seed=0)
+    prune(c, EXAMPLE, 10, cfg, seed=1)
+    w = [net.state_dict()["features.0.0.weight"] for net in (a, b, c)]
+    assert torch.equal(w[0], w[1]) and not torch.equal(w[0], w[2])  # the random criterion follows the seed
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v3_small", "resnet18"])

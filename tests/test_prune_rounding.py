@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgerobust.workstation.nets import ZOO
-from edgerobust.workstation.prune import PruneConfig, prune
+from edgerobust.workstation.configs import PruneConfig
+from edgerobust.workstation.prune import prune
 from edgerobust.workstation.prune_plan import kept_channels
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unwrapped parameters detected")  # the ViT class token
@@ -145,7 +146,10 @@ def test_random_sparsities_on_the_zoo(a, b, round_to, family):
 
 def test_digits_cnn_compression_grows_with_sparsity_at_the_default_round_to():
     """The issue's table: 0.7/0.8/0.9 gave 15.0x/2.7x/1.2x fewer MACs; 0.9 removed almost nothing."""
-    assert PruneConfig().round_to == 8
+    from edgerobust.workstation.target import DEFAULT_ROUND_TO, resolve_target
+
+    assert PruneConfig().round_to is None  # the target plan decides: 8 without a profile
+    assert resolve_target(None).round_to == DEFAULT_ROUND_TO == 8
     red = [_prune("digits-cnn", s, 8)[1].macs_reduction for s in (0.7, 0.8, 0.9)]
     assert red[0] < red[1] < red[2] and red[2] >= 25, red
 
@@ -198,7 +202,7 @@ def test_far_from_the_request_is_said_with_the_layers(capsys):
     assert not res.honest and len(res.warnings) == 1
     text = res.warnings[0]
     assert "asks for about 100x fewer MACs" in text and f"{res.macs_reduction:.3g}x fewer" in text
-    assert "multiples of 8" in text and "--round-to 1" in text
+    assert "multiples of 8" in text and "`round_to` 1" in text
     err = " ".join(capsys.readouterr().err.split())
     assert "asks for about 100x fewer MACs" in err
     assert "features.0.0 32 -> 8 sparsity requested 0.90, realized 0.75" in err  # the deviating layer, listed

@@ -22,12 +22,12 @@ def test_sweep_on_ray_equals_the_sweep_in_process(local_ray, zoo_checkpoint, tmp
     import torch
 
     from edgerobust.cli import app
-    from edgerobust.workstation.finetune import TrainConfig
     from edgerobust.research.sweep import SweepConfig, sweep
+    from edgerobust.workstation.configs import PrepareConfig, TrainConfig
 
     torch.set_num_threads(1)  # as each Ray task runs
-    here = sweep(SweepConfig(model=zoo_checkpoint.path, out=tmp_path / "local", sparsities=(0.0, 0.5),
-                             attacks="fgsm", eps="8/255", eval_samples=48, finetune=TrainConfig(epochs=0),
+    here = sweep(SweepConfig(PrepareConfig(zoo_checkpoint.path, eval_samples=48), out=tmp_path / "local",
+                             sparsities=(0.0, 0.5), attacks="fgsm", eps="8/255", finetune=TrainConfig(epochs=0),
                              latency_rounds=1, write_report=False))
     res = CliRunner().invoke(app, ["sweep", str(zoo_checkpoint.path), "--out", str(tmp_path / "ray"), "--ray",
                                    "--sparsities", "0,0.5", "--attacks", "fgsm", "--eps", "8/255",

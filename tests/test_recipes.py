@@ -8,7 +8,9 @@ from typer.testing import CliRunner
 
 from edgerobust.cli import app
 from edgerobust.errors import UsageError
-from edgerobust.research.recipes import RECIPES, RecipeConfig
+from edgerobust.research.configs import RecipeConfig
+from edgerobust.research.recipes import RECIPES
+from edgerobust.workstation.configs import PrepareConfig
 
 pytest.importorskip("matplotlib")
 NAMES = ("transfer", "mrs-vs-uniform", "pruning-defence", "int8-strength", "adv-finetune")
@@ -50,8 +52,8 @@ def test_transfer_recipe_end_to_end_two_seeds(zoo_checkpoint, tmp_path):
     from edgerobust.research.points import find, pct
 
     out = tmp_path / "transfer"
-    cfg = RecipeConfig(out=out, model=zoo_checkpoint.path, seeds=2, eval_samples=48, finetune_epochs=0,
-                       sparsities=(0.5,), eps="4/255,8/255", attack_steps=2, latency_rounds=1)
+    cfg = RecipeConfig(out=out, prepare=PrepareConfig(zoo_checkpoint.path, eval_samples=48), seeds=2,
+                       finetune_epochs=0, sparsities=(0.5,), eps="4/255,8/255", attack_steps=2, latency_rounds=1)
     r = run_recipe("transfer", cfg)
     assert len(r.runs) == 2 and [x.seed for x in r.runs] == [0, 1]
     base = find(r.points, model="base", threat="transfer", attack="pgd", eps_text="8/255")[0]
@@ -68,6 +70,9 @@ def test_transfer_recipe_end_to_end_two_seeds(zoo_checkpoint, tmp_path):
     assert doc["_type"] == "edgerobust.recipe" and doc["_version"] == 1
     data = doc["_data"]
     assert data["finding"] == r.finding and len(data["runs"]) == 2
+    prep = data["config"]["prepare"]
+    assert prep["model"] == str(zoo_checkpoint.path) and prep["eval_samples"] == 48 and prep["device"] == "auto"
+    assert [(run["seed"], run["config"]["prepare"]["seed"]) for run in data["runs"]] == [(0, 0), (1, 1)]
     keys = {f'{p["model"]}|{p["threat"]}|{p["attack"]}|{p["eps_text"]}' for p in data["points"]}
     assert all(d["key"] in keys for plot in data["plots"] for d in plot["points"])
     page = (out / "report.html").read_text()
@@ -80,16 +85,20 @@ def test_transfer_recipe_end_to_end_two_seeds(zoo_checkpoint, tmp_path):
 
 
 def test_recipe_config_validation(tmp_path):
-    with pytest.raises(UsageError, match="not a zoo model"):
-        RecipeConfig(out=tmp_path / "r", arch="resnet50")
+    with pytest.raises(UsageError, match="`arch` 'resnet50' is not a zoo model"):
+        RecipeConfig(out=tmp_path / "r", prepare=PrepareConfig(arch="resnet50"))
     with pytest.raises(UsageError, match="trains on 'digits'"):
-        RecipeConfig(out=tmp_path / "r", data="cifar10:/nowhere")
-    with pytest.raises(UsageError, match="seeds"):
+        RecipeConfig(out=tmp_path / "r", prepare=PrepareConfig(data="cifar10:/nowhere"))
+    with pytest.raises(UsageError, match="`seeds` must be an integer >= 1"):
         RecipeConfig(out=tmp_path / "r", seeds=0)
     with pytest.raises(UsageError, match="sparsity"):
         RecipeConfig(out=tmp_path / "r", sparsities=(1.5,))
-    with pytest.raises(UsageError, match="does not exist"):
-        RecipeConfig(out=tmp_path / "r", model=tmp_path / "missing.pt")
+    with pytest.raises(UsageError, match="`model` '.*missing.pt' does not exist"):
+        RecipeConfig(out=tmp_path / "r", prepare=PrepareConfig(tmp_path / "missing.pt"))
+    with pytest.raises(UsageError, match="`eval_samples` must be an integer >= 1"):
+        RecipeConfig(out=tmp_path / "r", prepare=PrepareConfig(eval_samples=0))
+    assert RecipeConfig(out=tmp_path / "r", prepare=PrepareConfig(arch="zoo:digits-cnn")).zoo_name == "digits-cnn"
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_recipe_errors():

@@ -16,15 +16,39 @@ def test_library_tables_use_the_registry_names():
     from edgerobust.workstation import quantize
 
     assert set(prune.CRITERIA) == set(registries.CRITERIA)
-    assert set(prune.RATIO_MODES) == set(registries.RATIOS)
-    assert set(finetune.MODES) == set(registries.FINETUNE_MODES)
-    assert finetune.MODE_ALIASES == registries.FINETUNE_MODES.aliases
+    assert all(callable(factory) and isinstance(needs_grad, bool) for factory, needs_grad in prune.CRITERIA.values())
+    assert [k for k, (_, grad) in prune.CRITERIA.items() if grad] == ["taylor"]
     assert set(finetune.OPTIMIZERS) == set(registries.OPTIMIZERS)
-    assert set(quantize.MODES) == set(registries.INT8_MODES)
-    assert set(quantize.CALIBRATION) == set(registries.CALIBRATIONS)
     assert set(quantize.TARGETS) == set(registries.INT8_TARGETS)
-    assert set(quantize.KEEP_FP32) == set(registries.KEEP_FP32)
-    assert set(quantize.STEMS) == set(registries.INT8_STEMS)
+    for gone in ("RATIO_MODES",):
+        assert not hasattr(prune, gone)
+    for gone in ("MODES", "MODE_ALIASES"):
+        assert not hasattr(finetune, gone)
+    for gone in ("MODES", "CALIBRATION", "KEEP_FP32", "STEMS", "FORMATS"):
+        assert not hasattr(quantize, gone)
+
+
+# (config class, field, its registry): every field that takes a name a user types
+CONFIG_FIELDS = [("PruneConfig", "criterion", registries.CRITERIA), ("PruneConfig", "ratios", registries.RATIOS),
+                 ("TrainConfig", "mode", registries.FINETUNE_MODES), ("TrainConfig", "optimizer", registries.OPTIMIZERS),
+                 ("QuantConfig", "mode", registries.INT8_MODES),
+                 ("QuantConfig", "calibration", registries.CALIBRATIONS),
+                 ("QuantConfig", "keep_fp32", registries.KEEP_FP32), ("QuantConfig", "stem", registries.INT8_STEMS),
+                 ("QuantConfig", "int8_target", registries.INT8_TARGETS)]
+
+
+@pytest.mark.parametrize("cls,field,reg", CONFIG_FIELDS, ids=[f"{c}.{f}" for c, f, _ in CONFIG_FIELDS])
+def test_configs_validate_through_the_registries(cls, field, reg):
+    from edgerobust.workstation import configs
+
+    config = getattr(configs, cls)
+    for name in reg:
+        assert getattr(config(**{field: name}), field) == name
+    for alias, target in reg.aliases.items():
+        assert getattr(config(**{field: alias}), field) == target
+    with pytest.raises(UsageError) as e:
+        config(**{field: "no-such-choice"})
+    assert e.value.what == f"Unknown `{reg.field}` 'no-such-choice'." and all(n in e.value.fix for n in reg)
 
 
 def test_arch_help_names_every_zoo_model():
@@ -34,7 +58,7 @@ def test_arch_help_names_every_zoo_model():
 
 
 @pytest.mark.parametrize("name", list(registries.ALL), ids=list(registries.ALL))
-def test_registry_resolves_and_refuses_naming_the_flag(name):
+def test_registry_resolves_and_refuses_naming_the_field(name):
     reg = registries.ALL[name]
     for n in reg:
         assert reg.resolve(n) == n
@@ -42,7 +66,17 @@ def test_registry_resolves_and_refuses_naming_the_flag(name):
         assert reg.resolve(alias) == target
     with pytest.raises(UsageError) as e:
         reg.resolve("no-such-choice")
-    assert reg.flag in e.value.what and all(n in e.value.fix for n in reg)
+    assert f"`{reg.field}`" in e.value.what and all(n in e.value.fix for n in reg)
+    assert not hasattr(reg, "flag")
+
+
+@pytest.mark.parametrize("name", list(registries.ALL), ids=list(registries.ALL))
+def test_every_registry_field_has_a_flag(name):
+    from edgerobust.cli.flags import FIELD_FLAGS, to_flags
+
+    field = registries.ALL[name].field
+    assert FIELD_FLAGS[field].startswith("--")
+    assert to_flags(f"Unknown `{field}` 'x'.") == f"Unknown {FIELD_FLAGS[field]} 'x'."
 
 
 @pytest.mark.parametrize("flag,reg", [("--criterion", registries.CRITERIA), ("--ratios", registries.RATIOS),
@@ -52,6 +86,7 @@ def test_registry_resolves_and_refuses_naming_the_flag(name):
                          ids=["criterion", "ratios", "calibration", "keep-fp32", "int8-stem"])
 def test_compress_help_lists_each_registry_entry(flag, reg):
     from edgerobust.cli import app
+    from edgerobust.cli.flags import to_flags
 
     r = CliRunner().invoke(app, ["compress", "--help"], env={"COLUMNS": "400"})
     assert r.exit_code == 0
@@ -59,11 +94,11 @@ def test_compress_help_lists_each_registry_entry(flag, reg):
     # the help column wraps at whatever width the console had: read it as one line of words
     text = " ".join(r.output.replace("│", " ").split())
     for c in reg.values():
-        assert c.summary[:30] in text, (c.name, flag)
+        assert to_flags(c.summary)[:30] in text, (c.name, flag)  # the CLI shows flags for the fields
 
 
 def test_compress_refuses_a_choice_outside_the_registry(tmp_path):
     from edgerobust.cli import app
 
     r = CliRunner().invoke(app, ["compress", str(tmp_path / "m.pt"), "--calibration", "bogus"])
-    assert r.exit_code == 2 and "bogus" in r.output
+    assert r.exit_code == 2 and "bogus" in r.output and "--calibration" in r.output

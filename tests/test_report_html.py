@@ -8,10 +8,10 @@ import subprocess
 import pytest
 
 from edgerobust.device.audit import AuditConfig, audit
-from edgerobust.device.bundle import sha256_file
-from edgerobust.device.report import write_report
+from edgerobust.device.files.bundle import sha256_file
+from edgerobust.device.render.report import write_report
 from onnx_models import make_bundle, write_profile
-from edgerobust.device.svg import esc
+from edgerobust.device.render.svg import esc
 
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -63,8 +63,8 @@ def test_page_is_self_contained_with_its_figures(page):
 
 
 def test_page_states_the_headline_sets_budgets_and_provenance(report, bundle, folder, page):
-    from edgerobust.device.headline import headline
-    from edgerobust.device.svg import esc
+    from edgerobust.device.render.headline import headline
+    from edgerobust.device.render.svg import esc
 
     assert esc(headline(report)) in page
     for s in report.sets:
@@ -80,7 +80,7 @@ def test_page_states_the_headline_sets_budgets_and_provenance(report, bundle, fo
         assert sha256_file(bundle / f) in page
     assert sha256_file(folder / "predictions.npz") in page
     assert "<p class=\"warn\">Warning:" not in page and "warn strong" not in page  # nothing about host or bundle
-    from edgerobust.device.report import noise_warnings
+    from edgerobust.device.render.report import noise_warnings
 
     for line in noise_warnings(report.measurement):  # the latency caveats md and terminal give are on the page
         assert f"Latency warning: {esc(line)}" in page

@@ -1,5 +1,5 @@
-"""--device on the research commands (sweep, recipe run, study): a CUDA request on a host without one is
-refused before any folder, a CPU run records where torch ran, and Ray tasks ask for a GPU on CUDA."""
+"""Where torch runs in the research commands (--device; PrepareConfig.device): a CUDA request on a host
+without one is refused before any folder, a CPU run records where torch ran, and Ray tasks ask for a GPU on CUDA."""
 from __future__ import annotations
 
 import json
@@ -41,21 +41,36 @@ def test_cuda_on_a_host_without_cuda_is_refused_before_any_folder(zoo_checkpoint
 
 
 def test_unknown_device_is_refused_by_the_research_configs(tmp_path):
-    from edgerobust.research.recipes import RecipeConfig
+    from edgerobust.research.configs import RecipeConfig, SweepConfig
     from edgerobust.research.study import load_study
-    from edgerobust.research.sweep import SweepConfig
+    from edgerobust.workstation.configs import PrepareConfig
 
-    for build in (lambda: SweepConfig(model="m.pt", out=tmp_path / "o", device="gpu"),
-                  lambda: RecipeConfig(out=tmp_path / "r", device="gpu"),
+    for build in (lambda: SweepConfig(PrepareConfig("m.pt", device="gpu"), out=tmp_path / "o"),
+                  lambda: RecipeConfig(out=tmp_path / "r", prepare=PrepareConfig(device="gpu")),
                   lambda: load_study(tmp_path / "missing.toml", tmp_path / "t", device="gpu")):
-        with pytest.raises(UsageError, match="Unknown --device 'gpu'"):
+        with pytest.raises(UsageError, match="Unknown `device` 'gpu'"):
             build()
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(CUDA, reason="this host has CUDA; the refusal is for hosts without it")
+def test_library_cuda_request_without_cuda_is_refused_before_any_folder(zoo_checkpoint, tmp_path):
+    from edgerobust.research.configs import RecipeConfig, SweepConfig
+    from edgerobust.research.recipes import run_recipe
+    from edgerobust.research.sweep import sweep
+    from edgerobust.workstation.configs import PrepareConfig
+
+    prep = PrepareConfig(zoo_checkpoint.path, device="cuda")
+    with pytest.raises(UsageError, match="asks for CUDA"):
+        sweep(SweepConfig(prep, out=tmp_path / "s"))
+    with pytest.raises(UsageError, match="asks for CUDA"):
+        run_recipe("transfer", RecipeConfig(out=tmp_path / "r", prepare=prep))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sweep_on_cpu_records_cpu_and_keeps_todays_points(zoo_checkpoint, tmp_path):
-    from edgerobust.workstation.finetune import TrainConfig
     from edgerobust.research.sweep import SweepConfig, sweep
+    from edgerobust.workstation.configs import PrepareConfig, TrainConfig
 
     torch.set_num_threads(1)
     r = cli("sweep", zoo_checkpoint.path, "--out", tmp_path / "s", "--device", "cpu", *TINY)
@@ -63,11 +78,13 @@ def test_sweep_on_cpu_records_cpu_and_keeps_todays_points(zoo_checkpoint, tmp_pa
     assert "torch on cpu" in " ".join(r.stdout.split())  # the closing table's title
     data = json.loads((tmp_path / "s" / "sweep.json").read_text())["_data"]
     assert data["device"] == "cpu" and data["config"]["device"] == "cpu" and data["runs"][0]["config"]["device"] == "cpu"
+    assert data["config"]["prepare"]["device"] == "cpu"  # as given; "device" is where torch ran
     assert [m["model"] for m in data["runs"][0]["models"]] == ["base", "s=0.5 fp32"]
     # the library's default (auto, the CPU on this host) keys the point as --device cpu did: it is reused,
     # and the record is the same
-    again = sweep(SweepConfig(model=zoo_checkpoint.path, out=tmp_path / "s", sparsities=(0.5,), precisions=("fp32",),
-                              attacks="fgsm", eps="8/255", eval_samples=32, finetune=TrainConfig(epochs=0)))
+    again = sweep(SweepConfig(PrepareConfig(zoo_checkpoint.path, eval_samples=32), out=tmp_path / "s",
+                              sparsities=(0.5,), precisions=("fp32",), attacks="fgsm", eps="8/255",
+                              finetune=TrainConfig(epochs=0)))
     if not CUDA:
         assert (again.reused, again.computed) == (1, 0)
         assert [(s.model, s.set, s.accuracy.k) for s in again.sets] == \
@@ -75,14 +92,18 @@ def test_sweep_on_cpu_records_cpu_and_keeps_todays_points(zoo_checkpoint, tmp_pa
 
 
 def test_recipe_and_study_record_the_device(zoo_checkpoint, tmp_path):
-    from edgerobust.research.recipes import RecipeConfig, run_recipe
+    from edgerobust.research.configs import RecipeConfig
+    from edgerobust.research.recipes import run_recipe
+    from edgerobust.workstation.configs import PrepareConfig
 
     torch.set_num_threads(1)
-    r = run_recipe("transfer", RecipeConfig(out=tmp_path / "r", model=zoo_checkpoint.path, eval_samples=32,
+    r = run_recipe("transfer", RecipeConfig(out=tmp_path / "r",
+                                            prepare=PrepareConfig(zoo_checkpoint.path, eval_samples=32, device="cpu"),
                                             finetune_epochs=0, sparsities=(0.5,), eps="8/255", attack_steps=1,
-                                            latency_rounds=1, device="cpu"))
+                                            latency_rounds=1))
     doc = json.loads((r.out / "recipe.json").read_text())["_data"]
-    assert doc["device"] == "cpu" and doc["config"]["device"] == "cpu" and doc["sweep_config"]["device"] == "cpu"
+    assert doc["device"] == "cpu" and doc["config"]["prepare"]["device"] == "cpu"
+    assert doc["sweep_config"]["device"] == "cpu" and doc["sweep_config"]["prepare"]["device"] == "cpu"
     res = cli("study", _study(tmp_path, zoo_checkpoint.path), "--out", tmp_path / "t", "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert "torch on cpu" in " ".join(res.stdout.split())
@@ -95,7 +116,7 @@ def test_gpus_per_ray_task_follow_the_device():
     assert gpus_per_task(torch.device("cuda", 1)) == 1.0 and gpus_per_task(torch.device("cuda")) == 1.0
     assert gpus_per_task("cpu") == 0.0 and gpus_per_task(torch.device("cpu")) == 0.0
     assert gpus_per_task("auto") == (1.0 if CUDA else 0.0)
-    with pytest.raises(UsageError, match="Unknown --device"):
+    with pytest.raises(UsageError, match="Unknown `device`"):
         gpus_per_task("tpu")
     # in this process a point keeps the device as resolved
     assert point_device(LocalRunner(), torch.device("cuda", 1)) == "cuda:1"

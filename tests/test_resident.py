@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from edgerobust.device import _memprobe, resident
-from edgerobust.device.measure import measure_models
-from edgerobust.device.profiles import load_profile
-from edgerobust.device.report import _resident_md, render_measure, to_json
-from edgerobust.device.sessions import open_sessions
-from edgerobust.device.speed_lines import _resource_lines, _settings_line
+from edgerobust.device.runtime import _memprobe, resident
+from edgerobust.device.runtime.measure import measure_models
+from edgerobust.device.runtime.profiles import load_profile
+from edgerobust.device.render.report import _resident_md, render_measure, to_json
+from edgerobust.device.runtime.sessions import open_sessions
+from edgerobust.device.render.speed_lines import _resource_lines, _settings_line
 from edgerobust.errors import ModelLoadError, ProfileError
 from onnx_models import mlp_weights, perturbed, save_mlp, write_profile
 
@@ -101,7 +101,7 @@ def test_resident_path_gives_a_second_series_in_the_same_run(models, tmp_path, i
     prof = load_profile(_profile(tmp_path / "p.toml", measure=f'device_resident = true\nisolation = "{isolation}"'))
     sessions = open_sessions(models, prof)
     assert {s.info.isolation for s in sessions.values()} == {isolation}
-    from edgerobust.device.measure import measure
+    from edgerobust.device.runtime.measure import measure
 
     m = measure(sessions, prof, memory=False, show_progress=False)
     for model in m.models:
@@ -157,7 +157,7 @@ def test_resource_lines_show_gpu_memory_or_why_not(models, tmp_path):
 
 
 def _probe(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, "-m", "edgerobust.device._memprobe", json.dumps(spec)],
+    out = subprocess.run([sys.executable, "-m", "edgerobust.device.runtime._memprobe", json.dumps(spec)],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

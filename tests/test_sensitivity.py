@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from edgerobust.errors import UsageError
 from edgerobust.workstation.finetune import pgd_linf
 from edgerobust.workstation.nets import DigitsCNN, DigitsResNet, PixelModel
-from edgerobust.workstation.prune import PruneConfig, prunable_layers, prune
+from edgerobust.workstation.configs import PruneConfig
+from edgerobust.workstation.prune import prunable_layers, prune
 from edgerobust.workstation.sensitivity import allocate_ratios, module_sensitivity
 
 
@@ -144,7 +145,7 @@ def test_residual_groups_take_their_root_ratio():
 def test_prune_config_ratio_modes():
     assert PruneConfig(global_pruning=True).ratios == "global"
     assert PruneConfig(ratios="global").global_pruning
-    with pytest.raises(UsageError, match="Unknown --ratios"):
+    with pytest.raises(UsageError, match="Unknown `ratios` 'bogus'"):
         PruneConfig(ratios="bogus")
     with pytest.raises(UsageError, match="exclude each other"):
         PruneConfig(ratios="mrs", global_pruning=True)

@@ -5,7 +5,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from edgerobust.device.stats import (accuracy, attack_success_rate, binomial_two_sided_half, flip_rate,
+from edgerobust.device.scores.stats import (accuracy, attack_success_rate, binomial_two_sided_half, flip_rate,
                               mcnemar_exact, proportion, transfer_success_rate, wilson_interval)
 
 

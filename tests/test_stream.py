@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from edgerobust.device.bundle import AdvSet, iter_npz_rows, npz_array_info, save_npz
+from edgerobust.device.files.bundle import AdvSet, iter_npz_rows, npz_array_info, save_npz
 from edgerobust.errors import BundleError
 
 

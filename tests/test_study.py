@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 import edgerobust.research.sweep_points as sp
-from edgerobust.workstation.finetune import TrainConfig
 from edgerobust.research.sweep import SweepConfig, sweep
+from edgerobust.workstation.configs import PrepareConfig, TrainConfig
 
 args = json.loads(sys.argv[1])
 real, calls = sp.build_point, []
@@ -36,19 +36,19 @@ def build_point(task):
     return real(task)
 
 sp.build_point = build_point
-sweep(SweepConfig(model=args["model"], out=args["out"], sparsities=(0.3, 0.5), precisions=("fp32",),
-                  attacks="fgsm", eps="8/255", eval_samples=48, finetune=TrainConfig(epochs=0), latency_rounds=1,
+sweep(SweepConfig(PrepareConfig(args["model"], eval_samples=48), out=args["out"], sparsities=(0.3, 0.5),
+                  precisions=("fp32",), attacks="fgsm", eps="8/255", finetune=TrainConfig(epochs=0), latency_rounds=1,
                   write_report=False))
 """
 
 
-def _config(model, out, **kw):
-    from edgerobust.workstation.finetune import TrainConfig
+def _config(model, out, seed=0, eval_samples=48, **kw):
     from edgerobust.research.sweep import SweepConfig
+    from edgerobust.workstation.configs import PrepareConfig, TrainConfig
 
-    args = dict(model=model, out=out, sparsities=(0.3, 0.5), precisions=("fp32",), attacks="fgsm", eps="8/255",
-                eval_samples=48, finetune=TrainConfig(epochs=0), latency_rounds=1, write_report=False)
-    return SweepConfig(**{**args, **kw})
+    args = dict(out=out, sparsities=(0.3, 0.5), precisions=("fp32",), attacks="fgsm", eps="8/255",
+                finetune=TrainConfig(epochs=0), latency_rounds=1, write_report=False)
+    return SweepConfig(PrepareConfig(model, seed=seed, eval_samples=eval_samples), **{**args, **kw})
 
 
 def _accuracies(result) -> dict:
@@ -102,21 +102,31 @@ def test_killed_sweep_resumes_and_reuses_only_intact_points(zoo_checkpoint, tmp_
 
 
 def test_point_keys_follow_the_options_that_change_results(tmp_path):
-    from edgerobust.workstation.finetune import TrainConfig
+    import dataclasses
+
     from edgerobust.research.sweep import Variant
     from edgerobust.research.sweep_points import Shared, point_key
+    from edgerobust.workstation.configs import TrainConfig
+    from edgerobust.workstation.normalization import NormSpec
 
-    shared = Shared(root=str(tmp_path), model="m.pt", arch=None, num_classes=None, trust_model=False, data="digits",
-                    image_size=None, mean=(0.3,), std=(0.3,), model_sha256="ab" * 32, data_digest="cd" * 32,
-                    base_params=1, base_macs=1, transfer={})
+    def shared_of(cfg, **kw):  # what the base stage decides once for ``cfg`` (sweep._base_stage)
+        decided = dataclasses.replace(cfg.prepare, **{"data": "digits", "allow_weak_base": True,
+                                                      "normalize": NormSpec("custom", (0.3,), (0.3,)), **kw})
+        return Shared(root=str(tmp_path), prepare=decided, model_sha256="ab" * 32, data_digest="cd" * 32,
+                      base_params=1, base_macs=1, transfer={})
+
     cfg = _config("m.pt", tmp_path / "o")
+    shared = shared_of(cfg)
     key = point_key(cfg, Variant(0.5), shared)
-    assert key == point_key(_config("m.pt", tmp_path / "elsewhere", latency_rounds=3, fresh=True), Variant(0.5), shared)
+    same = _config("m.pt", tmp_path / "elsewhere", latency_rounds=3, fresh=True)
+    assert key == point_key(same, Variant(0.5), shared_of(same))
     for other in (_config("m.pt", tmp_path / "o", finetune=TrainConfig(epochs=1)),
-                  _config("m.pt", tmp_path / "o", eps="4/255"), _config("m.pt", tmp_path / "o", seed=1)):
-        assert point_key(other, Variant(0.5), shared) != key
+                  _config("m.pt", tmp_path / "o", eps="4/255"), _config("m.pt", tmp_path / "o", seed=1),
+                  _config("m.pt", tmp_path / "o", eval_samples=64)):
+        assert point_key(other, Variant(0.5), shared_of(other)) != key
     assert point_key(cfg, Variant(0.3), shared) != key
-    assert point_key(cfg, Variant(0.5), Shared(**{**shared.__dict__, "model_sha256": "ef" * 32})) != key
+    assert point_key(cfg, Variant(0.5), dataclasses.replace(shared, model_sha256="ef" * 32)) != key
+    assert point_key(cfg, Variant(0.5), shared_of(cfg, normalize=NormSpec("custom", (0.5,), (0.3,)))) != key
 
 
 def test_runner_registry_and_missing_ray(monkeypatch, zoo_checkpoint, tmp_path):
@@ -157,7 +167,7 @@ def test_out_that_is_not_a_sweep_is_refused(tmp_path):
 @pytest.mark.parametrize("text, key, fix", [
     ('[[models]]\npath = "m.pt"\n[grid]\nsparsity = [0.5]\n', "grid.sparsity", "sparsities"),
     ('[[models]]\npath = "m.pt"\n[grid]\nsparsities = 0.5\n', "grid.sparsities", "sparsities = [...]"),
-    ('[[models]]\npath = "m.pt"\n[grid]\nsparsities = [1.5]\n', "sparsity must lie", "--sparsities"),
+    ('[[models]]\npath = "m.pt"\n[grid]\nsparsities = [1.5]\n', "sparsity must lie", "`sparsities`"),
     ('[[models]]\narch = "zoo:digits-cnn"\n', "models[0].path", "path ="),
     ('[grid]\nseeds = [0]\n', "models", "[[models]]"),
     ('[[models]]\npath = "m.pt"\n[grid]\nprecisions = ["fp16"]\n', "precision", "fp32"),

@@ -14,11 +14,11 @@ pytest.importorskip("matplotlib")
 @pytest.fixture(scope="module")
 def tiny_sweep(zoo_checkpoint, tmp_path_factory):
     """2 sparsities x fp32/int8 x fgsm x 2 eps, transfer and white-box, 64 samples, no fine-tuning."""
-    from edgerobust.workstation.finetune import TrainConfig
     from edgerobust.research.sweep import SweepConfig, sweep
+    from edgerobust.workstation.configs import PrepareConfig, TrainConfig
 
-    cfg = SweepConfig(model=zoo_checkpoint.path, out=tmp_path_factory.mktemp("sweep") / "s", sparsities=(0.3, 0.5),
-                      attacks="fgsm", eps="2/255,8/255", threats=("transfer", "whitebox"), eval_samples=64,
+    cfg = SweepConfig(PrepareConfig(zoo_checkpoint.path, eval_samples=64), out=tmp_path_factory.mktemp("sweep") / "s",
+                      sparsities=(0.3, 0.5), attacks="fgsm", eps="2/255,8/255", threats=("transfer", "whitebox"),
                       finetune=TrainConfig(epochs=0), latency_rounds=2)
     return cfg, sweep(cfg)
 
@@ -62,7 +62,7 @@ def test_sweep_models_and_sets(tiny_sweep):
 
 def test_onnx_scores_match_the_crafting_model(tiny_sweep):
     """The base's robust accuracy measured with ONNX Runtime agrees with torch's at crafting time."""
-    from edgerobust.device.bundle import AdvSet
+    from edgerobust.device.files.bundle import AdvSet
 
     cfg, r = tiny_sweep
     for s in r.sets:
@@ -143,7 +143,7 @@ def test_pareto_front():
 
 
 def test_summarize_over_seeds(tiny_sweep):
-    from edgerobust.device.stats import proportion
+    from edgerobust.device.scores.stats import proportion
     from edgerobust.research.points import find, summarize
 
     _, r = tiny_sweep
@@ -159,20 +159,46 @@ def test_summarize_over_seeds(tiny_sweep):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"precisions": ("fp16",)}, "precision"),
+    ({"precisions": ("fp16",)}, "`precisions`"),
     ({"sparsities": (1.0,)}, "sparsity"),
     ({"sparsities": (0.5, 0.5)}, "more than once"),
-    ({"threats": ("grey",)}, "threat"),
-    ({"focus_eps": "4/255"}, "focus-eps"),
+    ({"threats": ("grey",)}, "`threats`"),
+    ({"focus_eps": "4/255"}, "`focus_eps`"),
     ({"attacks": "nope"}, "Unknown attack"),
     ({"sparsities": (0.0,), "precisions": ("fp32",)}, "compare nothing"),
-    ({"eval_samples": 0}, "eval-samples"),
-], ids=["precision", "sparsity-1", "dupe", "threat", "focus", "attack", "nothing", "eval"])
+    ({"latency_rounds": 0}, "`latency_rounds` must be an integer >= 1"),
+], ids=["precision", "sparsity-1", "dupe", "threat", "focus", "attack", "nothing", "rounds"])
 def test_bad_config_is_a_usage_error(kwargs, match, tmp_path):
     from edgerobust.research.sweep import SweepConfig
 
     with pytest.raises(UsageError, match=match):
-        SweepConfig(model="m.pt", out=tmp_path / "o", eps="2/255,8/255", **kwargs)
+        SweepConfig("m.pt", out=tmp_path / "o", eps="2/255,8/255", **kwargs)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("prep, match", [
+    ({"eval_samples": 0}, "`eval_samples` must be an integer >= 1"),
+    ({"seed": -1}, "`seed` must be an integer >= 0"),
+    ({"device": "gpu"}, "Unknown `device` 'gpu'"),
+    ({"model": None}, "No `model` to sweep"),
+], ids=["eval", "seed", "device", "no-model"])
+def test_bad_prepare_config_is_a_usage_error(prep, match, tmp_path):
+    from edgerobust.research.sweep import SweepConfig
+    from edgerobust.workstation.configs import PrepareConfig
+
+    with pytest.raises(UsageError, match=match):
+        SweepConfig(PrepareConfig(**{"model": "m.pt", **prep}), out=tmp_path / "o")
+
+
+def test_sweep_config_embeds_the_prepare_config():
+    from edgerobust.research.sweep import SweepConfig
+    from edgerobust.workstation.configs import PrepareConfig
+
+    cfg = SweepConfig(PrepareConfig("m.pt", seed=3), out="o")
+    assert cfg.seed == 3 and {s.seed for s in cfg.specs} == {3}
+    assert SweepConfig("m.pt", out="o").prepare == PrepareConfig("m.pt")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 4
 
 
 def test_no_import_cycle_between_plots_and_sweep():
@@ -198,8 +224,9 @@ def test_sweep_flags_share_the_vocabulary():
     from edgerobust.research.sweep import SWEEP_PROFILE as LIB_PROFILE, SweepConfig
 
     assert SWEEP_PROFILE == LIB_PROFILE
-    cfg = SweepConfig(model="m.pt", out="o")
-    assert cfg.prune.criterion == DEFAULT_CRITERION and cfg.eval_samples == DEFAULT_EVAL_SAMPLES
+    cfg = SweepConfig("m.pt", out="o")
+    assert cfg.prune.criterion == DEFAULT_CRITERION and cfg.prepare.eval_samples == DEFAULT_EVAL_SAMPLES
+    assert cfg.latency_profile == LIB_PROFILE
     res = CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"})
     text = " ".join(res.output.split())
     for flag in ("--num-classes", "--normalize", "--allow-weak-base", "--json", "--profile", "-p",

@@ -11,7 +11,8 @@ import pytest
 
 from _fixtures_gauntlet import cli
 from edgerobust.errors import QualityGateError
-from edgerobust.workstation.variants import choose, fp16_gate, target_of
+from edgerobust.workstation.target import resolve_target
+from edgerobust.workstation.variants import choose, fp16_gate
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,41 @@ def test_cuda_measures_fp16_against_fp32_on_the_workstation_gpu():
 
 
 def test_targets_of_the_shipped_profiles():
-    assert target_of(None) == ("cpu", None)
-    assert target_of("laptop-cpu")[0] == "cpu"
-    assert target_of("jetson-orin-nano")[0] == "tensorrt"
+    none = resolve_target(None)
+    assert (none.profile, none.runtime, none.int8_target) == (None, "cpu", "cpu")
+    assert none.reasons["runtime"] == "no target profile: the CPU"
+    assert resolve_target("laptop-cpu").runtime == "cpu" and resolve_target("laptop-cpu").profile == "laptop-cpu"
+    jetson = resolve_target("jetson-orin-nano")
+    assert (jetson.runtime, jetson.int8_target) == ("tensorrt", "tensorrt") and "TensorRT" in jetson.reasons["int8_target"]
+
+
+def test_target_plan_follows_the_profile_unless_given():
+    plan = resolve_target(None)
+    assert (plan.round_to, plan.stem) == (8, "plain")
+    assert plan.reasons["round_to"] == plan.reasons["stem"] == "the default"
+    laptop = resolve_target("laptop-cpu")
+    assert (laptop.round_to, laptop.stem) == (16, "space-to-depth")
+    assert "laptop-cpu" in laptop.reasons["round_to"] and "compress.int8_stem" in laptop.reasons["stem"]
+    pi = resolve_target("raspberry-pi-5")  # not measured there: compress's default
+    assert pi.round_to == 8 and pi.reasons["round_to"] == "the default"
+    jetson = resolve_target("jetson-orin-nano")
+    assert jetson.stem == "plain" and jetson.reasons["stem"] == "the default"
+    given = resolve_target("laptop-cpu", round_to=4, stem="plain", int8_target="tensorrt")
+    assert (given.round_to, given.stem, given.int8_target) == (4, "plain", "tensorrt")
+    assert given.runtime == "cpu" and all(given.reasons[k] == "given" for k in ("round_to", "stem", "int8_target"))
+    d = given.to_dict()
+    assert set(d) == {"profile", "runtime", "round_to", "stem", "int8_target", "reasons"} and json.dumps(d)
+
+
+def test_target_plan_refuses_unknown_names():
+    from edgerobust.errors import ProfileError, UsageError
+
+    with pytest.raises(ProfileError):
+        resolve_target("no-such-profile")
+    with pytest.raises(UsageError, match="Unknown `int8_stem` 'sideways'"):
+        resolve_target(None, stem="sideways")
+    with pytest.raises(UsageError, match="Unknown `int8_target` 'gpu'"):
+        resolve_target(None, int8_target="gpu")
 
 
 def test_tensorrt_profile_deploys_s8s8_int8(zoo_checkpoint, tmp_path):
@@ -82,17 +115,12 @@ def test_tensorrt_profile_deploys_s8s8_int8(zoo_checkpoint, tmp_path):
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert man["deployment"] == {**man["deployment"], "variant": "int8", "target": "tensorrt",
                                  "profile": "jetson-orin-nano"}
-    assert man["config"]["quant"]["target"] == "tensorrt"
+    assert man["target"]["int8_target"] == "tensorrt" and man["target"]["runtime"] == "tensorrt"
+    assert man["target"]["profile"] == "jetson-orin-nano" and man["config"]["target"] == "jetson-orin-nano"
+    assert man["config"]["quant"]["int8_target"] is None  # as given: the plan decided it
 
 
-def test_compress_hints_follow_the_profile_unless_given(zoo_checkpoint, tmp_path):
-    from edgerobust.workstation.variants import compress_hint
-
-    assert compress_hint(None, "round_to") == (8, "the default")
-    assert compress_hint("laptop-cpu", "round_to")[0] == 16 and "laptop-cpu" in compress_hint("laptop-cpu", "round_to")[1]
-    assert compress_hint("raspberry-pi-5", "round_to")[0] == 8  # not measured there: compress's default
-    assert compress_hint("laptop-cpu", "int8_stem")[0] == "space-to-depth"
-    assert compress_hint("jetson-orin-nano", "int8_stem") == ("plain", "the default")
+def test_compress_follows_the_profile_unless_given(zoo_checkpoint, tmp_path):
     args = ("compress", zoo_checkpoint.path, "--attacks", "none", "--finetune-epochs", "0", "--eval-samples", "32",
             "--max-prune-drop", "100", "--profile", "laptop-cpu")
     r = cli(*args, "--out", tmp_path / "p")
@@ -100,9 +128,12 @@ def test_compress_hints_follow_the_profile_unless_given(zoo_checkpoint, tmp_path
     man = json.loads((tmp_path / "p" / "manifest.json").read_text())
     pruned = [layer for layer in man["pruning"]["layers"] if layer["after"] != layer["before"]]
     assert man["pruning"]["round_to"] == 16 and pruned and all(layer["after"] % 16 == 0 for layer in pruned)
-    assert man["config"]["quant"]["stem"] == "space-to-depth"  # the profile's compress.int8_stem
+    assert man["target"]["stem"] == "space-to-depth"  # the profile's compress.int8_stem
+    assert man["target"]["round_to"] == 16 and "laptop-cpu" in man["target"]["reasons"]["round_to"]
     r = cli(*args, "--round-to", "4", "--int8-stem", "plain", "--out", tmp_path / "q")
     assert r.exit_code == 0, r.output
     assert "--int8-stem has no effect without --int8" in " ".join(r.output.split())
     man = json.loads((tmp_path / "q" / "manifest.json").read_text())
-    assert man["pruning"]["round_to"] == 4 and man["config"]["quant"]["stem"] == "plain"
+    assert man["pruning"]["round_to"] == 4 and man["target"]["stem"] == "plain"
+    assert man["target"]["reasons"]["round_to"] == man["target"]["reasons"]["stem"] == "given"
+    assert man["config"]["prune"]["round_to"] == 4 and man["config"]["quant"]["stem"] == "plain"

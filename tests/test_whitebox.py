@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from edgerobust import ui
 from edgerobust.workstation.attacks import AttackSpec, craft_set
 from edgerobust.device.audit import check_adv_provenance
-from edgerobust.device.bundle import AdvSet, EvalSet, sha256_file
+from edgerobust.device.files.bundle import AdvSet, EvalSet, sha256_file
 from edgerobust.cli import app
 from edgerobust.workstation.data import load_data, split
 from edgerobust.errors import BundleError
@@ -47,7 +47,7 @@ def test_fake_quant_weight_is_per_channel_int8_with_identity_gradient():
 
 def test_simulation_follows_the_int8_onnx_model_and_passes_gradients(pruned):
     model, calib_x, ev, root = pruned
-    from edgerobust.workstation.quantize import QuantConfig
+    from edgerobust.workstation.configs import QuantConfig
 
     keep = json.loads((root / "manifest.json").read_text())["metrics"]["int8_keep_fp32"]  # what compress chose
     sim = int8_simulation(model, calib_x, QuantConfig(keep_fp32=keep))
@@ -143,7 +143,7 @@ def test_cli_mrs_pgd_at_whitebox_then_audit(zoo_checkpoint, tmp_path, monkeypatc
     i_t, i_f, i_q = (text.index(s) for s in ("clean and transfer sets", "white-box fp32 sets", "white-box int8 sets"))
     assert i_t < i_f < i_q
     assert text.index("pgd_8-255", i_t) < i_f < text.index("whitebox-fp32/pgd_8-255", i_f) < i_q
-    assert "white-box robust accuracy" in text
+    assert "white-box (upper bound from PGD): eps 8/255 deployed" in text, text[text.index("Deployed vs base"):][:900]
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())["_data"]
     assert [s["source"] for s in rep["sets"]] == ["clean", "transfer", "whitebox-fp32", "whitebox-int8"]
     md = (tmp_path / "rep" / "report.md").read_text()

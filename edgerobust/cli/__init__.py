@@ -13,6 +13,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from edgerobust import __version__, ui
+from edgerobust.cli.flags import to_flags
 from edgerobust.errors import DependencyError, EdgeRobustError
 
 
@@ -64,11 +65,11 @@ class _Group(TyperGroup):
         except EdgeRobustError as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            ui.err.print(f"[bold red]error:[/bold red] {escape(exc.what)}", highlight=False)
+            ui.err.print(f"[bold red]error:[/bold red] {escape(to_flags(exc.what))}", highlight=False)
             if exc.why:
-                ui.err.print(f"  [dim]why:[/dim] {escape(exc.why)}", highlight=False)
+                ui.err.print(f"  [dim]why:[/dim] {escape(to_flags(exc.why))}", highlight=False)
             if exc.fix:
-                ui.err.print(f"  [dim]fix:[/dim] {escape(exc.fix)}", highlight=False)
+                ui.err.print(f"  [dim]fix:[/dim] {escape(to_flags(exc.fix))}", highlight=False)
             raise typer.Exit(code=exc.exit_code) from None
 
 
@@ -101,6 +102,7 @@ def _root(
 ) -> None:
     ctx.obj = {"debug": debug}
     ui.set_quiet(quiet)
+    ui.set_words(to_flags)  # the library names config fields; a command-line user reads flags
 
 
 def _register() -> None:

@@ -9,11 +9,9 @@ from rich.table import Table
 
 from edgerobust import ui
 from edgerobust.workstation.attacks import ATTACKS, make_specs
-from edgerobust.cli.options import (AllowWeakBase, Arch, Device, AttackSteps, Eps, EvalSamples, ModelArg, Normalize, NumClasses,
+from edgerobust.cli.options import (AllowWeakBase, Arch, Device, AttackSteps, Eps, EvalData, EvalSamples, ModelArg, Normalize, NumClasses,
                           OldSteps, Overwrite, Seed, TrustModel, pick)
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
-from edgerobust.errors import UsageError
-from edgerobust.workstation.normalization import parse_normalize
 
 _NAMES = ", ".join(ATTACKS)
 
@@ -47,6 +45,7 @@ def attack(
              "Default: on for pgd/pgdl2, off for difgsm.")] = None,
     seed: Seed = 0,
     eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
+    eval_data: EvalData = None,
     n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", min=1, hidden=True,
                                                      help="Old name of --eval-samples.")] = None,
     batch_size: Annotated[int, typer.Option("--attack-batch-size", min=1, help="Samples per attack batch.")] = 256,
@@ -68,36 +67,18 @@ def attack(
     ignored = {s.attack: s.ignored() for s in specs if s.ignored()}
     for name, opts in ignored.items():
         ui.warn(f"{name} does not take {', '.join('--' + o.replace('_', '-') for o in opts)}; ignored for it.")
-    if out.exists() and not overwrite:
-        raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite to replace it, or choose another --out.")
-    norm = parse_normalize(normalize)
+    from edgerobust.workstation.configs import PrepareConfig
+    from edgerobust.workstation.sets import SetsConfig
 
-    from edgerobust.workstation.attacks import craft_sets
-    from edgerobust.device.bundle import AdvSet, EvalSet, atomic_dir, sha256_file
-    from edgerobust.workstation.devices import on_device
-    from edgerobust.workstation.prepare import PrepareConfig, prepare
+    cfg = SetsConfig(PrepareConfig(model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
+                                   eval_data=eval_data, normalize=normalize, seed=seed, eval_samples=eval_samples,
+                                   allow_weak_base=allow_weak_base, device=device),
+                     out=out, attacks=tuple(specs), batch_size=batch_size, overwrite=overwrite)
+    from edgerobust.workstation.sets import attack_sets  # torch from here on
 
-    cfg = PrepareConfig(model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
-                        normalize=norm, seed=seed, eval_samples=eval_samples, allow_weak_base=allow_weak_base,
-                        device=device)
-
-    prep = prepare(cfg)
-    ev = prep.splits.eval
-    if len(ev) < eval_samples:
-        ui.warn(f"The evaluation split holds {len(ev)} samples; attacking all of them (asked for {eval_samples}).")
-    evalset = EvalSet(x=ev.x, y=ev.y, meta={
-        "kind": "edgerobust-eval-set", "data": prep.data_name, "seed": seed, "n": len(ev),
-        "class_names": prep.dataset.class_names, "base_sha256": prep.loaded.sha256,
-        "normalization": prep.norm.to_dict(), "source": f"the first {len(ev)} samples of split(data, seed).eval"})
-
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        evalset.save(tmp / "eval.npz")
-        with on_device(prep.base, prep.device) as base:
-            paths = craft_sets(base, evalset, specs, tmp / "adv", base_sha256=prep.loaded.sha256,
-                               eval_sha256=sha256_file(tmp / "eval.npz"), batch_size=batch_size)
-        metas = [AdvSet.load(p).meta for p in paths]
-    data = prep.data_name
-
+    res = attack_sets(cfg)
+    metas = res.sets
+    data, ev = res.data, range(res.n)
     table = Table(title=f"adversarial sets of {model.name} on {data} ({len(ev)} samples) -> {out}")
     for col in ("attack", "eps", "norm", "n", "base clean acc", "base adv acc", "seconds"):
         table.add_column(col, justify="left" if col in ("attack", "norm") else "right")
@@ -105,7 +86,8 @@ def attack(
         table.add_row(m["attack"], m["eps_text"], m["norm"], str(m["n"]),
                       f"{m['base_accuracy']:.1%}", f"{m['base_adv_accuracy']:.1%}", f"{m['seconds']:.1f}")
     ui.out.print(table)
-    ui.info(f"wrote {out / 'eval.npz'} and {len(metas)} set(s) in {out / 'adv'}")
+    ui.info(f"wrote {out / 'eval.npz'}, {out / 'base.onnx'} (the base the sets record) and {len(metas)} set(s) in "
+            f"{out / 'adv'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,15 +5,16 @@ the result; results go to stdout, progress and status lines to stderr.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from edgerobust import ui
-from edgerobust.device.profiles import best_match_profile, list_profiles, load_profile, profile_text
+from edgerobust.cli.flags import to_flags
+from edgerobust.device.runtime.profiles import best_match_profile, list_profiles, load_profile, profile_text
 
 _NAMES = ", ".join(list_profiles())
 PROFILE_HELP = (f"Device profile: a shipped name ({_NAMES}) or a path to your own .toml. "
@@ -65,6 +66,18 @@ def audit_cmd(
     deployed_only: Annotated[bool, typer.Option("--deployed-only", help="Audit base and deployed only; by default "
                              "the bundle's other precision variants (model_fp32/fp16/int8.onnx) are timed and "
                              "replayed too, and the report names the fastest on this device.")] = False,
+    query_attack: Annotated[Optional[str], typer.Option(
+        "--query-attack", show_default=False,
+        help="Also attack each model's runtime directly with a score-based black-box attack (square: Square "
+             "Attack, Andriushchenko et al. 2020), numpy only, on this device: what an attacker who can query "
+             "the device gets, int8 kernels and all. Needs pip install 'edgerobust[query]'.")] = None,
+    query_eps: Annotated[str, typer.Option("--query-eps", help="Comma-separated Linf eps of the query attack, in "
+                                                             "[0, 1] pixels; 0.5 also runs the large-eps sanity "
+                                                             "check.")] = "8/255",
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Iterations of the query attack's random search "
+                                                                  "(the queries really used are counted).")] = 1000,
+    query_samples: Annotated[int, typer.Option("--query-samples", min=1, help="Evaluation samples the query attack "
+                                                                              "attacks (the first N).")] = 200,
 ) -> None:
     """Audit a deployed model on this device: robustness next to speedup, memory and size.
 
@@ -72,26 +85,42 @@ def audit_cmd(
     sets; the report says which is fastest here and whether it is the deployed one.
     """
     from edgerobust.device.audit import AuditConfig, audit
-    from edgerobust.device.report import check_out_dir, render, write_report
+    from edgerobust.device.scores.query import QueryConfig
+    from edgerobust.device.render.report import check_out_dir, render, write_report
 
+    query = None
+    if query_attack:
+        query = QueryConfig(attack=query_attack.strip().lower(), eps=tuple(e for e in query_eps.split(",") if e.strip()),
+                            queries=queries, samples=query_samples)
     check_out_dir(out)
     prof, reason, line = _resolve(profile)
     ui.info(line)
     config = AuditConfig(model=model, profile=prof, baseline=baseline, eval_set=eval_set, adv_sets=tuple(adv or ()),
                          verify=not no_verify, allow_fallback=allow_fallback, batch_size=batch_size, out_dir=out,
                          fail_on_budget=fail_on_budget, measure_memory=not no_memory,
-                         profile_reason=reason, variants=not deployed_only)
-    report = audit(config)
+                         profile_reason=reason, variants=not deployed_only, query=query)
+    with ui.recording_warnings() as shown:
+        report = audit(config)
     folder = write_report(report, config.out_dir)
     if as_json:  # what report.json holds, with the record of predictions.npz
         typer.echo(json.dumps(json.loads((folder / "report.json").read_text(encoding="utf-8")), indent=2))
     else:
-        render(report, ui.out)
+        render(_unrepeated(report, shown), ui.out)
     ui.info(f"Report written to {folder}")
     if config.fail_on_budget and not report.budgets_passed:
         missed = ", ".join(b.name for b in report.budgets if b.passed is False)
         ui.err.print(f"[bold red]budget missed:[/bold red] {missed} (--fail-on-budget: exit code 1)", highlight=False)
         raise typer.Exit(code=1)
+
+
+def _unrepeated(report, shown: list[str]):
+    """The report without the warnings the audit printed on stderr while it ran (the host
+    mismatch, a provider fallback) when stdout is the same terminal: a person reads each once,
+    before the minutes of measuring. Redirected or piped, stdout keeps every warning."""
+    said = tuple(to_flags(w) for w in report.warnings)  # the library names fields; a command-line user reads flags
+    if shown and ui.same_screen():
+        said = tuple(w for w, raw in zip(said, report.warnings) if raw not in shown)
+    return dataclasses.replace(report, warnings=said)
 
 
 def compare_cmd(
@@ -108,7 +137,7 @@ def compare_cmd(
     """Compare audits of one bundle across devices and runtimes: latency, accuracy, and whether the
     deployed model gives the same answers (per-sample disagreement, exact McNemar test)."""
     from edgerobust.device.compare import CompareConfig, compare, to_json
-    from edgerobust.device.compare_render import render, write_html
+    from edgerobust.device.render.compare_render import render, write_html
 
     config = CompareConfig(reports=tuple(reports), top=top)
     if out is not None:
@@ -146,9 +175,9 @@ def profile_cmd(
     no_memory: NoMemoryOpt = False,
 ) -> None:
     """Measure latency, peak memory and size of one model, or compare two with --baseline."""
-    from edgerobust.device.hostcheck import check_host, host_facts
-    from edgerobust.device.measure import measure_models
-    from edgerobust.device.report import dumps, render_measure
+    from edgerobust.device.runtime.hostcheck import check_host, host_facts
+    from edgerobust.device.runtime.measure import measure_models
+    from edgerobust.device.render.report import dumps, render_measure
 
     prof, _, line = _resolve(profile)
     ui.info(line)
@@ -174,20 +203,30 @@ profiles_app = typer.Typer(help="List and show device profiles.", no_args_is_hel
 @profiles_app.command("list")
 def profiles_list() -> None:
     """List the shipped device profiles; * marks the best match for this host."""
+    from rich.padding import Padding
+    from rich.text import Text
+
     match = best_match_profile()
-    t = Table(title="Device profiles", title_justify="left", header_style="bold")
-    for col in ("", "name", "providers", "threads", "batch sizes", "p50 budget"):
-        t.add_column(col, no_wrap=col == "name")
-    t.add_column("description", ratio=1)
+    head = ("name", "providers", "threads", "batch sizes", "p50 budget")
+    rows = []
     for name in list_profiles():
         p = load_profile(name)
-        threads = p.session.intra_op_threads or "auto"
-        t.add_row("*" if name == match.name else "", name,
-                  ", ".join(n.replace("ExecutionProvider", "") for n in p.provider_names), str(threads),
-                  ", ".join(map(str, p.measure.batch_sizes)),
-                  f"{p.budgets.latency_ms_p50:g} ms" if p.budgets.latency_ms_p50 else "–", p.description)
-    ui.out.print(t)
-    ui.out.print(f"* best match for this host: {match.name} ({match.reason})", highlight=False)
+        rows.append(("*" if name == match.name else " ", p.description, (
+            name, ", ".join(n.replace("ExecutionProvider", "") for n in p.provider_names),
+            str(p.session.intra_op_threads or "auto"), ", ".join(map(str, p.measure.batch_sizes)),
+            f"{p.budgets.latency_ms_p50:g} ms" if p.budgets.latency_ms_p50 else "–")))
+    # One line of settings per profile, its description wrapped below it: fits 80 columns.
+    widths = [max(len(h), *(len(cells[i]) for _, _, cells in rows)) for i, h in enumerate(head)]
+
+    def line(mark: str, cells) -> str:
+        return f"{mark} " + "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    ui.out.print("[bold]Device profiles[/bold]", highlight=False)
+    ui.out.print(Text(line(" ", head), style="bold"))
+    for mark, description, cells in rows:
+        ui.out.print(line(mark, cells), markup=False, highlight=False)
+        ui.out.print(Padding(Text(description, style="dim"), (0, 0, 0, 4), expand=False), highlight=False)
+    ui.out.print(f"* best match for this host: {match.name} ({match.reason})", markup=False, highlight=False)
 
 
 @profiles_app.command("show")

@@ -9,19 +9,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgerobust import ui
-from edgerobust.cli.options import (AllowWeakBase, Arch, Device, Attacks, AttackSteps, Criterion, Eps, EvalSamples, Json, ModelArg,
+from edgerobust.cli.options import (AllowWeakBase, Arch, Device, Attacks, AttackSteps, Criterion, Eps, EvalData, EvalSamples, Json, ModelArg,
                           Normalize, NumClasses, Overwrite, Seed, TrustModel, floats, pick)
 from edgerobust.workstation.data import SOURCES
 from edgerobust.defaults import (DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP,
-                       DEFAULT_MAX_PRUNE_DROP)
+                                 DEFAULT_MAX_PRUNE_DROP, DEFAULT_MIN_INT8_AGREEMENT)
+from edgerobust.cli.flags import to_flags
 from edgerobust.errors import UsageError
 from edgerobust.registries import (CALIBRATIONS, FINETUNE_MODES, INT8_MODES, INT8_STEMS, INT8_TARGETS, KEEP_FP32,
                                    OPTIMIZERS, RATIOS)
 
-DATA_HELP = "; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items())  # numpy-only import
+DATA_HELP = to_flags("; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items()))  # numpy-only import
 # Typer's choices, generated from the registries (edgerobust.registries)
 Calibration = CALIBRATIONS.enum("Calibration")
 Int8Mode = INT8_MODES.enum("Int8Mode")
@@ -102,7 +104,7 @@ IgnoreLayers = Annotated[Optional[str], _O("--ignore-layers", help="Comma-separa
                                                                    "features.0,classifier) whose output channels "
                                                                    "are never pruned.")]
 GlobalPruning = Annotated[bool, _O("--global-pruning", help="Rank channels across the whole network instead of per layer.")]
-RatiosOpt = Annotated[Ratios, _O("--ratios", help=f"How per-layer ratios are chosen: {RATIOS.help()}.")]
+RatiosOpt = Annotated[Ratios, _O("--ratios", help=f"How per-layer ratios are chosen: {to_flags(RATIOS.help())}.")]
 MrsSamples = Annotated[int, _O(help="Calibration samples the fixed PGD batch of --ratios mrs is crafted from.")]
 RoundTo = Annotated[Optional[int], _O("--round-to", min=1, show_default=False,
                                       help="Keep channel counts multiples of N (hardware-friendly). Default: the "
@@ -111,30 +113,33 @@ RoundTo = Annotated[Optional[int], _O("--round-to", min=1, show_default=False,
 IterativeSteps = Annotated[int, _O(help="Reach the sparsity in N pruning steps.")]
 FinetuneEpochs = Annotated[int, _O(help="Fine-tuning epochs after pruning (0 to skip).")]
 Lr = Annotated[float, _O(help="Peak learning rate of fine-tuning (one-cycle schedule).")]
-OptimizerOpt = Annotated[Optimizer, _O("--optimizer", help=f"Fine-tuning optimizer: {OPTIMIZERS.help()}.")]
+OptimizerOpt = Annotated[Optimizer, _O("--optimizer", help=f"Fine-tuning optimizer: {to_flags(OPTIMIZERS.help())}.")]
 WeightDecay = Annotated[float, _O(help="Fine-tuning weight decay.")]
 FinetuneBatch = Annotated[Optional[int], _O("--finetune-batch-size", min=1, show_default=False,
                                             help="Fine-tuning batch size [default: 64].")]
 OldBatch = Annotated[Optional[int], _O("--batch-size", min=1, hidden=True, help="Old name of --finetune-batch-size.")]
-Finetune = Annotated[str, _O("--finetune", help=f"Fine-tuning mode: {FINETUNE_MODES.help()}.")]
+Finetune = Annotated[str, _O("--finetune", help=f"Fine-tuning mode: {to_flags(FINETUNE_MODES.help())}.")]
 AdvEps = Annotated[str, _O(help="Linf eps of adversarial fine-tuning, in [0, 1] pixels, e.g. 8/255.")]
 AdvSteps = Annotated[int, _O(help="PGD steps of adversarial fine-tuning's inner maximization.")]
 TradesBeta = Annotated[float, _O(help="TRADES weight of the KL robustness term.")]
-Int8ModeOpt = Annotated[Int8Mode, _O("--int8-mode", help=f"{INT8_MODES.help()}.")]
+Int8ModeOpt = Annotated[Int8Mode, _O("--int8-mode", help=f"{to_flags(INT8_MODES.help())}.")]
 CalibrationOpt = Annotated[Calibration, _O("--calibration", help=f"How static int8 picks activation ranges: "
-                                                                f"{CALIBRATIONS.help()}.")]
+                                                                f"{to_flags(CALIBRATIONS.help())}.")]
 CalibSamples = Annotated[int, _O(help="Calibration samples (from the training split).")]
 Int8TargetOpt = Annotated[Optional[Int8Target], _O("--int8-target", show_default=False,
-                                                  help=f"{INT8_TARGETS.help()}. Default: tensorrt for a TensorRT "
+                                                  help=f"{to_flags(INT8_TARGETS.help())}. Default: tensorrt for a TensorRT "
                                                        "--profile, else cpu.")]
-KeepFp32Opt = Annotated[KeepFp32, _O("--int8-keep-fp32", help=f"Compute layers left in fp32: {KEEP_FP32.help()}.")]
+KeepFp32Opt = Annotated[KeepFp32, _O("--int8-keep-fp32", help=f"Compute layers left in fp32: {to_flags(KEEP_FP32.help())}.")]
 Int8StemOpt = Annotated[Optional[Int8Stem], _O("--int8-stem", show_default=False,
                                               help=f"How the int8 model's first convolution is written: "
-                                                   f"{INT8_STEMS.help()}. Default: the --profile's "
+                                                   f"{to_flags(INT8_STEMS.help())}. Default: the --profile's "
                                                    "compress.int8_stem (space-to-depth for laptop-cpu), else plain.")]
 MaxPruneDrop = Annotated[float, _O(help="Stop if pruning + fine-tuning loses more accuracy points than this "
                                         "against the base.")]
 MaxInt8Drop = Annotated[float, _O(help="Stop if int8 loses more accuracy points than this against fp32.")]
+MinInt8Agreement = Annotated[float, _O(min=0.0, max=1.0, help="Stop if int8 gives fp32's top-1 answer on a smaller "
+                                                           "share of the evaluation samples than this (below 0.99 "
+                                                           "compress warns).")]
 ParityAtol = Annotated[float, _O(help="Max |logit difference| ONNX vs torch, per unit of the largest logit.")]
 Whitebox = Annotated[bool, _O("--whitebox", help="Also craft the --attacks on the pruned model itself (fp32, and an "
                                                 "int8 simulation with --int8) into adv/whitebox-fp32/ and "
@@ -146,7 +151,7 @@ BundleName = Annotated[Optional[str], _O(help="Bundle name (default: the model f
 def compress_cmd(
     model: ModelArg, sparsity: Sparsity = 0.5, int8: Int8 = False, fp16: Fp16 = False,
     profile: TargetProfile = None, arch: Arch = None, num_classes: NumClasses = None,
-    trust_model: TrustModel = False, data: Data = None, image_size: ImageSize = None, normalize: Normalize = "auto",
+    trust_model: TrustModel = False, data: Data = None, eval_data: EvalData = None, image_size: ImageSize = None, normalize: Normalize = "auto",
     mean: OldMean = None, std: OldStd = None, allow_weak_base: AllowWeakBase = False,
     criterion: Criterion = DEFAULT_CRITERION, global_pruning: GlobalPruning = False, ratios: RatiosOpt = "uniform",
     ignore_layers: IgnoreLayers = None,
@@ -158,6 +163,7 @@ def compress_cmd(
     calib_samples: CalibSamples = 256, int8_target: Int8TargetOpt = None, int8_keep_fp32: KeepFp32Opt = "auto",
     int8_stem: Int8StemOpt = None,
     max_prune_drop: MaxPruneDrop = DEFAULT_MAX_PRUNE_DROP, max_int8_drop: MaxInt8Drop = DEFAULT_MAX_INT8_DROP,
+    min_int8_agreement: MinInt8Agreement = DEFAULT_MIN_INT8_AGREEMENT,
     parity_atol: ParityAtol = 1e-3, attacks: Attacks = DEFAULT_ATTACKS, eps: Eps = DEFAULT_EPS,
     attack_steps: AttackSteps = None, whitebox: Whitebox = False, eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
     seed: Seed = 0, device: Device = "auto", out: BundleOut = None, name: BundleName = None,
@@ -168,66 +174,60 @@ def compress_cmd(
     The bundle (base.onnx, model.onnx, eval.npz, adv/, manifest.json) is what
     `edgerobust audit` checks on the device.
     """
+    config = _compress_config(**locals())  # torch-free: a bad value is refused before torch loads
     from edgerobust.workstation.compress import compress as run
 
-    result = run(_compress_config(**locals()))
+    result = run(config)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
     ui.out.print(render_compress(result))
     if result.sensitivity:
         ui.out.print(render_sensitivity(result.sensitivity))
+    pr = result.prune
+    if not pr.honest:  # said during pruning; said again where the figures are read
+        ui.out.print(f"[yellow]note:[/yellow] pruning realized {pr.macs_reduction:.2f}x fewer MACs where sparsity "
+                     f"{pr.requested_sparsity:g} asks about {pr.asked_macs_reduction:.2f}x (the warnings above say "
+                     "which layers and why).", highlight=False)
+    others = [w for w in result.warnings if w not in pr.warnings]
+    for w in others:
+        ui.out.print(f"[yellow]note:[/yellow] {escape(to_flags(w))}", highlight=False)
     ui.out.print(f"torch ran on {result.device}. Bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
                  f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
 
 
 def _compress_config(**o):
-    """The CompressConfig for compress_cmd's options (the library validates every value)."""
+    """The CompressConfig for compress_cmd's options: flags mapped to fields, nothing decided here
+    (the library validates every value and settles what the target profile leaves open)."""
     from edgerobust.workstation.attacks.spec import parse_eps
-    from edgerobust.workstation.compress import CompressConfig
-    from edgerobust.workstation.finetune import TrainConfig
-    from edgerobust.workstation.prune import PruneConfig
-    from edgerobust.workstation.quantize import QuantConfig
+    from edgerobust.workstation.configs import CompressConfig, PrepareConfig, PruneConfig, QuantConfig, TrainConfig
+    from edgerobust.workstation.normalization import parse_normalize
 
     seed = o["seed"]
-    target = _v(o["int8_target"]) if o["int8_target"] else None
-    if target is None:
-        from edgerobust.workstation.variants import target_of
-
-        target = "tensorrt" if target_of(o["profile"])[0] == "tensorrt" else "cpu"
-    from edgerobust.workstation.variants import compress_hint
-
-    round_to = o["round_to"]
-    if round_to is None:
-        round_to, source = compress_hint(o["profile"], "round_to")
-        ui.info(f"channels kept multiples of {round_to} ({source}; --round-to to change)")
-    stem = _v(o["int8_stem"]) if o["int8_stem"] else None
-    if stem is not None and not o["int8"]:
-        ui.warn("--int8-stem has no effect without --int8 (there is no int8 model to rewrite).")
-    if stem is None:
-        stem, source = compress_hint(o["profile"], "int8_stem")
-        if o["int8"] and stem != "plain":
-            ui.info(f"int8 stem: {stem} ({source}; --int8-stem plain to leave it as ONNX Runtime writes it)")
+    mean = floats(o["mean"], "--mean", "0.485,0.456,0.406")
+    std = floats(o["std"], "--std", "0.229,0.224,0.225")
+    prep = PrepareConfig(model=o["model"], arch=o["arch"], num_classes=o["num_classes"], trust_model=o["trust_model"],
+                         data=o["data"], eval_data=o["eval_data"], image_size=o["image_size"], normalize=parse_normalize(o["normalize"], mean, std),
+                         seed=seed, eval_samples=o["eval_samples"], calib_samples=o["calib_samples"],
+                         allow_weak_base=o["allow_weak_base"], device=o["device"])
     return CompressConfig(
-        model=o["model"], arch=o["arch"], num_classes=o["num_classes"], trust_model=o["trust_model"],
-        data=o["data"], image_size=o["image_size"], mean=floats(o["mean"], "--mean", "0.485,0.456,0.406"),
-        std=floats(o["std"], "--std", "0.229,0.224,0.225"), normalize=o["normalize"],
-        allow_weak_base=o["allow_weak_base"], seed=seed, max_prune_drop=o["max_prune_drop"],
-        eval_samples=o["eval_samples"],
+        prep,
         prune=PruneConfig(sparsity=o["sparsity"], criterion=o["criterion"], global_pruning=o["global_pruning"],
-                          round_to=round_to, iterative_steps=o["iterative_steps"], seed=seed,
-                          ratios=_v(o["ratios"]), mrs_samples=o["mrs_samples"],
+                          round_to=o["round_to"], iterative_steps=o["iterative_steps"], ratios=_v(o["ratios"]),
+                          mrs_samples=o["mrs_samples"],
                           ignore_layers=tuple(n.strip() for n in (o["ignore_layers"] or "").split(",") if n.strip())),
         finetune=TrainConfig(epochs=o["finetune_epochs"], lr=o["lr"], optimizer=_v(o["optimizer"]),
                              weight_decay=o["weight_decay"], batch_size=pick(o["batch_size"], o["old_batch_size"], 64),
-                             seed=seed, mode=o["finetune"], adv_eps=parse_eps(o["adv_eps"], "adv-eps"),
+                             mode=o["finetune"], adv_eps=parse_eps(o["adv_eps"], "adv_eps"),
                              adv_steps=o["adv_steps"], trades_beta=o["trades_beta"]),
-        int8=o["int8"], fp16=o["fp16"], profile=o["profile"],
-        quant=QuantConfig(mode=_v(o["int8_mode"]), calibration=_v(o["calibration"]), calib_samples=o["calib_samples"],
-                          target=target, keep_fp32=_v(o["int8_keep_fp32"]), stem=stem),
-        max_int8_drop=o["max_int8_drop"], parity_atol=o["parity_atol"],
+        int8=o["int8"], fp16=o["fp16"], target=o["profile"],
+        quant=QuantConfig(mode=_v(o["int8_mode"]), calibration=_v(o["calibration"]),
+                          int8_target=_v(o["int8_target"]) if o["int8_target"] else None,
+                          keep_fp32=_v(o["int8_keep_fp32"]), stem=_v(o["int8_stem"]) if o["int8_stem"] else None),
+        max_prune_drop=o["max_prune_drop"], max_int8_drop=o["max_int8_drop"],
+        min_int8_agreement=o["min_int8_agreement"], parity_atol=o["parity_atol"],
         attacks=attack_specs(o["attacks"], o["eps"], o["attack_steps"], seed), whitebox=o["whitebox"],
-        device=o["device"], out=o["out"], name=o["name"], overwrite=o["overwrite"])
+        out=o["out"], name=o["name"], overwrite=o["overwrite"])
 
 
 def demo_cmd(
@@ -247,7 +247,7 @@ def demo_cmd(
     export/demo/reports/.
     """
     from edgerobust.workstation.demo import run_demo
-    from edgerobust.device.report import render
+    from edgerobust.device.render.report import render
 
     r = run_demo(out=out, model=model, retrain=retrain, eps=eps, profile=profile, device=device)
     ui.out.print(render_compress(r.compress))

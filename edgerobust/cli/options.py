@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgerobust.defaults import ARCH_HELP, DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
+from edgerobust.cli.flags import to_flags
 from edgerobust.errors import UsageError
 from edgerobust.workstation.normalization import choices_help
 from edgerobust.registries import CRITERIA
@@ -25,8 +26,15 @@ NumClasses = Annotated[Optional[int], typer.Option("--num-classes", help="Classe
                                                    show_default=False)]
 TrustModel = Annotated[bool, typer.Option("--trust-model", help="Allow loading a whole pickled nn.Module. "
                                           "Unpickling runs code from the file: only for files you trust.")]
+EvalData = Annotated[Optional[str], typer.Option("--eval-data", show_default=False,
+                                                 help="Evaluation rows from a separate source (npz:PATH, "
+                                                      "folder:PATH, ...), held out of the model's training: the "
+                                                      "samples evaluated and attacked. Default: the --data's own "
+                                                      "test split (npz x_test/y_test, a folder's test/, CIFAR-10's "
+                                                      "test batch), else a random split, which is said to possibly "
+                                                      "overlap the model's training data.")]
 Normalize = Annotated[str, typer.Option("--normalize", help="Input normalization the model was trained with: "
-                                        f"{choices_help()}.")]
+                                        f"{to_flags(choices_help())}.")]
 AllowWeakBase = Annotated[bool, typer.Option("--allow-weak-base", help="Go on when the base model is near chance "
                                              "level on the data (its robustness figures then say little).")]
 Attacks = Annotated[str, typer.Option("--attacks", "-a", help="Comma-separated adversarial sets to craft on the "
@@ -39,7 +47,7 @@ AttackSteps = Annotated[Optional[int], typer.Option("--attack-steps", min=1, hel
 OldSteps = Annotated[Optional[int], typer.Option("--steps", min=1, hidden=True, help="Old name of --attack-steps.")]
 EvalSamples = Annotated[int, typer.Option("--eval-samples", min=1, help="Cap on the evaluation split: the samples "
                                           "evaluated and attacked (attacks cost time per sample).")]
-Criterion = Annotated[str, typer.Option("--criterion", help=f"Channel importance criterion: {CRITERIA.help()}.")]
+Criterion = Annotated[str, typer.Option("--criterion", help=f"Channel importance criterion: {to_flags(CRITERIA.help())}.")]
 Seed = Annotated[int, typer.Option("--seed", min=0, help="Seeds the data split, pruning, fine-tuning and attacks.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the output folder if it exists (only once "
                                          "the new one is complete).")]

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from edgerobust import ui
-from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, Device, EvalSamples, Eps,
+from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, Device, EvalData, EvalSamples, Eps,
                                     Json, ModelArg, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names,
                                     pick)
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
@@ -85,6 +85,7 @@ def sweep_cmd(
                                                                                    "pruning.")] = 2,
     eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
     data: Annotated[Optional[str], typer.Option("--data", help="Data source (default: the checkpoint's).")] = None,
+    eval_data: EvalData = None,
     arch: Arch = None,
     num_classes: NumClasses = None,
     trust_model: TrustModel = False,
@@ -99,17 +100,19 @@ def sweep_cmd(
     overwrite: ResearchOverwrite = False,
     as_json: Json = False,
 ) -> None:
-    from edgerobust.workstation.finetune import TrainConfig
-    from edgerobust.workstation.prune import PruneConfig
-    from edgerobust.research.sweep import SweepConfig, findings, summarize, sweep
+    from edgerobust.research.configs import SweepConfig
+    from edgerobust.workstation.configs import PrepareConfig, PruneConfig, TrainConfig
 
-    cfg = SweepConfig(model=model, out=out, sparsities=floats(sparsities, "--sparsities"),
+    prep = PrepareConfig(model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
+                         eval_data=eval_data, normalize=normalize, seed=seed, eval_samples=eval_samples, allow_weak_base=allow_weak_base,
+                         device=device)
+    cfg = SweepConfig(prep, out=out, sparsities=floats(sparsities, "--sparsities"),
                       precisions=names(precisions), attacks=attacks, eps=eps, focus_eps=focus_eps,
                       threats=names(threats), steps=pick(attack_steps, steps), prune=PruneConfig(criterion=criterion),
-                      finetune=TrainConfig(epochs=finetune_epochs), eval_samples=eval_samples, data=data, arch=arch,
-                      num_classes=num_classes, trust_model=trust_model, normalize=normalize,
-                      allow_weak_base=allow_weak_base, seed=seed, profile=profile, fresh=fresh, overwrite=overwrite,
-                      device=device)
+                      finetune=TrainConfig(epochs=finetune_epochs), latency_profile=profile, fresh=fresh,
+                      overwrite=overwrite)  # torch-free so far: a bad value is refused before torch loads
+    from edgerobust.research.sweep import findings, summarize, sweep
+
     result = sweep(cfg, _runner(ray, ray_address, device))
     ui.info(_ran_on(result))
     if as_json:
@@ -182,14 +185,16 @@ def recipe_run(
     overwrite: ResearchOverwrite = False,
     as_json: Json = False,
 ) -> None:
-    from edgerobust.research.recipes import RecipeConfig, get_recipe, run_recipe
+    from edgerobust.research.configs import RecipeConfig
+    from edgerobust.research.recipes import get_recipe, run_recipe
+    from edgerobust.workstation.configs import PrepareConfig
 
     get_recipe(name)
-    cfg = RecipeConfig(out=out or Path("research") / name, data=data, arch=arch, model=model, num_classes=num_classes,
-                       normalize=normalize, allow_weak_base=allow_weak_base, seeds=seeds, eval_samples=eval_samples,
-                       finetune_epochs=finetune_epochs, zoo_epochs=zoo_epochs,
-                       sparsities=floats(sparsities, "--sparsities"), eps=eps,
-                       attack_steps=pick(attack_steps, steps), fresh=fresh, overwrite=overwrite, device=device)
+    prep = PrepareConfig(model=model, arch=arch, num_classes=num_classes, data=data, normalize=normalize,
+                         eval_samples=eval_samples, allow_weak_base=allow_weak_base, device=device)
+    cfg = RecipeConfig(out=out or Path("research") / name, prepare=prep, seeds=seeds, finetune_epochs=finetune_epochs,
+                       zoo_epochs=zoo_epochs, sparsities=floats(sparsities, "--sparsities"), eps=eps,
+                       attack_steps=pick(attack_steps, steps), fresh=fresh, overwrite=overwrite)
     result = run_recipe(name, cfg, _runner(ray, ray_address, device))
     ui.info("; ".join(_ran_on(r) for r in result.runs))
     if as_json:
@@ -201,7 +206,7 @@ def recipe_run(
 
 
 def study_cmd(
-    file: Annotated[Path, typer.Argument(help="The study file (TOML): [[models]] and a [grid]; see README, "
+    file: Annotated[Path, typer.Argument(help="The study file (TOML): [[models]] and a [grid]; see docs/research.md, "
                                               "Studies.")],
     out: Out,
     device: Device = "auto",

@@ -3,13 +3,13 @@
 ``audit(AuditConfig(model=...)) -> AuditReport`` finds the bundle beside the model, verifies
 its hashes, refuses adversarial sets crafted on another model or eval set, measures latency,
 memory and size of base and deployed on a device profile, replays the clean and adversarial
-sets through both sessions (:mod:`edgerobust.device.replay`, streamed: only each sample's predicted
+sets through both sessions (:mod:`edgerobust.device.scores.replay`, streamed: only each sample's predicted
 class and top-1 margin are kept, and returned as ``AuditReport.predictions``) and scores them
 (accuracy with Wilson CIs, attack/transfer success, flip rate, exact McNemar; what each Δ
-compares: :mod:`edgerobust.device.scoring`). ``AuditReport.provenance`` records what was audited, by
+compares: :mod:`edgerobust.device.scores.scoring`). ``AuditReport.provenance`` records what was audited, by
 sha256. It also checks that this host is the profile's device
-(:mod:`edgerobust.device.hostcheck`) and says so when it is not. Rendering and writing the report are in
-:mod:`edgerobust.device.report`. Torch-free.
+(:mod:`edgerobust.device.runtime.hostcheck`) and says so when it is not. Rendering and writing the report are in
+:mod:`edgerobust.device.render.report`. Torch-free.
 """
 from __future__ import annotations
 
@@ -19,17 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgerobust import __version__, ui
-from edgerobust.device.advcheck import check_adv_sets
-from edgerobust.device.bundle import MANIFEST, AdvSet, Bundle, EvalSet, sha256_file
+from edgerobust.device.scores.advcheck import check_adv_sets
+from edgerobust.device.files.bundle import MANIFEST, AdvSet, Bundle, EvalSet, sha256_file
 from edgerobust.errors import BundleError, ModelLoadError, ProfileError, UsageError
-from edgerobust.device.hostcheck import HostCheck, check_host, host_facts
-from edgerobust.device.measure import MeasureReport, measure, open_session, open_sessions
-from edgerobust.device.predictions import Predictions
-from edgerobust.device.profiles import DeviceProfile, best_match_profile, load_profile
-from edgerobust.device.provenance import Provenance, _fmt_shape, bundle_provenance, check_adv_provenance, check_input_spec  # noqa: F401
-from edgerobust.device.replay import predict, predict_margin, replay  # noqa: F401
-from edgerobust.device.replay import predict_all as _predict_both  # noqa: F401  (benchmarks/overhead.py)
-from edgerobust.device.scoring import (ModelScores, Outcome, Reference, SetResult, adv_source, score_adversarial,  # noqa: F401
+from edgerobust.device.runtime.hostcheck import HostCheck, check_host, host_facts
+from edgerobust.device.runtime.measure import MeasureReport, measure, open_session, open_sessions
+from edgerobust.device.files.predictions import Predictions
+from edgerobust.device.runtime.profiles import DeviceProfile, best_match_profile, load_profile
+from edgerobust.device.scores.query import QueryConfig
+from edgerobust.device.files.provenance import Provenance, _fmt_shape, bundle_provenance, check_adv_provenance, check_input_spec  # noqa: F401
+from edgerobust.device.scores.replay import predict, predict_margin, replay  # noqa: F401
+from edgerobust.device.scores.sanity import assess, held_out_warning, int8_agreement_warning
+from edgerobust.device.scores.replay import predict_all as _predict_both  # noqa: F401  (benchmarks/overhead.py)
+from edgerobust.device.scores.scoring import (ModelScores, Outcome, Reference, SetResult, adv_source, score_adversarial,  # noqa: F401
                       score_clean, with_references)
 
 
@@ -53,6 +55,8 @@ class AuditConfig:
     variants: also measure and replay the bundle's other precision variants of the pruned model
         (model_fp32.onnx, model_fp16.onnx, model_int8.onnx beside the deployed one), interleaved with
         base and deployed, and say which is fastest on this device.
+    query: a QueryConfig (edgerobust.device.scores.query): a score-based black-box attack run directly on
+        the sessions (base and deployed), torch-free; None: none.
     """
 
     model: Path
@@ -69,6 +73,7 @@ class AuditConfig:
     show_progress: bool = True
     profile_reason: str | None = None
     variants: bool = True
+    query: QueryConfig | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "model", Path(self.model))
@@ -78,7 +83,7 @@ class AuditConfig:
                 object.__setattr__(self, name, Path(v))
         object.__setattr__(self, "adv_sets", tuple(Path(p) for p in self.adv_sets))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise UsageError(f"--batch-size must be a positive integer; got {self.batch_size!r}.")
+            raise UsageError(f"batch_size must be a positive integer; got {self.batch_size!r}.")
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class BudgetCheck:
 
 @dataclass(frozen=True)
 class AuditReport:
-    """Everything an audit found; serialized by edgerobust.device.report."""
+    """Everything an audit found; serialized by edgerobust.device.render.report."""
 
     created: str
     edgerobust_version: str
@@ -125,6 +130,11 @@ class AuditReport:
     variants: dict[str, str] = field(default_factory=dict)
     # every model's class and margin on every sample: written to predictions.npz, not to report.json
     predictions: Predictions | None = field(default=None, repr=False, compare=False)
+    # per-sample worst-case robust accuracy per threat and eps (edgerobust.device.scores.robust), the
+    # sanity checks on them (edgerobust.device.scores.sanity) and the query attack's records (query.py)
+    robust: tuple = ()
+    sanity: tuple = ()
+    query: tuple = ()
 
     @property
     def fallback(self) -> bool:
@@ -140,7 +150,7 @@ class AuditReport:
         return all(b.passed is not False for b in self.budgets)
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 
 
 def resolve_profile(profile: str | os.PathLike | DeviceProfile | None) -> tuple[DeviceProfile, str | None]:
@@ -176,7 +186,7 @@ def _locate(config: AuditConfig) -> _Inputs:
             raise BundleError(f"There is no bundle (manifest.json) beside '{config.model}'.",
                               why="Without a bundle the audit does not know the base model and the eval set.",
                               fix="Point at model.onnx inside a bundle written by `edgerobust compress`, "
-                                  "or pass --baseline BASE.onnx and --eval EVAL.npz (and --adv SET.npz).")
+                                  "or pass `baseline` BASE.onnx and `eval_set` EVAL.npz (and `adv_sets` SET.npz).")
         return _Inputs(None, config.baseline, config.eval_set, config.adv_sets, None,
                        ("no bundle: files were not verified against a manifest",))
     if config.verify:
@@ -185,7 +195,7 @@ def _locate(config: AuditConfig) -> _Inputs:
         if rel is None or rel not in bundle.manifest.get("files", {}):
             warnings.append(f"'{config.model.name}' is not listed in the bundle manifest, so it was not verified")
     else:
-        warnings.append("--no-verify: bundle hashes were not checked")
+        warnings.append("bundle hashes were not checked (verification was turned off)")
     baseline = config.baseline or bundle.path("base")
     if baseline.resolve() == config.model.resolve():
         warnings.append("the audited model is the base model itself; deltas are zero by construction")
@@ -212,7 +222,7 @@ def _relative(path: Path, root: Path) -> str | None:
         return None
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 
 
 def check_budgets(profile: DeviceProfile, m: MeasureReport, role: str = "deployed",
@@ -274,10 +284,11 @@ def _drop_fixed_batch_variants(sessions: dict, models: dict) -> list[str]:
 def no_adv_sets_warning(bundle: Bundle | None) -> str:
     """What to do when there is nothing adversarial to replay."""
     src = bundle.manifest.get("source") if bundle is not None else None
-    model = Path(src["path"]).name if isinstance(src, dict) and isinstance(src.get("path"), str) else "BASE_MODEL.pt"
+    model = f" ({Path(src['path']).name})" if isinstance(src, dict) and isinstance(src.get("path"), str) else ""
     return ("no adversarial sets: only clean accuracy was audited, robustness was not. Craft sets on the base "
-            f"model with `edgerobust attack {model} --attacks pgd --eps 8/255 --out sets` on the workstation, "
-            "then audit with --eval sets/eval.npz --adv sets/adv/pgd_8-255.npz (or compress again with --attacks).")
+            f"model{model} with `edgerobust attack` on the workstation (e.g. pgd at eps 8/255 into a folder sets), "
+            "then audit again with sets/eval.npz as the evaluation set and sets/adv/pgd_8-255.npz as an adversarial "
+            "set (or compress again with attack sets).")
 
 
 def _check_sets(config: AuditConfig, inputs: _Inputs) -> tuple[EvalSet, Provenance]:
@@ -286,7 +297,7 @@ def _check_sets(config: AuditConfig, inputs: _Inputs) -> tuple[EvalSet, Provenan
     for what, path in (("base model", inputs.baseline), ("evaluation set", inputs.eval_set)):
         if not path.is_file():
             raise BundleError(f"The {what} '{path}' does not exist.",
-                              fix="Check --baseline/--eval, or copy the whole bundle again.")
+                              fix="Check `baseline`/`eval_set`, or copy the whole bundle again.")
     base_sha, eval_sha = sha256_file(inputs.baseline), sha256_file(inputs.eval_set)
     # A set crafted by `edgerobust attack` on the torch model the bundle was compressed from
     # records that file's hash: it is the same base model, so it is accepted too.
@@ -331,7 +342,8 @@ def audit(config: AuditConfig) -> AuditReport:
 
     # Provenance first: it is cheap and a mismatch makes everything after it meaningless.
     ev, prov = _check_sets(config, inputs)
-    # Every set's contents too (finite, in range, within eps of its clean rows), --no-verify or not.
+    warnings += [w for w in (held_out_warning(ev.meta), int8_agreement_warning(inputs.bundle)) if w]
+    # Every set's contents too (finite, in range, within eps of its clean rows), verified or not.
     check_adv_sets(inputs.adv_sets, ev, (inputs.spec or {}).get("value_range"))
     if not inputs.adv_sets:
         warnings.append(no_adv_sets_warning(inputs.bundle))
@@ -358,6 +370,9 @@ def audit(config: AuditConfig) -> AuditReport:
     measurement = measure(sessions, profile, memory=config.measure_memory, show_progress=config.show_progress)
     results, predictions = replay(sessions, inputs.eval_set, ev, inputs.adv_sets, config.batch_size,
                                   config.show_progress)
+    robust, checks, query = assess(results, predictions, deployed_variant, sessions, ev, config.query,
+                                   config.batch_size, config.show_progress)
+    warnings += [f"sanity check failed ({c.name}): {c.detail}" for c in checks if c.passed is False]
     return AuditReport(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         edgerobust_version=__version__, model=str(config.model), baseline=str(inputs.baseline),
@@ -367,6 +382,7 @@ def audit(config: AuditConfig) -> AuditReport:
         profile_reason=reason, measurement=measurement, sets=tuple(results),
         budgets=check_budgets(profile, measurement, evidence=host.matches), warnings=tuple(warnings),
         host_check=host, provenance=prov, predictions=predictions, deployed_variant=deployed_variant,
+        robust=robust, sanity=checks, query=tuple(q.to_dict() for q in query),
         variants={**({"deployed": deployed_variant} if deployed_variant else {}),
                   **{r: r for r in models if r not in ("base", "deployed")}})
 

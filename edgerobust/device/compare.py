@@ -1,7 +1,7 @@
 """Does the same model give the same answers on different runtimes? Audits of one bundle, side by side.
 
 ``compare(CompareConfig(reports=(A, B, ...))) -> Comparison`` reads two or more audit report
-folders (report.json and predictions.npz, :mod:`edgerobust.device.predictions`), refuses reports of
+folders (report.json and predictions.npz, :mod:`edgerobust.device.files.predictions`), refuses reports of
 different bundles (the sha256 of base, deployed model and eval set must agree) and a missing or
 changed predictions file, and puts side by side per device: latency and speedup, accuracy per
 set, and for every pair of devices and every set they share the **cross-runtime agreement** of
@@ -9,7 +9,7 @@ the deployed model: the share of samples whose predicted class differs (Wilson 9
 exact McNemar test of the two devices' correctness on the same samples, and the most disputed
 samples: those where the devices disagree, the most confident first (ordered by the smaller of
 the two top-1 margins). The base model's disagreement is given alongside, as the reference of
-fp32 kernels. Rendering is in :mod:`edgerobust.device.compare_render`. Torch-free.
+fp32 kernels. Rendering is in :mod:`edgerobust.device.render.compare_render`. Torch-free.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edgerobust.errors import BundleError, UsageError
-from edgerobust.device.predictions import Predictions, SetPredictions, load_predictions
-from edgerobust.device.stats import McNemar, Proportion, mcnemar_exact, proportion
+from edgerobust.device.files.predictions import Predictions, SetPredictions, load_predictions
+from edgerobust.device.scores.stats import McNemar, Proportion, mcnemar_exact, proportion
 
 COMPARE_TYPE = "edgerobust.device.compare-report"
 COMPARE_VERSION = 1
@@ -51,7 +51,7 @@ class CompareConfig:
         if dup is not None:
             raise UsageError(f"The report folder '{dup}' is given twice.", fix="Pass each audit once.")
         if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 0:
-            raise UsageError(f"--top must be a non-negative integer; got {self.top!r}.")
+            raise UsageError(f"`top` must be a non-negative integer; got {self.top!r}.")
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class Comparison:
         return next(d for d in self.devices if d.label == label)
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # reading and checking
 
 
@@ -199,7 +199,7 @@ def _labels(runs: list[AuditRun]) -> list[str]:
     return [p if profiles.count(p) == 1 else f"{p} [{r.folder.name}]" for p, r in zip(profiles, runs)]
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # what is compared
 
 

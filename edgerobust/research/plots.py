@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgerobust.device.bundle import write_json
+from edgerobust.device.files.bundle import write_json
 from edgerobust.errors import require
 from edgerobust.research.points import Point, find, pct, to_json
 
@@ -274,7 +274,7 @@ def make_figures(folder: Path, points: list[Point], focus_eps: str) -> list[Figu
     return figs
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # the page
 
 

@@ -1,7 +1,7 @@
 """The finding of each recipe, in one sentence with the numbers behind it, whatever they turn out to be.
 
 Each function takes the recipe's summarized points and its plan (whose ``focus_eps`` it reads)
-and returns the sentence; its docstring is the recipe's description (`edgerobust recipe run --help`).
+and returns the sentence; its docstring is the recipe's description (the help of `edgerobust recipe run`).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ COMPARABLE_PP = 5.0  # within this many points of the base, robust accuracy "sta
 def _v(p: list[Point]) -> Point:
     if not p:
         raise UsageError("A recipe's finding needs a point its sweep did not produce.",
-                         why="The --sparsities or --eps given leave out what the recipe compares.",
-                         fix="Include the recipe's focus eps in --eps, or leave --eps/--sparsities out.")
+                         why="The `sparsities` or `eps` given leave out what the recipe compares.",
+                         fix="Include the recipe's focus eps in `eps`, or leave `eps`/`sparsities` out.")
     return p[0]
 
 
@@ -159,5 +159,5 @@ def advft(points: list[Point], plan) -> str:
             f"accuracy at {wins} of {len(spars)} sparsities (pgd-at vs standard, {'; '.join(rows)}; {_n(a)}).")
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # running

@@ -1,15 +1,16 @@
 """Named research recipes: published experiments on compression and robustness, one command each.
 
-    edgerobust recipe list
-    edgerobust recipe run pruning-defence --seeds 3 --out research/defence
+    from edgerobust.research.configs import RecipeConfig
+    from edgerobust.research.recipes import run_recipe
+    result = run_recipe("pruning-defence", RecipeConfig(out="research/defence", seeds=3))
 
 Each recipe (a :class:`Recipe` in :data:`RECIPES`) is a plan for :func:`edgerobust.research.sweep.sweep`
 (variants, precisions, attacks, threats) and a function of :mod:`edgerobust.research.recipe_findings`
 that states its finding in one sentence with the numbers behind it. A pruned model is named by
 the sparsity requested *and* the MACs reduction pruning realized (they differ where channel
 counts are rounded), and the figures plot against the realized reduction. By default a recipe
-trains its own zoo model (``digits-cnn`` on the bundled digits data) per seed; ``--model``
-brings your own. ``--seeds N`` repeats everything with seeds 0..N-1 (zoo training, split,
+trains its own zoo model (``digits-cnn`` on the bundled digits data) per seed; ``prepare.model``
+brings your own. ``seeds=N`` repeats everything with seeds 0..N-1 (zoo training, split,
 pruning, fine-tuning, attacks) and reports mean and sample standard deviation.
 
 Output folder: ``recipe.json`` ({"_type": "edgerobust.recipe", "_version": 1, "_data": ...}
@@ -28,87 +29,13 @@ from typing import Callable
 
 from edgerobust.research import recipe_findings as F
 from edgerobust import ui
-from edgerobust.defaults import DEFAULT_EVAL_SAMPLES
 from edgerobust.errors import EdgeRobustError, UsageError
+from edgerobust.research.configs import RecipeConfig, SweepConfig, Variant
 from edgerobust.research.points import Point, SweepResult, summarize
-from edgerobust.research.sweep import SweepConfig, Variant, prepare_out, sweep
+from edgerobust.research.sweep import prepare_out, sweep
+from edgerobust.workstation.configs import PruneConfig, TrainConfig
 
 RECIPE_TYPE = "edgerobust.recipe"
-
-
-@dataclass(frozen=True)
-class RecipeConfig:
-    """How to run a recipe. The defaults are the recipe's full setting (minutes on a laptop CPU);
-    the knobs below shrink it (tests, quick looks).
-
-    out: the report folder. data / arch / model / num_classes / normalize / allow_weak_base: the
-        base model, as in compress; without ``model`` the zoo architecture ``arch`` is trained on
-        its own data per seed. seeds: runs with seeds 0..N-1.
-    eval_samples: evaluation samples every set is crafted from. finetune_epochs: fine-tuning
-        after pruning. zoo_epochs: zoo training epochs (None: the zoo's own). sparsities / eps:
-        override the recipe's grid. attack_steps: PGD steps (None: the attack's own, 10).
-        latency_rounds: interleaved rounds. fresh: recompute every point; overwrite: replace
-        an ``out`` that is not a recipe's folder. device: where torch runs (auto, cpu, cuda,
-        cuda:N): zoo training and every sweep's torch steps; resolved when the config is built.
-    """
-
-    out: str | Path
-    data: str | None = None
-    arch: str | None = None
-    model: str | Path | None = None
-    num_classes: int | None = None
-    normalize: str = "auto"
-    allow_weak_base: bool = False
-    seeds: int = 1
-    eval_samples: int = DEFAULT_EVAL_SAMPLES
-    finetune_epochs: int = 2
-    zoo_epochs: int | None = None
-    sparsities: tuple[float, ...] | None = None
-    eps: str | None = None
-    attack_steps: int | None = None
-    latency_rounds: int = 5
-    fresh: bool = False
-    overwrite: bool = False
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        from edgerobust.workstation.devices import resolve_device
-
-        resolve_device(self.device)  # a CUDA request on a host without CUDA is refused before any folder
-        for name, lo in (("seeds", 1), ("eval_samples", 1), ("finetune_epochs", 0), ("latency_rounds", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {lo}; got {v!r}.")
-        for name in ("zoo_epochs", "attack_steps"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise UsageError(f"--{name.replace('_', '-')} must be an integer >= 1; got {v!r}.")
-        if self.sparsities is not None:
-            object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
-            for s in self.sparsities:
-                Variant(s)  # validates the range
-        if self.model is None:
-            self._check_zoo()
-        elif not Path(self.model).is_file():
-            raise UsageError(f"The model '{self.model}' does not exist.", fix="Check --model.")
-
-    def _check_zoo(self) -> None:
-        from edgerobust.workstation.nets import ZOO
-
-        arch = self.zoo_name
-        if arch not in ZOO:
-            raise UsageError(f"--arch {self.arch!r} is not a zoo model, and no --model was given.",
-                             why="Without --model the recipe trains a zoo model itself.",
-                             fix=f"Use --arch {' or '.join(ZOO)}, or pass --model PATH (with --arch for a "
-                                 "state_dict).")
-        if self.data is not None and self.data != ZOO[arch].data:
-            raise UsageError(f"The zoo model '{arch}' trains on '{ZOO[arch].data}', not on --data {self.data!r}.",
-                             fix="Pass --model with a model trained on that data, or leave out --data.")
-
-    @property
-    def zoo_name(self) -> str:
-        arch = self.arch or "digits-cnn"
-        return arch[4:] if arch.startswith("zoo:") else arch
 
 
 @dataclass(frozen=True)
@@ -153,19 +80,14 @@ class RecipeResult:
     seconds: float
 
 
-# ---------------------------------------------------------------------------------------------
 # the plans
 
 
 def _train(cfg: RecipeConfig, **kw):
-    from edgerobust.workstation.finetune import TrainConfig
-
     return TrainConfig(epochs=cfg.finetune_epochs, lr=3e-3, **kw)
 
 
 def _prune(**kw):
-    from edgerobust.workstation.prune import PruneConfig
-
     return PruneConfig(**{"criterion": "l1", **kw})  # the papers prune L1 filters
 
 
@@ -231,7 +153,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 )}
 
 
-# ---------------------------------------------------------------------------------------------
 # running
 
 
@@ -244,13 +165,16 @@ def get_recipe(name: str) -> Recipe:
 def run_recipe(name: str, config: RecipeConfig, runner=None) -> RecipeResult:
     """Run recipe ``name``: train (or load) the base per seed, sweep (its points on ``runner``),
     summarize, plot, state the finding."""
+    from edgerobust.workstation.devices import resolve_device
+
     t0 = time.perf_counter()
     recipe = get_recipe(name)
+    resolve_device(config.prepare.device)  # a CUDA request on a host without CUDA: before any folder
     plan = recipe.plan(config)
     if not plan.variants:
         raise UsageError(f"The recipe '{name}' has no compressed model to compare with the base.",
                          why="Its sparsities are all 0 (the base itself is always included).",
-                         fix="Pass --sparsities with values in (0, 1), e.g. 0.5,0.7.")
+                         fix="Give `sparsities` in (0, 1), e.g. 0.5,0.7.")
     out = Path(config.out)
     prepare_out(out, "recipe", overwrite=config.overwrite, fresh=config.fresh)
     runs: list[SweepResult] = []
@@ -266,15 +190,13 @@ def run_recipe(name: str, config: RecipeConfig, runner=None) -> RecipeResult:
 
 def _run_seed(config: RecipeConfig, plan: Plan, folder: Path, seed: int, runner) -> SweepResult:
     folder.mkdir(exist_ok=True)
-    model, arch = config.model, config.arch
-    if model is None:
-        model, arch = _zoo_model(config, folder / "base.pt", seed), None  # the zoo checkpoint describes itself
+    prep = dataclasses.replace(config.prepare, seed=seed)
+    if prep.model is None:  # the zoo checkpoint describes itself
+        prep = dataclasses.replace(prep, model=_zoo_model(config, folder / "base.pt", seed), arch=None)
     return sweep(SweepConfig(
-        model=model, arch=arch, num_classes=config.num_classes, data=config.data, normalize=config.normalize,
-        allow_weak_base=config.allow_weak_base, out=folder / "sweep", variants=plan.variants,
-        precisions=plan.precisions, attacks=plan.attacks, eps=plan.eps, steps=config.attack_steps,
-        threats=plan.threats, seed=seed, eval_samples=config.eval_samples, focus_eps=plan.focus_eps,
-        latency_rounds=config.latency_rounds, write_report=False, fresh=config.fresh, device=config.device), runner)
+        prep, out=folder / "sweep", variants=plan.variants, precisions=plan.precisions, attacks=plan.attacks,
+        eps=plan.eps, steps=config.attack_steps, threats=plan.threats, focus_eps=plan.focus_eps,
+        latency_rounds=config.latency_rounds, write_report=False, fresh=config.fresh), runner)
 
 
 def _zoo_model(config: RecipeConfig, path: Path, seed: int) -> Path:
@@ -289,7 +211,7 @@ def _zoo_model(config: RecipeConfig, path: Path, seed: int) -> Path:
         except EdgeRobustError:  # an unreadable checkpoint is trained again, never trusted
             ui.warn(f"{path} is unreadable; training it again")
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.pt")
-    train_zoo(config.zoo_name, tmp, seed=seed, epochs=config.zoo_epochs, device=config.device)
+    train_zoo(config.zoo_name, tmp, seed=seed, epochs=config.zoo_epochs, device=config.prepare.device)
     os.replace(tmp, path)
     return path
 
@@ -314,9 +236,9 @@ def _write(out: Path, recipe: Recipe, config: RecipeConfig, plan: Plan, runs, po
 
 def _plain(config: RecipeConfig) -> dict:
     d = dataclasses.asdict(config)
-    for k in ("out", "model"):
-        if d[k] is not None:
-            d[k] = str(d[k])
+    d["out"] = str(d["out"])
+    if d["prepare"]["model"] is not None:
+        d["prepare"]["model"] = str(d["prepare"]["model"])
     return d
 
 

@@ -7,7 +7,7 @@ output folder, so whatever finished before a failure or a crash is kept for the 
 Ray is an optional extra (``pip install 'edgerobust[ray]'``). ``RayRunner`` starts a local Ray
 instance with this machine's cores, or joins the cluster at ``address`` (``RAY_ADDRESS``); on a
 cluster, the output folder must be on storage every node sees (the points read the base files
-from it and write their results into it). When torch runs on CUDA (``--device cuda``, or ``auto``
+from it and write their results into it). When torch runs on CUDA (``device`` cuda, or auto
 on a host with a GPU), every Ray task asks for one whole GPU (:func:`gpus_per_task`).
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def in_worker(fn, item, threads: int):
 
 def gpus_per_task(device) -> float:
     """GPUs one Ray task asks for when the points' torch runs on ``device`` (a torch.device or
-    --device text): one whole GPU for CUDA, none for the CPU.
+    ``device`` text): one whole GPU for CUDA, none for the CPU.
 
     A whole GPU rather than a fraction: Ray does not divide GPU memory, and a point (fine-tuning,
     PGD-AT, white-box crafting) on a large model can fill a card; with one GPU per task the points
@@ -116,7 +116,7 @@ def gpus_per_task(device) -> float:
 
 
 def point_device(runner, device) -> str:
-    """The --device text a point runs with on ``runner`` when the sweep resolved ``device``.
+    """The ``device`` text a point runs with on ``runner`` when the sweep resolved ``device``.
 
     In this process: the device itself (``cuda:1`` stays ``cuda:1``). In a Ray task that asked for
     GPUs: ``cuda``, the GPU Ray assigned (it sets CUDA_VISIBLE_DEVICES, so the index asked for here
@@ -127,13 +127,13 @@ def point_device(runner, device) -> str:
     if not getattr(runner, "gpus", 0):
         raise UsageError(f"The sweep runs torch on {device}, but its Ray runner asks Ray for no GPU per task.",
                          fix="Build it with make_runner('ray', device=...) or RayRunner(gpus=1), or use "
-                             "--device cpu.")
+                             "`device` cpu.")
     return "cuda"
 
 
 RUNNERS: dict[str, str] = {
     "local": "every point in turn in this process (the default)",
-    "ray": "every point as a Ray task on a local Ray instance or the cluster at --ray-address (RAY_ADDRESS), "
+    "ray": "every point as a Ray task on a local Ray instance or a Ray cluster (its address, or RAY_ADDRESS), "
            "one GPU per task when torch runs on CUDA; needs pip install 'edgerobust[ray]'",
 }
 
@@ -145,8 +145,8 @@ def require_ray():
     except ImportError:
         raise DependencyError("Running points on Ray needs the ray package, which is not installed.",
                               why="Ray is an optional extra of edgerobust.",
-                              fix="pip install 'edgerobust[ray]' (or leave out --ray to run the points in this "
-                                  "process).") from None
+                              fix="pip install 'edgerobust[ray]' (or run the points in this process, with the local "
+                                  "runner).") from None
     return ray
 
 
@@ -159,5 +159,6 @@ def make_runner(name: str = "local", address: str | None = None, device="auto") 
         gpus = gpus_per_task(device)  # a bad device is refused before Ray is looked for
         return RayRunner(address=address or os.environ.get("RAY_ADDRESS") or None, gpus=gpus)
     if address:
-        raise UsageError("--ray-address needs --ray.", fix="Add --ray, or leave out --ray-address.")
+        raise UsageError("A Ray cluster's address needs the ray runner.",
+                         fix="Use make_runner('ray', address), or leave the address out.")
     return LocalRunner()

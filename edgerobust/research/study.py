@@ -1,14 +1,15 @@
 """Study files: grids bigger than one command line, run as sweeps (one per model and seed) on the
 same points machinery (local or Ray, resumable), reported together with the models as series.
 
-    edgerobust study study.toml --out studies/digits [--ray]
+    from edgerobust.research.study import load_study, run_study
+    run_study(load_study("study.toml", out="studies/digits"), out="studies/digits")
 
 A study file (TOML)::
 
     [[models]]                     # one or more; each is a series in the report
     name = "cnn"                   # the series name (default: the file's stem)
     path = "models/digits-cnn.pt"  # relative to the study file
-    arch = "zoo:digits-cnn"        # optional, as --arch; also data, num_classes, normalize
+    arch = "zoo:digits-cnn"        # optional, as `arch`; also data, num_classes, normalize
 
     [grid]                         # every key optional; defaults as in `edgerobust sweep`
     sparsities = [0.5, 0.7]
@@ -23,7 +24,7 @@ A study file (TOML)::
     seeds = [0, 1]
     eval_samples = 1000
 
-Where torch runs is not a study key: ``edgerobust study --device`` (``load_study(..., device=)``)
+Where torch runs is not a study key: ``load_study(..., device=)`` (the command's device option)
 sets it for every sweep. Output: ``study.json`` ({"_type": "edgerobust.research.study", ...},
 with ``device``: where torch ran), the PNGs and ``report.html`` over all models, and
 ``<model>/seed-<s>/`` with each sweep (its points, sets and sweep.json).
@@ -48,8 +49,9 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 STUDY_TYPE = "edgerobust.research.study"
 # key -> (the TOML types it takes, what it means): the study file's schema, and its error messages
 MODEL_KEYS = {"name": (str, "the series name"), "path": (str, "the model file, relative to the study file"),
-              "arch": (str, "as --arch"), "data": (str, "as --data"), "num_classes": (int, "as --num-classes"),
-              "normalize": (str, "as --normalize"), "trust_model": (bool, "as --trust-model")}
+              "arch": (str, "as `arch`"), "data": (str, "as `data`"), "num_classes": (int, "as `num_classes`"),
+              "normalize": (str, "as `normalize`"), "trust_model": (bool, "as `trust_model`"),
+              "eval_data": (str, "as `eval_data`: held-out evaluation rows")}
 GRID_KEYS = {"sparsities": (list, "sparsities in [0, 1)"), "precisions": (list, "fp32 and/or int8"),
              "finetune": (list, "fine-tuning modes (standard, pgd-at, trades)"),
              "finetune_epochs": (int, "fine-tuning epochs"), "criterion": (str, "the pruning criterion"),
@@ -126,9 +128,8 @@ def load_study(path: str | Path, out: str | Path, device: str = "auto") -> Study
 
 def _sweep_config(file: Path, m: dict, grid: dict, seed, out: Path, device: str = "auto"):
     """One SweepConfig; its own validation errors are reported with the study file's name."""
-    from edgerobust.workstation.finetune import TrainConfig
-    from edgerobust.workstation.prune import PruneConfig
-    from edgerobust.research.sweep import SweepConfig, Variant
+    from edgerobust.research.configs import SweepConfig, Variant
+    from edgerobust.workstation.configs import PrepareConfig, PruneConfig, TrainConfig
 
     def text(key: str, default: str) -> str:
         return ",".join(str(v) for v in grid[key]) if key in grid else default
@@ -142,16 +143,17 @@ def _sweep_config(file: Path, m: dict, grid: dict, seed, out: Path, device: str 
                                  finetune=TrainConfig(epochs=epochs, mode=mode))
                          for mode in modes for s in grid.get("sparsities", [0.5, 0.7]))
         path = Path(m["path"])
+        prep = PrepareConfig(model=path if path.is_absolute() else file.parent / path, arch=m.get("arch"),
+                             num_classes=m.get("num_classes"), trust_model=m.get("trust_model", False),
+                             data=m.get("data"), eval_data=m.get("eval_data"), normalize=m.get("normalize", "auto"), seed=seed,
+                             eval_samples=grid.get("eval_samples", DEFAULT_EVAL_SAMPLES), device=device)
         return SweepConfig(
-            model=path if path.is_absolute() else file.parent / path, out=out, variants=variants,
+            prep, out=out, variants=variants,
             precisions=tuple(grid.get("precisions", ["fp32", "int8"])), attacks=text("attacks", DEFAULT_ATTACKS),
             eps=text("eps", DEFAULT_EPS), steps=grid.get("attack_steps"), threats=tuple(grid.get("threats", ["transfer"])),
-            arch=m.get("arch"), num_classes=m.get("num_classes"), trust_model=m.get("trust_model", False),
-            data=m.get("data"), normalize=m.get("normalize", "auto"), seed=seed,
-            eval_samples=grid.get("eval_samples", DEFAULT_EVAL_SAMPLES),
             prune=PruneConfig(criterion=grid.get("criterion", DEFAULT_CRITERION)), focus_eps=grid.get("focus_eps"),
-            latency_rounds=grid.get("latency_rounds", 5), write_report=False, device=device,
-            **({"profile": grid["profile"]} if "profile" in grid else {}))
+            latency_rounds=grid.get("latency_rounds", 5), write_report=False,
+            **({"latency_profile": grid["profile"]} if "profile" in grid else {}))
     except (UsageError, TypeError, ValueError) as exc:
         what = getattr(exc, "what", str(exc))
         raise UsageError(f"{file}: {what}", why=getattr(exc, "why", None),

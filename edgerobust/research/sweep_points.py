@@ -13,51 +13,37 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from edgerobust import __version__
-from edgerobust.device.bundle import EvalSet, atomic_dir, sha256_file, write_json
+from edgerobust.device.files.bundle import EvalSet, atomic_dir, sha256_file, write_json
+from edgerobust.research.configs import SweepConfig, Variant
 from edgerobust.research.points import to_json
 from edgerobust.research.sweep_eval import Built, score_models
-
-if TYPE_CHECKING:  # pragma: no cover
-    from edgerobust.research.sweep import SweepConfig, Variant
+from edgerobust.workstation.configs import PrepareConfig
 
 POINT_TYPE = "edgerobust.research.sweep-point"
 
 
 @dataclass(frozen=True)
 class Shared:
-    """What the parent decided once and every point reads: the model, the prepared data's digest,
-    the normalization (so every variant uses the same one), and the base files under ``root``."""
+    """What the parent decided once and every point reads: the prepare config as decided (the data
+    name, image size and normalization settled, so every variant uses the same ones), the model's
+    and the prepared data's digests, and the base files under ``root``."""
 
     root: str
-    model: str
-    arch: str | None
-    num_classes: int | None
-    trust_model: bool
-    data: str
-    image_size: int | None
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    prepare: PrepareConfig
     model_sha256: str
     data_digest: str  # the eval and calibration arrays
     base_params: int
     base_macs: int
     transfer: dict  # attack set name -> file relative to root
 
-    @property
-    def normalize(self) -> str:
-        """The normalization as --normalize text: ``MEAN/STD`` with full float precision."""
-        return f"{','.join(map(repr, self.mean))}/{','.join(map(repr, self.std))}"
-
 
 @dataclass(frozen=True)
 class PointTask:
     """One point to build: a picklable description (a Ray task argument). ``device``: where its torch
-    work runs, as --device text for the process that builds it (``cuda`` in a Ray task: the GPU Ray
+    work runs, as ``device`` text for the process that builds it (``cuda`` in a Ray task: the GPU Ray
     assigned it, see :func:`edgerobust.research.runners.point_device`)."""
 
     config: SweepConfig
@@ -82,13 +68,16 @@ def point_key(config: SweepConfig, v: Variant, shared: Shared) -> str:
     """sha256 of every input that changes the point's result (not latency, not the runner or which GPU).
 
     A point built with torch on CUDA is keyed apart from one built on the CPU (float sums, and so
-    fine-tuned weights, differ); a CPU point's key is the one it had before sweeps took --device.
+    fine-tuned weights, differ); a CPU point's key is the one it had before sweeps took a ``device``.
     """
+    from edgerobust.workstation.devices import resolve_device
+
     pc, tc = _resolved(config, v)
-    kind = config.torch_device.type
-    desc = {"tool": __version__, "model": shared.model_sha256, "arch": shared.arch, "num_classes": shared.num_classes,
-            "data": shared.data, "image_size": shared.image_size, "data_digest": shared.data_digest,
-            "norm": [shared.mean, shared.std], "seed": config.seed, "eval_samples": config.eval_samples,
+    kind = resolve_device(config.prepare.device).type
+    sp = shared.prepare
+    desc = {"tool": __version__, "model": shared.model_sha256, "arch": sp.arch, "num_classes": sp.num_classes,
+            "data": sp.data, "image_size": sp.image_size, "data_digest": shared.data_digest,
+            "norm": [sp.normalize.mean, sp.normalize.std], "seed": sp.seed, "eval_samples": sp.eval_samples,
             "sparsity": v.sparsity, "group": v.group, "prune": asdict(pc) if v.sparsity > 0 else None,
             "finetune": asdict(tc) if v.sparsity > 0 else None, "precisions": config.precisions,
             "threats": config.threats, "specs": [asdict(s) for s in config.specs], "quant": asdict(config.quant)}
@@ -119,7 +108,7 @@ def build_point(task: PointTask) -> dict:
     with atomic_dir(root / task.folder, overwrite=True) as tmp:
         models = _make_models(task, tmp)
     ev = EvalSet.load(root / "eval.npz")
-    scores = score_models(models, root, ev, cfg.threats, cfg.specs, task.shared.transfer, cfg.profile)
+    scores = score_models(models, root, ev, cfg.threats, cfg.specs, task.shared.transfer, cfg.latency_profile)
     rels = {m.path for m in models} | {p for m in models for p in m.whitebox.values()}
     record = {"key": task.key, "variant": task.variant.label, "models": [m.to_dict() for m in models],
               "sets": [asdict(s) for s in scores], "files": {r: sha256_file(root / r) for r in sorted(rels)}}
@@ -143,11 +132,9 @@ def _make_models(task: PointTask, tmp: Path) -> list[Built]:
 
     pc, tc = _resolved(cfg, v)
     int8 = "int8" in cfg.precisions
-    res = compress(CompressConfig(
-        model=sh.model, arch=sh.arch, num_classes=sh.num_classes, trust_model=sh.trust_model, data=sh.data,
-        image_size=sh.image_size, normalize=sh.normalize, allow_weak_base=True, seed=cfg.seed,
-        eval_samples=cfg.eval_samples, prune=pc, finetune=tc, int8=int8, quant=cfg.quant, out=tmp / "bundle",
-        max_int8_drop=None, max_prune_drop=None, device=task.device, overwrite=True))  # a sweep measures every point; gates hide some
+    res = compress(CompressConfig(  # a sweep measures every point: no gates, which would hide some
+        replace(sh.prepare, device=task.device), prune=pc, finetune=tc, int8=int8, quant=cfg.quant,
+        out=tmp / "bundle", max_int8_drop=None, min_int8_agreement=None, max_prune_drop=None, overwrite=True))
     ft = {k: (x if isinstance(x, (int, float, str, bool, type(None))) else str(x)) for k, x in asdict(tc).items()}
     common = dict(group=v.group, sparsity=v.sparsity, params=res.prune.params_after, macs=res.prune.macs_after,
                   macs_reduction=res.prune.macs_reduction, finetune=ft)
@@ -170,7 +157,8 @@ def _whitebox(task: PointTask, tmp: Path, fp32_path: Path) -> dict[str, str]:
     from edgerobust.workstation.whitebox import whitebox_sets
 
     sh, specs = task.shared, task.config.specs
-    target = PixelModel(load_model(tmp / "bundle" / "pruned.pt").model, sh.mean, sh.std).eval()
+    norm = sh.prepare.normalize
+    target = PixelModel(load_model(tmp / "bundle" / "pruned.pt").model, norm.mean, norm.std).eval()
     ev = EvalSet.load(Path(sh.root) / "eval.npz")
     with on_device(target, resolve_device(task.device)) as model:
         sets = whitebox_sets(model, ev.x, ev, list(specs), False, fp32_sha256=sha256_file(fp32_path),

@@ -25,11 +25,9 @@ def run_demo(out: Path = Path("export/demo"), model: str = "digits-resnet", retr
              eps: str = DEFAULT_EPS, profile: str | None = None, seed: int = 0, device: str = "auto") -> DemoResult:
     from edgerobust.workstation.attacks import make_specs
     from edgerobust.device.audit import AuditConfig, audit
-    from edgerobust.workstation.compress import CompressConfig, compress
-    from edgerobust.workstation.finetune import TrainConfig
-    from edgerobust.workstation.prune import PruneConfig
-    from edgerobust.workstation.quantize import QuantConfig
-    from edgerobust.device.report import write_report
+    from edgerobust.workstation.compress import compress
+    from edgerobust.workstation.configs import CompressConfig, PrepareConfig, PruneConfig, TrainConfig
+    from edgerobust.device.render.report import write_report
     from edgerobust.workstation.zoo import train_zoo
 
     out = Path(out)
@@ -40,12 +38,11 @@ def run_demo(out: Path = Path("export/demo"), model: str = "digits-resnet", retr
         out.parent.mkdir(parents=True, exist_ok=True)
         train_zoo(model, ckpt, seed=seed, device=device)
     else:
-        ui.info(f"[bold]1/3[/bold] reusing {ckpt} (pass --retrain to train it again)")
+        ui.info(f"[bold]1/3[/bold] reusing {ckpt} (`retrain` to train it again)")
     ui.info("[bold]2/3[/bold] compressing: sparsity 0.5, int8, FGSM + PGD sets crafted on the base model")
     cres = compress(CompressConfig(
-        model=ckpt, seed=seed, prune=PruneConfig(sparsity=0.5, seed=seed), finetune=TrainConfig(epochs=3, seed=seed),
-        int8=True, quant=QuantConfig(), attacks=tuple(make_specs(DEFAULT_ATTACKS, eps, seed=seed)), out=out,
-        name="demo", overwrite=True, device=device))
+        PrepareConfig(ckpt, seed=seed, device=device), prune=PruneConfig(sparsity=0.5), finetune=TrainConfig(epochs=3),
+        int8=True, attacks=tuple(make_specs(DEFAULT_ATTACKS, eps, seed=seed)), out=out, name="demo", overwrite=True))
     ui.info("[bold]3/3[/bold] auditing the deployed model on this host")
     report = audit(AuditConfig(model=cres.bundle / "model.onnx", profile=profile))
     folder = write_report(report)

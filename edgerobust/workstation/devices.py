@@ -1,4 +1,4 @@
-"""Where torch runs: `--device auto|cpu|cuda|cuda:N`.
+"""Where torch runs: `device` auto, cpu, cuda or cuda:N.
 
 Every torch step of the workstation half (importance scores, fine-tuning, MRS sensitivity,
 attack crafting, white-box sets) runs on the model's device; code that feeds a model numpy
@@ -27,15 +27,15 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cpu")
     m = re.fullmatch(r"cuda(?::(\d+))?", text)
     if not m:
-        raise UsageError(f"Unknown --device '{spec}'.", fix=f"Use one of: {CHOICES}.")
+        raise UsageError(f"Unknown `device` '{spec}'.", fix=f"Use one of: {CHOICES}.")
     if not torch.cuda.is_available():
-        raise UsageError(f"--device {text} asks for CUDA, but torch sees no CUDA GPU on this host.",
+        raise UsageError(f"`device` {text} asks for CUDA, but torch sees no CUDA GPU on this host.",
                          why=f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}) reports "
                              "torch.cuda.is_available() == False.",
-                         fix="Use --device cpu (or auto), or run on a machine with an NVIDIA GPU and a CUDA build of torch.")
+                         fix="Use `device` cpu (or auto), or run on a machine with an NVIDIA GPU and a CUDA build of torch.")
     index = int(m.group(1) or 0)
     if index >= torch.cuda.device_count():
-        raise UsageError(f"--device {text}: this host has {torch.cuda.device_count()} CUDA device(s).",
+        raise UsageError(f"`device` {text}: this host has {torch.cuda.device_count()} CUDA device(s).",
                          fix=f"Use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
     return torch.device("cuda", index)
 

@@ -95,13 +95,13 @@ def _export_either(model: nn.Module, example: torch.Tensor, path: Path) -> str:
                           why=f"the TorchScript exporter: {first}; the dynamo exporter: "
                               f"{type(exc).__name__}: {str(exc)[:300]}",
                           fix="Models with data-dependent control flow or custom ops may need changes to export; "
-                              "a larger --image-size helps where adaptive pooling is the cause.") from exc
+                              "a larger `image_size` helps where adaptive pooling is the cause.") from exc
 
 
 @contextlib.contextmanager
 def _quiet_stdout():
     """Silence the exporters' prints (the TorchScript one writes its IR graph to fd 1 from C++ on failure),
-    which would corrupt a caller's --json output."""
+    which would corrupt a caller's JSON output."""
     import os
     import sys
 
@@ -198,4 +198,4 @@ def require_parity(p: Parity, what: str) -> None:
             f"(tolerance {p.atol * max(1.0, p.logit_scale):.1e}), top-1 agreement {p.top1_agreement:.2%} "
             f"(required {p.min_agreement:.0%}) on {p.n} samples.",
             why="ONNX export changed the model's computation; shipping it would misreport everything downstream.",
-            fix="Check for ops that export differently (custom layers, in-place tricks); --parity-atol relaxes the check.")
+            fix="Check for ops that export differently (custom layers, in-place tricks); `parity_atol` relaxes the check.")

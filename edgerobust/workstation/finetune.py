@@ -1,6 +1,6 @@
 """Training and fine-tuning loops: standard, PGD-AT or TRADES; evaluation each epoch, best weights kept.
 
-Modes (:data:`MODES`, ``TrainConfig.mode``):
+Modes (``TrainConfig.mode``, named in :data:`edgerobust.registries.FINETUNE_MODES`):
 
 - ``standard``: cross-entropy on clean (shift-augmented) batches.
 - ``pgd-at``: Madry et al. 2018 (arXiv:1706.06083): cross-entropy on Linf PGD examples crafted
@@ -27,66 +27,13 @@ import torch.nn.functional as F
 
 from edgerobust import ui
 from edgerobust.workstation.devices import model_device
-from edgerobust.errors import UsageError
+from edgerobust.workstation.configs import TrainConfig
 
 OPTIMIZERS = {
     "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True),
     "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
     "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
 }
-
-
-# name -> what the mode trains on (the --finetune choices; see the module docstring)
-MODES: dict[str, str] = {
-    "standard": "cross-entropy on clean inputs",
-    "pgd-at": "cross-entropy on PGD examples (Madry et al. 2018)",
-    "trades": "CE(clean) + beta * KL(adv || clean) (Zhang et al. 2019)",
-}
-MODE_ALIASES = {"adversarial": "pgd-at", "pgd": "pgd-at", "at": "pgd-at"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to (fine-)tune: epochs, optimizer by name, learning rate (cosine-decayed), batch size."""
-
-    epochs: int = 3
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    seed: int = 0
-    augment_shift: int = 1  # random translation by up to N pixels (0 disables)
-    mode: str = "standard"  # one of MODES
-    adv_eps: float = 8 / 255  # Linf radius of the training attack, in [0, 1] pixel units
-    adv_steps: int = 7  # PGD steps of the inner maximization
-    adv_alpha: float | None = None  # PGD step size; default 2.5 * adv_eps / adv_steps
-    trades_beta: float = 6.0  # TRADES weight of the KL (robustness) term
-    robust_val_samples: int = 256  # validation samples attacked each epoch to pick the best one
-
-    def __post_init__(self) -> None:
-        mode = MODE_ALIASES.get(str(self.mode).strip().lower(), str(self.mode).strip().lower())
-        if mode not in MODES:
-            raise UsageError(f"Unknown fine-tuning mode '{self.mode}'.",
-                             fix=f"Use one of: {', '.join(MODES)} (or 'adversarial', an alias of pgd-at).")
-        object.__setattr__(self, "mode", mode)
-        if not (isinstance(self.adv_eps, (int, float)) and math.isfinite(self.adv_eps) and 0 < self.adv_eps <= 1):
-            raise UsageError(f"--adv-eps must be in (0, 1] pixel units; got {self.adv_eps}.", fix="Try --adv-eps 8/255.")
-        if isinstance(self.adv_steps, bool) or not isinstance(self.adv_steps, int) or self.adv_steps < 1:
-            raise UsageError(f"--adv-steps must be an integer >= 1; got {self.adv_steps!r}.", fix="Try --adv-steps 7.")
-        if self.adv_alpha is not None and not (math.isfinite(self.adv_alpha) and self.adv_alpha > 0):
-            raise UsageError(f"The adversarial step size must be positive; got {self.adv_alpha}.")
-        if not (math.isfinite(self.trades_beta) and self.trades_beta >= 0):
-            raise UsageError(f"--trades-beta must be >= 0; got {self.trades_beta}.", fix="Try --trades-beta 6.")
-        if self.robust_val_samples < 1:
-            raise UsageError(f"robust_val_samples must be >= 1; got {self.robust_val_samples}.")
-        if self.epochs < 0:
-            raise UsageError(f"Epochs must be >= 0; got {self.epochs}.")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"The learning rate must be a positive number; got {self.lr}.")
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"Unknown optimizer '{self.optimizer}'.", fix=f"Use one of: {', '.join(OPTIMIZERS)}.")
-        if self.batch_size < 1:
-            raise UsageError(f"The batch size must be >= 1; got {self.batch_size}.")
 
 
 @dataclass
@@ -211,8 +158,10 @@ def _shift(xb: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-          config: TrainConfig, description: str = "fine-tune") -> TrainResult:
-    """Train ``model`` (a pixel-space model) in place; the weights of the best validation epoch are kept."""
+          config: TrainConfig, description: str = "fine-tune", seed: int = 0) -> TrainResult:
+    """Train ``model`` (a pixel-space model) in place; the weights of the best validation epoch are kept.
+
+    ``seed`` seeds the batch order, the shifts and the attacks of the adversarial modes."""
     import time
 
     t0 = time.perf_counter()
@@ -222,14 +171,14 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
 
     def val_robust() -> float:
         return robust_accuracy(model, x_val[:n_rob], y_val[:n_rob], config.adv_eps, config.adv_steps,
-                               config.adv_alpha, seed=config.seed)
+                               config.adv_alpha, seed=seed)
 
     if config.epochs == 0:
         result.best_val_acc = accuracy(model, x_val, y_val)
         if adversarial:
             result.best_val_robust_acc = val_robust()
         return result
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = OPTIMIZERS[config.optimizer](params, config.lr, config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(x) / config.batch_size))

@@ -27,7 +27,7 @@ the pairs differ after the re-layout: there a few outputs can differ in their la
 :func:`rewrite_checked` compares the two models on real inputs and keeps the plain one if they
 disagree.
 
-Measured against the plain int8 model, interleaved (AMD EPYC, AVX-512 VNNI; README, "The CPU int8
+Measured against the plain int8 model, interleaved (AMD EPYC, AVX-512 VNNI; docs/benchmarks.md, "The CPU int8
 ceiling"): resnet18 0.5 + int8 (7x7 stem) 1.14-1.15x faster at batch 1 (1.16x with one thread)
 and 1.09-1.19x at batch 8; mobilenet_v2 0.5 + int8 (3x3 stem) 1.04-1.07x at batch 1 (1.08x with
 one thread) and 0.96-1.04x at batch 8. An earlier form that did the space-to-depth with a one-hot

@@ -1,5 +1,5 @@
-"""Loading a PyTorch model safely: state_dicts with --arch, self-describing checkpoints, and
-whole pickled modules only with --trust-model.
+"""Loading a PyTorch model safely: state_dicts with `arch`, self-describing checkpoints, and
+whole pickled modules only with `trust_model`.
 
 Nothing in a model file runs unless the user said so: every file is first read with
 ``torch.load(weights_only=True)``, which unpickles tensors and plain containers only.
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgerobust.device.bundle import sha256_file
+from edgerobust.device.files.bundle import sha256_file
 from edgerobust.defaults import ARCH_HELP
 from edgerobust.errors import ModelLoadError, UnsafeModelError, UsageError
 from edgerobust.workstation.nets import ZOO
@@ -42,7 +42,7 @@ class LoadedModel:
     info: dict = field(default_factory=dict)  # checkpoint metadata (metrics, training recipe)
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # architectures by name
 
 
@@ -81,7 +81,7 @@ def build_arch(arch: str, num_classes: int | None, in_channels: int | None = Non
         try:
             timm = importlib.import_module("timm")
         except ImportError as exc:
-            raise UsageError("--arch timm:... needs the 'timm' package.", fix="pip install timm") from exc
+            raise UsageError("`arch` timm:... needs the 'timm' package.", fix="pip install timm") from exc
         if name not in timm.list_models():
             raise UsageError(f"timm has no model '{name}'.", fix="See timm.list_models() for the names.")
         try:
@@ -92,19 +92,19 @@ def build_arch(arch: str, num_classes: int | None, in_channels: int | None = Non
         mod = _import_user_module(scheme, arch)
         factory = getattr(mod, name, None)
         if not callable(factory):
-            raise UsageError(f"'{scheme}' has no callable '{name}' (from --arch {arch}).")
+            raise UsageError(f"'{scheme}' has no callable '{name}' (from `arch` {arch}).")
         params = inspect.signature(factory).parameters
         accepted = {k: v for k, v in kwargs.items()
                     if k in params or any(p.kind == p.VAR_KEYWORD for p in params.values())}
         model = factory(**accepted)
         if not isinstance(model, nn.Module):
-            raise UsageError(f"--arch {arch} returned a {type(model).__name__}, not a torch.nn.Module.")
+            raise UsageError(f"`arch` {arch} returned a {type(model).__name__}, not a torch.nn.Module.")
         return model
-    raise UsageError(f"Cannot read --arch '{arch}'.", fix=f"Use {_arch_help()}.")
+    raise UsageError(f"Cannot read `arch` '{arch}'.", fix=f"Use {_arch_help()}.")
 
 
 def _import_user_module(module: str, arch: str):
-    """Import ``module`` of --arch module:factory, looking in the current folder first (as pytest and
+    """Import ``module`` of `arch` module:factory, looking in the current folder first (as pytest and
     uvicorn do), then on the Python path."""
     import sys
 
@@ -115,7 +115,7 @@ def _import_user_module(module: str, arch: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise UsageError(f"Cannot import the module '{module}' named in --arch {arch}.", why=str(exc),
+        raise UsageError(f"Cannot import the module '{module}' named in `arch` {arch}.", why=str(exc),
                          fix=f"Run from the folder that holds {module.replace('.', '/')}.py, or install it "
                              "or put its folder on PYTHONPATH.") from exc
     finally:
@@ -123,7 +123,7 @@ def _import_user_module(module: str, arch: str):
             sys.path.remove(cwd)
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # self-describing checkpoints
 
 
@@ -196,7 +196,7 @@ def apply_structure(model: nn.Module, structure: dict, state_dict: dict) -> nn.M
     return model
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # loading
 
 
@@ -225,11 +225,11 @@ def load_model(path: str | Path, arch: str | None = None, num_classes: int | Non
     state = _find_state_dict(obj)
     if state is None:
         raise ModelLoadError(f"'{path}' holds a {type(obj).__name__}, not a model or a state_dict.",
-                             fix="Save model.state_dict() (and pass --arch), or an edgerobust checkpoint.")
+                             fix="Save model.state_dict() (and pass `arch`), or an edgerobust checkpoint.")
     if not arch:
         raise UsageError(f"'{path}' is a state_dict (weights without the architecture).",
                          why="A state_dict does not say which network the weights belong to.",
-                         fix=f"Pass --arch naming it: {_arch_help()}.")
+                         fix=f"Pass `arch` naming it: {_arch_help()}.")
     nc = num_classes or _infer_num_classes(state)
     model = build_arch(arch, nc, state=state)
     _load_state(model, state, path, arch, nc)
@@ -261,7 +261,7 @@ def _check_file(path: Path) -> None:
             raise ModelLoadError(f"'{path}' is a torch.export archive (ExportedProgram).",
                                  why="Structural pruning rewrites layers in place, which needs the eager "
                                      "torch.nn.Module; an exported graph is frozen.",
-                                 fix="Save the eager model's state_dict() and pass --arch.")
+                                 fix="Save the eager model's state_dict() and pass `arch`.")
         if "data.pkl" not in base:
             raise ModelLoadError(f"'{path}' is a zip archive but not a PyTorch model file.",
                                  fix="Pass a file written by torch.save().")
@@ -271,7 +271,7 @@ def _torchscript_error(path: Path) -> ModelLoadError:
     return ModelLoadError(f"'{path}' is a TorchScript archive.",
                           why="Structural pruning rewrites layers in place, which needs the eager "
                               "torch.nn.Module; TorchScript holds a compiled graph.",
-                          fix="Save the eager model's state_dict() and pass --arch.")
+                          fix="Save the eager model's state_dict() and pass `arch`.")
 
 
 def _safe_load(path: Path, trust_model: bool) -> Any:
@@ -291,8 +291,8 @@ def _safe_load(path: Path, trust_model: bool) -> Any:
                 f"'{path}' is a pickled Python object that needs code to be run to load it.",
                 why="Unpickling a whole nn.Module imports and calls code named inside the file; a "
                     "malicious file can run anything on this machine. edgerobust refused to do that.",
-                fix="If you trust where this file came from, pass --trust-model. Better: save "
-                    "model.state_dict() and pass --arch.") from exc
+                fix="If you trust where this file came from, pass `trust_model`. Better: save "
+                    "model.state_dict() and pass `arch`.") from exc
     except Exception as exc:  # torch raises RuntimeError/EOFError/ValueError/... on corrupt files
         raise _corrupt(path, exc) from exc
     try:
@@ -352,10 +352,10 @@ def _load_state(model: nn.Module, state: dict, path: Path, arch: str, nc: int | 
             details.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
         if unexpected:
             details.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise ModelLoadError(f"The weights in '{path}' do not fit --arch {arch}"
+        raise ModelLoadError(f"The weights in '{path}' do not fit `arch` {arch}"
                              + (f" with {nc} classes" if nc else "") + ".",
                              why="; ".join(details),
-                             fix="Check --arch and --num-classes against how the model was built.")
+                             fix="Check `arch` and `num_classes` against how the model was built.")
     model.load_state_dict(state)
 
 
@@ -368,7 +368,7 @@ def _from_checkpoint(obj: dict, path: Path, sha: str, num_classes: int | None) -
     if not isinstance(arch, str) or not isinstance(nc, int):
         raise ModelLoadError(f"The checkpoint '{path}' lacks its arch or num_classes.")
     if num_classes is not None and num_classes != nc:
-        raise UsageError(f"--num-classes {num_classes} contradicts the checkpoint '{path}', which has {nc} classes.")
+        raise UsageError(f"`num_classes` {num_classes} contradicts the checkpoint '{path}', which has {nc} classes.")
     spec = obj.get("input") or {}
     shape = spec.get("shape") or [None, None]
     state = obj.get("state_dict")

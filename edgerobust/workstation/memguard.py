@@ -7,7 +7,8 @@ the process without a word. :func:`guard` watches the process's resident memory 
 ``/proc/self/status``) from a background thread and, past the limit, raises an exception into the
 guarded thread at its next Python instruction; the guard turns it (and any MemoryError or
 RecursionError of the step) into a :class:`ResourceError` naming the step, the architecture and
-what to try, long before the kernel would kill the process.
+what to try, long before the kernel would kill the process. :func:`time_limit` stops a step the
+same way when it runs past a number of seconds (torch-pruning's graph walk on ReXNet ran for hours).
 
 The limit: ``max_memory`` (bytes, or a text like ``"8G"``/``"512M"``), else the environment
 variable ``EDGEROBUST_MAX_MEMORY``, else :func:`default_limit` (85% of what the host has available
@@ -24,7 +25,7 @@ import os
 import re
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from edgerobust.errors import EdgeRobustError
 
@@ -37,9 +38,17 @@ class ResourceError(EdgeRobustError):
     """A step would need more memory (or recursion depth) than this machine, or the limit, allows."""
 
 
-class _OverLimit(BaseException):
-    """Raised into the guarded thread by the watcher (a BaseException: library code that catches
+class _Fired(BaseException):
+    """Raised into the guarded thread by a watcher (a BaseException: library code that catches
     Exception cannot swallow it)."""
+
+
+class _OverLimit(_Fired):
+    """The memory limit was passed."""
+
+
+class _OverTime(_Fired):
+    """The time limit was passed."""
 
 
 def _status_kb(field: str) -> int | None:
@@ -100,30 +109,35 @@ def _gb(n: int) -> str:
     return f"{n / 2**30:.1f} GB"
 
 
-def _raise_in(thread_id: int) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(_OverLimit))
+def _raise_in(thread_id: int, exc: type[_Fired]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
 
 
 class _Watcher(threading.Thread):
-    """Polls RSS; past the limit it raises _OverLimit into the guarded thread, again every poll until the
-    guard stops it (an exception delivered inside a finalizer or a C callback is swallowed there)."""
+    """Polls RSS (against ``limit``) or the clock (against ``deadline``, a time.monotonic()); past it, it
+    raises ``exc`` into the guarded thread, again every poll until the guard stops it (an exception
+    delivered inside a finalizer or a C callback is swallowed there)."""
 
-    def __init__(self, target_thread: int, limit: int):
+    def __init__(self, target_thread: int, limit: int | None = None, deadline: float | None = None,
+                 exc: type[_Fired] = _OverLimit):
         super().__init__(daemon=True, name="edgerobust-memguard")
-        self.target_thread, self.limit = target_thread, limit
+        self.target_thread, self.limit, self.deadline, self.exc = target_thread, limit, deadline, exc
         self.lock = threading.Lock()
         self.stopped = False
         self.fired_at: int | None = None
 
     def run(self) -> None:
         while True:
-            rss = rss_bytes()
+            rss = rss_bytes() if self.limit is not None else None
             with self.lock:
-                if self.stopped or rss is None:
+                if self.stopped or (self.limit is not None and rss is None):
                     return
-                if rss > self.limit:
+                if self.limit is not None and rss > self.limit:
                     self.fired_at = rss
-                    _raise_in(self.target_thread)
+                    _raise_in(self.target_thread, self.exc)
+                elif self.deadline is not None and time.monotonic() > self.deadline:
+                    self.fired_at = 0
+                    _raise_in(self.target_thread, self.exc)
             time.sleep(POLL_SECONDS)
 
     def halt(self) -> None:
@@ -134,7 +148,7 @@ class _Watcher(threading.Thread):
                     self.stopped = True
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target_thread), None)
                 return
-            except _OverLimit:
+            except _Fired:
                 continue
 
 
@@ -145,8 +159,8 @@ def _error(step: str, arch: str | None, limit: int | None, used: int | None, cau
         f"Stopped {step}{who}: it needed more memory than allowed{figures}.",
         why=f"{cause} Structural pruning traces the model and walks its dependency graph; some architectures "
             "(shifted-window attention, block/grid partitions) make that graph explode.",
-        fix=f"Try a smaller input (--image-size), uniform rather than global pruning (no --global-pruning), "
-            f"or leave the blocks that explode unpruned (library: PruneConfig(ignore_layers=...)); raise the "
+        fix=f"Try a smaller input (`image_size`), uniform rather than global pruning (no `global_pruning`), "
+            f"or leave the blocks that explode unpruned (`ignore_layers`); raise the "
             f"limit with {ENV}=16G if the machine has the memory.")
 
 
@@ -163,7 +177,7 @@ def guard(step: str, arch: str | None = None, max_memory: str | int | float | No
         raise _error(step, arch, limit, now, "The process already held more than the limit before the step began.")
     watcher = None
     if limit is not None and threading.current_thread() is threading.main_thread():
-        watcher = _Watcher(threading.get_ident(), limit)
+        watcher = _Watcher(threading.get_ident(), limit=limit)
         watcher.start()
     try:
         try:
@@ -178,3 +192,25 @@ def guard(step: str, arch: str | None = None, max_memory: str | int | float | No
         raise _error(step, arch, limit, rss_bytes(), f"The allocator failed ({exc or 'MemoryError'}).") from None
     except RecursionError:
         raise _error(step, arch, limit, rss_bytes(), "Its recursion went deeper than Python allows.") from None
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, error: Callable[[], BaseException]) -> Iterator[None]:
+    """Run the block for at most ``seconds`` (None: no limit); past them, stop it and raise ``error()``.
+
+    Like :func:`guard`, the calling thread is interrupted at its next Python instruction, wherever
+    it is (a graph walk in a library's loop), so a step that would run for hours stops on time with
+    the message ``error`` builds from what the step was doing. Only the main thread is watched.
+    """
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    watcher = _Watcher(threading.get_ident(), deadline=time.monotonic() + seconds, exc=_OverTime)
+    watcher.start()
+    try:
+        try:
+            yield
+        finally:
+            watcher.halt()
+    except _OverTime:
+        raise error() from None

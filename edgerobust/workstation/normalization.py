@@ -1,11 +1,11 @@
-"""Which input normalization a model expects: parsed from `--normalize`, or decided from evidence.
+"""Which input normalization a model expects: parsed from `normalize`, or decided from evidence.
 
 torch-free: the decision takes accuracies that the caller measured.
 
 A model trained on raw [0, 1] pixels and one trained on standardized pixels look alike from
 outside. Where the checkpoint does not record its normalization and the user does not name it,
-`--normalize auto` evaluates the base model under each candidate on held-out samples and takes
-the clearly better one; when none is clearly better it refuses, naming the flag.
+`normalize` auto evaluates the base model under each candidate on held-out samples and takes
+the clearly better one; when none is clearly better it refuses, naming the field.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgerobust.errors import DataError, UsageError
-from edgerobust.device.stats import mcnemar_exact
+from edgerobust.device.scores.stats import mcnemar_exact
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-# The --normalize choices (a registry: CLI help is built from it).
+# The `normalize` choices (a registry: CLI help is built from it).
 CHOICES: dict[str, str] = {
     "auto": "the checkpoint's own if it records one; else the base is evaluated without normalization and "
             "with the data's (and ImageNet's, for 3-channel data) on validation samples, and the clearly "
@@ -41,7 +41,7 @@ def choices_help() -> str:
 
 @dataclass(frozen=True)
 class NormSpec:
-    """A parsed --normalize: a kind (auto, none, data, imagenet, custom) and, for custom, the values."""
+    """A parsed `normalize`: a kind (auto, none, data, imagenet, custom) and, for custom, the values."""
 
     kind: str
     mean: tuple[float, ...] | None = None
@@ -55,12 +55,12 @@ class NormSpec:
             return tuple(data_mean), tuple(data_std)
         mean, std = IMAGENET if self.kind == "imagenet" else (self.mean, self.std)
         if self.kind == "imagenet" and channels != 3:
-            raise UsageError(f"--normalize imagenet is for 3-channel images; these have {channels}.",
-                             fix="Pass --normalize none, data, or MEAN/STD.")
+            raise UsageError(f"`normalize` imagenet is for 3-channel images; these have {channels}.",
+                             fix="Pass `normalize` none, data, or MEAN/STD.")
         if len(mean) == 1 and channels > 1:
             mean, std = mean * channels, std * channels
         if len(mean) != channels or len(std) != channels:
-            raise UsageError(f"--normalize gives {len(mean)} mean and {len(std)} std values but the images have "
+            raise UsageError(f"`normalize` gives {len(mean)} mean and {len(std)} std values but the images have "
                              f"{channels} channels.", fix="Give one value, or one per channel.")
         return tuple(mean), tuple(std)
 
@@ -69,24 +69,24 @@ def _numbers(text: str, what: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"Cannot read the {what} values '{text}' of --normalize.",
-                         fix="Write e.g. --normalize 0.485,0.456,0.406/0.229,0.224,0.225.") from None
+        raise UsageError(f"Cannot read the {what} values '{text}' of `normalize`.",
+                         fix="Write e.g. `normalize` 0.485,0.456,0.406/0.229,0.224,0.225.") from None
     return vals
 
 
 def parse_normalize(text: str | None, mean=None, std=None) -> NormSpec:
-    """``--normalize`` text (and the older --mean/--std pair, which wins when given) as a NormSpec."""
+    """``normalize`` text (and the older ``mean``/``std`` pair, which wins when given) as a NormSpec."""
     if mean is not None or std is not None:
         if mean is None or std is None:
-            raise UsageError("--mean and --std go together: pass both or neither.")
+            raise UsageError("`mean` and `std` go together: pass both or neither.")
         if text not in (None, "auto"):
-            raise UsageError("--normalize and --mean/--std say the same thing twice.", fix="Pass one of them.")
+            raise UsageError("`normalize` and `mean`/`std` say the same thing twice.", fix="Pass one of them.")
         return _custom(tuple(mean), tuple(std))
     t = (text or "auto").strip().lower()
     if t in ("auto", "none", "data", "imagenet"):
         return NormSpec(t)
     if "/" not in t:
-        raise UsageError(f"Unknown --normalize '{text}'.", fix=f"Use one of: {choices_help()}.")
+        raise UsageError(f"Unknown `normalize` '{text}'.", fix=f"Use one of: {choices_help()}.")
     m, _, s = t.partition("/")
     return _custom(_numbers(m, "mean"), _numbers(s, "std"))
 
@@ -117,7 +117,7 @@ class Decision:
 
 
 def decide(correct: dict[str, np.ndarray]) -> tuple[str, str]:
-    """The clearly better candidate, with the reason; else DataError naming --normalize.
+    """The clearly better candidate, with the reason; else DataError naming `normalize`.
 
     ``correct`` holds, per candidate, whether the base got each of the same samples right.
     Clearly better: a lead of CLEAR_MARGIN_POINTS, or of at least 1 point that an exact McNemar
@@ -139,7 +139,7 @@ def decide(correct: dict[str, np.ndarray]) -> tuple[str, str]:
                     f"point with p < {CLEAR_P_VALUE:g}).",
                     why="The checkpoint does not record it, and every guess would change what the robustness "
                         "figures mean (eps is measured in pixels, before normalization).",
-                    fix=f"Pass --normalize naming what the model was trained with: "
+                    fix=f"Pass `normalize` naming what the model was trained with: "
                         f"{', '.join(k for k in CHOICES if k != 'auto')}.")
 
 
@@ -153,4 +153,4 @@ def weak_base_check(accuracy: float, chance: float, n: int, allow: bool) -> str 
         return what + " Every robustness figure of it says little."
     raise DataError(what, why="A model that does not work on the data has no robustness to measure; usually the "
                               "data, the normalization or the checkpoint is not the one the model was trained with.",
-                    fix="Check --data, --normalize, --arch/--num-classes; pass --allow-weak-base to go on anyway.")
+                    fix="Check `data`, `normalize`, `arch`/`num_classes`; pass `allow_weak_base` to go on anyway.")

@@ -13,47 +13,19 @@ import numpy as np
 import torch
 
 from edgerobust import ui
-from edgerobust.workstation.data import Dataset, Splits, load_data, split
+from edgerobust.workstation.data import Dataset, HeldOut, Splits, load_data, split
 from edgerobust.workstation.devices import describe, resolve_device
 from edgerobust.errors import DataError, UsageError
+from edgerobust.workstation.configs import PrepareConfig
 from edgerobust.workstation.export import INPUT_NAME
 from edgerobust.workstation.finetune import predict
 from edgerobust.workstation.load import LoadedModel, load_model
 from edgerobust.workstation.nets import PixelModel
-from edgerobust.workstation.normalization import Decision, NormSpec, decide, parse_normalize, weak_base_check
+from edgerobust.workstation.normalization import Decision, NormSpec, decide, weak_base_check
 
+# where the evaluation rows came from (data.HeldOut.source), for the status line
+EVAL_FROM = {"test": "the source's own test split", "eval_data": "`eval_data`", "random": "a random split"}
 VAL_CHECK_SAMPLES = 512  # validation samples the normalization and weak-base checks use
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """Which model, which data, how to split it, which normalization.
-
-    ``normalize`` is a --normalize text (auto, none, data, imagenet, MEAN/STD) or a NormSpec.
-    """
-
-    model: str | Path
-    arch: str | None = None
-    num_classes: int | None = None
-    trust_model: bool = False
-    data: str | None = None  # default: the checkpoint's own data, else digits
-    image_size: int | None = None
-    normalize: str | NormSpec = "auto"
-    seed: int = 0
-    eval_samples: int = 1000
-    calib_samples: int = 256
-    allow_weak_base: bool = False
-    device: str = "auto"  # where torch runs: auto, cpu, cuda, cuda:N (edgerobust.workstation.devices)
-
-    def __post_init__(self) -> None:
-        if self.image_size is not None and self.image_size < 1:
-            raise UsageError(f"--image-size must be a positive number of pixels; got {self.image_size}.")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise UsageError(f"--num-classes must be >= 2; got {self.num_classes}.")
-        if self.eval_samples < 1:
-            raise UsageError(f"--eval-samples must be >= 1; got {self.eval_samples}.")
-        if isinstance(self.normalize, str):
-            object.__setattr__(self, "normalize", parse_normalize(self.normalize))
 
 
 @dataclass
@@ -83,6 +55,11 @@ class Prepared:
         """``net`` (taking normalized input) as a pixel-space model with this normalization."""
         return PixelModel(net, self.norm.mean, self.norm.std)
 
+    @property
+    def held_out(self) -> HeldOut:
+        """Where the evaluation rows came from, and whether they may overlap the model's training data."""
+        return self.splits.held_out
+
     def input_spec(self) -> dict:
         ds = self.dataset
         names = ds.class_names if ds.num_classes == self.num_classes else [str(i) for i in range(self.num_classes)]
@@ -101,11 +78,36 @@ def resolve_data(data: str | None, image_size: int | None, loaded: LoadedModel) 
     shape = spec.get("shape")
     if shape and list(ds.input_shape) != list(shape[1:]):
         raise DataError(f"The data '{data}' has images of shape {ds.input_shape}, but the checkpoint was "
-                        f"trained on {tuple(shape[1:])}.", fix="Pass --image-size or data of the right shape.")
+                        f"trained on {tuple(shape[1:])}.", fix="Give `image_size` or data of the right shape.")
     if loaded.num_classes and ds.num_classes > loaded.num_classes:
         raise DataError(f"The data '{data}' has {ds.num_classes} classes but the model outputs {loaded.num_classes}.",
-                        fix="Use data with the model's classes, or --num-classes when loading a state_dict.")
+                        fix="Use data with the model's classes, or `num_classes` when loading a state_dict.")
     return ds, data, image_size
+
+
+def _eval_data(spec: str, image_size: int | None, ds: Dataset) -> Dataset:
+    """The separate evaluation source ``spec`` (its own test part if it has one), checked against ``ds``."""
+    e = load_data(spec, image_size=image_size)
+    e = e.test if e.test is not None else e
+    if e.input_shape != ds.input_shape:
+        raise DataError(f"The evaluation data '{spec}' has images of shape {e.input_shape}; the data has "
+                        f"{ds.input_shape}.", fix="Give `eval_data` of the same shape (or the same `image_size`).")
+    if e.num_classes > ds.num_classes:
+        raise DataError(f"The evaluation data '{spec}' has labels up to {e.num_classes - 1}; the data has "
+                        f"{ds.num_classes} classes.", fix="Give `eval_data` with the same classes.")
+    return e
+
+
+def _trained_on_this_split(loaded: LoadedModel, data: str, image_size: int | None, seed: int) -> bool:
+    """Does the checkpoint say it was trained on the training part of split(data, seed)? edgerobust's
+    own checkpoints record it (``info.trained_on``; zoo checkpoints from before that, by their seed)."""
+    info, spec = loaded.info or {}, loaded.input_spec or {}
+    t = info.get("trained_on")
+    if not isinstance(t, dict) and str(loaded.arch or "").startswith("zoo:") and "seed" in info:
+        t = {"data": spec.get("data"), "image_size": spec.get("image_size"), "seed": info["seed"]}
+    if not isinstance(t, dict):
+        return False
+    return t.get("data") == data and t.get("seed") == seed and (t.get("image_size") or None) == (image_size or None)
 
 
 def check_runs(net: torch.nn.Module, example: torch.Tensor, data: str) -> int:
@@ -116,7 +118,7 @@ def check_runs(net: torch.nn.Module, example: torch.Tensor, data: str) -> int:
     except Exception as exc:  # the model's own shape errors
         raise DataError(f"The model rejects inputs of shape {tuple(example.shape[1:])} from '{data}'.",
                         why=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                        fix="Use data with the channels and size the model expects (--image-size).") from exc
+                        fix="Use data with the channels and size the model expects (`image_size`).") from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise DataError("The model does not return a (batch, classes) tensor of logits.",
                         why=f"It returned {type(out).__name__} {getattr(out, 'shape', '')}.")
@@ -149,7 +151,7 @@ def _decide_norm(spec: NormSpec, loaded: LoadedModel, ds: Dataset, val: Dataset)
         choice, reason = decide(correct)
     else:
         choice = next(iter(cands))
-        reason = "recorded in the checkpoint" if source == "checkpoint" else "given with --normalize/--mean/--std"
+        reason = "recorded in the checkpoint" if source == "checkpoint" else "given (`normalize`)"
     mean, std = values[choice]
     return Decision(choice=choice, source=source, mean=mean, std=std, reason=reason,
                     val_accuracy=accs, val_samples=len(y)), accs[choice]
@@ -167,11 +169,18 @@ def _check_samples(sp: Splits) -> Dataset:
 
 def prepare(cfg: PrepareConfig) -> Prepared:
     """Load the model and data, split them deterministically, decide the normalization, check the base."""
+    if cfg.model is None:
+        raise UsageError("No `model` to prepare.", fix="Give the model file's path.")
     device = resolve_device(cfg.device)  # a CUDA request on a host without CUDA stops here, before any work
     torch.manual_seed(cfg.seed)
     loaded = load_model(cfg.model, arch=cfg.arch, num_classes=cfg.num_classes, trust_model=cfg.trust_model)
     ds, data_name, image_size = resolve_data(cfg.data, cfg.image_size, loaded)
-    sp = split(ds, seed=cfg.seed, eval_samples=cfg.eval_samples, calib_samples=cfg.calib_samples)
+    eval_ds = _eval_data(cfg.eval_data, image_size, ds) if cfg.eval_data else None
+    sp = split(ds, seed=cfg.seed, eval_samples=cfg.eval_samples, calib_samples=cfg.calib_samples, eval_ds=eval_ds)
+    if sp.held_out.may_overlap_training and _trained_on_this_split(loaded, data_name, image_size, cfg.seed):
+        sp.held_out = HeldOut("random", False, f"the evaluation rows were drawn at random (seed {cfg.seed}) from "
+                                               f"'{data_name}', and the checkpoint records training on the "
+                                               "training part of this same seeded split, which holds none of them")
     example = torch.from_numpy(sp.eval.x[:1])
     width = check_runs(loaded.model, example, data_name)
     if ds.num_classes > width:
@@ -182,6 +191,13 @@ def prepare(cfg: PrepareConfig) -> Prepared:
     val = _check_samples(sp)
     norm, val_acc = _decide_norm(cfg.normalize, loaded, ds, val)
     warnings = []
+    if sp.held_out.may_overlap_training:
+        overlap = (f"The evaluation rows may overlap the model's training data: {sp.held_out.why}. Accuracy on "
+                   "them, clean and adversarial, is then an upper bound for the base. Give held-out rows: "
+                   "x_train/y_train with x_test/y_test (or x_val/y_val) in the npz, train/ and test/ "
+                   "sub-folders, or `eval_data`.")
+        ui.warn(overlap)
+        warnings.append(overlap)
     chance = float(np.bincount(val.y[:VAL_CHECK_SAMPLES]).max() / max(1, len(val.y[:VAL_CHECK_SAMPLES])))
     weak = weak_base_check(val_acc, chance, len(val.y[:VAL_CHECK_SAMPLES]), cfg.allow_weak_base)
     if weak:
@@ -194,6 +210,6 @@ def prepare(cfg: PrepareConfig) -> Prepared:
     ui.info(f"normalization: {norm.choice} (mean {mean_txt}; std {std_txt}): {norm.reason}")
     ui.info(f"{Path(str(cfg.model)).name}: {loaded.kind} {loaded.arch or type(loaded.model).__name__}, "
             f"{num_classes} classes; data {data_name} {ds.input_shape}, split train {len(sp.train)} / "
-            f"val {len(sp.val)} / eval {len(sp.eval)} (seed {cfg.seed})")
+            f"val {len(sp.val)} / eval {len(sp.eval)} (seed {cfg.seed}; eval rows: {EVAL_FROM[sp.held_out.source]})")
     return Prepared(loaded=loaded, dataset=ds, splits=sp, data_name=data_name, image_size=image_size, norm=norm,
                     base=base, num_classes=num_classes, seed=cfg.seed, warnings=warnings, device=device)

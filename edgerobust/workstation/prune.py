@@ -6,12 +6,13 @@
 counts; torch-pruning removes the channels, dependency-aware), so compression grows with ``s``;
 the result carries the realized figures per layer and a warning where they fall far from ``s``.
 The classifier's output layer is never pruned. Importance criteria are looked up by name in
-:data:`CRITERIA`.
+:data:`CRITERIA`, under the names of :data:`edgerobust.registries.CRITERIA`. The config is
+:class:`edgerobust.workstation.configs.PruneConfig`.
 """
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,103 +24,45 @@ import torch.nn.functional as F
 import torch_pruning as tp
 
 from edgerobust import ui
-from edgerobust.workstation import memguard
-from edgerobust.workstation import prune_plan
+from edgerobust.workstation import memguard, prune_arch, prune_graph, prune_plan
 from edgerobust.errors import EdgeRobustError, UsageError
-from edgerobust.workstation.torchvision_support import shuffle_blocks, tolerant_reshape_mapping, unprunable_layers, windowed
+from edgerobust.workstation.configs import PruneConfig
+from edgerobust.workstation.prune_graph import PruneError
+from edgerobust.workstation.target import DEFAULT_ROUND_TO
+
+__all__ = ["CRITERIA", "PruneError", "PruneResult", "count", "dependency_graph", "ignored_layers", "output_layers",
+           "prunable_layers", "prune"]
 
 
-class PruneError(EdgeRobustError):
-    """torch-pruning cannot prune this architecture as it is: refused with the cause and what to try."""
-
-# name -> (factory of a torch-pruning Importance, needs gradients, help)
-def _forward(model: nn.Module, x):
-    return model(x)
+def dependency_graph(net: nn.Module, example, progress: prune_graph.Progress | None = None) -> prune_graph.Graph:
+    """torch-pruning's dependency graph of ``net``, traced on ``example``, with channel splits mapped
+    right and each group walked once (edgerobust.workstation.prune_graph)."""
+    return prune_graph.build(net, example, progress)
 
 
-def dependency_graph(net: nn.Module, example) -> "tp.DependencyGraph":
-    """torch-pruning's dependency graph of ``net``, traced on ``example``.
+@contextlib.contextmanager
+def _graph_work(label: str, seconds: float | None, show_progress: bool):
+    """A :class:`prune_graph.Progress` for the block's graph work, with a status line when ``show_progress``,
+    stopped by :func:`memguard.time_limit` once ``seconds`` (:func:`prune_graph.budget_seconds`) are spent."""
+    seconds = prune_graph.budget_seconds(seconds)
+    bar = ui.task(f"dependency graph of {label}", total=None) if show_progress \
+        else contextlib.nullcontext(lambda *a, **k: None)
+    with bar as advance:
+        progress = prune_graph.Progress(label, seconds, report=lambda status: advance(1, status))  # 1 group
+        with memguard.time_limit(seconds, progress.error):
+            yield progress
 
-    The forward function is given explicitly: without one, torch-pruning runs ``model(*inputs)`` in a
-    bare ``try/except`` and retries on any exception, which swallows a Ctrl-C that lands during the
-    trace (the run then carried on and wrote its bundle).
-    """
-    return tp.DependencyGraph().build_dependency(net, example_inputs=example, forward_fn=_forward)
 
-
-CRITERIA: dict[str, tuple[Callable[[], object], bool, str]] = {
-    "l1": (lambda: tp.importance.MagnitudeImportance(p=1), False, "L1 norm of each channel's weights"),
-    "l2": (lambda: tp.importance.MagnitudeImportance(p=2), False, "L2 norm of each channel's weights"),
-    "taylor": (lambda: tp.importance.TaylorImportance(), True,
-               "first-order Taylor |w * dL/dw| on calibration batches (Molchanov et al. 2019)"),
-    "bn-scale": (lambda: tp.importance.BNScaleImportance(), False,
-                 "|gamma| of the BatchNorm after each channel (Network Slimming)"),
-    "random": (lambda: tp.importance.RandomImportance(), False, "random channels: the baseline criterion"),
-    "fpgm": (lambda: tp.importance.FPGMImportance(), False, "distance to the geometric median (He et al. 2019)"),
-    "lamp": (lambda: tp.importance.LAMPImportance(), False, "layer-adaptive magnitude (Lee et al. 2021)"),
+# A criterion (named in registries.CRITERIA) -> (factory of a torch-pruning Importance, needs gradients)
+CRITERIA: dict[str, tuple[Callable[[], object], bool]] = {
+    "l1": (lambda: tp.importance.MagnitudeImportance(p=1), False),
+    "l2": (lambda: tp.importance.MagnitudeImportance(p=2), False),
+    "taylor": (lambda: tp.importance.TaylorImportance(), True),
+    "bn-scale": (lambda: tp.importance.BNScaleImportance(), False),
+    "random": (lambda: tp.importance.RandomImportance(), False),
+    "fpgm": (lambda: tp.importance.FPGMImportance(), False),
+    "lamp": (lambda: tp.importance.LAMPImportance(), False),
 }
-
-
-# name -> how per-layer ratios are chosen (--ratios)
-RATIO_MODES: dict[str, str] = {
-    "uniform": "the same ratio (--sparsity) for every prunable layer",
-    "global": "channels ranked across the whole network at the same overall ratio (torch-pruning's global pruning)",
-    "mrs": "module robustness sensitivity: layers whose weights matter most to the adversarial loss are "
-           "pruned less, the channel-weighted mean kept at --sparsity (edgerobust.workstation.sensitivity)",
-}
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """How to prune: per-layer channel ratio, criterion by name, rounding, iterative steps.
-
-    ``round_to``: every layer keeps a multiple of it (rounded up, at least one multiple; see
-    edgerobust.workstation.prune_plan). ``ratios`` (a key of :data:`RATIO_MODES`) picks how per-layer ratios are chosen;
-    ``global_pruning=True`` is the same as ``ratios="global"``. The ``mrs_*`` fields set the
-    sensitivity measurement of ``ratios="mrs"`` (see edgerobust.workstation.sensitivity): relative weight
-    perturbation bound, ascent steps, the Linf eps of the fixed PGD batch, and how many
-    calibration samples it is crafted from.
-    """
-
-    sparsity: float = 0.5
-    criterion: str = "l2"
-    global_pruning: bool = False
-    round_to: int = 8
-    iterative_steps: int = 1
-    seed: int = 0
-    ratios: str = "uniform"
-    mrs_eps_rel: float = 0.1
-    mrs_steps: int = 10
-    mrs_attack_eps: float = 8 / 255
-    mrs_samples: int = 128
-    ignore_layers: tuple[str, ...] = ()  # module names (and their sub-modules) whose output channels stay
-
-    def __post_init__(self) -> None:
-        if self.ratios not in RATIO_MODES:
-            raise UsageError(f"Unknown --ratios '{self.ratios}'.", fix=f"Use one of: {', '.join(RATIO_MODES)}.")
-        if self.global_pruning and self.ratios == "mrs":
-            raise UsageError("--global-pruning and --ratios mrs exclude each other.",
-                             why="Global pruning ranks channels across layers; mrs sets a ratio per layer.",
-                             fix="Pass one of them (--ratios global is the same as --global-pruning).")
-        if self.global_pruning or self.ratios == "global":
-            object.__setattr__(self, "global_pruning", True)
-            object.__setattr__(self, "ratios", "global")
-        if not (math.isfinite(self.mrs_eps_rel) and self.mrs_eps_rel > 0):
-            raise UsageError(f"mrs_eps_rel must be positive; got {self.mrs_eps_rel}.")
-        if self.mrs_steps < 1 or self.mrs_samples < 1:
-            raise UsageError(f"mrs_steps and mrs_samples must be >= 1; got {self.mrs_steps}, {self.mrs_samples}.")
-        if not (math.isfinite(self.mrs_attack_eps) and 0 < self.mrs_attack_eps <= 1):
-            raise UsageError(f"mrs_attack_eps must be in (0, 1]; got {self.mrs_attack_eps}.")
-        if not (isinstance(self.sparsity, (int, float)) and 0.0 < self.sparsity < 1.0):
-            raise UsageError(f"--sparsity must be strictly between 0 and 1; got {self.sparsity}.",
-                             why="It is the fraction of channels removed from each layer: 0 removes nothing, 1 everything.",
-                             fix="Try --sparsity 0.5.")
-        if self.criterion not in CRITERIA:
-            raise UsageError(f"Unknown pruning criterion '{self.criterion}'.", fix=f"Use one of: {', '.join(CRITERIA)}.")
-        if self.round_to < 1:
-            raise UsageError(f"--round-to must be >= 1; got {self.round_to}.")
-        if self.iterative_steps < 1:
-            raise UsageError(f"--iterative-steps must be >= 1; got {self.iterative_steps}.")
 
 
 @dataclass
@@ -144,6 +87,7 @@ class PruneResult:
     ratios: str = "uniform"
     honest: bool = True
     warnings: list[str] = field(default_factory=list)
+    kept: list[dict] = field(default_factory=list)  # {name, reason}: groups kept whole (prune_arch.cut_constraint)
 
     @property
     def macs_reduction(self) -> float:
@@ -188,7 +132,7 @@ def ignored_layers(net: nn.Module, names: tuple[str, ...] | list[str]) -> list[n
     modules = dict(net.named_modules())
     unknown = [n for n in names if n not in modules]
     if unknown:
-        raise UsageError(f"--ignore-layers names layers the model lacks: {', '.join(unknown[:5])}.",
+        raise UsageError(f"`ignore_layers` names layers the model lacks: {', '.join(unknown[:5])}.",
                          fix=f"Layer names look like: {', '.join(list(modules)[1:6])}.")
     return [m for n in names for m in modules[n].modules()]
 
@@ -205,8 +149,55 @@ def _refuse_unsupported(arch: str):
             f"torch-pruning could not prune {arch}.",
             why=f"{type(exc).__name__} inside the dependency graph: {str(exc)[:200]}. The model holds an "
                 "operation whose channel mapping torch-pruning does not know.",
-            fix="Leave the blocks around that operation unpruned (--ignore-layers NAME,...; library: "
-                "PruneConfig(ignore_layers=...)).") from exc
+            fix="Leave the blocks around that operation unpruned: name them in `ignore_layers`.") from exc
+
+
+def _check_runs(net: nn.Module, example: torch.Tensor, plans: list[prune_plan.GroupPlan], arch: str) -> None:
+    """Run the pruned ``net`` once; where a module's forward fails, :func:`_named_failure` says which."""
+    try:
+        with torch.no_grad():
+            net(example)
+    except Exception as exc:
+        raise _named_failure(exc, net, plans, arch) or exc
+
+
+def _named_failure(exc: Exception, net: nn.Module, plans: list[prune_plan.GroupPlan], arch: str) -> PruneError | None:
+    """A PruneError naming the module of ``net`` whose forward raised ``exc`` once pruned, and the layers to
+    name in `ignore_layers`: the first layer of every pruned group whose channels pass through a module
+    of its kind (None where no forward of ``net`` raised it)."""
+    failing = _failing_module(exc, net)
+    if failing is None:
+        return None
+    name, kind, alike = failing
+    inside = {m for n in alike for m in dict(net.named_modules())[n].modules()}
+    roots = [p.name for p in plans if p.kept < p.channels and any(
+        prune_graph.owner_of(p.group._DG, item.dep.target) in inside for item in p.group)]
+    order = {n: i for i, (n, _) in enumerate(net.named_modules())}
+    names = sorted(roots, key=lambda n: order.get(n, 0)) or alike
+    listed = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+    error = PruneError(
+        f"torch-pruning could not prune {arch}: once pruned, `{name}` ({kind}) fails.",
+        why=f"{type(exc).__name__} in its forward: {str(exc)[:200]}. It computes with channel counts it "
+            "stored, or reshapes channels in a way torch-pruning's graph does not follow.",
+        fix=f"Leave the channels that pass through {kind} unpruned: name them in `ignore_layers` ({listed}).")
+    error.__cause__ = exc
+    return error
+
+
+def _failing_module(exc: BaseException, net: nn.Module) -> tuple[str, str, list[str]] | None:
+    """(name, class, names of every module of that class) of the innermost module of ``net`` whose forward
+    raised ``exc``, or None where no forward of ``net`` is in its traceback."""
+    names = {m: n for n, m in net.named_modules() if n}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        me = tb.tb_frame.f_locals.get("self")
+        if tb.tb_frame.f_code.co_name == "forward" and isinstance(me, nn.Module) and me in names:
+            found = me
+        tb = tb.tb_next
+    if found is None:
+        return None
+    return names[found], type(found).__name__, [n for m, n in names.items() if type(m) is type(found)]
 
 
 def _channels(m: nn.Module) -> int | None:
@@ -219,28 +210,34 @@ def _channels(m: nn.Module) -> int | None:
     return None
 
 
-def prunable_layers(net: nn.Module, example: torch.Tensor, num_classes: int) -> dict[str, nn.Module]:
+def prunable_layers(net: nn.Module, example: torch.Tensor, num_classes: int,
+                    graph_seconds: float | None = None) -> dict[str, nn.Module]:
     """The layers torch-pruning prunes, by module name of ``net``: the root of each dependency group.
 
     Layers coupled in one group (the convs feeding one residual sum) are pruned together with
     the ratio of the group's root, so per-layer ratios are given for these names only.
+    ``graph_seconds``: the time budget of the graph work (:func:`prune_graph.budget_seconds`).
     """
     net.eval()
-    dg = dependency_graph(net, example)
-    names = {m: n for n, m in net.named_modules()}
     out: dict[str, nn.Module] = {}
-    for group in dg.get_all_groups(ignored_layers=output_layers(net, num_classes),
-                                   root_module_types=[nn.modules.conv._ConvNd, nn.Linear]):
-        root = group[0].dep.target.module
-        if root in names and _channels(root):
-            out[names[root]] = root
+    ignored = output_layers(net, num_classes) + prune_arch.unprunable_layers(net)
+    with _graph_work(type(net).__name__, graph_seconds, False) as progress, prune_arch.reshape_context(net):
+        dg = dependency_graph(net, example, progress)
+        for plan in prune_plan.plan_groups(net, dg, ignored, 1, _constraint(net, dg)):
+            if not plan.kept_because and _channels(plan.root):
+                out[plan.name] = plan.root
     return out
+
+
+def _constraint(net: nn.Module, dg):
+    return lambda group, channels: prune_arch.cut_constraint(net, dg, group, channels)
 
 
 def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: PruneConfig,
           calib: tuple[np.ndarray, np.ndarray] | None = None,
           normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-          ratios: dict[str, float] | None = None, show_progress: bool = True, warn: bool = True) -> PruneResult:
+          ratios: dict[str, float] | None = None, show_progress: bool = True, warn: bool = True,
+          seed: int = 0, graph_seconds: float | None = None) -> PruneResult:
     """Prune ``net`` in place (it takes normalized input; ``example`` is a normalized batch).
 
     ``calib`` (pixel-space images, labels) feeds gradient-based criteria such as taylor;
@@ -248,13 +245,20 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
     ratios by module name, overriding ``config.sparsity`` for those layers. Every layer keeps the
     channel count of :func:`edgerobust.workstation.prune_plan.kept_channels`; ``warn`` prints the result's
     warnings (realized compression far from the requested one) with the layers that deviate.
+    ``seed`` seeds random choices (the random criterion). ``config.round_to`` None keeps
+    multiples of :data:`DEFAULT_ROUND_TO`. ``graph_seconds`` bounds the time of the dependency-graph
+    work (:func:`edgerobust.workstation.prune_graph.budget_seconds`): past it, a PruneError names the
+    layer whose group it was collecting. Layers that must keep their channels (edgerobust.workstation.prune_arch)
+    are kept and named in the result's warnings.
     """
     t0 = time.perf_counter()
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seed)
+    if config.round_to is None:
+        config = dataclasses.replace(config, round_to=DEFAULT_ROUND_TO)
     net.eval()
     macs0, params0 = count(net, example)
     before = {name: _channels(m) for name, m in net.named_modules() if _channels(m) is not None}
-    imp_factory, needs_grad, _ = CRITERIA[config.criterion]
+    imp_factory, needs_grad = CRITERIA[config.criterion]
     if needs_grad and calib is None:
         raise UsageError(f"The '{config.criterion}' criterion needs data to compute gradients.")
     modules = dict(net.named_modules())
@@ -266,39 +270,70 @@ def prune(net: nn.Module, example: torch.Tensor, num_classes: int, config: Prune
         p.requires_grad_(True)
     label = type(net).__name__
     overrides = {modules[n]: float(r) for n, r in (ratios or {}).items()}
-    # channel shuffles: torch-pruning's reshape mapping made safe (edgerobust.workstation.torchvision_support)
-    shuffle = tolerant_reshape_mapping(skip_all=windowed(net)) if shuffle_blocks(net) or windowed(net) \
-        else contextlib.nullcontext()
-    with memguard.guard("pruning", arch=label), _refuse_unsupported(label), shuffle:
-        plans = _prune_in_place(net, example, num_classes, config, (calib, normalize), overrides, show_progress)
+    # channel shuffles, window partitions, fused attention: reshape mappings made safe (prune_arch)
+    with memguard.guard("pruning", arch=label), _refuse_unsupported(label), prune_arch.reshape_context(net):
+        plans = _prune_in_place(net, example, num_classes, config, (calib, normalize), overrides, show_progress,
+                                graph_seconds)
         net.eval()
-        macs1, params1 = count(net, example)  # the pruned model must still run
+        _check_runs(net, example, plans, label)  # the pruned model must still run
+        macs1, params1 = count(net, example)
     rows = prune_plan.layer_rows(net, before, plans, _channels)
     result = PruneResult(params_before=params0, params_after=params1, macs_before=macs0, macs_after=macs1,
                          layers=rows, requested_sparsity=config.sparsity, round_to=config.round_to,
                          ratios=config.ratios)
     result.honest, result.warnings, deviating = prune_plan.check(
         config.sparsity, result.macs_reduction, rows, config.round_to, config.ratios)
-    if windowed(net):
-        result.warnings.insert(0, f"{label}: only the hidden layers of its MLPs were pruned; torch-pruning cannot "
-                                  "map channels through its window partitions, so the residual stream, attention "
-                                  "and convolutions keep their channels.")
+    result.kept = [{"name": p.name, "reason": p.kept_because} for p in plans if p.kept_because]
+    result.warnings[:0] = _kept_warnings(net, label, result.kept)
     if warn:
         _print_warnings(result, deviating)
     result.seconds = time.perf_counter() - t0
     return result
 
 
+def _kept_warnings(net: nn.Module, label: str, kept: list[dict], limit: int = 5) -> list[str]:
+    """What kept its channels because torch-pruning cannot prune it safely, with the layers named."""
+    out = []
+    if prune_arch.windowed(net):
+        out.append(f"{label}: only the hidden layers of its MLPs were pruned; torch-pruning cannot map channels "
+                   "through its window partitions, so the residual stream, attention and convolutions keep their "
+                   "channels.")
+    elif prune_arch.attention_modules(net):
+        names = [n or label for n, _ in prune_arch.attention_modules(net)]
+        shown = ", ".join(f"`{n}`" for n in names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit
+                                                               else "")
+        out.append(f"{label}: the layers inside its {len(names)} attention module(s) ({shown}) keep their channels, "
+                   "and so does the residual stream their projections write to; torch-pruning cannot map channels "
+                   "through the per-head reshape of a fused qkv projection. The rest of the model was pruned.")
+    inside = prune_arch.kept_modules(net)
+    if inside:
+        kind = type(inside[0][1]).__name__
+        shown = ", ".join(f"`{n}`" for n, _ in inside[:limit]) + (f" and {len(inside) - limit} more"
+                                                                  if len(inside) > limit else "")
+        out.append(f"{label}: the layers inside its {len(inside)} {kind} module(s) ({shown}) keep their channels: "
+                   f"it {prune_arch.KEEP_INSIDE[prune_arch.class_key(inside[0][1])]}.")
+    if kept:
+        shown = "; ".join(f"`{k['name']}`: {k['reason']}" for k in kept[:limit])
+        more = f"; and {len(kept) - limit} more (every one is in the result)" if len(kept) > limit else ""
+        out.append(f"{label}: {len(kept)} group(s) of coupled layers keep their channels, named by their first "
+                   f"layer: {shown}{more}.")
+    return out
+
+
 def _prune_in_place(net: nn.Module, example: torch.Tensor, num_classes: int, config: PruneConfig, data,
-                    overrides: dict[nn.Module, float], show_progress: bool) -> list[prune_plan.GroupPlan]:
+                    overrides: dict[nn.Module, float], show_progress: bool,
+                    graph_seconds: float | None = None) -> list[prune_plan.GroupPlan]:
     """Plan every dependency group's kept channels and remove the rest (the body of :func:`prune`);
     ``data`` is (calib, normalize) for gradient criteria."""
     calib, normalize = data
-    imp_factory, needs_grad, _ = CRITERIA[config.criterion]
+    imp_factory, needs_grad = CRITERIA[config.criterion]
     importance = imp_factory()
-    dg = dependency_graph(net, example)
-    ignored = output_layers(net, num_classes) + ignored_layers(net, config.ignore_layers) + unprunable_layers(net)
-    plans = prune_plan.plan_groups(net, dg, ignored, config.round_to)
+    ignored = output_layers(net, num_classes) + ignored_layers(net, config.ignore_layers) \
+        + prune_arch.unprunable_layers(net)
+    label = type(net).__name__
+    with _graph_work(label, graph_seconds, show_progress) as progress:
+        dg = dependency_graph(net, example, progress)
+        plans = prune_plan.plan_groups(net, dg, ignored, config.round_to, _constraint(net, dg))
     if config.global_pruning:
         if needs_grad:
             _accumulate_grads(net, calib, normalize)
@@ -312,8 +347,14 @@ def _prune_in_place(net: nn.Module, example: torch.Tensor, num_classes: int, con
         for step in range(1, steps + 1):
             if needs_grad:
                 _accumulate_grads(net, calib, normalize)
-            _prune_step(dg, plans, importance, step / steps, first=step == 1)
-            _fix_after_pruning(net)
+            with _graph_work(label, graph_seconds, False) as progress:
+                if step > 1:  # index mappings hold the sizes traced before the last step
+                    dg = dependency_graph(net, example, progress)
+                _prune_step(dg, plans, importance, step / steps, first=step == 1)
+            try:
+                prune_arch.fix_after_pruning(net, example)
+            except Exception as exc:
+                raise _named_failure(exc, net, plans, label) or exc
             net.zero_grad(set_to_none=True)
             advance(1, f"step {step}/{steps}")
     return plans
@@ -324,7 +365,10 @@ def _prune_step(dg, plans: list[prune_plan.GroupPlan], importance, done: float, 
     """Remove, in every group, the lowest-ranked channels down to ``done`` of the way to its plan.
 
     Channels are ranked within each group by ``importance`` (torch-pruning's Importance on the
-    group); grouped layers lose the same channels in each channel group, as in torch-pruning.
+    group); channels that must go together (the same channel of each part of a grouped convolution
+    or an equal split, channels tied by a gate: prune_plan.channel_classes) are ranked by their mean
+    and removed together. Every group is collected and ranked on the model as this step found it, then removed
+    (:class:`edgerobust.workstation.prune_graph.Remover`).
     """
     chosen = []
     for p in plans:
@@ -335,18 +379,17 @@ def _prune_step(dg, plans: list[prune_plan.GroupPlan], importance, done: float, 
         n = (current - target) // g
         if n <= 0:
             continue
-        # the planned group is valid until the first removal anywhere (index mappings change)
-        imp = importance(p.group if first else dg.get_pruning_group(p.root, handler, list(range(current))))
-        if imp is None or imp.numel() != current:  # not ranked: the plan is missed, and check() says so
-            continue
-        size = current // g
-        imp = imp.detach().float().cpu().view(g, size).mean(0)
-        order = torch.argsort(imp)[:n]
-        chosen.append((p.root, handler, sorted(int(i) + k * size for k in range(g) for i in order)))
-    for root, handler, idxs in chosen:
-        group = dg.get_pruning_group(root, handler, idxs)
-        if dg.check_pruning_group(group):
-            group.prune()
+        group = p.group if first else dg.get_pruning_group(p.root, handler, list(range(current)))
+        classes = p.classes if first else prune_plan.channel_classes(current, g, getattr(group, "ties", ()))
+        imp = importance(group)
+        if imp is None or imp.numel() != current or not classes or len(classes[0]) != g:
+            continue  # not ranked: the plan is missed, and check() says so
+        imp = imp.detach().float().cpu()
+        order = torch.argsort(torch.stack([imp[c].mean() for c in classes]))[:n]
+        chosen.append((group, [i for k in order for i in classes[int(k)]]))
+    remover = prune_graph.Remover(dg)
+    for group, idxs in chosen:
+        remover.prune(group, idxs)
 
 
 def _print_warnings(result: PruneResult, deviating: list[dict], limit: int = 12) -> None:
@@ -369,17 +412,3 @@ def _accumulate_grads(net: nn.Module, calib: tuple[np.ndarray, np.ndarray], norm
         xb = normalize(xb) if normalize is not None else xb
         loss = F.cross_entropy(net(xb), torch.from_numpy(y[i:i + 64]), reduction="sum") / len(x)
         loss.backward()
-
-
-def _fix_after_pruning(net: nn.Module) -> None:
-    """Update attributes that torch-pruning cannot see but forward() relies on."""
-    import sys
-
-    vt = sys.modules.get("torchvision.models.vision_transformer")
-    if vt is None:  # no torchvision model can be in play
-        return
-    VisionTransformer = vt.VisionTransformer
-    for m in net.modules():
-        if isinstance(m, VisionTransformer):
-            # torchvision reshapes with self.hidden_dim in _process_input
-            m.hidden_dim = m.conv_proj.out_channels

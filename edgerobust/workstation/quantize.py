@@ -5,6 +5,7 @@ torch-free: it works on ONNX files and numpy arrays.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -16,26 +17,23 @@ import numpy as np
 import onnx
 
 from edgerobust import ui
-from edgerobust.errors import QualityGateError, UsageError
+from edgerobust.errors import QualityGateError
+from edgerobust.workstation.configs import QuantConfig
 
-CALIBRATION = ("minmax", "entropy", "percentile")
-MODES = ("static", "dynamic")
-# How static int8 is written: "qdq" (QuantizeLinear/DequantizeLinear pairs around float ops,
-# which onnxruntime fuses into integer kernels when the session is built, and TensorRT reads)
-# or "qoperator" (the integer ops themselves: QLinearConv, QLinearAdd...). "auto": the target's.
-FORMATS = ("auto", "qdq", "qoperator")
-# Which compute layers stay fp32. "auto" (the default) lets compress try AUTO_ORDER and keep the
-# first choice whose accuracy drop passes --max-int8-drop: everything int8 is fastest (resnet18
-# at 224, pruned 0.5: 4.6x over fp32 with all layers int8, 2.6x with the first conv and its
-# max-pool left in fp32), but the first layer sees raw pixels through few input channels and can
-# lose the most accuracy (digits-cnn: 99.2% fp32 -> 94.7% with it quantized, 99.2% kept in fp32).
-# quantize() on its own has no accuracy to check, so there "auto" means the first of AUTO_ORDER.
-KEEP_FP32 = ("auto", "none", "first", "last", "ends")
+# Which compute layers stay fp32 (QuantConfig.keep_fp32, named in registries.KEEP_FP32). "auto" (the
+# default) lets compress try AUTO_ORDER and keep the first choice whose accuracy drop passes the
+# int8 gate (max_int8_drop): everything int8 is fastest (resnet18 at 224, pruned 0.5: 4.6x over
+# fp32 with all layers int8, 2.6x with the first conv and its max-pool left in fp32), but the
+# first layer sees raw pixels through few input channels and can lose the most accuracy
+# (digits-cnn: 99.2% fp32 -> 94.7% with it quantized, 99.2% kept in fp32). quantize() on its own
+# has no accuracy to check, so there "auto" means the first of AUTO_ORDER.
 AUTO_ORDER = ("none", "first", "ends")
-# The first convolution as written by ONNX Runtime ("plain"), or rewritten on space-to-depth input
-# for onnxruntime's CPU int8 kernels (edgerobust.workstation.int8_stem, same outputs; static QDQ
-# for the CPU target only). compress takes the --profile's compress.int8_stem unless told.
-STEMS = ("plain", "space-to-depth")
+# QuantConfig.format: how static int8 is written: "qdq" (QuantizeLinear/DequantizeLinear pairs
+# around float ops, which onnxruntime fuses into integer kernels when the session is built, and
+# TensorRT reads) or "qoperator" (the integer ops themselves: QLinearConv, QLinearAdd...); "auto":
+# the target's. QuantConfig.stem: the first convolution as written by ONNX Runtime ("plain"), or
+# rewritten on space-to-depth input for onnxruntime's CPU int8 kernels
+# (edgerobust.workstation.int8_stem, same outputs; static QDQ for the CPU target only).
 
 
 @dataclass(frozen=True)
@@ -57,34 +55,6 @@ TARGETS: dict[str, Int8Target] = {
     # TensorRT only supports symmetric int8 for activations and weights (S8S8, zero point 0).
     "tensorrt": Int8Target("int8", "int8", True, "S8S8 symmetric: what TensorRT's int8 path accepts"),
 }
-
-
-@dataclass(frozen=True)
-class QuantConfig:
-    mode: str = "static"
-    calibration: str = "minmax"
-    calib_samples: int = 256
-    per_channel: bool = True
-    target: str = "cpu"
-    keep_fp32: str = "auto"  # one of KEEP_FP32
-    format: str = "auto"  # one of FORMATS
-    stem: str = "plain"  # one of STEMS
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise UsageError(f"Unknown int8 mode '{self.mode}'.", fix=f"Use one of: {', '.join(MODES)}.")
-        if self.calibration not in CALIBRATION:
-            raise UsageError(f"Unknown calibration method '{self.calibration}'.", fix=f"Use one of: {', '.join(CALIBRATION)}.")
-        if self.calib_samples < 1:
-            raise UsageError(f"--calib-samples must be >= 1; got {self.calib_samples}.")
-        if self.keep_fp32 not in KEEP_FP32:
-            raise UsageError(f"Unknown --int8-keep-fp32 '{self.keep_fp32}'.", fix=f"Use one of: {', '.join(KEEP_FP32)}.")
-        if self.format not in FORMATS:
-            raise UsageError(f"Unknown int8 format '{self.format}'.", fix=f"Use one of: {', '.join(FORMATS)}.")
-        if self.stem not in STEMS:
-            raise UsageError(f"Unknown int8 stem '{self.stem}'.", fix=f"Use one of: {', '.join(STEMS)}.")
-        if self.target not in TARGETS:
-            raise UsageError(f"Unknown int8 target '{self.target}'.", fix=f"Use one of: {', '.join(TARGETS)}.")
 
 
 @dataclass
@@ -126,8 +96,13 @@ def _kept_nodes(model: onnx.ModelProto, keep: str) -> list[str]:
 
 
 def quantize(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, config: QuantConfig) -> QuantResult:
-    """Quantize ``fp32_path`` to int8 at ``out_path``."""
+    """Quantize ``fp32_path`` to int8 at ``out_path``, calibrated on every sample of ``calib_x``.
+
+    ``config.int8_target`` None is the CPU preset and ``config.stem`` None the plain stem (what a
+    target profile decides in compress: edgerobust.workstation.target.resolve_target).
+    """
     t0 = time.perf_counter()
+    config = dataclasses.replace(config, int8_target=config.int8_target or "cpu", stem=config.stem or "plain")
     root_logger = logging.getLogger()
     root_level = root_logger.level
     root_logger.setLevel(logging.ERROR)  # ORT's quantizer logs chatty warnings to the root logger
@@ -143,7 +118,7 @@ def _quantize(fp32_path, out_path, calib_x: np.ndarray, config: QuantConfig, t0:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    target = TARGETS[config.target]
+    target = TARGETS[config.int8_target]
     with tempfile.TemporaryDirectory() as td:
         pre = Path(td) / "pre.onnx"
         # Shape inference + graph optimizations (BN folding etc.) before quantization, as ORT recommends.
@@ -165,7 +140,7 @@ def _quantize(fp32_path, out_path, calib_x: np.ndarray, config: QuantConfig, t0:
                              nodes_to_exclude=exclude)
             n_calib = 0
         else:
-            x = calib_x[:config.calib_samples]
+            x = calib_x
             n_calib = len(x)
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}[config.calibration]
@@ -188,7 +163,7 @@ def _quantize(fp32_path, out_path, calib_x: np.ndarray, config: QuantConfig, t0:
     if n_q == 0:
         raise QualityGateError("int8 quantization left the model without any quantized node.",
                                why="ONNX Runtime found no Conv/MatMul/Gemm it could quantize in this graph.",
-                               fix="Drop --int8, or try --int8-mode dynamic for Linear-heavy models.")
+                               fix="Leave `int8` off, or try `int8_mode` dynamic for Linear-heavy models.")
     return QuantResult(mode=config.mode, calibration=config.calibration if config.mode == "static" else "none",
                        calib_samples=n_calib, qdq_nodes=n_q, seconds=time.perf_counter() - t0, stem=stem)
 
@@ -197,10 +172,10 @@ def _stem(out_path, calib_x: np.ndarray, config: QuantConfig) -> str:
     """Rewrite the stem of the int8 model at ``out_path`` in place when it applies and checks out; the note."""
     from edgerobust.workstation.int8_stem import rewrite_checked
 
-    fmt = TARGETS[config.target].format if config.format == "auto" else config.format
-    if config.mode != "static" or fmt != "qdq" or config.target != "cpu":
+    fmt = TARGETS[config.int8_target].format if config.format == "auto" else config.format
+    if config.mode != "static" or fmt != "qdq" or config.int8_target != "cpu":
         return (f"space-to-depth stem not applied: it is written for static QDQ int8 on the CPU target "
-                f"(here {config.mode}, {fmt}, {config.target})")
+                f"(here {config.mode}, {fmt}, {config.int8_target})")
     done = rewrite_checked(onnx.load(str(out_path)), np.asarray(calib_x[:32], dtype=np.float32))
     if done.model is not None:
         onnx.save(done.model, str(out_path))

@@ -180,7 +180,7 @@ def allocate_ratios(scores: Mapping[str, float], target: float, channels: Mappin
 
 
 def mrs_ratios(model: nn.Module, net: nn.Module, example: torch.Tensor, num_classes: int, x, y,
-               config, device: torch.device | None = None) -> tuple[dict[str, float], list[dict]]:
+               config, device: torch.device | None = None, seed: int = 0) -> tuple[dict[str, float], list[dict]]:
     """Per-layer ratios for ``PruneConfig(ratios="mrs")``: (ratios by name of ``net``, table rows).
 
     ``model`` is the pixel-space wrapper of ``net``; ``example`` a normalized input batch for
@@ -196,7 +196,7 @@ def mrs_ratios(model: nn.Module, net: nn.Module, example: torch.Tensor, num_clas
         dev = model_device(model)
         xb, yb = torch.as_tensor(x[:n]).to(dev), torch.as_tensor(y[:n]).to(dev)
         scores = module_sensitivity(model, xb, yb, layers, eps_rel=config.mrs_eps_rel, steps=config.mrs_steps,
-                                    attack_eps=config.mrs_attack_eps, seed=config.seed)
+                                    attack_eps=config.mrs_attack_eps, seed=seed)
     channels = {k: int(m.weight.shape[0]) for k, m in layers.items()}
     ratios = _match_uniform_macs(net, example, num_classes, scores, channels, config)
     rows = [{"name": k, "score": scores[k], "ratio": ratios[k], "channels_before": channels[k]} for k in layers]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from edgerobust import ui
-from edgerobust.device.bundle import EvalSet, sha256_file
+from edgerobust.device.files.bundle import EvalSet, sha256_file
 from edgerobust.errors import QualityGateError
 from edgerobust.workstation.export import export_onnx, onnx_logits, parity_of, require_parity, torch_logits
 from edgerobust.workstation.devices import on_device
@@ -33,7 +33,7 @@ class Pruned:
 
     model: PixelModel
     result: PruneResult
-    sensitivity: list[dict] | None = None  # --ratios mrs: per-layer scores and ratios
+    sensitivity: list[dict] | None = None  # ratios="mrs": per-layer scores and ratios
 
 
 @dataclass
@@ -53,6 +53,7 @@ class Quantized(Exported):
     attempts: list[dict] | None = None
     drop_points: float = 0.0
     agreement: float = 0.0  # top-1 agreement with the fp32 model
+    warning: str | None = None  # said when the agreement is below INT8_AGREEMENT_WARN
 
 
 def prune_stage(prep: Prepared, config: PruneConfig) -> Pruned:
@@ -67,9 +68,9 @@ def prune_stage(prep: Prepared, config: PruneConfig) -> Pruned:
 
         with ui.task("module robustness sensitivity", total=None):
             layer_ratios, sens_rows = mrs_ratios(pruned, net, norm_example, prep.num_classes, calib.x, calib.y, config,
-                                                 device=prep.device)
+                                                 device=prep.device, seed=prep.seed)
     pr = prune(net, norm_example, prep.num_classes, config, calib=(calib.x, calib.y), normalize=prep.normalize,
-               ratios=layer_ratios)
+               ratios=layer_ratios, seed=prep.seed)
     if sens_rows is not None:
         after = {layer["name"]: layer["after"] for layer in pr.layers}
         for row in sens_rows:
@@ -84,7 +85,7 @@ def finetune_stage(prep: Prepared, pruned: Pruned, config: TrainConfig) -> Train
     sp = prep.splits
     with on_device(pruned.model, prep.device) as model:
         return train(model, sp.train.x, sp.train.y, sp.val.x, sp.val.y, config,
-                     description=f"fine-tune ({config.mode}) on {prep.device}")
+                     description=f"fine-tune ({config.mode}) on {prep.device}", seed=prep.seed)
 
 
 def export_stage(prep: Prepared, model: torch.nn.Module, path: Path, parity_atol: float, what: str) -> Exported:
@@ -105,47 +106,70 @@ def prune_gate(base: Exported, pruned: Exported, max_drop: float | None, *, n: i
         raise QualityGateError(
             f"Pruning lost {drop:.1f} accuracy points against the base ({base.accuracy:.2%} -> "
             f"{pruned.accuracy:.2%} on {n} samples, sparsity {sparsity:g}, {epochs} fine-tuning epoch(s)); "
-            f"the limit is --max-prune-drop {max_drop:g}. No bundle was written.",
+            f"the limit is `max_prune_drop` {max_drop:g}. No bundle was written.",
             why="The pruned model is not the same model any more; its robustness would say little about the base's.",
-            fix="Try more --finetune-epochs, a lower --sparsity, or another --criterion (e.g. taylor); "
-                "or raise --max-prune-drop.")
+            fix="Try more fine-tuning (`epochs`), a lower `sparsity`, or another `criterion` (e.g. taylor); "
+                "or raise `max_prune_drop`.")
     return drop
 
 
+INT8_AGREEMENT_WARN = 0.99  # top-1 agreement of int8 with fp32 below which compress says so
+
+
 def quantize_stage(prep: Prepared, fp32: Exported, out: Path, config: QuantConfig,
-                   max_drop: float | None) -> Quantized:
+                   max_drop: float | None, min_agreement: float | None = None) -> Quantized:
     """int8 of ``fp32`` into ``out``; with keep_fp32 'auto' the fastest layout that passes the gate.
 
-    Layouts are tried in AUTO_ORDER (all int8, then the first layer in fp32, then both ends);
-    QualityGateError with every attempt's figures if none loses at most ``max_drop`` points.
+    A layout passes when it loses at most ``max_drop`` accuracy points against fp32 *and* gives
+    the fp32 model's top-1 answer on at least ``min_agreement`` of the evaluation samples (None
+    disables either check): accuracy alone can hide an int8 model that answers differently, with
+    errors that cancel out. Layouts are tried in AUTO_ORDER (all int8, then the first layer in
+    fp32, then both ends); QualityGateError with every attempt's figures if none passes. Below
+    INT8_AGREEMENT_WARN agreement a passing model is shipped with a warning.
     """
     ev = prep.splits.eval
     choices = AUTO_ORDER if config.keep_fp32 == "auto" else (config.keep_fp32,)
     attempts: list[dict] = []
+    ref = fp32.logits.argmax(1)
     for keep in choices:
         quant = replace(config, keep_fp32=keep)
         qr = quantize(fp32.path, out, prep.splits.calib.x, quant)
         logits = onnx_logits(out, ev.x)
         acc = float((logits.argmax(1) == ev.y).mean())
+        agree = float((logits.argmax(1) == ref).mean())
         drop = 100 * (fp32.accuracy - acc)
-        attempts.append({"keep_fp32": keep, "accuracy": acc, "drop_points": drop})
-        if max_drop is None or drop <= max_drop:
+        attempts.append({"keep_fp32": keep, "accuracy": acc, "drop_points": drop, "top1_agreement": agree})
+        failed = [what for what, bad in (
+            (f"lost {drop:.1f} accuracy points against fp32", max_drop is not None and drop > max_drop),
+            (f"gave fp32's top-1 answer on only {agree:.1%} of the samples",
+             min_agreement is not None and agree < min_agreement)) if bad]
+        if not failed:
             break
         if keep != choices[-1]:
-            ui.info(f"int8 with {keep} layers kept in fp32 lost {drop:.1f} points; trying the next layout")
-    if max_drop is not None and drop > max_drop:
-        tried = "; ".join(f"{a['keep_fp32']} in fp32: {a['accuracy']:.2%}" for a in attempts)
+            ui.info(f"int8 with {keep} layers kept in fp32 {' and '.join(failed)}; trying the next layout")
+    if failed:
+        tried = "; ".join(f"{a['keep_fp32']} in fp32: {a['accuracy']:.2%}, agreement {a['top1_agreement']:.1%}"
+                          for a in attempts)
+        limits = " and ".join(x for x in (f"`max_int8_drop` {max_drop:g} points" if max_drop is not None else "",
+                                          f"`min_int8_agreement` {min_agreement:.0%}" if min_agreement is not None
+                                          else "") if x)
         raise QualityGateError(
-            f"int8 lost {drop:.1f} accuracy points against fp32 ({fp32.accuracy:.2%} -> {acc:.2%} on {len(ev)} "
-            f"samples; tried {tried}); the limit is --max-int8-drop {max_drop:g}. No bundle was written.",
+            f"int8 {' and '.join(failed)} ({fp32.accuracy:.2%} -> {acc:.2%} on {len(ev)} "
+            f"samples; tried {tried}); the limits are {limits}. No bundle was written.",
             why="Some layers do not survive 8-bit rounding with this calibration.",
-            fix="Try --calibration entropy or percentile, more --calib-samples, --int8-keep-fp32 ends "
-                "(first and last layers in fp32), or --int8-mode dynamic; or raise --max-int8-drop.")
+            fix="Try `calibration` entropy or percentile, more `calib_samples`, `keep_fp32` ends "
+                "(first and last layers in fp32), or `int8_mode` dynamic; or relax `max_int8_drop` / "
+                "`min_int8_agreement`.")
     if qr.stem:
         ui.info(qr.stem)
-    agree = float((logits.argmax(1) == fp32.logits.argmax(1)).mean())
+    warning = None
+    if agree < INT8_AGREEMENT_WARN:
+        warning = (f"int8 gives the fp32 model's top-1 answer on only {agree:.1%} of {len(ev)} samples (accuracy "
+                   f"{fp32.accuracy:.2%} fp32, {acc:.2%} int8): the deployed model is not the same model, and its "
+                   f"robustness is its own; `min_int8_agreement` stops compress below a share you choose")
+        ui.warn(warning)
     return Quantized(path=out, logits=logits, accuracy=acc, result=qr, config=quant, attempts=attempts,
-                     drop_points=drop, agreement=agree)
+                     drop_points=drop, agreement=agree, warning=warning)
 
 
 def fp16_stage(prep: Prepared, fp32: Exported, out: Path) -> Exported:
@@ -165,11 +189,14 @@ def fp16_stage(prep: Prepared, fp32: Exported, out: Path) -> Exported:
 def eval_set(prep: Prepared) -> EvalSet:
     """The evaluation split as the bundle's eval.npz content."""
     ev = prep.splits.eval
-    return EvalSet(x=ev.x, y=ev.y, meta={"data": prep.data_name, "seed": prep.seed, "split": "eval", "n": len(ev)})
+    return EvalSet(x=ev.x, y=ev.y, meta={"data": prep.data_name, "seed": prep.seed, "split": "eval", "n": len(ev),
+                                         "held_out": prep.held_out.to_dict()})
 
 
-def evidence_stage(prep: Prepared, evalset_path: Path, base_onnx: Path, attacks: list, adv_dir: Path) -> list[Path]:
-    """Craft ``attacks`` (AttackSpecs) on the base model over the saved eval set into ``adv_dir``."""
+def evidence_stage(prep: Prepared, evalset_path: Path, base_onnx: Path, attacks: list, adv_dir: Path,
+                   batch_size: int = 256) -> list[Path]:
+    """Craft ``attacks`` (AttackSpecs) on the base model over the saved eval set into ``adv_dir``;
+    each set records the hashes of ``base_onnx`` and the eval set, which the audit checks."""
     from edgerobust.workstation.attacks import craft_sets
 
     if not attacks:
@@ -177,7 +204,7 @@ def evidence_stage(prep: Prepared, evalset_path: Path, base_onnx: Path, attacks:
     evalset = EvalSet.load(evalset_path)
     with on_device(prep.base, prep.device) as base:
         return craft_sets(base, evalset, list(attacks), adv_dir, base_sha256=sha256_file(base_onnx),
-                          eval_sha256=sha256_file(evalset_path))
+                          eval_sha256=sha256_file(evalset_path), batch_size=batch_size)
 
 
 def whitebox_stage(prep: Prepared, pruned: Pruned, evalset_path: Path, attacks: list, adv_dir: Path,

@@ -1,14 +1,15 @@
 """Precision variants of the pruned model (fp32, fp16, int8) and which one is deployed as model.onnx.
 
-The deployed variant follows the target the --profile names (its first execution provider):
+The deployed variant follows the target runtime (edgerobust.workstation.target: the target
+profile's first execution provider):
 
 - CPU: int8 (ONNX Runtime's u8s8/VNNI kernels) when made, else fp32 (fp16 is emulated on CPUs);
-- TensorRT: int8 with the explicit-QDQ preset (--int8-target tensorrt) when made, else fp16, else fp32;
+- TensorRT: int8 with the explicit-QDQ preset (int8 target tensorrt) when made, else fp16, else fp32;
 - CUDA without TensorRT: never int8 QDQ (its Q/DQ nodes fall back to the CPU, with memory copies
   around each); fp16 or fp32, whichever is faster on this workstation's GPU when ONNX Runtime
   sees one, else fp16 when made.
 
-Without --profile: int8 when made, else fp32 (the CPU rule). The choice and its reason go into
+Without a target profile: int8 when made, else fp32 (the CPU rule). The choice and its reason go into
 the manifest (``deployment``); every variant stays in the bundle as model_<precision>.onnx.
 """
 from __future__ import annotations
@@ -23,7 +24,6 @@ import numpy as np
 import onnx
 
 from edgerobust.errors import QualityGateError
-from edgerobust.workstation.quantize import QuantConfig
 
 FP16_MIN_AGREEMENT = 0.99  # top-1 agreement of fp16 with fp32 on the eval split
 
@@ -60,38 +60,8 @@ def fp16_gate(fp32_logits: np.ndarray, fp16_logits: np.ndarray, min_agreement: f
             f"The fp16 model agrees with fp32 on {agree:.2%} of {len(fp32_logits)} samples; at least "
             f"{min_agreement:.0%} is required. No bundle was written.",
             why="Some activations or weights overflow or lose too much precision in half precision.",
-            fix="Drop --fp16 (deploy fp32 or int8), or check for very large activations (unnormalized inputs).")
+            fix="Leave `fp16` off (deploy fp32 or int8), or check for very large activations (unnormalized inputs).")
     return agree
-
-
-def target_of(profile: str | None) -> tuple[str, str | None]:
-    """(target, profile name) from a profile name or path: its first execution provider decides."""
-    if profile is None:
-        return "cpu", None
-    from edgerobust.device.profiles import load_profile
-
-    p = load_profile(profile)
-    first = p.providers[0].name if p.providers else "CPUExecutionProvider"
-    target = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda"}.get(first, "cpu")
-    return target, p.name
-
-
-# compress's own defaults for what a --profile's [compress] table may set (CompressHints):
-# PruneConfig.round_to (written out: prune imports torch) and QuantConfig.stem.
-HINT_DEFAULTS = {"round_to": 8, "int8_stem": QuantConfig.stem}
-
-
-def compress_hint(profile: str | None, name: str) -> tuple:
-    """A compress setting not given on the command line: the profile's ``compress.<name>``, else
-    compress's default (HINT_DEFAULTS); and where it came from."""
-    if profile is not None:
-        from edgerobust.device.profiles import load_profile
-
-        p = load_profile(profile)
-        value = getattr(p.compress, name)
-        if value is not None:
-            return value, f"the profile {p.name}'s compress.{name}"
-    return HINT_DEFAULTS[name], "the default"
 
 
 def choose(made: dict[str, Path], target: str, profile: str | None = None,
@@ -101,7 +71,7 @@ def choose(made: dict[str, Path], target: str, profile: str | None = None,
     ``gpu_timer`` times a model on this workstation's GPU ("auto": ONNX Runtime's CUDA provider
     when there is one; None: no GPU to measure on).
     """
-    where = f"the profile {profile}" if profile else "no --profile (the CPU rule)"
+    where = f"the profile {profile}" if profile else "no target profile (the CPU rule)"
     if target == "cuda":
         halves = [v for v in ("fp16", "fp32") if v in made]
         timer = _cuda_timer() if gpu_timer == "auto" else gpu_timer
@@ -113,7 +83,7 @@ def choose(made: dict[str, Path], target: str, profile: str | None = None,
                                             f"({', '.join(f'{k} {v:.3f} ms' for k, v in t.items())} p50, batch 1)",
                               profile, t)
         pick = halves[0]
-        why = "fp16 when made (no GPU here to measure on)" if pick == "fp16" else "fp32 (no fp16 made: --fp16)"
+        why = "fp16 when made (no GPU here to measure on)" if pick == "fp16" else "fp32 (no fp16 made: `fp16`)"
         return Deployment(pick, target, f"{where} runs the CUDA provider without TensorRT, where int8 QDQ falls "
                                         f"back to the CPU: {why}", profile)
     for v in ("int8", "fp16", "fp32") if target == "tensorrt" else ("int8", "fp32"):

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgerobust.workstation.attacks import AttackSpec, craft_set
-from edgerobust.device.bundle import AdvSet, EvalSet
+from edgerobust.device.files.bundle import AdvSet, EvalSet
 from edgerobust.workstation.devices import model_device
 from edgerobust.errors import UsageError
 from edgerobust.workstation.quantize import TARGETS, QuantConfig
@@ -112,7 +112,7 @@ def int8_simulation(model: nn.Module, calib_x: np.ndarray, quant: QuantConfig | 
     quant = quant or QuantConfig()
     if quant.mode != "static":
         raise UsageError("The int8 simulation models static int8 (calibrated activations) only.",
-                         fix="Use --int8-mode static with --whitebox, or drop --whitebox.")
+                         fix="Use `int8_mode` static with `whitebox`, or drop `whitebox`.")
     sim = copy.deepcopy(model).eval()
     layers = _compute_layers(sim)
     if not layers:
@@ -122,7 +122,7 @@ def int8_simulation(model: nn.Module, calib_x: np.ndarray, quant: QuantConfig | 
         keep.add(0)
     if quant.keep_fp32 in ("last", "ends"):
         keep.add(len(layers) - 1)
-    symmetric = TARGETS[quant.target].symmetric_activations
+    symmetric = TARGETS[quant.int8_target or "cpu"].symmetric_activations
     wrapped = []
     for i, (parent, attr, layer) in enumerate(layers):
         if i in keep:

@@ -46,12 +46,16 @@ def train_zoo(name: str, out: str | Path, seed: int = 0, epochs: int | None = No
     net = entry.factory(num_classes=ds.num_classes, in_channels=ds.input_shape[0])
     model = PixelModel(net, ds.mean, ds.std)
     cfg = TrainConfig(epochs=epochs if epochs is not None else entry.epochs, lr=entry.lr,
-                      batch_size=entry.batch_size, seed=seed)
+                      batch_size=entry.batch_size)
     with on_device(model, dev):
-        res = train(model, sp.train.x, sp.train.y, sp.val.x, sp.val.y, cfg, description=f"train {name} on {dev}")
+        res = train(model, sp.train.x, sp.train.y, sp.val.x, sp.val.y, cfg, description=f"train {name} on {dev}",
+                    seed=seed)
     eval_acc = accuracy(model, sp.eval.x, sp.eval.y)
     spec = input_spec(ds, entry.data, entry.image_size)
     save_checkpoint(out, net, f"zoo:{name}", ds.num_classes, spec,
-                    info={"eval_acc": eval_acc, "seed": seed, "epochs": cfg.epochs, "history": res.history})
+                    info={"eval_acc": eval_acc, "seed": seed, "epochs": cfg.epochs, "history": res.history,
+                          # the evaluation rows of split(data, seed) are unseen by this model
+                          "trained_on": {"data": entry.data, "image_size": entry.image_size, "seed": seed,
+                                         "split": "train"}})
     return ZooResult(name=name, path=Path(out), eval_acc=eval_acc, params=sum(p.numel() for p in net.parameters()),
                      seconds=time.perf_counter() - t0, history=res.history)

@@ -16,6 +16,12 @@ Names. A set is named ``<attack>_<eps>``, where ``<eps>`` is the eps as typed, l
 ``pgd_8-255``, ``0.03`` gives ``pgd_0.03``. An AttackSpec built from a float alone types it as
 ``format(eps, ".6g")`` (``0.0313725``).
 
+Families. ``autoattack`` in an attacks text stands for AutoAttack's standard components (apgd 100
+steps, apgd-t 100, fab-t 100, square 5000 queries), each its own set at each eps, whose meta
+records ``"family": "autoattack"`` and the torchattacks arguments used (``meta["params"]``);
+``apgd-t:20`` next to it changes one member's budget (see ``spec``). On the CPU, ``craft_sets``
+first says the expected time (``estimate``).
+
 Randomness. ``craft_set`` seeds torch with ``spec.seed`` inside ``torch.random.fork_rng``, so the
 caller's CPU RNG state (and that of the model's CUDA device) is restored afterwards; a set is
 reproducible for the same model, inputs, spec and ``batch_size``. APGD and Square also take
@@ -27,10 +33,13 @@ torch-free, so the CLI can list attacks without them.
 from __future__ import annotations
 
 from .craft import craft_set, craft_sets
-from .registry import ATTACKS, NORMS, OPTIONS, AttackEntry
-from .spec import AttackSpec, eps_slug, make_specs, parse_attacks, parse_eps, parse_eps_grid, split_eps_grid
+from .estimate import Estimate, estimate
+from .registry import ATTACKS, FAMILIES, NORMS, OPTIONS, AttackEntry, AttackFamily
+from .spec import (AttackItem, AttackSpec, eps_slug, make_specs, parse_attack_items, parse_attacks, parse_eps,
+                   parse_eps_grid, split_eps_grid)
 
 __all__ = [
-    "ATTACKS", "NORMS", "OPTIONS", "AttackEntry", "AttackSpec", "craft_set", "craft_sets", "eps_slug",
-    "make_specs", "parse_attacks", "parse_eps", "parse_eps_grid", "split_eps_grid",
+    "ATTACKS", "FAMILIES", "NORMS", "OPTIONS", "AttackEntry", "AttackFamily", "AttackItem", "AttackSpec", "Estimate",
+    "craft_set", "craft_sets", "eps_slug", "estimate", "make_specs", "parse_attack_items", "parse_attacks",
+    "parse_eps", "parse_eps_grid", "split_eps_grid",
 ]

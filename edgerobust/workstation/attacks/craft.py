@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from edgerobust import __version__, ui
-from edgerobust.device.bundle import AdvSet, EvalSet
+from edgerobust.device.files.bundle import AdvSet, EvalSet
 from edgerobust.errors import DataError, UsageError, require
+from .estimate import estimate
 from .spec import AttackSpec
 
 if TYPE_CHECKING:  # torch is imported lazily: `edgerobust audit` must run without it
@@ -27,14 +29,14 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
     tie the set to the base model and eval.npz. ``progress`` is called as ``progress(n,
     status=...)`` per batch; by default a Rich bar on stderr. The model comes back unchanged:
     same parameters, train/eval flags and requires_grad flags, no ``.grad`` written; the
-    caller's torch RNG state is restored (see the package docstring).
+    caller's torch RNG state is restored (see the package docstring). The attacks that need the
+    number of classes (apgd-t, fab-t) get the model's output width, recorded in ``meta["params"]``.
     """
     torch = require("torch")
     torchattacks = require("torchattacks")
     x, y, idx = _check_samples(x, y, idx)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise UsageError(f"batch_size must be an integer >= 1; got {batch_size!r}.", fix="Use e.g. --batch-size 256.")
-    entry, params = spec.entry, spec.params()
+        raise UsageError(f"batch_size must be an integer >= 1; got {batch_size!r}.", fix="Use e.g. batch_size=256.")
     device = _device(model)
     n = len(y)
     adv = np.empty_like(x)
@@ -44,6 +46,9 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
     bar = contextlib.nullcontext(progress) if progress is not None else ui.task(spec.describe(), total=n)
     start = time.perf_counter()
     with _frozen(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), bar as advance:
+        if spec.n_classes is None:
+            spec = dataclasses.replace(spec, n_classes=_classes(model, torch.from_numpy(x[:1]).to(device)))
+        entry, params = spec.entry, spec.params()
         torch.manual_seed(spec.seed)
         attack = getattr(torchattacks, entry.torchattacks_class)(model, **params) if spec.eps > 0 else None
         for lo in range(0, n, batch_size):
@@ -68,7 +73,8 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
     max_pert = float(np.abs(delta).max(initial=0.0) if entry.norm == "Linf"
                      else np.sqrt((delta ** 2).sum(1)).max(initial=0.0))
     meta = {
-        "name": spec.name, "source": "transfer", "attack": spec.attack, "torchattacks_class": entry.torchattacks_class,
+        "name": spec.name, "source": "transfer", "attack": spec.attack, "family": spec.family,
+        "torchattacks_class": entry.torchattacks_class,
         "params": params, "norm": entry.norm, "eps": spec.eps, "eps_text": spec.eps_text,
         "seed": spec.seed, "batch_size": int(batch_size), "n": n,
         "base_sha256": base_sha256, "eval_sha256": eval_sha256,
@@ -88,7 +94,11 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
 
 def craft_sets(model: "torch.nn.Module", evalset: EvalSet, specs: list[AttackSpec], out_dir: Path, *,
                base_sha256: str, eval_sha256: str, batch_size: int = 256) -> list[Path]:
-    """Craft every spec on all of ``evalset`` and write ``out_dir/<spec.name>.npz`` for each (pickle-free)."""
+    """Craft every spec on all of ``evalset`` and write ``out_dir/<spec.name>.npz`` for each (pickle-free).
+
+    On the CPU, first says the expected time (edgerobust.workstation.attacks.estimate); each set,
+    a family's members included, gets its own progress bar named by spec.describe().
+    """
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -98,6 +108,10 @@ def craft_sets(model: "torch.nn.Module", evalset: EvalSet, specs: list[AttackSpe
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     idx = np.arange(len(evalset.y), dtype=np.int64)
+    if _device(model).type == "cpu" and any(s.eps > 0 for s in specs):
+        x, _, _ = _check_samples(evalset.x, evalset.y, None)
+        with _frozen(model):
+            ui.info(estimate(model, x, specs, evalset.y, batch_size=batch_size).message())
     paths = []
     for spec in specs:
         s = craft_set(model, evalset.x, evalset.y, spec, batch_size=batch_size, idx=idx,
@@ -108,7 +122,7 @@ def craft_sets(model: "torch.nn.Module", evalset: EvalSet, specs: list[AttackSpe
     return paths
 
 
-# ---------------------------------------------------------------------------------------------
+# =============================================================================================
 # helpers
 
 
@@ -119,7 +133,7 @@ def _check_samples(x, y, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"Labels must be 1-D integers, one per image; got {y.dtype} {y.shape} for {len(x)} images.")
     if len(x) == 0:
-        raise DataError("There are no samples to attack.", fix="Use more samples (--n-samples).")
+        raise DataError("There are no samples to attack.", fix="Use more samples (`eval_samples`).")
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise DataError(f"The images span [{np.nanmin(x):.3g}, {np.nanmax(x):.3g}]; attacks need pixels in [0, 1].",
                         why="Attacks clip to [0, 1] and measure eps in pixel units; normalized inputs break both.",
@@ -155,6 +169,17 @@ def _frozen(model) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def _classes(model, x1) -> int:
+    """The model's output width (its number of classes), from one sample."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(x1)
+    if logits.ndim != 2:
+        raise DataError(f"The model returns outputs of shape {tuple(logits.shape)}; attacks need (N, classes) logits.")
+    return int(logits.shape[1])
+
+
 def _correct(model, xb, yb) -> np.ndarray:
     import torch
 
@@ -165,7 +190,7 @@ def _correct(model, xb, yb) -> np.ndarray:
     if int(yb.max()) >= logits.shape[1] or int(yb.min()) < 0:
         raise DataError(f"Labels run from {int(yb.min())} to {int(yb.max())}, "
                         f"but the model has {logits.shape[1]} classes.",
-                        fix="Check that the data and the model belong together (--num-classes, class order).")
+                        fix="Check that the data and the model belong together (`num_classes`, class order).")
     return (logits.argmax(1) == yb).cpu().numpy()
 
 

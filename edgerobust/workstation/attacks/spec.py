@@ -1,4 +1,11 @@
-"""Attack configs: AttackSpec (one attack at one eps) and parsing of command-line lists."""
+"""Attack configs: AttackSpec (one attack at one eps) and parsing of command-line lists.
+
+The attacks text is a comma-separated list of items. An item is an attack of ``ATTACKS``
+(``pgd``), an attack with its budget (``pgd:50``: steps, or queries for square; it overrides the
+`steps` option for that attack), or a family of ``FAMILIES`` (``autoattack``), which stands for its
+members, each at its own standard budget (`steps` does not apply to them). A member named next to
+its family with a budget changes that member's budget inside the family: ``autoattack,square:1000``.
+"""
 from __future__ import annotations
 
 import math
@@ -7,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgerobust import ui
 from edgerobust.errors import UsageError
-from .registry import ATTACKS, OPTIONS, AttackEntry
+from .registry import ATTACKS, FAMILIES, OPTIONS, AttackEntry
 
 _NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _EPS_RE = re.compile(rf"^({_NUM})(?:/({_NUM}))?$")
@@ -25,7 +33,7 @@ def parse_eps(token: str, what: str = "eps") -> float:
         why = (f"{what} must be >= 0." if t.startswith("-") else
                f"{what} is a decimal number (0.03) or a fraction of two numbers (8/255).")
         raise UsageError(f"Cannot read the {what} value {token.strip()!r}.", why=why,
-                         fix=f"Write e.g. --{what} 8/255" + (" or --eps 2/255,4/255,8/255." if what == "eps" else "."))
+                         fix=f"Write e.g. `{what}` 8/255" + (" or `eps` 2/255,4/255,8/255." if what == "eps" else "."))
     if m.group(2) and float(m.group(2)) == 0:
         raise UsageError(f"The {what} value {token.strip()!r} divides by zero.", fix="Write e.g. 8/255.")
     value = float(m.group(1)) / float(m.group(2)) if m.group(2) else float(m.group(1))
@@ -55,22 +63,76 @@ def parse_eps_grid(text: str) -> list[float]:
 
 
 def parse_attacks(text: str) -> list[str]:
-    """Comma-separated attack names (``"fgsm,pgd"``), each checked against the registry."""
-    names = [t.strip().lower() for t in str(text).split(",")]
-    for n in names:
-        _check_attack_name(n)
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    """The attack names an attacks text stands for, families expanded (``"fgsm,pgd"``, ``"autoattack"``)."""
+    return [item.attack for item in parse_attack_items(text)]
+
+
+@dataclass(frozen=True)
+class AttackItem:
+    """One attack of an attacks text: its name, the budget typed for it (None: not typed) and the
+    family it came from (None: named alone)."""
+
+    attack: str
+    steps: int | None = None
+    family: str | None = None
+
+
+def parse_attack_items(text: str) -> list[AttackItem]:
+    """The items of an attacks text (see the module docstring), families expanded, each attack once."""
+    tokens = [t.strip().lower().replace(" ", "") for t in str(text).split(",")]
+    named = [t.partition(":")[0] for t in tokens]
+    dupes = sorted({n for n in named if n and named.count(n) > 1})
     if dupes:
         raise UsageError(f"The attack list {text!r} names {', '.join(dupes)} more than once.",
                          fix="List each attack once.")
-    return names
+    items: list[AttackItem] = []
+    for token in tokens:
+        name, colon, budget = token.partition(":")
+        if name in FAMILIES:
+            if colon:
+                raise UsageError(f"The family {name} takes no budget ({token!r}).",
+                                 why=f"Each member keeps its own standard budget: {_members(name)}.",
+                                 fix=f"Change one member's budget by naming it next to the family, e.g. "
+                                     f"`attacks` {name},{FAMILIES[name].members[0][0]}:20.")
+            items.extend(AttackItem(a, b, name) for a, b in FAMILIES[name].members)
+            continue
+        _check_attack_name(name)
+        items.append(AttackItem(name, _budget(name, budget, token) if colon else None))
+    families = {i.attack: i.family for i in items if i.family}
+    overrides = {}
+    for i in items:
+        if i.family is None and i.attack in families:
+            if i.steps is None:
+                fam = families[i.attack]
+                raise UsageError(f"{i.attack} is already part of {fam} in {text!r}.",
+                                 why=f"{fam} crafts {_members(fam)}.",
+                                 fix=f"Give it a budget to change it inside {fam} (e.g. {i.attack}:20), "
+                                     f"or name it without {fam}.")
+            overrides[i.attack] = i.steps
+    return [AttackItem(i.attack, overrides.get(i.attack, i.steps), i.family) for i in items
+            if i.family or i.attack not in families]
+
+
+def _members(family: str) -> str:
+    return ", ".join(f"{a} {b} {'queries' if a == 'square' else 'steps'}" for a, b in FAMILIES[family].members)
+
+
+def _budget(name: str, text: str, token: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"Cannot read the budget in {token!r}.",
+                         why="A budget is a whole number >= 1 after the attack's name: its steps (queries for square).",
+                         fix=f"Write e.g. {name}:50.")
+    if "steps" not in ATTACKS[name].uses:
+        raise UsageError(f"{name} takes no budget ({token!r}).", why=f"{name} is a single-step attack.",
+                         fix=f"Write {name} alone.")
+    return int(text)
 
 
 def _check_attack_name(name: str) -> None:
     if name not in ATTACKS:
         raise UsageError(f"Unknown attack {name!r}." if name else "An attack name is empty.",
-                         why=f"Known attacks: {', '.join(ATTACKS)}.",
-                         fix="Pick names from that list, comma-separated (e.g. --attacks fgsm,pgd).")
+                         why=f"Known attacks: {', '.join(ATTACKS)}; families: {', '.join(FAMILIES)}.",
+                         fix="Pick names from that list, comma-separated (e.g. `attacks` fgsm,pgd).")
 
 
 def eps_slug(eps_text: str) -> str:
@@ -86,6 +148,9 @@ class AttackSpec:
     (Linf eps <= 1). eps_text: eps as the user typed it (defaults to ``format(eps, ".6g")``).
     steps: iterations (the query budget for square). alpha: step size (Adam's learning rate
     for cw). random_start: start at a random point of the ball. seed: torch seed for crafting.
+    family: the family (a key of ``FAMILIES``) the spec belongs to, recorded in the set's meta.
+    n_classes: the model's output width, for the attacks that need it (apgd-t, fab-t); craft_set
+    fills it from the model, so a user never gives it.
     """
 
     attack: str
@@ -95,6 +160,8 @@ class AttackSpec:
     alpha: float | None = None
     random_start: bool | None = None
     seed: int = 0
+    family: str | None = None
+    n_classes: int | None = None
 
     def __post_init__(self):
         name = str(self.attack).strip().lower()
@@ -116,17 +183,23 @@ class AttackSpec:
             raise UsageError(f"eps_text {self.eps_text!r} does not match eps {eps!r}.")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer))
                                        or self.steps < 1):
-            raise UsageError(f"steps must be an integer >= 1; got {self.steps!r}.", fix="Use e.g. --steps 10.")
+            raise UsageError(f"`steps` must be an integer >= 1; got {self.steps!r}.", fix="Use e.g. `steps` 10.")
         if self.alpha is not None:
             a = float(self.alpha)
             if not math.isfinite(a) or a <= 0:
-                raise UsageError(f"alpha (the step size) must be a finite number > 0; got {self.alpha!r}.",
-                                 fix="Leave it out for the attack's default, or use e.g. --alpha 2/255.")
+                raise UsageError(f"`alpha` (the step size) must be a finite number > 0; got {self.alpha!r}.",
+                                 fix="Leave it out for the attack's default, or use e.g. `alpha` 2/255.")
             object.__setattr__(self, "alpha", a)
         if self.random_start is not None and not isinstance(self.random_start, bool):
-            raise UsageError(f"random_start must be True, False or None; got {self.random_start!r}.")
+            raise UsageError(f"`random_start` must be True, False or None; got {self.random_start!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**63:
-            raise UsageError(f"seed must be an integer in [0, 2**63); got {self.seed!r}.", fix="Use e.g. --seed 0.")
+            raise UsageError(f"`seed` must be an integer in [0, 2**63); got {self.seed!r}.", fix="Use e.g. `seed` 0.")
+        if self.family is not None and (self.family not in FAMILIES or FAMILIES[self.family].budget(name) is None):
+            raise UsageError(f"{name} is not a member of the attack family {self.family!r}.",
+                             why=f"Families: {', '.join(f'{k} ({_members(k)})' for k in FAMILIES)}.")
+        if self.n_classes is not None and (isinstance(self.n_classes, bool) or not isinstance(self.n_classes, (int, np.integer))
+                                           or self.n_classes < 1):
+            raise UsageError(f"n_classes must be an integer >= 1; got {self.n_classes!r}.")
 
     @property
     def entry(self) -> AttackEntry:
@@ -142,7 +215,11 @@ class AttackSpec:
         return f"{self.attack}_{eps_slug(self.eps_text)}"
 
     def describe(self) -> str:
-        return f"{self.attack} eps={self.eps_text}"
+        """``pgd eps=8/255``; a family's member also names the family and its budget."""
+        if self.family is None:
+            return f"{self.attack} eps={self.eps_text}"
+        unit = "queries" if self.attack == "square" else "steps"
+        return f"{self.family} {self.attack} eps={self.eps_text} ({self.resolved_steps()} {unit})"
 
     def resolved_steps(self) -> int:
         return self.steps if self.steps is not None else (self.entry.default_steps or 1)
@@ -160,7 +237,18 @@ class AttackSpec:
 
 def make_specs(attacks: str, eps: str, *, steps: int | None = None, alpha: str | float | None = None,
                random_start: bool | None = None, seed: int = 0) -> list[AttackSpec]:
-    """The grid ``attacks x eps`` from command-line text (``"fgsm,pgd"``, ``"2/255,8/255"``)."""
+    """The grid ``attacks x eps`` from command-line text (``"fgsm,pgd:50,autoattack"``, ``"2/255,8/255"``).
+
+    ``steps`` applies to the attacks named alone without a budget; a family's members keep their
+    own budgets (see the module docstring).
+    """
     a = parse_eps(alpha, "alpha") if isinstance(alpha, str) else alpha
-    return [AttackSpec(name, v, eps_text=t, steps=steps, alpha=a, random_start=random_start, seed=seed)
-            for name in parse_attacks(attacks) for t, v in split_eps_grid(eps)]
+    items = parse_attack_items(attacks)
+    families = sorted({i.family for i in items if i.family})
+    if steps is not None and families:
+        ui.warn(f"`steps` ({steps}) applies to the attacks named alone; "
+                + "; ".join(f"{f} keeps its standard budgets ({_members(f)})" for f in families)
+                + f". To change one, give it a budget in `attacks`, e.g. {FAMILIES[families[0]].members[0][0]}:{steps}.")
+    return [AttackSpec(i.attack, v, eps_text=t, steps=i.steps if (i.steps is not None or i.family) else steps,
+                       alpha=a, random_start=random_start, seed=seed, family=i.family)
+            for i in items for t, v in split_eps_grid(eps)]

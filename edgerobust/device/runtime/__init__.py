@@ -1,0 +1,1 @@
+"""Running on the device: profiles and their schema, onnxruntime sessions, the host and whether it is the profile's device, latency, memory and the device-resident path, and the probe processes. Torch-free."""

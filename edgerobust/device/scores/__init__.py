@@ -1,0 +1,1 @@
+"""Scoring and replay: the sets run through the sessions, the statistics, the per-sample worst-case robust accuracy, the query attack on the runtime, and the checks on adversarial sets and on the audit's own figures. Torch-free."""
