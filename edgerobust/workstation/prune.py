@@ -25,6 +25,8 @@ import torch_pruning as tp
 
 from edgerobust import ui
 from edgerobust.workstation import memguard, prune_arch, prune_graph, prune_plan
+from edgerobust.workstation.prune_arch import _named_failure
+from edgerobust.workstation.prune_arch import check_runs as _check_runs
 from edgerobust.errors import EdgeRobustError, UsageError
 from edgerobust.workstation.configs import PruneConfig
 from edgerobust.workstation.prune_graph import PruneError
@@ -150,54 +152,6 @@ def _refuse_unsupported(arch: str):
             why=f"{type(exc).__name__} inside the dependency graph: {str(exc)[:200]}. The model holds an "
                 "operation whose channel mapping torch-pruning does not know.",
             fix="Leave the blocks around that operation unpruned: name them in `ignore_layers`.") from exc
-
-
-def _check_runs(net: nn.Module, example: torch.Tensor, plans: list[prune_plan.GroupPlan], arch: str) -> None:
-    """Run the pruned ``net`` once; where a module's forward fails, :func:`_named_failure` says which."""
-    try:
-        with torch.no_grad():
-            net(example)
-    except Exception as exc:
-        raise _named_failure(exc, net, plans, arch) or exc
-
-
-def _named_failure(exc: Exception, net: nn.Module, plans: list[prune_plan.GroupPlan], arch: str) -> PruneError | None:
-    """A PruneError naming the module of ``net`` whose forward raised ``exc`` once pruned, and the layers to
-    name in `ignore_layers`: the first layer of every pruned group whose channels pass through a module
-    of its kind (None where no forward of ``net`` raised it)."""
-    failing = _failing_module(exc, net)
-    if failing is None:
-        return None
-    name, kind, alike = failing
-    inside = {m for n in alike for m in dict(net.named_modules())[n].modules()}
-    roots = [p.name for p in plans if p.kept < p.channels and any(
-        prune_graph.owner_of(p.group._DG, item.dep.target) in inside for item in p.group)]
-    order = {n: i for i, (n, _) in enumerate(net.named_modules())}
-    names = sorted(roots, key=lambda n: order.get(n, 0)) or alike
-    listed = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
-    error = PruneError(
-        f"torch-pruning could not prune {arch}: once pruned, `{name}` ({kind}) fails.",
-        why=f"{type(exc).__name__} in its forward: {str(exc)[:200]}. It computes with channel counts it "
-            "stored, or reshapes channels in a way torch-pruning's graph does not follow.",
-        fix=f"Leave the channels that pass through {kind} unpruned: name them in `ignore_layers` ({listed}).")
-    error.__cause__ = exc
-    return error
-
-
-def _failing_module(exc: BaseException, net: nn.Module) -> tuple[str, str, list[str]] | None:
-    """(name, class, names of every module of that class) of the innermost module of ``net`` whose forward
-    raised ``exc``, or None where no forward of ``net`` is in its traceback."""
-    names = {m: n for n, m in net.named_modules() if n}
-    found = None
-    tb = exc.__traceback__
-    while tb is not None:
-        me = tb.tb_frame.f_locals.get("self")
-        if tb.tb_frame.f_code.co_name == "forward" and isinstance(me, nn.Module) and me in names:
-            found = me
-        tb = tb.tb_next
-    if found is None:
-        return None
-    return names[found], type(found).__name__, [n for m, n in names.items() if type(m) is type(found)]
 
 
 def _channels(m: nn.Module) -> int | None:

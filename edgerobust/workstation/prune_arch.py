@@ -311,3 +311,54 @@ def _channels_out(m: nn.Module) -> int:
 
 def _channels_in(m: nn.Module) -> int:
     return m.in_features if isinstance(m, nn.Linear) else m.in_channels
+
+
+def check_runs(net: nn.Module, example: torch.Tensor, plans: list, arch: str) -> None:
+    """Run the pruned ``net`` once; where a module's forward fails, :func:`_named_failure` says which."""
+    try:
+        with torch.no_grad():
+            net(example)
+    except Exception as exc:
+        raise _named_failure(exc, net, plans, arch) or exc
+
+
+def _named_failure(exc: Exception, net: nn.Module, plans: list, arch: str) -> Exception | None:
+    """A PruneError naming the module of ``net`` whose forward raised ``exc`` once pruned, and the layers to
+    name in `ignore_layers`: the first layer of every pruned group whose channels pass through a module
+    of its kind (None where no forward of ``net`` raised it)."""
+    from edgerobust.workstation.prune_graph import owner_of
+    from edgerobust.workstation.prune_trace import PruneError
+
+    failing = _failing_module(exc, net)
+    if failing is None:
+        return None
+    name, kind, alike = failing
+    inside = {m for n in alike for m in dict(net.named_modules())[n].modules()}
+    roots = [p.name for p in plans if p.kept < p.channels and any(
+        owner_of(p.group._DG, item.dep.target) in inside for item in p.group)]
+    order = {n: i for i, (n, _) in enumerate(net.named_modules())}
+    names = sorted(roots, key=lambda n: order.get(n, 0)) or alike
+    listed = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+    error = PruneError(
+        f"torch-pruning could not prune {arch}: once pruned, `{name}` ({kind}) fails.",
+        why=f"{type(exc).__name__} in its forward: {str(exc)[:200]}. It computes with channel counts it "
+            "stored, or reshapes channels in a way torch-pruning's graph does not follow.",
+        fix=f"Leave the channels that pass through {kind} unpruned: name them in `ignore_layers` ({listed}).")
+    error.__cause__ = exc
+    return error
+
+
+def _failing_module(exc: BaseException, net: nn.Module) -> tuple[str, str, list[str]] | None:
+    """(name, class, names of every module of that class) of the innermost module of ``net`` whose forward
+    raised ``exc``, or None where no forward of ``net`` is in its traceback."""
+    names = {m: n for n, m in net.named_modules() if n}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        me = tb.tb_frame.f_locals.get("self")
+        if tb.tb_frame.f_code.co_name == "forward" and isinstance(me, nn.Module) and me in names:
+            found = me
+        tb = tb.tb_next
+    if found is None:
+        return None
+    return names[found], type(found).__name__, [n for m, n in names.items() if type(m) is type(found)]
