@@ -38,7 +38,9 @@ Normalize = Annotated[str, typer.Option("--normalize", help="Input normalization
 AllowWeakBase = Annotated[bool, typer.Option("--allow-weak-base", help="Go on when the base model is near chance "
                                              "level on the data (its robustness figures then say little).")]
 Attacks = Annotated[str, typer.Option("--attacks", "-a", help="Comma-separated adversarial sets to craft on the "
-                                      "base model (see `edgerobust attack --help`); 'none' for none.")]
+                                      "base model (see `edgerobust attack --help`); 'autoattack' for the standard AutoAttack "
+                                      "components (apgd, apgd-t, fab-t at 100 steps, square at 5000 queries); NAME:N "
+                                      "gives one attack its own budget (pgd:50); 'none' for none.")]
 Eps = Annotated[str, typer.Option("--eps", help="Comma-separated attack strengths in [0, 1] pixel units, "
                                   "e.g. 2/255,4/255,8/255.")]
 AttackSteps = Annotated[Optional[int], typer.Option("--attack-steps", min=1, help="Iterations of iterative "

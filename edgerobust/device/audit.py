@@ -26,7 +26,7 @@ from edgerobust.device.runtime.hostcheck import HostCheck, check_host, host_fact
 from edgerobust.device.runtime.measure import MeasureReport, measure, open_session, open_sessions
 from edgerobust.device.files.predictions import Predictions
 from edgerobust.device.runtime.profiles import DeviceProfile, best_match_profile, load_profile
-from edgerobust.device.scores.query import QueryConfig
+from edgerobust.device.scores.query import QueryConfig, require_art
 from edgerobust.device.files.provenance import Provenance, _fmt_shape, bundle_provenance, check_adv_provenance, check_input_spec  # noqa: F401
 from edgerobust.device.scores.replay import predict, predict_margin, replay  # noqa: F401
 from edgerobust.device.scores.sanity import assess, held_out_warning, int8_agreement_warning
@@ -330,6 +330,8 @@ def _check_sets(config: AuditConfig, inputs: _Inputs) -> tuple[EvalSet, Provenan
 
 def audit(config: AuditConfig) -> AuditReport:
     """Run the whole audit; see the module docstring."""
+    if config.query is not None:
+        require_art()  # before minutes of measuring, not after
     inputs = _locate(config)
     profile, reason = resolve_profile(config.profile)
     reason = reason or config.profile_reason

@@ -109,6 +109,17 @@ class QueryResult:
                 "seconds": {r: round(s, 3) for r, s in self.seconds.items()}, "delta": ra.delta}
 
 
+def require_art() -> None:
+    """A DependencyError naming the extra when the Adversarial Robustness Toolbox is not installed.
+    Looked up, not imported: ART imports torch where torch is installed, which must not happen
+    before the audit's latency is measured."""
+    import importlib.util
+
+    if importlib.util.find_spec("art") is None:
+        raise DependencyError("The query attack needs IBM's Adversarial Robustness Toolbox, which is not installed.",
+                              fix="pip install 'edgerobust[query]' (torch-free).")
+
+
 def _art():
     try:
         from art.attacks.evasion import SquareAttack
