@@ -70,25 +70,85 @@ def test_autoattack_grade_needs_every_standard_component_at_its_budget():
     assert grade_of([{"attack": "pgd", "params": {"steps": 10}}]) == ("upper-bound", ("pgd",))
 
 
+def _report(n, y, groups):
+    """(SetResults, Predictions) from {name: (source, attack, eps, steps, base_ok, dep_ok)} plus a clean set."""
+    ok = np.ones(n, bool)
+    sets = [_set("clean", "clean", None, 0, ok, ok)]
+    preds = [_preds("clean", "clean", np.arange(n), y, ok, ok)]
+    for name, (source, attack, eps, steps, b, d) in groups.items():
+        sets.append(_set(name, source, attack, eps, b, d, steps))
+        preds.append(_preds(name, source, np.arange(n), y, b, d))
+    return sets, Predictions(tuple(preds))
+
+
 def test_sanity_checks_catch_what_they_are_for():
-    ok, n = np.ones(100, bool), 100
+    from edgerobust.device.scores.sanity import Rows
+
+    n = 100
+    y = np.zeros(n, int)
     some = lambda k: np.arange(n) < k  # noqa: E731
-    rising = [_set("pgd_0.1", "transfer", "pgd", 0.1, some(30), some(30), 10),
-              _set("pgd_0.3", "transfer", "pgd", 0.3, some(60), some(20), 10)]
-    assert check_eps(rising).passed is False and "rose with eps" in check_eps(rising).detail
-    falling = [rising[0], _set("pgd_0.3", "transfer", "pgd", 0.3, some(10), some(10), 10)]
-    assert check_eps(falling).passed is True
-    more = [_set("pgd_0.1", "transfer", "pgd", 0.1, some(30), some(30), 10),
-            _set("apgd_0.1", "transfer", "apgd", 0.1, some(50), some(30), 100)]
-    assert check_iterations(more).passed is False
-    assert check_iterations(more[:1]).passed is None
-    assert check_large_eps([_set("pgd_0.5", "transfer", "pgd", 0.5, some(60), some(5), 10)], (), 0.1).passed is False
+    sets, preds = _report(n, y, {"pgd_0.1": ("transfer", "pgd", 0.1, 10, some(30), some(30)),
+                                 "pgd_0.3": ("transfer", "pgd", 0.3, 10, some(60), some(20))})
+    c = check_eps(sets, Rows(preds))
+    assert c.passed is False and "rose with eps" in c.detail
+    sets, preds = _report(n, y, {"pgd_0.1": ("transfer", "pgd", 0.1, 10, some(30), some(30)),
+                                 "pgd_0.3": ("transfer", "pgd", 0.3, 10, some(31), some(90))})
+    assert check_eps(sets, Rows(preds)).passed is True  # one sample: chance; the deployed side is transferred
+    sets, preds = _report(n, y, {"pgd_0.1": ("transfer", "pgd", 0.1, 10, some(30), some(30)),
+                                 "apgd_0.1": ("transfer", "apgd", 0.1, 100, some(50), some(30))})
+    assert check_iterations(sets, Rows(preds)).passed is False
+    assert check_iterations(sets[:2], Rows(preds)).passed is None
+    big = [_set("pgd_0.5", "transfer", "pgd", 0.5, some(60), some(5), 10)]
+    assert check_large_eps(big, (), 0.1).passed is False
     assert check_large_eps([_set("pgd_0.5", "transfer", "pgd", 0.5, some(5), some(5), 10)], (), 0.1).passed is True
-    assert check_large_eps(rising, (), 0.1).passed is None
-    masked = [_set("pgd_0.1", "transfer", "pgd", 0.1, some(90), ok, 10),
-              _set("square_0.1", "transfer", "square", 0.1, some(20), ok, 5000)]
-    c = check_gradient_masking(masked, ())
+    assert check_large_eps(sets, (), 0.1).passed is None
+    sets, preds = _report(n, y, {"pgd_0.1": ("transfer", "pgd", 0.1, 10, some(90), some(90)),
+                                 "square_0.1": ("transfer", "square", 0.1, 5000, some(20), some(90))})
+    c = check_gradient_masking(sets, (), Rows(preds))
     assert c.passed is False and "GRADIENT MASKING" in c.detail
+
+
+def test_gradient_masking_needs_more_than_sampling_noise():
+    """The query attack runs on the first rows only: a query exactly as strong as PGD, on a subset
+    whose accuracy happens to be lower, is no evidence of masking (compared per sample)."""
+    from edgerobust.device.scores.query import QueryResult
+    from edgerobust.device.scores.sanity import Rows
+
+    n = 1000
+    y = np.zeros(n, int)
+    pgd_ok = np.ones(n, bool)
+    pgd_ok[:90] = False  # the first 200 rows: 55% standing; all rows: 91%
+    pgd_ok[200:200 + 0] = False
+    sets, preds = _report(n, y, {"pgd_0.1": ("transfer", "pgd", 0.1, 10, pgd_ok, pgd_ok)})
+    q = QueryResult("square", 0.1, "0.1", 1000, np.arange(200))
+    for role in ("base", "deployed"):
+        q.clean_correct[role] = np.ones(200, bool)
+        q.adv_correct[role] = pgd_ok[:200].copy()  # breaks exactly what PGD breaks
+    robust = robust_accuracies(sets, preds, query=[q])
+    c = check_gradient_masking(sets, robust, Rows(preds))
+    assert c.passed is True, c.detail
+    q.adv_correct["base"][100:160] = False  # now it breaks 60 rows PGD left standing
+    robust = robust_accuracies(sets, preds, query=[q])
+    c = check_gradient_masking(sets, robust, Rows(preds))
+    assert c.passed is False and "base at eps 0.1" in c.detail
+
+
+def test_a_transferred_autoattack_figure_is_graded_for_the_base_only():
+    n = 50
+    y = np.zeros(n, int)
+    some = lambda k: np.arange(n) < k  # noqa: E731
+    groups = {f"{k}_0.05": ("transfer", k, 0.05, v, some(20), some(40)) for k, (_, v) in AUTOATTACK_STANDARD.items()}
+    sets, preds = _report(n, y, groups)
+    for s in sets[1:]:  # the budgets where the audit reads them
+        key, v = AUTOATTACK_STANDARD[s.attack["attack"]]
+        s.attack["params"] = {key: v}
+    (ra,) = robust_accuracies(sets, preds)
+    assert ra.grades["base"] == "autoattack" and ra.grades["deployed"] == "upper-bound"
+    assert ra.grade == "upper-bound"
+    from edgerobust.device.render.headline import robust_sentences
+
+    text = " ".join(robust_sentences((ra,)))
+    assert "AutoAttack-grade for the base" in text and "transfer (AutoAttack-grade)" not in text
 
 
 @pytest.fixture(scope="module")

@@ -164,7 +164,9 @@ class _Run:
     def _trained_on(self) -> dict:
         """What pruned.pt saw: the training part of this split, if the base did not see the evaluation rows."""
         prep = self.prep
-        if prep.held_out.may_overlap_training:  # the base's own history is unknown: claim nothing
+        # only a random split is drawn again the same way from (data, seed); and only when the base
+        # had not seen its evaluation rows either is the pruned model's history known
+        if prep.held_out.source != "random" or prep.held_out.may_overlap_training:
             return {}
         return {"trained_on": {"data": prep.data_name, "image_size": prep.image_size, "seed": prep.seed,
                                "split": "train"}}

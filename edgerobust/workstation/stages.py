@@ -165,8 +165,8 @@ def quantize_stage(prep: Prepared, fp32: Exported, out: Path, config: QuantConfi
     warning = None
     if agree < INT8_AGREEMENT_WARN:
         warning = (f"int8 gives the fp32 model's top-1 answer on only {agree:.1%} of {len(ev)} samples (accuracy "
-                   f"{fp32.accuracy:.2%} fp32, {acc:.2%} int8): the deployed model is not the same model, and its "
-                   f"robustness is its own; `min_int8_agreement` stops compress below a share you choose")
+                   f"{fp32.accuracy:.2%} fp32, {acc:.2%} int8): the int8 model is not the same model as fp32, and "
+                   f"its robustness is its own; `min_int8_agreement` stops compress below a share you choose")
         ui.warn(warning)
     return Quantized(path=out, logits=logits, accuracy=acc, result=qr, config=quant, attempts=attempts,
                      drop_points=drop, agreement=agree, warning=warning)

@@ -128,7 +128,10 @@ def _grade(ra) -> str:
         return "AutoAttack-grade"
     if ra.grade == "query":
         return f"{', '.join(ra.components)}"
-    return f"upper bound from {'/'.join(c.upper() for c in ra.components)}"
+    text = f"upper bound from {'/'.join(c.upper() for c in ra.components)}"
+    if ra.threat == "transfer" and ra.grades.get("base") == "autoattack":
+        text += ", transferred; AutoAttack-grade for the base"
+    return text
 
 
 def robust_sentences(robust) -> list[str]:
@@ -149,8 +152,17 @@ def robust_sentences(robust) -> list[str]:
     transfer = {(r.norm, r.eps): r for r in robust if r.threat == "transfer"}
     for q in (r for r in robust if r.threat == "query"):
         t = transfer.get((q.norm, q.eps))
-        if t is not None and t.delta is not None and q.delta is not None and t.delta > 0 > q.delta:
+        if t is None or t.delta is None or q.delta is None or not t.delta > 0 > q.delta:
+            continue
+        test = q.paired()
+        if test is not None and test.p_value < 0.05:
             out.append(f"The transfer sets flatter the deployed model at eps {q.eps_text}: they say "
                        f"{_pp(t.delta)} against the base, but queried directly on this runtime it is "
-                       f"{_pp(q.delta)}, less robust than the base; trust the query figure.")
+                       f"{_pp(q.delta)} (McNemar p {test.p_value:.3g}), less robust than the base; trust the "
+                       "query figure.")
+        else:
+            out.append(f"At eps {q.eps_text} the transfer sets say {_pp(t.delta)} against the base, the query attack "
+                       f"on this runtime {_pp(q.delta)}"
+                       + (f" (McNemar p {test.p_value:.3g})" if test is not None else "")
+                       + ": neither shows the deployed model more robust than the base.")
     return out

@@ -32,8 +32,11 @@ def robust_rows(report, ci: bool = True) -> list[list[str]]:
     extra = robust_head(report)[7:]
     rows = []
     for ra in report.robust:
+        grade = GRADES[ra.grade] + (" (transferred)" if ra.threat == "transfer" and ra.grade == "upper-bound" else "")
+        if ra.grades.get("base") not in (None, ra.grade):
+            grade += f" (base: {GRADES[ra.grades['base']]})"
         rows.append([THREAT_TEXT.get(ra.threat, ra.threat), ra.eps_text + ("" if ra.norm == "Linf" else f" {ra.norm}"),
-                     GRADES[ra.grade], str(ra.n), _pct(ra.models.get("base"), ci), _pct(ra.models.get("deployed"), ci),
+                     grade + (" *" if ra.note else ""), str(ra.n), _pct(ra.models.get("base"), ci), _pct(ra.models.get("deployed"), ci),
                      _pp(ra.delta), *[_pct(ra.models.get(r), ci) for r in extra]])
     return rows
 
@@ -69,8 +72,9 @@ def robust_md(report, md_table) -> list[str]:
     """The report.md sections: robust accuracy, the query attack, the sanity checks."""
     out = []
     if report.robust:
+        notes = sorted({f"\\* eps {ra.eps_text}, {ra.threat}: {ra.note}." for ra in report.robust if ra.note})
         out += ["## Robust accuracy (per-sample worst case)", "", ROBUST_NOTE, "",
-                md_table(robust_head(report), robust_rows(report)), ""]
+                md_table(robust_head(report), robust_rows(report)), "", *notes, *([""] if notes else [])]
     if report.query:
         out += ["## Query attack on the runtime", "",
                 "A score-based black-box attack run directly against each model's onnxruntime session on this "

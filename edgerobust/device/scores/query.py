@@ -17,7 +17,6 @@ robust accuracy is a per-sample figure (edgerobust.device.scores.robust) with th
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -94,10 +93,12 @@ class QueryResult:
 
     def robust_accuracy(self) -> RobustAccuracy:
         n = len(self.idx)
-        models = {r: proportion(int((self.clean_correct[r] & self.adv_correct[r]).sum()), n) for r in self.adv_correct}
+        correct = {r: self.clean_correct[r] & self.adv_correct[r] for r in self.adv_correct}
+        models = {r: proportion(int(ok.sum()), n) for r, ok in correct.items()}
         return RobustAccuracy(threat="query", norm="Linf", eps=self.eps, eps_text=self.eps_text, grade="query",
                               components=(f"{self.attack} ({self.queries_budget} iterations)",), n=n, models=models,
-                              sets={r: (f"query {self.attack} {self.eps_text}",) for r in models})
+                              sets={r: (f"query {self.attack} {self.eps_text}",) for r in models},
+                              grades={r: "query" for r in models}, rows=self.idx, correct=correct)
 
     def to_dict(self) -> dict:
         ra = self.robust_accuracy()
@@ -174,9 +175,9 @@ def run_query_attack(sessions: dict, x: np.ndarray, y: np.ndarray, config: Query
                                   batch_size=batch_size, verbose=False)
             t0 = time.perf_counter()
             np.random.seed(config.seed)  # ART draws its squares from numpy's global generator
-            bar = ui.task(f"query {config.attack} eps {eps_text} on {role}", total=None) if show \
-                else contextlib.nullcontext()
-            with bar, warnings.catch_warnings():
+            if show:
+                ui.info(f"query {config.attack} eps {eps_text} on {role}: {n} samples, {config.queries} iterations ...")
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 adv = attack.generate(xs, y=ys)
             res.seconds[role] = time.perf_counter() - t0
@@ -188,6 +189,6 @@ def run_query_attack(sessions: dict, x: np.ndarray, y: np.ndarray, config: Query
         out.append(res)
         if show:
             ra = res.robust_accuracy()
-            ui.info(f"query {config.attack} eps {eps_text} ({config.queries} queries, {n} samples): "
+            ui.info(f"query {config.attack} eps {eps_text} ({config.queries} iterations, {n} samples): "
                     + ", ".join(f"{r} {p.value:.1%}" for r, p in ra.models.items() if p.value is not None))
     return out

@@ -22,17 +22,18 @@ robust accuracy is at most this. Torch-free.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from edgerobust.device.scores.stats import Proportion, proportion
+from edgerobust.device.scores.stats import Proportion, mcnemar_exact, proportion
 
 # AutoAttack's standard version (Croce & Hein 2020): component -> (the torchattacks parameter that
 # holds its budget, the standard budget)
 AUTOATTACK_STANDARD = {"apgd": ("steps", 100), "apgd-t": ("steps", 100), "fab-t": ("steps", 100),
                        "square": ("n_queries", 5000)}
-GRADES = {"autoattack": "AutoAttack-grade", "upper-bound": "upper bound from weaker attacks",
+GRADES = {"autoattack": "AutoAttack-grade", "upper-bound": "upper bound",
           "query": "query attack on the runtime"}
 THREAT_ORDER = ("transfer", "white-box", "query")
 
@@ -56,6 +57,10 @@ class RobustAccuracy:
     n: int
     models: dict[str, Proportion]
     sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    grades: dict[str, str] = field(default_factory=dict)  # per role: what its figure can claim
+    note: str | None = None  # e.g. the deployed model faced sets crafted on its fp32 twin
+    rows: np.ndarray | None = field(default=None, repr=False, compare=False)  # the eval rows of ``correct``
+    correct: dict | None = field(default=None, repr=False, compare=False)  # role -> per-row robust (bool)
 
     @property
     def delta(self) -> float | None:
@@ -67,9 +72,17 @@ class RobustAccuracy:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("rows", None)
+        d.pop("correct", None)
         d["delta"] = self.delta
         d["grade_text"] = GRADES[self.grade]
         return d
+
+    def paired(self, a: str = "base", b: str = "deployed"):
+        """Exact McNemar test of two roles' per-row robustness (None without per-row figures)."""
+        if not self.correct or a not in self.correct or b not in self.correct:
+            return None
+        return mcnemar_exact(self.correct[a], self.correct[b])
 
 
 def grade_of(attacks: list[dict]) -> tuple[str, tuple[str, ...]]:
@@ -81,9 +94,7 @@ def grade_of(attacks: list[dict]) -> tuple[str, tuple[str, ...]]:
         params = a.get("params") or {}
         if std and isinstance(params.get(std[0]), (int, float)) and params[std[0]] >= std[1]:
             full.add(str(a.get("attack")))
-    if full == set(AUTOATTACK_STANDARD):
-        return "autoattack", tuple(sorted(full))
-    return "upper-bound", names
+    return ("autoattack" if full == set(AUTOATTACK_STANDARD) else "upper-bound"), names
 
 
 def _correct_on_rows(sp, role: str, rows: np.ndarray) -> np.ndarray:
@@ -132,9 +143,13 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
         transfer = [(s, sp) for s, sp in members if s.source == "transfer"]
         white = [(s, sp) for s, sp in members if s.whitebox]
         if transfer:
-            out.append(_group("transfer", norm, eps, eps_text, {r: transfer for r in roles}, clean))
+            ra = _group("transfer", norm, eps, eps_text, {r: transfer for r in roles}, clean)
+            # the attacks ran on the base: for every other model the figure is a transferred one, an
+            # upper bound on its robustness however strong the attacks were on the base
+            grades = {r: (g if r == "base" else "upper-bound") for r, g in ra.grades.items()}
+            out.append(dataclasses.replace(ra, grades=grades, grade=grades.get("deployed", ra.grade)))
         if white:
-            faced = {"base": transfer} if transfer else {}
+            faced, note = {}, None
             for s, sp in white:
                 target = _target_role(s.source, deployed_variant, roles)
                 if target is not None:
@@ -143,8 +158,15 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
                 twin = [(s, sp) for s, sp in white if s.source == "whitebox-fp32"]  # weights) is the nearest
                 if twin:
                     faced["deployed"] = twin
+                    note = (f"no set was crafted on the deployed {deployed_variant or 'model'}: it faced the sets "
+                            "crafted on its fp32 twin (the same pruned weights)")
+            crafted = {_kind(s) for members in faced.values() for s, _ in members}
+            mine = [(s, sp) for s, sp in transfer if _kind(s) in crafted]  # the base: the same attacks, on itself
+            if mine:
+                faced["base"] = mine
             if any(r != "base" for r in faced):
-                out.append(_group("white-box", norm, eps, eps_text, faced, clean))
+                ra = _group("white-box", norm, eps, eps_text, faced, clean)
+                out.append(dataclasses.replace(ra, note=note))
     for q in query or ():
         out.append(q.robust_accuracy())
     order = {t: i for i, t in enumerate(THREAT_ORDER)}
@@ -158,18 +180,24 @@ def _group(threat: str, norm: str, eps: float, eps_text: str, faced: dict[str, l
         for _, sp in members:
             rows = set(map(int, sp.idx)) if rows is None else rows & set(map(int, sp.idx))
     rows_arr = np.array(sorted(rows or ()), dtype=np.int64)
-    models, used, grades = {}, {}, []
+    models, used, grades, correct, components = {}, {}, {}, {}, set()
     for role, members in faced.items():
         if role not in clean.pred:
             continue
         ok = _correct_on_rows(clean, role, rows_arr)
         for s, sp in members:
             ok &= _correct_on_rows(sp, role, rows_arr)
-        models[role] = proportion(int(ok.sum()), len(rows_arr))
+        models[role], correct[role] = proportion(int(ok.sum()), len(rows_arr)), ok
         used[role] = tuple(s.name for s, _ in members)
-        grades.append(grade_of([s.attack for s, _ in members]))
-    # AutoAttack-grade only when every model faced the standard components
-    grade = "autoattack" if grades and all(g == "autoattack" for g, _ in grades) else "upper-bound"
-    components = tuple(sorted({c for _, cs in grades for c in cs}))
-    return RobustAccuracy(threat=threat, norm=norm, eps=eps, eps_text=eps_text, grade=grade, components=components,
-                          n=len(rows_arr), models=models, sets=used)
+        grades[role], cs = grade_of([s.attack for s, _ in members])
+        components.update(cs)
+    grade = grades.get("deployed") or next(iter(grades.values()), "upper-bound")
+    return RobustAccuracy(threat=threat, norm=norm, eps=eps, eps_text=eps_text, grade=grade,
+                          components=tuple(sorted(components)), n=len(rows_arr), models=models, sets=used,
+                          grades=grades, rows=rows_arr, correct=correct)
+
+
+def _kind(s) -> tuple:
+    """What makes two sets the same attack: its name and its budget (steps, or Square's queries)."""
+    p = s.attack.get("params") or {}
+    return str(s.attack.get("attack")), p.get("steps"), p.get("n_queries")
