@@ -188,12 +188,19 @@ GPU = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvid
     ("Raspberry Pi 5 Model B Rev 1.0", False, ["CPUExecutionProvider"], "raspberry-pi-5"),
     ("Raspberry Pi 4 Model B Rev 1.4", False, ["CPUExecutionProvider"], "raspberry-pi-4"),
     ("", False, ["CPUExecutionProvider"], "laptop-cpu"),
-], ids=["orin-nano", "agx-orin", "nano", "jetson-without-gpu-ort", "pi5", "pi4", "laptop"])
+    ("", False, ["OpenVINOExecutionProvider", "CPUExecutionProvider"], "laptop-openvino-cpu"),
+    ("", False, ["DmlExecutionProvider", "CPUExecutionProvider"], "windows-directml"),
+    ("", False, ["QNNExecutionProvider", "CPUExecutionProvider"], "snapdragon-qnn-npu"),
+    ("", False, ["CoreMLExecutionProvider", "CPUExecutionProvider"], "laptop-cpu"),
+], ids=["orin-nano", "agx-orin", "nano", "jetson-without-gpu-ort", "pi5", "pi4", "laptop", "openvino", "directml",
+        "qnn", "mac"])
 def test_best_match(model, tegra, providers, expected):
     m = best_match_profile(device_model=model, is_tegra=tegra, providers=providers)
     assert m.name == expected and m.name in list_profiles()
     if expected == "laptop-cpu" and tegra:
         assert "onnxruntime-gpu" in m.reason
+    if "CoreMLExecutionProvider" in providers:  # Core ML is offered, not chosen: most Mac wheels carry it
+        assert "--profile apple-coreml" in m.reason
 
 
 def test_profile_files_are_package_data():

@@ -24,6 +24,7 @@ from edgerobust.device.files.bundle import MANIFEST, AdvSet, Bundle, EvalSet, sh
 from edgerobust.errors import BundleError, ModelLoadError, ProfileError, UsageError
 from edgerobust.device.runtime.hostcheck import HostCheck, check_host, host_facts
 from edgerobust.device.runtime.measure import MeasureReport, measure, open_session, open_sessions
+from edgerobust.device.runtime.sessions import plan_providers
 from edgerobust.device.files.predictions import Predictions
 from edgerobust.device.runtime.profiles import DeviceProfile, best_match_profile, load_profile
 from edgerobust.device.scores.query import QueryConfig, require_art
@@ -335,6 +336,7 @@ def audit(config: AuditConfig) -> AuditReport:
     inputs = _locate(config)
     profile, reason = resolve_profile(config.profile)
     reason = reason or config.profile_reason
+    plan_providers(profile, allow_fallback=config.allow_fallback)  # a missing provider is the one message
     warnings = list(inputs.warnings)
     host = check_host(profile, host_facts())
     host_warnings = _host_warnings(profile, host)

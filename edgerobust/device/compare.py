@@ -75,6 +75,7 @@ class Device:
     fallback: bool
     host_matches_profile: bool
     created: str
+    precision: str = "not recorded"  # what the deployed model's float layers ran in (report version 5 and later)
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,8 @@ def _device(label: str, run: AuditRun) -> Device:
                   host=f"{h.get('cpu', '?')}, {h.get('cores', '?')} cores, {h.get('machine', '?')}",
                   providers=tuple(deployed.get("session", {}).get("providers", ())),
                   fallback=bool(summary.get("fallback")), host_matches_profile=bool(summary.get("host_matches_profile", True)),
-                  created=str(d.get("created", "")))
+                  created=str(d.get("created", "")),
+                  precision=(deployed.get("precision") or {}).get("declared", "not recorded"))
 
 
 def _latency(label: str, run: AuditRun) -> list[DeviceLatency]:

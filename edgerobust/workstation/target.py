@@ -2,7 +2,8 @@
 
 ``resolve_target(profile, ...) -> TargetPlan`` decides, each with its reason:
 
-- the target runtime (``cpu``, ``tensorrt``, ``cuda``): the profile's first execution provider;
+- the target runtime (``cpu``, ``tensorrt``, ``cuda``, ``openvino-cpu``/``-gpu``/``-npu``, ``coreml``, ``qnn``,
+  ``directml``): the profile's first execution provider;
   it decides which precision variant becomes model.onnx (edgerobust.workstation.variants.choose);
 - ``round_to``: pruned channel counts are kept multiples of it (the profile's
   ``compress.round_to``, else 8);
@@ -21,7 +22,9 @@ from edgerobust.registries import INT8_STEMS, INT8_TARGETS
 
 DEFAULT_ROUND_TO = 8  # compress's channel rounding where neither the caller nor the profile sets one
 DEFAULT_STEM = "plain"
-RUNTIMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda"}  # else the CPU rule
+RUNTIMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda", "OpenVINOExecutionProvider": "openvino",
+            "CoreMLExecutionProvider": "coreml", "QNNExecutionProvider": "qnn", "DmlExecutionProvider": "directml"}
+# else the CPU rule; OpenVINO's runtime names its device: openvino-cpu, openvino-gpu, openvino-npu
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class TargetPlan:
     """The choices a target profile makes for compress, each with where it came from."""
 
     profile: str | None  # the profile's name; None: no target profile (the CPU rule)
-    runtime: str  # cpu, tensorrt or cuda
+    runtime: str  # cpu, tensorrt, cuda, openvino-cpu/-gpu/-npu, coreml, qnn or directml
     round_to: int
     stem: str
     int8_target: str
@@ -53,6 +56,9 @@ def resolve_target(profile: str | None, *, round_to: int | None = None, stem: st
         p = load_profile(profile)
     first = p.providers[0].name if p is not None and p.providers else "CPUExecutionProvider"
     runtime = RUNTIMES.get(first, "cpu")
+    if runtime == "openvino":
+        device = str(p.providers[0].options.get("device_type") or "CPU")
+        runtime += "-" + device.split(":")[-1].split(",")[0].split(".")[0].strip().lower()
     where = f"the profile {p.name}" if p is not None else None
     reasons = {"runtime": f"{where}'s first execution provider, {first}" if where else "no target profile: the CPU"}
 
@@ -75,6 +81,8 @@ def resolve_target(profile: str | None, *, round_to: int | None = None, stem: st
     else:
         int8_target = "tensorrt" if runtime == "tensorrt" else "cpu"
         reasons["int8_target"] = (f"{where} runs TensorRT, which takes symmetric int8" if runtime == "tensorrt"
-                                  else "the CPU preset (U8S8)")
+                                  else "the CPU preset (U8S8)" if runtime == "cpu"
+                                  else f"the CPU preset (U8S8: uint8 activations, symmetric int8 weights), which {runtime} "
+                                       "takes too" + (" (measured)" if runtime == "openvino-cpu" else " (documented, not measured)"))
     return TargetPlan(profile=p.name if p is not None else None, runtime=runtime, round_to=round_to, stem=stem,
                       int8_target=INT8_TARGETS.resolve(int8_target), reasons=reasons)

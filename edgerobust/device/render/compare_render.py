@@ -42,9 +42,9 @@ def device_name(c: Comparison, label: str) -> str:
 
 
 def device_rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
-    head = ["device", "host", "ran on", "audited (UTC)"]
+    head = ["device", "host", "ran on", "deployed ran in", "audited (UTC)"]
     return head, [[device_name(c, d.label), d.host, ", ".join(p.replace("ExecutionProvider", "") for p in d.providers),
-                   d.created[:16].replace("T", " ")] for d in c.devices]
+                   d.precision, d.created[:16].replace("T", " ")] for d in c.devices]
 
 
 def latency_rows(c: Comparison) -> tuple[list[str], list[list[str]]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgerobust.device.scores.sanity import OVERLAP
+from edgerobust.device.runtime.precision import FP32_TOLERANCE
 
 # (threat model, SetResult.source prefix, how the sets were crafted)
 THREATS = (
@@ -106,7 +107,7 @@ def headline(report) -> str:
     out.append("Deployed vs base: " + ", ".join(parts) + ".")
     from edgerobust.device.render.variant_table import better_variant, slower_than_base
 
-    out += [line for line in (slower_than_base(report), better_variant(report)) if line]
+    out += [line for line in (slower_than_base(report), better_variant(report), precision_sentence(report)) if line]
     robust = tuple(getattr(report, "robust", ()) or ())
     worst = worst_per_threat(report.sets)
     if robust:
@@ -166,3 +167,22 @@ def robust_sentences(robust) -> list[str]:
                        + (f" (McNemar p {test.p_value:.3g})" if test is not None else "")
                        + ": neither shows the deployed model more robust than the base.")
     return out
+
+
+def precision_sentence(report) -> str | None:
+    """Which precision each model ran in: declared by the runtime, and observed where it is not the CPU provider."""
+    parts = []
+    for m in report.measurement.models:
+        rec = getattr(m, "precision", None)
+        if not rec:
+            continue
+        obs, text = rec.get("observed") or {}, f"{m.role} ({rec['model']} file) {rec['declared']}"
+        if "max_rel_diff_vs_cpu" in obs and rec["model"] != "int8":
+            reduced = obs["max_rel_diff_vs_cpu"] > FP32_TOLERANCE
+            text += (f" (observed: {'REDUCED precision' if reduced else 'fp32'}, outputs within "
+                     f"{obs['max_rel_diff_vs_cpu']:.0e} of the CPU provider's fp32)")
+        parts.append(text)
+    if not parts:
+        return None
+    providers = sorted({m.precision["provider"] for m in report.measurement.models if getattr(m, "precision", None)})
+    return f"Precision that ran on {', '.join(providers)}: " + "; ".join(parts) + "."

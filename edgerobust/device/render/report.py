@@ -33,6 +33,7 @@ from edgerobust.device.files.bundle import write_json
 from edgerobust.errors import UsageError
 from edgerobust.device.render.headline import headline, worst_per_threat
 from edgerobust.device.runtime.measure import MeasureReport
+from edgerobust.device.runtime.precision import precision_line
 from edgerobust.device.files.predictions import FILE as PREDICTIONS_FILE
 from edgerobust.device.files.predictions import KIND as PREDICTIONS_KIND
 from edgerobust.device.render.robust_table import robust_head, robust_md, robust_rows, sanity_lines
@@ -202,6 +203,7 @@ def to_markdown(report: AuditReport) -> str:
     out += _resident_md(m)
     out += [f"- **Warning:** {line}" for line in noise_warnings(m)]
     out += [f"- {line}" for line in _resource_lines(m)]
+    out += [f"- precision, {precision_line(x.role, x.precision)}" for x in m.models if x.precision]
     out += _variants_md(report)
     if report.budgets:
         out += ["", "## Budgets", ""] + [f"- {line}" for line, _ in _budget_lines(report)]
@@ -278,6 +280,9 @@ def render_measure(m: MeasureReport, console: Console, host_note: str | None = N
         console.print(f"[bold yellow]WARNING:[/bold yellow] {line}", highlight=False)
     for line in _resource_lines(m):
         console.print(f"  {line}", highlight=False)
+    for x in m.models:  # on the CPU provider the precision is the file's: said in report.md only
+        if x.precision and x.precision["provider"] != "CPUExecutionProvider":
+            console.print(f"  precision, {precision_line(x.role, x.precision)}", highlight=False)
     if m.skipped_batch_sizes:
         console.print(f"  batch sizes skipped (fixed batch axis): {', '.join(map(str, m.skipped_batch_sizes))}")
 

@@ -29,6 +29,7 @@ from edgerobust.device.runtime import resident
 from edgerobust.device.runtime.host import HostInfo, OtherLoad, host_info  # noqa: F401
 from edgerobust.device.runtime.latency import LatencyStats, interleaved_timings, median_ci, summarize  # noqa: F401
 from edgerobust.device.runtime.profiles import DeviceProfile, MeasureSettings
+from edgerobust.device.runtime.precision import ran_precision
 from edgerobust.device.runtime.sessions import (ORT_LEVEL, ModelInput, OpenSession, ProviderPlan, SessionInfo, config_entries,  # noqa: F401
                        open_session, open_sessions, ort, plan_providers, session_options)
 
@@ -240,6 +241,8 @@ class ModelMeasurement:
     latency: tuple[LatencyStats, ...]
     memory: MemoryResult | None
     resident_latency: tuple[LatencyStats, ...] = ()
+    # the precision it ran in (edgerobust.device.runtime.precision.ran_precision)
+    precision: dict | None = None
 
     def latency_at(self, batch_size: int) -> LatencyStats | None:
         return next((lat for lat in self.latency if lat.batch_size == batch_size), None)
@@ -331,6 +334,7 @@ def measure(sessions: dict[str, OpenSession], profile: DeviceProfile, memory: bo
 
     With roles 'base' and 'deployed' the speedup base/deployed is computed per batch size.
     """
+    precision = ran_precision(sessions)
     meter = OtherLoad().start()
     latency, skipped = measure_latency(sessions, profile.measure, show_progress)
     other_load = meter.stop()
@@ -345,7 +349,8 @@ def measure(sessions: dict[str, OpenSession], profile: DeviceProfile, memory: bo
                 adv(1, role)
             models.append(ModelMeasurement(role=role, path=s.info.model, size_bytes=size, size_mb=size / MIB,
                                            session=s.info, latency=tuple(latency[role]), memory=mem,
-                                           resident_latency=tuple(latency.get(resident.resident_key(role), ()))))
+                                           resident_latency=tuple(latency.get(resident.resident_key(role), ())),
+                                           precision=precision.get(role)))
     speedup = []
     if "base" in sessions and "deployed" in sessions:
         speedup = [speedup_of(b, d) for b, d in zip(latency["base"], latency["deployed"])]

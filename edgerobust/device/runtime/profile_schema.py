@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from edgerobust.errors import ProfileError
+from edgerobust.device.runtime.profile_checker import Checker
 from edgerobust.registries import INT8_STEMS
 
 
@@ -165,80 +166,15 @@ class DeviceProfile:
         for b in batch_sizes:
             if not isinstance(b, int) or b < 1:
                 raise ProfileError(f"Batch size {b!r} is not a positive integer.")
+            if b > MEASURE_LIMITS["batch_size"]:
+                raise ProfileError(f"Batch size {b} is over the limit of {MEASURE_LIMITS['batch_size']}.",
+                                   fix="Measure smaller batches: latency per image stops improving long before that.")
         m = dataclasses.replace(self.measure, batch_sizes=tuple(batch_sizes))
         return dataclasses.replace(self, measure=m)
 
 
 # =============================================================================================
 # reading TOML tables
-
-
-class Checker:
-    """Reads typed fields out of TOML tables; every error names the file and the field."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, field_name: str, what: str, fix: str | None = None) -> ProfileError:
-        return ProfileError(f"Invalid device profile '{self.source}': field '{field_name}' {what}",
-                            fix=fix or "Fix the field in the profile file (see `edgerobust profiles show laptop-cpu` for a valid example).")
-
-    def table(self, data: Mapping, key: str, where: str, required: bool = False) -> dict:
-        v = data.get(key)
-        if v is None:
-            if required:
-                raise self.fail(f"{where}{key}", "is missing.")
-            return {}
-        if not isinstance(v, dict):
-            raise self.fail(f"{where}{key}", f"must be a table ([{key}]), not {type(v).__name__}.")
-        return v
-
-    def no_unknown(self, data: Mapping, allowed: tuple[str, ...], where: str) -> None:
-        for key in data:
-            if key not in allowed:
-                raise self.fail(f"{where}{key}", "is not a known field.",
-                                fix=f"Known fields here: {', '.join(allowed)}. Check the spelling.")
-
-    def string(self, data: Mapping, key: str, where: str, default: str | None = None) -> str | None:
-        v = data.get(key, default)
-        if v is not None and not isinstance(v, str):
-            raise self.fail(f"{where}{key}", f"must be a string, not {v!r}.")
-        return v
-
-    def choice(self, data: Mapping, key: str, where: str, choices, default: str | None) -> str | None:
-        v = self.string(data, key, where, default)
-        if v is not None and v not in choices:
-            raise self.fail(f"{where}{key}", f"must be one of {', '.join(choices)}; got {v!r}.")
-        return v
-
-    def boolean(self, data: Mapping, key: str, where: str, default: bool) -> bool:
-        v = data.get(key, default)
-        if not isinstance(v, bool):
-            raise self.fail(f"{where}{key}", f"must be true or false, not {v!r}.")
-        return v
-
-    def integer(self, data: Mapping, key: str, where: str, default: int | None, minimum: int) -> int | None:
-        v = data.get(key, default)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.fail(f"{where}{key}", f"must be an integer, not {v!r}.")
-        if v < minimum:
-            raise self.fail(f"{where}{key}", f"must be at least {minimum}; got {v}.")
-        return v
-
-    def number(self, data: Mapping, key: str, where: str, default: float | None,
-               positive: bool) -> float | None:
-        v = data.get(key, default)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-            raise self.fail(f"{where}{key}", f"must be a number, not {v!r}.")
-        if positive and v <= 0:
-            raise self.fail(f"{where}{key}", f"must be greater than 0; got {v}.")
-        if not positive and v < 0:
-            raise self.fail(f"{where}{key}", f"must not be negative; got {v}.")
-        return float(v)
 
 
 def read_providers(c: Checker, data: Mapping) -> tuple[ProviderSpec, ...]:
@@ -314,23 +250,45 @@ _MEASURE_FIELDS = ("batch_sizes", "warmup_runs", "rounds", "runs_per_round", "mi
                    "device_resident", "cuda_graph", "processes")
 
 
+# Upper bounds on what a profile may ask (Checker.too_costly): each is past anything a stable median
+# needs, and a profile over them (1e9 warm-up runs, a day of min_seconds) would only hang the audit.
+MEASURE_LIMITS = {"warmup_runs": 1000, "rounds": 1000, "runs_per_round": 1000, "max_rounds": 10_000,
+                  "memory_runs": 100, "switch_warmup_runs": 100, "processes": 8, "batch_size": 1024,
+                  "batch_sizes": 8, "min_seconds": 300.0, "max_seconds": 600.0, "turn_seconds": 10.0,
+                  "runs": 100_000}
+
+
 def read_measure(c: Checker, data: Mapping) -> MeasureSettings:
     t = c.table(data, "measure", "")
     c.no_unknown(t, _MEASURE_FIELDS, "measure.")
+    lim = MEASURE_LIMITS
     bs = t.get("batch_sizes", [1])
     if not isinstance(bs, list) or not bs:
         raise c.fail("measure.batch_sizes", f"must be a non-empty array of positive integers; got {bs!r}.")
     for b in bs:
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise c.fail("measure.batch_sizes", f"must hold positive integers only; got {b!r}.")
+        if b > lim["batch_size"]:
+            raise c.too_costly("measure.batch_sizes", b, lim["batch_size"])
     if len(set(bs)) != len(bs):
         raise c.fail("measure.batch_sizes", f"lists a batch size twice: {bs}.")
-    rounds = c.integer(t, "rounds", "measure.", 5, 1)
-    max_rounds = c.integer(t, "max_rounds", "measure.", max(100, rounds), 1)
+    if len(bs) > lim["batch_sizes"]:
+        raise c.too_costly("measure.batch_sizes (count)", len(bs), lim["batch_sizes"])
+
+    def count(key: str, default: int, minimum: int) -> int:
+        return c.integer(t, key, "measure.", default, minimum, lim[key])
+
+    def seconds(key: str) -> float:
+        return c.number(t, key, "measure.", 0.0, positive=False, maximum=lim[key])
+
+    rounds = count("rounds", 5, 1)
+    max_rounds = c.integer(t, "max_rounds", "measure.", max(100, rounds), 1, lim["max_rounds"])
     if max_rounds < rounds:
         raise c.fail("measure.max_rounds", f"({max_rounds}) must be at least measure.rounds ({rounds}).")
-    min_s = c.number(t, "min_seconds", "measure.", 0.0, positive=False)
-    max_s = c.number(t, "max_seconds", "measure.", 0.0, positive=False)
+    runs_per_round = count("runs_per_round", 10, 1)
+    if max_rounds * runs_per_round > lim["runs"]:
+        raise c.too_costly("measure.max_rounds x measure.runs_per_round", max_rounds * runs_per_round, lim["runs"])
+    min_s, max_s = seconds("min_seconds"), seconds("max_seconds")
     if max_s and max_s < min_s:
         raise c.fail("measure.max_seconds", f"({max_s:g}) must be 0 (no cap) or at least measure.min_seconds ({min_s:g}).")
     ci = c.number(t, "ci_target", "measure.", 0.0, positive=False)
@@ -338,13 +296,12 @@ def read_measure(c: Checker, data: Mapping) -> MeasureSettings:
         raise c.fail("measure.ci_target", f"is the p50 interval's relative half-width, e.g. 0.02 for ±2%; got {ci:g}.")
     isolation = c.choice(t, "isolation", "measure.", ISOLATION, "pool")
     return MeasureSettings(
-        batch_sizes=tuple(bs), warmup_runs=c.integer(t, "warmup_runs", "measure.", 10, 0), rounds=rounds,
-        runs_per_round=c.integer(t, "runs_per_round", "measure.", 10, 1), min_seconds=min_s, max_rounds=max_rounds,
-        memory_runs=c.integer(t, "memory_runs", "measure.", 5, 1),
-        turn_seconds=c.number(t, "turn_seconds", "measure.", 0.0, positive=False),
-        switch_warmup_runs=c.integer(t, "switch_warmup_runs", "measure.", 0, 0),
+        batch_sizes=tuple(bs), warmup_runs=count("warmup_runs", 10, 0), rounds=rounds,
+        runs_per_round=runs_per_round, min_seconds=min_s, max_rounds=max_rounds,
+        memory_runs=count("memory_runs", 5, 1), turn_seconds=seconds("turn_seconds"),
+        switch_warmup_runs=count("switch_warmup_runs", 0, 0),
         max_seconds=max_s, ci_target=ci, isolation=isolation, **_read_resident(c, t, data),
-        processes=c.integer(t, "processes", "measure.", 1, 1),
+        processes=count("processes", 1, 1),
     )
 
 

@@ -166,5 +166,14 @@ def best_match_profile(*, device_model: str | None = None, is_tegra: bool | None
         return ProfileMatch("raspberry-pi-5", f"detected {device_model}")
     if "raspberry pi 4" in model:
         return ProfileMatch("raspberry-pi-4", f"detected {device_model}")
+    # A laptop runtime the user installed on purpose (each is its own onnxruntime wheel) is what they deploy with.
+    laptop = {"OpenVINOExecutionProvider": "laptop-openvino-cpu", "QNNExecutionProvider": "snapdragon-qnn-npu",
+              "DmlExecutionProvider": "windows-directml"}
+    for provider, name in laptop.items():
+        if provider in providers:
+            return ProfileMatch(name, f"onnxruntime here offers {provider} (a laptop runtime installed on purpose); "
+                                      "--profile laptop-cpu measures the CPU provider instead")
+    coreml = ("; Core ML is here too: --profile apple-coreml measures with it"
+              if "CoreMLExecutionProvider" in providers else "")
     return ProfileMatch("laptop-cpu", f"no edge device detected ({platform.machine() or 'unknown'} "
-                        f"{platform.system() or ''}); using the generic CPU profile".replace("  ", " "))
+                        f"{platform.system() or ''}); using the generic CPU profile{coreml}".replace("  ", " "))

@@ -24,9 +24,13 @@ from typing import Sequence
 
 from edgerobust.errors import ModelLoadError, ProfileError, require
 from edgerobust.device.runtime.profiles import DeviceProfile, SessionSettings
+from edgerobust.device.runtime.providers import device_fix, device_gap, install_hint
 
 ORT_LEVEL = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+# Provider options that name a folder: "~" expanded and the folder created (TensorRT's engine and
+# timing caches, OpenVINO's compiled-blob cache, CoreML's compiled-model cache).
+PATH_OPTIONS = ("trt_engine_cache_path", "trt_timing_cache_path", "cache_dir", "ModelCacheDirectory")
 _ORT_DTYPE = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
 
 
@@ -51,7 +55,11 @@ class ProviderPlan:
 
 def plan_providers(profile: DeviceProfile, available: Sequence[str] | None = None,
                    allow_fallback: bool = False) -> ProviderPlan:
-    """Match the profile's providers with this host's; raise ProfileError on a gap unless allowed."""
+    """Match the profile's providers with this host's; raise ProfileError on a gap unless allowed.
+
+    A gap is a provider this onnxruntime build lacks, or one it has whose device is not here (the
+    OpenVINO provider asked for a GPU on a host without one: onnxruntime would run the CPU instead).
+    """
     available = tuple(ort().get_available_providers() if available is None else available)
     requested = tuple(profile.provider_names)
     missing = tuple(p for p in requested if p not in available)
@@ -60,22 +68,30 @@ def plan_providers(profile: DeviceProfile, available: Sequence[str] | None = Non
             f"The profile '{profile.name}' asks for {', '.join(missing)}, which this onnxruntime does not offer.",
             why=f"Available here: {', '.join(available) or 'none'}. Measuring on other providers would "
                 f"not be the device the profile describes.",
-            fix="Run on the device the profile is for (on a Jetson, install NVIDIA's onnxruntime-gpu), "
-                "pass `allow_fallback` to measure with what is available (the report says so), "
-                "or choose a profile for this host, e.g. `profile` laptop-cpu.")
-    use = []
+            fix=f"{install_hint(missing)}. Or pass `allow_fallback` to measure with what is available (the "
+                "report says so), or choose a profile for this host, e.g. `profile` laptop-cpu.")
+    use, absent = [], []
     for spec in profile.providers:
-        if spec.name in available:
-            use.append((spec.name, _provider_options(spec.name, dict(spec.options))))
+        if spec.name not in available:
+            continue
+        gap = device_gap(spec.name, dict(spec.options))
+        if gap is not None:
+            if not allow_fallback:
+                raise ProfileError(f"The profile '{profile.name}' asks {spec.name} for a device this host lacks.",
+                                   why=f"{gap}; onnxruntime would quietly run the next provider instead.",
+                                   fix=device_fix(spec.name, dict(spec.options)))
+            absent.append(spec.name)
+            continue
+        use.append((spec.name, _provider_options(spec.name, dict(spec.options))))
     if not use:
         use.append(("CPUExecutionProvider", {}))
-    return ProviderPlan(requested=requested, available=available, missing=missing, use=tuple(use))
+    return ProviderPlan(requested=requested, available=available, missing=missing + tuple(absent), use=tuple(use))
 
 
 def _provider_options(name: str, options: dict) -> dict:
     """Expand ``~`` in cache paths and create the folders, so TensorRT can write its engines."""
     out = dict(options)
-    for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+    for key in PATH_OPTIONS:
         if key in out and isinstance(out[key], str):
             path = Path(os.path.expanduser(out[key]))
             path.mkdir(parents=True, exist_ok=True)
@@ -183,7 +199,8 @@ def open_session(path: str | os.PathLike, role: str, profile: DeviceProfile, all
     if dropped and not allow_fallback:
         raise ProfileError(
             f"onnxruntime could not start {', '.join(dropped)} for the {role} model and fell back to {', '.join(used)}.",
-            why="The provider is installed but failed to initialise (missing CUDA/TensorRT libraries, or no GPU).",
+            why="The provider is in this onnxruntime build but failed to start: its libraries (CUDA, TensorRT, "
+                "OpenVINO's plugins, the QNN SDK) or its device are missing, or it refused an option.",
             fix="Fix the provider's installation, or pass `allow_fallback` to measure with what runs (the report says so).")
     missing = tuple(dict.fromkeys(plan.missing + dropped))
     s = profile.session

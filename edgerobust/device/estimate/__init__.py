@@ -1,0 +1,1 @@
+"""Latency on devices not at hand: calibrate a device once, then predict a bundle's latency from it."""
