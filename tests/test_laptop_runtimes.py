@@ -281,3 +281,15 @@ def test_a_runtime_at_hand_is_measured_and_the_fastest_variant_deployed():
     d = choose({"int8": Path("m8.onnx"), "fp32": Path("m32.onnx")}, "openvino-gpu", "p",
                gpu_timer=lambda p: times[p.name])
     assert d.variant == "fp32" and d.timings_ms == {"int8": 0.9, "fp32": 0.5} and "measured here" in d.reason
+
+
+def test_the_runtime_is_measured_only_where_this_workstation_has_it(bundle):
+    import onnxruntime as ort
+
+    from edgerobust.workstation.variants import _provider_timer
+
+    timer = _provider_timer("laptop-openvino-cpu")
+    if "OpenVINOExecutionProvider" not in ort.get_available_providers():
+        assert timer is None and _provider_timer("apple-coreml") is None
+    else:
+        assert timer(bundle / "model.onnx") > 0  # a real p50 on OpenVINO, in ms

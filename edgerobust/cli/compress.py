@@ -94,8 +94,10 @@ Fp16 = Annotated[bool, _O("--fp16", help="Also make an fp16 variant (model_fp16.
                                          "gated on 99% top-1 agreement with fp32.")]
 TargetProfile = Annotated[Optional[str], _O("--profile", "-p", help="The device profile the bundle is for: its first "
                                                                   "execution provider decides which variant is "
-                                                                  "model.onnx (CPU and TensorRT: int8; CUDA: fp16 or "
-                                                                  "fp32) and the --int8-target. Default: the CPU rule.")]
+                                                                  "model.onnx (CPU, TensorRT, OpenVINO, QNN: int8; "
+                                                                  "CUDA: fp16 or fp32; Core ML: fp32; DirectML: fp16 "
+                                                                  "when made) and the --int8-target. Default: the CPU "
+                                                                  "rule.")]
 Data = Annotated[Optional[str], _O(help=f"Data source: {DATA_HELP}. Default: the checkpoint's own data, else digits.")]
 ImageSize = Annotated[Optional[int], _O(help="Resize images to N x N.")]
 OldMean = Annotated[Optional[str], _O("--mean", hidden=True, help="Older spelling of --normalize MEAN/STD.")]
