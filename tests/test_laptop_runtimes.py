@@ -293,3 +293,15 @@ def test_the_runtime_is_measured_only_where_this_workstation_has_it(bundle):
         assert timer is None and _provider_timer("apple-coreml") is None
     else:
         assert timer(bundle / "model.onnx") > 0  # a real p50 on OpenVINO, in ms
+
+
+def test_a_profile_for_another_operating_system_is_not_this_hosts_device():
+    from edgerobust.device.runtime.hostcheck import HostFacts, check_host
+
+    linux = HostFacts(machine="x86_64", cores=8, system="Linux")
+    assert check_host(load_profile("windows-directml"), linux).mismatch == ("os: the device runs Windows, this host Linux",)
+    assert "os: the device runs macOS, this host Linux" in check_host(load_profile("apple-coreml"), linux).mismatch
+    mac = HostFacts(machine="arm64", cores=8, system="Darwin")
+    assert check_host(load_profile("apple-coreml"), mac).matches
+    assert check_host(load_profile("laptop-cpu"), mac).matches  # "Linux, macOS or Windows"
+    assert check_host(load_profile("windows-directml"), HostFacts(machine="x86_64", cores=8)).matches  # unknown: no claim

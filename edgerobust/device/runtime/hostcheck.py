@@ -8,6 +8,8 @@ What is compared (``compare(facts, host)``, pure, so tests can pass made-up host
 
 * **architecture**: a ``architecture`` fact if the profile has one, else read from ``cpu``
   ("Arm Cortex-A76" -> aarch64; "any x86-64 or arm64 laptop CPU" -> either);
+* **operating system**: the systems the profile's ``os`` names (Linux, macOS, Windows), when it
+  names any (windows-directml, apple-coreml);
 * **cores** and **model**: only for a profile that names one device. A generic profile
   (``cpu`` saying "any ...", as laptop-cpu does, or no ``cpu`` at all) states no device, so
   its ``cores`` (laptop-cpu-1thread: "one core used") describe settings, not hardware. The
@@ -50,6 +52,7 @@ class HostFacts:
     machine: str
     cores: int | None
     device_model: str | None = None
+    system: str | None = None  # platform.system(): Linux, Darwin, Windows; None: not compared
 
     @property
     def architecture(self) -> str:
@@ -81,7 +84,7 @@ def usable_cores() -> int | None:
 def host_facts() -> HostFacts:
     """This machine's facts."""
     return HostFacts(machine=platform.machine(), cores=usable_cores(),
-                     device_model=first_line("/proc/device-tree/model"))
+                     device_model=first_line("/proc/device-tree/model"), system=platform.system() or None)
 
 
 # =============================================================================================
@@ -91,6 +94,17 @@ def architectures(cpu: str | None) -> tuple[str, ...]:
     """The architectures a CPU description names, e.g. ("x86_64", "aarch64") for "x86-64 or arm64"."""
     text = (cpu or "").lower()
     return tuple(arch for arch, pattern in _ARCH_WORDS if re.search(pattern, text))
+
+
+_SYSTEM_WORDS = (("Linux", r"\blinux\b|\bubuntu\b|\bdebian\b|\bl4t\b|raspberry pi os"),
+                 ("Darwin", r"\bmacos\b|\bmac os\b"), ("Windows", r"\bwindows\b"))
+_SYSTEM_NAMES = {"Darwin": "macOS"}
+
+
+def systems(os_text: str | None) -> tuple[str, ...]:
+    """The operating systems a profile's ``os`` fact names (platform.system() values)."""
+    text = (os_text or "").lower()
+    return tuple(name for name, pattern in _SYSTEM_WORDS if re.search(pattern, text))
 
 
 def board(*texts: str | None) -> str | None:
@@ -115,7 +129,7 @@ def profile_facts(profile) -> dict:
     """
     hw = profile.hardware
     stated = getattr(hw, "architecture", None)  # a field profiles may gain; read from cpu otherwise
-    facts = {"name": profile.name, "cpu": hw.cpu, "cores": hw.cores,
+    facts = {"name": profile.name, "cpu": hw.cpu, "cores": hw.cores, "systems": systems(hw.os),
              "architecture": (stated,) if stated else architectures(hw.cpu),
              "model": getattr(hw, "model", None) or board(profile.name, profile.description, hw.cpu)}
     facts["generic"] = is_generic(facts)
@@ -135,6 +149,10 @@ def compare(facts: Mapping, host: HostFacts) -> list[str]:
     arch = tuple(normalize_machine(a) for a in arch)
     if arch and host.architecture and host.architecture not in arch:
         out.append(f"architecture: the device is {' or '.join(arch)}, this host is {host.architecture}")
+    named = tuple(facts.get("systems") or ())
+    if named and host.system and host.system not in named:
+        out.append(f"os: the device runs {' or '.join(_SYSTEM_NAMES.get(x, x) for x in named)}, this host "
+                   f"{_SYSTEM_NAMES.get(host.system, host.system)}")
     generic = facts.get("generic", is_generic(facts))
     cores = facts.get("cores")
     if not generic and cores and host.cores:
