@@ -15,6 +15,7 @@ import typer
 from edgerobust import ui
 from edgerobust.cli.flags import to_flags
 from edgerobust.device.runtime.profiles import best_match_profile, list_profiles, load_profile, profile_text
+from edgerobust.device.runtime.providers import short_name
 
 _NAMES = ", ".join(list_profiles())
 PROFILE_HELP = (f"Device profile: a shipped name ({_NAMES}) or a path to your own .toml. "
@@ -212,7 +213,7 @@ def profiles_list() -> None:
     for name in list_profiles():
         p = load_profile(name)
         rows.append(("*" if name == match.name else " ", p.description, (
-            name, ", ".join(n.replace("ExecutionProvider", "") for n in p.provider_names),
+            name, ", ".join(short_name(x.name, dict(x.options)) for x in p.providers),
             str(p.session.intra_op_threads or "auto"), ", ".join(map(str, p.measure.batch_sizes)),
             f"{p.budgets.latency_ms_p50:g} ms" if p.budgets.latency_ms_p50 else "–")))
     # One line of settings per profile, its description wrapped below it: fits 80 columns.

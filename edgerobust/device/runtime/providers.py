@@ -107,3 +107,14 @@ def device_fix(provider: str, options: dict) -> str:
     return (f"Run on a laptop with that device and {driver} installed, choose the profile for this host's "
             "device (laptop-openvino-cpu runs OpenVINO on the CPU), or pass `allow_fallback` to measure with "
             "what runs here (the report says so).")
+
+
+_SHORT = {"TensorrtExecutionProvider": "TensorRT", "DmlExecutionProvider": "DirectML", "CoreMLExecutionProvider": "Core ML"}
+
+
+def short_name(name: str, options: dict | None = None) -> str:
+    """A provider as a person names it: TensorRT, CUDA, CPU, DirectML, OpenVINO (GPU)."""
+    short = _SHORT.get(name, name.replace("ExecutionProvider", ""))
+    if name == "OpenVINOExecutionProvider" and options and options.get("device_type"):
+        short += f" ({options['device_type']})"
+    return short
