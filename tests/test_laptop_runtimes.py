@@ -57,7 +57,7 @@ def test_profiles_say_what_each_runtime_is_asked():
     ov = {n: dict(load_profile(n).providers[0].options) for n in NEW if n.startswith("laptop-openvino")}
     assert {n: o["device_type"] for n, o in ov.items()} == {
         "laptop-openvino-cpu": "CPU", "laptop-openvino-gpu": "GPU", "laptop-openvino-npu": "NPU"}
-    assert ov["laptop-openvino-cpu"]["precision"] == "FP32"  # true fp32: no silent bf16
+    assert json.loads(ov["laptop-openvino-cpu"]["load_config"]) == {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}  # no bf16
     assert load_profile("windows-directml").session.memory_pattern is False  # DirectML requires it off
     assert load_profile("snapdragon-qnn-npu").measure.batch_sizes == (1,)
     assert dict(load_profile("apple-coreml").providers[0].options)["ModelFormat"] == "MLProgram"
@@ -245,8 +245,8 @@ def test_openvino_runs_true_fp32_and_a_bf16_hint_is_caught(bundle, tmp_path):
     assert rec["observed"]["max_rel_diff_vs_cpu"] < prec.FP32_TOLERANCE
     # the same runtime told to use bf16 (what OpenVINO's CPU plugin may choose by itself for speed)
     bf16 = tmp_path / "bf16.toml"
-    bf16.write_text(profile_text("laptop-openvino-cpu").replace(
-        'precision = "FP32"', 'load_config = \'{"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}}\''))
+    bf16.write_text(profile_text("laptop-openvino-cpu").replace('"INFERENCE_PRECISION_HINT": "f32"',
+                                                                 '"INFERENCE_PRECISION_HINT": "bf16"'))
     rec2 = prec.ran_precision({"base": open_session(bundle / "base.onnx", "base", load_profile(bf16))})["base"]
     assert rec2["declared"].startswith("bf16")
     if "avx512_bf16" in open("/proc/cpuinfo").read() or "amx_bf16" in open("/proc/cpuinfo").read():

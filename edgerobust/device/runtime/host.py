@@ -16,7 +16,7 @@ from edgerobust.errors import require
 
 # The CPU features that pick onnxruntime's int8 and fp32 kernels: x86 AVX2 / AVX-512 / VNNI
 # (u8s8 dot products in one instruction) / AMX, Arm NEON dot product and i8mm.
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
              "asimd", "asimddp", "i8mm", "sve")
 
 

@@ -99,7 +99,7 @@ def _load_config_hint(raw: str | None, device: str) -> str | None:
     except (OSError, ValueError):
         return None
     hint = (cfg.get(device) or {}).get("INFERENCE_PRECISION_HINT") if isinstance(cfg, dict) else None
-    return str(hint).lower() if hint else None
+    return {"f32": "fp32", "f16": "fp16"}.get(str(hint).lower(), str(hint).lower()) if hint else None
 
 
 def observe(session, reference, x: np.ndarray) -> dict:
