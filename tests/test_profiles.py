@@ -200,7 +200,7 @@ def test_best_match(model, tegra, providers, expected):
     if expected == "laptop-cpu" and tegra:
         assert "onnxruntime-gpu" in m.reason
     if "CoreMLExecutionProvider" in providers:  # Core ML is offered, not chosen: most Mac wheels carry it
-        assert "--profile apple-coreml" in m.reason
+        assert "`profile` apple-coreml" in m.reason
 
 
 def test_profile_files_are_package_data():

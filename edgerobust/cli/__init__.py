@@ -112,8 +112,9 @@ def _register() -> None:
     from edgerobust.cli import audit as cli_audit  # noqa: F401
     from edgerobust.cli import attack as cli_attack  # noqa: F401
     from edgerobust.cli import research as cli_research  # noqa: F401
+    from edgerobust.cli import calibrate as cli_calibrate  # noqa: F401
 
-    for mod in (cli_compress, cli_audit, cli_attack, cli_research):
+    for mod in (cli_compress, cli_audit, cli_attack, cli_research, cli_calibrate):
         mod.register(app)
 
 

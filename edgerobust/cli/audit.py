@@ -28,7 +28,7 @@ def _resolve(profile: Optional[str]):
 
     p, reason = resolve_profile(profile)
     if reason is not None:
-        return p, reason, f"Profile: {p.name} (best match for this host: {reason}; choose another with --profile)"
+        return p, reason, f"Profile: {p.name} (best match for this host: {to_flags(reason)}; choose another with --profile)"
     return p, None, f"Profile: {p.name} from {p.source}"
 
 
@@ -39,6 +39,10 @@ FallbackOpt = Annotated[bool, typer.Option("--allow-fallback", help="If this hos
                                            "failing. The report then carries a fallback warning.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout instead of tables.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory probe (a fresh process per model).")]
+EstimateOpt = Annotated[Optional[Path], typer.Option("--estimate", show_default=False, help="A device's calibration file "
+                        "(`edgerobust calibrate` on that device): predict each model's latency there, at batch 1, "
+                        "with the band from the calibration's held-out kernels. Estimates are labelled so and kept "
+                        "apart from what is measured here.")]
 
 
 def audit_cmd(
@@ -79,6 +83,7 @@ def audit_cmd(
                                                                   "(the queries really used are counted).")] = 1000,
     query_samples: Annotated[int, typer.Option("--query-samples", min=1, help="Evaluation samples the query attack "
                                                                               "attacks (the first N).")] = 200,
+    estimate: EstimateOpt = None,
 ) -> None:
     """Audit a deployed model on this device: robustness next to speedup, memory and size.
 
@@ -99,7 +104,7 @@ def audit_cmd(
     config = AuditConfig(model=model, profile=prof, baseline=baseline, eval_set=eval_set, adv_sets=tuple(adv or ()),
                          verify=not no_verify, allow_fallback=allow_fallback, batch_size=batch_size, out_dir=out,
                          fail_on_budget=fail_on_budget, measure_memory=not no_memory,
-                         profile_reason=reason, variants=not deployed_only, query=query)
+                         profile_reason=reason, variants=not deployed_only, query=query, estimate=estimate)
     with ui.recording_warnings() as shown:
         report = audit(config)
     folder = write_report(report, config.out_dir)
@@ -174,12 +179,25 @@ def profile_cmd(
                            "measure; repeat for several (default: the profile's).", show_default=False)] = None,
     as_json: JsonOpt = False,
     no_memory: NoMemoryOpt = False,
+    estimate: Annotated[Optional[Path], typer.Option("--estimate", show_default=False, help="A device's calibration "
+                        "file (`edgerobust calibrate` on that device): predict the latency there instead of "
+                        "measuring here (batch 1, with its band; labelled as an estimate).")] = None,
 ) -> None:
     """Measure latency, peak memory and size of one model, or compare two with --baseline."""
     from edgerobust.device.runtime.hostcheck import check_host, host_facts
     from edgerobust.device.runtime.measure import measure_models
-    from edgerobust.device.render.report import dumps, render_measure
+    from edgerobust.device.render.report import dumps, render_estimate, render_measure
 
+    models = {"base": baseline, "deployed": model} if baseline else {"model": model}
+    if estimate is not None:
+        from edgerobust.device.estimate.predict import EstimateConfig, estimate as predict
+
+        est = predict(EstimateConfig(estimate, models))
+        if as_json:
+            typer.echo(json.dumps(est.to_dict(), indent=2))
+        else:
+            render_estimate(est, ui.out)
+        return
     prof, _, line = _resolve(profile)
     ui.info(line)
     host = check_host(prof, host_facts())
@@ -190,7 +208,6 @@ def profile_cmd(
         ui.warn(host.threads)
     if batch_sizes:
         prof = prof.with_batch_sizes(tuple(batch_sizes))
-    models = {"base": baseline, "deployed": model} if baseline else {"model": model}
     report = measure_models(models, prof, allow_fallback=allow_fallback, memory=not no_memory)
     if as_json:
         typer.echo(dumps(report))
@@ -227,7 +244,7 @@ def profiles_list() -> None:
     for mark, description, cells in rows:
         ui.out.print(line(mark, cells), markup=False, highlight=False)
         ui.out.print(Padding(Text(description, style="dim"), (0, 0, 0, 4), expand=False), highlight=False)
-    ui.out.print(f"* best match for this host: {match.name} ({match.reason})", markup=False, highlight=False)
+    ui.out.print(f"* best match for this host: {match.name} ({to_flags(match.reason)})", markup=False, highlight=False)
 
 
 @profiles_app.command("show")

@@ -45,6 +45,8 @@ FIELD_FLAGS: dict[str, str] = {
     "fail_on_budget": "--fail-on-budget", "query_attack": "--query-attack", "query_eps": "--query-eps",
     "queries": "--queries", "samples": "--query-samples", "measure_memory": "--no-memory", "verify": "--no-verify",
     "eval_set": "--eval", "adv_sets": "--adv", "out_dir": "--out", "top": "--top",
+    # calibrate and estimates
+    "estimate": "--estimate", "dtypes": "--dtypes", "scale": "--grid-scale", "passes": "--passes", "holdout": "--holdout",
 }
 
 _FIELD = re.compile(r"`([A-Za-z_][A-Za-z0-9_.]*)`")

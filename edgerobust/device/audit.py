@@ -21,6 +21,7 @@ from pathlib import Path
 from edgerobust import __version__, ui
 from edgerobust.device.scores.advcheck import check_adv_sets
 from edgerobust.device.files.bundle import MANIFEST, AdvSet, Bundle, EvalSet, sha256_file
+from edgerobust.device.estimate.predict import EstimateConfig, estimate
 from edgerobust.errors import BundleError, ModelLoadError, ProfileError, UsageError
 from edgerobust.device.runtime.hostcheck import HostCheck, check_host, host_facts
 from edgerobust.device.runtime.measure import MeasureReport, measure, open_session, open_sessions
@@ -58,6 +59,7 @@ class AuditConfig:
         base and deployed, and say which is fastest on this device.
     query: a QueryConfig (edgerobust.device.scores.query): a score-based black-box attack run directly on
         the sessions (base and deployed), torch-free; None: none.
+    estimate: a device's calibration file: also predict each model's latency there (estimate.predict), apart.
     """
 
     model: Path
@@ -75,10 +77,11 @@ class AuditConfig:
     profile_reason: str | None = None
     variants: bool = True
     query: QueryConfig | None = None
+    estimate: Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "model", Path(self.model))
-        for name in ("baseline", "eval_set", "out_dir"):
+        for name in ("baseline", "eval_set", "out_dir", "estimate"):
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, Path(v))
@@ -136,6 +139,7 @@ class AuditReport:
     robust: tuple = ()
     sanity: tuple = ()
     query: tuple = ()
+    estimate: object = None  # an estimate.predict.Estimate: predicted on a calibrated device, never measured
 
     @property
     def fallback(self) -> bool:
@@ -355,6 +359,7 @@ def audit(config: AuditConfig) -> AuditReport:
     models, deployed_variant = _roles(config, inputs)
     sessions, left_out = _open(models, profile, config.allow_fallback)
     warnings += left_out + _drop_fixed_batch_variants(sessions, models)
+    predicted = estimate(EstimateConfig(config.estimate, models)) if config.estimate is not None else None
     spec = inputs.spec or {"name": sessions["base"].input.name, "shape": list(sessions["base"].input.shape)}
     where = "the bundle manifest" if inputs.spec else "the base model"
     for s in sessions.values():
@@ -386,7 +391,7 @@ def audit(config: AuditConfig) -> AuditReport:
         profile_reason=reason, measurement=measurement, sets=tuple(results),
         budgets=check_budgets(profile, measurement, evidence=host.matches), warnings=tuple(warnings),
         host_check=host, provenance=prov, predictions=predictions, deployed_variant=deployed_variant,
-        robust=robust, sanity=checks, query=tuple(q.to_dict() for q in query),
+        robust=robust, sanity=checks, query=tuple(q.to_dict() for q in query), estimate=predicted,
         variants={**({"deployed": deployed_variant} if deployed_variant else {}),
                   **{r: r for r in models if r not in ("base", "deployed")}})
 

@@ -121,6 +121,9 @@ def headline(report) -> str:
     if failed:
         out.append(f"SANITY CHECKS FAILED ({', '.join(failed)}): the robust accuracies above are upper bounds at best "
                    "(see the warnings).")
+    from edgerobust.device.render.estimate_lines import estimate_headline
+
+    out += [line for line in (estimate_headline(getattr(report, "estimate", None)),) if line]
     return " ".join(out)
 
 

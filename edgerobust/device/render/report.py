@@ -37,6 +37,7 @@ from edgerobust.device.runtime.precision import precision_line
 from edgerobust.device.files.predictions import FILE as PREDICTIONS_FILE
 from edgerobust.device.files.predictions import KIND as PREDICTIONS_KIND
 from edgerobust.device.render.robust_table import robust_head, robust_md, robust_rows, sanity_lines
+from edgerobust.device.render.estimate_lines import energy_lines, estimate_md, estimate_terminal
 from edgerobust.device.files.predictions import VERSION as PREDICTIONS_VERSION
 from edgerobust.device.files.predictions import save_predictions
 from edgerobust.device.render.speed_lines import (PROCESS_SPREAD, _budget_lines, _latency_title,  # noqa: F401
@@ -202,9 +203,10 @@ def to_markdown(report: AuditReport) -> str:
     out += [_settings_line(m), "", _md_table(_speed_head(m), _speed_rows(m)), ""]
     out += _resident_md(m)
     out += [f"- **Warning:** {line}" for line in noise_warnings(m)]
-    out += [f"- {line}" for line in _resource_lines(m)]
+    out += [f"- {line}" for line in _resource_lines(m) + energy_lines(m)]
     out += [f"- precision, {precision_line(x.role, x.precision)}" for x in m.models if x.precision]
     out += _variants_md(report)
+    out += estimate_md(report.estimate, _md_table)
     if report.budgets:
         out += ["", "## Budgets", ""] + [f"- {line}" for line, _ in _budget_lines(report)]
     out += ["", "## Setup", "",
@@ -278,13 +280,21 @@ def render_measure(m: MeasureReport, console: Console, host_note: str | None = N
                              _resident_rows(m, compact=True)))
     for line in noise_warnings(m):
         console.print(f"[bold yellow]WARNING:[/bold yellow] {line}", highlight=False)
-    for line in _resource_lines(m):
+    for line in _resource_lines(m) + energy_lines(m):
         console.print(f"  {line}", highlight=False)
     for x in m.models:  # on the CPU provider the precision is the file's: said in report.md only
         if x.precision and x.precision["provider"] != "CPUExecutionProvider":
             console.print(f"  precision, {precision_line(x.role, x.precision)}", highlight=False)
     if m.skipped_batch_sizes:
         console.print(f"  batch sizes skipped (fixed batch axis): {', '.join(map(str, m.skipped_batch_sizes))}")
+
+
+def render_estimate(e, console: Console) -> None:
+    """The estimate's table and notes in the terminal, labelled as estimates."""
+    title, head, rows, notes = estimate_terminal(e)
+    console.print(_table(title, head, rows))
+    for n in notes:
+        console.print(f"  {n}", highlight=False)
 
 
 def render(report: AuditReport, console: Console) -> None:
@@ -317,6 +327,8 @@ def render(report: AuditReport, console: Console) -> None:
                              + (" [95% interval])" if wide else "; intervals in report.md)"), head, rows))
         for line in fastest_lines(report):
             console.print(f"  {line.replace('**', '')}", highlight=False)
+    if report.estimate is not None:
+        render_estimate(report.estimate, console)
     if report.budgets:
         console.print(f"[bold]Budgets ({report.profile}'s limits; this host's figures, not evidence for the device):"
                       "[/bold]" if mismatch else f"[bold]Budgets ({report.profile}):[/bold]", highlight=False)

@@ -26,6 +26,7 @@ import numpy as np
 from edgerobust import ui
 from edgerobust.errors import ModelLoadError
 from edgerobust.device.runtime import resident
+from edgerobust.device.runtime.energy import EnergyReport, measure_energy
 from edgerobust.device.runtime.host import HostInfo, OtherLoad, host_info  # noqa: F401
 from edgerobust.device.runtime.latency import LatencyStats, interleaved_timings, median_ci, summarize  # noqa: F401
 from edgerobust.device.runtime.profiles import DeviceProfile, MeasureSettings
@@ -280,6 +281,7 @@ class MeasureReport:
     skipped_batch_sizes: tuple[int, ...]
     other_load: float | None = None
     resident_speedup: dict[str, tuple[Speedup, ...]] = field(default_factory=dict)
+    energy: EnergyReport | None = None  # joules per inference, or why absent (edgerobust.device.runtime.energy)
 
     @property
     def fallback(self) -> bool:
@@ -354,10 +356,13 @@ def measure(sessions: dict[str, OpenSession], profile: DeviceProfile, memory: bo
     speedup = []
     if "base" in sessions and "deployed" in sessions:
         speedup = [speedup_of(b, d) for b, d in zip(latency["base"], latency["deployed"])]
+    # a separate pass after the timed runs, each model back to back at the first batch size measured
+    energy = (measure_energy(_runners(sessions, measured[0], np.random.default_rng(1)), measured[0]) if measured else
+              EnergyReport(available=False, reason="no batch size was measured"))
     return MeasureReport(profile=profile.name, profile_source=profile.source, host=host_info(),
                          settings=profile.measure, models=tuple(models), speedup=tuple(speedup),
                          skipped_batch_sizes=tuple(skipped), other_load=other_load,
-                         resident_speedup=resident_speedups(models))
+                         resident_speedup=resident_speedups(models), energy=energy)
 
 
 def measure_models(models: dict[str, str | os.PathLike], profile: DeviceProfile, allow_fallback: bool = False,

@@ -172,8 +172,8 @@ def best_match_profile(*, device_model: str | None = None, is_tegra: bool | None
     for provider, name in laptop.items():
         if provider in providers:
             return ProfileMatch(name, f"onnxruntime here offers {provider} (a laptop runtime installed on purpose); "
-                                      "--profile laptop-cpu measures the CPU provider instead")
-    coreml = ("; Core ML is here too: --profile apple-coreml measures with it"
+                                      "`profile` laptop-cpu measures the CPU provider instead")
+    coreml = ("; Core ML is here too: `profile` apple-coreml measures with it"
               if "CoreMLExecutionProvider" in providers else "")
     return ProfileMatch("laptop-cpu", f"no edge device detected ({platform.machine() or 'unknown'} "
                         f"{platform.system() or ''}); using the generic CPU profile{coreml}".replace("  ", " "))

@@ -1,0 +1,72 @@
+"""CLI command `calibrate`: time a device's kernels once, so that any bundle's latency on it can be estimated anywhere.
+
+Torch-free: it runs on the device itself (numpy, onnx, onnxruntime).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgerobust import ui
+from edgerobust.cli.audit import FallbackOpt, JsonOpt, ProfileOpt, _resolve
+from edgerobust.cli.options import Overwrite, Seed
+
+QUICK_SCALE = 0.3
+
+
+def calibrate_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The calibration file to write (JSON, about 200 KB), e.g. "
+                                                          "pi5.json: copy it to any host and pass it to `audit "
+                                                          "--estimate` or `profile --estimate` there.",
+                                      show_default=False)],
+    profile: ProfileOpt = None,
+    dtypes: Annotated[Optional[str], typer.Option("--dtypes", show_default=False,
+                                                  help="Precisions to time, comma-separated: fp32, fp16, int8. "
+                                                       "Default: fp32,int8, and fp16 too where the profile's first "
+                                                       "provider is CUDA or TensorRT.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help=f"A {QUICK_SCALE:g} grid timed once: about a minute, for a "
+                                                        "first look; the band comes out wider.")] = False,
+    grid_scale: Annotated[float, typer.Option("--grid-scale", min=0.01, max=4.0,
+                                              help="The grid's size relative to the full one (about 250 kernels "
+                                                   "per precision).")] = 1.0,
+    passes: Annotated[int, typer.Option("--passes", min=1, help="Times each kernel is timed, in shuffled order; "
+                                                                "the fastest kept (a neighbour only slows a "
+                                                                "kernel down).")] = 2,
+    holdout: Annotated[float, typer.Option("--holdout", min=0.05, max=0.45,
+                                           help="Share of the kernels kept out of the fit: their errors are the "
+                                                "band of every estimate.")] = 0.2,
+    seed: Seed = 0,
+    allow_fallback: FallbackOpt = False,
+    overwrite: Overwrite = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Calibrate this device for latency estimates: time a grid of the kernels bundles use, fit a model per kernel type.
+
+    Run it once on the device (a few minutes, torch-free). Then, on any host, `edgerobust audit
+    BUNDLE/model.onnx --estimate FILE` (or `profile MODEL --estimate FILE`) predicts every model's
+    latency on this device, with a band from the kernels held out of the fit.
+    """
+    from edgerobust.device.estimate.calibrate import CalibrateConfig, calibrate, to_json
+    from edgerobust.device.render.estimate_lines import calibration_table
+
+    prof, _, line = _resolve(profile)
+    ui.info(line)
+    config = CalibrateConfig(profile=prof, out=out, dtypes=tuple(dtypes.split(",")) if dtypes else None,
+                             scale=QUICK_SCALE if quick else grid_scale, passes=1 if quick else passes,
+                             holdout=holdout, seed=seed, allow_fallback=allow_fallback, overwrite=overwrite)
+    cal = calibrate(config)
+    if as_json:
+        typer.echo(json.dumps(to_json(cal), indent=2))
+        return
+    title, head, rows, notes = calibration_table(cal)
+    ui.out.print(ui.table(title, head, rows))
+    for n in notes:
+        ui.out.print(f"  {n}", highlight=False)
+    ui.info(f"Calibration written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_cmd)
