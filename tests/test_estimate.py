@@ -271,3 +271,12 @@ def test_calibration_is_a_frozen_dataclass_of_plain_data(calibration):
     with pytest.raises(dataclasses.FrozenInstanceError):
         cal.run_us = 0
     json.dumps(dataclasses.asdict(cal))
+
+
+def test_a_graph_that_mostly_moves_data_is_estimated_as_a_lower_bound():
+    from edgerobust.device.estimate.predict import ModelEstimate, moves_warning
+
+    shuffle_like = ModelEstimate("base", "m.onnx", 0.6, 0.5, 1.6, kernels=424, dtypes=("fp32",), moves=353)
+    resnet_like = ModelEstimate("base", "m.onnx", 12.0, 9.0, 16.0, kernels=42, dtypes=("fp32",), moves=3)
+    assert "lower bound" in moves_warning(shuffle_like) and "353 of its 424" in moves_warning(shuffle_like)
+    assert moves_warning(resnet_like) is None

@@ -6,6 +6,8 @@ traceback appears only with --debug.
 """
 from __future__ import annotations
 
+import inspect
+
 from typing import Annotated
 
 import typer
@@ -116,6 +118,20 @@ def _register() -> None:
 
     for mod in (cli_compress, cli_audit, cli_attack, cli_research, cli_calibrate):
         mod.register(app)
+    _reflow(app)
+
+
+def _reflow(typer_app: typer.Typer) -> None:
+    """Join the wrapped lines of each command's docstring paragraph: typer's rich help keeps a
+    docstring's line breaks, so a paragraph wrapped at 100 columns broke mid-sentence at 80."""
+    for cmd in typer_app.registered_commands:
+        fn = cmd.callback
+        if fn is not None and fn.__doc__:
+            paras = inspect.cleandoc(fn.__doc__).split("\n\n")
+            fn.__doc__ = "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paras)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow(group.typer_instance)
 
 
 _register()

@@ -126,7 +126,7 @@ def choose(made: dict[str, Path], target: str, profile: str | None = None,
                                             f"fastest measured here ({', '.join(f'{k} {v:.3f} ms' for k, v in t.items())} "
                                             "p50, batch 1)", profile, t)
     pick = candidates[0]
-    return Deployment(pick, target, f"{where} targets {target}: {pick} deployed by the rule {why}", profile)
+    return Deployment(pick, target, f"{where} targets {target}, where the rule is {why}", profile)
 
 
 def _cuda_timer() -> Callable[[Path], float] | None:
