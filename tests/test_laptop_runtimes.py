@@ -93,7 +93,7 @@ def test_apple_coreml_on_this_host_ends_in_one_message_before_any_measuring(bund
 
 @pytest.mark.parametrize("devices, want, gap", [
     (("CPU",), "GPU", True), (("CPU", "GPU.0"), "GPU", False), (("CPU", "GPU.0"), "GPU.1", True),
-    (("CPU", "NPU"), "NPU", False), (("CPU",), "AUTO:GPU,CPU", True), (("CPU", "GPU"), "HETERO:GPU,CPU", False),
+    (("CPU", "NPU"), "NPU", False), (("CPU", "GPU"), "GPU.0", False), (("CPU", "GPU"), "GPU.1", True), (("CPU",), "AUTO:GPU,CPU", True), (("CPU", "GPU"), "HETERO:GPU,CPU", False),
 ])
 def test_an_openvino_device_the_host_lacks_is_found(monkeypatch, devices, want, gap):
     monkeypatch.setattr(prov, "openvino_devices", lambda: devices)
@@ -305,3 +305,15 @@ def test_a_profile_for_another_operating_system_is_not_this_hosts_device():
     assert check_host(load_profile("apple-coreml"), mac).matches
     assert check_host(load_profile("laptop-cpu"), mac).matches  # "Linux, macOS or Windows"
     assert check_host(load_profile("windows-directml"), HostFacts(machine="x86_64", cores=8)).matches  # unknown: no claim
+
+
+def test_the_observation_feeds_a_fixed_batch_model_at_its_own_batch(tmp_path):
+    import onnxruntime as ort
+
+    from onnx_models import mlp_weights, save_mlp
+
+    fixed = str(save_mlp(tmp_path / "fixed.onnx", mlp_weights(0), input_shape=(1, 1, 8, 8)))
+    x = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)
+    sess = ort.InferenceSession(fixed, providers=["CPUExecutionProvider"])
+    obs = prec.observe(sess, ort.InferenceSession(fixed, providers=["CPUExecutionProvider"]), x, batch=1)
+    assert obs["rows"] == 8 and obs["max_rel_diff_vs_cpu"] == 0.0

@@ -102,11 +102,16 @@ def _load_config_hint(raw: str | None, device: str) -> str | None:
     return {"f32": "fp32", "f16": "fp16"}.get(str(hint).lower(), str(hint).lower()) if hint else None
 
 
-def observe(session, reference, x: np.ndarray) -> dict:
-    """``session``'s outputs on ``x`` against ``reference``'s (both onnxruntime sessions)."""
-    name = session.get_inputs()[0].name
-    y = np.asarray(session.run(None, {name: x})[0], dtype=np.float64)
-    r = np.asarray(reference.run(None, {reference.get_inputs()[0].name: x})[0], dtype=np.float64)
+def observe(session, reference, x: np.ndarray, batch: int | None = None) -> dict:
+    """``session``'s outputs on ``x`` against ``reference``'s (both onnxruntime sessions), fed ``batch``
+    rows at a time (default: all at once). Batch 1 keeps to a shape the measurement already ran: a
+    TensorRT engine is not built again for a new batch size."""
+    def outputs(sess) -> np.ndarray:
+        name, b = sess.get_inputs()[0].name, batch or len(x)
+        parts = [np.asarray(sess.run(None, {name: x[i:i + b]})[0], dtype=np.float64) for i in range(0, len(x), b)]
+        return np.concatenate(parts)
+
+    y, r = outputs(session), outputs(reference)
     scale = float(np.abs(r).max()) or 1.0
     rel = float(np.abs(y - r).max() / scale)
     agree = float((y.reshape(len(x), -1).argmax(1) == r.reshape(len(x), -1).argmax(1)).mean())
@@ -142,12 +147,13 @@ def ran_precision(sessions: dict, rows: int = OBSERVE_ROWS) -> dict[str, dict]:
         obs = None
         if provider != "CPUExecutionProvider":
             try:
-                shape = s.input.concrete(rows)
+                batch = s.input.shape[0] or 1  # a fixed batch axis, else batch 1
+                shape = s.input.concrete(rows * batch)
                 x = np.random.default_rng(0).random(shape, dtype=np.float32).astype(s.input.dtype)
                 o = ort().SessionOptions()
                 o.log_severity_level = 3
                 ref = ort().InferenceSession(s.info.model, o, providers=["CPUExecutionProvider"])
-                obs = observe(s.session, ref, x)
+                obs = observe(s.session, ref, x, batch)
             except Exception as exc:  # an odd model must not stop the audit: the record says why
                 obs = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         out[role] = {"model": model, "provider": provider, "declared": declared, "declared_source": source,

@@ -93,7 +93,8 @@ def device_gap(provider: str, options: dict) -> str | None:
         return None
     first = want.split(":", 1)[-1].split(",")[0].strip()
     base = first.split(".")[0]
-    if any(d == first or (first == base and d.split(".")[0] == base) for d in devices):
+    # "GPU" asks for any GPU; "GPU.0" is the first, which OpenVINO names plain "GPU" when there is only one
+    if any(d == first or f"{d}.0" == first or (first == base and d.split(".")[0] == base) for d in devices):
         return None
     return (f"OpenVINO sees {', '.join(devices) or 'no device'} on this host, not the {first} that "
             f"device_type = \"{want}\" asks for")
