@@ -57,8 +57,9 @@ def resolve_target(profile: str | None, *, round_to: int | None = None, stem: st
     first = p.providers[0].name if p is not None and p.providers else "CPUExecutionProvider"
     runtime = RUNTIMES.get(first, "cpu")
     if runtime == "openvino":
-        device = str(p.providers[0].options.get("device_type") or "CPU")
-        runtime += "-" + device.split(":")[-1].split(",")[0].split(".")[0].strip().lower()
+        from edgerobust.device.runtime.providers import openvino_device
+
+        runtime += "-" + openvino_device(dict(p.providers[0].options)).split(".")[0].lower()
     where = f"the profile {p.name}" if p is not None else None
     reasons = {"runtime": f"{where}'s first execution provider, {first}" if where else "no target profile: the CPU"}
 

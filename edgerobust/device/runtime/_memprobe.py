@@ -30,27 +30,24 @@ NO_PROCESS = ("NVML sees no process memory for this process (in a container NVML
               "on a Jetson memory is shared with the CPU, and RSS is what was measured)")
 
 
-def _vm_hwm_kib() -> int | None:
-    """Peak resident set size from /proc (Linux), in KiB."""
+def _status_kib(key: str) -> int | None:
+    """A ``key:`` line of /proc/self/status (Linux), in KiB: VmHWM (peak resident set) or VmRSS (now)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def _vm_hwm_kib() -> int | None:
+    return _status_kib("VmHWM")
 
 
 def _rss_kib() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    return _status_kib("VmRSS")
 
 
 def _peak_kib() -> tuple[int, str]:

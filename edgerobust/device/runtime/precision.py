@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgerobust.device.runtime.providers import openvino_device
+
 FP32_TOLERANCE = 1e-4  # relative: above it, a float model did not run in fp32 arithmetic
 OBSERVE_ROWS = 8
 _QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
@@ -57,7 +59,7 @@ def _float_precision(provider: str, o: dict, model: str) -> tuple[str, str]:
         return ("fp16 (some operators upcast to fp32)" if model == "fp16" else "fp32",
                 "onnxruntime's CPU provider has no reduced-precision mode for fp32 models")
     if provider == "OpenVINOExecutionProvider":
-        device = o.get("device_type", "CPU").split(":")[-1].split(",")[0].split(".")[0]
+        device = openvino_device(o).split(".")[0]
         hint = _load_config_hint(o.get("load_config"), device)
         if hint:
             return hint, f"OpenVINO load_config INFERENCE_PRECISION_HINT = {hint}"

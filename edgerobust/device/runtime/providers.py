@@ -69,6 +69,11 @@ def install_hint(names, system: str | None = None) -> str:
     return "; ".join(out)
 
 
+def openvino_device(options: dict) -> str:
+    """The device an OpenVINO provider's ``device_type`` asks for first: CPU, GPU.1, NPU (AUTO:GPU,CPU -> GPU)."""
+    return str(options.get("device_type") or "CPU").split(":", 1)[-1].split(",")[0].strip()
+
+
 def openvino_devices() -> tuple[str, ...] | None:
     """The devices the OpenVINO provider sees here (e.g. CPU, GPU.0, NPU), or None when it cannot say."""
     try:
@@ -91,7 +96,7 @@ def device_gap(provider: str, options: dict) -> str | None:
     devices = openvino_devices()
     if devices is None:
         return None
-    first = want.split(":", 1)[-1].split(",")[0].strip()
+    first = openvino_device(options)
     base = first.split(".")[0]
     # "GPU" asks for any GPU; "GPU.0" is the first, which OpenVINO names plain "GPU" when there is only one
     if any(d == first or f"{d}.0" == first or (first == base and d.split(".")[0] == base) for d in devices):
@@ -102,7 +107,7 @@ def device_gap(provider: str, options: dict) -> str | None:
 
 def device_fix(provider: str, options: dict) -> str:
     """What to do about a missing device (device_gap)."""
-    first = str(options.get("device_type") or "CPU").split(":", 1)[-1].split(",")[0].split(".")[0].strip()
+    first = openvino_device(options).split(".")[0]
     driver = {"GPU": "Intel's GPU driver (the compute runtime, OpenCL/Level Zero)",
               "NPU": "Intel's NPU driver (Core Ultra laptops)"}.get(first, "the device's driver")
     return (f"Run on a laptop with that device and {driver} installed, choose the profile for this host's "
