@@ -1,6 +1,6 @@
 """Does `audit` report what a bare onnxruntime loop sees? Accuracy equality and p50 fidelity.
 
-For a bundle (default: make the demo bundle), this runs `edgerobust.device.audit` on the
+For a bundle (default: make the demo bundle), this runs `edgerobust.edge.audit` on the
 `laptop-cpu-1thread` profile, then a bare 20-line onnxruntime loop on the same .npz files and
 models with the same thread settings, and prints a table: every accuracy side by side (they must
 be equal), and audit's p50 against the bare loop's p50 (interleaved with each other, 3 repeats,
@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from edgerobust.device.audit import AuditConfig, audit
-    from edgerobust.device.files.bundle import AdvSet, Bundle, EvalSet
-    from edgerobust.device.runtime.profiles import load_profile
+    from edgerobust.edge.audit import AuditConfig, audit
+    from edgerobust.edge.files.bundle import AdvSet, Bundle, EvalSet
+    from edgerobust.edge.runtime.profiles import load_profile
 
     if args.bundle:
         bundle = Bundle.open(args.bundle)

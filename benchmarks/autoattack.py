@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgerobust.device.files.bundle import AdvSet, EvalSet
-from edgerobust.device.runtime.host import OtherLoad, host_info
-from edgerobust.workstation.attacks import craft_set, craft_sets, estimate, make_specs
+from edgerobust.edge.files.bundle import AdvSet, EvalSet
+from edgerobust.edge.runtime.host import OtherLoad, host_info
+from edgerobust.workstation.attacks import craft_set, craft_sets, craft_time, make_specs
 
 TOLERANCE = 1.5  # points: issue 25's done-when
 
@@ -46,9 +46,10 @@ TOLERANCE = 1.5  # points: issue 25's done-when
 def train_raw_pixels(seed: int, epochs: int) -> tuple[torch.nn.Module, np.ndarray, np.ndarray, float]:
     """The zoo's digits-cnn trained on raw [0, 1] pixels (no normalization) with edgerobust's loop;
     returns the model and the evaluation split it never saw, and the training seconds."""
-    from edgerobust.workstation.data import load_data, split
-    from edgerobust.workstation.finetune import TrainConfig, train
-    from edgerobust.workstation.nets import ZOO, PixelModel
+    from edgerobust.workstation.data.sources import load_data, split
+    from edgerobust.workstation.train.finetune import train
+    from edgerobust.workstation.configs import TrainConfig
+    from edgerobust.workstation.model.nets import ZOO, PixelModel
 
     entry = ZOO["digits-cnn"]
     ds = load_data(entry.data, image_size=entry.image_size)
@@ -64,7 +65,7 @@ def train_raw_pixels(seed: int, epochs: int) -> tuple[torch.nn.Module, np.ndarra
 
 def load_checkpoint(path: str, seed: int) -> tuple[torch.nn.Module, np.ndarray, np.ndarray, float]:
     from edgerobust.workstation.configs import PrepareConfig
-    from edgerobust.workstation.prepare import prepare
+    from edgerobust.workstation.pipeline.prepare import prepare
 
     prep = prepare(PrepareConfig(model=path, seed=seed, device="cpu"))
     return prep.base.eval(), prep.splits.eval.x, prep.splits.eval.y, 0.0
@@ -132,7 +133,7 @@ def row_family(model, x, y, clean, args, robust, text: str = "autoattack", key: 
     """edgerobust's family as `edgerobust attack --attacks autoattack` crafts it: four sets, then the
     per-sample worst case (what the audit reports)."""
     specs = make_specs(text, str(args.eps), seed=args.seed)
-    est = estimate(model, x, specs, y)
+    est = craft_time(model, x, specs, y)
     with tempfile.TemporaryDirectory() as tmp:
         paths, sec, load = timed(lambda: craft_sets(model, EvalSet(x=x, y=y), specs, Path(tmp),
                                                     base_sha256="", eval_sha256=""))

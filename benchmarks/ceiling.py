@@ -3,7 +3,7 @@
 available = MACs ratio x the base model's own int8 gain (same int8 format, same host). For one
 compressed bundle this quantizes the base and the pruned fp32 model in each int8 format
 (QDQ, QOperator), optionally with the stem (first conv) kept in fp32 or rewritten space-to-depth
-(``--int8-stem space-to-depth``, edgerobust.workstation.int8_stem), measures every row in
+(``--int8-stem space-to-depth``, edgerobust.workstation.quantize.stem), measures every row in
 one interleaved run (parked sessions, batch 1, the harness profile's threads) at graph
 optimization "all" and at "extended" (without onnxruntime's layout transformations), and
 prints each row's speedup over base fp32 and its realized share of the available.
@@ -45,9 +45,9 @@ def macs(path: Path) -> float:
 
 
 def build_rows(bundle: Path, work: Path, stem: bool, extras: dict[str, Path]) -> dict[str, dict]:
-    from edgerobust.device.files.bundle import EvalSet
+    from edgerobust.edge.files.bundle import EvalSet
     from edgerobust.workstation.configs import QuantConfig
-    from edgerobust.workstation.quantize import quantize
+    from edgerobust.workstation.quantize.int8 import quantize
 
     calib = EvalSet.load(bundle / "eval.npz").x[:16]  # quantize() calibrates on every row given
     base, pruned = bundle / "base.onnx", bundle / "model_fp32.onnx"
@@ -61,7 +61,7 @@ def build_rows(bundle: Path, work: Path, stem: bool, extras: dict[str, Path]) ->
         out = work / "pruned-qdq-stem-fp32.onnx"
         quantize(pruned, out, calib, QuantConfig(keep_fp32="first", format="qdq"))
         rows["pruned int8 qdq, stem fp32"] = {"path": out, "macs": macs(pruned), "int8": "qdq"}
-        # the space-to-depth stem (edgerobust.workstation.int8_stem; laptop-cpu's compress.int8_stem),
+        # the space-to-depth stem (edgerobust.workstation.quantize.stem; laptop-cpu's compress.int8_stem),
         # on the base too: its int8 gain is the reference of the pruned row's share
         for name, src in (("base", base), ("pruned", pruned)):
             out = work / f"{name}-qdq-stem-s2d.onnx"
@@ -77,7 +77,7 @@ def build_rows(bundle: Path, work: Path, stem: bool, extras: dict[str, Path]) ->
 
 
 def measure(rows: dict[str, dict], rounds: int) -> list[dict]:
-    from edgerobust.device.runtime.sessions import open_session, plan_providers
+    from edgerobust.edge.runtime.sessions import open_session, plan_providers
 
     profile = bench_profile()
     profile = dataclasses.replace(profile, measure=dataclasses.replace(
@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--extras", default="", help="label=BUNDLE,... more pruned models (e.g. other --round-to)")
     args = ap.parse_args()
     from common import other_load_now
-    from edgerobust.device.runtime.host import OtherLoad, host_info
+    from edgerobust.edge.runtime.host import OtherLoad, host_info
 
     extras = dict(e.split("=", 1) for e in args.extras.split(",") if e)
     work = Path(tempfile.mkdtemp(prefix="er-ceiling-"))

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerobust.device.runtime.measure import interleaved_timings
-from edgerobust.device.runtime.profiles import DeviceProfile, load_profile
+from edgerobust.edge.runtime.latency import interleaved_timings
+from edgerobust.edge.runtime.profiles import load_profile
+from edgerobust.edge.runtime.profile_schema import DeviceProfile
 
 HERE = Path(__file__).resolve().parent
 PROFILE_PATH = HERE / "bench-2threads.toml"
@@ -36,7 +37,7 @@ def fmt(s: dict, digits: int = 2) -> str:
 
 
 def interleaved_rounds(runners: dict, settings) -> dict[str, np.ndarray]:
-    """edgerobust.device.runtime.measure.interleaved_timings, reshaped to (rounds, runs_per_round) milliseconds."""
+    """edgerobust.edge.runtime.latency.interleaved_timings, reshaped to (rounds, runs_per_round) milliseconds."""
     t = interleaved_timings(runners, settings)
     k = settings.runs_per_round
     return {name: 1e3 * v.reshape(-1, k) for name, v in t.items()}
@@ -104,9 +105,9 @@ def bare_session(path: Path, threads: int, config: dict | None = None, options=N
 ALONE = r"""
 import json, sys, time
 import numpy as np
-from edgerobust.device.runtime.host import OtherLoad
-from edgerobust.device.runtime.profiles import load_profile
-from edgerobust.device.runtime.sessions import open_session
+from edgerobust.edge.runtime.host import OtherLoad
+from edgerobust.edge.runtime.profiles import load_profile
+from edgerobust.edge.runtime.sessions import open_session
 spec = json.loads(sys.argv[1])
 profile = load_profile(spec["profile"])
 s = open_session(spec["model"], "model", profile)
@@ -136,7 +137,7 @@ def alone_p50(model: Path, profile: str | Path, seconds: float = 3.0, warmup: in
 
 def other_load_now(seconds: float = 1.0) -> float | None:
     """The share of all cores other processes use right now (Linux)."""
-    from edgerobust.device.runtime.host import OtherLoad
+    from edgerobust.edge.runtime.host import OtherLoad
 
     meter = OtherLoad().start()
     time.sleep(seconds)

@@ -1,7 +1,7 @@
 """Are the latency estimates right? Calibrate this host, predict bundles the fit never saw, then measure them.
 
 For each profile (laptop-cpu and laptop-cpu-1thread count as two devices): `calibrate` this host
-(edgerobust.device.estimate), predict every model of the bundles below from that calibration, then
+(edgerobust.edge.estimate), predict every model of the bundles below from that calibration, then
 measure each model alone on the same profile (edgerobust's own measurement: the profile's probe
 processes, p50 at batch 1; twice, forward then backward, the faster kept: a neighbour only slows a model) and print predicted vs measured, the error, whether the measured p50 fell in
 the band, and the share within ±10% / ±20%; also the predicted and measured speedup over the base.
@@ -49,7 +49,7 @@ def build(model: str, sparsity: float, size: int, work: Path) -> Path:
     import torchvision
 
     from edgerobust import CompressConfig, PrepareConfig, PruneConfig, QuantConfig, TrainConfig, compress
-    from edgerobust.workstation.target import resolve_target
+    from edgerobust.workstation.pipeline.target import resolve_target
 
     root = out.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -83,8 +83,8 @@ def models_of(archs: list[str], sparsities: list[float], size: int, work: Path) 
 
 def measured_p50(path: Path, profile: str) -> tuple[float, float | None]:
     """The model alone on the profile at batch 1, as `edgerobust profile` measures it: p50 ms, other load."""
-    from edgerobust.device.runtime.measure import measure_models
-    from edgerobust.device.runtime.profiles import load_profile
+    from edgerobust.edge.runtime.measure import measure_models
+    from edgerobust.edge.runtime.profiles import load_profile
 
     p = load_profile(profile).with_batch_sizes((1,))
     r = measure_models({"model": path}, p, memory=False, show_progress=False)
@@ -109,8 +109,8 @@ def measure_all(models: dict[str, Path], profile: str, repeats: int, wait_s: flo
 
 
 def run_profile(profile: str, models: dict[str, Path], work: Path, quick: bool, wait_s: float, repeats: int) -> dict:
-    from edgerobust.device.estimate.calibrate import CalibrateConfig, calibrate
-    from edgerobust.device.estimate.predict import EstimateConfig, estimate
+    from edgerobust.edge.estimate.calibrate import CalibrateConfig, calibrate
+    from edgerobust.edge.estimate.predict import EstimateConfig, estimate
 
     wait_quiet(max_wait_s=wait_s)
     t0, load0 = time.perf_counter(), uptime()
@@ -195,7 +195,7 @@ def main() -> int:
     t0 = time.perf_counter()
     models = models_of(archs, sparsities, a.size, work)
     print(f"{len(models)} models ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    from edgerobust.device.runtime.host import host_info
+    from edgerobust.edge.runtime.host import host_info
 
     results = {"host": dataclasses.asdict(host_info()), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "size": a.size,
                "profiles": [run_profile(p, models, work, a.quick, a.wait_quiet, 1 if a.quick else a.repeats)

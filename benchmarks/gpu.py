@@ -8,7 +8,7 @@ time on the GPU against the CPU, and the audit's variants on ONNX Runtime's CUDA
      SGD loop; torchvision resnet18 with random weights, random inputs; img/s, median [min-max] of repeats
   2  compress's wall time (resnet18 at 224, PGD sets at 2/255,4/255,8/255, one epoch of PGD-AT, --int8 --fp16)
      with --device cuda against --device cpu, on random images with random labels
-  3  section 2's bundle measured by edgerobust.device.runtime.measure.measure_models: base fp32, pruned fp32/fp16/int8
+  3  section 2's bundle measured by edgerobust.edge.runtime.measure.measure_models: base fp32, pruned fp32/fp16/int8
      on the CUDA provider (the jetson-agx-orin profile's CUDA options, TensorRT left out) at batch 1 and 64,
      host-memory inputs; speedup against base. Without CUDA: the CPU provider (laptop-cpu profile).
 
@@ -110,7 +110,7 @@ def _resnet18(num_classes: int = 1000, seed: int = 0):
     import torch
     import torchvision
 
-    from edgerobust.workstation.nets import PixelModel
+    from edgerobust.workstation.model.nets import PixelModel
 
     torch.manual_seed(seed)
     net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
@@ -189,7 +189,7 @@ def finetune_throughput(device, sz: Sizes) -> list[dict]:
     import torchattacks
 
     from edgerobust.workstation.configs import TrainConfig
-    from edgerobust.workstation.finetune import train
+    from edgerobust.workstation.train.finetune import train
 
     x, y = _inputs(sz.train_n, sz.image)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -221,7 +221,7 @@ class _quiet:
     def __enter__(self):
         from edgerobust import ui
 
-        self.before = ui._quiet
+        self.before = ui.is_quiet()
         ui.set_quiet(True)
 
     def __exit__(self, *exc):
@@ -251,7 +251,7 @@ def render1(res: dict, host: str) -> str:
 
 
 def _describe(device) -> str:
-    from edgerobust.workstation.devices import describe
+    from edgerobust.workstation.resources.torch_device import describe
 
     return describe(device)
 
@@ -259,7 +259,7 @@ def _describe(device) -> str:
 def profile_toml(device_type: str, quick: bool, work: Path, batch_sizes=(1, 64)) -> Path:
     """A measuring profile: jetson-agx-orin's CUDA provider (TensorRT left out) then the CPU, or laptop-cpu;
     batch sizes 1 and 64. Written as a file so compress (--profile) and measure_models read the same one."""
-    from edgerobust.device.runtime.profiles import load_profile
+    from edgerobust.edge.runtime.profiles import load_profile
 
     base = load_profile("jetson-agx-orin" if device_type == "cuda" else "laptop-cpu")
     lines = [f"description = {json.dumps('gpu.py benchmark: ' + base.description)}"]
@@ -368,8 +368,8 @@ def _resident(m, bs: int) -> str:
 
 
 def section3(bundle: Path, profile: Path) -> dict:
-    from edgerobust.device.runtime.measure import measure_models
-    from edgerobust.device.runtime.profiles import load_profile
+    from edgerobust.edge.runtime.measure import measure_models
+    from edgerobust.edge.runtime.profiles import load_profile
 
     man = json.loads((bundle / "manifest.json").read_text())
     deployed = man["deployment"]["variant"]
@@ -424,7 +424,7 @@ def run_all(device_spec: str, quick: bool, work: Path, only=("1", "2", "3"), sz:
     """Run the sections; return the results and the markdown text (also printed as each section ends)."""
     import torch
 
-    from edgerobust.workstation.devices import resolve_device
+    from edgerobust.workstation.resources.torch_device import resolve_device
 
     device = resolve_device(device_spec)
     work.mkdir(parents=True, exist_ok=True)

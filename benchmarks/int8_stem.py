@@ -34,7 +34,7 @@ def build(name: str, work: Path, calib: np.ndarray) -> tuple[Path, Path, str]:
     import torchvision
 
     from edgerobust.workstation.configs import QuantConfig
-    from edgerobust.workstation.quantize import quantize
+    from edgerobust.workstation.quantize.int8 import quantize
 
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
@@ -49,7 +49,7 @@ def build(name: str, work: Path, calib: np.ndarray) -> tuple[Path, Path, str]:
 
 def ratio(plain: Path, s2d: Path, batch: int, rounds: int) -> dict:
     """plain p50 / rewritten p50 per interleaved round at ``batch``: median, min, max."""
-    from edgerobust.device.runtime.sessions import open_session, plan_providers
+    from edgerobust.edge.runtime.sessions import open_session, plan_providers
 
     profile = bench_profile()
     profile = dataclasses.replace(profile, measure=dataclasses.replace(
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
-    from edgerobust.device.runtime.host import host_info
+    from edgerobust.edge.runtime.host import host_info
 
     work = args.work or Path(tempfile.mkdtemp(prefix="er-stem-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ def make_bundles(names: list[str], work: Path, profile: str) -> dict[str, Path]:
 
             b.parent.mkdir(parents=True, exist_ok=True)
             pt, data = _torchvision_checkpoint(name, b.parent)
-            from edgerobust.workstation.target import resolve_target
+            from edgerobust.workstation.pipeline.target import resolve_target
 
             plan = resolve_target(profile)  # the profile's round_to and int8 stem, as `compress --profile` takes
             _compress(name, pt, data, 0.5, b, round_to=plan.round_to, stem=plan.stem)
@@ -176,9 +176,9 @@ def render_truth(results: dict) -> str:
 def drift(model: Path, profile: str, seconds: float = 60.0, window_s: float = 1.0) -> dict:
     """The deployed model alone in one process (one session: no cross-talk possible), its p50 per
     ``window_s`` over ``seconds``: does the host itself run it at more than one speed?"""
-    from edgerobust.device.runtime.host import OtherLoad
-    from edgerobust.device.runtime.measure import open_session
-    from edgerobust.device.runtime.profiles import load_profile
+    from edgerobust.edge.runtime.host import OtherLoad
+    from edgerobust.edge.runtime.sessions import open_session
+    from edgerobust.edge.runtime.profiles import load_profile
 
     s = open_session(model, "deployed", load_profile(profile))
     feed = {s.input.name: np.random.default_rng(0).random(s.input.concrete(1), dtype=np.float32).astype(s.input.dtype)}
@@ -243,7 +243,7 @@ def child(spec: dict) -> dict:
 
     import onnxruntime as ort
 
-    from edgerobust.device.runtime.host import OtherLoad
+    from edgerobust.edge.runtime.host import OtherLoad
 
     cfg = dict(spec["config"])
     pause, glob, warm = float(cfg.pop("_pause", 0)), cfg.pop("_global", False), int(cfg.pop("_warm", 0))
@@ -337,7 +337,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="er-truth-"))
     work.mkdir(parents=True, exist_ok=True)
-    from edgerobust.device.runtime.host import host_info
+    from edgerobust.edge.runtime.host import host_info
 
     h = host_info()
     print(f"host: {h.cpu}, {h.cores} cores, ISA {'/'.join(h.isa) or 'unknown'}; onnxruntime {h.onnxruntime}; "

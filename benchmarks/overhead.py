@@ -1,7 +1,7 @@
 """Sections 2-4: what edgerobust's own machinery adds over bare onnxruntime / torchattacks loops.
 
 2. `edgerobust profile`'s p50 (the CLI, a fresh process) against a bare timing loop in another fresh process.
-3. audit's evaluation (edgerobust.device.audit.predict, both models) against bare batched inference.
+3. audit's evaluation (edgerobust.edge.scores.replay.predict_all, both models) against bare batched inference.
 4. craft_set (what `edgerobust attack` runs) against a bare torchattacks loop, same parameters.
 Each pair alternates order across repeats; ratios are per repeat, reported as median [min-max].
 """
@@ -66,8 +66,8 @@ def _cli_p50(path: Path) -> float:
 
 def audit_throughput(cases: dict[str, tuple[Path, Path, np.ndarray]], profile, repeats: int,
                      batch_size: int = 64) -> list[dict]:
-    from edgerobust.device.audit import _predict_both
-    from edgerobust.device.runtime.measure import open_sessions
+    from edgerobust.edge.scores.replay import predict_all
+    from edgerobust.edge.runtime.sessions import open_sessions
 
     rows = []
     threads = profile.session.intra_op_threads
@@ -81,8 +81,8 @@ def audit_throughput(cases: dict[str, tuple[Path, Path, np.ndarray]], profile, r
                 np.concatenate([s.run(None, {name: x[i:i + batch_size]})[0].argmax(1)
                                 for i in range(0, len(x), batch_size)])
 
-        runs = {"audit": lambda: _predict_both(tool, x, batch_size, "bench", False),
-                "audit+progress": lambda: _predict_both(tool, x, batch_size, "bench", True),
+        runs = {"audit": lambda: predict_all(tool, x, batch_size, "bench", False),
+                "audit+progress": lambda: predict_all(tool, x, batch_size, "bench", True),
                 "bare": run_bare}
         for f in runs.values():  # warm
             f()
@@ -107,9 +107,9 @@ def attack_cost(ckpt: Path, n: int, repeats: int, attack: str = "pgd", eps: str 
     import torchattacks
 
     from edgerobust.workstation.attacks import craft_set, make_specs
-    from edgerobust.workstation.data import load_data, split
-    from edgerobust.workstation.load import load_model
-    from edgerobust.workstation.nets import PixelModel
+    from edgerobust.workstation.data.sources import load_data, split
+    from edgerobust.workstation.model.load import load_model
+    from edgerobust.workstation.model.nets import PixelModel
 
     loaded = load_model(ckpt)
     spec_in = loaded.input_spec

@@ -125,7 +125,7 @@ def _ov_runner(spec: dict, x: np.ndarray):
 def child(spec: dict) -> dict:
     """Open the row's model, run ``warmup`` times, then time back-to-back runs for ``seconds``: the p50."""
     try:
-        from edgerobust.device.runtime.host import OtherLoad
+        from edgerobust.edge.runtime.host import OtherLoad
     except ImportError:  # an environment without edgerobust: no load figure, nothing else lost
         OtherLoad = None
     x = np.random.default_rng(0).random(tuple(spec.get("shape", SHAPE)), dtype=np.float32)
@@ -313,10 +313,10 @@ def host_line(ovep_python: str | None) -> str:
     """The host, its ISA (with the bf16 flags that decide OpenVINO's default precision) and the versions."""
     import importlib.metadata as md
 
-    from edgerobust.device.runtime.host import _cpuinfo, host_info
+    from edgerobust.edge.runtime.host import cpuinfo, host_info
 
     h = host_info()
-    flags = {f for line in _cpuinfo().splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    flags = {f for line in cpuinfo().splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
     isa = "/".join(list(h.isa) + [f for f in ("avx512_bf16", "amx_bf16") if f in flags]) or "unknown"
     versions = [f"{n} {md.version(n)}" for n in ("onnxruntime", "openvino", "nncf") if importlib.util.find_spec(n)]
     return f"host: {h.cpu}, {h.cores} cores, ISA {isa}; {', '.join(versions)}" + (
@@ -354,7 +354,7 @@ def main() -> None:
                     "(twice at most)")
     args = ap.parse_args()
     from common import bench_profile, wait_quiet
-    from edgerobust.device.runtime.host import OtherLoad
+    from edgerobust.edge.runtime.host import OtherLoad
 
     log = lambda m: print(m, flush=True)  # noqa: E731
     threads = (profile := bench_profile(args.quick)).session.intra_op_threads  # bench-2threads.toml: threads, rounds

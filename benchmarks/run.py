@@ -36,7 +36,7 @@ SECTIONS = ("demo", "speed", "ortprof", "fidelity", "throughput", "attack", "sca
 def host_line() -> tuple[str, dict]:
     import torch
 
-    from edgerobust.device.runtime.measure import host_info
+    from edgerobust.edge.runtime.host import host_info
 
     h = host_info()
     flags = next((ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith("flags")), [])
@@ -168,7 +168,7 @@ def main() -> None:
     if "throughput" in only:
         import numpy as np
 
-        from edgerobust.device.files.bundle import EvalSet
+        from edgerobust.edge.files.bundle import EvalSet
 
         cases = {"digits-resnet demo bundle (eval set x4)": (bundle / "base.onnx", bundle / "model.onnx",
                                                            np.tile(EvalSet.load(bundle / "eval.npz").x, (4, 1, 1, 1)))}

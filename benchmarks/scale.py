@@ -21,7 +21,7 @@ def hwm_mb():  # VmHWM starts afresh at exec; ru_maxrss would carry the forking 
         if ln.startswith("VmHWM:"):
             return int(ln.split()[1]) / 1024
 t0 = time.perf_counter()
-from edgerobust.device.audit import AuditConfig, audit
+from edgerobust.edge.audit import AuditConfig, audit
 bundle, adv, profile = sys.argv[1:4]
 rss0 = hwm_mb()
 t1 = time.perf_counter()
@@ -35,7 +35,7 @@ print(json.dumps({"import_s": t1 - t0, "audit_s": t2 - t1, "rss_after_import_mb"
 
 
 def tiled_sets(bundle: Path, sizes: tuple[int, ...], work: Path) -> dict[int, Path]:
-    from edgerobust.device.files.bundle import AdvSet
+    from edgerobust.edge.files.bundle import AdvSet
 
     src = sorted((bundle / "adv").glob("pgd*.npz"))[0]
     adv = AdvSet.load(src)

@@ -46,7 +46,7 @@ def _compress(model: str, pt: Path, data: Path | None, sparsity: float, out: Pat
 
 def _quantize(src: Path, dst: Path, calib: np.ndarray, **kw) -> Path:
     from edgerobust.workstation.configs import QuantConfig
-    from edgerobust.workstation.quantize import quantize
+    from edgerobust.workstation.quantize.int8 import quantize
 
     quantize(src, dst, calib[:16], QuantConfig(**kw))  # calibrated on every row given
     return dst
@@ -54,7 +54,7 @@ def _quantize(src: Path, dst: Path, calib: np.ndarray, **kw) -> Path:
 
 def build_family(model: str, work: Path, sparsities: tuple[float, ...], extras: bool, zoo_ckpt: Path | None):
     """Compress at every sparsity; return {row name: (onnx path, MACs)} and the compress seconds."""
-    from edgerobust.device.files.bundle import EvalSet
+    from edgerobust.edge.files.bundle import EvalSet
 
     work.mkdir(parents=True, exist_ok=True)
     if zoo_ckpt is None:
@@ -98,7 +98,7 @@ def build_family(model: str, work: Path, sparsities: tuple[float, ...], extras: 
 
 def measure_family(rows: dict, profile) -> list[dict]:
     """All rows of one model in one interleaved run; speedups per round against base fp32."""
-    from edgerobust.device.runtime.sessions import open_sessions
+    from edgerobust.edge.runtime.sessions import open_sessions
 
     sessions = open_sessions({name: r["path"] for name, r in rows.items()}, profile)  # parked: no cross-talk
     ms = batch1_rounds(sessions, profile.measure)

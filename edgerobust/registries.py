@@ -3,7 +3,7 @@
 Each registry maps a name to a :class:`Choice` (a one-line summary and, where there is one, the
 paper). The CLI builds its choices and `--help` from these, and the library validates against
 them, so a name exists in exactly one place. The attacks have their own registry with more to
-say per entry (edgerobust.workstation.attacks.registry); data sources are in edgerobust.workstation.data.SOURCES.
+say per entry (edgerobust.workstation.attacks.registry); data sources are in edgerobust.workstation.data.sources.SOURCES.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ CALIBRATIONS = Registry("calibration", [
     Choice("percentile", "ranges clipped at the 99.999th percentile"),
 ])
 
-# The reasons behind each preset are in edgerobust.workstation.quantize.TARGETS.
+# The reasons behind each preset are in edgerobust.workstation.quantize.int8.TARGETS.
 INT8_TARGETS = Registry("int8_target", [
     Choice("cpu", "U8S8, the fast path of ONNX Runtime's CPU int8 kernels"),
     Choice("tensorrt", "S8S8 symmetric, what TensorRT's int8 path accepts"),

@@ -1,16 +1,21 @@
-"""Terminal output shared by every command: a stderr console for progress, stdout for results."""
+"""The command line's terminal: a stderr console for progress, status lines and warnings, stdout for
+results; and :func:`install`, which shows the library's log records and progress (edgerobust.events)
+there. The library itself never prints: only the CLI calls :func:`install`."""
 from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Column
 from rich.text import Text
+
+from edgerobust import events
 
 # Progress bars, status lines and warnings go to stderr so that `--json` keeps stdout clean.
 err = Console(stderr=True)
@@ -20,42 +25,73 @@ out = Console()
 _quiet = False
 # How a status line or warning names a config field: as the library wrote it (`eval_samples`),
 # or, under the CLI, as the flag a user typed (edgerobust.cli.flags.to_flags).
-_words = str
-# The lists recording_warnings() is filling.
-_recorders: list[list[str]] = []
+_words: Callable[[str], str] = str
 
 
 def set_quiet(quiet: bool) -> None:
+    """Hide status lines and progress bars (--quiet); warnings are still shown."""
     global _quiet
     _quiet = quiet
 
 
-def set_words(translate) -> None:
-    """Let ``translate(text) -> text`` rewrite every status line and warning (the CLI's flag names)."""
-    global _words
-    _words = translate
+def is_quiet() -> bool:
+    """Whether status lines and progress bars are hidden (:func:`set_quiet`)."""
+    return _quiet
 
 
 def info(msg: str) -> None:
+    """A status line on stderr (hidden with --quiet)."""
     if not _quiet:
         err.print(_words(msg))
 
 
 def warn(msg: str) -> None:
+    """``warning: msg`` on stderr."""
     err.print(f"[yellow]warning:[/yellow] {_words(msg)}")
-    for shown in _recorders:
-        shown.append(msg)
 
 
-@contextlib.contextmanager
-def recording_warnings() -> Iterator[list[str]]:
-    """Collect the warnings :func:`warn` prints inside the block, as the library wrote them."""
-    shown: list[str] = []
-    _recorders.append(shown)
-    try:
-        yield shown
-    finally:
-        _recorders.remove(shown)
+class _Lines(logging.Handler):
+    """The library's log records as the command line shows them: INFO as a status line, WARNING
+    and above as ``warning: ...`` (:func:`info`, :func:`warn`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            (warn if record.levelno >= logging.WARNING else info)(msg)
+        except Exception:  # logging's contract: a handler's failure is reported, never raised
+            self.handleError(record)
+
+
+_lines = _Lines(logging.INFO)
+
+
+def install(quiet: bool = False, words: Callable[[str], str] = str) -> None:
+    """Show the library's status lines, warnings and progress bars on this terminal: a handler on
+    the ``edgerobust`` logger (INFO and above) and :func:`task` as the progress hook. ``words``
+    rewrites each line (the CLI's flag names for the config fields the library names). Done once
+    per command (edgerobust.cli._root); :func:`uninstall` leaves the library silent again."""
+    global _words
+    set_quiet(quiet)
+    _words = words
+    logger = logging.getLogger(events.LOGGER)
+    if _lines not in logger.handlers:
+        logger.addHandler(_lines)
+    logger.setLevel(logging.INFO)
+    events.set_progress(task)
+
+
+def uninstall() -> None:
+    """Undo :func:`install`: the library prints nothing, as it leaves a process it is imported into."""
+    global _words
+    set_quiet(False)
+    _words = str
+    logger = logging.getLogger(events.LOGGER)
+    logger.removeHandler(_lines)
+    logger.setLevel(logging.NOTSET)
+    events.set_progress(None)
+
+
+recording_warnings = events.recording_warnings  # audit's warnings said on stderr while it ran
 
 
 def same_screen() -> bool:

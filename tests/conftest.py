@@ -21,18 +21,35 @@ def _one_torch_thread():
 
 @pytest.fixture(autouse=True)
 def _ui_as_the_library_leaves_it():
-    """A CLI run sets process-wide output state (-q, flag names): each test starts from the library's."""
+    """A CLI run installs its terminal (a handler on the `edgerobust` logger, progress bars, -q, flag
+    names) for the process: each test starts from the library's silence."""
     from edgerobust import ui
 
     yield
-    ui.set_quiet(False)
-    ui.set_words(str)
+    ui.uninstall()
+
+
+@pytest.fixture
+def quick_measure(monkeypatch):
+    """Audits in this test measure latency with the fewest runs (onnx_models.QUICK_MEASURE)."""
+    from onnx_models import quick_profiles
+
+    quick_profiles(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """onnx_models.make_bundle's default torch-free bundle (120 eval rows, FGSM sets), built once.
+    Read-only: a module copies it (shutil.copytree) before it writes into it or audits it without --out."""
+    from onnx_models import make_bundle
+
+    return make_bundle(tmp_path_factory.mktemp("tiny-bundle") / "tiny")
 
 
 @pytest.fixture(scope="session")
 def zoo_checkpoint(tmp_path_factory):
     """The digits-cnn zoo model trained for 2 epochs: a ZooResult (``.path``, ``.eval_acc``)."""
-    from edgerobust.workstation.zoo import train_zoo
+    from edgerobust.workstation.train.zoo import train_zoo
 
     return train_zoo("digits-cnn", tmp_path_factory.mktemp("zoo") / "digits-cnn.pt", epochs=2)
 
@@ -40,7 +57,8 @@ def zoo_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def compressed(zoo_checkpoint, tmp_path_factory):
     """zoo_checkpoint compressed at sparsity 0.5, int8, one fine-tuning epoch: a CompressResult."""
-    from edgerobust.workstation.compress import CompressConfig, PrepareConfig, TrainConfig, compress
+    from edgerobust.workstation.compress import compress
+    from edgerobust.workstation.configs import CompressConfig, PrepareConfig, TrainConfig
 
     cfg = CompressConfig(PrepareConfig(zoo_checkpoint.path, eval_samples=200), int8=True,
                          finetune=TrainConfig(epochs=1), max_prune_drop=None,
@@ -58,7 +76,8 @@ def gz_ckpt(zoo_checkpoint):
 def gz_bundle(gz_ckpt, tmp_path_factory):
     """gz_ckpt compressed (no fine-tuning, int8, 64 eval samples, one FGSM set). Copy before changing."""
     from edgerobust.workstation.attacks import make_specs
-    from edgerobust.workstation.compress import CompressConfig, PrepareConfig, TrainConfig, compress
+    from edgerobust.workstation.compress import compress
+    from edgerobust.workstation.configs import CompressConfig, PrepareConfig, TrainConfig
 
     out = tmp_path_factory.mktemp("gauntlet-bundle") / "bundle"
     compress(CompressConfig(PrepareConfig(gz_ckpt, eval_samples=64), finetune=TrainConfig(epochs=0),

@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgerobust.device.files.bundle import AdvSet, EvalSet, finalize_manifest, sha256_file
+from edgerobust.edge.files.bundle import AdvSet, EvalSet, finalize_manifest
+from edgerobust.edge.files.npzio import sha256_file
 
 C, H, W, CLASSES, HIDDEN = 1, 8, 8, 10, 32
 
@@ -152,6 +153,30 @@ memory_runs = 1
 {budgets}
 ''', encoding="utf-8")
     return path
+
+
+# The fewest timed runs a profile's [measure] allows, for tests of what an audit says rather than of
+# its timings: a shipped profile asks for seconds of runs per model and batch size (min_seconds,
+# processes), which is most of an audit's wall time and proves nothing about its words.
+QUICK_MEASURE = dict(warmup_runs=1, rounds=1, runs_per_round=1, min_seconds=0.0, max_seconds=0.0, ci_target=0.0,
+                     turn_seconds=0.0, switch_warmup_runs=0, processes=1, memory_runs=1)
+
+
+def quick_profiles(mp) -> None:
+    """Through ``mp`` (a pytest MonkeyPatch): every profile that the audit, ``profile`` and
+    ``calibrate`` load, shipped or a file, keeps its providers, session, budgets and hardware but
+    measures with QUICK_MEASURE. The conftest's ``quick_measure`` fixture does this for one test."""
+    import dataclasses
+
+    from edgerobust.edge import audit as audit_mod
+
+    load = audit_mod.load_profile
+
+    def quick(name_or_path):
+        p = load(name_or_path)
+        return dataclasses.replace(p, measure=dataclasses.replace(p.measure, **QUICK_MEASURE))
+
+    mp.setattr(audit_mod, "load_profile", quick)
 
 
 def ort_predictions(model: Path, x: np.ndarray) -> np.ndarray:

@@ -22,9 +22,9 @@ def test_configs_and_the_target_plan_are_torch_free():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_compress_and_audit_are_callable_after_their_modules_are_imported(zoo_checkpoint, tmp_path):
+def test_compress_and_audit_are_callable_after_their_modules_are_imported(zoo_checkpoint, tmp_path, quick_measure):
     importlib.import_module("edgerobust.workstation.compress")  # binds the module to edgerobust.workstation.compress
-    importlib.import_module("edgerobust.device.audit")
+    importlib.import_module("edgerobust.edge.audit")
     res = edgerobust.compress(edgerobust.CompressConfig(
         edgerobust.PrepareConfig(zoo_checkpoint.path, eval_samples=32), finetune=edgerobust.TrainConfig(epochs=0),
         max_prune_drop=None, out=tmp_path / "b"))

@@ -7,11 +7,14 @@ traceback appears only with --debug.
 from __future__ import annotations
 
 import inspect
+import re
 
 from typing import Annotated
 
 import typer
+from rich.errors import StyleSyntaxError
 from rich.markup import escape
+from rich.style import Style
 from typer.core import TyperGroup
 
 from edgerobust import __version__, ui
@@ -28,10 +31,55 @@ _EXTRAS = {"torch": "compress", "torchvision": "compress", "torch_pruning": "com
 _GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
 # Commands that keep their finished points on disk and resume them (edgerobust.research.runners).
 _RESUMABLE = ("sweep", "recipe", "study")
+# What Rich reads as a markup tag (rich.markup.RE_TAGS), with the backslashes before it: `[query]` in
+# "pip install 'edgerobust[query]'" is one, and `[grid]`, and `[default: 64]`.
+_TAG = re.compile(r"(\\*)\[([a-z#/@][^[]*?)]")
+
+
+def _is_style(tag: str) -> bool:
+    """Whether a tag's text is markup meant as such: a Rich style ([bold], [/bold], [/], [red on white],
+    [link=URL]). A tag whose text is no style ([query], [grid]) is bracketed text Rich would drop."""
+    closing = tag.startswith("/")
+    name, _, value = tag[closing:].partition("=")
+    if not name or name == "link":
+        return closing or name == "link"
+    try:
+        Style.parse(f"{name} {value}" if value else name)
+    except StyleSyntaxError:
+        return False
+    return True
+
+
+def _escape_markup(text: str) -> str:
+    """Escape the bracketed text in text that Rich would take for a tag, keeping real styles and the
+    brackets escaped already (an odd number of backslashes before them): a second pass changes nothing."""
+    def one(m: re.Match) -> str:
+        slashes, tag = m.groups()
+        return m.group(0) if len(slashes) % 2 or _is_style(tag) else f"{slashes}\\[{tag}]"
+    return _TAG.sub(one, text)
+
+
+def _escape_help(cmd) -> None:
+    """Escape Rich markup in the help of a click command and every command under it: typer renders
+    help, option help, epilog and panel names as Rich markup, which ate "'edgerobust[query]'" whole."""
+    if getattr(cmd, "rich_markup_mode", None) == "rich":
+        for obj in (cmd, *cmd.params):
+            for attr in ("help", "short_help", "epilog", "rich_help_panel"):
+                text = getattr(obj, attr, None)
+                if isinstance(text, str) and "[" in text:
+                    setattr(obj, attr, _escape_markup(text))
+    for sub in (getattr(cmd, "commands", None) or {}).values():  # typer 0.2x vendors click: no isinstance
+        _escape_help(sub)
 
 
 class _Group(TyperGroup):
     """Turns EdgeRobustError into one clear message and exit code 2, Ctrl-C into a word and 130."""
+
+    def __init__(self, *args, **kwargs):
+        # typer builds every command and sub-app (zoo, profiles, recipe) before this root group, from
+        # the source strings, on each run: here the whole tree's help is escaped once, new commands too
+        super().__init__(*args, **kwargs)
+        _escape_help(self)
 
     def parse_args(self, ctx, args):
         # `edgerobust compress m.pt -q` means the same as `edgerobust -q compress m.pt`
@@ -103,20 +151,22 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     ctx.obj = {"debug": debug}
-    ui.set_quiet(quiet)
-    ui.set_words(to_flags)  # the library names config fields; a command-line user reads flags
+    # the library's status lines, warnings and progress bars on stderr; it names config fields, a
+    # command-line user reads flags
+    ui.install(quiet=quiet, words=to_flags)
 
 
 def _register() -> None:
     # Each command module adds its commands to `app`. Imports stay light: torch is imported
     # inside the compress-side commands only, so `audit`/`profile` run without it.
-    from edgerobust.cli import compress as cli_compress  # noqa: F401
-    from edgerobust.cli import audit as cli_audit  # noqa: F401
-    from edgerobust.cli import attack as cli_attack  # noqa: F401
-    from edgerobust.cli import research as cli_research  # noqa: F401
-    from edgerobust.cli import calibrate as cli_calibrate  # noqa: F401
+    from edgerobust.cli import compress as cli_compress
+    from edgerobust.cli import audit as cli_audit
+    from edgerobust.cli import attack as cli_attack
+    from edgerobust.cli import research as cli_research
+    from edgerobust.cli import calibrate as cli_calibrate
+    from edgerobust.cli import optimize as cli_optimize
 
-    for mod in (cli_compress, cli_audit, cli_attack, cli_research, cli_calibrate):
+    for mod in (cli_compress, cli_audit, cli_attack, cli_research, cli_calibrate, cli_optimize):
         mod.register(app)
     _reflow(app)
 

@@ -8,9 +8,12 @@ import typer
 from rich.table import Table
 
 from edgerobust import ui
-from edgerobust.workstation.attacks import ATTACKS, make_specs
-from edgerobust.cli.options import (AllowWeakBase, Arch, Device, AttackSteps, Eps, EvalData, EvalSamples, ModelArg, Normalize, NumClasses,
-                          OldSteps, Overwrite, Seed, TrustModel, pick)
+from edgerobust.workstation.attacks import ATTACKS
+from edgerobust.cli.compress import OptionalModel
+from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
+from edgerobust.cli.options import (AllowWeakBase, Arch, Device, AttackSteps, Eps, EvalData, EvalSamples, Normalize, NumClasses,
+                                    OldSteps, Overwrite, Seed, TrustModel)
+from edgerobust.errors import UsageError
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 
 _NAMES = ", ".join(ATTACKS)
@@ -26,60 +29,58 @@ def _help() -> str:
             f"Attacks:\n\n{lines}")
 
 
-def attack(
-    model: ModelArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write eval.npz and adv/*.npz into.")],
-    data: Annotated[Optional[str], typer.Option(
-        "--data", help="Data source: digits, npz:PATH, folder:PATH, cifar10:PATH. Default: the one "
-                       "the checkpoint records, else digits.")] = None,
-    attacks: Annotated[str, typer.Option("--attacks", "-a", help=f"Comma-separated attacks: {_NAMES}.")] = DEFAULT_ATTACKS,
-    eps: Eps = DEFAULT_EPS,
-    attack_steps: AttackSteps = None,
-    steps: OldSteps = None,
-    alpha: Annotated[Optional[str], typer.Option(
-        "--alpha", help="Step size, e.g. 1/255 (Adam's learning rate for cw). Default per attack: "
-                        "2.5*eps/steps for pgd/pgdl2, eps/steps for mifgsm/difgsm, 0.01 for cw.")] = None,
-    random_start: Annotated[Optional[bool], typer.Option(
-        "--random-start/--no-random-start",
-        help="Start at a random point in the eps ball (pgd, pgdl2, difgsm). "
-             "Default: on for pgd/pgdl2, off for difgsm.")] = None,
-    seed: Seed = 0,
-    eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
-    eval_data: EvalData = None,
-    n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", min=1, hidden=True,
-                                                     help="Old name of --eval-samples.")] = None,
-    batch_size: Annotated[int, typer.Option("--attack-batch-size", min=1, help="Samples per attack batch.")] = 256,
-    old_batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, hidden=True,
-                                                          help="Old name of --attack-batch-size.")] = None,
-    arch: Arch = None,
-    num_classes: NumClasses = None,
-    normalize: Normalize = "auto",
-    allow_weak_base: AllowWeakBase = False,
-    trust_model: TrustModel = False,
-    device: Device = "auto",
-    overwrite: Overwrite = False,
-) -> None:
+Out = Annotated[Optional[Path], typer.Option("--out", "-o", show_default=False,
+                                             help="Folder to write eval.npz and adv/*.npz into.")]
+Data = Annotated[Optional[str], typer.Option("--data", help="Data source: digits, npz:PATH, folder:PATH, cifar10:PATH. "
+                                                            "Default: the one the checkpoint records, else digits.")]
+AttackNames = Annotated[str, typer.Option("--attacks", "-a", help=f"Comma-separated attacks: {_NAMES}.")]
+Alpha = Annotated[Optional[str], typer.Option(
+    "--alpha", help="Step size, e.g. 1/255 (Adam's learning rate for cw). Default per attack: 2.5*eps/steps for "
+                    "pgd/pgdl2, eps/steps for mifgsm/difgsm, 0.01 for cw.")]
+RandomStart = Annotated[Optional[bool], typer.Option(
+    "--random-start/--no-random-start", help="Start at a random point in the eps ball (pgd, pgdl2, difgsm). "
+                                             "Default: on for pgd/pgdl2, off for difgsm.")]
+OldSamples = Annotated[Optional[int], typer.Option("--n-samples", "-n", min=1, hidden=True,
+                                                   help="Old name of --eval-samples.")]
+BatchSize = Annotated[int, typer.Option("--attack-batch-size", min=1, help="Samples per attack batch.")]
+OldBatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, hidden=True,
+                                                     help="Old name of --attack-batch-size.")]
+
+F = Flag
+# Every attack flag and the key it sets in edgerobust.workstation.attacks.sets.SetsConfig's schema.
+ATTACK_FLAGS = (
+    F("out", Out, None, "out", str), F("data", Data, None, "prepare.data"),
+    F("attacks", AttackNames, DEFAULT_ATTACKS, "attacks.names"), F("eps", Eps, DEFAULT_EPS, "attacks.eps"),
+    F("attack_steps", AttackSteps, None, "attacks.steps"), F("steps", OldSteps, None, "attacks.steps"),
+    F("alpha", Alpha, None, "attacks.alpha"), F("random_start", RandomStart, None, "attacks.random_start"),
+    F("seed", Seed, 0, "prepare.seed"), F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
+    F("eval_data", EvalData, None, "prepare.eval_data"), F("n_samples", OldSamples, None, "prepare.eval_samples"),
+    F("batch_size", BatchSize, 256, "batch_size"), F("old_batch_size", OldBatchSize, None, "batch_size"),
+    F("arch", Arch, None, "prepare.arch"), F("num_classes", NumClasses, None, "prepare.num_classes"),
+    F("normalize", Normalize, "auto", "prepare.normalize"), F("allow_weak_base", AllowWeakBase, False, "prepare.allow_weak_base"),
+    F("trust_model", TrustModel, False, "prepare.trust_model"), F("device", Device, "auto", "prepare.device"),
+    F("overwrite", Overwrite, False, "overwrite"),
+)
+
+
+@configured(ATTACK_FLAGS)
+def attack(model: OptionalModel = None, config: ConfigFile = None, *, flags: FlagValues) -> None:
     # Validate every option before loading anything heavy.
-    steps = pick(attack_steps, steps)
-    eval_samples = pick(n_samples, None, eval_samples)
-    batch_size = pick(old_batch_size, None, batch_size)
-    specs = make_specs(attacks, eps, steps=steps, alpha=alpha, random_start=random_start, seed=seed)
-    ignored = {s.attack: s.ignored() for s in specs if s.ignored()}
+    from edgerobust.workstation.attacks.sets import SetsConfig
+
+    if config is None and flags["out"] is None:
+        raise UsageError("Missing option --out.", fix="Give the folder to write the sets into: --out DIR.")
+    cfg = flags.build(SetsConfig, config, {"prepare.model": str(model) if model is not None else None})
+    ignored = {s.attack: s.ignored() for s in cfg.attacks if s.ignored()}  # one warning per attack, not per eps
     for name, opts in ignored.items():
         ui.warn(f"{name} does not take {', '.join('--' + o.replace('_', '-') for o in opts)}; ignored for it.")
-    from edgerobust.workstation.configs import PrepareConfig
-    from edgerobust.workstation.sets import SetsConfig
-
-    cfg = SetsConfig(PrepareConfig(model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
-                                   eval_data=eval_data, normalize=normalize, seed=seed, eval_samples=eval_samples,
-                                   allow_weak_base=allow_weak_base, device=device),
-                     out=out, attacks=tuple(specs), batch_size=batch_size, overwrite=overwrite)
-    from edgerobust.workstation.sets import attack_sets  # torch from here on
+    out = Path(cfg.out)
+    from edgerobust.workstation.attacks.sets import attack_sets  # torch from here on
 
     res = attack_sets(cfg)
     metas = res.sets
     data, ev = res.data, range(res.n)
-    table = Table(title=f"adversarial sets of {model.name} on {data} ({len(ev)} samples) -> {out}")
+    table = Table(title=f"adversarial sets of {Path(str(cfg.prepare.model)).name} on {data} ({len(ev)} samples) -> {out}")
     for col in ("attack", "eps", "norm", "n", "base clean acc", "base adv acc", "seconds"):
         table.add_column(col, justify="left" if col in ("attack", "norm") else "right")
     for m in metas:

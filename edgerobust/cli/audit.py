@@ -14,17 +14,18 @@ import typer
 
 from edgerobust import ui
 from edgerobust.cli.flags import to_flags
-from edgerobust.device.runtime.profiles import best_match_profile, list_profiles, load_profile, profile_text
-from edgerobust.device.runtime.providers import short_name
+from edgerobust.edge.runtime.profiles import best_match_profile, list_profiles, load_profile, profile_text
+from edgerobust.edge.runtime.providers import short_name
+from edgerobust.edge.scores.query import QUICK_ITERATIONS, QUICK_SAMPLES
 
 _NAMES = ", ".join(list_profiles())
 PROFILE_HELP = (f"Device profile: a shipped name ({_NAMES}) or a path to your own .toml. "
                 "Default: the best match for this host (said in the output).")
 
 
-def _resolve(profile: Optional[str]):
+def resolve_profile_line(profile: Optional[str]):
     """The DeviceProfile to use, why it was chosen automatically (or None), and a line saying so."""
-    from edgerobust.device.audit import resolve_profile
+    from edgerobust.edge.audit import resolve_profile
 
     p, reason = resolve_profile(profile)
     if reason is not None:
@@ -73,9 +74,13 @@ def audit_cmd(
                              "replayed too, and the report names the fastest on this device.")] = False,
     query_attack: Annotated[Optional[str], typer.Option(
         "--query-attack", show_default=False,
-        help="Also attack each model's runtime directly with a score-based black-box attack (square: Square "
+        help="Attack each model's runtime directly with a score-based black-box attack (square: Square "
              "Attack, Andriushchenko et al. 2020), numpy only, on this device: what an attacker who can query "
-             "the device gets, int8 kernels and all. Needs pip install 'edgerobust[query]'.")] = None,
+             "the device gets, int8 kernels and all. Needs pip install 'edgerobust[query]'. Default, where it is "
+             f"installed: a short one ({QUICK_ITERATIONS} iterations on {QUICK_SAMPLES} samples, at the transfer "
+             "sets' largest eps, base and deployed), whose answers join the transfer sets' in the headline's "
+             "per-sample worst case; square: the full one (--query-eps, --queries, --query-samples); none: "
+             "no query attack.")] = None,
     query_eps: Annotated[str, typer.Option("--query-eps", help="Comma-separated Linf eps of the query attack, in "
                                                              "[0, 1] pixels; 0.5 also runs the large-eps sanity "
                                                              "check.")] = "8/255",
@@ -90,16 +95,16 @@ def audit_cmd(
     Every precision variant in the bundle is timed in the same interleaved run and answers the same
     sets; the report says which is fastest here and whether it is the deployed one.
     """
-    from edgerobust.device.audit import AuditConfig, audit
-    from edgerobust.device.scores.query import QueryConfig
-    from edgerobust.device.render.report import check_out_dir, render, write_report
+    from edgerobust.edge.audit import AuditConfig, audit
+    from edgerobust.edge.scores.query import QUICK, QueryConfig
+    from edgerobust.edge.render.report import check_out_dir, render, write_report
 
-    query = None
-    if query_attack:
+    query = QUICK if query_attack is None else None  # no flag: the short default, where ART is installed
+    if query_attack and query_attack.strip().lower() != "none":
         query = QueryConfig(attack=query_attack.strip().lower(), eps=tuple(e for e in query_eps.split(",") if e.strip()),
                             queries=queries, samples=query_samples)
     check_out_dir(out)
-    prof, reason, line = _resolve(profile)
+    prof, reason, line = resolve_profile_line(profile)
     ui.info(line)
     config = AuditConfig(model=model, profile=prof, baseline=baseline, eval_set=eval_set, adv_sets=tuple(adv or ()),
                          verify=not no_verify, allow_fallback=allow_fallback, batch_size=batch_size, out_dir=out,
@@ -142,8 +147,8 @@ def compare_cmd(
 ) -> None:
     """Compare audits of one bundle across devices and runtimes: latency, accuracy, and whether the
     deployed model gives the same answers (per-sample disagreement, exact McNemar test)."""
-    from edgerobust.device.compare import CompareConfig, compare, to_json
-    from edgerobust.device.render.compare_render import render, write_html
+    from edgerobust.edge.compare import CompareConfig, compare, to_json
+    from edgerobust.edge.render.compare_render import render, write_html
 
     config = CompareConfig(reports=tuple(reports), top=top)
     if out is not None:
@@ -184,13 +189,13 @@ def profile_cmd(
                         "measuring here (batch 1, with its band; labelled as an estimate).")] = None,
 ) -> None:
     """Measure latency, peak memory and size of one model, or compare two with --baseline."""
-    from edgerobust.device.runtime.hostcheck import check_host, host_facts
-    from edgerobust.device.runtime.measure import measure_models
-    from edgerobust.device.render.report import dumps, render_estimate, render_measure
+    from edgerobust.edge.runtime.hostcheck import check_host, host_facts
+    from edgerobust.edge.runtime.measure import measure_models
+    from edgerobust.edge.render.report import dumps, render_estimate, render_measure
 
     models = {"base": baseline, "deployed": model} if baseline else {"model": model}
     if estimate is not None:
-        from edgerobust.device.estimate.predict import EstimateConfig, estimate as predict
+        from edgerobust.edge.estimate.predict import EstimateConfig, estimate as predict
 
         est = predict(EstimateConfig(estimate, models))
         if as_json:
@@ -198,7 +203,7 @@ def profile_cmd(
         else:
             render_estimate(est, ui.out)
         return
-    prof, _, line = _resolve(profile)
+    prof, _, line = resolve_profile_line(profile)
     ui.info(line)
     host = check_host(prof, host_facts())
     if not host.matches:

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgerobust import ui
-from edgerobust.cli.audit import FallbackOpt, JsonOpt, ProfileOpt, _resolve
+from edgerobust.cli.audit import FallbackOpt, JsonOpt, ProfileOpt, resolve_profile_line
 from edgerobust.cli.options import Overwrite, Seed
 
 QUICK_SCALE = 0.3
@@ -49,10 +49,10 @@ def calibrate_cmd(
     BUNDLE/model.onnx --estimate FILE` (or `profile MODEL --estimate FILE`) predicts every model's
     latency on this device, with a band from the kernels held out of the fit.
     """
-    from edgerobust.device.estimate.calibrate import CalibrateConfig, calibrate, to_json
-    from edgerobust.device.render.estimate_lines import calibration_table
+    from edgerobust.edge.estimate.calibrate import CalibrateConfig, calibrate, to_json
+    from edgerobust.edge.render.estimate_lines import calibration_table
 
-    prof, _, line = _resolve(profile)
+    prof, _, line = resolve_profile_line(profile)
     ui.info(line)
     config = CalibrateConfig(profile=prof, out=out, dtypes=tuple(dtypes.split(",")) if dtypes else None,
                              scale=QUICK_SCALE if quick else grid_scale, passes=1 if quick else passes,

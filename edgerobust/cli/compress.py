@@ -13,11 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgerobust import ui
-from edgerobust.cli.options import (AllowWeakBase, Arch, Device, Attacks, AttackSteps, Criterion, Eps, EvalData, EvalSamples, Json, ModelArg,
-                          Normalize, NumClasses, Overwrite, Seed, TrustModel, floats, pick)
-from edgerobust.workstation.data import SOURCES
+from edgerobust.cli.options import (AllowWeakBase, Arch, Device, Attacks, AttackSteps, Criterion, Eps, EvalData, EvalSamples, Json,
+                                    Normalize, NumClasses, Overwrite, Seed, TrustModel, floats)
+from edgerobust.workstation.data.sources import SOURCES
 from edgerobust.defaults import (DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP,
                                  DEFAULT_MAX_PRUNE_DROP, DEFAULT_MIN_INT8_AGREEMENT)
+from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
 from edgerobust.cli.flags import to_flags
 from edgerobust.errors import UsageError
 from edgerobust.registries import (CALIBRATIONS, FINETUNE_MODES, INT8_MODES, INT8_STEMS, INT8_TARGETS, KEEP_FP32,
@@ -74,15 +75,6 @@ def render_sensitivity(rows: list[dict]) -> Table:
         t.add_row(r["name"], f"{r['score']:.4f}", f"{r['ratio']:.3f}",
                   f"{r['channels_before']} → {r.get('channels_after', '?')}")
     return t
-
-
-def attack_specs(attacks: Optional[str], eps: str, steps: Optional[int], seed: int) -> tuple:
-    """Parse --attacks/--eps into AttackSpecs (one per attack x eps); 'none' or empty: no sets."""
-    if not attacks or attacks.strip().lower() == "none":
-        return ()
-    from edgerobust.workstation.attacks import make_specs
-
-    return tuple(make_specs(attacks, eps, steps=steps, seed=seed))
 
 
 # Options only compress takes (the shared ones are in edgerobust.cli.options).
@@ -146,37 +138,62 @@ ParityAtol = Annotated[float, _O(help="Max |logit difference| ONNX vs torch, per
 Whitebox = Annotated[bool, _O("--whitebox", help="Also craft the --attacks on the pruned model itself (fp32, and an "
                                                 "int8 simulation with --int8) into adv/whitebox-fp32/ and "
                                                 "adv/whitebox-int8/.")]
+OptionalModel = Annotated[Optional[Path], typer.Argument(
+    help="The PyTorch model file: an edgerobust checkpoint, a state_dict (with --arch), or a pickled nn.Module (with "
+         "--trust-model). Default: the config file's prepare.model.", show_default=False, metavar="MODEL")]
 BundleOut = Annotated[Optional[Path], _O("--out", "-o", help="Bundle folder (default export/<name>/).")]
 BundleName = Annotated[Optional[str], _O(help="Bundle name (default: the model file's stem).")]
 
 
-def compress_cmd(
-    model: ModelArg, sparsity: Sparsity = 0.5, int8: Int8 = False, fp16: Fp16 = False,
-    profile: TargetProfile = None, arch: Arch = None, num_classes: NumClasses = None,
-    trust_model: TrustModel = False, data: Data = None, eval_data: EvalData = None, image_size: ImageSize = None, normalize: Normalize = "auto",
-    mean: OldMean = None, std: OldStd = None, allow_weak_base: AllowWeakBase = False,
-    criterion: Criterion = DEFAULT_CRITERION, global_pruning: GlobalPruning = False, ratios: RatiosOpt = "uniform",
-    ignore_layers: IgnoreLayers = None,
-    mrs_samples: MrsSamples = 128, round_to: RoundTo = None, iterative_steps: IterativeSteps = 1,
-    finetune_epochs: FinetuneEpochs = 3, lr: Lr = 1e-3, optimizer: OptimizerOpt = "adam",
-    weight_decay: WeightDecay = 0.0, batch_size: FinetuneBatch = None, old_batch_size: OldBatch = None,
-    finetune: Finetune = "standard", adv_eps: AdvEps = "8/255", adv_steps: AdvSteps = 7,
-    trades_beta: TradesBeta = 6.0, int8_mode: Int8ModeOpt = "static", calibration: CalibrationOpt = "minmax",
-    calib_samples: CalibSamples = 256, int8_target: Int8TargetOpt = None, int8_keep_fp32: KeepFp32Opt = "auto",
-    int8_stem: Int8StemOpt = None,
-    max_prune_drop: MaxPruneDrop = DEFAULT_MAX_PRUNE_DROP, max_int8_drop: MaxInt8Drop = DEFAULT_MAX_INT8_DROP,
-    min_int8_agreement: MinInt8Agreement = DEFAULT_MIN_INT8_AGREEMENT,
-    parity_atol: ParityAtol = 1e-3, attacks: Attacks = DEFAULT_ATTACKS, eps: Eps = DEFAULT_EPS,
-    attack_steps: AttackSteps = None, whitebox: Whitebox = False, eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
-    seed: Seed = 0, device: Device = "auto", out: BundleOut = None, name: BundleName = None,
-    overwrite: Overwrite = False, as_json: Json = False,
-) -> None:
+def _ignore_layers(text):
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+F = Flag
+# Every compress flag and the config key it sets (edgerobust.workstation.configs.CompressConfig's schema);
+# `--config FILE` sets the same keys.
+COMPRESS_FLAGS = (
+    F("sparsity", Sparsity, 0.5, "prune.sparsity"), F("int8", Int8, False, "int8"), F("fp16", Fp16, False, "fp16"),
+    F("profile", TargetProfile, None, "target"), F("arch", Arch, None, "prepare.arch"),
+    F("num_classes", NumClasses, None, "prepare.num_classes"), F("trust_model", TrustModel, False, "prepare.trust_model"),
+    F("data", Data, None, "prepare.data"), F("eval_data", EvalData, None, "prepare.eval_data"),
+    F("image_size", ImageSize, None, "prepare.image_size"), F("normalize", Normalize, "auto", "prepare.normalize"),
+    F("mean", OldMean), F("std", OldStd), F("allow_weak_base", AllowWeakBase, False, "prepare.allow_weak_base"),
+    F("criterion", Criterion, DEFAULT_CRITERION, "prune.criterion"),
+    F("global_pruning", GlobalPruning, False, "prune.global_pruning"), F("ratios", RatiosOpt, "uniform", "prune.ratios"),
+    F("ignore_layers", IgnoreLayers, None, "prune.ignore_layers", _ignore_layers),
+    F("mrs_samples", MrsSamples, 128, "prune.mrs_samples"), F("round_to", RoundTo, None, "prune.round_to"),
+    F("iterative_steps", IterativeSteps, 1, "prune.iterative_steps"),
+    F("finetune_epochs", FinetuneEpochs, 3, "finetune.epochs"), F("lr", Lr, 1e-3, "finetune.lr"),
+    F("optimizer", OptimizerOpt, "adam", "finetune.optimizer"), F("weight_decay", WeightDecay, 0.0, "finetune.weight_decay"),
+    F("batch_size", FinetuneBatch, None, "finetune.batch_size"), F("old_batch_size", OldBatch),
+    F("finetune", Finetune, "standard", "finetune.mode"), F("adv_eps", AdvEps, "8/255", "finetune.adv_eps"),
+    F("adv_steps", AdvSteps, 7, "finetune.adv_steps"), F("trades_beta", TradesBeta, 6.0, "finetune.trades_beta"),
+    F("int8_mode", Int8ModeOpt, "static", "quant.mode"), F("calibration", CalibrationOpt, "minmax", "quant.calibration"),
+    F("calib_samples", CalibSamples, 256, "prepare.calib_samples"), F("int8_target", Int8TargetOpt, None, "quant.int8_target"),
+    F("int8_keep_fp32", KeepFp32Opt, "auto", "quant.keep_fp32"), F("int8_stem", Int8StemOpt, None, "quant.stem"),
+    F("max_prune_drop", MaxPruneDrop, DEFAULT_MAX_PRUNE_DROP, "max_prune_drop"),
+    F("max_int8_drop", MaxInt8Drop, DEFAULT_MAX_INT8_DROP, "max_int8_drop"),
+    F("min_int8_agreement", MinInt8Agreement, DEFAULT_MIN_INT8_AGREEMENT, "min_int8_agreement"),
+    F("parity_atol", ParityAtol, 1e-3, "parity_atol"), F("attacks", Attacks, DEFAULT_ATTACKS, "attacks.names"),
+    F("eps", Eps, DEFAULT_EPS, "attacks.eps"), F("attack_steps", AttackSteps, None, "attacks.steps"),
+    F("whitebox", Whitebox, False, "whitebox"), F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
+    F("seed", Seed, 0, "prepare.seed"), F("device", Device, "auto", "prepare.device"),
+    F("out", BundleOut, None, "out", str), F("name", BundleName, None, "name"),
+    F("overwrite", Overwrite, False, "overwrite"),
+)
+
+
+@configured(COMPRESS_FLAGS)
+def compress_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json: Json = False, *,
+                 flags: FlagValues) -> None:
     """Prune, fine-tune, export and int8-quantize a PyTorch model into a deployable bundle.
 
     The bundle (base.onnx, model.onnx, eval.npz, adv/, manifest.json) is what
-    `edgerobust audit` checks on the device.
+    `edgerobust audit` checks on the device. Every flag is a key of a config file given with
+    --config (TOML or JSON); a bundle's manifest.json replays the bundle's own config.
     """
-    config = _compress_config(**locals())  # torch-free: a bad value is refused before torch loads
+    config = compress_config(flags, config, model)  # torch-free: a bad value is refused before torch loads
     from edgerobust.workstation.compress import compress as run
 
     result = run(config)
@@ -198,38 +215,22 @@ def compress_cmd(
                  f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
 
 
-def _compress_config(**o):
-    """The CompressConfig for compress_cmd's options: flags mapped to fields, nothing decided here
+def compress_config(flags: FlagValues, config: Optional[Path], model: Optional[Path]):
+    """The CompressConfig for compress's flags and --config file: flags mapped to keys, nothing decided here
     (the library validates every value and settles what the target profile leaves open)."""
-    from edgerobust.workstation.attacks.spec import parse_eps
-    from edgerobust.workstation.configs import CompressConfig, PrepareConfig, PruneConfig, QuantConfig, TrainConfig
-    from edgerobust.workstation.normalization import parse_normalize
+    from edgerobust.workstation.configs import CompressConfig
 
-    seed = o["seed"]
-    mean = floats(o["mean"], "--mean", "0.485,0.456,0.406")
-    std = floats(o["std"], "--std", "0.229,0.224,0.225")
-    prep = PrepareConfig(model=o["model"], arch=o["arch"], num_classes=o["num_classes"], trust_model=o["trust_model"],
-                         data=o["data"], eval_data=o["eval_data"], image_size=o["image_size"], normalize=parse_normalize(o["normalize"], mean, std),
-                         seed=seed, eval_samples=o["eval_samples"], calib_samples=o["calib_samples"],
-                         allow_weak_base=o["allow_weak_base"], device=o["device"])
-    return CompressConfig(
-        prep,
-        prune=PruneConfig(sparsity=o["sparsity"], criterion=o["criterion"], global_pruning=o["global_pruning"],
-                          round_to=o["round_to"], iterative_steps=o["iterative_steps"], ratios=_v(o["ratios"]),
-                          mrs_samples=o["mrs_samples"],
-                          ignore_layers=tuple(n.strip() for n in (o["ignore_layers"] or "").split(",") if n.strip())),
-        finetune=TrainConfig(epochs=o["finetune_epochs"], lr=o["lr"], optimizer=_v(o["optimizer"]),
-                             weight_decay=o["weight_decay"], batch_size=pick(o["batch_size"], o["old_batch_size"], 64),
-                             mode=o["finetune"], adv_eps=parse_eps(o["adv_eps"], "adv_eps"),
-                             adv_steps=o["adv_steps"], trades_beta=o["trades_beta"]),
-        int8=o["int8"], fp16=o["fp16"], target=o["profile"],
-        quant=QuantConfig(mode=_v(o["int8_mode"]), calibration=_v(o["calibration"]),
-                          int8_target=_v(o["int8_target"]) if o["int8_target"] else None,
-                          keep_fp32=_v(o["int8_keep_fp32"]), stem=_v(o["int8_stem"]) if o["int8_stem"] else None),
-        max_prune_drop=o["max_prune_drop"], max_int8_drop=o["max_int8_drop"],
-        min_int8_agreement=o["min_int8_agreement"], parity_atol=o["parity_atol"],
-        attacks=attack_specs(o["attacks"], o["eps"], o["attack_steps"], seed), whitebox=o["whitebox"],
-        out=o["out"], name=o["name"], overwrite=o["overwrite"])
+    extra = {"prepare.model": str(model) if model is not None else None,
+             "finetune.batch_size": flags["old_batch_size"] if not flags.given("batch_size") else None}
+    if flags["mean"] is not None or flags["std"] is not None:  # the older spelling of --normalize MEAN/STD
+        if flags["mean"] is None or flags["std"] is None:
+            raise UsageError("--mean and --std go together: pass both or neither.")
+        if flags.given("normalize") and flags["normalize"] != "auto":
+            raise UsageError("--normalize and --mean/--std say the same thing twice.", fix="Pass one of them.")
+        mean = floats(flags["mean"], "--mean", "0.485,0.456,0.406")
+        std = floats(flags["std"], "--std", "0.229,0.224,0.225")
+        extra["prepare.normalize"] = f"{','.join(map(str, mean))}/{','.join(map(str, std))}"
+    return flags.build(CompressConfig, config, extra)
 
 
 def demo_cmd(
@@ -245,11 +246,12 @@ def demo_cmd(
 ) -> None:
     """Run the whole job on bundled data: train a zoo model, compress it (0.5, int8), audit it.
 
-    Offline, under a minute on an idle 2-core machine. The bundle lands in export/demo/, the audit report in
+    Offline, about 60-80 s on an idle 2-core machine, some 9 s of it a short query attack on each runtime (where
+    ART is installed, as `[all]` installs it). The bundle lands in export/demo/, the audit report in
     export/demo/reports/.
     """
     from edgerobust.workstation.demo import run_demo
-    from edgerobust.device.render.report import render
+    from edgerobust.edge.render.report import render
 
     r = run_demo(out=out, model=model, retrain=retrain, eps=eps, profile=profile, device=device)
     ui.out.print(render_compress(r.compress))
@@ -259,7 +261,7 @@ def demo_cmd(
 
 def zoo_list() -> None:
     """List the zoo models and the data they train on."""
-    from edgerobust.workstation.nets import ZOO
+    from edgerobust.workstation.model.nets import ZOO
 
     t = Table()
     for col in ("name", "data", "input", "description"):
@@ -278,7 +280,7 @@ def zoo_train(
     overwrite: Overwrite = False,
 ) -> None:
     """Train a zoo model on its bundled data and save a self-describing checkpoint."""
-    from edgerobust.workstation.zoo import train_zoo
+    from edgerobust.workstation.train.zoo import train_zoo
 
     if out.exists() and not overwrite:
         raise UsageError(f"'{out}' already exists.", fix="Pass --overwrite or choose another --out.")

@@ -40,6 +40,9 @@ FIELD_FLAGS: dict[str, str] = {
     # research
     "sparsities": "--sparsities", "precisions": "--precisions", "threats": "--threats", "focus_eps": "--focus-eps",
     "latency_rounds": "--latency-rounds", "seeds": "--seeds", "zoo_epochs": "--zoo-epochs",
+    "max_latency_ms": "--max-latency-ms", "min_speedup": "--min-speedup", "aim": "--aim",
+    "max_clean_drop": "--max-clean-drop", "max_robust_drop": "--max-robust-drop", "trials": "--trials",
+    "epochs_max": "--max-finetune-epochs",
     # audit and profile
     "allow_fallback": "--allow-fallback", "baseline": "--baseline", "deployed_only": "--deployed-only",
     "fail_on_budget": "--fail-on-budget", "query_attack": "--query-attack", "query_eps": "--query-eps",

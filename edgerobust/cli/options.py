@@ -13,7 +13,7 @@ import typer
 from edgerobust.defaults import ARCH_HELP, DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 from edgerobust.cli.flags import to_flags
 from edgerobust.errors import UsageError
-from edgerobust.workstation.normalization import choices_help
+from edgerobust.workstation.data.normalization import choices_help
 from edgerobust.registries import CRITERIA
 
 ModelArg = Annotated[Path, typer.Argument(help="The PyTorch model file: an edgerobust checkpoint, a state_dict "

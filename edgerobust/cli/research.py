@@ -9,9 +9,11 @@ import typer
 from rich.table import Table
 
 from edgerobust import ui
+from edgerobust.cli.compress import OptionalModel
+from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
 from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, Device, EvalData, EvalSamples, Eps,
-                                    Json, ModelArg, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names,
-                                    pick)
+                                    Json, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names)
+from edgerobust.errors import UsageError
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 
 _PRECISIONS = "fp32, int8"
@@ -67,53 +69,55 @@ def _ran_on(result) -> str:
     return f"ran {result.computed} point(s) {where}, reused {result.reused} finished point(s)"
 
 
-def sweep_cmd(
-    model: ModelArg,
-    out: Out,
-    sparsities: Annotated[str, typer.Option("--sparsities", help="Comma-separated sparsities in [0, 1); "
-                                                                 "0 is the base unpruned.")] = "0.5,0.7",
-    precisions: Annotated[str, typer.Option("--precisions", help=f"Comma-separated: {_PRECISIONS}.")] = "fp32,int8",
-    attacks: Attacks = DEFAULT_ATTACKS,
-    eps: Eps = DEFAULT_EPS,
-    focus_eps: Annotated[Optional[str], typer.Option(
-        "--focus-eps", help="The eps of the sparsity and speedup plots (one of --eps). Default: the largest.")] = None,
-    threats: Annotated[str, typer.Option("--threats", help=f"Comma-separated: {_THREATS}.")] = "transfer",
-    attack_steps: AttackSteps = None,
-    steps: OldSteps = None,
-    criterion: Criterion = DEFAULT_CRITERION,
-    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs after "
-                                                                                   "pruning.")] = 2,
-    eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
-    data: Annotated[Optional[str], typer.Option("--data", help="Data source (default: the checkpoint's).")] = None,
-    eval_data: EvalData = None,
-    arch: Arch = None,
-    num_classes: NumClasses = None,
-    trust_model: TrustModel = False,
-    normalize: Normalize = "auto",
-    allow_weak_base: AllowWeakBase = False,
-    seed: Seed = 0,
-    profile: SweepProfile = SWEEP_PROFILE,
-    device: Device = "auto",
-    ray: Ray = False,
-    ray_address: RayAddress = None,
-    fresh: Fresh = False,
-    overwrite: ResearchOverwrite = False,
-    as_json: Json = False,
-) -> None:
+Sparsities = Annotated[str, typer.Option("--sparsities", help="Comma-separated sparsities in [0, 1); 0 is the base "
+                                                                "unpruned.")]
+Precisions = Annotated[str, typer.Option("--precisions", help=f"Comma-separated: {_PRECISIONS}.")]
+FocusEps = Annotated[Optional[str], typer.Option("--focus-eps", help="The eps of the sparsity and speedup plots (one of "
+                                                                    "--eps). Default: the largest.")]
+Threats = Annotated[str, typer.Option("--threats", help=f"Comma-separated: {_THREATS}.")]
+SweepEpochs = Annotated[int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs after pruning.")]
+SweepData = Annotated[Optional[str], typer.Option("--data", help="Data source (default: the checkpoint's).")]
+SweepOut = Annotated[Optional[Path], typer.Option("--out", "-o", show_default=False, help=Out.__metadata__[0].help)]
+
+
+def _floats(text: str) -> list[float]:
+    return list(floats(text, "--sparsities"))
+
+
+F = Flag
+# Every sweep flag and the key it sets in edgerobust.research.configs.SweepConfig's schema (--config FILE).
+SWEEP_FLAGS = (
+    F("out", SweepOut, None, "out", str), F("sparsities", Sparsities, "0.5,0.7", "sparsities", _floats),
+    F("precisions", Precisions, "fp32,int8", "precisions", names), F("attacks", Attacks, DEFAULT_ATTACKS, "attacks"),
+    F("eps", Eps, DEFAULT_EPS, "eps"), F("focus_eps", FocusEps, None, "focus_eps"),
+    F("threats", Threats, "transfer", "threats", names), F("attack_steps", AttackSteps, None, "steps"),
+    F("steps", OldSteps, None, "steps"), F("criterion", Criterion, DEFAULT_CRITERION, "prune.criterion"),
+    F("finetune_epochs", SweepEpochs, 2, "finetune.epochs"),
+    F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
+    F("data", SweepData, None, "prepare.data"), F("eval_data", EvalData, None, "prepare.eval_data"),
+    F("arch", Arch, None, "prepare.arch"), F("num_classes", NumClasses, None, "prepare.num_classes"),
+    F("trust_model", TrustModel, False, "prepare.trust_model"), F("normalize", Normalize, "auto", "prepare.normalize"),
+    F("allow_weak_base", AllowWeakBase, False, "prepare.allow_weak_base"), F("seed", Seed, 0, "prepare.seed"),
+    F("profile", SweepProfile, SWEEP_PROFILE, "latency_profile"), F("device", Device, "auto", "prepare.device"),
+    F("ray", Ray, False), F("ray_address", RayAddress, None),
+    F("fresh", Fresh, False, "fresh"), F("overwrite", ResearchOverwrite, False, "overwrite"),
+)
+
+
+@configured(SWEEP_FLAGS)
+def sweep_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json: Json = False, *,
+              flags: FlagValues) -> None:
     from edgerobust.research.configs import SweepConfig
-    from edgerobust.workstation.configs import PrepareConfig, PruneConfig, TrainConfig
 
-    prep = PrepareConfig(model=model, arch=arch, num_classes=num_classes, trust_model=trust_model, data=data,
-                         eval_data=eval_data, normalize=normalize, seed=seed, eval_samples=eval_samples, allow_weak_base=allow_weak_base,
-                         device=device)
-    cfg = SweepConfig(prep, out=out, sparsities=floats(sparsities, "--sparsities"),
-                      precisions=names(precisions), attacks=attacks, eps=eps, focus_eps=focus_eps,
-                      threats=names(threats), steps=pick(attack_steps, steps), prune=PruneConfig(criterion=criterion),
-                      finetune=TrainConfig(epochs=finetune_epochs), latency_profile=profile, fresh=fresh,
-                      overwrite=overwrite)  # torch-free so far: a bad value is refused before torch loads
-    from edgerobust.research.sweep import findings, summarize, sweep
+    if config is None and flags["out"] is None:
+        raise UsageError("Missing option --out.", fix="Give the sweep's folder: --out DIR.")
+    cfg = flags.build(SweepConfig, config, {"prepare.model": str(model) if model is not None else None})
+    # torch-free so far: a bad value is refused before torch loads
+    from edgerobust.research.sweep import findings, sweep
+    from edgerobust.research.points import summarize
 
-    result = sweep(cfg, _runner(ray, ray_address, device))
+    out = Path(cfg.out)
+    result = sweep(cfg, _runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
     ui.info(_ran_on(result))
     if as_json:
         typer.echo((out / "sweep.json").read_text())
@@ -155,47 +159,45 @@ def _recipe_help() -> str:
             f"torch runs (zoo training and every sweep).\n\nRecipes:\n\n{lines}")
 
 
+RecipeOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default research/NAME).")]
+RecipeData = Annotated[Optional[str], typer.Option("--data", help="Data source; needs --model unless it is the zoo "
+                                                                  "model's own.")]
+RecipeArch = Annotated[Optional[str], typer.Option("--arch", help="Zoo model to train (digits-cnn, digits-resnet), or "
+                                                                  "the architecture of a --model state_dict.")]
+RecipeModel = Annotated[Optional[Path], typer.Option("--model", help="Your base model instead of a zoo model trained "
+                                                                     "by the recipe.")]
+Seeds = Annotated[int, typer.Option("--seeds", min=1, help="Repeat with seeds 0..N-1; report mean and sd.")]
+RecipeEpochs = Annotated[int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs.")]
+ZooEpochs = Annotated[Optional[int], typer.Option("--zoo-epochs", min=1, help="Zoo training epochs (default: the "
+                                                                              "zoo's).")]
+RecipeSparsities = Annotated[Optional[str], typer.Option("--sparsities", help="Override the recipe's sparsities.")]
+RecipeEps = Annotated[Optional[str], typer.Option("--eps", help="Override the recipe's eps grid (keep 8/255 in it).")]
+
+# Every recipe run flag and the key it sets in edgerobust.research.configs.RecipeConfig's schema.
+RECIPE_FLAGS = (
+    F("out", RecipeOut, None, "out", str), F("data", RecipeData, None, "prepare.data"),
+    F("arch", RecipeArch, None, "prepare.arch"), F("model", RecipeModel, None, "prepare.model", str),
+    F("num_classes", NumClasses, None, "prepare.num_classes"), F("normalize", Normalize, "auto", "prepare.normalize"),
+    F("allow_weak_base", AllowWeakBase, False, "prepare.allow_weak_base"), F("seeds", Seeds, 1, "seeds"),
+    F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
+    F("finetune_epochs", RecipeEpochs, 2, "finetune_epochs"), F("zoo_epochs", ZooEpochs, None, "zoo_epochs"),
+    F("sparsities", RecipeSparsities, None, "sparsities", _floats), F("eps", RecipeEps, None, "eps"),
+    F("attack_steps", AttackSteps, None, "attack_steps"), F("steps", OldSteps, None, "attack_steps"),
+    F("device", Device, "auto", "prepare.device"), F("ray", Ray, False), F("ray_address", RayAddress, None),
+    F("fresh", Fresh, False, "fresh"), F("overwrite", ResearchOverwrite, False, "overwrite"),
+)
+
+
 @recipe_app.command("run", help=_recipe_help(), no_args_is_help=True)
-def recipe_run(
-    name: Annotated[str, typer.Argument(help="The recipe (see `edgerobust recipe list`).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default research/NAME).")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="Data source; needs --model unless it is the "
-                                                               "zoo model's own.")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Zoo model to train (digits-cnn, digits-resnet), "
-                                                               "or the architecture of a --model state_dict.")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Your base model instead of a zoo model "
-                                                                  "trained by the recipe.")] = None,
-    num_classes: NumClasses = None,
-    normalize: Normalize = "auto",
-    allow_weak_base: AllowWeakBase = False,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Repeat with seeds 0..N-1; report mean and sd.")] = 1,
-    eval_samples: EvalSamples = DEFAULT_EVAL_SAMPLES,
-    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs.")] = 2,
-    zoo_epochs: Annotated[Optional[int], typer.Option("--zoo-epochs", min=1, help="Zoo training epochs "
-                                                                                  "(default: the zoo's).")] = None,
-    sparsities: Annotated[Optional[str], typer.Option("--sparsities", help="Override the recipe's sparsities.")] = None,
-    eps: Annotated[Optional[str], typer.Option("--eps", help="Override the recipe's eps grid (keep 8/255 in "
-                                                             "it).")] = None,
-    attack_steps: AttackSteps = None,
-    steps: OldSteps = None,
-    device: Device = "auto",
-    ray: Ray = False,
-    ray_address: RayAddress = None,
-    fresh: Fresh = False,
-    overwrite: ResearchOverwrite = False,
-    as_json: Json = False,
-) -> None:
+@configured(RECIPE_FLAGS)
+def recipe_run(name: Annotated[str, typer.Argument(help="The recipe (see `edgerobust recipe list`).", metavar="NAME")],
+               config: ConfigFile = None, as_json: Json = False, *, flags: FlagValues) -> None:
     from edgerobust.research.configs import RecipeConfig
     from edgerobust.research.recipes import get_recipe, run_recipe
-    from edgerobust.workstation.configs import PrepareConfig
 
     get_recipe(name)
-    prep = PrepareConfig(model=model, arch=arch, num_classes=num_classes, data=data, normalize=normalize,
-                         eval_samples=eval_samples, allow_weak_base=allow_weak_base, device=device)
-    cfg = RecipeConfig(out=out or Path("research") / name, prepare=prep, seeds=seeds, finetune_epochs=finetune_epochs,
-                       zoo_epochs=zoo_epochs, sparsities=floats(sparsities, "--sparsities"), eps=eps,
-                       attack_steps=pick(attack_steps, steps), fresh=fresh, overwrite=overwrite)
-    result = run_recipe(name, cfg, _runner(ray, ray_address, device))
+    cfg = flags.build(RecipeConfig, config, {"out": None if flags["out"] or config else str(Path("research") / name)})
+    result = run_recipe(name, cfg, _runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
     ui.info("; ".join(_ran_on(r) for r in result.runs))
     if as_json:
         typer.echo((result.out / "recipe.json").read_text())

@@ -191,7 +191,7 @@ class RecipeConfig:
             raise UsageError(f"The `model` '{self.prepare.model}' does not exist.", fix="Check the path.")
 
     def _check_zoo(self) -> None:
-        from edgerobust.workstation.nets import ZOO
+        from edgerobust.workstation.model.nets import ZOO
 
         arch, data = self.zoo_name, self.prepare.data
         if arch not in ZOO:

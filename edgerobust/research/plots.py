@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgerobust.device.files.bundle import write_json
+from edgerobust.edge.files.npzio import write_json
 from edgerobust.errors import require
 from edgerobust.research.points import Point, find, pct, to_json
 

@@ -12,7 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from edgerobust.errors import UsageError
-from edgerobust.device.scores.stats import Proportion
+from edgerobust.edge.scores.stats import Proportion
 
 VERSION = 1
 

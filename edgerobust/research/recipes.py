@@ -21,6 +21,7 @@ Like a sweep, a recipe resumes: rerun after a crash and the finished points are 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -28,12 +29,13 @@ from pathlib import Path
 from typing import Callable
 
 from edgerobust.research import recipe_findings as F
-from edgerobust import ui
 from edgerobust.errors import EdgeRobustError, UsageError
 from edgerobust.research.configs import RecipeConfig, SweepConfig, Variant
 from edgerobust.research.points import Point, SweepResult, summarize
 from edgerobust.research.sweep import prepare_out, sweep
 from edgerobust.workstation.configs import PruneConfig, TrainConfig
+
+logger = logging.getLogger(__name__)
 
 RECIPE_TYPE = "edgerobust.recipe"
 
@@ -165,7 +167,7 @@ def get_recipe(name: str) -> Recipe:
 def run_recipe(name: str, config: RecipeConfig, runner=None) -> RecipeResult:
     """Run recipe ``name``: train (or load) the base per seed, sweep (its points on ``runner``),
     summarize, plot, state the finding."""
-    from edgerobust.workstation.devices import resolve_device
+    from edgerobust.workstation.resources.torch_device import resolve_device
 
     t0 = time.perf_counter()
     recipe = get_recipe(name)
@@ -179,7 +181,7 @@ def run_recipe(name: str, config: RecipeConfig, runner=None) -> RecipeResult:
     prepare_out(out, "recipe", overwrite=config.overwrite, fresh=config.fresh)
     runs: list[SweepResult] = []
     for seed in range(config.seeds):
-        ui.info(f"[bold]{name}[/bold]: seed {seed + 1}/{config.seeds}")
+        logger.info(f"{name}: seed {seed + 1}/{config.seeds}")
         runs.append(_run_seed(config, plan, out / f"seed-{seed}", seed, runner))
     points = summarize(runs)
     finding = recipe.finding(points, plan)
@@ -201,15 +203,15 @@ def _run_seed(config: RecipeConfig, plan: Plan, folder: Path, seed: int, runner)
 
 def _zoo_model(config: RecipeConfig, path: Path, seed: int) -> Path:
     """The seed's zoo checkpoint: trained once, then reused on a rerun (written under a temporary name)."""
-    from edgerobust.workstation.load import load_model
-    from edgerobust.workstation.zoo import train_zoo
+    from edgerobust.workstation.model.load import load_model
+    from edgerobust.workstation.train.zoo import train_zoo
 
     if path.is_file() and not config.fresh:
         try:
             load_model(path)
             return path
         except EdgeRobustError:  # an unreadable checkpoint is trained again, never trusted
-            ui.warn(f"{path} is unreadable; training it again")
+            logger.warning(f"{path} is unreadable; training it again")
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.pt")
     train_zoo(config.zoo_name, tmp, seed=seed, epochs=config.zoo_epochs, device=config.prepare.device)
     os.replace(tmp, path)

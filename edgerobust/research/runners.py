@@ -94,10 +94,10 @@ def in_worker(fn, item, threads: int):
     """``fn(item)`` in a worker process: ``threads`` torch threads, no progress bars."""
     import torch
 
-    from edgerobust import ui
+    from edgerobust import events
 
     torch.set_num_threads(threads)
-    ui.set_quiet(True)
+    events.set_progress(None)
     return fn(item)
 
 
@@ -110,7 +110,7 @@ def gpus_per_task(device) -> float:
     of a node run side by side on its GPUs and never compete for one. Ray makes the GPU it assigns
     visible to the task as ``cuda`` (see :func:`point_device`).
     """
-    from edgerobust.workstation.devices import resolve_device
+    from edgerobust.workstation.resources.torch_device import resolve_device
 
     return 1.0 if resolve_device(device).type == "cuda" else 0.0
 

@@ -32,14 +32,16 @@ with ``device``: where torch ran), the PNGs and ``report.html`` over all models,
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgerobust import ui
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 from edgerobust.errors import UsageError
 from edgerobust.research.points import Point, SweepResult, summarize
+
+logger = logging.getLogger(__name__)
 
 try:
     import tomllib
@@ -96,7 +98,7 @@ def load_study(path: str | Path, out: str | Path, device: str = "auto") -> Study
 
     ``device``: where every sweep's torch runs (auto, cpu, cuda, cuda:N), checked here, before the file.
     """
-    from edgerobust.workstation.devices import resolve_device
+    from edgerobust.workstation.resources.torch_device import resolve_device
 
     resolve_device(device)  # a CUDA request on a host without CUDA is refused before any work or folder
     file = Path(path)
@@ -179,7 +181,7 @@ def run_study(study: Study, out: str | Path, runner=None, fresh: bool = False,
     prepare_out(out, "study", overwrite=overwrite, fresh=fresh)
     runs: dict[str, list[SweepResult]] = {}
     for series, seed, cfg in study.sweeps:
-        ui.info(f"[bold]{study.name}[/bold]: {series}, seed {seed}")
+        logger.info(f"{study.name}: {series}, seed {seed}")
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         runs.setdefault(series, []).append(sweep(dataclasses.replace(cfg, fresh=fresh), runner))
     points = [p for series, rs in runs.items() for p in as_series(summarize(rs), series, len(runs) > 1)]

@@ -1,13 +1,12 @@
 """Sweeps: one model compressed at several sparsities and precisions, every model scored on the
 same adversarial sets, with speedup measured side by side; resumable, in-process or on Ray.
 
-    from edgerobust.research.sweep import SweepConfig, sweep
-    from edgerobust.workstation.configs import PrepareConfig
+    from edgerobust import PrepareConfig, SweepConfig, sweep
     result = sweep(SweepConfig(PrepareConfig("model.pt"), out="sweeps/digits", sparsities=(0.5, 0.7)))
 
 The stages, composed:
 
-* :func:`edgerobust.workstation.prepare.prepare` once: the model, the split and the normalization, which
+* :func:`edgerobust.workstation.pipeline.prepare.prepare` once: the model, the split and the normalization, which
   every variant then uses as given (no variant decides it again);
 * the base is exported (``base.onnx``), the evaluation split saved (``eval.npz``) and every
   attack x eps set crafted on it once (``adv/<attack>_<eps>.npz``): the *transfer* threat;
@@ -18,7 +17,7 @@ The stages, composed:
   process, or as Ray tasks) and are stored content-addressed under ``points/``: a rerun after a
   crash reuses the finished ones (``fresh=True`` starts over);
 * every model's latency is measured in one interleaved run with the base
-  (:func:`edgerobust.device.runtime.measure.measure_latency`), then sweep.json, the plots and report.html.
+  (:func:`edgerobust.edge.runtime.measure.measure_latency`), then sweep.json, the plots and report.html.
 
 Results are dataclasses (:class:`~edgerobust.research.points.SweepResult`);
 :func:`~edgerobust.research.points.summarize` turns one or more of them (seeds) into the plotted points.
@@ -26,15 +25,17 @@ Results are dataclasses (:class:`~edgerobust.research.points.SweepResult`);
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import time
 from pathlib import Path
 
-from edgerobust import ui
+from edgerobust import events
 from edgerobust.errors import UsageError
-from edgerobust.research.configs import PRECISIONS, SWEEP_PROFILE, THREATS, SweepConfig, Variant  # noqa: F401 (the API)
-from edgerobust.research.points import (ModelResult, Point, SetScore, SweepResult, find, macs_text, pct, point_key,  # noqa: F401
-                     summarize, to_json)
+from edgerobust.research.configs import SweepConfig
+from edgerobust.research.points import Point, SweepResult, find, macs_text, pct, summarize, to_json
+
+logger = logging.getLogger(__name__)
 
 SWEEP_TYPE = "edgerobust.research.sweep"
 MARKER = ".edgerobust-study"  # in an output folder a sweep, recipe or study may resume
@@ -45,10 +46,10 @@ MARKER = ".edgerobust-study"  # in an output folder a sweep, recipe or study may
 
 def sweep(config: SweepConfig, runner=None) -> SweepResult:
     """Run the sweep into ``config.out`` (sweep.json, adv/, points/, and with ``write_report`` the
-    plots and report.html); ``runner`` (:mod:`edgerobust.research.runners`) runs the points, default here."""
+    plots and report.html); ``runner`` (``edgerobust.research.runners``) runs the points, default here."""
     from edgerobust.research.runners import LocalRunner, point_device
     from edgerobust.research.sweep_eval import Built, measure_speedups, model_results, score_from_dict, score_models
-    from edgerobust.workstation.devices import describe, resolve_device
+    from edgerobust.workstation.resources.torch_device import describe, resolve_device
 
     t0 = time.perf_counter()
     runner = runner or LocalRunner()
@@ -59,9 +60,9 @@ def sweep(config: SweepConfig, runner=None) -> SweepResult:
     shared, ev, base = _base_stage(config, out)
     base.whitebox = {}
     tasks = _tasks(config, shared, task_device)
-    ui.info(f"sweep: {len(config.variants)} variant(s) x {', '.join(config.precisions)} on {runner.name}, torch "
-            f"on {describe(device)}; {len(config.specs)} set(s) crafted once on the base; {len(ev.y)} eval "
-            f"samples (seed {config.seed})")
+    logger.info(f"sweep: {len(config.variants)} variant(s) x {', '.join(config.precisions)} on {runner.name}, torch "
+                f"on {describe(device)}; {len(config.specs)} set(s) crafted once on the base; {len(ev.y)} eval "
+                f"samples (seed {config.seed})")
     records, reused = run_points(tasks, runner)
     base_scores = score_models([base], out, ev, config.threats, config.specs, shared.transfer, config.latency_profile)
     models = [base] + [Built.from_dict(m) for r in records for m in r["models"]]
@@ -82,8 +83,8 @@ def run_points(tasks: list, runner) -> tuple[list[dict], int]:
     todo = [i for i, r in enumerate(records) if r is None]
     reused = len(tasks) - len(todo)
     if reused:
-        ui.info(f"reusing {reused} finished point(s) of {len(tasks)}; computing {len(todo)}")
-    with ui.task(f"points ({runner.name})", total=len(tasks)) as advance:
+        logger.info(f"reusing {reused} finished point(s) of {len(tasks)}; computing {len(todo)}")
+    with events.task(f"points ({runner.name})", total=len(tasks)) as advance:
         advance(reused, f"{reused} reused")
 
         def done(j: int, record: dict) -> None:
@@ -112,13 +113,13 @@ def _base_stage(config: SweepConfig, out: Path):
     """prepare once; base.onnx, eval.npz, calib.npz and the transfer sets under ``out``."""
     import numpy as np
 
-    from edgerobust.workstation.export import export_onnx
-    from edgerobust.workstation.prepare import prepare
-    from edgerobust.workstation.prune import count
-    from edgerobust.workstation.stages import eval_set, evidence_stage
+    from edgerobust.workstation.model.export import export_onnx
+    from edgerobust.workstation.pipeline.prepare import prepare
+    from edgerobust.workstation.prune.structural import count
+    from edgerobust.workstation.pipeline.stages import eval_set, evidence_stage
     from edgerobust.research.sweep_eval import Built, array_digest
     from edgerobust.research.sweep_points import Shared
-    from edgerobust.workstation.normalization import NormSpec
+    from edgerobust.workstation.data.normalization import NormSpec
 
     prep = prepare(config.prepare)
     needs_whitebox = "whitebox" in config.threats and any(v.sparsity > 0 for v in config.variants)
@@ -168,7 +169,7 @@ def _marker_kind(marker: Path) -> str | None:
 
 def write_sweep(out: Path, config: SweepConfig, result: SweepResult) -> dict:
     """sweep.json and, with ``write_report``, the plots and report.html."""
-    from edgerobust.device.files.bundle import write_json
+    from edgerobust.edge.files.npzio import write_json
 
     points = summarize([result])
     data = {"config": result.config, "device": result.config["device"], "runs": [dataclasses.asdict(result)],
@@ -192,7 +193,7 @@ def config_dict(config: SweepConfig) -> dict:
         if isinstance(v, Path):
             return str(v)
         return v
-    from edgerobust.workstation.devices import describe, resolve_device
+    from edgerobust.workstation.resources.torch_device import describe, resolve_device
 
     d = plain(config)
     d["focus_eps"] = config.focus

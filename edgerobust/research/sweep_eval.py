@@ -1,6 +1,6 @@
 """Scoring a sweep's models with ONNX Runtime, and their speedup measured side by side.
 
-Scores (clean and robust accuracy, attack success, Wilson intervals from :mod:`edgerobust.device.scores.stats`)
+Scores (clean and robust accuracy, attack success, Wilson intervals from :mod:`edgerobust.edge.scores.stats`)
 are computed where a model is built (inside its point, locally or on a Ray worker); latency is
 measured once at the end, every model interleaved with the base in one run on one profile.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerobust.device.files.bundle import AdvSet, EvalSet
+from edgerobust.edge.files.bundle import AdvSet, EvalSet
 from edgerobust.research.points import ModelResult, SetScore, proportion_from
-from edgerobust.device.scores.stats import Proportion, accuracy, attack_success_rate
+from edgerobust.edge.scores.stats import Proportion, accuracy, attack_success_rate
 
 
 @dataclass
@@ -50,9 +50,9 @@ def score_models(models: list[Built], root: Path, ev: EvalSet, threats: tuple[st
     A model without white-box sets of its own (the base, the unpruned int8) is scored on the
     transfer set for the white-box threat: crafted on the base, that is its white-box set.
     """
-    from edgerobust.device.audit import resolve_profile
-    from edgerobust.device.scores.replay import predict
-    from edgerobust.device.runtime.measure import open_sessions
+    from edgerobust.edge.audit import resolve_profile
+    from edgerobust.edge.scores.replay import predict
+    from edgerobust.edge.runtime.sessions import open_sessions
 
     prof, _ = resolve_profile(profile)
     sessions = open_sessions({m.name: root / m.path for m in models}, prof, allow_fallback=True)
@@ -83,8 +83,9 @@ def score_from_dict(d: dict) -> SetScore:
 
 def measure_speedups(models: list[Built], root: Path, profile: str, rounds: int) -> tuple[str, dict[str, float]]:
     """(the profile's name, the p50 latency in ms of every model at batch 1), interleaved with the base."""
-    from edgerobust.device.audit import resolve_profile
-    from edgerobust.device.runtime.measure import measure_latency, open_sessions
+    from edgerobust.edge.audit import resolve_profile
+    from edgerobust.edge.runtime.measure import measure_latency
+    from edgerobust.edge.runtime.sessions import open_sessions
 
     prof, _ = resolve_profile(profile)
     settings = replace(prof.measure, batch_sizes=(1,), warmup_runs=3, rounds=rounds, runs_per_round=10,

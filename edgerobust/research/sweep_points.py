@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from edgerobust import __version__
-from edgerobust.device.files.bundle import EvalSet, atomic_dir, sha256_file, write_json
+from edgerobust.edge.files.bundle import EvalSet
+from edgerobust.edge.files.atomic import atomic_dir
+from edgerobust.edge.files.npzio import sha256_file, write_json
 from edgerobust.research.configs import SweepConfig, Variant
 from edgerobust.research.points import to_json
 from edgerobust.research.sweep_eval import Built, score_models
@@ -70,7 +72,7 @@ def point_key(config: SweepConfig, v: Variant, shared: Shared) -> str:
     A point built with torch on CUDA is keyed apart from one built on the CPU (float sums, and so
     fine-tuned weights, differ); a CPU point's key is the one it had before sweeps took a ``device``.
     """
-    from edgerobust.workstation.devices import resolve_device
+    from edgerobust.workstation.resources.torch_device import resolve_device
 
     pc, tc = _resolved(config, v)
     kind = resolve_device(config.prepare.device).type
@@ -123,12 +125,13 @@ def _make_models(task: PointTask, tmp: Path) -> list[Built]:
     if v.sparsity == 0:  # the base itself; only its int8 is a new model
         if "int8" not in cfg.precisions:
             return []
-        from edgerobust.workstation.quantize import quantize
+        from edgerobust.workstation.quantize.int8 import quantize
 
         quantize(root / "base.onnx", tmp / "base_int8.onnx", calib_x, cfg.quant)
         name = f"{v.group} int8" if v.group else "base int8"
         return [Built(name, v.group, 0.0, "int8", f"{task.folder}/base_int8.onnx", sh.base_params, sh.base_macs, 1.0)]
-    from edgerobust.workstation.compress import CompressConfig, compress
+    from edgerobust.workstation.compress import compress
+    from edgerobust.workstation.configs import CompressConfig
 
     pc, tc = _resolved(cfg, v)
     int8 = "int8" in cfg.precisions
@@ -151,10 +154,10 @@ def _make_models(task: PointTask, tmp: Path) -> list[Built]:
 
 def _whitebox(task: PointTask, tmp: Path, fp32_path: Path) -> dict[str, str]:
     """Craft the attack grid on the pruned fp32 model itself; attack set name -> file relative to root."""
-    from edgerobust.workstation.devices import on_device, resolve_device
-    from edgerobust.workstation.load import load_model
-    from edgerobust.workstation.nets import PixelModel
-    from edgerobust.workstation.whitebox import whitebox_sets
+    from edgerobust.workstation.resources.torch_device import on_device, resolve_device
+    from edgerobust.workstation.model.load import load_model
+    from edgerobust.workstation.model.nets import PixelModel
+    from edgerobust.workstation.attacks.whitebox import whitebox_sets
 
     sh, specs = task.shared, task.config.specs
     norm = sh.prepare.normalize

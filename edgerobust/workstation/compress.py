@@ -1,23 +1,25 @@
-"""`compress`: the stages (edgerobust.workstation.prepare, edgerobust.workstation.stages) composed into one bundle.
+"""`compress`: the stages (edgerobust.workstation.pipeline.prepare, edgerobust.workstation.pipeline.stages) composed into one bundle.
 
-    from edgerobust.workstation.compress import CompressConfig, PrepareConfig, PruneConfig, compress
+    from edgerobust import CompressConfig, PrepareConfig, PruneConfig, compress
     result = compress(CompressConfig(PrepareConfig("model.pt"), prune=PruneConfig(sparsity=0.5), int8=True,
                                      target="laptop-cpu"))
 
 torch-free until the work starts: the configs live in edgerobust.workstation.configs, the
-target profile's choices are settled once by edgerobust.workstation.target.resolve_target (and
-recorded in the manifest), and the stages are composed in edgerobust.workstation.build.
+target profile's choices are settled once by edgerobust.workstation.pipeline.target.resolve_target (and
+recorded in the manifest), and the stages are composed in edgerobust.workstation.pipeline.build.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgerobust import ui
-from edgerobust.workstation.configs import CompressConfig, PrepareConfig, PruneConfig, QuantConfig, TrainConfig  # noqa: F401 (the API)
-from edgerobust.workstation.target import TargetPlan, resolve_target  # noqa: F401 (the API)
+from edgerobust.workstation.configs import CompressConfig
+from edgerobust.workstation.pipeline.target import resolve_target
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,7 +53,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
     """Prune, fine-tune, export and (optionally) int8-quantize a model into a bundle folder.
 
     Settles the target plan first (torch-free: a bad profile is refused at once), then composes
-    the stages (edgerobust.workstation.build): prepare -> prune -> fine-tune (+ pruning gate) ->
+    the stages (edgerobust.workstation.pipeline.build): prepare -> prune -> fine-tune (+ pruning gate) ->
     export -> int8 (+ int8 gate) -> attack sets -> bundle, written atomically (nothing is left
     on failure).
     """
@@ -59,8 +61,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
     plan = resolve_target(cfg.target, round_to=cfg.prune.round_to, stem=cfg.quant.stem,
                           int8_target=cfg.quant.int8_target)
     if cfg.quant.stem is not None and not cfg.int8:
-        ui.warn("`int8_stem` has no effect without `int8` (there is no int8 model to rewrite).")
-    from edgerobust.workstation.build import build_bundle  # torch from here on
+        logger.warning("`int8_stem` has no effect without `int8` (there is no int8 model to rewrite).")
+    from edgerobust.workstation.pipeline.build import build_bundle  # torch from here on
 
     run = build_bundle(cfg, plan)
     pr, prep = run.pruned.result, run.prep

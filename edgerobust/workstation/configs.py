@@ -10,7 +10,7 @@ Errors name the field in backticks (``"`sparsity` must be ..."``); the CLI shows
 instead (edgerobust.cli.flags). Every name a user may type is checked against
 :mod:`edgerobust.registries`, the one place names live. Settings that a device profile may
 decide (``round_to``, the int8 stem, the int8 target) are None until
-:func:`edgerobust.workstation.target.resolve_target` settles them, so the API and the CLI build
+:func:`edgerobust.workstation.pipeline.target.resolve_target` settles them, so the API and the CLI build
 the same bundle.
 """
 from __future__ import annotations
@@ -25,12 +25,13 @@ from edgerobust.defaults import (DEFAULT_CRITERION, DEFAULT_EVAL_SAMPLES, DEFAUL
 from edgerobust.errors import UsageError
 from edgerobust.registries import (CALIBRATIONS, CRITERIA, FINETUNE_MODES, INT8_MODES, INT8_STEMS, INT8_TARGETS,
                                    KEEP_FP32, OPTIMIZERS, RATIOS)
-from edgerobust.workstation.normalization import NormSpec, parse_normalize
+from edgerobust.workstation.attacks.spec import attacks_from_config
+from edgerobust.workstation.data.normalization import NormSpec, parse_normalize
 
 # The `device` text; whether CUDA is there is asked when torch is imported (workstation.devices)
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-INT8_FORMATS = ("auto", "qdq", "qoperator")  # how static int8 is written (edgerobust.workstation.quantize)
+INT8_FORMATS = ("auto", "qdq", "qoperator")  # how static int8 is written (edgerobust.workstation.quantize.int8)
 
 
 def _positive_int(name: str, value, lo: int = 1) -> None:
@@ -111,10 +112,10 @@ class PruneConfig:
     """How to prune: per-layer channel ratio, criterion by name, rounding, iterative steps.
 
     ``round_to``: every layer keeps a multiple of it (rounded up, at least one multiple; see
-    edgerobust.workstation.prune_plan); None: the target's choice (resolve_target), 8 when
+    edgerobust.workstation.prune.plan); None: the target's choice (resolve_target), 8 when
     pruning alone. ``ratios`` (a name in registries.RATIOS) picks how per-layer ratios are chosen;
     ``global_pruning=True`` is the same as ``ratios="global"``. The ``mrs_*`` fields set the
-    sensitivity measurement of ``ratios="mrs"`` (edgerobust.workstation.sensitivity): relative
+    sensitivity measurement of ``ratios="mrs"`` (edgerobust.workstation.prune.sensitivity): relative
     weight perturbation bound, ascent steps, the Linf eps of the fixed PGD batch, and how many
     calibration samples it is crafted from. ``ignore_layers``: module names (and their
     sub-modules) whose output channels stay.
@@ -236,7 +237,7 @@ class CompressConfig:
     channel rounding and int8 stem left None (resolve_target). ``max_prune_drop`` /
     ``max_int8_drop``: the quality gates in accuracy points, ``min_int8_agreement`` the share of
     samples on which int8 must give fp32's top-1 answer (None disables a gate, as sweeps do). ``attacks``: AttackSpecs crafted on the base into adv/; ``whitebox`` also crafts them on
-    the pruned model. ``out``: the bundle folder (default export/<name>).
+    the pruned model. ``out``: the bundle folder (default ``export/<name>``).
     """
 
     prepare: PrepareConfig
@@ -250,7 +251,7 @@ class CompressConfig:
     max_int8_drop: float | None = DEFAULT_MAX_INT8_DROP
     min_int8_agreement: float | None = DEFAULT_MIN_INT8_AGREEMENT
     parity_atol: float = 1e-3
-    attacks: tuple = ()
+    attacks: tuple = field(default=(), metadata={"load": attacks_from_config})
     whitebox: bool = False
     out: str | Path | None = None
     name: str | None = None

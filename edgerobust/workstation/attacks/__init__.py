@@ -1,7 +1,7 @@
 """Adversarial sets: a registry of torchattacks attacks, their configs, and the crafting loop.
 
 Every attack runs against the *pixel-space model*: an ``nn.Module`` in eval mode that takes
-float32 pixels in [0, 1] (N, C, H, W) with normalization inside it (``edgerobust.workstation.nets.PixelModel``),
+float32 pixels in [0, 1] (N, C, H, W) with normalization inside it (``edgerobust.workstation.model.nets.PixelModel``),
 so torchattacks' default [0, 1] range applies and ``eps`` is measured in pixel units.
 
 Bound. Every set satisfies ``||x_adv - x|| <= eps`` in its attack's norm (per sample, up to
@@ -20,7 +20,7 @@ Families. ``autoattack`` in an attacks text stands for AutoAttack's standard com
 steps, apgd-t 100, fab-t 100, square 5000 queries), each its own set at each eps, whose meta
 records ``"family": "autoattack"`` and the torchattacks arguments used (``meta["params"]``);
 ``apgd-t:20`` next to it changes one member's budget (see ``spec``). On the CPU, ``craft_sets``
-first says the expected time (``estimate``).
+first says the expected time (``craft_time``).
 
 Randomness. ``craft_set`` seeds torch with ``spec.seed`` inside ``torch.random.fork_rng``, so the
 caller's CPU RNG state (and that of the model's CUDA device) is restored afterwards; a set is
@@ -33,13 +33,13 @@ torch-free, so the CLI can list attacks without them.
 from __future__ import annotations
 
 from .craft import craft_set, craft_sets
-from .estimate import Estimate, estimate
+from .cost import CraftTime, craft_time
 from .registry import ATTACKS, FAMILIES, NORMS, OPTIONS, AttackEntry, AttackFamily
 from .spec import (AttackItem, AttackSpec, eps_slug, make_specs, parse_attack_items, parse_attacks, parse_eps,
                    parse_eps_grid, split_eps_grid)
 
 __all__ = [
-    "ATTACKS", "FAMILIES", "NORMS", "OPTIONS", "AttackEntry", "AttackFamily", "AttackItem", "AttackSpec", "Estimate",
-    "craft_set", "craft_sets", "eps_slug", "estimate", "make_specs", "parse_attack_items", "parse_attacks",
+    "ATTACKS", "FAMILIES", "NORMS", "OPTIONS", "AttackEntry", "AttackFamily", "AttackItem", "AttackSpec", "CraftTime",
+    "craft_set", "craft_sets", "eps_slug", "craft_time", "make_specs", "parse_attack_items", "parse_attacks",
     "parse_eps", "parse_eps_grid", "split_eps_grid",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,11 +11,13 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from edgerobust import __version__, ui
-from edgerobust.device.files.bundle import AdvSet, EvalSet
+from edgerobust import __version__, events
+from edgerobust.edge.files.bundle import AdvSet, EvalSet
 from edgerobust.errors import DataError, UsageError, require
-from .estimate import estimate
+from .cost import craft_time
 from .spec import AttackSpec
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch is imported lazily: `edgerobust audit` must run without it
     import torch
@@ -43,7 +46,7 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
     clean_ok = np.zeros(n, dtype=bool)
     adv_ok = np.zeros(n, dtype=bool)
     nonfinite = 0
-    bar = contextlib.nullcontext(progress) if progress is not None else ui.task(spec.describe(), total=n)
+    bar = contextlib.nullcontext(progress) if progress is not None else events.task(spec.describe(), total=n)
     start = time.perf_counter()
     with _frozen(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), bar as advance:
         if spec.n_classes is None:
@@ -87,8 +90,8 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
         "seconds": round(seconds, 3), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if nonfinite:
-        ui.warn(f"{spec.describe()}: the attack returned NaN/inf for {nonfinite} sample(s); "
-                "their non-finite pixels were replaced by the clean ones.")
+        logger.warning(f"{spec.describe()}: the attack returned NaN/inf for {nonfinite} sample(s); "
+                       "their non-finite pixels were replaced by the clean ones.")
     return AdvSet(x=adv, y=y.copy(), idx=idx, meta=meta)
 
 
@@ -96,7 +99,7 @@ def craft_sets(model: "torch.nn.Module", evalset: EvalSet, specs: list[AttackSpe
                base_sha256: str, eval_sha256: str, batch_size: int = 256) -> list[Path]:
     """Craft every spec on all of ``evalset`` and write ``out_dir/<spec.name>.npz`` for each (pickle-free).
 
-    On the CPU, first says the expected time (edgerobust.workstation.attacks.estimate); each set,
+    On the CPU, first says the expected time (edgerobust.workstation.attacks.cost); each set,
     a family's members included, gets its own progress bar named by spec.describe().
     """
     names = [s.name for s in specs]
@@ -111,7 +114,7 @@ def craft_sets(model: "torch.nn.Module", evalset: EvalSet, specs: list[AttackSpe
     if _device(model).type == "cpu" and any(s.eps > 0 for s in specs):
         x, _, _ = _check_samples(evalset.x, evalset.y, None)
         with _frozen(model):
-            ui.info(estimate(model, x, specs, evalset.y, batch_size=batch_size).message())
+            logger.info(craft_time(model, x, specs, evalset.y, batch_size=batch_size).message())
     paths = []
     for spec in specs:
         s = craft_set(model, evalset.x, evalset.y, spec, batch_size=batch_size, idx=idx,
@@ -137,7 +140,7 @@ def _check_samples(x, y, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise DataError(f"The images span [{np.nanmin(x):.3g}, {np.nanmax(x):.3g}]; attacks need pixels in [0, 1].",
                         why="Attacks clip to [0, 1] and measure eps in pixel units; normalized inputs break both.",
-                        fix="Pass raw pixels and put the normalization inside the model (edgerobust.workstation.nets.PixelModel).")
+                        fix="Pass raw pixels and put the normalization inside the model (edgerobust.workstation.model.nets.PixelModel).")
     idx = np.arange(len(y), dtype=np.int64) if idx is None else np.asarray(idx)
     if idx.shape != y.shape or not np.issubdtype(idx.dtype, np.integer):
         raise DataError(f"idx must hold one integer row index per sample; got {idx.dtype} {idx.shape}.")

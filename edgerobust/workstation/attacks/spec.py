@@ -8,15 +8,17 @@ its family with a budget changes that member's budget inside the family: ``autoa
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgerobust import ui
 from edgerobust.errors import UsageError
 from .registry import ATTACKS, FAMILIES, OPTIONS, AttackEntry
+
+logger = logging.getLogger(__name__)
 
 _NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _EPS_RE = re.compile(rf"^({_NUM})(?:/({_NUM}))?$")
@@ -246,9 +248,49 @@ def make_specs(attacks: str, eps: str, *, steps: int | None = None, alpha: str |
     items = parse_attack_items(attacks)
     families = sorted({i.family for i in items if i.family})
     if steps is not None and families:
-        ui.warn(f"`steps` ({steps}) applies to the attacks named alone; "
-                + "; ".join(f"{f} keeps its standard budgets ({_members(f)})" for f in families)
-                + f". To change one, give it a budget in `attacks`, e.g. {FAMILIES[families[0]].members[0][0]}:{steps}.")
+        logger.warning(f"`steps` ({steps}) applies to the attacks named alone; "
+                       + "; ".join(f"{f} keeps its standard budgets ({_members(f)})" for f in families)
+                       + f". To change one, give it a budget in `attacks`, e.g. {FAMILIES[families[0]].members[0][0]}:{steps}.")
     return [AttackSpec(i.attack, v, eps_text=t, steps=i.steps if (i.steps is not None or i.family) else steps,
                        alpha=a, random_start=random_start, seed=seed, family=i.family)
             for i in items for t, v in split_eps_grid(eps)]
+
+
+ATTACK_TABLE_KEYS = ("names", "eps", "steps", "alpha", "random_start")
+
+
+def attacks_from_config(value, name: str, where: str, data) -> tuple[AttackSpec, ...]:
+    """`attacks` as a config file writes it: a table ``{names = "fgsm,pgd", eps = "2/255,8/255", steps = 10}``
+    (the flags' form, with optional ``alpha`` and ``random_start``; names 'none' for no sets; names and eps default to the compress defaults), the
+    same text alone (``"fgsm,pgd"``), or a list of AttackSpec tables (as a bundle's manifest records
+    them). The table's specs are seeded with ``prepare.seed``."""
+    from edgerobust.configio import from_dict
+    from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_EPS
+
+    if isinstance(value, (list, tuple)):
+        return tuple(v if isinstance(v, AttackSpec) else from_dict(AttackSpec, v, where=f"{where} ({name}[{i}])")
+                     for i, v in enumerate(value))
+    if isinstance(value, str):
+        value = {"names": value}
+    if not isinstance(value, dict):
+        raise UsageError(f"'{name}' in {where} must be a table (names, eps, steps), a text of attack names or a list "
+                         f"of attack specs; got {value!r}.")
+    unknown = sorted(set(value) - set(ATTACK_TABLE_KEYS))
+    if unknown:
+        raise UsageError(f"Unknown key '{name}.{unknown[0]}' in {where}.",
+                         why=f"The attacks table has the keys {', '.join(ATTACK_TABLE_KEYS)}.")
+    names, eps, steps = value.get("names", DEFAULT_ATTACKS), value.get("eps", DEFAULT_EPS), value.get("steps")
+    if not isinstance(names, str) or not isinstance(eps, str):
+        raise UsageError(f"'{name}.names' and '{name}.eps' in {where} are texts, e.g. \"fgsm,pgd\" and \"2/255,8/255\".")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+        raise UsageError(f"'{name}.steps' in {where} must be a whole number; got {steps!r}.")
+    alpha, random_start = value.get("alpha"), value.get("random_start")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (str, int, float))):
+        raise UsageError(f"'{name}.alpha' in {where} must be a number or a fraction text; got {alpha!r}.")
+    if random_start is not None and not isinstance(random_start, bool):
+        raise UsageError(f"'{name}.random_start' in {where} must be true or false; got {random_start!r}.")
+    if not names.strip() or names.strip().lower() == "none":
+        return ()
+    prep = data.get("prepare") if hasattr(data, "get") else None
+    seed = prep.get("seed", 0) if isinstance(prep, dict) else getattr(prep, "seed", 0)
+    return tuple(make_specs(names, eps, steps=steps, alpha=alpha, random_start=random_start, seed=seed))

@@ -1,0 +1,144 @@
+"""The latency model of each kernel type: a linear model of time on work and bytes, non-negative least squares.
+
+Per kernel kind and precision, ``t_us = c0 + Σ c_j · f_j`` with every ``c ≥ 0``, fitted on the
+calibration's "fit" points by least squares on the relative error (each point weighted by 1/t, so a
+5 µs kernel counts as much as a 5 ms one). The features (:data:`FEATURES`):
+
+* ``macs``: multiply-accumulates, the work;
+* ``macs/cout``: the work per output channel (input channels × window × output pixels): a kernel with
+  few output channels fills the vector lanes and register blocks worse, and pays for it per MAC;
+* ``act``: activation bytes read and written; ``w``: weight bytes read;
+* ``c0``: the kernel's fixed cost.
+
+Kernels with weights have two fits, with warm caches and after a flush ("kind/dtype/cold"); a prediction
+mixes them by how cold the model runs (:func:`edgerobust.edge.estimate.timing.cold_share`).
+
+Linear rather than log-linear: the sum of kernel times is what is predicted, and a linear model stays
+additive at both ends (a fixed cost for tiny kernels, a throughput for large ones), where a power law
+bends. The fit is exact NNLS, by trying every subset of the few features. The points held out of the fit
+give each kind's error; :func:`band` turns them into the band of an estimate. Torch-free: numpy only.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+MODEL = "per kernel type, t = c0 + Σ c_j·f_j (c ≥ 0), least squares on relative error"
+FEATURES = {
+    "conv": ("macs", "macs/cout", "act", "w"),
+    "pointwise": ("macs", "macs/cout", "act", "w"),
+    "depthwise": ("macs", "act"),
+    "linear": ("macs", "w"),
+    "add": ("act",),
+    "pool": ("macs", "act"),
+    "memory": ("act",),
+    "view": (),
+}
+BAND = (10, 90)  # percentiles of the held-out errors that bound an estimate
+
+
+def feature(k: dict, name: str) -> float:
+    """One feature of a kernel (its dict, as in a calibration file)."""
+    if name == "macs":
+        return float(k["macs"])
+    if name == "macs/cout":
+        return float(k["macs"]) / max(int(k["cout"]), 1)
+    if name == "act":
+        return float(k["bytes_in"]) + float(k["bytes_out"])
+    if name == "w":
+        return float(k["bytes_w"])
+    raise KeyError(name)
+
+
+def _row(k: dict, names: tuple[str, ...]) -> list[float]:
+    return [1.0] + [feature(k, n) for n in names]
+
+
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """min ||a x - b|| with x >= 0, exactly, by least squares on every subset of columns (few columns)."""
+    n = a.shape[1]
+    best, best_err = np.zeros(n), float(np.sum(b * b))
+    for r in range(1, n + 1):
+        for cols in itertools.combinations(range(n), r):
+            x, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
+            if np.any(x < 0):
+                continue
+            err = float(np.sum((a[:, cols] @ x - b) ** 2))
+            if err < best_err:
+                best_err, best = err, np.zeros(n)
+                best[list(cols)] = x
+    return best
+
+
+def fit_kind(kernels: list[dict], us: list[float], names: tuple[str, ...]) -> list[float]:
+    """The coefficients [c0, c_1..] for one kind and precision."""
+    x = np.array([_row(k, names) for k in kernels], dtype=np.float64)
+    y = np.asarray(us, dtype=np.float64)
+    w = 1.0 / np.maximum(y, 0.5)
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    c = nnls(x / scale * w[:, None], y * w) / scale
+    return [float(v) for v in c]
+
+
+def predict_us(fit: dict, k: dict) -> float:
+    """A kernel's predicted time (µs) from its kind's fit."""
+    return float(np.dot(fit["coef"], _row(k, tuple(fit["features"]))))
+
+
+def _weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    order = np.argsort(values)
+    v, w = values[order], weights[order]
+    cum = np.cumsum(w) - 0.5 * w
+    return float(np.interp(q / 100 * w.sum(), cum, v))
+
+
+def holdout_stats(errors: list[float], us: list[float]) -> dict:
+    """Relative errors of the held-out points: their share within ±10/±20%, median |error|, and the BAND
+    percentiles weighted by each point's time (a model's time is mostly its large kernels)."""
+    e, w = np.asarray(errors, dtype=np.float64), np.asarray(us, dtype=np.float64)
+    if e.size == 0:
+        return {"n": 0}
+    return {"n": int(e.size), "median_abs": float(np.median(np.abs(e))), "within10": float(np.mean(np.abs(e) <= 0.1)),
+            "within20": float(np.mean(np.abs(e) <= 0.2)), "low": _weighted_percentile(e, w, BAND[0]),
+            "high": _weighted_percentile(e, w, BAND[1]), "errors": [round(float(v), 4) for v in e]}
+
+
+def _fit_group(group: list, names: tuple[str, ...], time_of) -> dict:
+    train = [s for s in group if s.split == "fit"] or group
+    coef = fit_kind([s.kernel for s in train], [time_of(s) for s in train], names)
+    fit = {"features": list(names), "coef": coef, "n_fit": len(train)}
+    held = [s for s in group if s.split == "holdout" and time_of(s) > 0]
+    fit["holdout"] = holdout_stats([predict_us(fit, s.kernel) / time_of(s) - 1 for s in held], [time_of(s) for s in held])
+    return fit
+
+
+def fit_all(samples) -> dict:
+    """Every kind and precision in the samples: {"kind/dtype": fit} with warm caches, and {"kind/dtype/cold": fit}
+    after a flush where the samples have cold times; a fit is {"features", "coef", "n_fit", "holdout"}."""
+    groups: dict[str, list] = {}
+    for s in samples:
+        groups.setdefault(f"{s.kind}/{s.dtype}", []).append(s)
+    out = {}
+    for key, group in sorted(groups.items()):
+        names = FEATURES[key.split("/")[0]]
+        out[key] = _fit_group(group, names, lambda s: s.us)
+        if all(s.cold_us is not None for s in group):
+            out[f"{key}/cold"] = _fit_group(group, names, lambda s: s.cold_us)
+    return out
+
+
+def band(fits: dict, per_key_us: dict[str, float]) -> tuple[float, float]:
+    """(low, high) µs of a sum of kernel predictions grouped by "kind/dtype": each group's sum moved by its
+    kind's held-out BAND percentiles (all kernels of a kind off together, as a systematic error would be),
+    widened where needed to hold the prediction itself."""
+    low = high = 0.0
+    for key, us in per_key_us.items():
+        h = fits.get(key, {}).get("holdout", {})
+        lo_e, hi_e = h.get("low", 0.0), h.get("high", 0.0)
+        # a prediction p with relative error e means truth = p / (1 + e)
+        low += min(us / (1 + hi_e), us) if hi_e > -1 else us
+        high += max(us / (1 + lo_e), us) if lo_e > -1 else math.inf
+    return low, high

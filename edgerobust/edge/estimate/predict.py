@@ -1,0 +1,193 @@
+"""A bundle's latency on a device not at hand, predicted from that device's calibration, with its band.
+
+``estimate(EstimateConfig(calibration="pi5.json", models={"base": ..., "deployed": ...})) -> Estimate``
+splits each model into kernels as onnxruntime fuses them at the calibrated profile's level (and as the
+device fuses residual adds, when its calibration says so), predicts each kernel from its kind's fit
+(:mod:`edgerobust.edge.estimate.fit`: warm and cold fits mixed by how cold the model's weights run, from
+the size of its weights and the calibration's cache curve), and sums:
+
+    p50 ≈ run_us + Σ_kernels (kernel_us + node_us)
+
+with the run and per-node costs the calibration measured. The band moves each kind's kernels by that
+kind's held-out errors (10th and 90th percentile, weighted by time). The predicted speedup is the base's
+p50 over each model's; its band pairs the base's low with the model's high and the reverse. Batch size 1
+only (the grid is timed at batch 1). Every figure here is an estimate and is labelled so wherever it is
+shown; it never enters the measured tables. Torch-free.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgerobust.edge.estimate import fit as F
+from edgerobust.edge.estimate.calibrate import Calibration, load_calibration
+from edgerobust.edge.estimate.kernels import extract
+from edgerobust.edge.estimate.timing import cold_share
+from edgerobust.edge.runtime.host import cpu_isa, host_info
+from edgerobust.errors import UsageError
+
+TYPE = "edgerobust.edge.estimate.estimate"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class EstimateConfig:
+    """calibration: a calibration file (or a Calibration); models: role -> ONNX model to predict."""
+
+    calibration: object
+    models: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.calibration, Calibration):
+            object.__setattr__(self, "calibration", Path(self.calibration))
+        if not self.models:
+            raise UsageError("`estimate` needs at least one model to predict.")
+        object.__setattr__(self, "models", {r: Path(p) for r, p in self.models.items()})
+
+
+@dataclass(frozen=True)
+class ModelEstimate:
+    """One model's predicted p50 (ms) at batch 1 on the calibrated device, its band, and where the time goes.
+
+    ``by_kind``: predicted ms per kernel kind; ``fixed_ms``: the run's and the nodes' own cost;
+    ``missing``: precisions the calibration lacks (then no p50: an estimate never guesses);
+    ``weights_mb``: the weights read per inference; ``cold``: how far its kernels were taken from their
+    warm-cache time toward their time from memory (0-1, from the calibration's cache curve).
+    """
+
+    role: str
+    path: str
+    p50_ms: float | None
+    low_ms: float | None
+    high_ms: float | None
+    kernels: int
+    dtypes: tuple[str, ...]
+    by_kind: dict = field(default_factory=dict)
+    fixed_ms: float = 0.0
+    missing: tuple[str, ...] = ()
+    weights_mb: float = 0.0
+    cold: float = 0.0
+    moves: int = 0  # kernels that only move data (memory, view): split, concat, transpose, reshape, ...
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Predicted latency of every model on one calibrated device; a report's ``estimate`` section.
+
+    ``device``: the calibrated device in words; ``same_host``: whether this host is the calibrated one
+    (CPU model, cores and instruction sets alike), so a reader knows an estimate stands in for a device not
+    at hand; ``holdout``: each kind's held-out error (n, share within ±20%, median |error|).
+    """
+
+    calibration: str
+    calibration_sha256: str
+    calibrated: str
+    device: str
+    profile: str
+    same_host: bool
+    model_form: str
+    band: str
+    batch_size: int
+    models: tuple[ModelEstimate, ...]
+    speedup: dict = field(default_factory=dict)
+    holdout: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    label: str = "estimated"
+
+    def model(self, role: str) -> ModelEstimate | None:
+        return next((m for m in self.models if m.role == role), None)
+
+    def to_dict(self) -> dict:
+        return {"_type": TYPE, "_version": VERSION, "_data": dataclasses.asdict(self)}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def same_host(cal: Calibration) -> bool:
+    """Is this host the calibrated one: the same CPU model, core count and instruction sets?"""
+    h = cal.host
+    here = host_info()
+    return (here.cpu == h.get("cpu") and here.cores == h.get("cores") and here.machine == h.get("machine")
+            and tuple(cpu_isa()) == tuple(h.get("isa") or ()))
+
+
+def predict_model(cal: Calibration, role: str, path: str | os.PathLike) -> ModelEstimate:
+    """One model's estimate (see the module docstring)."""
+    kernels = extract(path, cal.graph_optimization, cal.fuses_add)
+    dtypes = tuple(sorted({k.dtype for k in kernels if k.kind not in ("memory", "view")}))
+    weights = sum(k.bytes_w for k in kernels)
+    cold = cold_share(cal.cache, weights)
+    per_key: dict[str, float] = {}  # predicted µs by fit, the cold part of a kernel under its cold fit
+    by_kind: dict[str, float] = {}
+    missing = set()
+    for k in kernels:
+        key = f"{k.kind}/{k.dtype}"
+        if key not in cal.fits:
+            missing.add(k.dtype)
+            continue
+        parts = {key: max(F.predict_us(cal.fits[key], k.to_dict()), 0.0)}
+        if f"{key}/cold" in cal.fits and cold > 0:
+            parts = {key: (1 - cold) * parts[key],
+                     f"{key}/cold": cold * max(F.predict_us(cal.fits[f"{key}/cold"], k.to_dict()), 0.0)}
+        for name, us in parts.items():
+            per_key[name] = per_key.get(name, 0.0) + us
+            by_kind[k.kind] = by_kind.get(k.kind, 0.0) + us / 1e3
+    fixed_us = cal.run_us + cal.node_us * len(kernels)
+    kinds = {k: round(v, 4) for k, v in sorted(by_kind.items())}
+    moves = sum(k.kind in ("memory", "view") for k in kernels)
+    if missing:
+        return ModelEstimate(role, str(path), None, None, None, len(kernels), dtypes, kinds, fixed_us / 1e3,
+                             tuple(sorted(missing)), weights / 2**20, cold, moves)
+    low, high = F.band(cal.fits, per_key)
+    total = sum(per_key.values())
+    return ModelEstimate(role, str(path), (total + fixed_us) / 1e3, (low + fixed_us) / 1e3, (high + fixed_us) / 1e3,
+                         len(kernels), dtypes, kinds, fixed_us / 1e3, (), weights / 2**20, cold, moves)
+
+
+def moves_warning(m: ModelEstimate) -> str | None:
+    """Said when data movement outnumbers compute: such graphs were predicted too fast (docs/estimate.md)."""
+    if m.p50_ms is None or m.moves <= m.kernels - m.moves:
+        return None
+    return (f"{m.role}: {m.moves} of its {m.kernels} operations only move data (split, concatenate, transpose, "
+            "reshape), more than its compute kernels; estimates of such graphs came out 15-66% too fast when checked "
+            "(ShuffleNet V2): read this one as a lower bound")
+
+
+def _speedups(models: tuple[ModelEstimate, ...]) -> dict:
+    base = next((m for m in models if m.role == "base"), None)
+    if base is None or base.p50_ms is None:
+        return {}
+    return {m.role: {"p50": base.p50_ms / m.p50_ms, "low": base.low_ms / m.high_ms, "high": base.high_ms / m.low_ms}
+            for m in models if m.role != "base" and m.p50_ms}
+
+
+def estimate(config: EstimateConfig) -> Estimate:
+    """Predict every model of ``config.models`` on the calibrated device."""
+    cal = config.calibration
+    if isinstance(cal, Calibration):
+        source, sha = "(in memory)", ""
+    else:
+        source, sha = str(cal), _sha256(cal) if cal.is_file() else ""
+        cal = load_calibration(cal)
+    models = tuple(predict_model(cal, role, path) for role, path in config.models.items())
+    warnings = [f"{m.role}: no estimate, the calibration has no {', '.join(m.missing)} kernels (calibrate the device "
+                f"with `dtypes` including {', '.join(m.missing)})" for m in models if m.missing]
+    warnings += [w for w in map(moves_warning, models) if w]
+    if cal.other_load is not None and cal.other_load > 0.1:
+        warnings.append(f"the calibration was timed while other processes used {cal.other_load:.0%} of the device's "
+                        "cores: its kernel times may be slow")
+    holdout = {k: {n: v for n, v in f.get("holdout", {}).items() if n != "errors"} for k, f in cal.fits.items()}
+    return Estimate(calibration=source, calibration_sha256=sha, calibrated=cal.created, device=cal.describe(),
+                    profile=cal.profile, same_host=same_host(cal), model_form=F.MODEL,
+                    band=f"held-out kernels' {F.BAND[0]}th-{F.BAND[1]}th percentile errors, per kernel type, "
+                         "time-weighted", batch_size=1, models=models, speedup=_speedups(models), holdout=holdout,
+                    warnings=tuple(warnings))

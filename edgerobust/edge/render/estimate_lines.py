@@ -1,0 +1,120 @@
+"""Estimates and energy as text: every estimated figure labelled so, with its band, apart from the measured tables.
+
+* the estimate (:mod:`edgerobust.edge.estimate.predict`): a headline sentence, a Markdown section and
+  terminal lines, each saying "estimated" and for which calibrated device;
+* energy (:mod:`edgerobust.edge.runtime.energy`): joules per inference next to the latency, or
+  "energy: absent (reason)".
+
+Torch-free.
+"""
+from __future__ import annotations
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}")
+
+
+def _band(lo: float | None, hi: float | None, unit: str = "") -> str:
+    return "" if lo is None or hi is None else f"[{_ms(lo)}–{_ms(hi)}{unit}]"
+
+
+def _speed(s: dict | None) -> str:
+    return "–" if not s else f"{s['p50']:.2f}× [{s['low']:.2f}–{s['high']:.2f}×]"
+
+
+def _where(e) -> str:
+    here = "this host is the calibrated one" if e.same_host else "not measured on this host"
+    return f"{e.device}, calibrated {e.calibrated[:10]}; {here}"
+
+
+def estimate_headline(e) -> str | None:
+    """One sentence for the audit headline: the deployed model's estimated p50 and speedup on the device."""
+    if e is None:
+        return None
+    dep = e.model("deployed") or (e.models[-1] if e.models else None)
+    if dep is None or dep.p50_ms is None:
+        return f"ESTIMATED on {e.profile}: none (see the estimate's warnings)."
+    sp = e.speedup.get(dep.role)
+    return (f"ESTIMATED on {e.profile} from its calibration (not a measurement): {dep.role} p50 {_ms(dep.p50_ms)} ms "
+            f"{_band(dep.low_ms, dep.high_ms, ' ms')} at batch 1" + (f", {_speed(sp)} faster than base" if sp else "")
+            + ".")
+
+
+def estimate_rows(e) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "estimated p50 ms", "band ms", "estimated speedup", "kernels", "largest kinds (ms)"]
+    rows = []
+    for m in e.models:
+        kinds = sorted(m.by_kind.items(), key=lambda kv: -kv[1])[:3]
+        rows.append([m.role, _ms(m.p50_ms) if m.p50_ms is not None else f"none: no {', '.join(m.missing)} calibration",
+                     _band(m.low_ms, m.high_ms), _speed(e.speedup.get(m.role)) if m.role != "base" else "1",
+                     str(m.kernels), ", ".join(f"{k} {_ms(v)}" for k, v in kinds)])
+    return head, rows
+
+
+def estimate_notes(e) -> list[str]:
+    h = e.holdout
+    worst = sorted((k for k, v in h.items() if v.get("n")), key=lambda k: h[k].get("within20", 1))[:3]
+    notes = [f"Model: {e.model_form}. Band: {e.band}.",
+             "Held-out kernels within ±20%: " + ", ".join(f"{k} {100 * h[k]['within20']:.0f}% (n={h[k]['n']})"
+                                                         for k in sorted(h) if h[k].get("n")) + ".",
+             f"Calibration: `{e.calibration}`" + (f" (sha256 `{e.calibration_sha256[:16]}…`)" if e.calibration_sha256 else "")
+             + ". Batch size 1 only."]
+    if worst:
+        notes.append("Least certain kinds: " + ", ".join(f"{k} (median |error| {100 * h[k]['median_abs']:.0f}%)"
+                                                        for k in worst) + ".")
+    return notes + [f"**Warning:** {w}" for w in e.warnings]
+
+
+def estimate_md(e, table) -> list[str]:
+    """The report.md section; ``table(head, rows)`` renders a Markdown table."""
+    if e is None:
+        return []
+    head, rows = estimate_rows(e)
+    return (["", f"## Estimated latency on {e.profile} (estimates, not measurements)", "",
+             f"Predicted from a calibration of {_where(e)}: every figure in this section is an **estimate**, "
+             "with its band; the measured tables above are this host's.", "", table(head, rows), ""]
+            + [f"- {n}" for n in estimate_notes(e)])
+
+
+def estimate_terminal(e) -> tuple[str, list[str], list[list[str]], list[str]]:
+    """(title, head, rows, notes) for a terminal table of the estimate."""
+    head, rows = estimate_rows(e)
+    return (f"ESTIMATED latency on {e.profile} at batch 1 ({_where(e)})", head, rows,
+            [n.replace("**", "").replace("`", "") for n in estimate_notes(e)])
+
+
+def calibration_table(cal) -> tuple[str, list[str], list[list[str]], list[str]]:
+    """(title, head, rows, notes) of a calibration: per kernel type, its points and its held-out error."""
+    title = (f"Calibration of {cal.describe()}: {len(cal.samples)} kernels timed in {cal.seconds:.0f} s "
+             f"({cal.timing} timing)")
+    head = ["kernel", "fit / held out", "held-out median |error|", "within ±10%", "within ±20%"]
+    rows = []
+    for key, f in sorted(cal.fits.items()):
+        h = f.get("holdout", {})
+        n = h.get("n", 0)
+        rows.append([key, f"{f['n_fit']} / {n}", f"{100 * h['median_abs']:.0f}%" if n else "–",
+                     f"{100 * h['within10']:.0f}%" if n else "–", f"{100 * h['within20']:.0f}%" if n else "–"])
+    notes = [f"run {cal.run_us:.1f} µs, node {cal.node_us:.2f} µs; residual adds fused into convolutions: "
+             f"{'yes' if cal.fuses_add else 'no'}"]
+    if cal.other_load is not None:
+        notes.append(f"other processes used {100 * cal.other_load:.0f}% of the cores meanwhile"
+                     + (" (the kernel times may be slow: calibrate again when the device is idle)"
+                        if cal.other_load > 0.1 else ""))
+    return title, head, rows, notes
+
+
+# =============================================================================================
+# energy
+
+
+def energy_lines(m) -> list[str]:
+    """Joules per inference of each model measured, or why there is none."""
+    en = getattr(m, "energy", None)
+    if en is None:
+        return []
+    if not en.available:
+        return [f"energy: absent ({en.reason})"]
+    idle = next((r.idle_watts for r in en.models if r.idle_watts is not None), None)
+    per = ", ".join(f"{r.role} {r.joules_per_inference:.4g} J/inference" for r in en.models)
+    return [f"energy ({en.source}, {en.domain}; {en.note}" + (f"; {idle:.1f} W idle" if idle is not None else "")
+            + f", batch {en.models[0].batch_size if en.models else 1}): {per}"]

@@ -1,0 +1,1 @@
+"""The model: loading checkpoints safely (load), the wrappers and the zoo's nets (nets), what a torchvision/timm constructor needs (torchvision_support), and ONNX export with its parity check (export)."""

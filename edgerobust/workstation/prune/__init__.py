@@ -1,0 +1,1 @@
+"""Structural pruning (torch-pruning): the pass itself (structural), per-layer plans and rounding (plan), the dependency graph and its trace (graph, trace), architecture patterns (arch) and module robustness sensitivity for `ratios` mrs (sensitivity)."""

@@ -1,0 +1,288 @@
+"""Latency estimates for devices not at hand: kernels from the runtime's own graph, a tiny calibration on real
+onnxruntime sessions, the fit, the prediction and its labels, and the CLI (`calibrate`, `audit`/`profile
+--estimate`)."""
+import dataclasses
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from edgerobust import ui
+from edgerobust.cli import app
+from edgerobust.edge.estimate import fit as F
+from edgerobust.edge.estimate.calibrate import CalibrateConfig, Sample, calibrate, load_calibration
+from edgerobust.edge.estimate.grid import residual_model
+from edgerobust.edge.estimate.kernels import extract
+from edgerobust.edge.estimate.predict import EstimateConfig, estimate
+from edgerobust.edge.estimate.timing import WEIGHTED, cold_share, last_level_cache_bytes
+from edgerobust.errors import UsageError
+from onnx_models import make_bundle, write_profile
+
+runner = CliRunner()
+TINY = ["--grid-scale", "0.05", "--passes", "1"]  # 3 kernels per kind and precision: about two seconds
+
+
+def small_cnn(path, seed=0):
+    """3x16x16 -> conv 3x3 s2 (16) -> depthwise 3x3 -> pointwise (32) -> conv 3x3 + residual add -> pool -> fc 10."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), f"w{len(inits)}")
+
+    inits, nodes = [], []
+
+    def conv(x, cout, cin, k, stride=1, group=1, relu=True):
+        inits.append(w(cout, cin // group, k, k))
+        y = f"c{len(nodes)}"
+        nodes.append(helper.make_node("Conv", [x, inits[-1].name], [y], kernel_shape=[k, k], strides=[stride] * 2,
+                                      pads=[k // 2] * 4, group=group))
+        if relu:
+            nodes.append(helper.make_node("Relu", [y], [y + "r"]))
+            y += "r"
+        return y
+
+    a = conv("input", 16, 3, 3, stride=2)
+    b = conv(a, 16, 16, 3, group=16)
+    c = conv(b, 32, 16, 1)
+    d = conv(c, 32, 32, 3, relu=False)
+    nodes += [helper.make_node("Add", [d, c], ["sum"]), helper.make_node("Relu", ["sum"], ["sr"]),
+              helper.make_node("GlobalAveragePool", ["sr"], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"])]
+    inits.append(w(10, 32))
+    nodes.append(helper.make_node("Gemm", ["flat", inits[-1].name], ["logits"], transB=1))
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return path
+
+
+def int8_cnn(src, dst):
+    """The CNN quantized as compress does for the CPU: static QDQ, per-channel int8 weights, uint8 activations."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter({"input": np.random.default_rng(i).random((1, 3, 16, 16), dtype=np.float32)}
+                                for i in range(4))
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cnn")
+    fp32 = small_cnn(d / "fp32.onnx")
+    return {"fp32": fp32, "int8": int8_cnn(fp32, d / "int8.onnx")}
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    return str(write_profile(tmp_path_factory.mktemp("p") / "fast.toml", batch_sizes=(1,)))
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory, profile):
+    """A tiny calibration of this host through the CLI: its file."""
+    out = tmp_path_factory.mktemp("cal") / "device.json"
+    r = runner.invoke(app, ["-q", "calibrate", "-p", profile, "-o", str(out), *TINY])
+    assert r.exit_code == 0, r.output
+    assert "Calibration of" in r.stdout and "conv/int8" in r.stdout and "held-out" in r.stdout
+    return out
+
+
+@pytest.fixture(autouse=True)
+def wide(monkeypatch):
+    monkeypatch.setattr(ui.out, "width", 200)
+
+
+def test_kernels_of_a_small_cnn_as_the_runtime_fuses_it(cnn):
+    ks = extract(cnn["fp32"], "extended")
+    kinds = [k.kind for k in ks]
+    assert kinds == ["conv", "depthwise", "pointwise", "conv", "add", "memory", "pool", "view", "linear"]
+    macs = {k.kind: k.macs for k in ks if k.kind != "conv"} | {"stem": ks[0].macs, "conv": ks[3].macs}
+    assert macs == {"stem": 16 * 64 * 3 * 9, "depthwise": 16 * 64 * 9, "pointwise": 32 * 64 * 16,
+                    "conv": 32 * 64 * 32 * 9, "add": 0, "memory": 0, "pool": 32 * 64, "view": 0, "linear": 320}
+    assert ks[0].op == "FusedConv" and ks[3].op == "Conv"  # the Relu went into the conv it follows
+    assert ks[0].bytes_in == 3 * 16 * 16 * 4 and ks[0].bytes_out == 16 * 8 * 8 * 4 and ks[0].stride == 2
+    fused = extract(cnn["fp32"], "all", fuses_add=True)  # the residual add and its Relu run inside the conv
+    assert [k.kind for k in fused] == ["conv", "depthwise", "pointwise", "conv", "pool", "view", "linear"]
+
+
+def test_int8_kernels_are_the_runtimes_integer_ops_with_the_same_work(cnn):
+    f32 = [k for k in extract(cnn["fp32"], "extended") if k.kind in ("conv", "depthwise", "pointwise")]
+    i8 = [k for k in extract(cnn["int8"], "extended") if k.kind in ("conv", "depthwise", "pointwise")]
+    assert [k.op for k in i8] == ["QLinearConv"] * 4 and {k.dtype for k in i8} == {"int8"}
+    assert [k.macs for k in i8] == [k.macs for k in f32] and [k.kind for k in i8] == [k.kind for k in f32]
+    assert all(a.bytes_out == b.bytes_out / 4 and a.bytes_w == b.bytes_w / 4 for a, b in zip(i8, f32))
+    adds = [k for k in extract(cnn["int8"], "all", fuses_add=True) if k.kind == "add"]
+    assert [k.op for k in adds] == ["QLinearAdd"]  # int8 residual adds stay their own kernel
+
+
+def test_residual_model_fuses_on_this_runtime():
+    ks = extract(residual_model(), "all", fuses_add=True)
+    assert [k.kind for k in ks] == ["conv", "conv"]
+
+
+def _samples(macs, us, split="fit"):
+    return [Sample("conv", "fp32", split, {}, {"macs": m, "cout": 1, "bytes_in": 0, "bytes_out": 0, "bytes_w": 0}, t)
+            for m, t in zip(macs, us)]
+
+
+def test_fit_recovers_a_linear_law_and_its_band_is_the_held_out_error():
+    macs = np.geomspace(1e4, 1e8, 20)
+    fits = F.fit_all(_samples(macs, 4 + 1e-3 * macs) + _samples([5e6], [(4 + 5e3) * 1.25], "holdout"))
+    fit = fits["conv/fp32"]
+    assert fit["coef"][0] == pytest.approx(4, rel=1e-6) and fit["n_fit"] == 20
+    assert F.predict_us(fit, {"macs": 1e6, "cout": 1, "bytes_in": 0, "bytes_out": 0, "bytes_w": 0}) == pytest.approx(1004)
+    h = fit["holdout"]  # the held-out kernel ran 25% slower than the law: predicted 20% low
+    assert h["n"] == 1 and h["low"] == h["high"] == pytest.approx(-0.2) and h["within20"] == 1.0
+    low, high = F.band(fits, {"conv/fp32": 100.0})  # the truth 25% above the prediction; the band holds both
+    assert low == pytest.approx(100.0) and high == pytest.approx(125.0)
+
+
+@pytest.mark.slow  # the calibration fixture runs `calibrate` end to end
+def test_calibration_file_round_trips_and_is_small(calibration):
+    cal = load_calibration(calibration)
+    assert cal.timing == "nodes" and cal.dtypes == ("fp32", "int8") and cal.fuses_add
+    warm = {f"{k}/{d}" for k in F.FEATURES for d in ("fp32", "int8")}
+    assert set(cal.fits) == warm | {f"{k}/cold" for k in warm if k.split("/")[0] in WEIGHTED}
+    assert cal.cache[0][1] == 0.0 and all(0 <= f <= 1 for _, f in cal.cache) and cal.profiler_us >= 0
+    assert all(s.cold_us is not None for s in cal.samples if s.kind in WEIGHTED)
+    assert {s.split for s in cal.samples} == {"fit", "holdout"} and all(s.us >= 0 for s in cal.samples)
+    assert np.mean([s.us > 0 for s in cal.samples]) > 0.8  # 0: a kernel below the profiler's own cost
+    assert cal.host["cpu"] and cal.host["onnxruntime"] and cal.run_us > 0
+    assert calibration.stat().st_size < 200_000
+
+
+@pytest.mark.slow  # the calibration fixture runs `calibrate` end to end
+def test_calibration_refuses_to_overwrite(calibration, profile):
+    with pytest.raises(UsageError, match="`out`"):
+        calibrate(CalibrateConfig(profile=profile, out=calibration, scale=0.03, passes=1, show_progress=False))
+    r = runner.invoke(app, ["calibrate", "-p", profile, "-o", str(calibration), *TINY])
+    assert r.exit_code == 2 and "--out" in " ".join(r.stderr.split()) and "Traceback" not in r.output
+    with pytest.raises(UsageError, match="`dtypes`"):
+        CalibrateConfig(dtypes=("fp8",))
+
+
+@pytest.mark.slow  # the calibration fixture runs `calibrate` end to end
+def test_estimate_structure_and_labels(calibration, cnn):
+    e = estimate(EstimateConfig(calibration, {"base": cnn["fp32"], "deployed": cnn["int8"]}))
+    assert e.label == "estimated" and e.same_host and e.batch_size == 1 and e.calibration_sha256
+    for m in e.models:
+        assert m.low_ms <= m.p50_ms <= m.high_ms and m.kernels > 0 and not m.missing
+        assert sum(m.by_kind.values()) + m.fixed_ms == pytest.approx(m.p50_ms, abs=1e-3)  # by_kind: 0.1 µs
+    assert e.model("deployed").dtypes == ("int8",) and e.model("base").dtypes == ("fp32",)
+    sp = e.speedup["deployed"]
+    assert sp["low"] <= sp["p50"] <= sp["high"]
+    assert sp["p50"] == pytest.approx(e.model("base").p50_ms / e.model("deployed").p50_ms)
+    data = e.to_dict()
+    assert data["_type"] == "edgerobust.edge.estimate.estimate" and data["_data"]["label"] == "estimated"
+
+
+def test_a_precision_the_calibration_lacks_gets_no_estimate(tmp_path, profile, cnn):
+    cal = calibrate(CalibrateConfig(profile=profile, dtypes=("fp32",), scale=0.03, passes=1, seconds=0.01,
+                                    timing="wall", show_progress=False))  # wall: the quickest calibration
+    e = estimate(EstimateConfig(cal, {"base": cnn["fp32"], "deployed": cnn["int8"]}))
+    dep = e.model("deployed")
+    assert dep.p50_ms is None and dep.missing == ("int8",) and "deployed" not in e.speedup
+    assert any("no int8 kernels" in w for w in e.warnings)
+
+
+def test_wall_timing_for_providers_whose_nodes_run_asynchronously(profile):
+    cal = calibrate(CalibrateConfig(profile=profile, dtypes=("fp32",), scale=0.03, passes=1, seconds=0.01,
+                                    timing="wall", show_progress=False))
+    assert cal.timing == "wall" and all(s.us >= 0 for s in cal.samples) and "conv/fp32" in cal.fits
+    assert cal.cache == () and not any(k.endswith("/cold") for k in cal.fits)  # a flush reaches no GPU
+
+
+def test_cold_share_follows_the_weights_on_the_cache_curve(tmp_path):
+    curve = ((1 << 20, 0.0), (2 << 20, 0.5), (4 << 20, 1.0))
+    assert cold_share(curve, 1000) == 0.0 and cold_share(curve, 64 << 20) == 1.0
+    assert cold_share(curve, 2 ** 20.5) == pytest.approx(0.25) and cold_share(curve, 3 << 20) > 0.5
+    for level, size in ((0, "32K"), (2, "1024K"), (3, "32768K")):
+        (tmp_path / f"index{level}").mkdir()
+        (tmp_path / f"index{level}" / "size").write_text(size + "\n")
+    assert last_level_cache_bytes(str(tmp_path)) == 32 << 20
+
+
+@pytest.fixture(scope="module")
+def foreign(calibration, tmp_path_factory):
+    """The calibration as if it came from another device (a Raspberry Pi's CPU)."""
+    data = json.loads(calibration.read_text())
+    data["_data"]["host"].update(cpu="Cortex-A76", cores=4, machine="aarch64", isa=["asimd", "asimddp"])
+    data["_data"]["profile"] = "raspberry-pi-5"
+    out = tmp_path_factory.mktemp("pi") / "pi5.json"
+    out.write_text(json.dumps(data))
+    return out
+
+
+@pytest.mark.slow  # the calibration fixture runs `calibrate` end to end
+def test_audit_estimate_labels_every_figure_as_estimated(tmp_path, foreign, profile):
+    bundle = make_bundle(tmp_path / "b")
+    r = runner.invoke(app, ["audit", str(bundle / "model.onnx"), "-p", profile, "--no-memory", "--out",
+                            str(tmp_path / "r"), "--estimate", str(foreign)])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.stdout.split())
+    assert "ESTIMATED on raspberry-pi-5 from its calibration (not a measurement)" in out  # the headline
+    assert "ESTIMATED latency on raspberry-pi-5 at batch 1" in out and "not measured on this host" in out
+    assert "Cortex-A76" in out and "band ms" in out and "estimated speedup" in out
+    data = json.loads((tmp_path / "r" / "report.json").read_text())["_data"]
+    est = data["estimate"]
+    assert est["label"] == "estimated" and not est["same_host"] and est["band"].startswith("held-out kernels")
+    roles = {m["role"] for m in est["models"]}
+    assert roles == {"base", "deployed", "fp32"} and all(m["low_ms"] <= m["p50_ms"] <= m["high_ms"]
+                                                         for m in est["models"])
+    m = json.dumps(data["measurement"])  # never mixed with what was measured
+    assert "estimate" not in data["measurement"] and '"estimated"' not in m and "p50_ms\": null" not in m
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Estimated latency on raspberry-pi-5 (estimates, not measurements)" in md
+    assert "energy" in md  # joules per inference, or why absent
+
+
+@pytest.mark.slow  # the calibration fixture runs `calibrate` end to end
+def test_profile_estimate_predicts_instead_of_measuring(cnn, calibration):
+    r = runner.invoke(app, ["profile", str(cnn["int8"]), "--baseline", str(cnn["fp32"]), "--estimate",
+                            str(calibration), "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["_type"] == "edgerobust.edge.estimate.estimate"
+    assert {m["role"] for m in data["_data"]["models"]} == {"base", "deployed"}
+    r = runner.invoke(app, ["profile", str(cnn["int8"]), "--estimate", str(calibration)])
+    assert r.exit_code == 0 and "ESTIMATED latency on" in r.stdout and "Latency on" not in r.stdout
+
+
+def test_a_file_that_is_no_calibration_is_one_message(tmp_path, cnn):
+    bad = tmp_path / "x.json"
+    bad.write_text(json.dumps({"_type": "something else"}))
+    r = runner.invoke(app, ["profile", str(cnn["fp32"]), "--estimate", str(bad)])
+    text = " ".join(r.stderr.split())
+    assert r.exit_code == 2 and "--estimate" in text and "not an edgerobust calibration file" in text
+    r = runner.invoke(app, ["profile", str(cnn["fp32"]), "--estimate", str(tmp_path / "none.json")])
+    assert r.exit_code == 2 and "does not exist" in " ".join(r.stderr.split())
+
+
+@pytest.mark.slow  # the calibration fixture runs `calibrate` end to end
+def test_calibration_is_a_frozen_dataclass_of_plain_data(calibration):
+    cal = load_calibration(calibration)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cal.run_us = 0
+    json.dumps(dataclasses.asdict(cal))
+
+
+def test_a_graph_that_mostly_moves_data_is_estimated_as_a_lower_bound():
+    from edgerobust.edge.estimate.predict import ModelEstimate, moves_warning
+
+    shuffle_like = ModelEstimate("base", "m.onnx", 0.6, 0.5, 1.6, kernels=424, dtypes=("fp32",), moves=353)
+    resnet_like = ModelEstimate("base", "m.onnx", 12.0, 9.0, 16.0, kernels=42, dtypes=("fp32",), moves=3)
+    assert "lower bound" in moves_warning(shuffle_like) and "353 of its 424" in moves_warning(shuffle_like)
+    assert moves_warning(resnet_like) is None
