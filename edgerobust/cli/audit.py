@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgerobust import ui
+from edgerobust.cli.configured import Flag, FlagValues, configured
 from edgerobust.cli.flags import to_flags
 from edgerobust.edge.runtime.profiles import best_match_profile, list_profiles, load_profile, profile_text
 from edgerobust.edge.runtime.providers import short_name
@@ -46,49 +47,56 @@ EstimateOpt = Annotated[Optional[Path], typer.Option("--estimate", show_default=
                         "apart from what is measured here.")]
 
 
+Baseline = Annotated[Optional[Path], typer.Option("--baseline", show_default=False, help="Base model to compare with "
+                                                   "(default: the bundle's base.onnx).")]
+EvalSetOpt = Annotated[Optional[Path], typer.Option("--eval", show_default=False, help="Clean evaluation set .npz with "
+                                                    "arrays x, y (default: the bundle's eval.npz).")]
+AdvOpt = Annotated[Optional[list[Path]], typer.Option("--adv", show_default=False, help="Adversarial set .npz; repeat "
+                                                      "for several (default: every set the bundle lists).")]
+NoVerify = Annotated[bool, typer.Option("--no-verify", help="Do not check the bundle files' sha256 against the manifest "
+                                        "(adversarial sets are still checked against the base model).")]
+FailOnBudget = Annotated[bool, typer.Option("--fail-on-budget", help="Exit with code 1 when the deployed model misses "
+                                            "a budget of the profile (latency, memory, size); for CI.")]
+ReportOut = Annotated[Optional[Path], typer.Option("--out", "-o", show_default=False, help="Folder for report.json, "
+                                                   "report.md, report.html and predictions.npz (default: "
+                                                   "<bundle>/reports/<profile>-<timestamp>/). Never overwrites a "
+                                                   "report.")]
+ReplayBatch = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per inference while replaying "
+                                          "the clean and adversarial sets.")]
+DeployedOnly = Annotated[bool, typer.Option("--deployed-only", help="Audit base and deployed only; by default the "
+                                            "bundle's other precision variants (model_fp32/fp16/int8.onnx) are timed "
+                                            "and replayed too, and the report names the fastest on this device.")]
+QueryAttack = Annotated[Optional[str], typer.Option(
+    "--query-attack", show_default=False,
+    help="Attack each model's runtime directly with a score-based black-box attack (square: Square Attack, "
+         "Andriushchenko et al. 2020), numpy only, on this device: what an attacker who can query the device gets, "
+         "int8 kernels and all. Needs pip install 'edgerobust[query]'. Default, where it is installed: a short one "
+         f"({QUICK_ITERATIONS} iterations on {QUICK_SAMPLES} samples, at the transfer sets' largest eps, base and "
+         "deployed), whose answers join the transfer sets' in the headline's per-sample worst case; square: the "
+         "full one (--query-eps, --queries, --query-samples); none: no query attack.")]
+QueryEps = Annotated[str, typer.Option("--query-eps", help="Comma-separated Linf eps of the query attack, in [0, 1] "
+                                                          "pixels; 0.5 also runs the large-eps sanity check.")]
+Queries = Annotated[int, typer.Option("--queries", min=1, help="Iterations of the query attack's random search (the "
+                                                               "queries really used are counted).")]
+QuerySamples = Annotated[int, typer.Option("--query-samples", min=1, help="Evaluation samples the query attack "
+                                                                          "attacks (the first N).")]
+
+F = Flag
+# The audit's inputs and settings (read by audit_cmd; the profile is resolved before AuditConfig is built).
+AUDIT_FLAGS = (
+    F("baseline", Baseline), F("eval_set", EvalSetOpt), F("adv", AdvOpt), F("no_verify", NoVerify, False),
+    F("allow_fallback", FallbackOpt, False), F("fail_on_budget", FailOnBudget, False), F("out", ReportOut),
+    F("batch_size", ReplayBatch, 64), F("no_memory", NoMemoryOpt, False), F("deployed_only", DeployedOnly, False),
+    F("query_attack", QueryAttack), F("query_eps", QueryEps, "8/255"), F("queries", Queries, 1000),
+    F("query_samples", QuerySamples, 200), F("estimate", EstimateOpt),
+)
+
+
+@configured(AUDIT_FLAGS)
 def audit_cmd(
     model: Annotated[Path, typer.Argument(help="The deployed model, normally model.onnx inside a bundle folder.",
                                           show_default=False)],
-    profile: ProfileOpt = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Base model to compare with "
-                        "(default: the bundle's base.onnx).", show_default=False)] = None,
-    eval_set: Annotated[Optional[Path], typer.Option("--eval", help="Clean evaluation set .npz with arrays x, y "
-                        "(default: the bundle's eval.npz).", show_default=False)] = None,
-    adv: Annotated[Optional[list[Path]], typer.Option("--adv", help="Adversarial set .npz; repeat for several "
-                   "(default: every set the bundle lists).", show_default=False)] = None,
-    no_verify: Annotated[bool, typer.Option("--no-verify", help="Do not check the bundle files' sha256 against "
-                         "the manifest (adversarial sets are still checked against the base model).")] = False,
-    allow_fallback: FallbackOpt = False,
-    fail_on_budget: Annotated[bool, typer.Option("--fail-on-budget", help="Exit with code 1 when the deployed "
-                              "model misses a budget of the profile (latency, memory, size); for CI.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for report.json, report.md, "
-                   "report.html and predictions.npz (default: <bundle>/reports/<profile>-<timestamp>/). Never "
-                   "overwrites a report.",
-                   show_default=False)] = None,
-    as_json: JsonOpt = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per inference while "
-                          "replaying the clean and adversarial sets.")] = 64,
-    no_memory: NoMemoryOpt = False,
-    deployed_only: Annotated[bool, typer.Option("--deployed-only", help="Audit base and deployed only; by default "
-                             "the bundle's other precision variants (model_fp32/fp16/int8.onnx) are timed and "
-                             "replayed too, and the report names the fastest on this device.")] = False,
-    query_attack: Annotated[Optional[str], typer.Option(
-        "--query-attack", show_default=False,
-        help="Attack each model's runtime directly with a score-based black-box attack (square: Square "
-             "Attack, Andriushchenko et al. 2020), numpy only, on this device: what an attacker who can query "
-             "the device gets, int8 kernels and all. Needs pip install 'edgerobust[query]'. Default, where it is "
-             f"installed: a short one ({QUICK_ITERATIONS} iterations on {QUICK_SAMPLES} samples, at the transfer "
-             "sets' largest eps, base and deployed), whose answers join the transfer sets' in the headline's "
-             "per-sample worst case; square: the full one (--query-eps, --queries, --query-samples); none: "
-             "no query attack.")] = None,
-    query_eps: Annotated[str, typer.Option("--query-eps", help="Comma-separated Linf eps of the query attack, in "
-                                                             "[0, 1] pixels; 0.5 also runs the large-eps sanity "
-                                                             "check.")] = "8/255",
-    queries: Annotated[int, typer.Option("--queries", min=1, help="Iterations of the query attack's random search "
-                                                                  "(the queries really used are counted).")] = 1000,
-    query_samples: Annotated[int, typer.Option("--query-samples", min=1, help="Evaluation samples the query attack "
-                                                                              "attacks (the first N).")] = 200,
-    estimate: EstimateOpt = None,
+    profile: ProfileOpt = None, as_json: JsonOpt = False, *, flags: FlagValues,
 ) -> None:
     """Audit a deployed model on this device: robustness next to speedup, memory and size.
 
@@ -99,24 +107,27 @@ def audit_cmd(
     from edgerobust.edge.scores.query import QUICK, QueryConfig
     from edgerobust.edge.render.report import check_out_dir, render, write_report
 
-    query = QUICK if query_attack is None else None  # no flag: the short default, where ART is installed
-    if query_attack and query_attack.strip().lower() != "none":
-        query = QueryConfig(attack=query_attack.strip().lower(), eps=tuple(e for e in query_eps.split(",") if e.strip()),
-                            queries=queries, samples=query_samples)
-    check_out_dir(out)
+    query, text = QUICK, flags["query_attack"]  # no flag: the short default, where ART is installed
+    if text is not None:
+        query = None if text.strip().lower() == "none" else QueryConfig(
+            attack=text.strip().lower(), eps=tuple(e for e in flags["query_eps"].split(",") if e.strip()),
+            queries=flags["queries"], samples=flags["query_samples"])
+    check_out_dir(flags["out"])
     prof, reason, line = resolve_profile_line(profile)
     ui.info(line)
-    config = AuditConfig(model=model, profile=prof, baseline=baseline, eval_set=eval_set, adv_sets=tuple(adv or ()),
-                         verify=not no_verify, allow_fallback=allow_fallback, batch_size=batch_size, out_dir=out,
-                         fail_on_budget=fail_on_budget, measure_memory=not no_memory,
-                         profile_reason=reason, variants=not deployed_only, query=query, estimate=estimate)
+    config = AuditConfig(model=model, profile=prof, baseline=flags["baseline"], eval_set=flags["eval_set"],
+                         adv_sets=tuple(flags["adv"] or ()), verify=not flags["no_verify"],
+                         allow_fallback=flags["allow_fallback"], batch_size=flags["batch_size"], out_dir=flags["out"],
+                         fail_on_budget=flags["fail_on_budget"], measure_memory=not flags["no_memory"],
+                         profile_reason=reason, variants=not flags["deployed_only"], query=query,
+                         estimate=flags["estimate"])
     with ui.recording_warnings() as shown:
         report = audit(config)
     folder = write_report(report, config.out_dir)
     if as_json:  # what report.json holds, with the record of predictions.npz
         typer.echo(json.dumps(json.loads((folder / "report.json").read_text(encoding="utf-8")), indent=2))
     else:
-        render(_unrepeated(report, shown), ui.out)
+        render(_unrepeated(report, shown), ui.out, to_flags)
     ui.info(f"Report written to {folder}")
     if config.fail_on_budget and not report.budgets_passed:
         missed = ", ".join(b.name for b in report.budgets if b.passed is False)

@@ -255,7 +255,7 @@ def demo_cmd(
 
     r = run_demo(out=out, model=model, retrain=retrain, eps=eps, profile=profile, device=device)
     ui.out.print(render_compress(r.compress))
-    render(r.audit, ui.out)
+    render(r.audit, ui.out, to_flags)
     ui.out.print(f"report: {r.report_dir}")
 
 

@@ -296,12 +296,13 @@ def render_estimate(e, console: Console) -> None:
         console.print(f"  {n}", highlight=False)
 
 
-def render(report: AuditReport, console: Console) -> None:
-    """The audit in the terminal: warnings, headline, robustness next to speed, budgets."""
+def render(report: AuditReport, console: Console, words=str) -> None:
+    """The audit in the terminal: warnings, headline, robustness next to speed, budgets. ``words``
+    rewrites the headline's config field names (the CLI passes its flag names)."""
     for w in report.warnings:
         style = "bold yellow" if w.startswith(("fallback", "host")) else "yellow"
         console.print(f"[{style}]WARNING:[/{style}] {escape(w)}", highlight=False)
-    console.print(f"[bold]{escape(headline(report))}[/bold]", highlight=False)
+    console.print(f"[bold]{escape(words(headline(report)))}[/bold]", highlight=False)
     # The full tables need about 125 columns; a narrower terminal gets the essentials, and the
     # 95% CIs and attack success rates stay in report.md / report.json.
     wide = console.width >= 125
