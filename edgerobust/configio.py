@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
 import sys
 import types
@@ -56,16 +57,17 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, Path):
         return str(value)
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
-        return value.item()
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        return value.tolist()
     return value
 
 
-def from_dict(cls: type, data: Mapping, *, where: str = "the config") -> Any:
+def from_dict(cls: type, data: Mapping, *, where: str = "the config", aliases: Mapping[str, str] | None = None) -> Any:
     """A ``cls`` config built from ``data`` (as :func:`to_dict` writes it, ``_type``/``_version`` optional).
 
-    ``where`` names the source in messages (a file's path). Unknown keys, a wrong ``_type``, a
-    newer ``_version`` and a value of the wrong type are UsageErrors naming the key.
+    ``where`` names the source in messages (a file's path); ``aliases`` maps other names a user may
+    write (the CLI's flag names) to their keys, for the message about an unknown key. Unknown keys, a
+    wrong ``_type``, a newer ``_version`` and a value of the wrong type are UsageErrors naming the key.
     """
     if not isinstance(data, Mapping):
         raise UsageError(f"{where} is not a table of keys and values.", fix=_schema_fix(cls))
@@ -74,13 +76,15 @@ def from_dict(cls: type, data: Mapping, *, where: str = "the config") -> Any:
     if kind is not None and kind != type_name(cls):
         raise UsageError(f"{where} holds a config of type {kind}; this needs {type_name(cls)}.",
                          fix="Give the config file written for this command.")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version > CONFIG_VERSION
-                                or version < 1):
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise UsageError(f"{where} has `_version` {version!r}, which is no config version.",
+                         fix=f"Write _version = {CONFIG_VERSION}, or leave it out.")
+    if version is not None and version > CONFIG_VERSION:
         raise UsageError(f"{where} is written in config version {version!r}; this edgerobust reads version "
                          f"{CONFIG_VERSION} of {type_name(cls)}.", why="The file was written by a newer edgerobust.",
                          fix="Upgrade edgerobust, or remove `_version` and check each key against this version's "
                              "schema.")
-    return _build(cls, data, "", where)
+    return _build(cls, data, "", where, aliases or {})
 
 
 def _schema_fix(cls: type) -> str:
@@ -91,39 +95,56 @@ def _keys(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
-def _build(cls: type, data: Mapping, prefix: str, where: str) -> Any:
+def _build(cls: type, data: Mapping, prefix: str, where: str, aliases: Mapping[str, str] | None = None) -> Any:
+    aliases = aliases or {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     kwargs = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
+        if key in ("_type", "_version") and prefix:  # a nested config written by to_dict: checked at the top
+            continue
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
+            alias = aliases.get(name)
+            fix = (f"'{name}' is the flag --{name.replace('_', '-')}; in a config file it is the key '{alias}'."
+                   if alias and alias != name else f"Did you mean '{prefix}{close[0]}'?" if close
+                   else "Remove it, or check its spelling.")
             raise UsageError(f"Unknown key '{name}' in {where}.",
                              why=f"{type_name(cls)} (config version {CONFIG_VERSION}) has the keys "
-                                 f"{', '.join(f'{prefix}{k}' for k in fields)}.",
-                             fix=f"Did you mean '{prefix}{close[0]}'?" if close else "Remove it, or check its spelling.")
+                                 f"{', '.join(f'{prefix}{k}' for k in fields)}.", fix=fix)
         load = fields[key].metadata.get("load")
         if load is not None:  # the field reads its own forms (e.g. attacks as a table or a list of specs)
             kwargs[key] = load(value, name, where, data)
         else:
             kwargs[key] = _convert(hints[key], value, name, where)
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # a required key missing
-        raise UsageError(f"{where} lacks a required key of {type_name(cls)}: {e}.", fix=_schema_fix(cls)) from None
+    missing = [f.name for f in fields.values() if f.name not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UsageError(f"{where} lacks the key {', '.join(repr(prefix + m) for m in missing)} of {type_name(cls)}.",
+                         fix=_schema_fix(cls))
+    return cls(**kwargs)
 
 
 def _convert(hint: Any, value: Any, name: str, where: str) -> Any:
     """``value`` as the type ``hint`` names, or a UsageError naming ``name``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hasattr(value, "item") and type(value).__module__ == "numpy":  # a numpy scalar: its Python value
+        value = value.item()
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if origin in (typing.Union, types.UnionType):
+        if isinstance(value, str) and value.strip().lower() == "none" and type(None) in args and str not in args:
+            value = None  # TOML has no null: "none" turns an optional setting off (a gate, random_start)
         if value is None:
             if type(None) in args:
                 return None
             raise UsageError(f"'{name}' in {where} must be given a value; got null.")
         problems = []
-        for arg in (a for a in args if a is not type(None)):
+        members = [a for a in args if a is not type(None)]
+        if isinstance(value, Mapping):  # a table: the config types first, so their own message is the one shown
+            members.sort(key=lambda a: not dataclasses.is_dataclass(a))
+        for arg in members:
             try:
                 return _convert(arg, value, name, where)
             except UsageError as e:
@@ -205,7 +226,7 @@ def read_file(path: str | Path) -> dict:
                 import tomllib
             else:  # pragma: no cover - Python 3.10
                 import tomli as tomllib
-            data = tomllib.loads(text.decode("utf-8"))
+            data = tomllib.loads(text.decode("utf-8-sig"))
     except (ValueError, UnicodeDecodeError) as e:
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
         raise UsageError(f"Cannot read the config file '{p}' as {kind}: {e}.",
@@ -216,7 +237,10 @@ def read_file(path: str | Path) -> dict:
         if not isinstance(data["config"], dict):
             raise UsageError(f"The manifest '{p}' records no config table.",
                              fix="Give a bundle's manifest.json written by edgerobust compress.")
-        return dict(data["config"])
+        config = dict(data["config"])
+        config.pop("out", None)  # a replay writes where it is told (default export/<name>), never over the
+        config.pop("overwrite", None)  # bundle it replays
+        return config
     return data
 
 

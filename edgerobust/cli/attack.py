@@ -51,7 +51,7 @@ F = Flag
 ATTACK_FLAGS = (
     F("out", Out, None, "out", str), F("data", Data, None, "prepare.data"),
     F("attacks", AttackNames, DEFAULT_ATTACKS, "attacks.names"), F("eps", Eps, DEFAULT_EPS, "attacks.eps"),
-    F("attack_steps", AttackSteps, None, "attacks.steps"), F("steps", OldSteps, None, "attacks.steps"),
+    F("steps", OldSteps, None, "attacks.steps"), F("attack_steps", AttackSteps, None, "attacks.steps"),
     F("alpha", Alpha, None, "attacks.alpha"), F("random_start", RandomStart, None, "attacks.random_start"),
     F("seed", Seed, 0, "prepare.seed"), F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
     F("eval_data", EvalData, None, "prepare.eval_data"), F("n_samples", OldSamples, None, "prepare.eval_samples"),

@@ -73,7 +73,8 @@ QueryAttack = Annotated[Optional[str], typer.Option(
          "int8 kernels and all. Needs pip install 'edgerobust[query]'. Default, where it is installed: a short one "
          f"({QUICK_ITERATIONS} iterations on {QUICK_SAMPLES} samples, at the transfer sets' largest eps, base and "
          "deployed), whose answers join the transfer sets' in the headline's per-sample worst case; square: the "
-         "full one (--query-eps, --queries, --query-samples); none: no query attack.")]
+         "full one (--query-eps, --queries, --query-samples; typing any of them asks for it); none: no query "
+         "attack.")]
 QueryEps = Annotated[str, typer.Option("--query-eps", help="Comma-separated Linf eps of the query attack, in [0, 1] "
                                                           "pixels; 0.5 also runs the large-eps sanity check.")]
 Queries = Annotated[int, typer.Option("--queries", min=1, help="Iterations of the query attack's random search (the "
@@ -108,6 +109,8 @@ def audit_cmd(
     from edgerobust.edge.render.report import check_out_dir, render, write_report
 
     query, text = QUICK, flags["query_attack"]  # no flag: the short default, where ART is installed
+    if text is None and any(flags.given(p) for p in ("query_eps", "queries", "query_samples")):
+        text = "square"  # the full attack's settings typed: the full attack
     if text is not None:
         query = None if text.strip().lower() == "none" else QueryConfig(
             attack=text.strip().lower(), eps=tuple(e for e in flags["query_eps"].split(",") if e.strip()),

@@ -26,11 +26,13 @@ from typing import Annotated, Any, Callable, Mapping, Optional, Sequence
 import typer
 
 from edgerobust.configio import from_dict, merge, read_file
+from edgerobust.errors import UsageError
 
 ConfigFile = Annotated[Optional[Path], typer.Option(
     "--config", "-c", show_default=False,
     help="A config file (TOML or JSON; a bundle's manifest.json replays the config it was built from): every flag "
-         "is a key in it. Flags given beside --config override it.")]
+         "sets one of its keys (the config's field names, one table per stage: docs, Config files). Flags given "
+         "beside --config override it.")]
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,14 @@ class FlagValues:
             _put(out, f.key, f.value(value))
         return out
 
-    def build(self, cls: type, config: Optional[Path], extra: Optional[Mapping[str, Any]] = None) -> Any:
-        """A ``cls`` config: flag defaults, then the ``config`` file, then typed flags and ``extra``
-        (dotted keys whose None values are skipped)."""
+    def build(self, cls: type, config: Optional[Path], extra: Optional[Mapping[str, Any]] = None,
+              defaults: Optional[Mapping[str, Any]] = None) -> Any:
+        """A ``cls`` config: the flags' defaults and ``defaults``, then the ``config`` file, then the typed
+        flags and ``extra`` (dotted keys; None values are skipped in both)."""
         data = self.layer(typed=False)
+        for key, value in (defaults or {}).items():
+            if value is not None:
+                _put(data, key, value)
         where = "the flags"
         if config is not None:
             data = merge(data, read_file(config))
@@ -91,7 +97,17 @@ class FlagValues:
         for key, value in (extra or {}).items():
             if value is not None:
                 _put(top, key, value)
-        return from_dict(cls, merge(data, top), where=where)
+        for key, value in top.items():  # a table of flags laid over a list the file holds (attack specs)
+            table = [f for f in self.flags.values() if f.key and f.key.startswith(f"{key}.")]
+            complete = all(f.param in self.typed for f in table if f.default is not None)
+            if isinstance(value, Mapping) and isinstance(data.get(key), list) and not complete:
+                typed = sorted(f"--{f.param.replace('_', '-')}" for f in self.flags.values()
+                               if f.key and f.key.startswith(f"{key}.") and f.param in self.typed)
+                raise UsageError(f"{where} lists '{key}' one by one; {', '.join(typed)} cannot change part of that list.",
+                                 fix=f"Give the whole grid with flags (e.g. --attacks and --eps together with a "
+                                     f"'{key}' table in the file), or edit the list in the file.")
+        aliases = {name: f.key for name, f in self.flags.items() if f.key}
+        return from_dict(cls, merge(data, top), where=where, aliases=aliases)
 
 
 def _put(table: dict, key: str, value: Any) -> None:

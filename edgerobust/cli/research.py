@@ -90,8 +90,8 @@ SWEEP_FLAGS = (
     F("out", SweepOut, None, "out", str), F("sparsities", Sparsities, "0.5,0.7", "sparsities", _floats),
     F("precisions", Precisions, "fp32,int8", "precisions", names), F("attacks", Attacks, DEFAULT_ATTACKS, "attacks"),
     F("eps", Eps, DEFAULT_EPS, "eps"), F("focus_eps", FocusEps, None, "focus_eps"),
-    F("threats", Threats, "transfer", "threats", names), F("attack_steps", AttackSteps, None, "steps"),
-    F("steps", OldSteps, None, "steps"), F("criterion", Criterion, DEFAULT_CRITERION, "prune.criterion"),
+    F("threats", Threats, "transfer", "threats", names), F("steps", OldSteps, None, "steps"),
+    F("attack_steps", AttackSteps, None, "steps"), F("criterion", Criterion, DEFAULT_CRITERION, "prune.criterion"),
     F("finetune_epochs", SweepEpochs, 2, "finetune.epochs"),
     F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
     F("data", SweepData, None, "prepare.data"), F("eval_data", EvalData, None, "prepare.eval_data"),
@@ -182,7 +182,7 @@ RECIPE_FLAGS = (
     F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
     F("finetune_epochs", RecipeEpochs, 2, "finetune_epochs"), F("zoo_epochs", ZooEpochs, None, "zoo_epochs"),
     F("sparsities", RecipeSparsities, None, "sparsities", _floats), F("eps", RecipeEps, None, "eps"),
-    F("attack_steps", AttackSteps, None, "attack_steps"), F("steps", OldSteps, None, "attack_steps"),
+    F("steps", OldSteps, None, "attack_steps"), F("attack_steps", AttackSteps, None, "attack_steps"),
     F("device", Device, "auto", "prepare.device"), F("ray", Ray, False), F("ray_address", RayAddress, None),
     F("fresh", Fresh, False, "fresh"), F("overwrite", ResearchOverwrite, False, "overwrite"),
 )
@@ -196,7 +196,7 @@ def recipe_run(name: Annotated[str, typer.Argument(help="The recipe (see `edgero
     from edgerobust.research.recipes import get_recipe, run_recipe
 
     get_recipe(name)
-    cfg = flags.build(RecipeConfig, config, {"out": None if flags["out"] or config else str(Path("research") / name)})
+    cfg = flags.build(RecipeConfig, config, defaults={"out": str(Path("research") / name)})
     result = run_recipe(name, cfg, _runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
     ui.info("; ".join(_ran_on(r) for r in result.runs))
     if as_json:

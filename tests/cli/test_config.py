@@ -38,6 +38,7 @@ def by_flags(zoo_checkpoint, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_a_toml_config_builds_the_same_model_bytes_as_the_flags(by_flags, zoo_checkpoint, tmp_path):
     toml = tmp_path / "compress.toml"
     toml.write_text(f'''int8 = true
@@ -65,6 +66,7 @@ epochs = 1
     assert made == json.loads((by_flags / "manifest.json").read_text())["config"] | {"out": str(tmp_path / "b")}
 
 
+@pytest.mark.slow
 def test_a_bundle_manifest_replays_and_flags_beside_it_win(by_flags, tmp_path):
     manifest = by_flags / "manifest.json"
     r = run("-q", "compress", "--config", manifest, "--out", tmp_path / "again")
@@ -143,6 +145,7 @@ def test_from_dict_reads_fractions_and_tables_and_checks_types(tmp_path):
     assert load_config(CompressConfig, j).int8 is True
 
 
+@pytest.mark.slow
 def test_attack_and_sweep_take_a_config_file_too(zoo_checkpoint, tmp_path):
     from edgerobust.research.configs import SweepConfig
 
@@ -181,3 +184,105 @@ def test_workstation_modules_live_in_concept_packages():
     loose = sorted(p.name for p in ws.glob("*.py"))
     # the package's entry points: compress (the job), its configs (the API's types) and the demo
     assert loose == ["__init__.py", "compress.py", "configs.py", "demo.py"], loose
+
+
+class Built(Exception):
+    """Raised by a stand-in for the library call: carries the config the command built."""
+
+
+@pytest.fixture
+def capture(monkeypatch):
+    """Stand-ins for the library entry points, so a command's config is checked without the work."""
+    def stub(module, name):
+        def fake(cfg, *a, **k):
+            raise Built(cfg)
+        monkeypatch.setattr(module, name, fake)
+
+    import edgerobust.edge.audit as audit_mod
+    import edgerobust.research.recipes as recipes_mod
+    import edgerobust.workstation.attacks.sets as sets_mod
+    import edgerobust.workstation.compress as compress_mod
+    stub(compress_mod, "compress")
+    stub(sets_mod, "attack_sets")
+    stub(audit_mod, "audit")
+    monkeypatch.setattr(recipes_mod, "run_recipe", lambda name, cfg, runner: (_ for _ in ()).throw(Built(cfg)))
+
+    def built(*args):
+        r = run(*args)
+        assert isinstance(r.exception, Built), r.output
+        return r.exception.args[0]
+    return built
+
+
+def test_a_typed_flag_wins_even_when_it_equals_its_default(capture, tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('int8 = true\n[prepare]\nmodel = "m.pt"\nnormalize = "none"\n[prune]\nsparsity = 0.3\n')
+    cfg = capture("compress", "--config", f)
+    assert cfg.prune.sparsity == 0.3 and cfg.int8 is True and cfg.prepare.normalize.kind == "none"
+    cfg = capture("compress", "--config", f, "--sparsity", "0.5", "--no-int8", "--normalize", "auto")
+    assert cfg.prune.sparsity == 0.5 and cfg.int8 is False and cfg.prepare.normalize.kind == "auto"
+
+
+def test_flags_over_a_recorded_list_of_attacks(capture, tmp_path):
+    from edgerobust.workstation.attacks import make_specs
+
+    cfg = CompressConfig(PrepareConfig("m.pt"), attacks=tuple(make_specs("cw,square:500", "0.5")))
+    f = tmp_path / "manifest.json"
+    f.write_text(json.dumps({"schema_version": 1, "config": to_dict(cfg) | {"out": "old", "overwrite": True}}))
+    r = run("compress", "--config", f, "--eps", "0.25")
+    assert r.exit_code == 2 and "--eps cannot change part of that list" in " ".join(r.output.split()), r.output
+    got = capture("compress", "--config", f, "--attacks", "fgsm", "--eps", "0.25")
+    assert [(a.attack, a.eps_text) for a in got.attacks] == [("fgsm", "0.25")]
+    got = capture("compress", "--config", f)  # the list as recorded; never the recorded out or overwrite
+    assert got.attacks == cfg.attacks and got.out is None and got.overwrite is False
+
+
+def test_the_new_spelling_wins_over_the_old_one(capture, zoo_checkpoint, tmp_path):
+    cfg = capture("attack", zoo_checkpoint.path, "--out", tmp_path / "s", "--attacks", "pgd", "--eps", "8/255",
+                  "--steps", "3", "--attack-steps", "10")
+    assert {a.steps for a in cfg.attacks} == {10}
+
+
+def test_recipe_run_takes_a_config_and_keeps_its_default_folder(capture, tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text("seeds = 2\nfinetune_epochs = 0\n")
+    cfg = capture("recipe", "run", "transfer", "--config", f)
+    assert cfg.seeds == 2 and cfg.finetune_epochs == 0 and Path(cfg.out) == Path("research") / "transfer"
+
+
+def test_audit_query_settings_ask_for_the_full_query_attack(capture, tmp_path, tiny_bundle):
+    cfg = capture("audit", tiny_bundle / "model.onnx", "--queries", "50")
+    assert cfg.query.attack == "square" and cfg.query.queries == 50
+    cfg = capture("audit", tiny_bundle / "model.onnx", "--query-attack", "none", "--queries", "50")
+    assert cfg.query is None
+
+
+def test_a_flag_name_used_as_a_key_says_where_it_belongs(zoo_checkpoint, tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("sparsity = 0.5\n")
+    r = run("compress", zoo_checkpoint.path, "--config", f)
+    assert r.exit_code == 2 and "in a config file it is the key 'prune.sparsity'" in " ".join(r.output.split())
+
+
+def test_round_trips_of_every_command_config_and_optional_none(tmp_path):
+    from edgerobust.research.configs import RecipeConfig, SweepConfig, Variant
+    from edgerobust.workstation.attacks import AttackSpec
+    from edgerobust.workstation.attacks.sets import SetsConfig
+
+    specs = (AttackSpec("pgd", 8 / 255), AttackSpec("fgsm", 2 / 255, seed=4))  # eps typed as floats
+    for cfg in (CompressConfig(PrepareConfig("m.pt", normalize="0.5,0.4/0.2,0.3"), attacks=specs),
+                SetsConfig(PrepareConfig("m.pt"), out="sets", attacks=specs),
+                SweepConfig(PrepareConfig("m.pt"), out="sw", variants=(Variant(0.3, "a", PruneConfig(ratios="global")),
+                                                                        Variant(0.5, "b"))),
+                RecipeConfig(out="r", sparsities=(0.2,), eps="8/255")):
+        back = from_dict(type(cfg), json.loads(json.dumps(to_dict(cfg))))
+        assert back == cfg, type(cfg).__name__
+    cfg = from_dict(CompressConfig, {"prepare": {"model": Path("m.pt")}, "max_int8_drop": "none",
+                                     "prune": {"sparsity": __import__("numpy").float32(0.25)}})
+    assert cfg.max_int8_drop is None and cfg.prepare.model == "m.pt" and cfg.prune.sparsity == 0.25
+    with pytest.raises(UsageError, match="lacks the key 'out'"):
+        from_dict(SetsConfig, {"prepare": {"model": "m.pt"}, "attacks": "fgsm"})
+    with pytest.raises(UsageError, match="no config version"):
+        from_dict(CompressConfig, {"_version": 0, "prepare": {"model": "m.pt"}})
+    with pytest.raises(UsageError, match="Unknown `normalize` kind"):
+        from_dict(CompressConfig, {"prepare": {"model": "m.pt", "normalize": {"kind": "bogus"}}})

@@ -202,6 +202,8 @@ def test_query_attack_flags_gradient_masking_where_pgd_sees_nothing(rounding_set
     assert query.models["base"].value < pgd.models["base"].value - 0.2  # the boundary is right there
     masking = next(c for c in rep.sanity if c.name == "gradient masking")
     assert masking.passed is False and "base at eps 0.2" in masking.detail
+    # compress saw it too, as it crafted the set: the audit repeats its figures
+    assert "at compress time" in masking.detail and "pgd_0.2: zero input gradient for 100% of 60" in masking.detail
     assert any(w.startswith("sanity check failed (gradient masking)") for w in rep.warnings)
     assert "SANITY CHECKS FAILED (gradient masking" in headline(rep)
     q = rep.query[0]

@@ -127,7 +127,7 @@ def _compression(manifest: dict) -> dict:
     quant = cfg.get("quant") if isinstance(cfg.get("quant"), dict) else {}
     out = {"sparsity": prune.get("sparsity", cfg.get("sparsity")), "criterion": prune.get("criterion"),
            "int8": cfg.get("int8"), "int8_mode": quant.get("mode") if cfg.get("int8") else None,
-           "int8_target": quant.get("target") if cfg.get("int8") else None}
+           "int8_target": quant.get("int8_target") if cfg.get("int8") else None}
     return {k: v for k, v in out.items() if v is not None}
 
 

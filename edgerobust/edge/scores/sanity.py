@@ -11,7 +11,9 @@ read as robustness.
 - **gradient masking**: a black-box attack (query Square, or a Square set) beating the gradient
   attacks on the same model at one eps means the gradients mislead (rounding, int8 fake
   quantization, a non-differentiable preprocessing step): the gradient figures are then upper
-  bounds only.
+  bounds only. So does a gradient attack's set whose craft-time gradient check (meta
+  ``gradient_check``, edgerobust.workstation.attacks.gradcheck) found the input gradients zero or
+  the attack changing (almost) no prediction: those figures were measured at compress time.
 - **large eps**: at Linf eps >= 0.5 accuracy must fall to near chance, else the attack is broken.
 
 Each check gives a Check with ``passed`` True, False, or None (not applicable: the audit had no
@@ -182,9 +184,26 @@ def check_whitebox_transfer(robust) -> Check:
                     f"white-box never weaker than transfer ({compared} eps)")
 
 
+def _masked_at_craft(sets) -> list[str]:
+    """The sets whose gradient check at compress time (meta ``gradient_check``) found masked
+    gradients, each with its figures; sets crafted before the check existed carry none."""
+    out = []
+    for s in _adv(sets):
+        g = s.attack.get("gradient_check")
+        if not isinstance(g, dict) or not g.get("masked"):
+            continue
+        zero, changed = g.get("zero_gradient_share"), g.get("changed_share")
+        zero_text = f"{zero:.0%}" if isinstance(zero, (int, float)) else "n/a"
+        changed_text = f"{changed:.1%}" if isinstance(changed, (int, float)) else "n/a"
+        out.append(f"{s.name}: zero input gradient for {zero_text} of {g.get('probed', '?')} probed samples, "
+                   f"{changed_text} of the correct predictions changed")
+    return out
+
+
 def check_gradient_masking(sets, robust, rows: Rows) -> Check:
     """Per model and eps: a black-box attack must not break significantly more samples than the
-    gradient attacks crafted on that same model (per sample, over the rows both ran on)."""
+    gradient attacks crafted on that same model (per sample, over the rows both ran on). Fails
+    also when a gradient attack's craft-time gradient check recorded masked gradients."""
     bad, compared = [], 0
     white, transfer = _by(robust, "white-box"), _by(robust, "transfer")
     for key, q in _by(robust, "query").items():
@@ -219,6 +238,14 @@ def check_gradient_masking(sets, robust, rows: Rows) -> Check:
         if flag:
             bad.append(f"base at eps {s_q.attack.get('eps_text')}: {s_q.name} broke {more} samples every gradient "
                        f"set left standing ({fewer} the other way)")
+    crafted = _masked_at_craft(sets)
+    if crafted:
+        beaten = f"a black-box attack beat the gradient attacks ({'; '.join(bad[:3])}); " if bad else ""
+        return Check("gradient masking", False,
+                     "GRADIENT MASKING suspected: " + beaten + "at compress time the gradient attacks saw (almost) "
+                     "no gradient (" + "; ".join(crafted[:3]) + "): the model's gradients are masked, e.g. it rounds "
+                     "or quantizes its input; the gradient-based robust accuracies are upper bounds, trust the query "
+                     "attack (`query_attack` square)")
     return _verdict("gradient masking", compared, bad, "no black-box attack to compare with the gradient attacks "
                                                "(a query attack on the runtime gives one)",
                     lambda listed: "GRADIENT MASKING suspected: a black-box attack beat the gradient "

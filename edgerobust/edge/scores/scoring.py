@@ -25,7 +25,7 @@ from edgerobust.edge.scores.stats import (McNemar, Proportion, accuracy, attack_
                     transfer_success_rate)
 
 # Attack metadata an adversarial set's scores carry into the report.
-ATTACK_KEYS = ("attack", "eps", "eps_text", "norm", "params", "base_accuracy", "target")
+ATTACK_KEYS = ("attack", "eps", "eps_text", "norm", "params", "base_accuracy", "target", "gradient_check")
 
 
 @dataclass(frozen=True)

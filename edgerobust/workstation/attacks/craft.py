@@ -15,6 +15,7 @@ from edgerobust import __version__, events
 from edgerobust.edge.files.bundle import AdvSet, EvalSet
 from edgerobust.errors import DataError, UsageError, require
 from .cost import craft_time
+from .gradcheck import masking_warning, probe_gradients
 from .spec import AttackSpec
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
     same parameters, train/eval flags and requires_grad flags, no ``.grad`` written; the
     caller's torch RNG state is restored (see the package docstring). The attacks that need the
     number of classes (apgd-t, fab-t) get the model's output width, recorded in ``meta["params"]``.
+    A gradient attack's set also gets ``meta["gradient_check"]`` (edgerobust.workstation.attacks.gradcheck),
+    with a warning when the model's gradients look masked.
     """
     torch = require("torch")
     torchattacks = require("torchattacks")
@@ -71,7 +74,9 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
             adv_ok[lo:hi] = _correct(model, xa, yb)
             adv[lo:hi] = xa.cpu().numpy()
             advance(hi - lo, status=f"adv acc {adv_ok[:hi].mean():.1%}")
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        gradient_attack = attack is not None and entry.evals(params)[0] > 0  # did it see any gradient?
+        check = probe_gradients(model, x, y, min(n, batch_size), clean_ok, adv_ok) if gradient_attack else None
     delta = (adv.astype(np.float64) - x.astype(np.float64)).reshape(n, -1)
     max_pert = float(np.abs(delta).max(initial=0.0) if entry.norm == "Linf"
                      else np.sqrt((delta ** 2).sum(1)).max(initial=0.0))
@@ -89,6 +94,10 @@ def craft_set(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, spec: Atta
                      "torchattacks": torchattacks.__version__, "numpy": np.__version__},
         "seconds": round(seconds, 3), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if check is not None:
+        meta["gradient_check"] = check
+        if check["masked"]:
+            logger.warning(masking_warning(spec.describe(), check))
     if nonfinite:
         logger.warning(f"{spec.describe()}: the attack returned NaN/inf for {nonfinite} sample(s); "
                        "their non-finite pixels were replaced by the clean ones.")

@@ -181,7 +181,7 @@ class AttackSpec:
         object.__setattr__(self, "eps", eps)
         if self.eps_text is None:
             object.__setattr__(self, "eps_text", format(eps, ".6g"))
-        elif not math.isclose(parse_eps(self.eps_text), eps, rel_tol=1e-9, abs_tol=1e-12):
+        elif not math.isclose(parse_eps(self.eps_text), eps, rel_tol=1e-5, abs_tol=1e-12):
             raise UsageError(f"eps_text {self.eps_text!r} does not match eps {eps!r}.")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer))
                                        or self.steps < 1):

@@ -47,6 +47,20 @@ class NormSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
+    def __post_init__(self) -> None:  # a NormSpec read back from a config table is checked as parse_normalize checks
+        if self.kind not in ("auto", "none", "data", "imagenet", "custom"):
+            raise UsageError(f"Unknown `normalize` kind '{self.kind}'.", fix=f"Use one of: {choices_help()}.")
+        if self.kind == "custom":
+            if not self.mean or not self.std:
+                raise UsageError("A custom `normalize` needs its mean and std values.",
+                                 fix="Write e.g. `normalize` 0.5/0.25.")
+            if len(self.mean) != len(self.std):
+                raise UsageError(f"The normalization has {len(self.mean)} mean but {len(self.std)} std values.")
+            if any(not s > 0 for s in self.std):
+                raise UsageError(f"std values must be positive; got {tuple(self.std)}.")
+            object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+            object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
     def values(self, channels: int, data_mean, data_std) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Mean and std for ``channels`` input channels (single values are repeated)."""
         if self.kind == "none":
