@@ -1,0 +1,102 @@
+"""The chosen bundle: the best feasible trial compressed into an ordinary bundle, audited in full,
+and only then renamed to OUT/best/; the next candidate when its audit misses the budget.
+
+The bundle is built by :func:`edgerobust.workstation.compress.compress` with the trial's pruning,
+fine-tuning and int8 settings and the search's attack sets (crafted on the base, as the points were
+scored), its deployed model the trial's precision, and audited by :func:`edgerobust.edge.audit.audit`
+on the search's profile (and calibration, with ``estimate``), exactly as ``edgerobust audit`` would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+
+from edgerobust.errors import QualityGateError
+from edgerobust.research.optimize import space as S
+
+logger = logging.getLogger(__name__)
+
+CANDIDATES = 3  # full audits tried before the search says no bundle met the budget
+
+
+def ranked(records: list[dict], aim: str) -> list[dict]:
+    """The feasible trials, best first: aim robust by robust accuracy (then latency), speed by latency."""
+    ok = [r for r in records if r.get("feasible")]
+    if aim == "robust":
+        return sorted(ok, key=lambda r: (-r["robust"]["value"], r["check_ms"]))
+    return sorted(ok, key=lambda r: (r["check_ms"], -r["robust"]["value"]))
+
+
+def choose(ctx, records: list[dict]) -> tuple[dict | None, dict | None, list[str]]:
+    """(the chosen record, what its full audit measured, the candidates whose audit missed)."""
+    missed: list[str] = []
+    for rec in ranked(records, ctx.cfg.aim)[:CANDIDATES]:
+        tmp = ctx.out / ".best-candidate"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _compress(ctx, rec["params"], tmp)
+        audited = _audit(ctx, tmp)
+        if audited["check_ms"] is None or audited["check_ms"] > ctx.budget_ms:
+            logger.warning(f"{rec['config']}: its full audit measured {audited['check_ms']} ms, over the budget of "
+                           f"{ctx.budget_ms:.3g} ms; trying the next candidate")
+            missed.append(rec["config"])
+            shutil.rmtree(tmp, ignore_errors=True)
+            continue
+        best = ctx.out / "best"
+        shutil.rmtree(best, ignore_errors=True)
+        tmp.rename(best)
+        audited["bundle"] = str(best)
+        return rec, audited, missed
+    return None, None, missed
+
+
+def _compress(ctx, p: dict, out) -> None:
+    from edgerobust.workstation.compress import compress
+    from edgerobust.workstation.configs import CompressConfig
+
+    v = S.variant(p, ctx.cfg)
+    prepare = dataclasses.replace(ctx.shared.prepare, device=ctx.device)
+    compress(CompressConfig(prepare, prune=v.prune, finetune=v.finetune, quant=S.quant(p),
+                            int8=p["precision"] == "int8", attacks=tuple(ctx.cfg.attacks), out=out,
+                            name="best", max_prune_drop=None, max_int8_drop=None, min_int8_agreement=None,
+                            overwrite=True))
+
+
+def _audit(ctx, bundle) -> dict:
+    """The full audit of ``bundle``: its deployed p50 at batch 1 (or the estimate's band), robust accuracy."""
+    from edgerobust.edge.audit import AuditConfig, audit
+
+    report = audit(AuditConfig(model=bundle / "model.onnx", profile=ctx.cfg.profile, allow_fallback=True,
+                               show_progress=False, measure_memory=False, variants=False,
+                               estimate=ctx.cfg.estimate, out_dir=bundle / "reports" / "optimize-audit"))
+    robust = {f"{r.threat} {r.eps_text}": dataclasses.asdict(r.models["deployed"])
+              for r in report.robust if "deployed" in r.models}
+    if ctx.cfg.estimate is not None:
+        m = report.estimate.model("deployed") if report.estimate is not None else None
+        return {"kind": "estimated", "p50_ms": m and m.p50_ms, "low_ms": m and m.low_ms, "high_ms": m and m.high_ms,
+                "check_ms": m and m.high_ms, "robust": robust}
+    lat = report.measurement.model("deployed").latency_at(1)
+    p50 = lat.p50_ms if lat is not None else None
+    return {"kind": "measured", "p50_ms": p50, "check_ms": p50, "robust": robust}
+
+
+def closest_error(result) -> QualityGateError:
+    """One message: no point met the budget, and which came closest (the fastest point found)."""
+    timed = [r for r in result.trials if r.get("check_ms") is not None]
+    if not timed:
+        return QualityGateError(f"No point met the budget of {result.budget_ms:.3g} ms p50: none was built.",
+                                fix="Raise the budget, or widen the search space (`space`).")
+    fast = min(timed, key=lambda r: r["check_ms"])
+    if fast["check_ms"] <= result.budget_ms:  # within the budget, but every such point failed the accuracy gate
+        gate = "`max_clean_drop`" if result.aim == "robust" else "`max_robust_drop`"
+        return QualityGateError(
+            f"No point met the budget of {result.budget_ms:.3g} ms p50 and the accuracy gate. The fastest found, "
+            f"{fast['config']} (trial {fast['number']}), runs at {fast['check_ms']:.3g} ms "
+            f"({fast['latency']['kind']}) but fails the gate.", why=fast.get("why"),
+            fix=f"Loosen {gate}, allow more fine-tuning (`space`), or run more `trials`.")
+    tried = f" The full audit of {', '.join(result.tried)} missed it." if result.tried else ""
+    return QualityGateError(
+        f"No point met the budget of {result.budget_ms:.3g} ms p50. The fastest found, {fast['config']} "
+        f"(trial {fast['number']}), runs at {fast['check_ms']:.3g} ms ({fast['latency']['kind']}).{tried}",
+        why=fast.get("why") or "Its audit missed the budget.",
+        fix="Raise the budget, allow higher sparsity (`space`), or run more `trials`.")

@@ -1,0 +1,114 @@
+"""The search's outputs: OUT/pareto.json (every trial) and OUT/report.html (latency against robust
+accuracy, clean accuracy as the marks' size, the budget line, measured and estimated points apart),
+and the closing line. The SVG is drawn with :class:`edgerobust.edge.render.svg.Chart`, inline, torch-free.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from edgerobust.edge.files.npzio import write_json
+from edgerobust.edge.render.svg import Chart, esc, nice_ticks
+from edgerobust.research.plots import _CSS, pareto_front
+from edgerobust.research.points import to_json
+
+PARETO_TYPE = "edgerobust.research.optimize"
+
+
+def front(trials: list[dict]) -> set[int]:
+    """Trial numbers on the latency x robust accuracy front (lower latency, higher robust accuracy)."""
+    timed = [t for t in trials if t.get("check_ms") is not None and t.get("robust")]
+    idx = pareto_front([(-t["check_ms"], t["robust"]["value"]) for t in timed])
+    return {timed[i]["number"] for i in idx}
+
+
+def write_outputs(result, cfg) -> None:
+    """pareto.json and report.html into ``result.out`` (each written whole)."""
+    out = Path(result.out)
+    on_front = front(result.trials)
+    trials = [dict(t, front=t["number"] in on_front) for t in sorted(result.trials, key=lambda t: t["number"])]
+    from edgerobust.configio import to_dict
+
+    data = {"config": to_dict(cfg), "budget_ms": result.budget_ms, "aim": cfg.aim, "base": result.base,
+            "latency": result.latency_kind, "trials": trials, "reference": result.reference,
+            "chosen": result.chosen, "audited": result.audited, "not_chosen_after_audit": result.tried,
+            "closing": closing_line(result), "seconds": result.seconds}
+    write_json(out / "pareto.json", to_json(PARETO_TYPE, data))
+    tmp = out / ".report.html.tmp"
+    tmp.write_text(_page(result, cfg, trials), encoding="utf-8")
+    tmp.replace(out / "report.html")
+
+
+def _pct(p: dict | None) -> str:
+    if not p or p.get("value") is None:
+        return "-"
+    return f"{100 * p['value']:.1f}% [{100 * p['ci_low']:.1f}, {100 * p['ci_high']:.1f}]"
+
+
+def _lat(t: dict) -> str:
+    lat = t.get("latency")
+    if not lat or lat.get("p50_ms") is None:
+        return f"≥ {t['bound_ms']:.3g} ms (bound, not built)" if t.get("bound_ms") is not None else "-"
+    if lat["kind"] == "estimated":
+        return f"{lat['p50_ms']:.3g} ms estimated [{lat['low_ms']:.3g}, {lat['high_ms']:.3g}]"
+    return f"{lat['p50_ms']:.3g} ms measured"
+
+
+def closing_line(result) -> str:
+    """The chosen config, its latency, clean and robust accuracy with intervals, and its gain over the reference."""
+    c, ref = result.chosen, result.reference
+    if c is None:
+        return "no point met the budget"
+    a = result.audited or {}
+    audited = f"; its full audit: {a['p50_ms']:.3g} ms {a['kind']}" if a.get("p50_ms") is not None else ""
+    gain = ""
+    if ref and ref.get("robust") and c.get("robust"):
+        d = 100 * (c["robust"]["value"] - ref["robust"]["value"])
+        gain = (f"; {d:+.1f} points robust accuracy over the reference (s=0.5 int8: {_pct(ref['robust'])}, "
+                f"{_lat(ref)})")
+    return (f"chosen: {c['config']} (trial {c['number']}): {_lat(c)} (budget {result.budget_ms:.3g} ms){audited}; "
+            f"clean {_pct(c['clean'])}, robust (worst case over the sets) {_pct(c['robust'])}{gain}")
+
+
+def _svg(result, trials: list[dict]) -> str:
+    timed = [t for t in trials if t.get("check_ms") is not None and t.get("robust")]
+    xs = [t["latency"]["p50_ms"] for t in timed] + [result.budget_ms]
+    hi = max(xs) * 1.15 if xs else 1.0
+    ch = Chart("Latency against robust accuracy", (0.0, hi), (0.0, 1.0), xlabel="p50 latency at batch 1 (ms)",
+               ylabel="robust accuracy (worst case)", width=640, height=380)
+    ch.xticks(nice_ticks(0.0, hi))
+    ch.yticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
+    ch.vline(result.budget_ms, "#d62728", label=f"budget {result.budget_ms:.3g} ms")
+    cleans = [t["clean"]["value"] for t in timed]
+    lo = min(cleans, default=0.0)
+    span = (max(cleans, default=1.0) - lo) or 1.0
+    for t in timed:
+        lat, r = t["latency"], t["robust"]
+        color = "#2ca02c" if t.get("feasible") else "#999999"
+        if lat["kind"] == "estimated":  # a hollow mark with its band
+            ch.errbar(r["value"], lat["low_ms"], lat["high_ms"], color, horizontal=True)
+        size = 3 + 6 * (t["clean"]["value"] - lo) / span  # clean accuracy, from the lowest plotted to the highest
+        fill = "none" if lat["kind"] == "estimated" else color
+        ch.parts.append(f'<circle cx="{ch.x(lat["p50_ms"]):.1f}" cy="{ch.y(r["value"]):.1f}" r="{size:.1f}" '
+                        f'fill="{fill}" stroke="{color}" stroke-width="1.5"><title>{esc(t["config"])}</title></circle>')
+        if t.get("reference") or (result.chosen and t["number"] == result.chosen["number"]):
+            ch.text(lat["p50_ms"], r["value"], "reference" if t.get("reference") else "chosen", dx=8, dy=-6)
+    ch.legend_items += [("feasible", "#2ca02c", False), ("infeasible", "#999999", False)]
+    return ch.render()
+
+
+def _page(result, cfg, trials: list[dict]) -> str:
+    kind = "estimated on the calibrated device (hollow marks, with their band)" if result.latency_kind == "estimated" \
+        else "measured on this host with the audit's interleaved method (filled marks)"
+    rows = "".join(
+        f"<tr><td>{t['number']}{' (reference)' if t.get('reference') else ''}</td><td>{html.escape(t['config'])}</td>"
+        f"<td>{html.escape(_lat(t))}</td><td>{_pct(t.get('clean'))}</td><td>{_pct(t.get('robust'))}</td>"
+        f"<td>{'yes' if t.get('feasible') else 'no'}{' (front)' if t.get('front') else ''}</td>"
+        f"<td>{html.escape(t.get('why') or '')}</td></tr>" for t in trials)
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Budget search</title><style>{_CSS}</style>"
+            f"</head><body><h1>Budget search of {html.escape(Path(str(cfg.prepare.model)).name)}</h1>"
+            f"<p class=meta>aim {cfg.aim}; budget {result.budget_ms:.3g} ms p50 on {html.escape(cfg.profile)}; latency "
+            f"{kind}; mark size: clean accuracy; {len(trials)} trials.</p>"
+            f"<p class=finding>{html.escape(closing_line(result))}</p>"
+            f"<div>{_svg(result, trials)}</div><h2>Trials</h2><table><tr><th>trial</th><th>config</th><th>latency</th>"
+            f"<th>clean</th><th>robust</th><th>feasible</th><th>why not</th></tr>{rows}</table></body></html>")

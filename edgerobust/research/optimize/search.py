@@ -1,0 +1,217 @@
+"""The budget search: Optuna over the compress space, every trial scored as the audit scores.
+
+    from edgerobust import OptimizeConfig, PrepareConfig, optimize
+    result = optimize(OptimizeConfig(PrepareConfig("model.pt"), out="opt", max_latency_ms=0.5, attacks=specs))
+
+**Sampler.** Optuna's TPE sampler with ``constraints_func`` (constrained TPE, Optuna >= 3.0): one
+objective (robust accuracy for aim robust, latency for aim speed) and the budget and the accuracy
+gate as constraints (``value <= 0`` is feasible). The question a user brings has one aim and hard
+limits, not a trade-off to browse, so a single-objective sampler that learns where the feasible
+region lies spends its trials there; NSGA-II would spread them over the whole latency x robustness
+front, most of it outside the budget, and needs populations larger than the few dozen trials a
+search here runs. Every trial's point is still recorded, so pareto.json and report.html show the front.
+
+**State.** The study lives in Optuna's SQLite storage, ``OUT/study.db``, under a fixed name: a killed
+run resumes (trials left running are marked failed and drawn again), a rerun with more ``trials``
+runs only the missing ones, and the points themselves are content-addressed sweep points under
+``OUT/points/`` (an identical point is never rebuilt). The reference point (sparsity 0.5, int8,
+uniform, the compress defaults) is enqueued as the first trial and always evaluated.
+
+**Choice.** The feasible trials in order of the aim; the first is compressed again into an ordinary
+bundle with its attack sets, audited in full with :func:`edgerobust.edge.audit.audit`, and only
+then renamed to ``OUT/best/``; if its audit misses the budget, the next one. If no point meets the
+budget, :class:`~edgerobust.errors.QualityGateError` names the fastest point and its latency
+(pareto.json and report.html are written; ``best/`` is not).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgerobust import events
+from edgerobust.errors import DependencyError
+from edgerobust.research.optimize import space as S
+from edgerobust.research.optimize.configs import OptimizeConfig
+from edgerobust.research.optimize.trial import Context, evaluate, score
+
+logger = logging.getLogger(__name__)
+
+STUDY_NAME = "edgerobust-optimize"
+KIND = "optimize"  # the output folder's marker (edgerobust.research.sweep.MARKER)
+
+
+@dataclass
+class OptimizeResult:
+    """What a search found. ``trials``: every trial's record (pareto.json's rows); ``chosen``: the
+    record of the point in ``best/`` and ``audited`` what its full audit measured (None: none chosen)."""
+
+    out: str
+    budget_ms: float
+    base: dict
+    reference: dict | None
+    trials: list[dict]
+    chosen: dict | None
+    audited: dict | None
+    ran: int  # trials run by this call
+    seconds: float
+    latency_kind: str  # measured | estimated
+    aim: str = "robust"
+    tried: list[str] = field(default_factory=list)  # candidates whose full audit missed the budget
+
+
+def require_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise DependencyError("The budget search needs the optuna package, which is not installed.",
+                              why="Optuna is an optional extra of edgerobust.",
+                              fix="pip install 'edgerobust[optimize]'.") from None
+    return optuna
+
+
+def optimize(cfg: OptimizeConfig, runner=None, sampler=None) -> OptimizeResult:
+    """Search ``cfg.space`` for the best point under the budget; write OUT/study.db, points/,
+    pareto.json, report.html and (when a point meets the budget) best/. ``sampler``: another Optuna
+    sampler than the constrained TPE (benchmarks/optimize.py compares random search and the grid)."""
+    optuna = require_optuna()
+    t0 = time.perf_counter()
+    ctx = _context(cfg, runner)
+    with _quiet(optuna):
+        study = _study(optuna, cfg, ctx.out, sampler)
+        todo = cfg.trials - sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+        if todo > 0:
+            logger.info(f"optimize: {todo} trial(s) to run on {ctx.runner.name} (budget {ctx.budget_ms:.3g} ms p50, "
+                        f"{ctx.base_latency['kind']}; the base: {ctx.base_latency['p50_ms']:.3g} ms)")
+            with events.task("optimize trials", total=todo) as advance:
+                study.optimize(lambda t: _objective(t, ctx, advance), n_trials=todo, catch=())
+        records = [dict(t.user_attrs["record"], number=t.number) for t in study.trials if "record" in t.user_attrs]
+    from edgerobust.research.optimize.choose import choose, closest_error
+    from edgerobust.research.optimize.report import write_outputs
+
+    reference = next((r for r in records if r.get("reference")), None)
+    result = OptimizeResult(out=str(ctx.out), budget_ms=ctx.budget_ms, base=_base_record(ctx), reference=reference,
+                            trials=records, chosen=None, audited=None, ran=max(todo, 0), seconds=0.0,
+                            latency_kind=ctx.base_latency["kind"], aim=cfg.aim)
+    result.chosen, result.audited, result.tried = choose(ctx, records)
+    result.seconds = time.perf_counter() - t0
+    write_outputs(result, cfg)
+    if result.chosen is None:
+        raise closest_error(result)
+    return result
+
+
+def _context(cfg: OptimizeConfig, runner) -> Context:
+    """The base stage once per run: prepare, base.onnx, eval and attack sets, the base's scores and latency."""
+    from edgerobust.research.runners import LocalRunner, point_device
+    from edgerobust.research.sweep import _base_stage, prepare_out
+    from edgerobust.research.sweep_eval import measure_speedups
+    from edgerobust.workstation.resources.torch_device import resolve_device
+
+    runner = runner or LocalRunner()
+    device = point_device(runner, resolve_device(cfg.prepare.device))
+    out = Path(cfg.out)
+    prepare_out(out, KIND, overwrite=False, fresh=False)
+    shared, ev, base = _base_stage(S.sweep_config(S.reference_params(cfg), cfg, out), out)
+    cal = None
+    if cfg.estimate is not None:
+        from edgerobust.edge.estimate.calibrate import load_calibration
+        from edgerobust.edge.estimate.predict import predict_model
+
+        cal = load_calibration(cfg.estimate)
+        m = predict_model(cal, "base", out / "base.onnx")
+        lat = {"kind": "estimated", "p50_ms": m.p50_ms, "low_ms": m.low_ms, "high_ms": m.high_ms}
+    else:
+        _, p50 = measure_speedups([base], out, cfg.profile, cfg.latency_rounds)
+        lat = {"kind": "measured", "p50_ms": p50["base"], "low_ms": None, "high_ms": None}
+    ctx = Context(cfg=cfg, out=out, shared=shared, ev=ev, base=base, base_latency=lat, base_clean=None,
+                  base_robust=None, budget_ms=cfg.latency_budget(lat["p50_ms"]), runner=runner, device=device,
+                  calibration=cal)
+    ctx.base_clean, ctx.base_robust = score(ctx, out / "base.onnx")
+    return ctx
+
+
+def _study(optuna, cfg: OptimizeConfig, out: Path, sampler=None):
+    """The study in OUT/study.db: created, or loaded with its stale running trials marked failed."""
+    # Optuna >= 5 reads the constraints a trial sets (Trial.set_constraint); older ones ask constraints_func
+    legacy = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
+    sampler = sampler or optuna.samplers.TPESampler(seed=cfg.prepare.seed, **legacy,
+                                                    n_startup_trials=min(10, max(2, cfg.trials // 3)))
+    study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}",
+                                load_if_exists=True, sampler=sampler,
+                                direction="maximize" if cfg.aim == "robust" else "minimize")
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.RUNNING:  # a killed run's: drawn again
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    if not study.trials:
+        study.enqueue_trial(S.reference_params(cfg), user_attrs={"reference": True})
+    return study
+
+
+def _constraints(trial) -> list[float]:
+    return list(trial.user_attrs.get("constraints", [1.0, 1.0]))
+
+
+def _objective(trial, ctx: Context, advance) -> float:
+    import optuna
+
+    reference = bool(trial.user_attrs.get("reference"))
+    p = S.suggest(trial, ctx.cfg)
+    if ctx.cfg.aim == "speed" and ctx.reference_robust is None and not reference:
+        ctx.reference_robust = _stored_reference_robust(trial.study)
+    t0 = time.perf_counter()
+    rec = evaluate(ctx, p, reference=reference)
+    rec["seconds"] = time.perf_counter() - t0
+    if reference and rec.get("robust") is not None:
+        ctx.reference_robust = rec["robust"].value
+    plain = _plain(rec)
+    trial.set_user_attr("record", plain)
+    violations = _violations(ctx, rec)
+    trial.set_user_attr("constraints", violations)
+    if hasattr(trial, "set_constraint"):
+        for key, v in zip(("budget", "gate"), violations):
+            trial.set_constraint(key, v)
+    advance(1, f"{rec['config']}: {'feasible' if rec['feasible'] else 'infeasible'}")
+    if rec["state"] == "skipped":
+        raise optuna.TrialPruned(rec["why"])
+    if ctx.cfg.aim == "robust":
+        return rec["robust"].value if rec.get("robust") is not None else 0.0
+    return rec["check_ms"] if rec.get("check_ms") is not None else float("inf")
+
+
+def _violations(ctx: Context, rec: dict) -> list[float]:
+    """Optuna's constraints: <= 0 is met. The budget (ms over it) and the gate (1 if failed)."""
+    ms = rec.get("check_ms", rec.get("bound_ms"))
+    return [float(ms - ctx.budget_ms) if ms is not None else 1.0, 1.0 if rec.get("gate_failed") else 0.0]
+
+
+def _stored_reference_robust(study) -> float | None:
+    for t in study.trials:
+        rec = t.user_attrs.get("record") or {}
+        if rec.get("reference") and rec.get("robust"):
+            return rec["robust"]["value"]
+    return None
+
+
+def _plain(rec: dict) -> dict:
+    """A record as JSON values (Proportions as dicts)."""
+    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in rec.items()}
+
+
+def _base_record(ctx: Context) -> dict:
+    return {"latency": ctx.base_latency, "clean": dataclasses.asdict(ctx.base_clean),
+            "robust": dataclasses.asdict(ctx.base_robust), "macs": ctx.shared.base_macs}
+
+
+@contextlib.contextmanager
+def _quiet(optuna):
+    """Optuna's own INFO lines off while the search runs (the library reports through events)."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
