@@ -246,8 +246,8 @@ def demo_cmd(
 ) -> None:
     """Run the whole job on bundled data: train a zoo model, compress it (0.5, int8), audit it.
 
-    Offline, about 60-80 s on an idle 2-core machine, some 9 s of it a short query attack on each runtime (where
-    ART is installed, as `[all]` installs it). The bundle lands in export/demo/, the audit report in
+    Offline, 75 s on an idle 2-core machine with the training (measured once), about 8 s of it a short query
+    attack on each runtime (where ART is installed, as `[all]` installs it). The bundle lands in export/demo/, the audit report in
     export/demo/reports/.
     """
     from edgerobust.workstation.demo import run_demo

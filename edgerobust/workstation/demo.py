@@ -1,4 +1,4 @@
-"""`edgerobust demo`: the whole job on bundled data, offline, in about 60-80 s on 2 idle cores.
+"""`edgerobust demo`: the whole job on bundled data, offline, in 75 s on 2 idle cores (measured once).
 
 Train (or reuse) a zoo model on scikit-learn's digits, compress it at sparsity 0.5 with int8
 while crafting FGSM and PGD sets on the base model, then audit the deployed model on this host,
