@@ -91,6 +91,21 @@ def uninstall() -> None:
     events.set_progress(None)
 
 
+@contextlib.contextmanager
+def status_only_from(*names: str) -> Iterator[None]:
+    """Inside the block, show INFO status lines only from the loggers ``names`` (and their children);
+    warnings from anywhere still show. For commands that run many compressions (optimize), whose
+    every step would otherwise repeat its status lines."""
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or any(record.name == n or record.name.startswith(n + ".")
+                                                        for n in names)
+    _lines.addFilter(keep)
+    try:
+        yield
+    finally:
+        _lines.removeFilter(keep)
+
+
 recording_warnings = events.recording_warnings  # audit's warnings said on stderr while it ran
 
 

@@ -75,7 +75,8 @@ def optimize_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json
     from edgerobust.research.optimize.report import closing_line
     from edgerobust.research.optimize.search import optimize
 
-    result = optimize(cfg, _runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
+    with ui.status_only_from("edgerobust.research.optimize"):  # not every trial's compress lines; warnings show
+        result = optimize(cfg, _runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
     out = Path(result.out)
     if as_json:
         typer.echo(json.dumps(json.loads((out / "pareto.json").read_text()), indent=2))

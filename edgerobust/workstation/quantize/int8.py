@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import tempfile
@@ -20,6 +21,8 @@ import onnx
 from edgerobust import events
 from edgerobust.errors import QualityGateError
 from edgerobust.workstation.configs import QuantConfig
+
+logger = logging.getLogger(__name__)
 
 # Which compute layers stay fp32 (QuantConfig.keep_fp32, named in registries.KEEP_FP32). "auto" (the
 # default) lets compress try AUTO_ORDER and keep the first choice whose accuracy drop passes the
@@ -120,7 +123,10 @@ def _ort_quantizer_muted():
     else's pass untouched), a NullHandler stands in on a root logger without handlers so that
     basicConfig finds one and does nothing, and the ``onnxruntime.quantization`` logger (its named
     loggers' parent) is raised to ERROR. The root logger's level is never changed, and after the
-    block its handlers and filters are what they were.
+    block its handlers and filters are what they were. Its percentile and entropy calibrators also
+    ``print`` their progress on stdout, which would break a caller's JSON there: stdout is captured for
+    the block (the process's sys.stdout, so another thread printing meanwhile is captured too) and
+    logged at DEBUG.
     """
     import onnxruntime.quantization as ortq
 
@@ -136,9 +142,13 @@ def _ort_quantizer_muted():
     if stand_in is not None:
         root.addHandler(stand_in)
     named.setLevel(logging.ERROR)
+    printed = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stdout(printed):
+            yield
     finally:
+        if printed.getvalue().strip():
+            logger.debug("onnxruntime's quantizer printed: %s", printed.getvalue().strip())
         named.setLevel(named_level)
         if stand_in is not None:
             root.removeHandler(stand_in)
