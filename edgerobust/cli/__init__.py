@@ -30,7 +30,7 @@ _EXTRAS = {"torch": "compress", "torchvision": "compress", "torch_pruning": "com
 # Options of the whole program that a user may also type after the subcommand.
 _GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
 # Commands that keep their finished points on disk and resume them (edgerobust.research.runners).
-_RESUMABLE = ("sweep", "recipe", "study")
+_RESUMABLE = ("sweep", "recipe", "study", "optimize")
 # What Rich reads as a markup tag (rich.markup.RE_TAGS), with the backslashes before it: `[query]` in
 # "pip install 'edgerobust[query]'" is one, and `[grid]`, and `[default: 64]`.
 _TAG = re.compile(r"(\\*)\[([a-z#/@][^[]*?)]")

@@ -125,7 +125,7 @@ def test_impossible_budget_names_the_fastest_point(zoo_checkpoint, tmp_path):
         optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=0.0001))
     text = str(err.value)
     assert "No point met the budget of 0.0001 ms p50. The fastest found, s=0.5 uniform" in text
-    assert "ms (measured)" in text
+    assert "ms (measured)" in text and "(bound from the measured base, not built)" in (out / "report.html").read_text()
     assert not (out / "best").exists() and not (out / ".best-candidate").exists()
     data = json.loads((out / "pareto.json").read_text())["_data"]
     skipped = [t for t in data["trials"] if t["state"] == "skipped"]
@@ -164,3 +164,173 @@ def test_estimate_labels_every_latency_and_checks_the_band(zoo_checkpoint, tmp_p
     if result is not None:
         assert result.audited["kind"] == "estimated"
         assert result.audited["check_ms"] <= result.budget_ms
+
+
+def _study_cfg(tmp_path, **kw):
+    from edgerobust.workstation.attacks.spec import make_specs
+
+    kw.setdefault("max_latency_ms", 1.0)
+    kw.setdefault("profile", "laptop-cpu-1thread")
+    return OptimizeConfig("m.pt", out=tmp_path / "o", attacks=make_specs("fgsm", "8/255"), trials=3, **kw)
+
+
+@pytest.mark.parametrize("profile,match", [("raspberry-pi-5", "is another device"), ("no-such-profile", "")],
+                         ids=["another-device", "unknown-profile"])
+def test_profile_of_another_device_or_unknown_is_refused_before_anything_is_written(profile, match, tmp_path):
+    """Without `estimate`, latency is measured here: a profile of another device (or none) is refused first."""
+    from edgerobust.errors import EdgeRobustError
+    from edgerobust.research.optimize.search import optimize
+
+    cfg = _study_cfg(tmp_path, profile=profile)
+    with pytest.raises(EdgeRobustError, match=match or None) as err:
+        optimize(cfg)
+    if match:
+        assert isinstance(err.value, UsageError) and "`estimate`" in str(err.value)
+        assert "--" not in str(err.value)  # config fields, not CLI flags
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_rerun_with_changed_settings_is_refused_naming_them(tmp_path):
+    import optuna
+
+    from edgerobust.edge.audit import resolve_profile
+    from edgerobust.research.optimize.search import _study, fingerprint
+
+    out = tmp_path / "o"
+    out.mkdir()
+    cfg = _study_cfg(tmp_path)
+    prof, _ = resolve_profile(cfg.profile)
+    _study(optuna, cfg, out, fp=fingerprint(cfg, prof))
+    import dataclasses
+
+    _study(optuna, dataclasses.replace(cfg, trials=9), out, fp=fingerprint(dataclasses.replace(cfg, trials=9), prof))
+    changed = dataclasses.replace(cfg, max_clean_drop=1.0, space=SearchSpace(sparsity_max=0.6))
+    with pytest.raises(UsageError, match="was made with other settings") as err:
+        _study(optuna, changed, out, fp=fingerprint(changed, prof))
+    text = str(err.value)
+    assert "`max_clean_drop`" in text and "`space.sparsity_max`" in text and "another `out`" in text
+    assert "`trials`" not in text
+
+
+def test_a_reference_lost_to_a_kill_is_enqueued_again(tmp_path):
+    import optuna
+
+    from edgerobust.research.optimize import space as S
+    from edgerobust.research.optimize.search import _study, _waiting_reference
+
+    out = tmp_path / "o"
+    out.mkdir()
+    cfg = _study_cfg(tmp_path)
+    study = _study(optuna, cfg, out)
+    t = study.ask()  # the reference, left running as a killed run leaves it
+    assert t.user_attrs.get("reference") and t.params == {k: v for k, v in S.reference_params(cfg).items()
+                                                         if k in t.params}
+    again = _study(optuna, cfg, out)
+    states = [(x.state.name, bool(x.user_attrs.get("reference"))) for x in again.trials]
+    assert states == [("FAIL", True), ("WAITING", True)] and _waiting_reference(again)
+    assert [x.state.name for x in _study(optuna, cfg, out).trials] == ["FAIL", "WAITING"]  # enqueued once
+
+
+def test_a_failing_candidate_leaves_no_candidate_folder_and_a_stale_best_is_removed(tmp_path, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from edgerobust.research.optimize import choose as C
+
+    def boom(ctx, p, out):
+        (out / "half").mkdir(parents=True)
+        raise RuntimeError("compress failed")
+
+    monkeypatch.setattr(C, "_compress", boom)
+    ctx = SimpleNamespace(out=tmp_path, cfg=SimpleNamespace(aim="robust", min_speedup=None), budget_ms=1.0)
+    rec = {"feasible": True, "robust": {"value": 0.5}, "check_ms": 0.5, "params": {}, "config": "c"}
+    with pytest.raises(RuntimeError):
+        C.choose(ctx, [rec])
+    assert not (tmp_path / ".best-candidate").exists()
+    (tmp_path / "best").mkdir()
+    C.clear_best(tmp_path)
+    assert not (tmp_path / "best").exists() and "removed" in caplog.text
+    from edgerobust.cli import _RESUMABLE
+
+    assert "optimize" in _RESUMABLE  # Ctrl-C says the finished points are kept, not "Nothing was written"
+
+
+def test_a_calibration_missing_the_base_kernels_is_one_message(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import edgerobust.edge.estimate.predict as P
+    from edgerobust.research.optimize.search import base_estimate
+
+    monkeypatch.setattr(P, "predict_model", lambda cal, role, path: SimpleNamespace(
+        p50_ms=None, low_ms=None, high_ms=None, missing=("int8",)))
+    with pytest.raises(UsageError, match="`estimate` calibration lacks the kernels of the base model's int8"):
+        base_estimate(None, tmp_path / "base.onnx")
+
+
+def test_a_speedup_budget_is_checked_against_the_base_of_the_same_run():
+    from types import SimpleNamespace
+
+    from edgerobust.research.optimize.trial import judge
+
+    cfg = SimpleNamespace(min_speedup=2.0, aim="robust", max_clean_drop=100.0)
+    ctx = SimpleNamespace(cfg=cfg, budget_ms=1.25)  # from an early base measurement of 2.5 ms
+    lat = {"kind": "measured", "p50_ms": 1.0, "low_ms": None, "high_ms": None, "base_p50_ms": 1.9}
+    rec = judge(ctx, {"latency": lat, "clean_drop": 0.0})
+    assert not rec["feasible"] and rec["speedup"] == pytest.approx(1.9) and "below `min_speedup` 2" in rec["why"]
+    rec = judge(ctx, {"latency": dict(lat, base_p50_ms=2.1), "clean_drop": 0.0})
+    assert rec["feasible"] and rec["within_budget"]
+
+
+def test_every_latency_names_its_kind_and_the_band_edge():
+    from types import SimpleNamespace
+
+    from edgerobust.research.optimize.choose import closest_error
+    from edgerobust.research.optimize.report import _lat, closing_line, fmt_latency
+
+    est = {"kind": "estimated", "p50_ms": 0.4, "low_ms": 0.3, "high_ms": 0.5}
+    assert fmt_latency({"kind": "measured", "p50_ms": 0.4}) == "0.4 ms (measured)"
+    assert fmt_latency(est) == "0.4 ms (estimated, band 0.3-0.5 ms)"
+    assert "band upper edge" in fmt_latency(est, edge=True) and "estimated" in fmt_latency(est, edge=True)
+    assert _lat({"bound_ms": 0.2, "bound_kind": "estimated"}) == "≥ 0.2 ms (bound from the estimated base, not built)"
+    trial = {"config": "c", "number": 3, "check_ms": 0.5, "latency": est, "why": "w", "feasible": False,
+             "within_budget": False}
+    result = SimpleNamespace(trials=[trial], budget_ms=0.45, aim="robust", tried=[])
+    text = str(closest_error(result))
+    assert "runs at 0.5 ms (estimated: the band upper edge; p50 0.4 ms, band 0.3-0.5 ms)" in text
+    chosen = dict(trial, clean={"value": 0.9, "ci_low": 0.8, "ci_high": 0.95}, robust=None)
+    line = closing_line(SimpleNamespace(chosen=chosen, reference=None, budget_ms=1.0,
+                                        audited=dict(est, kind="estimated")))
+    assert "its full audit: 0.5 ms (estimated: the band upper edge" in line
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_the_reference_evaluates_it_once(zoo_checkpoint, tmp_path):
+    """The reference left running (a kill) is enqueued again: evaluated once, the trials as a run without the kill."""
+    import optuna
+
+    from edgerobust.edge.audit import resolve_profile
+    from edgerobust.research.optimize.search import KIND, _study, fingerprint, optimize
+    from edgerobust.research.sweep import prepare_out
+
+    plain = optimize(_cfg(zoo_checkpoint.path, tmp_path / "plain", trials=2, max_latency_ms=1000.0))
+    cfg = _cfg(zoo_checkpoint.path, tmp_path / "killed", trials=2, max_latency_ms=1000.0)
+    prepare_out(tmp_path / "killed", KIND, overwrite=False, fresh=False)
+    study = _study(optuna, cfg, tmp_path / "killed", fp=fingerprint(cfg, resolve_profile(cfg.profile)[0]))
+    assert study.ask().user_attrs.get("reference")  # left RUNNING
+    resumed = optimize(cfg)
+    assert resumed.ran == 2 and sum(bool(t.get("reference")) for t in resumed.trials) == 1
+    key = lambda r: sorted((t["config"], t["state"], (t.get("robust") or {}).get("value")) for t in r.trials)  # noqa: E731
+    assert key(resumed) == key(plain)
+    data = json.loads((tmp_path / "killed" / "pareto.json").read_text())["_data"]
+    assert {t["config"] for t in data["trials"] if t["front"]} <= {t["config"] for t in plain.trials}
+
+
+def test_a_candidate_is_judged_by_its_own_audit_speedup_and_host():
+    from types import SimpleNamespace
+
+    from edgerobust.research.optimize.choose import _misses
+
+    ctx = SimpleNamespace(cfg=SimpleNamespace(min_speedup=2.0), budget_ms=0.05)
+    audited = {"kind": "measured", "p50_ms": 0.1, "check_ms": 0.1, "speedup": 2.2, "host_matches": True}
+    assert _misses(ctx, audited) is None  # over the run's first base / 2, but 2.2x its own audit's base
+    assert "speedup of 1.5x" in _misses(ctx, dict(audited, speedup=1.5))
+    assert "not the profile's device" in _misses(ctx, dict(audited, host_matches=False))

@@ -31,23 +31,53 @@ def ranked(records: list[dict], aim: str) -> list[dict]:
 def choose(ctx, records: list[dict]) -> tuple[dict | None, dict | None, list[str]]:
     """(the chosen record, what its full audit measured, the candidates whose audit missed)."""
     missed: list[str] = []
+    tmp = ctx.out / ".best-candidate"
     for rec in ranked(records, ctx.cfg.aim)[:CANDIDATES]:
-        tmp = ctx.out / ".best-candidate"
         shutil.rmtree(tmp, ignore_errors=True)
-        _compress(ctx, rec["params"], tmp)
-        audited = _audit(ctx, tmp)
-        if audited["check_ms"] is None or audited["check_ms"] > ctx.budget_ms:
-            logger.warning(f"{rec['config']}: its full audit measured {audited['check_ms']} ms, over the budget of "
-                           f"{ctx.budget_ms:.3g} ms; trying the next candidate")
-            missed.append(rec["config"])
+        try:
+            _compress(ctx, rec["params"], tmp)
+            audited = _audit(ctx, tmp)
+            miss = _misses(ctx, audited)
+            if miss:
+                logger.warning(f"{rec['config']}: {miss}; trying the next candidate")
+                missed.append(rec["config"])
+                continue
+            best = ctx.out / "best"
+            shutil.rmtree(best, ignore_errors=True)
+            tmp.rename(best)
+        finally:  # a candidate that missed, or a compress or audit that raised, leaves nothing behind
             shutil.rmtree(tmp, ignore_errors=True)
-            continue
-        best = ctx.out / "best"
-        shutil.rmtree(best, ignore_errors=True)
-        tmp.rename(best)
         audited["bundle"] = str(best)
         return rec, audited, missed
     return None, None, missed
+
+
+def _misses(ctx, audited: dict) -> str | None:
+    """Why a candidate's full audit rejects it, or None: the host is not the profile's device (measured),
+    or the budget is missed (a speedup budget: the audit's own deployed speedup at batch 1)."""
+    from edgerobust.research.optimize.report import fmt_latency
+
+    if not audited.get("host_matches", True):
+        return "its full audit says this host is not the profile's device, so its latency is no evidence for it"
+    if audited["check_ms"] is None:
+        return "its full audit has no latency for it"
+    if ctx.cfg.min_speedup is not None and audited["kind"] == "measured":
+        sp = audited.get("speedup")
+        if sp is None or sp < ctx.cfg.min_speedup:
+            return (f"its full audit measured a speedup of {sp if sp is None else f'{sp:.3g}x'} at batch 1, below "
+                    f"`min_speedup` {ctx.cfg.min_speedup:g}")
+        return None
+    if audited["check_ms"] > ctx.budget_ms:
+        return f"its full audit gives {fmt_latency(audited, edge=True)}, over the budget of {ctx.budget_ms:.3g} ms"
+    return None
+
+
+def clear_best(out) -> None:
+    """Remove a previous run's ``best/`` when this run chose nothing (and say so)."""
+    best = out / "best"
+    if best.exists():
+        shutil.rmtree(best)
+        logger.warning(f"removed {best}: a previous run's choice, which no longer meets this run's budget and gates")
 
 
 def _compress(ctx, p: dict, out) -> None:
@@ -66,7 +96,8 @@ def _audit(ctx, bundle) -> dict:
     """The full audit of ``bundle``: its deployed p50 at batch 1 (or the estimate's band), robust accuracy."""
     from edgerobust.edge.audit import AuditConfig, audit
 
-    report = audit(AuditConfig(model=bundle / "model.onnx", profile=ctx.cfg.profile, allow_fallback=True,
+    report = audit(AuditConfig(model=bundle / "model.onnx", profile=ctx.cfg.profile,
+                               allow_fallback=ctx.cfg.estimate is not None,
                                show_progress=False, measure_memory=False, variants=False,
                                estimate=ctx.cfg.estimate, out_dir=bundle / "reports" / "optimize-audit"))
     robust = {f"{r.threat} {r.eps_text}": dataclasses.asdict(r.models["deployed"])
@@ -77,7 +108,9 @@ def _audit(ctx, bundle) -> dict:
                 "check_ms": m and m.high_ms, "robust": robust}
     lat = report.measurement.model("deployed").latency_at(1)
     p50 = lat.p50_ms if lat is not None else None
-    return {"kind": "measured", "p50_ms": p50, "check_ms": p50, "robust": robust}
+    sp = next((s.p50 for s in report.measurement.speedup if s.batch_size == 1), None)
+    return {"kind": "measured", "p50_ms": p50, "check_ms": p50, "robust": robust, "speedup": sp,
+            "host_matches": report.host_matches_profile}
 
 
 def closest_error(result) -> QualityGateError:
@@ -86,17 +119,21 @@ def closest_error(result) -> QualityGateError:
     if not timed:
         return QualityGateError(f"No point met the budget of {result.budget_ms:.3g} ms p50: none was built.",
                                 fix="Raise the budget, or widen the search space (`space`).")
+    from edgerobust.research.optimize.report import fmt_latency
+
     fast = min(timed, key=lambda r: r["check_ms"])
-    if fast["check_ms"] <= result.budget_ms:  # within the budget, but every such point failed the accuracy gate
+    runs = f"runs at {fmt_latency(fast['latency'], edge=True)}"
+    if fast.get("speedup") is not None:
+        runs += f", {fast['speedup']:.3g}x the base's speed"
+    if fast.get("within_budget", fast["check_ms"] <= result.budget_ms):  # every such point failed the accuracy gate
         gate = "`max_clean_drop`" if result.aim == "robust" else "`max_robust_drop`"
         return QualityGateError(
             f"No point met the budget of {result.budget_ms:.3g} ms p50 and the accuracy gate. The fastest found, "
-            f"{fast['config']} (trial {fast['number']}), runs at {fast['check_ms']:.3g} ms "
-            f"({fast['latency']['kind']}) but fails the gate.", why=fast.get("why"),
+            f"{fast['config']} (trial {fast['number']}), {runs} but fails the gate.", why=fast.get("why"),
             fix=f"Loosen {gate}, allow more fine-tuning (`space`), or run more `trials`.")
     tried = f" The full audit of {', '.join(result.tried)} missed it." if result.tried else ""
     return QualityGateError(
         f"No point met the budget of {result.budget_ms:.3g} ms p50. The fastest found, {fast['config']} "
-        f"(trial {fast['number']}), runs at {fast['check_ms']:.3g} ms ({fast['latency']['kind']}).{tried}",
+        f"(trial {fast['number']}), {runs}.{tried}",
         why=fast.get("why") or "Its audit missed the budget.",
         fix="Raise the budget, allow higher sparsity (`space`), or run more `trials`.")

@@ -14,26 +14,33 @@ search here runs. Every trial's point is still recorded, so pareto.json and repo
 **State.** The study lives in Optuna's SQLite storage, ``OUT/study.db``, under a fixed name: a killed
 run resumes (trials left running are marked failed and drawn again), a rerun with more ``trials``
 runs only the missing ones, and the points themselves are content-addressed sweep points under
-``OUT/points/`` (an identical point is never rebuilt). The reference point (sparsity 0.5, int8,
-uniform, the compress defaults) is enqueued as the first trial and always evaluated.
+``OUT/points/`` (an identical point is never rebuilt). The study stores the settings it was made
+with (:func:`fingerprint`); a rerun with other settings is refused before the base stage, naming
+what changed. The reference point (sparsity 0.5, int8, uniform, the compress defaults) is enqueued
+as the first trial, and again whenever a kill lost it; only complete and pruned trials are records.
+
+**Host.** A profile of another device than this host is refused unless ``estimate`` gives that
+device's calibration (latency predicted there); this is checked, with the profile and calibration
+loaded, before anything is written.
 
 **Choice.** The feasible trials in order of the aim; the first is compressed again into an ordinary
 bundle with its attack sets, audited in full with :func:`edgerobust.edge.audit.audit`, and only
 then renamed to ``OUT/best/``; if its audit misses the budget, the next one. If no point meets the
 budget, :class:`~edgerobust.errors.QualityGateError` names the fastest point and its latency
-(pareto.json and report.html are written; ``best/`` is not).
+(pareto.json and report.html are written; ``best/`` is not, and a previous run's is removed).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgerobust import events
-from edgerobust.errors import DependencyError
+from edgerobust.errors import DependencyError, UsageError
 from edgerobust.research.optimize import space as S
 from edgerobust.research.optimize.configs import OptimizeConfig
 from edgerobust.research.optimize.trial import Context, evaluate, score
@@ -42,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 STUDY_NAME = "edgerobust-optimize"
 KIND = "optimize"  # the output folder's marker (edgerobust.research.sweep.MARKER)
+FINGERPRINT = "edgerobust.settings"  # the study's user attribute: the settings its trials were scored under
 
 
 @dataclass
@@ -77,19 +85,31 @@ def optimize(cfg: OptimizeConfig, runner=None, sampler=None) -> OptimizeResult:
     """Search ``cfg.space`` for the best point under the budget; write OUT/study.db, points/,
     pareto.json, report.html and (when a point meets the budget) best/. ``sampler``: another Optuna
     sampler than the constrained TPE (benchmarks/optimize.py compares random search and the grid)."""
+    from edgerobust.research.sweep import prepare_out
+
     optuna = require_optuna()
     t0 = time.perf_counter()
-    ctx = _context(cfg, runner)
+    prof, cal = _preflight(cfg)  # a bad profile, another device or a bad calibration: before anything is written
+    out = Path(cfg.out)
+    prepare_out(out, KIND, overwrite=False, fresh=False)
     with _quiet(optuna):
-        study = _study(optuna, cfg, ctx.out, sampler)
-        todo = cfg.trials - sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+        study = _study(optuna, cfg, out, sampler, fingerprint(cfg, prof))  # a changed setting: before the base stage
+        ctx = _context(cfg, runner, cal)
+        done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+        todo = max(cfg.trials - len(done), 1 if _waiting_reference(study) else 0)
         if todo > 0:
             logger.info(f"optimize: {todo} trial(s) to run on {ctx.runner.name} (budget {ctx.budget_ms:.3g} ms p50, "
                         f"{ctx.base_latency['kind']}; the base: {ctx.base_latency['p50_ms']:.3g} ms)")
             with events.task("optimize trials", total=todo) as advance:
-                study.optimize(lambda t: _objective(t, ctx, advance), n_trials=todo, catch=())
-        records = [dict(t.user_attrs["record"], number=t.number) for t in study.trials if "record" in t.user_attrs]
-    from edgerobust.research.optimize.choose import choose, closest_error
+                try:
+                    study.optimize(lambda t: _objective(t, ctx, advance), n_trials=todo, catch=())
+                except ValueError as exc:  # Optuna: a parameter's distribution differs from the stored trials'
+                    if "distribution" not in str(exc) and "dynamic value space" not in str(exc):
+                        raise
+                    raise _changed_error(out, ["space"]) from None
+        records = [dict(t.user_attrs["record"], number=t.number) for t in study.trials
+                   if t.state.name in ("COMPLETE", "PRUNED") and "record" in t.user_attrs]
+    from edgerobust.research.optimize.choose import choose, clear_best, closest_error
     from edgerobust.research.optimize.report import write_outputs
 
     reference = next((r for r in records if r.get("reference")), None)
@@ -97,6 +117,8 @@ def optimize(cfg: OptimizeConfig, runner=None, sampler=None) -> OptimizeResult:
                             trials=records, chosen=None, audited=None, ran=max(todo, 0), seconds=0.0,
                             latency_kind=ctx.base_latency["kind"], aim=cfg.aim)
     result.chosen, result.audited, result.tried = choose(ctx, records)
+    if result.chosen is None:
+        clear_best(ctx.out)  # a previous run's best/ would contradict pareto.json's chosen null
     result.seconds = time.perf_counter() - t0
     write_outputs(result, cfg)
     if result.chosen is None:
@@ -104,26 +126,43 @@ def optimize(cfg: OptimizeConfig, runner=None, sampler=None) -> OptimizeResult:
     return result
 
 
-def _context(cfg: OptimizeConfig, runner) -> Context:
-    """The base stage once per run: prepare, base.onnx, eval and attack sets, the base's scores and latency."""
+def _preflight(cfg: OptimizeConfig):
+    """(the profile, the calibration or None), refused before anything is written: a profile of another
+    device than this host is measured on only with ``estimate`` (its latency predicted there)."""
+    from edgerobust.edge.audit import resolve_profile
+    from edgerobust.edge.runtime.hostcheck import check_host, host_facts
+    from edgerobust.edge.runtime.sessions import plan_providers
+
+    prof, _ = resolve_profile(cfg.profile)
+    if cfg.estimate is not None:
+        from edgerobust.edge.estimate.calibrate import load_calibration
+
+        return prof, load_calibration(cfg.estimate)
+    host = check_host(prof, host_facts())
+    if not host.matches:
+        raise UsageError(f"The `profile` {prof.name} is another device: this host ({host.host}) is not it "
+                         f"({'; '.join(host.mismatch)}).",
+                         why="Latency measured here would be this host's running that profile's settings, and the "
+                             "budget would be checked against figures that are no evidence for that device.",
+                         fix=f"Give `estimate` with a calibration made on {prof.name}'s device (edgerobust calibrate), "
+                             f"or a `profile` of this host.")
+    plan_providers(prof, allow_fallback=False)  # a missing provider is one message, not a fallback's latency
+    return prof, None
+
+
+def _context(cfg: OptimizeConfig, runner, cal) -> Context:
+    """The base stage once per run: base.onnx, eval and attack sets, the base's scores and latency."""
     from edgerobust.research.runners import LocalRunner, point_device
-    from edgerobust.research.sweep import _base_stage, prepare_out
+    from edgerobust.research.sweep import _base_stage
     from edgerobust.research.sweep_eval import measure_speedups
     from edgerobust.workstation.resources.torch_device import resolve_device
 
     runner = runner or LocalRunner()
     device = point_device(runner, resolve_device(cfg.prepare.device))
     out = Path(cfg.out)
-    prepare_out(out, KIND, overwrite=False, fresh=False)
     shared, ev, base = _base_stage(S.sweep_config(S.reference_params(cfg), cfg, out), out)
-    cal = None
-    if cfg.estimate is not None:
-        from edgerobust.edge.estimate.calibrate import load_calibration
-        from edgerobust.edge.estimate.predict import predict_model
-
-        cal = load_calibration(cfg.estimate)
-        m = predict_model(cal, "base", out / "base.onnx")
-        lat = {"kind": "estimated", "p50_ms": m.p50_ms, "low_ms": m.low_ms, "high_ms": m.high_ms}
+    if cal is not None:
+        lat = base_estimate(cal, out / "base.onnx")
     else:
         _, p50 = measure_speedups([base], out, cfg.profile, cfg.latency_rounds)
         lat = {"kind": "measured", "p50_ms": p50["base"], "low_ms": None, "high_ms": None}
@@ -134,8 +173,55 @@ def _context(cfg: OptimizeConfig, runner) -> Context:
     return ctx
 
 
-def _study(optuna, cfg: OptimizeConfig, out: Path, sampler=None):
-    """The study in OUT/study.db: created, or loaded with its stale running trials marked failed."""
+def base_estimate(cal, path: Path) -> dict:
+    """The base's predicted latency; a calibration that cannot predict it (kernels it lacks) is refused."""
+    from edgerobust.edge.estimate.predict import predict_model
+
+    m = predict_model(cal, "base", path)
+    if m.p50_ms is None:
+        raise UsageError(f"The `estimate` calibration lacks the kernels of the base model's "
+                         f"{', '.join(m.missing) or 'layers'} layers: it cannot predict its latency.",
+                         why="Every budget and every trial's latency is predicted from the base's kernels.",
+                         fix="Calibrate that device again with those kernels (edgerobust calibrate), or give another "
+                             "`estimate`.")
+    return {"kind": "estimated", "p50_ms": m.p50_ms, "low_ms": m.low_ms, "high_ms": m.high_ms}
+
+
+def fingerprint(cfg: OptimizeConfig, prof) -> dict:
+    """The settings a study's trials depend on, flat: the config less ``trials`` and ``out`` (which a
+    rerun may change), the profile's settings and the calibration's content in place of its path."""
+    import hashlib
+
+    from edgerobust.configio import to_dict
+
+    d = {k: v for k, v in to_dict(cfg).items() if k not in ("trials", "out", "estimate", "_version")}
+    flat: dict = {}
+
+    def walk(prefix, v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        else:
+            flat[prefix] = json.dumps(v, sort_keys=True, default=str)
+
+    walk("", d)
+    flat["profile (its settings)"] = hashlib.sha256(repr(prof).encode()).hexdigest()[:16]
+    est = Path(cfg.estimate).read_bytes() if cfg.estimate is not None else b""
+    flat["estimate (the calibration)"] = hashlib.sha256(est).hexdigest()[:16] if est else "none"
+    return flat
+
+
+def _changed_error(out: Path, keys: list[str]) -> UsageError:
+    return UsageError(f"The study in `out` ({out}) was made with other settings: "
+                      f"{', '.join(f'`{k}`' for k in keys)} changed since.",
+                      why="Its trials were scored under those settings; mixing them with new ones would compare "
+                          "points measured against different budgets, gates or spaces.",
+                      fix="Use another `out`, or the same settings.")
+
+
+def _study(optuna, cfg: OptimizeConfig, out: Path, sampler=None, fp: dict | None = None):
+    """The study in OUT/study.db: created with the settings' fingerprint, or loaded (refused when they
+    changed) with its stale running trials marked failed and the reference enqueued again when lost."""
     # Optuna >= 5 reads the constraints a trial sets (Trial.set_constraint); older ones ask constraints_func
     legacy = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
     sampler = sampler or optuna.samplers.TPESampler(seed=cfg.prepare.seed, **legacy,
@@ -143,12 +229,25 @@ def _study(optuna, cfg: OptimizeConfig, out: Path, sampler=None):
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}",
                                 load_if_exists=True, sampler=sampler,
                                 direction="maximize" if cfg.aim == "robust" else "minimize")
+    if fp is not None:
+        stored = study.user_attrs.get(FINGERPRINT)
+        if stored is None:
+            study.set_user_attr(FINGERPRINT, fp)
+        else:
+            changed = sorted(k for k in set(stored) | set(fp) if stored.get(k) != fp.get(k))
+            if changed:
+                raise _changed_error(out, changed)
     for t in study.trials:
         if t.state == optuna.trial.TrialState.RUNNING:  # a killed run's: drawn again
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    if not study.trials:
-        study.enqueue_trial(S.reference_params(cfg), user_attrs={"reference": True})
+    live = ("COMPLETE", "PRUNED", "WAITING")
+    if not any(t.user_attrs.get("reference") and t.state.name in live for t in study.trials):
+        study.enqueue_trial(S.reference_params(cfg), user_attrs={"reference": True})  # first, or lost to a kill
     return study
+
+
+def _waiting_reference(study) -> bool:
+    return any(t.user_attrs.get("reference") and t.state.name == "WAITING" for t in study.trials)
 
 
 def _constraints(trial) -> list[float]:
@@ -162,6 +261,9 @@ def _objective(trial, ctx: Context, advance) -> float:
     p = S.suggest(trial, ctx.cfg)
     if ctx.cfg.aim == "speed" and ctx.reference_robust is None and not reference:
         ctx.reference_robust = _stored_reference_robust(trial.study)
+        if ctx.reference_robust is None:  # never judged without it: the (content-addressed) reference point first
+            ref = evaluate(ctx, S.reference_params(ctx.cfg), reference=True)
+            ctx.reference_robust = ref["robust"].value
     t0 = time.perf_counter()
     rec = evaluate(ctx, p, reference=reference)
     rec["seconds"] = time.perf_counter() - t0
@@ -184,13 +286,16 @@ def _objective(trial, ctx: Context, advance) -> float:
 
 def _violations(ctx: Context, rec: dict) -> list[float]:
     """Optuna's constraints: <= 0 is met. The budget (ms over it) and the gate (1 if failed)."""
+    gate = 1.0 if rec.get("gate_failed") else 0.0
+    if rec.get("over_budget") is not None:  # judged (a speedup budget: against the same run's base)
+        return [float(rec["over_budget"]), gate]
     ms = rec.get("check_ms", rec.get("bound_ms"))
-    return [float(ms - ctx.budget_ms) if ms is not None else 1.0, 1.0 if rec.get("gate_failed") else 0.0]
+    return [float(ms - ctx.budget_ms) if ms is not None else 1.0, gate]
 
 
 def _stored_reference_robust(study) -> float | None:
     for t in study.trials:
-        rec = t.user_attrs.get("record") or {}
+        rec = (t.user_attrs.get("record") or {}) if t.state.name == "COMPLETE" else {}
         if rec.get("reference") and rec.get("robust"):
             return rec["robust"]["value"]
     return None
