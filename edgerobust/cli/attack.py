@@ -13,7 +13,6 @@ from edgerobust.cli.compress import OptionalModel
 from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
 from edgerobust.cli.options import (AllowWeakBase, Arch, Device, AttackSteps, Eps, EvalData, EvalSamples, Normalize, NumClasses,
                                     OldSteps, Overwrite, Seed, TrustModel)
-from edgerobust.errors import UsageError
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 
 _NAMES = ", ".join(ATTACKS)
@@ -68,9 +67,7 @@ def attack(model: OptionalModel = None, config: ConfigFile = None, *, flags: Fla
     # Validate every option before loading anything heavy.
     from edgerobust.workstation.attacks.sets import SetsConfig
 
-    if config is None and flags["out"] is None:
-        raise UsageError("Missing option --out.", fix="Give the folder to write the sets into: --out DIR.")
-    cfg = flags.build(SetsConfig, config, {"prepare.model": str(model) if model is not None else None})
+    cfg = flags.build(SetsConfig, config, model=model, out_for="the folder to write the sets into")
     ignored = {s.attack: s.ignored() for s in cfg.attacks if s.ignored()}  # one warning per attack, not per eps
     for name, opts in ignored.items():
         ui.warn(f"{name} does not take {', '.join('--' + o.replace('_', '-') for o in opts)}; ignored for it.")

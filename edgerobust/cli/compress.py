@@ -220,8 +220,7 @@ def compress_config(flags: FlagValues, config: Optional[Path], model: Optional[P
     (the library validates every value and settles what the target profile leaves open)."""
     from edgerobust.workstation.configs import CompressConfig
 
-    extra = {"prepare.model": str(model) if model is not None else None,
-             "finetune.batch_size": flags["old_batch_size"] if not flags.given("batch_size") else None}
+    extra = {"finetune.batch_size": flags["old_batch_size"] if not flags.given("batch_size") else None}
     if flags["mean"] is not None or flags["std"] is not None:  # the older spelling of --normalize MEAN/STD
         if flags["mean"] is None or flags["std"] is None:
             raise UsageError("--mean and --std go together: pass both or neither.")
@@ -230,7 +229,7 @@ def compress_config(flags: FlagValues, config: Optional[Path], model: Optional[P
         mean = floats(flags["mean"], "--mean", "0.485,0.456,0.406")
         std = floats(flags["std"], "--std", "0.229,0.224,0.225")
         extra["prepare.normalize"] = f"{','.join(map(str, mean))}/{','.join(map(str, std))}"
-    return flags.build(CompressConfig, config, extra)
+    return flags.build(CompressConfig, config, extra, model=model)
 
 
 def demo_cmd(

@@ -82,9 +82,15 @@ class FlagValues:
         return out
 
     def build(self, cls: type, config: Optional[Path], extra: Optional[Mapping[str, Any]] = None,
-              defaults: Optional[Mapping[str, Any]] = None) -> Any:
+              defaults: Optional[Mapping[str, Any]] = None, model: Optional[Path] = None,
+              out_for: Optional[str] = None) -> Any:
         """A ``cls`` config: the flags' defaults and ``defaults``, then the ``config`` file, then the typed
-        flags and ``extra`` (dotted keys; None values are skipped in both)."""
+        flags and ``extra`` (dotted keys; None values are skipped in both). ``model``: the MODEL argument
+        (``prepare.model``); ``out_for``: what ``--out`` names, for a command that needs it when no config
+        file may give it."""
+        if out_for is not None and config is None and self.values.get("out") is None:
+            raise UsageError("Missing option --out.", fix=f"Give {out_for}: --out DIR.")
+        extra = {**(extra or {}), "prepare.model": str(model) if model is not None else None}
         data = self.layer(typed=False)
         for key, value in (defaults or {}).items():
             if value is not None:

@@ -14,9 +14,8 @@ from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
 from edgerobust.cli.flags import to_flags
 from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Device, EvalData, EvalSamples, Eps, Json,
                                     Normalize, NumClasses, Seed, TrustModel)
-from edgerobust.cli.research import Ray, RayAddress, SweepData, _runner
+from edgerobust.cli.research import Ray, RayAddress, SweepData, point_runner
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_PRUNE_DROP
-from edgerobust.errors import UsageError
 from edgerobust.research.optimize.configs import AIMS, DEFAULT_MAX_ROBUST_DROP
 
 _O = typer.Option
@@ -68,15 +67,13 @@ def optimize_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json
                  flags: FlagValues) -> None:
     from edgerobust.research.optimize.configs import OptimizeConfig
 
-    if config is None and flags["out"] is None:
-        raise UsageError("Missing option --out.", fix="Give the search's folder: --out DIR.")
-    cfg = flags.build(OptimizeConfig, config, {"prepare.model": str(model) if model is not None else None})
+    cfg = flags.build(OptimizeConfig, config, model=model, out_for="the search's folder")
     # torch-free so far: a bad value is refused before torch (and optuna) load
     from edgerobust.research.optimize.report import closing_line
     from edgerobust.research.optimize.search import optimize
 
     with ui.status_only_from("edgerobust.research.optimize"):  # not every trial's compress lines; warnings show
-        result = optimize(cfg, _runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
+        result = optimize(cfg, point_runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
     out = Path(result.out)
     if as_json:
         typer.echo(json.dumps(json.loads((out / "pareto.json").read_text()), indent=2))

@@ -13,7 +13,6 @@ from edgerobust.cli.compress import OptionalModel
 from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
 from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, Device, EvalData, EvalSamples, Eps,
                                     Json, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names)
-from edgerobust.errors import UsageError
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 
 _PRECISIONS = "fp32, int8"
@@ -44,7 +43,7 @@ Fresh = Annotated[bool, typer.Option("--fresh", help="Recompute every point inst
                                                      "in --out.")]
 
 
-def _runner(ray: bool, address: Optional[str], device: str):
+def point_runner(ray: bool, address: Optional[str], device: str):
     from edgerobust.research.runners import make_runner
 
     return make_runner("ray" if ray else "local", address if ray else None, device=device)
@@ -109,15 +108,13 @@ def sweep_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json: J
               flags: FlagValues) -> None:
     from edgerobust.research.configs import SweepConfig
 
-    if config is None and flags["out"] is None:
-        raise UsageError("Missing option --out.", fix="Give the sweep's folder: --out DIR.")
-    cfg = flags.build(SweepConfig, config, {"prepare.model": str(model) if model is not None else None})
+    cfg = flags.build(SweepConfig, config, model=model, out_for="the sweep's folder")
     # torch-free so far: a bad value is refused before torch loads
     from edgerobust.research.sweep import findings, sweep
     from edgerobust.research.points import summarize
 
     out = Path(cfg.out)
-    result = sweep(cfg, _runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
+    result = sweep(cfg, point_runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
     ui.info(_ran_on(result))
     if as_json:
         typer.echo((out / "sweep.json").read_text())
@@ -197,7 +194,7 @@ def recipe_run(name: Annotated[str, typer.Argument(help="The recipe (see `edgero
 
     get_recipe(name)
     cfg = flags.build(RecipeConfig, config, defaults={"out": str(Path("research") / name)})
-    result = run_recipe(name, cfg, _runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
+    result = run_recipe(name, cfg, point_runner(flags["ray"], flags["ray_address"], cfg.prepare.device))
     ui.info("; ".join(_ran_on(r) for r in result.runs))
     if as_json:
         typer.echo((result.out / "recipe.json").read_text())
@@ -221,7 +218,7 @@ def study_cmd(
     from edgerobust.research.study import load_study, run_study
 
     study = load_study(file, out, device=device)
-    result = run_study(study, out, _runner(ray, ray_address, device), fresh=fresh, overwrite=overwrite)
+    result = run_study(study, out, point_runner(ray, ray_address, device), fresh=fresh, overwrite=overwrite)
     ui.info("; ".join(_ran_on(r) for r in result.runs))
     if as_json:
         typer.echo((out / "study.json").read_text())

@@ -278,7 +278,7 @@ def make_figures(folder: Path, points: list[Point], focus_eps: str) -> list[Figu
 # the page
 
 
-_CSS = """
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1150px;
 color:#222;line-height:1.45;padding:0 16px}
 h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.2em;margin-top:28px;border-bottom:1px solid #ddd}
@@ -319,7 +319,7 @@ def render_html(title: str, subtitle: str, findings: list[str], figures: list[Fi
                 points: list[Point], notes: list[str] = ()) -> str:
     """One page with everything inline: no file, font, script or style is fetched."""
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<style>{PAGE_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              f'<p class=meta>{html.escape(subtitle)}</p><h2>Findings</h2>']
     parts += [f'<p class=finding>{html.escape(f)}</p>' for f in findings] or ["<p>No finding could be computed.</p>"]
     for note in notes:

@@ -57,7 +57,7 @@ def sweep(config: SweepConfig, runner=None) -> SweepResult:
     task_device = point_device(runner, device)  # refuses a CUDA sweep on a Ray runner that asks for no GPU
     out = Path(config.out)
     prepare_out(out, "sweep", overwrite=config.overwrite, fresh=config.fresh)
-    shared, ev, base = _base_stage(config, out)
+    shared, ev, base = base_stage(config, out)
     base.whitebox = {}
     tasks = _tasks(config, shared, task_device)
     logger.info(f"sweep: {len(config.variants)} variant(s) x {', '.join(config.precisions)} on {runner.name}, torch "
@@ -109,7 +109,7 @@ def _tasks(config: SweepConfig, shared, device: str) -> list:
     return [PointTask(config, v, shared, key_of(config, v, shared), device) for v in config.variants]
 
 
-def _base_stage(config: SweepConfig, out: Path):
+def base_stage(config: SweepConfig, out: Path):
     """prepare once; base.onnx, eval.npz, calib.npz and the transfer sets under ``out``."""
     import numpy as np
 

@@ -63,6 +63,17 @@ def test_device_half_never_imports_torch_or_the_workstation(name):
     assert not bad, f"{name} imports {sorted(bad)}"
 
 
+def test_no_private_name_is_imported_from_another_module():
+    """A name starting with ``_`` is its module's own: another module imports a public one (issue 29)."""
+    bad = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edgerobust"):
+                bad += [f"{name} imports {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, bad
+
+
 def test_no_import_cycles():
     graph = {n: {i for i in _imports(n, p) if i in MODULES and i != n and i != "edgerobust"}
              for n, p in MODULES.items()}

@@ -111,7 +111,7 @@ def test_point_keys_follow_the_options_that_change_results(tmp_path):
     from edgerobust.workstation.configs import TrainConfig
     from edgerobust.workstation.data.normalization import NormSpec
 
-    def shared_of(cfg, **kw):  # what the base stage decides once for ``cfg`` (sweep._base_stage)
+    def shared_of(cfg, **kw):  # what the base stage decides once for ``cfg`` (sweep.base_stage)
         decided = dataclasses.replace(cfg.prepare, **{"data": "digits", "allow_weak_base": True,
                                                       "normalize": NormSpec("custom", (0.3,), (0.3,)), **kw})
         return Shared(root=str(tmp_path), prepare=decided, model_sha256="ab" * 32, data_digest="cd" * 32,

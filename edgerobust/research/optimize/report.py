@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgerobust.edge.files.npzio import write_json
 from edgerobust.edge.render.svg import Chart, esc, nice_ticks
-from edgerobust.research.plots import _CSS, pareto_front
+from edgerobust.research.plots import PAGE_CSS, pareto_front
 from edgerobust.research.points import to_json
 
 PARETO_TYPE = "edgerobust.research.optimize"
@@ -118,7 +118,7 @@ def _page(result, cfg, trials: list[dict]) -> str:
         f"<td>{html.escape(_lat(t))}</td><td>{_pct(t.get('clean'))}</td><td>{_pct(t.get('robust'))}</td>"
         f"<td>{'yes' if t.get('feasible') else 'no'}{' (front)' if t.get('front') else ''}</td>"
         f"<td>{html.escape(t.get('why') or '')}</td></tr>" for t in trials)
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Budget search</title><style>{_CSS}</style>"
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Budget search</title><style>{PAGE_CSS}</style>"
             f"</head><body><h1>Budget search of {html.escape(Path(str(cfg.prepare.model)).name)}</h1>"
             f"<p class=meta>aim {cfg.aim}; budget {result.budget_ms:.3g} ms p50 on {html.escape(cfg.profile)}; latency "
             f"{kind}; mark size: clean accuracy; {len(trials)} trials.</p>"

@@ -153,14 +153,14 @@ def _preflight(cfg: OptimizeConfig):
 def _context(cfg: OptimizeConfig, runner, cal) -> Context:
     """The base stage once per run: base.onnx, eval and attack sets, the base's scores and latency."""
     from edgerobust.research.runners import LocalRunner, point_device
-    from edgerobust.research.sweep import _base_stage
+    from edgerobust.research.sweep import base_stage
     from edgerobust.research.sweep_eval import measure_speedups
     from edgerobust.workstation.resources.torch_device import resolve_device
 
     runner = runner or LocalRunner()
     device = point_device(runner, resolve_device(cfg.prepare.device))
     out = Path(cfg.out)
-    shared, ev, base = _base_stage(S.sweep_config(S.reference_params(cfg), cfg, out), out)
+    shared, ev, base = base_stage(S.sweep_config(S.reference_params(cfg), cfg, out), out)
     if cal is not None:
         lat = base_estimate(cal, out / "base.onnx")
     else:
