@@ -26,13 +26,13 @@ import difflib
 import json
 import math
 import os
-import re
 import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping
 
+from edgerobust.eps import parse_eps
 from edgerobust.errors import UsageError
 
 CONFIG_VERSION = 1  # bump when a key is renamed or its meaning changes; from_dict refuses newer files
@@ -182,7 +182,7 @@ def _leaf(hint: Any, value: Any, name: str, where: str) -> Any:
                 raise UsageError(f"'{name}' in {where} must be a finite number; got {value!r}.")
             return float(value)
         if isinstance(value, str):  # "8/255" as the flags take it
-            return _fraction(value, name, where)
+            return parse_eps(value, name)
         raise UsageError(f"'{name}' in {where} must be a number; got {value!r}.")
     if hint is str:
         if isinstance(value, str):
@@ -192,22 +192,6 @@ def _leaf(hint: Any, value: Any, name: str, where: str) -> Any:
         if isinstance(value, str):
             return Path(value)
         raise UsageError(f"'{name}' in {where} must be a path (text); got {value!r}.")
-    return value
-
-
-_NUMBER = re.compile(r"\s*([0-9.eE+-]+)\s*(?:/\s*([0-9.eE+-]+)\s*)?")
-
-
-def _fraction(text: str, name: str, where: str) -> float:
-    """``"8/255"`` or ``"0.03"`` as a float (an eps written as the flags take it)."""
-    m = _NUMBER.fullmatch(text)
-    try:
-        value = float(m.group(1)) / float(m.group(2)) if m and m.group(2) else float(m.group(1)) if m else None
-    except (ValueError, ZeroDivisionError):
-        value = None
-    if value is None or not math.isfinite(value):
-        raise UsageError(f"Cannot read '{name}' in {where}: {text!r} is not a number.",
-                         fix=f"Write a number or a fraction, e.g. {name} = 0.5 or \"8/255\".")
     return value
 
 

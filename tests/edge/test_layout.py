@@ -14,7 +14,7 @@ from onnx_models import write_profile
 
 PKG = Path(__file__).resolve().parents[2] / "edgerobust"
 TORCH = ("torch", "torchvision", "torch_pruning", "torchattacks", "timm")
-CORE = ("errors", "ui", "defaults", "registries", "__init__")  # __main__ is the CLI's entry
+CORE = ("errors", "eps", "ui", "defaults", "registries", "__init__")  # __main__ is the CLI's entry
 
 
 def _modules() -> dict[str, Path]:

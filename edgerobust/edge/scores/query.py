@@ -27,6 +27,7 @@ import numpy as np
 
 from edgerobust.edge.scores.robust import RobustAccuracy
 from edgerobust.edge.scores.stats import proportion
+from edgerobust.eps import parse_eps
 from edgerobust.errors import DependencyError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -57,25 +58,13 @@ class QueryConfig:
         if not self.eps:
             raise UsageError("The query attack needs at least one `query_eps`.", fix="Give e.g. 8/255.")
         for e in self.eps:
-            v = parse_eps(e)
+            v = parse_eps(e, "query_eps")
             if not 0 < v <= 1:
                 raise UsageError(f"A `query_eps` must lie in (0, 1] pixels; got {e}.")
         for name, lo in (("queries", 1), ("samples", 1), ("seed", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise UsageError(f"`{name}` must be an integer >= {lo}; got {v!r}.")
-
-
-def parse_eps(text: str) -> float:
-    """An eps as typed: a decimal or a fraction (8/255)."""
-    try:
-        num, _, den = str(text).partition("/")
-        v = float(num) / (float(den) if den else 1.0)
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"Cannot read the `query_eps` value '{text}'.", fix="Write e.g. 8/255 or 0.03.") from None
-    if not math.isfinite(v):
-        raise UsageError(f"Cannot read the `query_eps` value '{text}'.", fix="Write e.g. 8/255 or 0.03.")
-    return v
 
 
 @dataclass

@@ -35,8 +35,9 @@ from __future__ import annotations
 from .craft import craft_set, craft_sets
 from .cost import CraftTime, craft_time
 from .registry import ATTACKS, FAMILIES, NORMS, OPTIONS, AttackEntry, AttackFamily
-from .spec import (AttackItem, AttackSpec, eps_slug, make_specs, parse_attack_items, parse_attacks, parse_eps,
-                   parse_eps_grid, split_eps_grid)
+from edgerobust.eps import parse_eps
+from .spec import (AttackItem, AttackSpec, eps_slug, make_specs, parse_attack_items, parse_attacks, parse_eps_grid,
+                   split_eps_grid)
 
 __all__ = [
     "ATTACKS", "FAMILIES", "NORMS", "OPTIONS", "AttackEntry", "AttackFamily", "AttackItem", "AttackSpec", "CraftTime",
