@@ -62,15 +62,16 @@ class DependencyError(EdgeRobustError):
     """An optional dependency needed for this command is not installed."""
 
 
-def require(module: str, extra: str = "compress"):
-    """Import an optional dependency or raise a DependencyError naming the pip extra."""
+def require(module: str, extra: str = "compress", package: str | None = None):
+    """Import an optional dependency or raise a DependencyError naming the pip extra (``package``: the
+    name pip installs it by, where it differs from ``module``)."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised in torch-free venvs
         raise DependencyError(
-            f"This command needs the Python package '{module}', which is not installed.",
+            f"This command needs the Python package '{package or module}', which is not installed.",
             why=str(exc),
             fix=f"pip install 'edgerobust[{extra}]'",
         ) from exc

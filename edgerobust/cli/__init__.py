@@ -165,8 +165,9 @@ def _register() -> None:
     from edgerobust.cli import research as cli_research
     from edgerobust.cli import calibrate as cli_calibrate
     from edgerobust.cli import optimize as cli_optimize
+    from edgerobust.cli import corrupt as cli_corrupt
 
-    for mod in (cli_compress, cli_audit, cli_attack, cli_research, cli_calibrate, cli_optimize):
+    for mod in (cli_compress, cli_audit, cli_attack, cli_corrupt, cli_research, cli_calibrate, cli_optimize):
         mod.register(app)
     _reflow(app)
 

@@ -13,8 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgerobust import ui
-from edgerobust.cli.options import (AllowWeakBase, Arch, Device, Attacks, AttackSteps, Criterion, Eps, EvalData, EvalSamples, Json,
-                                    Normalize, NumClasses, Overwrite, Seed, TrustModel, floats)
+from edgerobust.cli.options import (AllowWeakBase, Arch, CorruptionSeverities, Corruptions, Device, Attacks, AttackSteps,
+                                    Criterion, Eps, EvalData, EvalSamples, Json, Normalize, NumClasses, Overwrite, Seed,
+                                    TrustModel, floats)
 from edgerobust.workstation.data.sources import SOURCES
 from edgerobust.defaults import (DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP,
                                  DEFAULT_MAX_PRUNE_DROP, DEFAULT_MIN_INT8_AGREEMENT)
@@ -177,7 +178,10 @@ COMPRESS_FLAGS = (
     F("min_int8_agreement", MinInt8Agreement, DEFAULT_MIN_INT8_AGREEMENT, "min_int8_agreement"),
     F("parity_atol", ParityAtol, 1e-3, "parity_atol"), F("attacks", Attacks, DEFAULT_ATTACKS, "attacks.names"),
     F("eps", Eps, DEFAULT_EPS, "attacks.eps"), F("attack_steps", AttackSteps, None, "attacks.steps"),
-    F("whitebox", Whitebox, False, "whitebox"), F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
+    F("whitebox", Whitebox, False, "whitebox"),
+    F("corruptions", Corruptions, "default", "corruptions"),
+    F("corruption_severities", CorruptionSeverities, "1,3,5", "corruption_severities"),
+    F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
     F("seed", Seed, 0, "prepare.seed"), F("device", Device, "auto", "prepare.device"),
     F("out", BundleOut, None, "out", str), F("name", BundleName, None, "name"),
     F("overwrite", Overwrite, False, "overwrite"),
@@ -189,7 +193,7 @@ def compress_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json
                  flags: FlagValues) -> None:
     """Prune, fine-tune, export and int8-quantize a PyTorch model into a deployable bundle.
 
-    The bundle (base.onnx, model.onnx, eval.npz, adv/, manifest.json) is what
+    The bundle (base.onnx, model.onnx, eval.npz, adv/, corruptions/, manifest.json) is what
     `edgerobust audit` checks on the device. Every flag is a key of a config file given with
     --config (TOML or JSON); a bundle's manifest.json replays the bundle's own config.
     """
@@ -208,11 +212,25 @@ def compress_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json
         ui.out.print(f"[yellow]note:[/yellow] pruning realized {pr.macs_reduction:.2f}x fewer MACs where sparsity "
                      f"{pr.requested_sparsity:g} asks about {pr.asked_macs_reduction:.2f}x (the warnings above say "
                      "which layers and why).", highlight=False)
+    for line in corruption_lines(result.corruption):
+        ui.out.print(line, highlight=False)
     others = [w for w in result.warnings if w not in pr.warnings]
     for w in others:
         ui.out.print(f"[yellow]note:[/yellow] {escape(to_flags(w))}", highlight=False)
     ui.out.print(f"torch ran on {result.device}. Bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
                  f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
+
+
+def corruption_lines(c: dict | None) -> list[str]:
+    """What compress (or `edgerobust corrupt`) made of the corruptions: the sets, the time, what was left out."""
+    if not c:
+        return []
+    out = [f"corruption sets: {len(c['files'])} ({len(c['names'])} corruptions at severities "
+           f"{','.join(map(str, c['severities']))}) in {c['seconds']:.1f} s → corruptions/"]
+    for s in c["skipped"]:
+        at = f" at severity {s['severity']}" if s.get("severity") else ""
+        out.append(f"[yellow]note:[/yellow] corruption {s['corruption']}{at} left out: {escape(s['reason'])}")
+    return out
 
 
 def compress_config(flags: FlagValues, config: Optional[Path], model: Optional[Path]):

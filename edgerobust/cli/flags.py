@@ -34,6 +34,9 @@ FIELD_FLAGS: dict[str, str] = {
     # attack sets
     "attacks": "--attacks", "eps": "--eps", "attack_steps": "--attack-steps", "steps": "--attack-steps",
     "whitebox": "--whitebox", "alpha": "--alpha", "random_start": "--random-start",
+    # common-corruption sets
+    "halving": "--halving",
+    "corruptions": "--corruptions", "corruption_severities": "--corruption-severities",
     # where things go
     "target": "--profile", "profile": "--profile", "latency_profile": "--profile", "out": "--out",
     "name": "--name", "overwrite": "--overwrite", "fresh": "--fresh", "retrain": "--retrain",

@@ -40,6 +40,9 @@ Estimate = Annotated[Optional[Path], _O("--estimate", show_default=False,
                                         help="A device's calibration file (edgerobust calibrate): latency is predicted "
                                              "there, labelled estimated with its band, and the budget is checked "
                                              "against the band's upper edge.")]
+Halving = Annotated[bool, _O("--halving/--no-halving",
+                             help="Aim robust: score each point on a quarter of the rows first and stop it there when "
+                                  "Optuna's WilcoxonPruner finds it worse than the best point on those rows (p < 0.05).")]
 FtEpochs = Annotated[int, _O("--max-finetune-epochs", help="The largest fine-tuning epochs a trial may draw.")]
 
 F = Flag
@@ -50,7 +53,7 @@ OPTIMIZE_FLAGS = (
     F("aim", Aim, "robust", "aim"), F("max_clean_drop", MaxCleanDrop, DEFAULT_MAX_PRUNE_DROP, "max_clean_drop"),
     F("max_robust_drop", MaxRobustDrop, DEFAULT_MAX_ROBUST_DROP, "max_robust_drop"),
     F("trials", Trials, 20, "trials"), F("estimate", Estimate, None, "estimate", str),
-    F("max_finetune_epochs", FtEpochs, 1, "space.epochs_max"),
+    F("max_finetune_epochs", FtEpochs, 3, "space.epochs_max"), F("halving", Halving, True, "halving"),
     F("attacks", Attacks, DEFAULT_ATTACKS, "attacks.names"), F("eps", Eps, DEFAULT_EPS, "attacks.eps"),
     F("attack_steps", AttackSteps, None, "attacks.steps"),
     F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),

@@ -15,6 +15,7 @@ from edgerobust.cli.flags import to_flags
 from edgerobust.errors import UsageError
 from edgerobust.workstation.data.normalization import choices_help
 from edgerobust.registries import CRITERIA
+from edgerobust.workstation.corrupt.registry import help_text as corruption_help
 
 ModelArg = Annotated[Path, typer.Argument(help="The PyTorch model file: an edgerobust checkpoint, a state_dict "
                                                "(with --arch), or a pickled nn.Module (with --trust-model).",
@@ -89,3 +90,10 @@ def names(text: str) -> tuple[str, ...]:
     if any(not t for t in tokens):
         raise UsageError(f"The list '{text}' has an empty entry.", fix="Separate names with single commas.")
     return tuple(tokens)
+
+Corruptions = Annotated[str, typer.Option(
+    "--corruptions", help="Common corruptions and camera noise (ImageNet-C, Hendrycks & Dietterich 2019) made from the "
+                          "evaluation rows into the bundle's corruptions/ folder, replayed by the audit on every model: "
+                          f"{to_flags(corruption_help())}.")]
+CorruptionSeverities = Annotated[str, typer.Option(
+    "--corruption-severities", help="Severities of every --corruptions entry, 1 (mildest) to 5, comma-separated.")]

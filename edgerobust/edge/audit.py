@@ -8,8 +8,8 @@ class and top-1 margin are kept, and returned as ``AuditReport.predictions``) an
 (accuracy with Wilson CIs, attack/transfer success, flip rate, exact McNemar; what each Δ
 compares: :mod:`edgerobust.edge.scores.scoring`). ``AuditReport.provenance`` records what was audited, by
 sha256. It also checks that this host is the profile's device
-(:mod:`edgerobust.edge.runtime.hostcheck`) and says so when it is not. Rendering and writing the report are in
-:mod:`edgerobust.edge.render.report`. Torch-free.
+(:mod:`edgerobust.edge.runtime.hostcheck`) and says so when it is not. Common-corruption sets are replayed too
+(:mod:`edgerobust.edge.scores.corruption`). Rendering and writing: :mod:`edgerobust.edge.render.report`. Torch-free.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edgerobust import __version__
 from edgerobust.edge.scores.advcheck import check_adv_sets
+from edgerobust.edge.scores.corruption import check_corruption_sets, replay_corruptions
 from edgerobust.edge.files.bundle import MANIFEST, AdvSet, Bundle, EvalSet
 from edgerobust.edge.files.npzio import sha256_file
 from edgerobust.edge.estimate.predict import EstimateConfig, estimate
@@ -146,6 +147,7 @@ class AuditReport:
     query: tuple = ()
     query_status: str = "off"  # what came of AuditConfig.query: ran, off, not installed (query.QUERY_STATUS)
     estimate: object = None  # an estimate.predict.Estimate: predicted on a calibrated device, never measured
+    corruption: object = None  # a scores.corruption.CorruptionReport, None without corruption sets
 
     @property
     def fallback(self) -> bool:
@@ -160,8 +162,6 @@ class AuditReport:
     def budgets_passed(self) -> bool:
         return all(b.passed is not False for b in self.budgets)
 
-
-# =============================================================================================
 
 
 def resolve_profile(profile: str | os.PathLike | DeviceProfile | None) -> tuple[DeviceProfile, str | None]:
@@ -232,8 +232,6 @@ def _relative(path: Path, root: Path) -> str | None:
     except ValueError:
         return None
 
-
-# =============================================================================================
 
 
 def check_budgets(profile: DeviceProfile, m: MeasureReport, role: str = "deployed",
@@ -359,6 +357,7 @@ def audit(config: AuditConfig) -> AuditReport:
     warnings += [w for w in (held_out_warning(ev.meta), int8_agreement_warning(inputs.bundle)) if w]
     # Every set's contents too (finite, in range, within eps of its clean rows), verified or not.
     check_adv_sets(inputs.adv_sets, ev, (inputs.spec or {}).get("value_range"))
+    check_corruption_sets(inputs.bundle.corruption_paths if inputs.bundle else [], inputs.eval_set, ev)
     if not inputs.adv_sets:
         warnings.append(no_adv_sets_warning(inputs.bundle))
 
@@ -384,6 +383,8 @@ def audit(config: AuditConfig) -> AuditReport:
     robust, checks, query, query_status = assess(results, predictions, deployed_variant, sessions, ev,
                                                  config.query, config.batch_size, config.show_progress)
     warnings += [f"sanity check failed ({c.name}): {c.detail}" for c in checks if c.passed is False]
+    corruption = replay_corruptions(sessions, inputs.bundle, inputs.eval_set, ev, predictions, config.batch_size,
+                                    config.show_progress)
     return AuditReport(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         edgerobust_version=__version__, model=str(config.model), baseline=str(inputs.baseline),
@@ -394,6 +395,6 @@ def audit(config: AuditConfig) -> AuditReport:
         budgets=check_budgets(profile, measurement, evidence=host.matches), warnings=tuple(warnings),
         host_check=host, provenance=prov, predictions=predictions, deployed_variant=deployed_variant,
         robust=robust, sanity=checks, query=tuple(q.to_dict() for q in query), query_status=query_status,
-        estimate=predicted, variants={**({"deployed": deployed_variant} if deployed_variant else {}),
+        estimate=predicted, corruption=corruption, variants={**({"deployed": deployed_variant} if deployed_variant else {}),
                                       **{r: r for r in models if r not in ("base", "deployed")}})
 

@@ -37,6 +37,7 @@ class CompressResult:
     device: str = "cpu"  # where torch ran
     warnings: list[str] = field(default_factory=list)
     target: dict | None = None  # the TargetPlan: runtime, round_to, stem, int8 target, and why each
+    corruption: dict | None = None  # the manifest's corruption_sets (and `files`), None without corruptions
 
     def to_dict(self) -> dict:
         return {"bundle": str(self.bundle), "rows": [asdict(r) for r in self.rows],
@@ -46,7 +47,7 @@ class CompressResult:
                 "metrics": self.metrics, "adv_sets": self.adv_sets, "seconds": self.seconds,
                 "sensitivity": self.sensitivity,
                 "normalization": self.normalization, "warnings": self.warnings, "device": self.device,
-                "target": self.target}
+                "target": self.target, "corruption": self.corruption}
 
 
 def compress(cfg: CompressConfig) -> CompressResult:
@@ -60,6 +61,10 @@ def compress(cfg: CompressConfig) -> CompressResult:
     t_start = time.perf_counter()
     plan = resolve_target(cfg.target, round_to=cfg.prune.round_to, stem=cfg.quant.stem,
                           int8_target=cfg.quant.int8_target)
+    if cfg.corruptions:  # scipy and Pillow checked now, not after the training
+        from edgerobust.workstation.corrupt.deps import require_corruption_deps
+
+        require_corruption_deps()
     if cfg.quant.stem is not None and not cfg.int8:
         logger.warning("`int8_stem` has no effect without `int8` (there is no int8 model to rewrite).")
     from edgerobust.workstation.pipeline.build import build_bundle  # torch from here on
@@ -70,4 +75,5 @@ def compress(cfg: CompressConfig) -> CompressResult:
                           parity=run.parities, metrics=run.metrics, adv_sets=run.adv_names,
                           seconds=time.perf_counter() - t_start, sensitivity=run.pruned.sensitivity,
                           normalization=prep.norm.to_dict(), warnings=run.warnings,
-                          device=run.device, target=plan.to_dict())
+                          device=run.device, target=plan.to_dict(),
+                          corruption={**run.corruption.record(), "files": run.corruption.files} if run.corruption else None)

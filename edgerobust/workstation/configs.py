@@ -26,6 +26,7 @@ from edgerobust.errors import UsageError
 from edgerobust.registries import (CALIBRATIONS, CRITERIA, FINETUNE_MODES, INT8_MODES, INT8_STEMS, INT8_TARGETS,
                                    KEEP_FP32, OPTIMIZERS, RATIOS)
 from edgerobust.workstation.attacks.spec import attacks_from_config
+from edgerobust.workstation.corrupt.registry import load_corruptions, load_severities, parse_corruptions, parse_severities
 from edgerobust.workstation.data.normalization import NormSpec, parse_normalize
 
 # The `device` text; whether CUDA is there is asked when torch is imported (workstation.devices)
@@ -233,11 +234,15 @@ class CompressConfig:
     """Everything `compress` needs, its stages' configs embedded; validated when built.
 
     ``target``: the device profile (a name or a TOML path) the bundle is for; its first
-    execution provider decides which variant is model.onnx, and its ``[compress]`` table the
+    execution provider decides which variant is model.onnx (``deploy``, a made variant's precision,
+    overrides it: `optimize` deploys the precision it scored), and its ``[compress]`` table the
     channel rounding and int8 stem left None (resolve_target). ``max_prune_drop`` /
     ``max_int8_drop``: the quality gates in accuracy points, ``min_int8_agreement`` the share of
     samples on which int8 must give fp32's top-1 answer (None disables a gate, as sweeps do). ``attacks``: AttackSpecs crafted on the base into adv/; ``whitebox`` also crafts them on
-    the pruned model. ``out``: the bundle folder (default ``export/<name>``).
+    the pruned model. ``corruptions``: common corruptions (names, families, ``default``, ``all``;
+    edgerobust.workstation.corrupt.registry) written at ``corruption_severities`` into corruptions/ over
+    the eval rows; none by default here, so sweeps and searches that compress many points do not pay for
+    them (the CLI's default is the standard subset). ``out``: the bundle folder (default ``export/<name>``).
     """
 
     prepare: PrepareConfig
@@ -247,17 +252,22 @@ class CompressConfig:
     int8: bool = False
     fp16: bool = False
     target: str | None = None
+    deploy: str | None = None
     max_prune_drop: float | None = DEFAULT_MAX_PRUNE_DROP
     max_int8_drop: float | None = DEFAULT_MAX_INT8_DROP
     min_int8_agreement: float | None = DEFAULT_MIN_INT8_AGREEMENT
     parity_atol: float = 1e-3
     attacks: tuple = field(default=(), metadata={"load": attacks_from_config})
     whitebox: bool = False
+    corruptions: tuple = field(default=(), metadata={"load": load_corruptions})
+    corruption_severities: tuple = field(default=(1, 3, 5), metadata={"load": load_severities})
     out: str | Path | None = None
     name: str | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "corruptions", parse_corruptions(self.corruptions))
+        object.__setattr__(self, "corruption_severities", parse_severities(self.corruption_severities))
         if isinstance(self.prepare, (str, Path)):  # CompressConfig("model.pt"): the model alone
             object.__setattr__(self, "prepare", PrepareConfig(self.prepare))
         if self.prepare.model is None:
@@ -269,6 +279,9 @@ class CompressConfig:
             _finite("min_int8_agreement", self.min_int8_agreement, 0, 1)
         _finite("parity_atol", self.parity_atol, 0, lo_open=True)
         object.__setattr__(self, "attacks", tuple(self.attacks))
+        if self.deploy is not None and self.deploy not in ("fp32",) + tuple(p for p in ("int8", "fp16") if getattr(self, p)):
+            raise UsageError(f"`deploy` {self.deploy!r} is not a variant this compress makes.",
+                             fix="Use fp32, or int8 / fp16 with `int8` / `fp16` on.")
         if self.whitebox and not self.attacks:
             raise UsageError("`whitebox` needs attacks to craft.", fix="Give `attacks`, e.g. pgd at `eps` 8/255.")
         if self.whitebox and self.int8 and self.quant.mode != "static":

@@ -43,10 +43,11 @@ def run_demo(out: Path = Path("export/demo"), model: str = "digits-resnet", retr
         train_zoo(model, ckpt, seed=seed, device=device)
     else:
         logger.info(f"1/3 reusing {ckpt} (`retrain` to train it again)")
-    logger.info("2/3 compressing: sparsity 0.5, int8, FGSM + PGD sets crafted on the base model")
+    logger.info("2/3 compressing: sparsity 0.5, int8, FGSM + PGD sets crafted on the base model, common corruptions")
     cres = compress(CompressConfig(
         PrepareConfig(ckpt, seed=seed, device=device), prune=PruneConfig(sparsity=0.5), finetune=TrainConfig(epochs=3),
-        int8=True, attacks=tuple(make_specs(DEFAULT_ATTACKS, eps, seed=seed)), out=out, name="demo", overwrite=True))
+        int8=True, attacks=tuple(make_specs(DEFAULT_ATTACKS, eps, seed=seed)), corruptions="default", out=out,
+        name="demo", overwrite=True))
     logger.info("3/3 auditing the deployed model on this host")
     report = audit(AuditConfig(model=cres.bundle / "model.onnx", profile=profile, query=QUICK))
     folder = write_report(report)

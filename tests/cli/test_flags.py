@@ -19,6 +19,7 @@ NOT_YET: set[str] = set()  # every library file is clean
 # Backticked names in library messages that are no config field with a flag.
 NOT_FIELDS = {
     "format",  # QuantConfig.format: a library-only setting
+    "deploy",  # CompressConfig.deploy: set by optimize for its chosen bundle (or a --config file)
     "space", "sparsity_min", "sparsity_max", "epochs_min",  # OptimizeConfig.space: set in a --config file
 }
 

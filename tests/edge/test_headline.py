@@ -16,6 +16,7 @@ from edgerobust.edge.files.npzio import sha256_file
 from edgerobust.edge.render.headline import headline, worst_per_threat
 from edgerobust.edge.runtime.hostcheck import HostCheck
 from edgerobust.edge.render.report import render, to_markdown
+from edgerobust.edge.scores.robust import COMBINED
 from edgerobust.edge.scores.scoring import ModelScores, SetResult
 from edgerobust.edge.scores.stats import mcnemar_exact, proportion
 from onnx_models import fgsm, mlp_weights, ort_predictions, perturbed, write_profile
@@ -107,8 +108,8 @@ def test_headline_states_robust_accuracy_per_threat_and_eps_with_its_grade(bundl
 
     text = headline(report)
     threats = {r.threat for r in report.robust}
-    assert threats == {"transfer", "white-box"}
-    for threat in threats:
+    assert threats == {"transfer", "white-box", COMBINED}  # both kinds of set at eps 0.02 and 0.08
+    for threat in ("transfer", "white-box"):
         rows = [r for r in report.robust if r.threat == threat]
         for r in rows if len(rows) <= 3 else rows[-1:]:
             base = p(r.models["base"].value) if "base" in r.models else "–"
@@ -122,6 +123,39 @@ def test_headline_states_robust_accuracy_per_threat_and_eps_with_its_grade(bundl
         if r.threat == "transfer" and same:
             assert r.models["deployed"].value <= min(s.deployed.accuracy.value for s in same) + 1e-9
     assert "this host" not in text
+
+
+def test_every_attack_is_the_worst_case_over_transfer_and_white_box_sets_by_hand(bundle, report):
+    """Per model, every set of the eps replayed on it (crafted on the base and on the compressed model); a Δ only
+    where both faced the same attack crafted on themselves (FGSM at 0.08), none where not (0.02: other settings)."""
+    by = {r.eps_text: r for r in report.robust if r.threat == COMBINED}
+    assert set(by) == {"0.02", "0.08"}  # 0.05 has white-box sets only: its white-box row is already the worst case
+    ev = EvalSet.load(bundle / "eval.npz")
+    a_tr, a_wb = AdvSet.load(bundle / "adv/fgsm_0.08.npz"), AdvSet.load(bundle / "adv/whitebox-fp32/fgsm_0.08.npz")
+    rows = np.intersect1d(a_tr.idx, a_wb.idx)
+    r = by["0.08"]
+    assert r.n == len(rows) == 90 and list(r.rows) == list(rows)
+    for role, file in (("base", "base.onnx"), ("deployed", "model.onnx")):
+        hand = ((ort_predictions(bundle / file, ev.x[rows]) == ev.y[rows])
+                & correct(bundle, file, a_tr)[np.searchsorted(a_tr.idx, rows)]
+                & correct(bundle, file, a_wb)[np.searchsorted(a_wb.idx, rows)])
+        assert r.models[role].k == int(hand.sum()), role
+    assert r.like and r.delta == pytest.approx((r.models["deployed"].k - r.models["base"].k) / 90)
+    assert (r.strongest["base"], r.strongest["deployed"], r.grade) == ("white-box", "white-box", "upper-bound")
+    assert r.compares == "each model against every set (each attack also crafted on itself)"
+    low = by["0.02"]
+    assert not low.like and low.delta is None and low.models["deployed"].value is not None
+    assert "crafted on itself, the base faced FGSM, the deployed model FGSM (3)" in low.note
+    text = " ".join(headline(report).split())
+    d, b = (f"{100 * low.models[k].value:.1f}%" for k in ("deployed", "base"))
+    lead = (f"Robust accuracy against every attack (per-sample worst case over the FGSM transfer sets (crafted on the "
+            f"base) and the FGSM white-box sets (crafted on the compressed model), on the 90 evaluation samples all "
+            f"ran on; upper bound; the strongest attack faced: deployed a gradient attack crafted on itself; base a "
+            f"gradient attack crafted on itself): eps 0.02 deployed {d} vs base {b} (no like-for-like Δ); eps 0.08 "
+            f"deployed {100 * r.models['deployed'].value:.1f}% vs base {100 * r.models['base'].value:.1f}% "
+            f"({100 * r.delta:+.1f} pp: each model against every set (each attack also crafted on itself)).")
+    assert lead.replace("+-", "−") in text or lead.replace("(-", "(−") in text, text
+    assert text.index("Robust accuracy against every attack") < text.index("Per threat model")
 
 
 def _set(name: str, base_k: int, dep_k: int, n: int = 100) -> SetResult:

@@ -72,11 +72,16 @@ def test_headline_leads_with_the_worst_case_over_transfer_sets_and_query_attack(
         assert both.models[role].k == int(hand.sum()), role
         assert both.models[role].value <= min(adv_ok.mean(), query.correct[role][rows].mean())
     assert both.components == ("fgsm", "square (8 iterations)") and both.grade == "upper-bound"
+    # the base faced FGSM crafted on itself, the deployed model only sets transferred to it: no Δ between them
+    assert not both.like and both.delta is None and "the deployed model no set" in both.note
+    assert both.strongest == {"base": "white-box", "deployed": "query"}
     text = headline(rep)
-    lead = (f"Robust accuracy against every attack (per-sample worst case over the FGSM transfer sets and the query "
-            f"attack square (8 iterations) on each runtime, on the {both.n} evaluation samples both ran on; upper "
-            f"bound): eps 0.08 deployed {_pct(both.models['deployed'].value)} vs base "
-            f"{_pct(both.models['base'].value)} ({_pp(both.delta)}).")
+    lead = (f"Robust accuracy against every attack (per-sample worst case over the FGSM transfer sets (crafted on the "
+            f"base) and the query attack square (8 iterations) on each runtime, on the {both.n} evaluation samples all "
+            f"ran on; upper bound; the strongest attack faced: deployed a query attack on its own runtime; base a "
+            f"gradient attack crafted on itself): eps 0.08 deployed {_pct(both.models['deployed'].value)} vs base "
+            f"{_pct(both.models['base'].value)} (no like-for-like Δ). No like-for-like Δ: crafted on itself, the base "
+            f"faced FGSM, the deployed model no set")
     assert lead in text
     assert text.index(lead) < text.index("Per threat model (per-sample worst case")  # the headline's figure first
     assert "known to flatter" not in text

@@ -208,3 +208,72 @@ def test_query_attack_flags_gradient_masking_where_pgd_sees_nothing(rounding_set
     assert "SANITY CHECKS FAILED (gradient masking" in headline(rep)
     q = rep.query[0]
     assert q["n"] == 60 and q["queries_used"]["base"] > 60 and q["seconds"]["base"] > 0
+
+
+def _issue_34(whitebox: bool):
+    """Issue 34's audit in miniature (60 rows, eps 0.05): AutoAttack sets crafted on the base leave it 14 rows
+    (23.3%), the deployed model 40 transferred; a short query attack leaves the base 49 (81.7%), the deployed
+    model 35; ``whitebox``: the same AutoAttack components crafted on the deployed int8 model leave it 20."""
+    from edgerobust.edge.scores.query import QueryResult
+
+    n = 60
+    some = lambda k: np.arange(n) < k  # noqa: E731
+    groups = {f"{k}_0.05": ("transfer", k, 0.05, v, some(14), some(40)) for k, (_, v) in AUTOATTACK_STANDARD.items()}
+    if whitebox:
+        groups.update({f"whitebox-int8/{k}_0.05": ("whitebox-int8", k, 0.05, v, some(50), some(20))
+                       for k, (_, v) in AUTOATTACK_STANDARD.items()})
+    sets, preds = _report(n, np.zeros(n, int), groups)
+    q = QueryResult("square", 0.05, "0.05", 300, np.arange(n))
+    q.clean_correct = {"base": some(n), "deployed": some(n)}
+    q.adv_correct = {"base": some(49), "deployed": some(35)}
+    return robust_accuracies(sets, preds, deployed_variant="int8", query=[q])
+
+
+def test_every_attack_withholds_a_delta_between_unlike_attacks():
+    from edgerobust.edge.render.headline import robust_sentences
+    from edgerobust.edge.scores.robust import COMBINED
+
+    robust = _issue_34(whitebox=False)
+    by = {r.threat: r for r in robust}
+    assert set(by) == {"transfer", "query", COMBINED}
+    every = by[COMBINED]
+    # per sample: the base falls to AutoAttack on 46 rows, the deployed model to the query attack on 25
+    assert (every.models["base"].k, every.models["deployed"].k, every.n) == (14, 35, 60)
+    assert every.strongest == {"base": "autoattack", "deployed": "query"}
+    assert every.grades == {"base": "autoattack", "deployed": "upper-bound"} and every.grade == "upper-bound"
+    assert not every.like and every.delta is None and every.to_dict()["delta"] is None
+    assert "the base faced APGD (100)/APGD-T (100)/FAB-T (100)/SQUARE (5000), the deployed model no set" in every.note
+    assert by["query"].delta == pytest.approx(-14 / 60) and by["transfer"].delta == pytest.approx(26 / 60)
+    text = " ".join(robust_sentences(robust))
+    assert text.startswith(
+        "Robust accuracy against every attack (per-sample worst case over the APGD/APGD-T/FAB-T/SQUARE transfer sets "
+        "(crafted on the base) and the query attack square (300 iterations) on each runtime, on the 60 evaluation "
+        "samples all ran on; upper bound; the strongest attack faced: deployed a query attack on its own runtime; "
+        "base AutoAttack crafted on itself): eps 0.05 deployed 58.3% vs base 23.3% (no like-for-like Δ). No "
+        "like-for-like Δ: crafted on itself, the base faced")
+    assert ("At eps 0.05 the transfer sets (the same sets, crafted on the base, on each model) say +43.3 pp; the same "
+            "query attack (300 iterations) on each runtime, −23.3 pp (McNemar p") in text
+    assert "the query attack is the weaker one on the base (81.7% standing, 23.3% under the sets crafted on it)" in text
+    assert "trust the query figure" not in text
+    assert "transfer (upper bound from APGD/APGD-T/FAB-T/SQUARE, transferred; AutoAttack-grade for the base; Δ: the " \
+           "same sets, crafted on the base, on each model): eps 0.05 deployed 66.7% vs base 23.3% (+43.3 pp)" in text
+    assert "query (square (300 iterations); Δ: the same query attack (300 iterations) on each runtime)" in text
+
+
+def test_every_attack_gives_a_delta_like_for_like_with_white_box_sets():
+    from edgerobust.edge.render.headline import worst_sentence
+    from edgerobust.edge.scores.robust import COMBINED
+
+    robust = _issue_34(whitebox=True)
+    every = next(r for r in robust if r.threat == COMBINED)
+    # the base: AutoAttack on itself (14), the deployed model: AutoAttack on itself (20); the query and the
+    # sets crafted on the other model break nothing more
+    assert (every.models["base"].k, every.models["deployed"].k) == (14, 20)
+    assert every.like and every.delta == pytest.approx(6 / 60)
+    assert every.grade == "autoattack" and every.strongest == {"base": "autoattack", "deployed": "autoattack"}
+    text = worst_sentence(robust)
+    assert "upper bound" not in text and text.endswith(
+        "AutoAttack-grade; the strongest attack faced: deployed "
+        "AutoAttack crafted on itself; base AutoAttack crafted on itself): eps 0.05 deployed 33.3% vs base 23.3% "
+        "(+10.0 pp: each model against every set (each attack also crafted on itself) and the query attack square "
+        "(300 iterations) on its own runtime).")

@@ -93,12 +93,19 @@ def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoin
     first = optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=1000.0))
     assert first.ran == 2 and _stored_trials(out) == 2
     data = json.loads((out / "pareto.json").read_text())["_data"]
-    ref = [t for t in data["trials"] if t["reference"]]
-    assert len(ref) == 1 and ref[0]["params"]["sparsity"] == 0.5 and ref[0]["params"]["precision"] == "int8"
-    for t in data["trials"]:
+    ref = data["reference"]  # compress's own s=0.5 int8, built beside the study, not a trial
+    assert ref["reference"] and ref["config"].startswith("s=0.5 int8") and ref["robust_n"] == ref["robust"]["n"]
+    assert all(not t.get("reference") for t in data["trials"])
+    for t in [ref] + data["trials"]:
         assert t["latency"]["kind"] == "measured"
         assert 0 <= t["robust"]["ci_low"] <= t["robust"]["value"] <= t["robust"]["ci_high"] <= 1
         assert t["robust"]["value"] <= t["clean"]["value"]  # worst case over the sets: never above clean
+    # pruned and fine-tuned once per (sparsity, ratios, round_to, fine-tuning); precisions derived from it
+    prune_keys = {tuple(t["params"][k] for k in ("sparsity", "ratios", "round_to", "mode", "epochs"))
+                  for t in data["trials"]}
+    assert len(list((out / "points").iterdir())) == len(prune_keys)
+    for t in data["trials"]:
+        assert t["model"].startswith("derived/" if t["params"]["precision"] != "fp32" else "points/")
     assert data["chosen"] is not None and data["chosen"]["feasible"]
     page = (out / "report.html").read_text()
     assert "<svg" in page and "budget 1e+03 ms" in page and "reference" in page
@@ -108,12 +115,14 @@ def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoin
     assert rep.measurement.model("deployed").latency_at(1).p50_ms <= 1000.0
     assert rep.sets  # the attack sets travelled with it
     assert not (out / ".best-candidate").exists()
-    # resume: one trial more, the first two neither run again nor rebuilt
+    # resume: one trial more, the first two neither run again nor rebuilt, the reference reused
     before = _points(out)
+    ref_time = (out / "reference" / "reference.json").stat().st_mtime_ns
     second = optimize(_cfg(zoo_checkpoint.path, out, trials=3, max_latency_ms=1000.0))
     assert second.ran == 1 and _stored_trials(out) == 3
     after = _points(out)
     assert all(after[name] == t for name, t in before.items())
+    assert (out / "reference" / "reference.json").stat().st_mtime_ns == ref_time
 
 
 @pytest.mark.slow
@@ -124,7 +133,7 @@ def test_impossible_budget_names_the_fastest_point(zoo_checkpoint, tmp_path):
     with pytest.raises(QualityGateError) as err:
         optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=0.0001))
     text = str(err.value)
-    assert "No point met the budget of 0.0001 ms p50. The fastest found, s=0.5 uniform" in text
+    assert "No point met the budget of 0.0001 ms p50. The fastest found, " in text
     assert "ms (measured)" in text and "(bound from the measured base, not built)" in (out / "report.html").read_text()
     assert not (out / "best").exists() and not (out / ".best-candidate").exists()
     data = json.loads((out / "pareto.json").read_text())["_data"]
@@ -212,23 +221,62 @@ def test_a_rerun_with_changed_settings_is_refused_naming_them(tmp_path):
     assert "`trials`" not in text
 
 
-def test_a_reference_lost_to_a_kill_is_enqueued_again(tmp_path):
+def test_a_trial_left_running_by_a_kill_is_marked_failed(tmp_path):
     import optuna
 
-    from edgerobust.research.optimize import space as S
-    from edgerobust.research.optimize.search import _study, _waiting_reference
+    from edgerobust.research.optimize.search import _study
 
     out = tmp_path / "o"
     out.mkdir()
     cfg = _study_cfg(tmp_path)
-    study = _study(optuna, cfg, out)
-    t = study.ask()  # the reference, left running as a killed run leaves it
-    assert t.user_attrs.get("reference") and t.params == {k: v for k, v in S.reference_params(cfg).items()
-                                                         if k in t.params}
+    _study(optuna, cfg, out).ask()  # left running, as a killed run leaves it
     again = _study(optuna, cfg, out)
-    states = [(x.state.name, bool(x.user_attrs.get("reference"))) for x in again.trials]
-    assert states == [("FAIL", True), ("WAITING", True)] and _waiting_reference(again)
-    assert [x.state.name for x in _study(optuna, cfg, out).trials] == ["FAIL", "WAITING"]  # enqueued once
+    assert [x.state.name for x in again.trials] == ["FAIL"]
+
+
+def test_the_searched_precisions_follow_the_profiles_runtime(tmp_path):
+    from edgerobust.research.optimize import space as S
+
+    cfg = _study_cfg(tmp_path)
+    assert S.precisions(cfg, "cpu") == ("int8", "fp32")
+    assert S.precisions(cfg, "tensorrt") == ("int8", "fp16", "fp32")
+    assert S.precisions(cfg, "cuda") == ("fp16", "fp32")  # int8 QDQ falls back to the CPU there
+    assert S.precisions(_study_cfg(tmp_path, space={"precisions": ("fp16",)}), "cpu") == ("fp16",)
+    with pytest.raises(UsageError, match="precisions"):
+        _study_cfg(tmp_path, space={"precisions": ("int4",)})
+
+
+def test_halving_stops_a_point_worse_than_the_best_on_the_same_rows(tmp_path):
+    """The first rung's per-row outcomes go to Optuna's WilcoxonPruner, paired with the best feasible trial's."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import optuna
+
+    from edgerobust.research.optimize.search import _halter, _pruner
+    from edgerobust.research.optimize.trial import first_rung
+
+    cfg = _study_cfg(tmp_path)
+    assert [first_rung(SimpleNamespace(cfg=cfg, rows=np.arange(n))) for n in (359, 100, 50)] == [90, 64, 50]
+    assert first_rung(SimpleNamespace(cfg=_study_cfg(tmp_path, halving=False), rows=np.arange(359))) == 359
+    assert first_rung(SimpleNamespace(cfg=_study_cfg(tmp_path, aim="speed"), rows=np.arange(359))) == 359
+    study = optuna.create_study(direction="maximize", pruner=_pruner(optuna, cfg))
+    rows = np.random.default_rng(0).permutation(359)[:90]
+    rng = np.random.default_rng(1)
+
+    def run(p_robust):
+        t = study.ask()
+        ok = rng.random(90) < p_robust
+        stop = _halter(t)(rows, ok)
+        t.set_constraint("budget", -1.0)  # feasible
+        study.tell(t, float(ok.mean()))
+        return stop
+
+    assert run(0.9) is None  # the first: nothing to compare with
+    assert run(0.88) is None  # about as good: scored on every row
+    stop = run(0.3)
+    assert stop is not None and "stopped at the first rung" in stop and "WilcoxonPruner (p < 0.05)" in stop
+    assert "of 90 rows" in stop
 
 
 def test_a_failing_candidate_leaves_no_candidate_folder_and_a_stale_best_is_removed(tmp_path, monkeypatch, caplog):
@@ -293,7 +341,7 @@ def test_every_latency_names_its_kind_and_the_band_edge():
     assert _lat({"bound_ms": 0.2, "bound_kind": "estimated"}) == "≥ 0.2 ms (bound from the estimated base, not built)"
     trial = {"config": "c", "number": 3, "check_ms": 0.5, "latency": est, "why": "w", "feasible": False,
              "within_budget": False}
-    result = SimpleNamespace(trials=[trial], budget_ms=0.45, aim="robust", tried=[])
+    result = SimpleNamespace(trials=[trial], reference=None, budget_ms=0.45, aim="robust", tried=[])
     text = str(closest_error(result))
     assert "runs at 0.5 ms (estimated: the band upper edge; p50 0.4 ms, band 0.3-0.5 ms)" in text
     chosen = dict(trial, clean={"value": 0.9, "ci_low": 0.8, "ci_high": 0.95}, robust=None)
@@ -303,8 +351,8 @@ def test_every_latency_names_its_kind_and_the_band_edge():
 
 
 @pytest.mark.slow
-def test_a_run_killed_during_the_reference_evaluates_it_once(zoo_checkpoint, tmp_path):
-    """The reference left running (a kill) is enqueued again: evaluated once, the trials as a run without the kill."""
+def test_a_run_killed_during_a_trial_resumes_with_the_same_front(zoo_checkpoint, tmp_path):
+    """A trial left running (a kill) is marked failed; the rerun runs the missing trials only."""
     import optuna
 
     from edgerobust.edge.audit import resolve_profile
@@ -314,14 +362,31 @@ def test_a_run_killed_during_the_reference_evaluates_it_once(zoo_checkpoint, tmp
     plain = optimize(_cfg(zoo_checkpoint.path, tmp_path / "plain", trials=2, max_latency_ms=1000.0))
     cfg = _cfg(zoo_checkpoint.path, tmp_path / "killed", trials=2, max_latency_ms=1000.0)
     prepare_out(tmp_path / "killed", KIND, overwrite=False, fresh=False)
-    study = _study(optuna, cfg, tmp_path / "killed", fp=fingerprint(cfg, resolve_profile(cfg.profile)[0]))
-    assert study.ask().user_attrs.get("reference")  # left RUNNING
+    _study(optuna, cfg, tmp_path / "killed", fp=fingerprint(cfg, resolve_profile(cfg.profile)[0])).ask()
     resumed = optimize(cfg)
-    assert resumed.ran == 2 and sum(bool(t.get("reference")) for t in resumed.trials) == 1
+    assert resumed.ran == 2 and len(resumed.trials) == 2
     key = lambda r: sorted((t["config"], t["state"], (t.get("robust") or {}).get("value")) for t in r.trials)  # noqa: E731
     assert key(resumed) == key(plain)
-    data = json.loads((tmp_path / "killed" / "pareto.json").read_text())["_data"]
-    assert {t["config"] for t in data["trials"] if t["front"]} <= {t["config"] for t in plain.trials}
+    assert resumed.reference["robust"] == plain.reference["robust"]
+
+
+def test_the_reference_point_is_a_candidate_and_named_as_such():
+    from types import SimpleNamespace
+
+    from edgerobust.research.optimize.choose import closest_error, ranked
+    from edgerobust.research.optimize.report import closing_line
+
+    lat = {"kind": "measured", "p50_ms": 0.03}
+    ref = {"reference": True, "number": None, "config": "s=0.5 int8 (compress's defaults)", "feasible": True,
+           "check_ms": 0.03, "latency": lat, "robust": {"value": 0.9, "ci_low": 0.8, "ci_high": 0.95},
+           "clean": {"value": 0.99, "ci_low": 0.97, "ci_high": 1.0}, "within_budget": False, "why": "w"}
+    trial = dict(ref, reference=False, number=0, config="c", robust={"value": 0.8, "ci_low": 0.7, "ci_high": 0.9},
+                 check_ms=0.05)
+    assert ranked([trial, ref], "robust")[0] is ref
+    line = closing_line(SimpleNamespace(chosen=ref, reference=ref, budget_ms=1.0, audited=None))
+    assert "(the reference point)" in line and "no trial beat the reference point" in line
+    err = closest_error(SimpleNamespace(trials=[trial], reference=ref, budget_ms=0.01, aim="robust", tried=[]))
+    assert "The fastest found, s=0.5 int8 (compress's defaults) (the reference point), runs at 0.03 ms" in str(err)
 
 
 def test_a_candidate_is_judged_by_its_own_audit_speedup_and_host():

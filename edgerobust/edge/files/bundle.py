@@ -9,6 +9,7 @@ A bundle is a folder (see export/README.md for the full format):
     pruned.pt              the pruned torch weights: an edgerobust checkpoint (weights_only-safe)
     eval.npz               clean evaluation samples the adversarial sets were crafted from
     adv/<attack>_<eps>.npz one adversarial set each
+    corruptions/<name>_s<severity>.npz  one common-corruption set each (edgerobust.edge.files.corruptset)
 
 This module is torch-free: the audit side imports it on the device.
 """
@@ -166,6 +167,11 @@ class Bundle:
     def adv_paths(self) -> list[Path]:
         return [self.root / p for p in self.manifest.get("adv", [])]
 
+    @property
+    def corruption_paths(self) -> list[Path]:
+        """The common-corruption sets (edgerobust.edge.files.corruptset), in the order they were made."""
+        return [self.root / p for p in self.manifest.get("corruptions", [])]
+
     def verify(self) -> None:
         """Check the sha256 of every file the manifest lists; raise BundleError on any mismatch."""
         files = self.manifest.get("files", {})
@@ -259,6 +265,11 @@ def _check_manifest_fields(path: Path, m: dict) -> None:
         raise bad("adv", f"a list of file names was expected, not {adv!r}.")
     for name in adv:
         rel_name("adv", name)
+    corr = m.get("corruptions", [])
+    if not isinstance(corr, list):
+        raise bad("corruptions", f"a list of file names was expected, not {corr!r}.")
+    for name in corr:
+        rel_name("corruptions", name)
 
 
 def finalize_manifest(root: Path, manifest: dict) -> dict:
@@ -272,5 +283,8 @@ def finalize_manifest(root: Path, manifest: dict) -> dict:
     # keep the order the sets were crafted in (attack by attack, eps ascending); add any others
     listed = [a for a in manifest.get("adv", []) if a in files]
     manifest["adv"] = listed + sorted(k for k in files if k.startswith("adv/") and k not in listed)
+    if "corruptions" in manifest or any(k.startswith("corruptions/") for k in files):
+        listed = [c for c in manifest.get("corruptions", []) if c in files]
+        manifest["corruptions"] = listed + sorted(k for k in files if k.startswith("corruptions/") and k not in listed)
     write_json(root / MANIFEST, manifest)
     return manifest

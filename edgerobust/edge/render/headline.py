@@ -6,16 +6,17 @@ crafted on the base model, replayed on the deployed one) and **white-box** (sets
 compressed model itself, when the bundle has them). Each worst case carries its Δ as defined in
 :mod:`edgerobust.edge.scores.scoring` (both sides face the same attack), or why it has none. When this host
 is not the profile's device, the headline says so first. Where the audit ran its query attack at the eps of
-transfer sets, its robust accuracy leads with the per-sample worst case over both together
-(:data:`edgerobust.edge.scores.robust.COMBINED`); where it could not (ART not installed), the transfer
-figures say how to check them. Torch-free.
+transfer or white-box sets, or where both kinds of set are in the bundle, its robust accuracy leads with the
+per-sample worst case over every attack together (:data:`edgerobust.edge.scores.robust.COMBINED`); where it could not (ART not installed), the transfer
+figures say how to check them. Every Δ says what it compares; the worst case over every attack has a Δ only
+where both sides faced the same kinds of attack, and a transfer Δ is never weighed against a query Δ. Torch-free.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from edgerobust.edge.scores.robust import COMBINED, GRADES
+from edgerobust.edge.scores.robust import COMBINED, GRADES, STRENGTH
 from edgerobust.edge.scores.sanity import OVERLAP
 from edgerobust.edge.runtime.precision import FP32_TOLERANCE
 
@@ -126,7 +127,10 @@ def headline(report) -> str:
     if failed:
         out.append(f"SANITY CHECKS FAILED ({', '.join(failed)}): the robust accuracies above are upper bounds at best "
                    "(see the warnings).")
+    from edgerobust.edge.render.corruption_lines import corruption_sentence
     from edgerobust.edge.render.estimate_lines import estimate_headline
+
+    out += [line for line in (corruption_sentence(report),) if line]
 
     out += [line for line in (estimate_headline(getattr(report, "estimate", None)),) if line]
     return " ".join(out)
@@ -154,28 +158,68 @@ def _at(rows, r):
     return next((x for x in rows if x.norm == r.norm and math.isclose(x.eps, r.eps, rel_tol=1e-6)), None)
 
 
+def _vs(r) -> str:
+    """``eps E deployed D vs base B (Δ: what it compares)``, or why there is no Δ."""
+    head = (f"eps {r.eps_text} deployed {_pct(r.models['deployed'].value)} vs base "
+            f"{_pct(r.models['base'].value) if 'base' in r.models else '–'}")
+    if r.delta is None:
+        return f"{head} ({'no like-for-like Δ' if not r.like else 'no Δ'})"
+    return f"{head} ({_pp(r.delta)}" + (f": {r.compares})" if r.compares else ")")
+
+
+def _covers(robust, r) -> str:
+    """The attacks a COMBINED row ``r`` covers, by kind."""
+    t, w, q = (_at([x for x in robust if x.threat == k], r) for k in ("transfer", "white-box", "query"))
+    kinds = [f"the {'/'.join(c.upper() for c in t.components)} transfer sets (crafted on the base)" if t else None,
+             f"the {'/'.join(c.upper() for c in w.components)} white-box sets (crafted on the compressed model)"
+             if w else None,
+             f"the query attack {', '.join(q.components)} on each runtime" if q else None]
+    kinds = [k for k in kinds if k]
+    return ", ".join(kinds[:-1]) + " and " + kinds[-1] if len(kinds) > 1 else (kinds[0] if kinds else "every attack")
+
+
 def worst_sentence(robust) -> str | None:
-    """The per-sample worst case over the transfer sets and the query attack together (COMBINED), when
-    both ran at one eps: the headline's robust accuracy, graded, saying which attacks it covers."""
+    """The per-sample worst case over every attack that ran at one eps (COMBINED: transfer and white-box sets,
+    the query attack): the headline's robust accuracy, graded, naming the strongest attack each side faced and
+    what its Δ compares, or why it has none (the two sides did not face the same kinds of attack)."""
     rows = [r for r in robust if r.threat == COMBINED and "deployed" in r.models]
     if not rows:
         return None
     shown = rows if len(rows) <= 3 else rows[-1:]
     last = shown[-1]
-    t = _at([r for r in robust if r.threat == "transfer"], last)
-    q = _at([r for r in robust if r.threat == "query"], last)
-    covers = (f"the {'/'.join(c.upper() for c in t.components)} transfer sets and the query attack "
-              f"{', '.join(q.components)} on each runtime" if t is not None and q is not None else "every attack")
-    text = "; ".join(f"eps {r.eps_text} deployed {_pct(r.models['deployed'].value)} vs base "
-                     f"{_pct(r.models['base'].value) if 'base' in r.models else '–'} ({_pp(r.delta)})" for r in shown)
-    return (f"Robust accuracy against every attack (per-sample worst case over {covers}, on the {last.n} evaluation "
-            f"samples both ran on; {GRADES[last.grade]}): {text}.")
+    strongest = "; ".join(f"{role} {STRENGTH[last.strongest[role]]}" for role in ("deployed", "base")
+                          if role in last.strongest)
+    unlike = next((r.note for r in reversed(shown) if not r.like and r.note), None)
+    return (f"Robust accuracy against every attack (per-sample worst case over {_covers(robust, last)}, on the "
+            f"{last.n} evaluation samples all ran on; {GRADES[last.grade]}; the strongest attack faced: {strongest}): "
+            + "; ".join(_vs(r) for r in shown) + "." + (f" {unlike[0].upper()}{unlike[1:]}." if unlike else ""))
+
+
+def _disagree(t, q) -> str | None:
+    """What the transfer Δ and the query Δ at one eps say when they disagree, each Δ saying what it compares;
+    never one figure against the other."""
+    if t is None or t.delta is None or q.delta is None or not t.delta > 0 or not q.delta < t.delta:
+        return None
+    test = q.paired()
+    p = f" (McNemar p {test.p_value:.3g})" if test is not None else ""
+    said = (f"At eps {q.eps_text} the transfer sets ({t.compares}) say {_pp(t.delta)}; {q.compares}, "
+            f"{_pp(q.delta)}{p}")
+    if q.delta < 0 and test is not None and test.p_value < 0.05:
+        said += ": under the query attack the deployed model is less robust than the base"
+    else:
+        said += ": neither shows the deployed model more robust than the base"
+    b_t, b_q = t.models.get("base"), q.models.get("base")
+    if b_t is not None and b_q is not None and b_t.value is not None and b_q.value is not None and b_q.value > b_t.value:
+        said += (f"; the query attack is the weaker one on the base ({_pct(b_q.value)} standing, {_pct(b_t.value)} "
+                 "under the sets crafted on it), so neither Δ bounds the deployed model's robustness: the worst "
+                 "case over every attack does")
+    return said + "."
 
 
 def robust_sentences(robust, query_status: str | None = None) -> list[str]:
-    """The worst case over every attack (worst_sentence), what contradicts what, then robust accuracy per
-    threat (per-sample worst case) with its grade. ``query_status`` "not installed" (AuditReport): the
-    transfer figures say in their sentence how to check them (UNCHECKED)."""
+    """The worst case over every attack (worst_sentence), where the per-threat Δs disagree, then robust accuracy per
+    threat (per-sample worst case) with its grade and what its Δ compares. ``query_status`` "not installed"
+    (AuditReport): the transfer figures say in their sentence how to check them (UNCHECKED)."""
     out, parts, per_threat = [], [], []
     worst = worst_sentence(robust)
     for threat in ("transfer", "white-box", "query"):
@@ -189,33 +233,14 @@ def robust_sentences(robust, query_status: str | None = None) -> list[str]:
         grades = sorted({_grade(r) for r in shown})
         if threat == "transfer" and query_status == "not installed":
             text += UNCHECKED
-        parts.append(f"{threat} ({'; '.join(grades)}): {text}")
+        compares = f"; Δ: {shown[-1].compares}" if shown[-1].compares else ""
+        parts.append(f"{threat} ({'; '.join(grades)}{compares}): {text}")
     if parts:
         per_threat.append(("Per threat model" if worst else "Robust accuracy")
                           + " (per-sample worst case over every attack at each eps): " + "; ".join(parts) + ".")
     transfer = [r for r in robust if r.threat == "transfer"]
-    for q in (r for r in robust if r.threat == "query"):
-        t = _at(transfer, q)
-        if t is None or t.delta is None or q.delta is None or not t.delta > 0 or not q.delta < t.delta:
-            continue
-        test = q.paired()
-        if q.delta >= 0:
-            if test is None or test.p_value >= 0.05:
-                out.append(f"At eps {q.eps_text} the transfer sets, crafted on the base, say {_pp(t.delta)} against "
-                           f"it; the query attack, which attacks each model on its own runtime, {_pp(q.delta)}"
-                           + (f" (McNemar p {test.p_value:.3g})" if test is not None else "")
-                           + ": no evidence that the deployed model is more robust than the base.")
-        elif test is not None and test.p_value < 0.05:
-            out.append(f"The transfer sets flatter the deployed model at eps {q.eps_text}: they say "
-                       f"{_pp(t.delta)} against the base, but queried directly on this runtime it is "
-                       f"{_pp(q.delta)} (McNemar p {test.p_value:.3g}), less robust than the base; trust the "
-                       "query figure.")
-        else:
-            out.append(f"At eps {q.eps_text} the transfer sets say {_pp(t.delta)} against the base, the query attack "
-                       f"on this runtime {_pp(q.delta)}"
-                       + (f" (McNemar p {test.p_value:.3g})" if test is not None else "")
-                       + ": neither shows the deployed model more robust than the base.")
-    return ([worst] if worst else []) + out + per_threat  # the headline's figure, what contradicts it, details
+    out += [x for x in (_disagree(_at(transfer, q), q) for q in robust if q.threat == "query") if x]
+    return ([worst] if worst else []) + out + per_threat  # the headline's figure, what disagrees, details
 
 
 def precision_sentence(report) -> str | None:

@@ -13,7 +13,8 @@ every audited file, and how the bundle was made) and ``predictions`` (the file o
 predictions and its sha256), which ``edgerobust compare`` needs. 4 adds the bundle's other precision
 variants: ``deployed_variant``, ``variants`` (role -> precision), more models in ``measurement`` and
 predictions.npz (roles named by precision, e.g. ``fp32``, ``fp16``) and ``variants`` on each set
-(their scores on that set's inputs).
+(their scores on that set's inputs). 7 adds ``corruption``: the common-corruption sets replayed on every model
+(edgerobust.edge.scores.corruption: accuracy per corruption and severity, CE, mCE, McNemar), null without them.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from edgerobust.edge.files.predictions import FILE as PREDICTIONS_FILE
 from edgerobust.edge.files.predictions import KIND as PREDICTIONS_KIND
 from edgerobust.edge.render.robust_table import robust_head, robust_md, robust_rows, sanity_lines
 from edgerobust.edge.render.estimate_lines import energy_lines, estimate_md, estimate_terminal
+from edgerobust.edge.render.corruption_lines import corruption_md, corruption_terminal
 from edgerobust.edge.files.predictions import VERSION as PREDICTIONS_VERSION
 from edgerobust.edge.files.predictions import save_predictions
 from edgerobust.edge.render.speed_lines import (budget_lines, latency_title, noise_warnings, resident_head,
@@ -49,7 +51,8 @@ from edgerobust.edge.render.variant_table import fastest_lines, has_variants, va
 
 AUDIT_TYPE = "edgerobust.edge.audit-report"
 MEASURE_TYPE = "edgerobust.edge.runtime.measure-report"
-AUDIT_VERSION = 6  # 5: robust (per-sample worst case), sanity, query; 6: query_status, robust "transfer + query"
+AUDIT_VERSION = 8  # 5: robust, sanity, query; 6: query_status, robust "transfer + query"; 7: corruption;
+# 8: robust "every attack" (transfer, white-box and query; like, compares, strongest), no Δ unlike for unlike
 MEASURE_VERSION = 1
 
 
@@ -64,6 +67,7 @@ def to_json(report: AuditReport | MeasureReport, predictions: dict | None = None
         data = dataclasses.asdict(dataclasses.replace(report, predictions=None))
         data["predictions"] = predictions
         data["robust"] = [r.to_dict() for r in report.robust]
+        data["corruption"] = report.corruption.to_dict() if report.corruption is not None else None
         hc = report.host_check
         data["summary"] = {"fallback": report.fallback, "budgets_passed": report.budgets_passed,
                            "host_matches_profile": report.host_matches_profile,
@@ -194,6 +198,7 @@ def to_markdown(report: AuditReport) -> str:
         head, rows, notes = robustness_table(sets, "md")
         out += [f"### {title[0].upper()}{title[1:]}", "", _md_table(head, rows), ""]
         out += [f"- {n}" for n in notes] + ([""] if notes else [])
+    out += corruption_md(report, _md_table)
     hc, host_line = report.host_check, _host_line(report)
     out += ["## Speed", ""]
     if hc is not None and not hc.matches:
@@ -318,6 +323,11 @@ def render(report: AuditReport, console: Console, words=str) -> None:
         console.print(_table(f"Robustness (base vs deployed{where}): {title}", head, rows))
         for n in notes:
             console.print(f"  {n}", highlight=False)
+    corr = corruption_terminal(report)
+    if corr is not None:
+        console.print(_table(*corr[:3]))
+        for line in corr[3]:
+            console.print(f"  {escape(line)}", highlight=False)
     hc = report.host_check
     mismatch = hc is not None and not hc.matches
     render_measure(report.measurement, console, hc.host if mismatch else None)

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from edgerobust.edge.render import audit_figures
+from edgerobust.edge.render.corruption_lines import corruption_html
 from edgerobust.edge.render.headline import headline
 from edgerobust.edge.render.variant_table import fastest_lines, has_variants, variant_table
 from edgerobust.edge.render.speed_lines import (budget_lines, latency_title, noise_warnings, resident_head,
@@ -170,6 +171,7 @@ def to_html(report, data: dict) -> str:
              f"providers used: {esc(', '.join(_deployed(m).session.providers) if m.models else '–')}</p>",
              f'<p class="finding">{esc(headline(report))}</p>', *_warnings(report)]
     parts += _robustness(report, [f for f in (figs["acc"], figs["eps"]) if f])
+    parts += corruption_html(report, html_table)
     parts += _speed(report, [figs["lat"]] if figs["lat"] else [])
     parts += _budgets(report, [figs["res"]])
     parts += ["<h2>Provenance</h2>", html_table(["what", "value"], provenance_rows(report, data), left=2),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgerobust.edge.scores.robust import COMBINED, GRADES
 
 THREAT_TEXT = {"transfer": "transfer (crafted on the base)", "white-box": "white-box (crafted on each model)",
-               "query": "query (the runtime itself)", COMBINED: "transfer + query"}
+               "query": "query (the runtime itself)", COMBINED: "every attack (all sets + query)"}
 MARK = {True: "PASS", False: "FAIL", None: "n/a"}
 
 

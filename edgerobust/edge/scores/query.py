@@ -89,7 +89,9 @@ class QueryResult:
         return RobustAccuracy(threat="query", norm="Linf", eps=self.eps, eps_text=self.eps_text, grade="query",
                               components=(f"{self.attack} ({self.queries_budget} iterations)",), n=n, models=models,
                               sets={r: (f"query {self.attack} {self.eps_text}",) for r in models},
-                              grades={r: "query" for r in models}, rows=self.idx, correct=correct)
+                              grades={r: "query" for r in models}, rows=self.idx, correct=correct,
+                              compares=f"the same query attack ({self.queries_budget} iterations) on each runtime",
+                              strongest={r: "query" for r in models})
 
     def to_dict(self) -> dict:
         ra = self.robust_accuracy()

@@ -13,9 +13,15 @@ Threat models:
   that variant (``whitebox-fp32``, ``whitebox-int8``).
 - ``query``: the score-based black-box attack run by the audit on each model's own runtime
   (edgerobust.edge.scores.query): nothing is transferred, the model itself is queried.
-- ``transfer + query``: where the query attack ran at the eps of transfer sets, the worst case over
-  both together on the rows both hold: a sample counts robust only if every transfer set and the
-  query attack failed on it. The headline leads with it.
+- ``every attack`` (COMBINED): where more than one kind of attack ran at one eps (transfer sets,
+  white-box sets, the query attack), the worst case over all of them together on the rows all hold:
+  a sample counts robust for a model only if every set replayed on it (whoever it was crafted on)
+  and the query attack run on its own runtime failed. The headline leads with it. Its Δ is given only
+  like for like: when the base and the deployed model each faced the same attacks crafted on
+  themselves (the base: the transfer sets; the deployed model: white-box sets of the same attacks and
+  budgets) and the same query attack; otherwise the Δ is withheld (``like`` false) and ``note`` says
+  what each side faced. ``strongest`` names, per model, the strongest class of attack it faced
+  (STRENGTH).
 
 The *grade* says how far the figure can be trusted as a robustness claim: ``autoattack`` when
 the standard AutoAttack components ran at that eps with their standard budgets (APGD-CE and
@@ -39,8 +45,11 @@ AUTOATTACK_STANDARD = {"apgd": ("steps", 100), "apgd-t": ("steps", 100), "fab-t"
                        "square": ("n_queries", 5000)}
 GRADES = {"autoattack": "AutoAttack-grade", "upper-bound": "upper bound",
           "query": "query attack on the runtime"}
-COMBINED = "transfer + query"  # the per-sample worst case over the transfer sets and the query attack at one eps
+COMBINED = "every attack"  # the per-sample worst case over every set and the query attack at one eps
 THREAT_ORDER = ("transfer", "white-box", "query", COMBINED)
+# The classes of attack a model can have faced, strongest first: what ``RobustAccuracy.strongest`` names
+STRENGTH = {"autoattack": "AutoAttack crafted on itself", "white-box": "a gradient attack crafted on itself",
+            "query": "a query attack on its own runtime", "transfer": "sets crafted on another model only"}
 
 
 @dataclass(frozen=True)
@@ -64,14 +73,17 @@ class RobustAccuracy:
     sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     grades: dict[str, str] = field(default_factory=dict)  # per role: what its figure can claim
     note: str | None = None  # e.g. the deployed model faced sets crafted on its fp32 twin
+    like: bool = True  # whether deployed and base faced the same kinds of attack (else no Δ: ``note`` says why)
+    compares: str | None = None  # what the Δ compares, in words
+    strongest: dict[str, str] = field(default_factory=dict)  # per role: a key of STRENGTH
     rows: np.ndarray | None = field(default=None, repr=False, compare=False)  # the eval rows of ``correct``
     correct: dict | None = field(default=None, repr=False, compare=False)  # role -> per-row robust (bool)
 
     @property
     def delta(self) -> float | None:
-        """deployed − base, in accuracy (0..1)."""
+        """deployed − base, in accuracy (0..1); None when they did not face the same kinds of attack."""
         b, d = self.models.get("base"), self.models.get("deployed")
-        if b is None or d is None or b.value is None or d.value is None:
+        if not self.like or b is None or d is None or b.value is None or d.value is None:
             return None
         return d.value - b.value
 
@@ -135,6 +147,8 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
     roles = clean.pred and tuple(clean.pred)
     by_name = {s.name: s for s in sets}
     groups: dict[tuple, list] = {}
+    own: dict[tuple, dict[str, list]] = {}  # per (norm, eps): role -> the sets crafted on that model itself
+    notes: dict[tuple, str | None] = {}
     for sp in predictions.sets:
         s = by_name.get(sp.name)
         if s is None or s.kind != "adversarial":
@@ -152,7 +166,9 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
             # the attacks ran on the base: for every other model the figure is a transferred one, an
             # upper bound on its robustness however strong the attacks were on the base
             grades = {r: (g if r == "base" else "upper-bound") for r, g in ra.grades.items()}
-            out.append(dataclasses.replace(ra, grades=grades, grade=grades.get("deployed", ra.grade)))
+            out.append(dataclasses.replace(ra, grades=grades, grade=grades.get("deployed", ra.grade),
+                                           compares="the same sets, crafted on the base, on each model"))
+            own[(norm, eps)] = {"base": transfer}
         if white:
             faced, note = {}, None
             for s, sp in white:
@@ -169,39 +185,73 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
             mine = [(s, sp) for s, sp in transfer if _kind(s) in crafted]  # the base: the same attacks, on itself
             if mine:
                 faced["base"] = mine
+            own.setdefault((norm, eps), {}).update({r: m for r, m in faced.items() if r != "base"})
             if any(r != "base" for r in faced):
                 ra = _group("white-box", norm, eps, eps_text, faced, clean)
-                out.append(dataclasses.replace(ra, note=note))
-    for q in query or ():
-        ra = q.robust_accuracy()
-        out.append(ra)
-        t = next((r for r in out if r.threat == "transfer" and r.norm == ra.norm
-                  and math.isclose(r.eps, ra.eps, rel_tol=1e-6)), None)
-        both = worst_with_query(t, ra) if t is not None else None
-        if both is not None:
-            out.append(both)
+                out.append(dataclasses.replace(ra, note=note, compares="each model against the same attacks "
+                                                                       "crafted on itself"))
+            notes[(norm, eps)] = note
+    queries = [q.robust_accuracy() for q in query or ()]
+    out += queries
+    for (norm, eps), members in sorted(groups.items()):
+        q = next((r for r in queries if r.norm == norm and math.isclose(r.eps, eps, rel_tol=1e-6)), None)
+        kinds = {s.source == "transfer" for s, _ in members} | ({"query"} if q is not None else set())
+        if len(kinds) > 1:  # one kind alone: its own row is already the worst case
+            both = every_attack(members, own.get((norm, eps), {}), clean, q, notes.get((norm, eps)))
+            if both is not None:
+                out.append(both)
     order = {t: i for i, t in enumerate(THREAT_ORDER)}
     return tuple(sorted(out, key=lambda r: (order.get(r.threat, 9), r.norm, r.eps)))
 
 
-def worst_with_query(transfer: RobustAccuracy, query: RobustAccuracy) -> RobustAccuracy | None:
-    """The per-sample worst case over a transfer group and the query attack at its norm and eps (COMBINED),
-    on the rows both hold, for the roles both ran; graded as the transfer group (one more attack never
-    weakens a bound). None without common rows or per-row figures."""
-    if not transfer.correct or not query.correct or transfer.rows is None or query.rows is None:
+def every_attack(members: list, own: dict[str, list], clean, query: RobustAccuracy | None = None,
+                 note: str | None = None) -> RobustAccuracy | None:
+    """COMBINED at one norm and eps: per model, the per-sample worst case over every set of ``members``
+    ((SetResult, SetPredictions), whoever they were crafted on) and ``query`` (the query attack's row at
+    that eps, run on each model's own runtime), on the rows all hold, for the roles all ran. ``own``:
+    role -> the members crafted on that model itself (its grade: AutoAttack-grade only if those are).
+    The Δ is given only like for like (see the module docstring). None without common rows."""
+    s0 = members[0][0]
+    roles = tuple(clean.pred)
+    ra = _group(COMBINED, str(s0.attack.get("norm", "Linf")), float(s0.attack.get("eps", 0.0)),
+                str(s0.attack.get("eps_text") or f"{float(s0.attack.get('eps', 0.0)):g}"),
+                {r: members for r in roles}, clean)
+    rows, correct, sets = ra.rows, dict(ra.correct), dict(ra.sets)
+    if query is not None:
+        if query.rows is None or not query.correct:
+            return None
+        rows = np.intersect1d(ra.rows, query.rows)
+        at_s, at_q = np.searchsorted(ra.rows, rows), np.searchsorted(query.rows, rows)
+        correct = {r: ok[at_s] & query.correct[r][at_q] for r, ok in ra.correct.items() if r in query.correct}
+        sets = {r: ra.sets.get(r, ()) + query.sets.get(r, ()) for r in correct}
+    if not len(rows) or not correct:
         return None
-    rows = np.intersect1d(transfer.rows, query.rows)
-    roles = [r for r in transfer.correct if r in query.correct]
-    if not len(rows) or not roles:
-        return None
-    at_t, at_q = np.searchsorted(transfer.rows, rows), np.searchsorted(query.rows, rows)
-    correct = {r: transfer.correct[r][at_t] & query.correct[r][at_q] for r in roles}
-    return RobustAccuracy(threat=COMBINED, norm=transfer.norm, eps=transfer.eps, eps_text=transfer.eps_text,
-                          grade=transfer.grade, components=transfer.components + query.components, n=len(rows),
-                          models={r: proportion(int(ok.sum()), len(rows)) for r, ok in correct.items()},
-                          sets={r: transfer.sets.get(r, ()) + query.sets.get(r, ()) for r in roles},
-                          grades={r: transfer.grades.get(r, transfer.grade) for r in roles}, rows=rows,
+    grades = {r: grade_of([s.attack for s, _ in own[r]])[0] if own.get(r) else "upper-bound" for r in correct}
+    strongest = {r: ("autoattack" if grades[r] == "autoattack" else "white-box" if own.get(r)
+                     else "query" if query is not None else "transfer") for r in correct}
+    mine = {r: sorted({_kind(s) for s, _ in own.get(r, ())}, key=str) for r in ("base", "deployed")}
+    like = mine["base"] == mine["deployed"] and bool(mine["base"])
+    q_text = f" and the query attack {', '.join(query.components)} on its own runtime" if query is not None else ""
+    if like:
+        compares = f"each model against every set (each attack also crafted on itself){q_text}"
+    else:
+        compares, note = None, "; ".join(x for x in (note, _unlike(mine, query)) if x)
+    return RobustAccuracy(threat=COMBINED, norm=ra.norm, eps=ra.eps, eps_text=ra.eps_text,
+                          grade=grades.get("deployed", "upper-bound"),
+                          components=ra.components + (query.components if query is not None else ()), n=len(rows),
+                          models={r: proportion(int(ok.sum()), len(rows)) for r, ok in correct.items()}, sets=sets,
+                          grades=grades, note=note, like=like, compares=compares, strongest=strongest, rows=rows,
                           correct=correct)
+
+
+def _unlike(mine: dict[str, list], query) -> str:
+    """Why the COMBINED Δ is withheld: what each side faced crafted on itself."""
+    def said(kinds):
+        return "/".join(str(k[0]).upper() + (f" ({k[1] or k[2]})" if (k[1] or k[2]) else "") for k in kinds) or "no set"
+    q = " (besides the same query attack on each runtime)" if query is not None else ""
+    return (f"no like-for-like Δ: crafted on itself, the base faced {said(mine['base'])}, the deployed model "
+            f"{said(mine['deployed'])}{q}; white-box sets of the same attacks on the compressed model "
+            "(compress `whitebox`) make the two comparable")
 
 
 def _group(threat: str, norm: str, eps: float, eps_text: str, faced: dict[str, list], clean) -> RobustAccuracy:

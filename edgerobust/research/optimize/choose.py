@@ -1,10 +1,12 @@
 """The chosen bundle: the best feasible trial compressed into an ordinary bundle, audited in full,
 and only then renamed to OUT/best/; the next candidate when its audit misses the budget.
 
-The bundle is built by :func:`edgerobust.workstation.compress.compress` with the trial's pruning,
-fine-tuning and int8 settings and the search's attack sets (crafted on the base, as the points were
-scored), its deployed model the trial's precision, and audited by :func:`edgerobust.edge.audit.audit`
-on the search's profile (and calibration, with ``estimate``), exactly as ``edgerobust audit`` would.
+The bundle is built by :func:`edgerobust.workstation.compress.compress` for the profile with the
+trial's pruning, fine-tuning and int8 settings and the search's attack sets (crafted on the base, as
+the points were scored), its deployed model the trial's precision (``deploy``), and audited by
+:func:`edgerobust.edge.audit.audit` on the search's profile (and calibration, with ``estimate``),
+exactly as ``edgerobust audit`` would. Its model.onnx is also scored as the trials were (every row,
+worst case over the search's sets): the closing line's accuracy is the rebuilt model's, not the trial's.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import shutil
 
 from edgerobust.errors import QualityGateError
 from edgerobust.research.optimize import space as S
+from edgerobust.research.optimize.trial import score
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +24,8 @@ CANDIDATES = 3  # full audits tried before the search says no bundle met the bud
 
 
 def ranked(records: list[dict], aim: str) -> list[dict]:
-    """The feasible trials, best first: aim robust by robust accuracy (then latency), speed by latency."""
+    """The feasible records (trials, and the reference point), best first: aim robust by robust accuracy
+    (then latency), speed by latency."""
     ok = [r for r in records if r.get("feasible")]
     if aim == "robust":
         return sorted(ok, key=lambda r: (-r["robust"]["value"], r["check_ms"]))
@@ -35,8 +39,10 @@ def choose(ctx, records: list[dict]) -> tuple[dict | None, dict | None, list[str
     for rec in ranked(records, ctx.cfg.aim)[:CANDIDATES]:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            _compress(ctx, rec["params"], tmp)
+            _compress(ctx, rec, tmp)
             audited = _audit(ctx, tmp)
+            clean, robust = score(ctx, tmp / "model.onnx")  # the rebuilt model, scored as the trials were
+            audited.update(clean=dataclasses.asdict(clean), worst_case=dataclasses.asdict(robust))
             miss = _misses(ctx, audited)
             if miss:
                 logger.warning(f"{rec['config']}: {miss}; trying the next candidate")
@@ -80,16 +86,24 @@ def clear_best(out) -> None:
         logger.warning(f"removed {best}: a previous run's choice, which no longer meets this run's budget and gates")
 
 
-def _compress(ctx, p: dict, out) -> None:
+def _compress(ctx, rec: dict, out) -> None:
+    """The candidate's bundle into ``out``: a trial's settings, or the reference's (compress's defaults)."""
     from edgerobust.workstation.compress import compress
     from edgerobust.workstation.configs import CompressConfig
 
+    if rec.get("reference"):
+        from edgerobust.research.optimize.reference import compress_config
+
+        compress(dataclasses.replace(compress_config(ctx, out), attacks=tuple(ctx.cfg.attacks), name="best"))
+        return
+    p = rec["params"]
     v = S.variant(p, ctx.cfg)
     prepare = dataclasses.replace(ctx.shared.prepare, device=ctx.device)
-    compress(CompressConfig(prepare, prune=v.prune, finetune=v.finetune, quant=S.quant(p),
-                            int8=p["precision"] == "int8", attacks=tuple(ctx.cfg.attacks), out=out,
-                            name="best", max_prune_drop=None, max_int8_drop=None, min_int8_agreement=None,
-                            overwrite=True))
+    quant = {"quant": S.quant(p, ctx.plan)} if p["precision"] == "int8" else {}
+    compress(CompressConfig(prepare, prune=v.prune, finetune=v.finetune, **quant, int8=p["precision"] == "int8",
+                            fp16=p["precision"] == "fp16", deploy=p["precision"], target=ctx.cfg.profile,
+                            attacks=tuple(ctx.cfg.attacks), out=out, name="best", max_prune_drop=None,
+                            max_int8_drop=None, min_int8_agreement=None, overwrite=True))
 
 
 def _audit(ctx, bundle) -> dict:
@@ -115,13 +129,14 @@ def _audit(ctx, bundle) -> dict:
 
 def closest_error(result) -> QualityGateError:
     """One message: no point met the budget, and which came closest (the fastest point found)."""
-    timed = [r for r in result.trials if r.get("check_ms") is not None]
+    timed = [r for r in result.trials + ([result.reference] if result.reference else []) if r.get("check_ms") is not None]
     if not timed:
         return QualityGateError(f"No point met the budget of {result.budget_ms:.3g} ms p50: none was built.",
                                 fix="Raise the budget, or widen the search space (`space`).")
     from edgerobust.research.optimize.report import fmt_latency
 
     fast = min(timed, key=lambda r: r["check_ms"])
+    which = "the reference point" if fast.get("reference") else f"trial {fast['number']}"
     runs = f"runs at {fmt_latency(fast['latency'], edge=True)}"
     if fast.get("speedup") is not None:
         runs += f", {fast['speedup']:.3g}x the base's speed"
@@ -129,11 +144,11 @@ def closest_error(result) -> QualityGateError:
         gate = "`max_clean_drop`" if result.aim == "robust" else "`max_robust_drop`"
         return QualityGateError(
             f"No point met the budget of {result.budget_ms:.3g} ms p50 and the accuracy gate. The fastest found, "
-            f"{fast['config']} (trial {fast['number']}), {runs} but fails the gate.", why=fast.get("why"),
+            f"{fast['config']} ({which}), {runs} but fails the gate.", why=fast.get("why"),
             fix=f"Loosen {gate}, allow more fine-tuning (`space`), or run more `trials`.")
     tried = f" The full audit of {', '.join(result.tried)} missed it." if result.tried else ""
     return QualityGateError(
         f"No point met the budget of {result.budget_ms:.3g} ms p50. The fastest found, {fast['config']} "
-        f"(trial {fast['number']}), {runs}.{tried}",
+        f"({which}), {runs}.{tried}",
         why=fast.get("why") or "Its audit missed the budget.",
         fix="Raise the budget, allow higher sparsity (`space`), or run more `trials`.")

@@ -26,7 +26,7 @@ AIMS = Registry("aim", [
     Choice("speed", "minimize the p50 latency under the budget, robust accuracy at most `max_robust_drop` points "
                     "below the reference point's (sparsity 0.5, int8)"),
 ])
-PRECISIONS = ("int8", "fp32")  # the variants a sweep point derives from one pruned model
+PRECISIONS = ("int8", "fp16", "fp32")  # the variants derived from one pruned, fine-tuned model
 DEFAULT_MAX_ROBUST_DROP = 2.0  # accuracy points
 
 
@@ -53,7 +53,9 @@ class SearchSpace:
     sparsity: continuous in [``sparsity_min``, ``sparsity_max``]; ``ratios``: names of registries.RATIOS;
     ``round_to``: channel multiples; ``modes``: fine-tuning modes (registries.FINETUNE_MODES) with
     ``epochs_min``..``epochs_max`` epochs and ``adv_steps`` PGD steps for the adversarial ones;
-    ``precisions``: int8 and/or fp32; ``calibrations`` and ``keep_fp32``: the int8 settings.
+    ``precisions``: some of int8, fp16 and fp32; None (the default): those the profile's runtime runs
+    (edgerobust.workstation.quantize.variants.PREFERENCE: int8 and fp32 on a CPU, fp16 too on TensorRT);
+    ``calibrations`` and ``keep_fp32``: the int8 settings.
     """
 
     sparsity_min: float = 0.2
@@ -61,10 +63,10 @@ class SearchSpace:
     ratios: tuple[str, ...] = ("uniform", "global", "mrs")
     round_to: tuple[int, ...] = (1, 8)
     modes: tuple[str, ...] = ("standard", "pgd-at", "trades")
-    epochs_min: int = 0
-    epochs_max: int = 1
+    epochs_min: int = 1
+    epochs_max: int = 3
     adv_steps: int = 3
-    precisions: tuple[str, ...] = PRECISIONS
+    precisions: tuple[str, ...] | None = None
     calibrations: tuple[str, ...] = ("minmax", "percentile")
     keep_fp32: tuple[str, ...] = ("none", "first")
 
@@ -75,7 +77,8 @@ class SearchSpace:
             raise UsageError(f"`sparsity_min` and `sparsity_max` must satisfy 0 < min <= max < 1; got {lo!r}, {hi!r}.")
         set_("ratios", _subset("ratios", self.ratios, list(RATIOS)))
         set_("modes", _subset("modes", [FINETUNE_MODES.resolve(m) for m in self.modes], list(FINETUNE_MODES)))
-        set_("precisions", _subset("precisions", self.precisions, PRECISIONS))
+        if self.precisions is not None:
+            set_("precisions", _subset("precisions", self.precisions, PRECISIONS))
         set_("calibrations", _subset("calibrations", self.calibrations, list(CALIBRATIONS)))
         set_("keep_fp32", _subset("keep_fp32", self.keep_fp32, list(KEEP_FP32)))
         set_("round_to", tuple(self.round_to))
@@ -101,7 +104,10 @@ class OptimizeConfig:
     attacks: the AttackSpecs crafted once on the base and replayed on every point (as compress reads them).
     estimate: a calibration file (``edgerobust calibrate``) of a device not at hand: latency is
     predicted there with its band and the budget is checked against the band's upper edge.
-    latency_rounds: interleaved rounds of each trial's measurement. space: the search space.
+    latency_rounds: interleaved rounds of each trial's measurement. halving: aim robust scores a point
+    on a quarter of the evaluation rows first (at least 64) and stops it there when Optuna's
+    WilcoxonPruner finds it worse than the best feasible point on the same rows (p < 0.05); False
+    scores every point on every row. space: the search space.
     """
 
     prepare: PrepareConfig
@@ -116,6 +122,7 @@ class OptimizeConfig:
     attacks: tuple = field(default=(), metadata={"load": attacks_from_config})
     estimate: str | Path | None = None
     latency_rounds: int = 5
+    halving: bool = True
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self) -> None:
@@ -147,6 +154,8 @@ class OptimizeConfig:
         if self.estimate is not None and not Path(self.estimate).is_file():
             raise UsageError(f"The `estimate` calibration '{self.estimate}' does not exist.",
                              fix="Give a file written by `edgerobust calibrate`.")
+        if not isinstance(self.halving, bool):
+            raise UsageError(f"`halving` must be true or false; got {self.halving!r}.")
         if isinstance(self.space, dict):
             set_("space", SearchSpace(**self.space))
 

@@ -27,6 +27,7 @@ def write_outputs(result, cfg) -> None:
     out = Path(result.out)
     on_front = front(result.trials)
     trials = [dict(t, front=t["number"] in on_front) for t in sorted(result.trials, key=lambda t: t["number"])]
+    table = trials + ([result.reference] if result.reference else [])
     from edgerobust.configio import to_dict
 
     data = {"config": to_dict(cfg), "budget_ms": result.budget_ms, "aim": cfg.aim, "base": result.base,
@@ -35,7 +36,7 @@ def write_outputs(result, cfg) -> None:
             "closing": closing_line(result), "seconds": result.seconds}
     write_json(out / "pareto.json", to_json(PARETO_TYPE, data))
     tmp = out / ".report.html.tmp"
-    tmp.write_text(_page(result, cfg, trials), encoding="utf-8")
+    tmp.write_text(_page(result, cfg, table), encoding="utf-8")
     tmp.replace(out / "report.html")
 
 
@@ -66,7 +67,8 @@ def _lat(t: dict) -> str:
 
 
 def closing_line(result) -> str:
-    """The chosen config, its latency, clean and robust accuracy with intervals, and its gain over the reference."""
+    """The chosen config, its latency, clean and robust accuracy with intervals (the rebuilt bundle's,
+    scored as the trials were), and its gain over the reference."""
     c, ref = result.chosen, result.reference
     if c is None:
         return "no point met the budget"
@@ -74,13 +76,25 @@ def closing_line(result) -> str:
     audited = f"; its full audit: {fmt_latency(a, edge=True)}" if a.get("p50_ms") is not None else ""
     if a.get("speedup") is not None:
         audited += f", {a['speedup']:.3g}x the base's speed"
+    clean, robust = a.get("clean") or c["clean"], a.get("worst_case") or c["robust"]
+    whose = "the rebuilt bundle's " if a.get("worst_case") else ""
     gain = ""
-    if ref and ref.get("robust") and c.get("robust"):
-        d = 100 * (c["robust"]["value"] - ref["robust"]["value"])
-        gain = (f"; {d:+.1f} points robust accuracy over the reference (s=0.5 int8: {_pct(ref['robust'])}, "
-                f"{_lat(ref)})")
-    return (f"chosen: {c['config']} (trial {c['number']}): {_lat(c)} (budget {result.budget_ms:.3g} ms){audited}; "
-            f"clean {_pct(c['clean'])}, robust (worst case over the sets) {_pct(c['robust'])}{gain}")
+    if c.get("reference"):
+        gain = "; no trial beat the reference point"
+    elif ref and ref.get("robust") and robust:
+        d = 100 * (robust["value"] - ref["robust"]["value"])
+        gain = f"; {d:+.1f} points robust accuracy over the reference ({ref['config']}: {_pct(ref['robust'])}, {_lat(ref)})"
+    elif ref and ref.get("why") and not ref.get("robust"):
+        gain = f"; no reference to compare with ({ref['why']})"
+    which = "the reference point" if c.get("reference") else f"trial {c['number']}"
+    return (f"chosen: {c['config']} ({which}): {_lat(c)} (budget {result.budget_ms:.3g} ms){audited}; "
+            f"{whose}clean {_pct(clean)}, robust (worst case over the sets) {_pct(robust)}{gain}")
+
+
+def _robust_cell(t: dict) -> str:
+    if t.get("halved"):
+        return f"{_pct(t.get('robust'))} (first {t['robust']['n']} rows)"
+    return _pct(t.get("robust"))
 
 
 def _svg(result, trials: list[dict]) -> str:
@@ -104,7 +118,7 @@ def _svg(result, trials: list[dict]) -> str:
         fill = "none" if lat["kind"] == "estimated" else color
         ch.parts.append(f'<circle cx="{ch.x(lat["p50_ms"]):.1f}" cy="{ch.y(r["value"]):.1f}" r="{size:.1f}" '
                         f'fill="{fill}" stroke="{color}" stroke-width="1.5"><title>{esc(t["config"])}</title></circle>')
-        if t.get("reference") or (result.chosen and t["number"] == result.chosen["number"]):
+        if t.get("reference") or (result.chosen and not t.get("reference") and t["number"] == result.chosen["number"]):
             ch.text(lat["p50_ms"], r["value"], "reference" if t.get("reference") else "chosen", dx=8, dy=-6)
     ch.legend_items += [("feasible", "#2ca02c", False), ("infeasible", "#999999", False)]
     return ch.render()
@@ -114,14 +128,17 @@ def _page(result, cfg, trials: list[dict]) -> str:
     kind = "estimated on the calibrated device (hollow marks, with their band)" if result.latency_kind == "estimated" \
         else "measured on this host with the audit's interleaved method (filled marks)"
     rows = "".join(
-        f"<tr><td>{t['number']}{' (reference)' if t.get('reference') else ''}</td><td>{html.escape(t['config'])}</td>"
-        f"<td>{html.escape(_lat(t))}</td><td>{_pct(t.get('clean'))}</td><td>{_pct(t.get('robust'))}</td>"
+        f"<tr><td>{'reference' if t.get('reference') else t['number']}</td><td>{html.escape(t['config'])}</td>"
+        f"<td>{html.escape(_lat(t))}</td><td>{_pct(t.get('clean'))}</td><td>{_robust_cell(t)}</td>"
         f"<td>{'yes' if t.get('feasible') else 'no'}{' (front)' if t.get('front') else ''}</td>"
         f"<td>{html.escape(t.get('why') or '')}</td></tr>" for t in trials)
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Budget search</title><style>{PAGE_CSS}</style>"
             f"</head><body><h1>Budget search of {html.escape(Path(str(cfg.prepare.model)).name)}</h1>"
             f"<p class=meta>aim {cfg.aim}; budget {result.budget_ms:.3g} ms p50 on {html.escape(cfg.profile)}; latency "
-            f"{kind}; mark size: clean accuracy; {len(trials)} trials.</p>"
+            f"{kind}; mark size: clean accuracy; {len(result.trials)} trials and the reference point (not a trial).</p>"
             f"<p class=finding>{html.escape(closing_line(result))}</p>"
             f"<div>{_svg(result, trials)}</div><h2>Trials</h2><table><tr><th>trial</th><th>config</th><th>latency</th>"
-            f"<th>clean</th><th>robust</th><th>feasible</th><th>why not</th></tr>{rows}</table></body></html>")
+            f"<th>clean</th><th>robust</th><th>feasible</th><th>why not</th></tr>{rows}</table>"
+            f"<p class=meta>A robust figure marked <em>first N rows</em> is from the first rung only: the point was "
+            f"over the budget, or worse than the best point on those rows, and was not scored on the rest.</p>"
+            f"</body></html>")

@@ -16,8 +16,14 @@ run resumes (trials left running are marked failed and drawn again), a rerun wit
 runs only the missing ones, and the points themselves are content-addressed sweep points under
 ``OUT/points/`` (an identical point is never rebuilt). The study stores the settings it was made
 with (:func:`fingerprint`); a rerun with other settings is refused before the base stage, naming
-what changed. The reference point (sparsity 0.5, int8, uniform, the compress defaults) is enqueued
-as the first trial, and again whenever a kill lost it; only complete and pruned trials are records.
+what changed. The reference point (compress at `sparsity` 0.5 with `int8`, and compress's own defaults,
+:mod:`.reference`) is built once beside the study, not drawn by the sampler; only complete and pruned
+trials are records.
+
+**Halving.** Aim robust scores a point on a quarter of the rows first (:func:`.trial.first_rung`) and
+reports each row's worst-case outcome to Optuna's ``WilcoxonPruner``, which stops the point there when
+a paired signed-rank test finds it worse than the best feasible trial on the same rows (p < 0.05);
+the stopped trial's value is its first rung's estimate, as WilcoxonPruner's documentation advises.
 
 **Host.** A profile of another device than this host is refused unless ``estimate`` gives that
 device's calibration (latency predicted there); this is checked, with the profile and calibration
@@ -43,11 +49,14 @@ from edgerobust import events
 from edgerobust.errors import DependencyError, UsageError
 from edgerobust.research.optimize import space as S
 from edgerobust.research.optimize.configs import OptimizeConfig
-from edgerobust.research.optimize.trial import Context, evaluate, score
+from edgerobust.research.optimize.trial import FIRST_RUNG_MIN, Context, evaluate, score
 
 logger = logging.getLogger(__name__)
 
 STUDY_NAME = "edgerobust-optimize"
+# what the base stage needs of a point (the model, data and attack sets are the search's; the point is never built)
+BASE_POINT = {"sparsity": 0.5, "ratios": "uniform", "round_to": 8, "mode": "standard", "epochs": 0, "precision": "fp32"}
+HALVING_P = 0.05  # WilcoxonPruner's threshold: a point stopped at the first rung is worse than the best at p < 0.05
 KIND = "optimize"  # the output folder's marker (edgerobust.research.sweep.MARKER)
 FINGERPRINT = "edgerobust.settings"  # the study's user attribute: the settings its trials were scored under
 
@@ -82,9 +91,9 @@ def require_optuna():
 
 
 def optimize(cfg: OptimizeConfig, runner=None, sampler=None) -> OptimizeResult:
-    """Search ``cfg.space`` for the best point under the budget; write OUT/study.db, points/,
-    pareto.json, report.html and (when a point meets the budget) best/. ``sampler``: another Optuna
-    sampler than the constrained TPE (benchmarks/optimize.py compares random search and the grid)."""
+    """Search ``cfg.space`` for the best point under the budget; write OUT/study.db, points/, derived/,
+    reference/, pareto.json, report.html and (when a point meets the budget) best/. ``sampler``: another
+    Optuna sampler than the constrained TPE (benchmarks/optimize.py compares random search and the grid)."""
     from edgerobust.research.sweep import prepare_out
 
     optuna = require_optuna()
@@ -95,11 +104,13 @@ def optimize(cfg: OptimizeConfig, runner=None, sampler=None) -> OptimizeResult:
     with _quiet(optuna):
         study = _study(optuna, cfg, out, sampler, fingerprint(cfg, prof))  # a changed setting: before the base stage
         ctx = _context(cfg, runner, cal)
+        reference = _reference(ctx)
         done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-        todo = max(cfg.trials - len(done), 1 if _waiting_reference(study) else 0)
+        todo = max(cfg.trials - len(done), 0)
         if todo > 0:
             logger.info(f"optimize: {todo} trial(s) to run on {ctx.runner.name} (budget {ctx.budget_ms:.3g} ms p50, "
-                        f"{ctx.base_latency['kind']}; the base: {ctx.base_latency['p50_ms']:.3g} ms)")
+                        f"{ctx.base_latency['kind']}; the base: {ctx.base_latency['p50_ms']:.3g} ms; precisions "
+                        f"{', '.join(ctx.precisions)})")
             with events.task("optimize trials", total=todo) as advance:
                 try:
                     study.optimize(lambda t: _objective(t, ctx, advance), n_trials=todo, catch=())
@@ -112,11 +123,10 @@ def optimize(cfg: OptimizeConfig, runner=None, sampler=None) -> OptimizeResult:
     from edgerobust.research.optimize.choose import choose, clear_best, closest_error
     from edgerobust.research.optimize.report import write_outputs
 
-    reference = next((r for r in records if r.get("reference")), None)
     result = OptimizeResult(out=str(ctx.out), budget_ms=ctx.budget_ms, base=_base_record(ctx), reference=reference,
-                            trials=records, chosen=None, audited=None, ran=max(todo, 0), seconds=0.0,
+                            trials=records, chosen=None, audited=None, ran=todo, seconds=0.0,
                             latency_kind=ctx.base_latency["kind"], aim=cfg.aim)
-    result.chosen, result.audited, result.tried = choose(ctx, records)
+    result.chosen, result.audited, result.tried = choose(ctx, records + [reference])
     if result.chosen is None:
         clear_best(ctx.out)  # a previous run's best/ would contradict pareto.json's chosen null
     result.seconds = time.perf_counter() - t0
@@ -124,6 +134,21 @@ def optimize(cfg: OptimizeConfig, runner=None, sampler=None) -> OptimizeResult:
     if result.chosen is None:
         raise closest_error(result)
     return result
+
+
+def _reference(ctx: Context) -> dict:
+    """The reference point's record (built once, reused on a rerun); aim speed cannot judge without it."""
+    from edgerobust.errors import QualityGateError
+    from edgerobust.research.optimize.reference import evaluate_reference
+
+    rec = _plain(evaluate_reference(ctx))
+    if rec.get("robust"):
+        ctx.reference_robust = rec["robust"]["value"]
+    elif ctx.cfg.aim == "speed":
+        raise QualityGateError(f"Aim speed gates robust accuracy against the reference point, which has none: "
+                               f"{rec.get('why')}.", why="`max_robust_drop` is measured from the reference's.",
+                               fix="Use aim robust, or loosen the gates compress applies to the reference.")
+    return rec
 
 
 def _preflight(cfg: OptimizeConfig):
@@ -155,20 +180,22 @@ def _context(cfg: OptimizeConfig, runner, cal) -> Context:
     from edgerobust.research.runners import LocalRunner, point_device
     from edgerobust.research.sweep import base_stage
     from edgerobust.research.sweep_eval import measure_speedups
+    from edgerobust.workstation.pipeline.target import resolve_target
     from edgerobust.workstation.resources.torch_device import resolve_device
 
     runner = runner or LocalRunner()
     device = point_device(runner, resolve_device(cfg.prepare.device))
     out = Path(cfg.out)
-    shared, ev, base = base_stage(S.sweep_config(S.reference_params(cfg), cfg, out), out)
+    shared, ev, base = base_stage(S.sweep_config(BASE_POINT, cfg, out), out)
     if cal is not None:
         lat = base_estimate(cal, out / "base.onnx")
     else:
         _, p50 = measure_speedups([base], out, cfg.profile, cfg.latency_rounds)
         lat = {"kind": "measured", "p50_ms": p50["base"], "low_ms": None, "high_ms": None}
+    plan = resolve_target(cfg.profile)
     ctx = Context(cfg=cfg, out=out, shared=shared, ev=ev, base=base, base_latency=lat, base_clean=None,
                   base_robust=None, budget_ms=cfg.latency_budget(lat["p50_ms"]), runner=runner, device=device,
-                  calibration=cal)
+                  plan=plan, precisions=S.precisions(cfg, plan.runtime), calibration=cal)
     ctx.base_clean, ctx.base_robust = score(ctx, out / "base.onnx")
     return ctx
 
@@ -221,13 +248,13 @@ def _changed_error(out: Path, keys: list[str]) -> UsageError:
 
 def _study(optuna, cfg: OptimizeConfig, out: Path, sampler=None, fp: dict | None = None):
     """The study in OUT/study.db: created with the settings' fingerprint, or loaded (refused when they
-    changed) with its stale running trials marked failed and the reference enqueued again when lost."""
+    changed) with its stale running trials marked failed."""
     # Optuna >= 5 reads the constraints a trial sets (Trial.set_constraint); older ones ask constraints_func
     legacy = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
     sampler = sampler or optuna.samplers.TPESampler(seed=cfg.prepare.seed, **legacy,
                                                     n_startup_trials=min(10, max(2, cfg.trials // 3)))
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}",
-                                load_if_exists=True, sampler=sampler,
+                                load_if_exists=True, sampler=sampler, pruner=_pruner(optuna, cfg),
                                 direction="maximize" if cfg.aim == "robust" else "minimize")
     if fp is not None:
         stored = study.user_attrs.get(FINGERPRINT)
@@ -240,14 +267,19 @@ def _study(optuna, cfg: OptimizeConfig, out: Path, sampler=None, fp: dict | None
     for t in study.trials:
         if t.state == optuna.trial.TrialState.RUNNING:  # a killed run's: drawn again
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    live = ("COMPLETE", "PRUNED", "WAITING")
-    if not any(t.user_attrs.get("reference") and t.state.name in live for t in study.trials):
-        study.enqueue_trial(S.reference_params(cfg), user_attrs={"reference": True})  # first, or lost to a kill
     return study
 
 
-def _waiting_reference(study) -> bool:
-    return any(t.user_attrs.get("reference") and t.state.name == "WAITING" for t in study.trials)
+def _pruner(optuna, cfg: OptimizeConfig):
+    """Aim robust with halving: Optuna's WilcoxonPruner over the first rung's per-row robust outcomes
+    (a paired test against the best feasible trial on the same rows); else none."""
+    import warnings
+
+    if cfg.aim != "robust" or not cfg.halving:
+        return optuna.pruners.NopPruner()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.WilcoxonPruner(p_threshold=HALVING_P, n_startup_steps=FIRST_RUNG_MIN // 2)
 
 
 def _constraints(trial) -> list[float]:
@@ -257,31 +289,40 @@ def _constraints(trial) -> list[float]:
 def _objective(trial, ctx: Context, advance) -> float:
     import optuna
 
-    reference = bool(trial.user_attrs.get("reference"))
-    p = S.suggest(trial, ctx.cfg)
-    if ctx.cfg.aim == "speed" and ctx.reference_robust is None and not reference:
-        ctx.reference_robust = _stored_reference_robust(trial.study)
-        if ctx.reference_robust is None:  # never judged without it: the (content-addressed) reference point first
-            ref = evaluate(ctx, S.reference_params(ctx.cfg), reference=True)
-            ctx.reference_robust = ref["robust"].value
+    p = S.suggest(trial, ctx.cfg, ctx.precisions)
     t0 = time.perf_counter()
-    rec = evaluate(ctx, p, reference=reference)
+    rec = evaluate(ctx, p, halt=_halter(trial))
     rec["seconds"] = time.perf_counter() - t0
-    if reference and rec.get("robust") is not None:
-        ctx.reference_robust = rec["robust"].value
-    plain = _plain(rec)
-    trial.set_user_attr("record", plain)
+    trial.set_user_attr("record", _plain(rec))
     violations = _violations(ctx, rec)
     trial.set_user_attr("constraints", violations)
     if hasattr(trial, "set_constraint"):
         for key, v in zip(("budget", "gate"), violations):
             trial.set_constraint(key, v)
-    advance(1, f"{rec['config']}: {'feasible' if rec['feasible'] else 'infeasible'}")
+    state = "feasible" if rec["feasible"] else "infeasible"
+    advance(1, f"{rec['config']}: {state}{' (stopped at the first rung)' if rec.get('halved') else ''}")
     if rec["state"] == "skipped":
         raise optuna.TrialPruned(rec["why"])
-    if ctx.cfg.aim == "robust":
+    if ctx.cfg.aim == "robust":  # a halved point: its first rung's estimate (WilcoxonPruner's advice)
         return rec["robust"].value if rec.get("robust") is not None else 0.0
     return rec["check_ms"] if rec.get("check_ms") is not None else float("inf")
+
+
+def _halter(trial):
+    """``halt(rows, ok)`` for :func:`evaluate`: report the first rung's per-row outcomes (step = the
+    row's index in eval.npz, the same rows for every trial) and ask the pruner."""
+    def halt(rows, ok) -> str | None:
+        for r, v in zip(rows, ok):
+            trial.report(float(v), int(r))
+        if not trial.should_prune():
+            return None
+        best = trial.study.best_trial
+        mine = [float(v) for r, v in zip(rows, ok) if int(r) in best.intermediate_values]
+        theirs = [best.intermediate_values[int(r)] for r in rows if int(r) in best.intermediate_values]
+        return (f"stopped at the first rung: robust on {100 * sum(mine) / len(mine):.1f}% of {len(mine)} rows against "
+                f"{100 * sum(theirs) / len(theirs):.1f}% for trial {best.number} on the same rows, worse by Optuna's "
+                f"WilcoxonPruner (p < {HALVING_P:g}): not scored on the rest")
+    return halt
 
 
 def _violations(ctx: Context, rec: dict) -> list[float]:
@@ -291,14 +332,6 @@ def _violations(ctx: Context, rec: dict) -> list[float]:
         return [float(rec["over_budget"]), gate]
     ms = rec.get("check_ms", rec.get("bound_ms"))
     return [float(ms - ctx.budget_ms) if ms is not None else 1.0, gate]
-
-
-def _stored_reference_robust(study) -> float | None:
-    for t in study.trials:
-        rec = (t.user_attrs.get("record") or {}) if t.state.name == "COMPLETE" else {}
-        if rec.get("reference") and rec.get("robust"):
-            return rec["robust"]["value"]
-    return None
 
 
 def _plain(rec: dict) -> dict:

@@ -1,9 +1,10 @@
-"""A trial's point in the search space: drawn from Optuna's trial, turned into the sweep's point.
+"""A trial's point in the search space: drawn from Optuna's trial, turned into what builds it.
 
-One trial = one sweep :class:`~edgerobust.research.configs.Variant` (sparsity x ratios x round_to x
-fine-tuning) built as a content-addressed sweep point (fp32 and int8 derived from the same pruned
-model), plus the precision scored and the int8 settings. Identical pruning + fine-tuning + int8
-settings map to the same point key, so a repeated draw, or a rerun, reuses the built point.
+One trial = a pruned, fine-tuned fp32 model (a content-addressed sweep point: sparsity x ratios x
+round_to x fine-tuning, keyed without any precision or int8 setting) plus the precision the target
+runs, derived from that model (:mod:`.derive`): int8 with its calibration and layers kept in fp32,
+fp16, or the fp32 model itself. Two trials that differ only in precision or int8 settings prune and
+fine-tune once.
 """
 from __future__ import annotations
 
@@ -12,10 +13,6 @@ from dataclasses import dataclass, field
 from edgerobust.research.configs import SweepConfig, Variant
 from edgerobust.research.optimize.configs import OptimizeConfig
 from edgerobust.workstation.configs import PruneConfig, QuantConfig, TrainConfig
-
-# the plain compress point (`sparsity` 0.5, `int8`), its epochs clipped to the space's bounds
-REFERENCE = {"sparsity": 0.5, "ratios": "uniform", "round_to": 8, "mode": "standard", "precision": "int8",
-             "calibration": "minmax", "keep_fp32": "none"}
 
 
 @dataclass(frozen=True)
@@ -29,33 +26,32 @@ class SpecSweepConfig(SweepConfig):
         return list(self.fixed_specs) if self.fixed_specs else super().specs
 
 
-def reference_params(cfg: OptimizeConfig) -> dict:
-    """The reference point's parameters, as Optuna enqueues them."""
-    sp = cfg.space
-    return {**REFERENCE, "epochs": min(max(3, sp.epochs_min), sp.epochs_max)}
+def precisions(cfg: OptimizeConfig, runtime: str) -> tuple[str, ...]:
+    """The precisions searched: the space's, or those the profile's runtime runs (``runtime`` as
+    edgerobust.workstation.pipeline.target.resolve_target names it)."""
+    if cfg.space.precisions is not None:
+        return cfg.space.precisions
+    from edgerobust.workstation.quantize.variants import PREFERENCE
+
+    if runtime == "cuda":  # int8 QDQ falls back to the CPU on the CUDA provider (variants.choose)
+        return ("fp16", "fp32")
+    return tuple(PREFERENCE.get(runtime, PREFERENCE["cpu"])[0])
 
 
-def suggest(trial, cfg: OptimizeConfig) -> dict:
-    """Draw one point's parameters from ``trial`` (an optuna.Trial)."""
+def suggest(trial, cfg: OptimizeConfig, precs: tuple[str, ...]) -> dict:
+    """Draw one point's parameters from ``trial`` (an optuna.Trial); ``precs``: :func:`precisions`."""
     sp = cfg.space
     lo, hi = sp.sparsity_min, sp.sparsity_max
-    p = {"sparsity": trial.suggest_float("sparsity", min(lo, 0.5), max(hi, 0.5)) if lo < hi else lo,
-         "ratios": trial.suggest_categorical("ratios", _with(sp.ratios, "uniform")),
-         "round_to": trial.suggest_categorical("round_to", _with(sp.round_to, 8)),
-         "mode": trial.suggest_categorical("mode", _with(sp.modes, "standard")),
+    p = {"sparsity": trial.suggest_float("sparsity", lo, hi) if lo < hi else lo,
+         "ratios": trial.suggest_categorical("ratios", sp.ratios),
+         "round_to": trial.suggest_categorical("round_to", sp.round_to),
+         "mode": trial.suggest_categorical("mode", sp.modes),
          "epochs": trial.suggest_int("epochs", sp.epochs_min, sp.epochs_max),
-         "precision": trial.suggest_categorical("precision", _with(sp.precisions, "int8"))}
+         "precision": trial.suggest_categorical("precision", precs)}
     if p["precision"] == "int8":
-        p["calibration"] = trial.suggest_categorical("calibration", _with(sp.calibrations, "minmax"))
-        p["keep_fp32"] = trial.suggest_categorical("keep_fp32", _with(sp.keep_fp32, "none"))
-    else:  # the fp32 variant of a point still carries int8: keep the default settings, so the point is shared
-        p["calibration"], p["keep_fp32"] = "minmax", "none"
+        p["calibration"] = trial.suggest_categorical("calibration", sp.calibrations)
+        p["keep_fp32"] = trial.suggest_categorical("keep_fp32", sp.keep_fp32)
     return p
-
-
-def _with(choices: tuple, reference) -> tuple:
-    """The choices with the reference's value in them (an enqueued trial must be a legal draw)."""
-    return tuple(choices) if reference in choices else tuple(choices) + (reference,)
 
 
 def label(p: dict) -> str:
@@ -71,14 +67,17 @@ def variant(p: dict, cfg: OptimizeConfig) -> Variant:
     return Variant(sparsity=p["sparsity"], prune=prune, finetune=ft)
 
 
-def quant(p: dict) -> QuantConfig:
-    return QuantConfig(calibration=p["calibration"], keep_fp32=p["keep_fp32"])
+def quant(p: dict, plan) -> QuantConfig:
+    """The int8 settings of an int8 point, with the int8 preset and stem the target ``plan`` settles
+    (edgerobust.workstation.pipeline.target.TargetPlan), as compress for that profile would."""
+    return QuantConfig(calibration=p["calibration"], keep_fp32=p["keep_fp32"], int8_target=plan.int8_target,
+                       stem=plan.stem)
 
 
 def sweep_config(p: dict, cfg: OptimizeConfig, root) -> SpecSweepConfig:
-    """The one-variant sweep that builds this trial's point under ``root`` (fp32 and int8, transfer sets)."""
+    """The one-variant sweep that builds this trial's fp32 point under ``root`` (its transfer sets too)."""
     specs = tuple(cfg.attacks)
     eps = ",".join(dict.fromkeys(s.eps_text or format(s.eps, ".6g") for s in specs))
-    return SpecSweepConfig(cfg.prepare, out=root, variants=(variant(p, cfg),), precisions=("fp32", "int8"),
+    return SpecSweepConfig(cfg.prepare, out=root, variants=(variant(p, cfg),), precisions=("fp32",),
                            attacks=",".join(dict.fromkeys(s.attack for s in specs)), eps=eps,
-                           quant=quant(p), latency_profile=cfg.profile, write_report=False, fixed_specs=specs)
+                           latency_profile=cfg.profile, write_report=False, fixed_specs=specs)

@@ -1,21 +1,24 @@
-"""One trial of the budget search, cheap before dear: estimate, build, gate, score, time.
+"""One trial of the budget search, cheap before dear: bound, build, derive, gate, time, halve, score.
 
-1. The latency lower bound before anything is built: the base's p50 (measured on this host, or
-   predicted from ``estimate``'s calibration) scaled by the point's MACs, ``(1 - s)^2``, and by
-   :data:`INT8_BEST` for int8. A point whose bound misses the budget is skipped (Optuna: pruned),
-   with the reason.
-2. The point is built through the sweep's content-addressed points (``edgerobust.research.sweep_points``),
-   on the runner (this process or a Ray task): an identical point is reused, not rebuilt.
-3. The clean gate (aim robust): the point's clean accuracy on the profile's session comes first; a
-   point below the gate is not replayed against the attack sets (the sweep point stores its per-set
-   scores when it is built, so the saving is the worst-case replay, not the build).
-4. Robust accuracy as the audit counts it (:mod:`edgerobust.edge.scores.robust`): per sample, the worst
-   case over every attack set, replayed on the profile's ONNX Runtime session, with a Wilson interval.
-5. Latency: with the audit's interleaved method against the base on this host
+1. A lower bound on latency before anything is built, for uniform pruning: the base's p50 (measured
+   on this host, or the low edge of its predicted band) x the MACs uniform pruning leaves at most,
+   ``(1 - s)^2``, x :data:`REDUCED_BEST` for int8 and fp16. A point whose bound misses the budget
+   is skipped (Optuna: pruned), with the reason. Global and MRS ratios may cut some layers far more
+   than ``s``: no bound holds before pruning, so those points are always built.
+2. The pruned, fine-tuned fp32 model is a content-addressed sweep point
+   (:mod:`edgerobust.research.sweep_points`), built on the runner (this process or a Ray task) and
+   reused when drawn again; the trial's precision is derived from it (:mod:`.derive`).
+3. The clean gate (aim robust) first: a point below it, or an fp16 model below compress's fp16
+   agreement gate, is not replayed against the attack sets.
+4. Latency: measured with the audit's interleaved method against the base on this host
    (:func:`edgerobust.research.sweep_eval.measure_speedups`), or predicted on the calibrated device
-   with its band (:func:`edgerobust.edge.estimate.predict.predict_model`); the budget is checked
-   against the band's upper edge. A ``min_speedup`` budget on this host is checked as the base's p50
-   over the point's from that same interleaved run.
+   with its band (:func:`edgerobust.edge.estimate.predict.predict_model`), the budget checked against
+   the band's upper edge; a ``min_speedup`` budget measured here is the base's p50 over the point's
+   from that same interleaved run.
+5. Robust accuracy as the audit counts it: per sample, the worst case over every attack set,
+   replayed on the profile's ONNX Runtime session, with a Wilson interval. With halving, on a fixed
+   subset of rows first (:func:`first_rung`): a point over the budget stops there, and ``halt`` (the
+   search's Optuna pruner) may stop a point that is worse than the best one on those rows.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from edgerobust.research.optimize.report import fmt_latency
 
 logger = logging.getLogger(__name__)
 
-INT8_BEST = 0.25  # the most int8 has been seen to cut a CPU model's latency: the bound stays optimistic
+REDUCED_BEST = 0.25  # the most int8 (or fp16) has been seen to cut a model's latency: the bound stays optimistic
+FIRST_RUNG_MIN = 64  # rows of the first rung (halving): a quarter of the evaluation rows, at least this many
 
 
 @dataclass
@@ -48,38 +52,50 @@ class Context:
     budget_ms: float
     runner: object
     device: str
+    plan: object  # the profile's TargetPlan (int8 preset, stem, runtime)
+    precisions: tuple = ()
     calibration: object = None
     reference_robust: float | None = None
-    records: dict = field(default_factory=dict)  # trial number -> record (this run's)
+    rows: np.ndarray | None = None  # the rows every set holds, in the seeded order halving reads them
+    sets: list = field(default_factory=list)
 
 
-def worst_case(session, ev, clean_pred, adv_sets) -> object:
-    """Per-sample worst-case robust accuracy of one session: a row is robust only when it is right
-    clean and on every set (over the rows all the sets hold)."""
+def load_sets(ctx: Context) -> list:
+    """The transfer sets, loaded once; ``ctx.rows``: the rows all of them hold, in a seeded order."""
+    if not ctx.sets:
+        from edgerobust.edge.files.bundle import AdvSet
+
+        ctx.sets = [AdvSet.load(ctx.out / rel) for rel in ctx.shared.transfer.values()]
+        rows = np.arange(len(ctx.ev.y))
+        for adv in ctx.sets:
+            rows = np.intersect1d(rows, adv.idx)
+        ctx.rows = np.random.default_rng(ctx.cfg.prepare.seed).permutation(rows)
+    return ctx.sets
+
+
+def first_rung(ctx: Context) -> int:
+    """How many of ``ctx.rows`` halving scores first: a quarter, at least FIRST_RUNG_MIN (all: no halving)."""
+    n = len(ctx.rows)
+    if not ctx.cfg.halving or ctx.cfg.aim != "robust":
+        return n
+    return min(n, max(FIRST_RUNG_MIN, -(-n // 4)))
+
+
+def robust_on(ctx: Context, session, clean_pred: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per row, robust or not: right on the clean sample and on every set (the worst case)."""
     from edgerobust.edge.scores.replay import predict
-    from edgerobust.edge.scores.stats import proportion
 
-    rows = np.arange(len(ev.y))
-    for adv in adv_sets:
-        rows = np.intersect1d(rows, adv.idx)
-    ok = clean_pred[rows] == ev.y[rows]
-    for adv in adv_sets:
+    ok = clean_pred[rows] == ctx.ev.y[rows]
+    for adv in load_sets(ctx):
         pos = {int(i): j for j, i in enumerate(adv.idx)}
         sel = np.array([pos[int(r)] for r in rows], dtype=np.int64)
         pred = predict(session, adv.x[sel], 256) if len(sel) else np.zeros(0, dtype=np.int64)
         ok &= pred == adv.y[sel]
-    return proportion(int(ok.sum()), int(len(rows)))
+    return ok
 
 
-def load_sets(ctx: Context) -> list:
-    from edgerobust.edge.files.bundle import AdvSet
-
-    return [AdvSet.load(ctx.out / rel) for rel in ctx.shared.transfer.values()]
-
-
-def score(ctx: Context, path: Path, gate=None) -> tuple:
-    """(clean, worst-case robust) accuracy of the ONNX model at ``path`` on the profile's session;
-    robust is None, the sets not replayed, when ``gate(clean)`` says the point fails its gate."""
+def open_model(ctx: Context, path: Path):
+    """(the profile's session on ``path``, its clean predictions, clean accuracy)."""
     from edgerobust.edge.audit import resolve_profile
     from edgerobust.edge.runtime.sessions import open_sessions
     from edgerobust.edge.scores.replay import predict
@@ -89,10 +105,17 @@ def score(ctx: Context, path: Path, gate=None) -> tuple:
     # accuracy only with ``estimate`` (latency is predicted elsewhere); measured, the profile's own providers
     session = open_sessions({"model": path}, prof, allow_fallback=ctx.calibration is not None)["model"]
     clean_pred = predict(session, ctx.ev.x, 256)
-    clean = accuracy(clean_pred, ctx.ev.y)
-    if gate is not None and gate(clean):
-        return clean, None
-    return clean, worst_case(session, ctx.ev, clean_pred, load_sets(ctx))
+    return session, clean_pred, accuracy(clean_pred, ctx.ev.y)
+
+
+def score(ctx: Context, path: Path) -> tuple:
+    """(clean, worst-case robust) accuracy of the ONNX model at ``path`` on every row."""
+    from edgerobust.edge.scores.stats import proportion
+
+    session, clean_pred, clean = open_model(ctx, path)
+    load_sets(ctx)
+    ok = robust_on(ctx, session, clean_pred, ctx.rows)
+    return clean, proportion(int(ok.sum()), len(ok))
 
 
 def latency(ctx: Context, rel: str) -> dict:
@@ -110,14 +133,16 @@ def latency(ctx: Context, rel: str) -> dict:
     return {"kind": "measured", "p50_ms": p50["point"], "low_ms": None, "high_ms": None, "base_p50_ms": p50["base"]}
 
 
-def lower_bound_ms(ctx: Context, p: dict) -> float:
-    """An optimistic p50 before building: the base's (its band's low edge when estimated) x MACs x int8."""
+def lower_bound_ms(ctx: Context, p: dict) -> float | None:
+    """An optimistic p50 before building a uniform point (None for global and MRS ratios: no bound)."""
+    if p["ratios"] != "uniform":
+        return None
     base = ctx.base_latency["low_ms"] or ctx.base_latency["p50_ms"]
-    return base * (1 - p["sparsity"]) ** 2 * (INT8_BEST if p["precision"] == "int8" else 1.0)
+    return base * (1 - p["sparsity"]) ** 2 * (REDUCED_BEST if p["precision"] in ("int8", "fp16") else 1.0)
 
 
 def build(ctx: Context, p: dict) -> tuple[dict, bool]:
-    """The point's record (built, or reused from disk) and whether it was reused."""
+    """The point's fp32 record (built, or reused from disk) and whether it was reused."""
     from edgerobust.research.sweep import run_points
     from edgerobust.research.sweep_points import PointTask, point_key
 
@@ -128,50 +153,86 @@ def build(ctx: Context, p: dict) -> tuple[dict, bool]:
     return {**records[0], "folder": task.folder}, bool(reused)
 
 
-def evaluate(ctx: Context, p: dict, reference: bool = False) -> dict:
-    """One trial's record: params, latency, clean and robust accuracy, feasible or not and why."""
-    rec = {"params": p, "config": S.label(p), "reference": reference, "state": "complete"}
+def evaluate(ctx: Context, p: dict, halt=None) -> dict:
+    """One trial's record: params, latency, clean and robust accuracy, feasible or not and why.
+    ``halt(rows, ok)``: after the first rung, the reason to stop this point there, or None."""
+    from edgerobust.research.optimize.derive import derive
+
+    rec = {"params": p, "config": S.label(p), "state": "complete"}
     bound = lower_bound_ms(ctx, p)
     rec["bound_ms"], rec["bound_kind"] = bound, ctx.base_latency["kind"]
-    if not reference and bound > ctx.budget_ms:
+    if bound is not None and bound > ctx.budget_ms:
         return {**rec, "state": "skipped", "feasible": False, "latency": None, "gate_failed": False,
-                "why": f"its optimistic latency, {bound:.3g} ms (the base's x MACs{' x int8' if p['precision'] == 'int8' else ''}), "
-                       f"already misses the budget of {ctx.budget_ms:.3g} ms: not built"}
+                "why": f"its optimistic latency, {bound:.3g} ms (the base's x MACs"
+                       f"{' x ' + p['precision'] if p['precision'] != 'fp32' else ''}), already misses the budget "
+                       f"of {ctx.budget_ms:.3g} ms: not built"}
     record, reused = build(ctx, p)
-    model = next(m for m in record["models"] if m["precision"] == p["precision"])
-    rec.update(reused=reused, model=model["path"], macs=model["macs"], macs_reduction=model["macs_reduction"])
-    drop = lambda c: 100 * (ctx.base_clean.value - c.value)  # noqa: E731
-    fails = None if reference or ctx.cfg.aim != "robust" else (lambda c: drop(c) > ctx.cfg.max_clean_drop)
-    clean, robust = score(ctx, ctx.out / model["path"], gate=fails)
-    rec.update(clean=clean, clean_drop=drop(clean), robust=robust)
-    if robust is None:  # stopped at the clean gate, before the attack sets
-        rec["why"] = (f"clean accuracy {100 * clean.value:.1f}% is {rec['clean_drop']:.1f} points below the base's, more "
+    fp32 = record["models"][0]
+    d = derive(ctx, fp32["path"], p)
+    rec.update(reused=reused, model=d["path"], macs=fp32["macs"], macs_reduction=fp32["macs_reduction"])
+    return measure(ctx, rec, ctx.out / d["path"], halt=halt, fp16_agreement=d["fp16_agreement"])
+
+
+def measure(ctx: Context, rec: dict, path: Path, halt=None, fp16_agreement: float | None = None,
+            reference: bool = False) -> dict:
+    """Clean accuracy (and the gates), latency, then robust accuracy (halved when asked), judged."""
+    from edgerobust.edge.scores.stats import proportion
+    from edgerobust.workstation.quantize.variants import FP16_MIN_AGREEMENT
+
+    session, clean_pred, clean = open_model(ctx, path)
+    drop = 100 * (ctx.base_clean.value - clean.value)
+    rec.update(clean=clean, clean_drop=drop, robust=None)
+    if fp16_agreement is not None and fp16_agreement < FP16_MIN_AGREEMENT:
+        rec["why"] = (f"fp16 gives fp32's top-1 answer on {100 * fp16_agreement:.1f}% of the samples, below "
+                      f"compress's fp16 gate ({100 * FP16_MIN_AGREEMENT:.0f}%): not attacked")
+    elif not reference and ctx.cfg.aim == "robust" and drop > ctx.cfg.max_clean_drop:
+        rec["why"] = (f"clean accuracy {100 * clean.value:.1f}% is {drop:.1f} points below the base's, more "
                       f"than `max_clean_drop` {ctx.cfg.max_clean_drop:g}: not attacked")
-    rec["latency"] = latency(ctx, model["path"])
+    rec["latency"] = latency(ctx, path.relative_to(ctx.out).as_posix())
+    if rec.get("why") is None:
+        load_sets(ctx)
+        n0 = len(ctx.rows) if reference else first_rung(ctx)
+        ok = robust_on(ctx, session, clean_pred, ctx.rows[:n0])
+        stop = None
+        if n0 < len(ctx.rows):
+            over = budget(ctx, rec["latency"])[1]
+            stop = (f"over the budget: robust accuracy from the first {n0} of {len(ctx.rows)} rows only"
+                    if over is None or over > 0
+                    else halt(ctx.rows[:n0], ok) if halt is not None else None)
+            if stop is None:
+                ok = np.concatenate([ok, robust_on(ctx, session, clean_pred, ctx.rows[n0:])])
+        rec.update(robust=proportion(int(ok.sum()), len(ok)), robust_n=len(ok), halved=stop)
     return judge(ctx, rec)
+
+
+def budget(ctx: Context, lat: dict) -> tuple[float | None, float | None, float | None]:
+    """(the figure compared with the budget, how far over it (> 0: missed), the speedup) of a latency."""
+    check = lat["high_ms"] if lat["kind"] == "estimated" else lat["p50_ms"]
+    if check is None:
+        return None, None, None
+    if ctx.cfg.min_speedup is not None and lat["kind"] == "measured" and lat.get("base_p50_ms"):
+        speedup = lat["base_p50_ms"] / lat["p50_ms"]  # against the base measured in the same interleaved run
+        return check, ctx.cfg.min_speedup - speedup, speedup
+    return check, check - ctx.budget_ms, None
 
 
 def judge(ctx: Context, rec: dict) -> dict:
     """Feasible or not, and why: the budget (against the band's upper edge when estimated), then the gate."""
     lat, cfg = rec["latency"], ctx.cfg
-    check = lat["high_ms"] if lat["kind"] == "estimated" else lat["p50_ms"]
+    check, over, speedup = budget(ctx, lat)
     if check is None:
-        rec.update(feasible=False, gate_failed=False, over_budget=1.0, within_budget=False, why=f"the calibration lacks {', '.join(lat.get('missing') or ['a kernel'])}: no estimate")
+        rec.update(feasible=False, gate_failed=False, over_budget=1.0, within_budget=False,
+                   why=f"the calibration lacks {', '.join(lat.get('missing') or ['a kernel'])}: no estimate")
         return rec
-    rec["check_ms"] = check
+    rec.update(check_ms=check, over_budget=over, within_budget=over <= 0)
     why, gate = [], []
-    speedup = cfg.min_speedup is not None and lat["kind"] == "measured" and lat.get("base_p50_ms")
-    if speedup:  # against the base measured in the same interleaved run, not the run's first base measurement
-        rec["speedup"] = lat["base_p50_ms"] / lat["p50_ms"]
-        rec["over_budget"] = cfg.min_speedup - rec["speedup"]
-        if rec["over_budget"] > 0:
-            why.append(f"{fmt_latency(lat)} is a speedup of {rec['speedup']:.3g}x over the base measured with it "
+    if speedup is not None:
+        rec["speedup"] = speedup
+        if over > 0:
+            why.append(f"{fmt_latency(lat)} is a speedup of {speedup:.3g}x over the base measured with it "
                        f"({lat['base_p50_ms']:.3g} ms measured), below `min_speedup` {cfg.min_speedup:g}")
-    else:
-        rec["over_budget"] = check - ctx.budget_ms
-        if check > ctx.budget_ms:
-            why.append(f"{fmt_latency(lat, edge=True)} misses the budget of {ctx.budget_ms:.3g} ms")
-    rec["within_budget"] = rec["over_budget"] <= 0
+    elif over > 0:
+        why.append(f"{fmt_latency(lat, edge=True)} misses the budget of {ctx.budget_ms:.3g} ms")
     if rec.get("why"):
         gate.append(rec["why"])
     elif cfg.aim == "robust" and rec["clean_drop"] > cfg.max_clean_drop:

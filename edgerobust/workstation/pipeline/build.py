@@ -14,6 +14,7 @@ import torch
 
 from edgerobust import __version__
 from edgerobust.edge.files.bundle import BUNDLE_KIND, SCHEMA_VERSION, finalize_manifest
+from edgerobust.edge.files.corruptset import CORRUPTION_DIR
 from edgerobust.edge.files.atomic import atomic_dir
 from edgerobust.errors import UsageError
 from edgerobust.configio import to_dict
@@ -22,10 +23,10 @@ from edgerobust.workstation.resources.torch_device import describe
 from edgerobust.workstation.model.export import OUTPUT_NAME, exporter_of
 from edgerobust.workstation.model.load import save_checkpoint, structure_of
 from edgerobust.workstation.pipeline.prepare import Prepared, prepare
-from edgerobust.workstation.pipeline.stages import (Quantized, eval_set, evidence_stage, export_stage, finetune_stage, fp16_stage,
+from edgerobust.workstation.pipeline.stages import (Quantized, corruption_stage, eval_set, evidence_stage, export_stage, finetune_stage, fp16_stage,
                                            prune_gate, prune_stage, pruned_accuracy, quantize_stage, whitebox_stage)
 from edgerobust.workstation.pipeline.target import TargetPlan
-from edgerobust.workstation.quantize.variants import choose
+from edgerobust.workstation.quantize.variants import Deployment, choose
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class _Run:
         self.parities: dict[str, dict] = {}
         self.adv_names: list[str] = []
         self.q: Quantized | None = None
+        self.corruption = None  # a corrupt.sets.CorruptionRun with `corruptions`
 
     def models(self) -> None:
         """base.onnx, the pruned and fine-tuned model_fp32.onnx, and model.onnx (int8 with ``int8``)."""
@@ -130,7 +132,10 @@ class _Run:
     def deploy(self) -> None:
         """Choose the variant for the profile's target; it becomes model.onnx, the others keep their names."""
         plan = self.plan
-        self.deployment = choose({k: v.path for k, v in self.variants.items()}, plan.runtime, plan.profile)
+        if self.cfg.deploy is not None:
+            self.deployment = Deployment(self.cfg.deploy, plan.runtime, "asked for (`deploy`)", plan.profile)
+        else:
+            self.deployment = choose({k: v.path for k, v in self.variants.items()}, plan.runtime, plan.profile)
         chosen = self.variants[self.deployment.variant]
         chosen.path = chosen.path.rename(self.tmp / "model.onnx")
         self.metrics["deployed_accuracy"] = chosen.accuracy
@@ -141,6 +146,9 @@ class _Run:
         """eval.npz, pruned.pt, the attack sets on the base and (with ``whitebox``) on the pruned model."""
         cfg, prep, tmp = self.cfg, self.prep, self.tmp
         eval_set(prep).save(tmp / "eval.npz")
+        if cfg.corruptions:
+            self.corruption = corruption_stage(tmp / "eval.npz", cfg.corruptions, cfg.corruption_severities, prep.seed,
+                                               tmp / CORRUPTION_DIR)
         loaded = prep.loaded
         if loaded.arch:
             save_checkpoint(tmp / "pruned.pt", self.pruned.model.net, loaded.arch, prep.num_classes,
@@ -198,6 +206,8 @@ class _Run:
             "eval": "eval.npz",
             "eval_split": prep.held_out.to_dict(),
             "adv": self.adv_names,
+            **({"corruptions": self.corruption.files, "corruption_sets": self.corruption.record()}
+               if self.corruption is not None else {}),
             "config": config_dict(cfg),
             "metrics": self.metrics,
             "pruning": {"layers": pr.layers, "requested_sparsity": pr.requested_sparsity, "round_to": pr.round_to,

@@ -1,7 +1,7 @@
 """The compress pipeline's stages after `prepare`, each ``stage(input, config) -> artifact``:
 
     prepare -> prune_stage -> finetune_stage (+ pruning gate) -> export_stage
-            -> quantize_stage (+ int8 gate) -> evidence_stage (attack sets) -> bundle
+            -> quantize_stage (+ int8 gate) -> corruption_stage, evidence_stage (attack sets) -> bundle
 
 compress composes them into one bundle; sweep, attack, recipes and demo compose the ones they
 need. Each stage takes the Prepared object (model, splits, normalization) and its own config.
@@ -196,6 +196,16 @@ def eval_set(prep: Prepared) -> EvalSet:
     ev = prep.splits.eval
     return EvalSet(x=ev.x, y=ev.y, meta={"data": prep.data_name, "seed": prep.seed, "split": "eval", "n": len(ev),
                                          "held_out": prep.held_out.to_dict()})
+
+
+def corruption_stage(evalset_path: Path, names, severities, seed: int, folder: Path):
+    """The common-corruption sets of the saved eval set into ``folder`` (edgerobust.workstation.corrupt.sets):
+    a CorruptionRun (files, what was left out and why, seconds)."""
+    from edgerobust.workstation.corrupt.sets import make_sets
+
+    run = make_sets(EvalSet.load(evalset_path), names, severities, seed, folder, sha256_file(evalset_path))
+    logger.info(f"corruption sets: {len(run.files)} in {run.seconds:.1f} s")
+    return run
 
 
 def evidence_stage(prep: Prepared, evalset_path: Path, base_onnx: Path, attacks: list, adv_dir: Path,
