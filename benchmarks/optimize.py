@@ -12,8 +12,9 @@ for --r18-epochs epochs on the bundled digits resized to 32x32 and repeated to 3
 an npz next to it, so the search reads the same pixels and the same seeded split). Trained models
 are kept in --work and reused on a rerun. --model: use this checkpoint instead (one model only).
 
---quick: a 12-point grid (sparsity 0.3/0.5/0.7 x uniform/global x int8/fp32, no fine-tuning), 6
-trials per sampler; without it a 24-point grid (fine-tuning 0 or 1 epoch) and 10 trials. --trials
+--quick: a 12-point grid (sparsity 0.3/0.5/0.7 x uniform/global x int8/fp32, one epoch of standard
+fine-tuning: without it a pruned model keeps too little accuracy for the comparison to mean anything),
+6 trials per sampler; without it a 24-point grid (fine-tuning 1 or 2 epochs) and 10 trials. --trials
 overrides the trials per sampler; --grid-trials caps the grid's trials (smoke tests only: the
 "grid's best" is then that of the points visited). Each method builds its points from scratch in its
 own folder (removed first on a rerun), so the wall times compare compute. The figures depend on this
@@ -87,10 +88,10 @@ def _space(quick: bool):
     from edgerobust.research.optimize.configs import SearchSpace
 
     grid = {"sparsity": [0.3, 0.5, 0.7], "ratios": ["uniform", "global"], "round_to": [8], "mode": ["standard"],
-            "epochs": [0] if quick else [0, 1], "precision": ["int8", "fp32"], "calibration": ["minmax"],
+            "epochs": [1] if quick else [1, 2], "precision": ["int8", "fp32"], "calibration": ["minmax"],
             "keep_fp32": ["none"]}
     space = SearchSpace(sparsity_min=0.3, sparsity_max=0.7, ratios=("uniform", "global"), round_to=(8,),
-                        modes=("standard",), epochs_min=0, epochs_max=0 if quick else 1, calibrations=("minmax",),
+                        modes=("standard",), epochs_min=1, epochs_max=1 if quick else 2, calibrations=("minmax",),
                         keep_fp32=("none",))
     return space, grid
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edgerobust import __version__
 from edgerobust.edge.scores.advcheck import check_adv_sets
-from edgerobust.edge.scores.corruption import check_corruption_sets, replay_corruptions
+from edgerobust.edge.scores.corruption import check_corruption_sets, corruption_source, replay_corruptions
 from edgerobust.edge.files.bundle import MANIFEST, AdvSet, Bundle, EvalSet
 from edgerobust.edge.files.npzio import sha256_file
 from edgerobust.edge.estimate.predict import EstimateConfig, estimate
@@ -357,9 +357,9 @@ def audit(config: AuditConfig) -> AuditReport:
     warnings += [w for w in (held_out_warning(ev.meta), int8_agreement_warning(inputs.bundle)) if w]
     # Every set's contents too (finite, in range, within eps of its clean rows), verified or not.
     check_adv_sets(inputs.adv_sets, ev, (inputs.spec or {}).get("value_range"))
-    check_corruption_sets(inputs.bundle.corruption_paths if inputs.bundle else [], inputs.eval_set, ev)
-    if not inputs.adv_sets:
-        warnings.append(no_adv_sets_warning(inputs.bundle))
+    corrupted, note = corruption_source(inputs.bundle, inputs.eval_set)
+    check_corruption_sets(corrupted.corruption_paths if corrupted else [], inputs.eval_set, ev)
+    warnings += [w for w in (note, None if inputs.adv_sets else no_adv_sets_warning(inputs.bundle)) if w]
 
     models, deployed_variant = _roles(config, inputs)
     sessions, left_out = _open(models, profile, config.allow_fallback)
@@ -383,7 +383,7 @@ def audit(config: AuditConfig) -> AuditReport:
     robust, checks, query, query_status = assess(results, predictions, deployed_variant, sessions, ev,
                                                  config.query, config.batch_size, config.show_progress)
     warnings += [f"sanity check failed ({c.name}): {c.detail}" for c in checks if c.passed is False]
-    corruption = replay_corruptions(sessions, inputs.bundle, inputs.eval_set, ev, predictions, config.batch_size,
+    corruption = replay_corruptions(sessions, corrupted, inputs.eval_set, ev, predictions, config.batch_size,
                                     config.show_progress)
     return AuditReport(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

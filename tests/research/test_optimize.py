@@ -399,3 +399,35 @@ def test_a_candidate_is_judged_by_its_own_audit_speedup_and_host():
     assert _misses(ctx, audited) is None  # over the run's first base / 2, but 2.2x its own audit's base
     assert "speedup of 1.5x" in _misses(ctx, dict(audited, speedup=1.5))
     assert "not the profile's device" in _misses(ctx, dict(audited, host_matches=False))
+
+
+def test_precisions_are_derived_once_from_the_fp32_point_and_reused(tmp_path):
+    """int8 and fp16 come from the point's fp32 file (no re-prune), keyed by their settings, reused on a rerun."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from edgerobust.edge.files.bundle import EvalSet
+    from edgerobust.research.optimize.derive import derive
+    from edgerobust.workstation.pipeline.target import resolve_target
+    from onnx_models import mlp_weights, ort_predictions, save_mlp
+
+    (tmp_path / "points").mkdir()
+    save_mlp(tmp_path / "points" / "fp32.onnx", mlp_weights(0))
+    x = np.random.default_rng(0).random((64, 1, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    ctx = SimpleNamespace(out=tmp_path, plan=resolve_target("laptop-cpu"), shared=SimpleNamespace(data_digest="d"),
+                          ev=EvalSet(x=x, y=np.zeros(64, dtype=np.int64)))
+    int8 = {"precision": "int8", "calibration": "minmax", "keep_fp32": "none"}
+    assert derive(ctx, "points/fp32.onnx", {"precision": "fp32"})["path"] == "points/fp32.onnx"
+    a = derive(ctx, "points/fp32.onnx", int8)
+    b = derive(ctx, "points/fp32.onnx", dict(int8, calibration="percentile"))
+    f = derive(ctx, "points/fp32.onnx", {"precision": "fp16"})
+    assert len({a["path"], b["path"], f["path"]}) == 3 and all(p["path"].startswith("derived/") for p in (a, b, f))
+    assert f["fp16_agreement"] > 0.9 and a["fp16_agreement"] is None
+    ref = ort_predictions(tmp_path / "points" / "fp32.onnx", x)
+    assert (ort_predictions(tmp_path / f["path"], x) == ref).mean() == f["fp16_agreement"]
+    stamp = (tmp_path / a["path"]).stat().st_mtime_ns
+    assert derive(ctx, "points/fp32.onnx", int8) == a and (tmp_path / a["path"]).stat().st_mtime_ns == stamp
+    (tmp_path / a["path"]).write_bytes(b"tampered")  # a changed file is derived again, not trusted
+    assert derive(ctx, "points/fp32.onnx", int8) == a and (tmp_path / a["path"]).read_bytes() != b"tampered"

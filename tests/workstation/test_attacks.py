@@ -378,8 +378,11 @@ def test_sets_from_attack_on_the_source_model_pass_the_bundles_audit(zoo_checkpo
                             "--eval", str(out / "eval.npz"), "--adv", str(out / "adv" / "fgsm_8-255.npz"),
                             "--out", str(tmp_path / "report"), "--json"])
     assert r.exit_code == 0, r.output
-    sets = json.loads((tmp_path / "report" / "report.json").read_text())["_data"]["sets"]
+    data = json.loads((tmp_path / "report" / "report.json").read_text())["_data"]
+    sets = data["sets"]
     assert [s["name"] for s in sets] == ["clean", "fgsm_8-255"] and sets[1]["n"] == 16
+    # the bundle's corruption sets were made from its own eval.npz: with another one, not replayed, and said so
+    assert data["corruption"] is None and any("corruption sets were made from" in w for w in data["warnings"])
     # a set crafted on another model is still refused
     other = tmp_path / "other.pt"
     from edgerobust.workstation.train.zoo import train_zoo

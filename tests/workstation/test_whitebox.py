@@ -145,7 +145,7 @@ def test_cli_mrs_pgd_at_whitebox_then_audit(zoo_checkpoint, tmp_path, monkeypatc
     i_t, i_f, i_q = (text.index(s) for s in ("clean and transfer sets", "white-box fp32 sets", "white-box int8 sets"))
     assert i_t < i_f < i_q
     assert text.index("pgd_8-255", i_t) < i_f < text.index("whitebox-fp32/pgd_8-255", i_f) < i_q
-    assert "white-box (upper bound from PGD): eps 8/255 deployed" in text, text[text.index("Deployed vs base"):][:900]
+    assert "white-box (upper bound from PGD; Δ: each model against the same attacks crafted on itself): eps 8/255 deployed" in text, text[text.index("Per threat model"):][:700]
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())["_data"]
     assert [s["source"] for s in rep["sets"]] == ["clean", "transfer", "whitebox-fp32", "whitebox-int8"]
     md = (tmp_path / "rep" / "report.md").read_text()

@@ -145,6 +145,17 @@ def summarize(sets: list[CorruptionScore], skipped=(), left_out=None, implementa
                             implementation, roles)
 
 
+def corruption_source(bundle, eval_path: Path):
+    """(the bundle whose corruption sets apply, a warning): the sets were made from the bundle's own
+    eval.npz, so with another evaluation set (the audit's ``eval_set``) they are not replayed, and said so."""
+    if bundle is None or not bundle.corruption_paths:
+        return bundle, None
+    if Path(eval_path).resolve() == bundle.eval_path.resolve():
+        return bundle, None
+    return None, (f"the bundle's {len(bundle.corruption_paths)} corruption sets were made from its own "
+                  f"{bundle.eval_path.name}, not from {Path(eval_path).name}: not replayed")
+
+
 def check_corruption_sets(paths, eval_path: Path, ev) -> None:
     """Load and check every set before any time is spent measuring (BundleError on the first bad one)."""
     sha = sha256_file(eval_path) if paths else ""
