@@ -9,18 +9,23 @@ import typer
 from edgerobust import ui
 from edgerobust.cli.compress import corruption_lines
 from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
-from edgerobust.cli.options import CorruptionSeverities, Corruptions, Overwrite, Seed
+from edgerobust.cli.options import CorruptionSeverities, Corruptions, Overwrite
 
 BundleArg = Annotated[Optional[Path], typer.Argument(
     help="The bundle folder (or its model.onnx). Default: the config file's `bundle`.", show_default=False,
     metavar="BUNDLE")]
+
+CorruptSeed = Annotated[Optional[int], typer.Option(
+    "--seed", min=0, show_default=False,
+    help="Seeds the corruption sets. Default: the seed the bundle was compressed with (its manifest's "
+         "config.prepare.seed; 0 where it records none), so the sets match those `compress --corruptions` makes.")]
 
 F = Flag
 # Every corrupt flag and the key it sets in edgerobust.workstation.corrupt.sets.CorruptConfig's schema.
 CORRUPT_FLAGS = (
     F("corruptions", Corruptions, "default", "corruptions"),
     F("corruption_severities", CorruptionSeverities, "1,3,5", "corruption_severities"),
-    F("seed", Seed, 0, "seed"), F("overwrite", Overwrite, False, "overwrite"),
+    F("seed", CorruptSeed, None, "seed"), F("overwrite", Overwrite, False, "overwrite"),
 )
 
 

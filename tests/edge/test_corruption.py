@@ -46,6 +46,38 @@ def test_ce_relative_ce_and_mcnemar_by_hand():
     assert rep.worst is None  # a 4-pair McNemar cannot reach p < 0.05 (0.125 is its smallest)
 
 
+def test_holm_adjusts_by_hand():
+    from edgerobust.edge.scores.stats import holm
+
+    # sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 = 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0]) and holm([]) == []
+
+
+def test_a_lone_p_of_0_03_among_30_sets_is_not_named_in_the_headline():
+    from types import SimpleNamespace
+
+    from edgerobust.edge.render.corruption_lines import corruption_sentence, set_rows
+
+    n = 40
+    y = np.zeros(n, dtype=np.int64)
+    right = np.zeros(n)
+    clean = {"base": right, "deployed": right}
+    lone = _set("impulse_noise", 3, y, {"base": right, "deployed": np.r_[np.ones(6), np.zeros(34)]}, clean)
+    assert lone.mcnemar.p_value == pytest.approx(2 * 0.5 ** 6) and lone.significant_loss  # 0.031 alone
+    same = [_set(f"c{i}", 1, y, {"base": right, "deployed": right}, clean) for i in range(29)]
+    rep = summarize([lone] + same)
+    held = rep.sets[0]
+    assert held.mcnemar.p_value == pytest.approx(2 * 0.5 ** 6) and held.p_holm == pytest.approx(30 * 2 * 0.5 ** 6)
+    assert not held.significant_loss and rep.worst is None
+    text = corruption_sentence(SimpleNamespace(corruption=rep, deployed_variant="int8"))
+    assert "impulse_noise" not in text and "no corruption loss of int8 against the base survives Holm's " \
+        "correction" in text and "(1 with uncorrected p < 0.05, none after Holm's correction over 30 sets)" in text
+    head, rows = set_rows(rep)
+    assert head[6:8] == ["McNemar p", "Holm p"] and rows[0][6:8] == ["0.0312", "0.938"]
+    assert rep.to_dict()["sets"][0]["p_holm"] == pytest.approx(0.9375)
+
+
 def test_worst_is_the_largest_significant_loss():
     n = 40
     y = np.zeros(n, dtype=np.int64)
@@ -57,6 +89,14 @@ def test_worst_is_the_largest_significant_loss():
     rep = summarize([small, big, gain])
     assert rep.worst.name == "impulse_noise_s3" and rep.worst.delta == pytest.approx(-0.25)
     assert rep.worst.mcnemar.p_value == pytest.approx(2 * 0.5 ** 10)
+    # Holm: fog's gain (2 * 0.5 ** 12) is the smallest of 3 p values (x 3), this loss the next (x 2)
+    assert rep.worst.p_holm == pytest.approx(2 * 2 * 0.5 ** 10)
+    from types import SimpleNamespace
+
+    from edgerobust.edge.render.corruption_lines import corruption_sentence
+
+    assert "(p = 0.002, Holm-adjusted over 3 sets: 0.0039;" in corruption_sentence(
+        SimpleNamespace(corruption=rep, deployed_variant="int8"))
     # the base errs only under fog: CE is n/a for the two noises (0 / 0), 0 for fog, and the mean counts fog alone
     assert [c.ce["deployed"] for c in rep.corruptions] == [None, None, 0.0]
     assert rep.mce["deployed"] == 0.0 and rep.n_mce["deployed"] == 1 and rep.relative_mce["deployed"] == 0.0

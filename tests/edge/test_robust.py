@@ -210,17 +210,18 @@ def test_query_attack_flags_gradient_masking_where_pgd_sees_nothing(rounding_set
     assert q["n"] == 60 and q["queries_used"]["base"] > 60 and q["seconds"]["base"] > 0
 
 
-def _issue_34(whitebox: bool):
+def _issue_34(whitebox: bool, source: str = "whitebox-int8"):
     """Issue 34's audit in miniature (60 rows, eps 0.05): AutoAttack sets crafted on the base leave it 14 rows
     (23.3%), the deployed model 40 transferred; a short query attack leaves the base 49 (81.7%), the deployed
-    model 35; ``whitebox``: the same AutoAttack components crafted on the deployed int8 model leave it 20."""
+    model 35; ``whitebox``: the same AutoAttack components crafted on the deployed int8 model (``source``
+    whitebox-fp32: on its fp32 twin) leave it 20."""
     from edgerobust.edge.scores.query import QueryResult
 
     n = 60
     some = lambda k: np.arange(n) < k  # noqa: E731
     groups = {f"{k}_0.05": ("transfer", k, 0.05, v, some(14), some(40)) for k, (_, v) in AUTOATTACK_STANDARD.items()}
     if whitebox:
-        groups.update({f"whitebox-int8/{k}_0.05": ("whitebox-int8", k, 0.05, v, some(50), some(20))
+        groups.update({f"{source}/{k}_0.05": (source, k, 0.05, v, some(50), some(20))
                        for k, (_, v) in AUTOATTACK_STANDARD.items()})
     sets, preds = _report(n, np.zeros(n, int), groups)
     q = QueryResult("square", 0.05, "0.05", 300, np.arange(n))
@@ -277,3 +278,28 @@ def test_every_attack_gives_a_delta_like_for_like_with_white_box_sets():
         "AutoAttack crafted on itself; base AutoAttack crafted on itself): eps 0.05 deployed 33.3% vs base 23.3% "
         "(+10.0 pp: each model against every set (each attack also crafted on itself) and the query attack square "
         "(300 iterations) on its own runtime).")
+
+
+def test_every_attack_on_sets_crafted_on_the_fp32_twin_claims_no_like_for_like_delta():
+    """Only whitebox-fp32 sets, the deployed model int8: they were crafted on its fp32 twin, not on itself."""
+    from edgerobust.edge.render.headline import worst_sentence
+    from edgerobust.edge.scores.robust import COMBINED, STRENGTH
+
+    robust = _issue_34(whitebox=True, source="whitebox-fp32")
+    by = {r.threat: r for r in robust}
+    every = by[COMBINED]
+    # the figures are the same per-sample worst case over every set as when crafted on the int8 model itself
+    assert (every.models["base"].k, every.models["deployed"].k, every.n) == (14, 20, 60)
+    assert not every.like and every.delta is None and every.compares is None
+    assert every.to_dict()["delta"] is None
+    assert every.strongest == {"base": "autoattack", "deployed": "autoattack-twin"}
+    assert STRENGTH["autoattack-twin"] == "AutoAttack crafted on its fp32 twin"
+    assert every.grades == {"base": "autoattack", "deployed": "upper-bound"} and every.grade == "upper-bound"
+    assert "crafted on its fp32 twin" in every.note and "the deployed model no set (APGD (100)" in every.note
+    text = worst_sentence(robust)
+    assert "the strongest attack faced: deployed AutoAttack crafted on its fp32 twin; base AutoAttack crafted on " \
+           "itself): eps 0.05 deployed 33.3% vs base 23.3% (no like-for-like Δ)." in text
+    assert "deployed AutoAttack crafted on itself" not in text and "each attack also crafted on itself" not in text
+    white = by["white-box"]
+    assert white.compares == ("the base against the attacks crafted on itself, the deployed model against the same "
+                              "attacks crafted on its fp32 twin")

@@ -267,9 +267,10 @@ def test_halving_stops_a_point_worse_than_the_best_on_the_same_rows(tmp_path):
     def run(p_robust):
         t = study.ask()
         ok = rng.random(90) < p_robust
-        stop = _halter(t)(rows, ok)
+        seen = {}
+        stop = _halter(t, seen)(rows, ok)
         t.set_constraint("budget", -1.0)  # feasible
-        study.tell(t, float(ok.mean()))
+        study.tell(t, seen.get("estimate", float(ok.mean())))
         return stop
 
     assert run(0.9) is None  # the first: nothing to compare with
@@ -277,6 +278,8 @@ def test_halving_stops_a_point_worse_than_the_best_on_the_same_rows(tmp_path):
     stop = run(0.3)
     assert stop is not None and "stopped at the first rung" in stop and "WilcoxonPruner (p < 0.05)" in stop
     assert "of 90 rows" in stop
+    assert study.best_trial.number != 2  # the stopped trial's paired estimate cannot pass for the best
+    assert study.trials[2].value < study.best_trial.value
 
 
 def test_a_failing_candidate_leaves_no_candidate_folder_and_a_stale_best_is_removed(tmp_path, monkeypatch, caplog):

@@ -126,3 +126,21 @@ def test_corrupt_bundle_swaps_sets_and_manifest_together(tiny_bundle, tmp_path, 
     assert new.manifest["corruptions"] == ["corruptions/contrast_s1.npz"]
     assert sorted(p.name for p in (root / "corruptions").iterdir()) == ["contrast_s1.npz"]
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_corrupt_bundle_defaults_to_the_seed_the_bundle_was_compressed_with(tiny_bundle, tmp_path):
+    """No seed given: the manifest's config.prepare.seed, as compress --corruptions seeds its sets (else 0)."""
+    from edgerobust.edge.files.bundle import finalize_manifest, read_manifest
+    from edgerobust.workstation.corrupt import sets
+
+    assert sets.bundle_seed({}) == 0 and sets.bundle_seed({"config": {"prepare": {"seed": 7}}}) == 7
+    root = shutil.copytree(tiny_bundle, tmp_path / "b")
+    m = read_manifest(root / "manifest.json")
+    finalize_manifest(root, {**m, "config": {**m.get("config", {}), "prepare": {"seed": 7}}})
+    b, run = sets.corrupt_bundle(sets.CorruptConfig(root, corruptions="gaussian_noise", corruption_severities=(1,)))
+    assert run.seed == 7 and b.manifest["corruption_sets"]["seed"] == 7
+    cs = CorruptionSet.load(root / "corruptions" / "gaussian_noise_s1.npz")
+    np.testing.assert_array_equal(cs.x, corrupt(EvalSet.load(root / "eval.npz").x, "gaussian_noise", 1, 7))
+    _, run = sets.corrupt_bundle(sets.CorruptConfig(root, corruptions="gaussian_noise", corruption_severities=(1,),
+                                                    seed=0, overwrite=True))
+    assert run.seed == 0  # a seed given wins

@@ -24,12 +24,17 @@ def _p(m) -> str:
     return "–" if m is None else f"{m.p_value:.3g}"
 
 
+def _q(v) -> str:
+    return "–" if v is None else f"{v:.3g}"
+
+
 def deployed_label(report) -> str:
     return report.deployed_variant or "the deployed model"
 
 
 def corruption_sentence(report) -> str | None:
-    """One headline sentence: the worst significant loss, or that there is none, and the mCE."""
+    """One headline sentence: the worst loss that survives Holm's correction over every set, or that none
+    does, and the mCE."""
     c = getattr(report, "corruption", None)
     if c is None or not c.sets:
         return None
@@ -38,13 +43,17 @@ def corruption_sentence(report) -> str | None:
     tail = (f"mCE {_pct(mce)} of the base's over {c.n_mce.get('deployed', 0)} corruptions"
             + (f", relative mCE {_pct(c.relative_mce.get('deployed'))}" if c.relative_mce.get("deployed") is not None
                else ""))
-    w = c.worst
+    w, m = c.worst, sum(1 for s in c.sets if s.mcnemar is not None)
     if w is not None:
         return (f"Common corruptions: {label} loses {-100 * w.delta:.1f} pp on {w.corruption} at severity {w.severity} "
-                f"(p = {w.mcnemar.p_value:.2g}; {_pct(w.models['deployed'].value)} vs base "
-                f"{_pct(w.models['base'].value)}); {tail}.")
-    return (f"Common corruptions ({len(c.sets)} sets): no corruption where {label} loses against the base beyond "
-            f"chance (exact McNemar p < {ALPHA:g}); {tail}.")
+                f"(p = {w.mcnemar.p_value:.2g}, Holm-adjusted over {m} sets: {w.p_adjusted:.2g}; "
+                f"{_pct(w.models['deployed'].value)} vs base {_pct(w.models['base'].value)}); {tail}.")
+    raw = [s for s in c.sets if s.delta is not None and s.delta < 0 and s.mcnemar is not None
+           and s.mcnemar.p_value < ALPHA]
+    why = (f" ({len(raw)} with uncorrected p < {ALPHA:g}, none after Holm's correction over {m} sets)" if raw
+           else "")
+    return (f"Common corruptions ({len(c.sets)} sets): no corruption loss of {label} against the base survives "
+            f"Holm's correction (exact McNemar, Holm-adjusted p < {ALPHA:g}){why}; {tail}.")
 
 
 def _variants(c) -> list[str]:
@@ -52,11 +61,11 @@ def _variants(c) -> list[str]:
 
 
 def set_rows(c) -> tuple[list[str], list[list[str]]]:
-    """One row per set: accuracy of every model, Δ deployed − base and McNemar's p."""
+    """One row per set: accuracy of every model, Δ deployed − base, McNemar's p and its Holm-adjusted p."""
     others = _variants(c)
-    head = ["corruption", "family", "severity", "base", "deployed", "Δ pp", "McNemar p"] + others
+    head = ["corruption", "family", "severity", "base", "deployed", "Δ pp", "McNemar p", "Holm p"] + others
     rows = [[s.corruption, s.family, str(s.severity), _pct(s.models["base"].value), _pct(s.models["deployed"].value),
-             _pp(s.delta) + (" *" if s.significant_loss else ""), _p(s.mcnemar)]
+             _pp(s.delta) + (" *" if s.significant_loss else ""), _p(s.mcnemar), _q(s.p_holm)]
             + [_pct(s.models[r].value) for r in others] for s in c.sets]
     return head, rows
 
@@ -88,7 +97,8 @@ INTRO = ("Common corruptions and camera noise (ImageNet-C, Hendrycks & Dietteric
          "and replayed on every model. CE = Σ over severities of a model's error / the base's; mCE its mean over "
          "corruptions (the base is 100%); relative CE counts only the error a corruption adds to the clean error; "
          "n/a where the base's denominator is 0 (or ≤ 0 for relative CE). Δ = deployed − base on the same inputs, "
-         f"p = exact McNemar; * marks a loss with p < {ALPHA:g}.")
+         f"p = exact McNemar; Holm p = p Holm-adjusted over every set (deployed vs base); * marks a loss with Holm p "
+         f"< {ALPHA:g}.")
 
 
 def corruption_md(report, md_table) -> list[str]:
@@ -119,7 +129,7 @@ def corruption_terminal(report) -> tuple[str, list[str], list[list[str]], list[s
                   f"({_pp(by[k].delta)}{'*' if by[k].significant_loss else ''})") if k in by else "–" for k in sevs]
         rows.append([e.corruption, e.family] + cells + [_pct(e.ce.get("deployed")), _pct(e.relative_ce.get("deployed"))])
     title = (f"Common corruptions ({len(c.sets)} sets; accuracy % of base → {deployed_label(report)}; "
-             f"* exact McNemar p < {ALPHA:g}; per-set p and variants in report.md)")
+             f"* Holm-adjusted exact McNemar p < {ALPHA:g}; per-set p and variants in report.md)")
     return title, head, rows, summary_lines(c)
 
 

@@ -13,7 +13,10 @@ E^m_clean the clean error on the same evaluation rows:
   the corruptions it averages (``n_mce``, ``n_relative_mce``).
 * Δ = deployed - base accuracy on the same corrupted inputs, with the exact McNemar test of their
   paired correctness (edgerobust.edge.scores.stats); every variant gets its own Δ and test against base.
-* the worst set: the largest loss of the deployed model that McNemar calls real (Δ < 0, p < ALPHA).
+* Holm's step-down correction (edgerobust.edge.scores.stats.holm) across every corruption set of one
+  model pair (deployed vs base; each variant vs base): ``p_holm`` (``others[v]["p_holm"]``). A loss is
+  significant only where the Holm-adjusted p is below ALPHA; the raw p stays in the tables.
+* the worst set: the largest loss of the deployed model that survives the correction (Δ < 0, p_holm < ALPHA).
 
 Torch-free.
 """
@@ -28,9 +31,9 @@ import numpy as np
 from edgerobust.edge.files.corruptset import CorruptionSet, check_corruption_set
 from edgerobust.edge.files.npzio import sha256_file
 from edgerobust.edge.scores.replay import predict_all
-from edgerobust.edge.scores.stats import McNemar, Proportion, accuracy, mcnemar_exact
+from edgerobust.edge.scores.stats import McNemar, Proportion, accuracy, holm, mcnemar_exact
 
-ALPHA = 0.05  # a loss counts when McNemar's p is below this
+ALPHA = 0.05  # a loss counts when McNemar's Holm-adjusted p is below this
 FEW_ERRORS = 10  # a CE whose base made fewer errors than this (over its severities) is flagged as noisy
 
 
@@ -48,11 +51,18 @@ class CorruptionScore:
     clean: dict[str, float]
     delta: float | None
     mcnemar: McNemar | None
-    others: dict[str, dict] = field(default_factory=dict)  # variant -> {"delta", "p_value"}
+    others: dict[str, dict] = field(default_factory=dict)  # variant -> {"delta", "p_value", "p_holm"}
+    p_holm: float | None = None  # McNemar's p, Holm-adjusted over every set of the report (summarize)
+
+    @property
+    def p_adjusted(self) -> float | None:
+        """The Holm-adjusted p where summarize set it, else the raw p (a set scored alone)."""
+        return self.p_holm if self.p_holm is not None else (self.mcnemar.p_value if self.mcnemar else None)
 
     @property
     def significant_loss(self) -> bool:
-        return self.delta is not None and self.delta < 0 and self.mcnemar is not None and self.mcnemar.p_value < ALPHA
+        p = self.p_adjusted
+        return self.delta is not None and self.delta < 0 and p is not None and p < ALPHA
 
 
 @dataclass(frozen=True)
@@ -134,12 +144,27 @@ def mean_of(per: tuple[CorruptionError, ...], key: str) -> tuple[dict[str, float
     return means, counts
 
 
+def with_holm(sets: list[CorruptionScore]) -> list[CorruptionScore]:
+    """``sets`` with Holm-adjusted p values across all of them, per model pair (deployed vs base, and each
+    variant vs base)."""
+    tested = [i for i, s in enumerate(sets) if s.mcnemar is not None]
+    adjusted = dict(zip(tested, holm([sets[i].mcnemar.p_value for i in tested])))
+    others: dict[str, dict[int, float]] = {}
+    for v in dict.fromkeys(v for s in sets for v in s.others):
+        at = [i for i, s in enumerate(sets) if v in s.others]
+        others[v] = dict(zip(at, holm([sets[i].others[v]["p_value"] for i in at])))
+    return [dataclasses.replace(s, p_holm=adjusted.get(i),
+                                others={v: {**o, "p_holm": others[v][i]} for v, o in s.others.items()})
+            for i, s in enumerate(sets)]
+
+
 def summarize(sets: list[CorruptionScore], skipped=(), left_out=None, implementation=None) -> CorruptionReport:
     per = corruption_errors(sets)
     mce, n_mce = mean_of(per, "ce")
     rel, n_rel = mean_of(per, "relative_ce")
+    sets = with_holm(sets)
     losses = [s for s in sets if s.significant_loss]
-    worst = min(losses, key=lambda s: (s.delta, s.mcnemar.p_value)) if losses else None
+    worst = min(losses, key=lambda s: (s.delta, s.p_adjusted)) if losses else None
     roles = tuple(sets[0].models) if sets else ()
     return CorruptionReport(tuple(sets), per, mce, rel, n_mce, n_rel, worst, tuple(skipped), dict(left_out or {}),
                             implementation, roles)

@@ -20,8 +20,10 @@ Threat models:
   like for like: when the base and the deployed model each faced the same attacks crafted on
   themselves (the base: the transfer sets; the deployed model: white-box sets of the same attacks and
   budgets) and the same query attack; otherwise the Δ is withheld (``like`` false) and ``note`` says
-  what each side faced. ``strongest`` names, per model, the strongest class of attack it faced
-  (STRENGTH).
+  what each side faced. Sets crafted on the deployed model's fp32 twin (``whitebox-fp32`` where the
+  deployed model is int8 and no set was crafted on it) are not its own: they count as crafted on its
+  fp32 twin, so no like-for-like Δ is claimed, and its grade stays an upper bound. ``strongest`` names,
+  per model, the strongest class of attack it faced (STRENGTH).
 
 The *grade* says how far the figure can be trusted as a robustness claim: ``autoattack`` when
 the standard AutoAttack components ran at that eps with their standard budgets (APGD-CE and
@@ -49,6 +51,8 @@ COMBINED = "every attack"  # the per-sample worst case over every set and the qu
 THREAT_ORDER = ("transfer", "white-box", "query", COMBINED)
 # The classes of attack a model can have faced, strongest first: what ``RobustAccuracy.strongest`` names
 STRENGTH = {"autoattack": "AutoAttack crafted on itself", "white-box": "a gradient attack crafted on itself",
+            "autoattack-twin": "AutoAttack crafted on its fp32 twin",
+            "white-box-twin": "a gradient attack crafted on its fp32 twin",
             "query": "a query attack on its own runtime", "transfer": "sets crafted on another model only"}
 
 
@@ -149,6 +153,7 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
     groups: dict[tuple, list] = {}
     own: dict[tuple, dict[str, list]] = {}  # per (norm, eps): role -> the sets crafted on that model itself
     notes: dict[tuple, str | None] = {}
+    twins: dict[tuple, frozenset] = {}  # per (norm, eps): the roles whose "own" sets were crafted on their fp32 twin
     for sp in predictions.sets:
         s = by_name.get(sp.name)
         if s is None or s.kind != "adversarial":
@@ -170,7 +175,7 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
                                            compares="the same sets, crafted on the base, on each model"))
             own[(norm, eps)] = {"base": transfer}
         if white:
-            faced, note = {}, None
+            faced, note, compares = {}, None, "each model against the same attacks crafted on itself"
             for s, sp in white:
                 target = _target_role(s.source, deployed_variant, roles)
                 if target is not None:
@@ -181,6 +186,9 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
                     faced["deployed"] = twin
                     note = (f"no set was crafted on the deployed {deployed_variant or 'model'}: it faced the sets "
                             "crafted on its fp32 twin (the same pruned weights)")
+                    compares = ("the base against the attacks crafted on itself, the deployed model against the "
+                                "same attacks crafted on its fp32 twin")
+                    twins[(norm, eps)] = frozenset({"deployed"})
             crafted = {_kind(s) for members in faced.values() for s, _ in members}
             mine = [(s, sp) for s, sp in transfer if _kind(s) in crafted]  # the base: the same attacks, on itself
             if mine:
@@ -188,8 +196,7 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
             own.setdefault((norm, eps), {}).update({r: m for r, m in faced.items() if r != "base"})
             if any(r != "base" for r in faced):
                 ra = _group("white-box", norm, eps, eps_text, faced, clean)
-                out.append(dataclasses.replace(ra, note=note, compares="each model against the same attacks "
-                                                                       "crafted on itself"))
+                out.append(dataclasses.replace(ra, note=note, compares=compares))
             notes[(norm, eps)] = note
     queries = [q.robust_accuracy() for q in query or ()]
     out += queries
@@ -197,7 +204,8 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
         q = next((r for r in queries if r.norm == norm and math.isclose(r.eps, eps, rel_tol=1e-6)), None)
         kinds = {s.source == "transfer" for s, _ in members} | ({"query"} if q is not None else set())
         if len(kinds) > 1:  # one kind alone: its own row is already the worst case
-            both = every_attack(members, own.get((norm, eps), {}), clean, q, notes.get((norm, eps)))
+            both = every_attack(members, own.get((norm, eps), {}), clean, q, notes.get((norm, eps)),
+                                twin=twins.get((norm, eps), frozenset()))
             if both is not None:
                 out.append(both)
     order = {t: i for i, t in enumerate(THREAT_ORDER)}
@@ -205,12 +213,14 @@ def robust_accuracies(sets, predictions, deployed_variant: str | None = None,
 
 
 def every_attack(members: list, own: dict[str, list], clean, query: RobustAccuracy | None = None,
-                 note: str | None = None) -> RobustAccuracy | None:
+                 note: str | None = None, twin: frozenset = frozenset()) -> RobustAccuracy | None:
     """COMBINED at one norm and eps: per model, the per-sample worst case over every set of ``members``
     ((SetResult, SetPredictions), whoever they were crafted on) and ``query`` (the query attack's row at
     that eps, run on each model's own runtime), on the rows all hold, for the roles all ran. ``own``:
-    role -> the members crafted on that model itself (its grade: AutoAttack-grade only if those are).
-    The Δ is given only like for like (see the module docstring). None without common rows."""
+    role -> the members crafted on that model itself (its grade: AutoAttack-grade only if those are);
+    ``twin``: the roles whose ``own`` members were crafted on their fp32 twin instead: not their own (an
+    upper bound, "crafted on its fp32 twin", and no like-for-like Δ). The Δ is given only like for like
+    (see the module docstring). None without common rows."""
     s0 = members[0][0]
     roles = tuple(clean.pred)
     ra = _group(COMBINED, str(s0.attack.get("norm", "Linf")), float(s0.attack.get("eps", 0.0)),
@@ -226,16 +236,20 @@ def every_attack(members: list, own: dict[str, list], clean, query: RobustAccura
         sets = {r: ra.sets.get(r, ()) + query.sets.get(r, ()) for r in correct}
     if not len(rows) or not correct:
         return None
-    grades = {r: grade_of([s.attack for s, _ in own[r]])[0] if own.get(r) else "upper-bound" for r in correct}
-    strongest = {r: ("autoattack" if grades[r] == "autoattack" else "white-box" if own.get(r)
+    crafted = {r: grade_of([s.attack for s, _ in own[r]])[0] if own.get(r) else "upper-bound" for r in correct}
+    grades = {r: "upper-bound" if r in twin else g for r, g in crafted.items()}  # a twin's sets are transferred
+    strongest = {r: ("autoattack" if crafted[r] == "autoattack" else "white-box" if own.get(r)
                      else "query" if query is not None else "transfer") for r in correct}
-    mine = {r: sorted({_kind(s) for s, _ in own.get(r, ())}, key=str) for r in ("base", "deployed")}
+    strongest = {r: f"{k}-twin" if r in twin and k in ("autoattack", "white-box") else k for r, k in strongest.items()}
+    mine = {r: sorted({_kind(s) for s, _ in own.get(r, ())}, key=str) if r not in twin else []
+            for r in ("base", "deployed")}
     like = mine["base"] == mine["deployed"] and bool(mine["base"])
     q_text = f" and the query attack {', '.join(query.components)} on its own runtime" if query is not None else ""
     if like:
         compares = f"each model against every set (each attack also crafted on itself){q_text}"
     else:
-        compares, note = None, "; ".join(x for x in (note, _unlike(mine, query)) if x)
+        twins = {r: sorted({_kind(s) for s, _ in own.get(r, ())}, key=str) for r in twin}
+        compares, note = None, "; ".join(x for x in (note, _unlike(mine, query, twins)) if x)
     return RobustAccuracy(threat=COMBINED, norm=ra.norm, eps=ra.eps, eps_text=ra.eps_text,
                           grade=grades.get("deployed", "upper-bound"),
                           components=ra.components + (query.components if query is not None else ()), n=len(rows),
@@ -244,13 +258,15 @@ def every_attack(members: list, own: dict[str, list], clean, query: RobustAccura
                           correct=correct)
 
 
-def _unlike(mine: dict[str, list], query) -> str:
-    """Why the COMBINED Δ is withheld: what each side faced crafted on itself."""
+def _unlike(mine: dict[str, list], query, twins: dict[str, list] | None = None) -> str:
+    """Why the COMBINED Δ is withheld: what each side faced crafted on itself (and, in ``twins``, on its
+    fp32 twin)."""
     def said(kinds):
         return "/".join(str(k[0]).upper() + (f" ({k[1] or k[2]})" if (k[1] or k[2]) else "") for k in kinds) or "no set"
     q = " (besides the same query attack on each runtime)" if query is not None else ""
+    twin = (f" ({said(twins['deployed'])} crafted on its fp32 twin)" if twins and twins.get("deployed") else "")
     return (f"no like-for-like Δ: crafted on itself, the base faced {said(mine['base'])}, the deployed model "
-            f"{said(mine['deployed'])}{q}; white-box sets of the same attacks on the compressed model "
+            f"{said(mine['deployed'])}{twin}{q}; white-box sets of the same attacks on the compressed model "
             "(compress `whitebox`) make the two comparable")
 
 

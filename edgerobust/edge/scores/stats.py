@@ -137,3 +137,15 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     only_a = int(np.sum(correct_a & ~correct_b))
     only_b = int(np.sum(~correct_a & correct_b))
     return McNemar(only_a=only_a, only_b=only_b, p_value=binomial_two_sided_half(only_a, only_a + only_b))
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p values (Holm 1979), in the order given: the i-th smallest of m p values is
+    multiplied by m - i (i from 0), the running maximum taken, capped at 1. A p counts at family-wise level
+    alpha when its adjusted p is below alpha."""
+    ps = [float(p) for p in p_values]
+    m, out, run = len(ps), [0.0] * len(ps), 0.0
+    for i, j in enumerate(sorted(range(m), key=lambda k: ps[k])):
+        run = max(run, min(1.0, (m - i) * ps[j]))
+        out[j] = run
+    return out

@@ -25,8 +25,9 @@ CANDIDATES = 3  # full audits tried before the search says no bundle met the bud
 
 def ranked(records: list[dict], aim: str) -> list[dict]:
     """The feasible records (trials, and the reference point), best first: aim robust by robust accuracy
-    (then latency), speed by latency."""
-    ok = [r for r in records if r.get("feasible")]
+    (then latency), speed by latency. A trial halving stopped at its first rung is left out: it was found
+    worse than the best trial there, and its figure is from those rows only."""
+    ok = [r for r in records if r.get("feasible") and not r.get("halved")]
     if aim == "robust":
         return sorted(ok, key=lambda r: (-r["robust"]["value"], r["check_ms"]))
     return sorted(ok, key=lambda r: (r["check_ms"], -r["robust"]["value"]))
@@ -39,7 +40,13 @@ def choose(ctx, records: list[dict]) -> tuple[dict | None, dict | None, list[str
     for rec in ranked(records, ctx.cfg.aim)[:CANDIDATES]:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            _compress(ctx, rec, tmp)
+            try:
+                _compress(ctx, rec, tmp)
+            except QualityGateError as exc:  # rebuilt, a gate (fp16 agreement, the reference's) may fail: the next
+                logger.warning(f"{rec['config']}: compressing it again failed a quality gate ({exc}); trying the "
+                               f"next candidate")
+                missed.append(rec["config"])
+                continue
             audited = _audit(ctx, tmp)
             clean, robust = score(ctx, tmp / "model.onnx")  # the rebuilt model, scored as the trials were
             audited.update(clean=dataclasses.asdict(clean), worst_case=dataclasses.asdict(robust))

@@ -23,7 +23,8 @@ trials are records.
 **Halving.** Aim robust scores a point on a quarter of the rows first (:func:`.trial.first_rung`) and
 reports each row's worst-case outcome to Optuna's ``WilcoxonPruner``, which stops the point there when
 a paired signed-rank test finds it worse than the best feasible trial on the same rows (p < 0.05);
-the stopped trial's value is its first rung's estimate, as WilcoxonPruner's documentation advises.
+the stopped trial's value is the best trial's figure plus its paired difference on the first rung,
+and it is never a candidate for ``best/``.
 
 **Host.** A profile of another device than this host is refused unless ``estimate`` gives that
 device's calibration (latency predicted there); this is checked, with the profile and calibration
@@ -291,7 +292,8 @@ def _objective(trial, ctx: Context, advance) -> float:
 
     p = S.suggest(trial, ctx.cfg, ctx.precisions)
     t0 = time.perf_counter()
-    rec = evaluate(ctx, p, halt=_halter(trial))
+    seen: dict = {}
+    rec = evaluate(ctx, p, halt=_halter(trial, seen))
     rec["seconds"] = time.perf_counter() - t0
     trial.set_user_attr("record", _plain(rec))
     violations = _violations(ctx, rec)
@@ -303,14 +305,16 @@ def _objective(trial, ctx: Context, advance) -> float:
     advance(1, f"{rec['config']}: {state}{' (stopped at the first rung)' if rec.get('halved') else ''}")
     if rec["state"] == "skipped":
         raise optuna.TrialPruned(rec["why"])
-    if ctx.cfg.aim == "robust":  # a halved point: its first rung's estimate (WilcoxonPruner's advice)
-        return rec["robust"].value if rec.get("robust") is not None else 0.0
+    if ctx.cfg.aim == "robust":  # a point the pruner stopped: its paired estimate (_halter)
+        return seen.get("estimate", rec["robust"].value if rec.get("robust") is not None else 0.0)
     return rec["check_ms"] if rec.get("check_ms") is not None else float("inf")
 
 
-def _halter(trial):
+def _halter(trial, seen: dict):
     """``halt(rows, ok)`` for :func:`evaluate`: report the first rung's per-row outcomes (step = the
-    row's index in eval.npz, the same rows for every trial) and ask the pruner."""
+    row's index in eval.npz, the same rows for every trial) and ask the pruner. When it stops the
+    trial, ``seen["estimate"]`` is the value Optuna learns: the best trial's full figure plus this
+    trial's difference from it on the same rows (paired), never above the best's."""
     def halt(rows, ok) -> str | None:
         for r, v in zip(rows, ok):
             trial.report(float(v), int(r))
@@ -319,6 +323,8 @@ def _halter(trial):
         best = trial.study.best_trial
         mine = [float(v) for r, v in zip(rows, ok) if int(r) in best.intermediate_values]
         theirs = [best.intermediate_values[int(r)] for r in rows if int(r) in best.intermediate_values]
+        gap = sum(mine) / len(mine) - sum(theirs) / len(theirs)
+        seen["estimate"] = max(0.0, best.value + min(gap, 0.0))
         return (f"stopped at the first rung: robust on {100 * sum(mine) / len(mine):.1f}% of {len(mine)} rows against "
                 f"{100 * sum(theirs) / len(theirs):.1f}% for trial {best.number} on the same rows, worse by Optuna's "
                 f"WilcoxonPruner (p < {HALVING_P:g}): not scored on the rest")

@@ -196,8 +196,9 @@ def measure(ctx: Context, rec: dict, path: Path, halt=None, fp16_agreement: floa
         stop = None
         if n0 < len(ctx.rows):
             over = budget(ctx, rec["latency"])[1]
-            stop = (f"over the budget: robust accuracy from the first {n0} of {len(ctx.rows)} rows only"
-                    if over is None or over > 0
+            stop = ("no latency estimate (the calibration lacks a kernel)" if over is None
+                    else f"over the budget: robust accuracy from the first {n0} of {len(ctx.rows)} rows only"
+                    if over > 0
                     else halt(ctx.rows[:n0], ok) if halt is not None else None)
             if stop is None:
                 ok = np.concatenate([ok, robust_on(ctx, session, clean_pred, ctx.rows[n0:])])

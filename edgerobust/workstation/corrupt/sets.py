@@ -107,13 +107,13 @@ def make_sets(ev: EvalSet, names, severities, seed: int, folder: Path, eval_sha2
 @dataclass(frozen=True)
 class CorruptConfig:
     """`edgerobust corrupt`: the ``bundle`` (its folder or a model in it), the ``corruptions`` (names,
-    families, default, all), their ``corruption_severities`` (1..5), the ``seed``, and ``overwrite`` to
-    replace sets the bundle already holds."""
+    families, default, all), their ``corruption_severities`` (1..5), the ``seed`` (None: the bundle's, see
+    ``bundle_seed``), and ``overwrite`` to replace sets the bundle already holds."""
 
     bundle: str | Path
     corruptions: tuple = field(default=DEFAULT_CORRUPTIONS, metadata={"load": load_corruptions})
     corruption_severities: tuple = field(default=DEFAULT_SEVERITIES, metadata={"load": load_severities})
-    seed: int = 0
+    seed: int | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -121,8 +121,17 @@ class CorruptConfig:
         object.__setattr__(self, "corruption_severities", parse_severities(self.corruption_severities))
         if not self.corruptions:
             raise UsageError("No `corruptions` to make.", fix="Name some, e.g. `corruptions` default.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
             raise UsageError(f"`seed` must be an integer >= 0; got {self.seed!r}.")
+
+
+def bundle_seed(manifest: dict) -> int:
+    """The seed compress ran with (manifest ``config.prepare.seed``; 0 where the manifest records none): what
+    ``compress --corruptions`` seeds the sets with, so that `corrupt` after the fact writes the same bytes."""
+    config = manifest.get("config") if isinstance(manifest, dict) else None
+    prepare = config.get("prepare") if isinstance(config, dict) else None
+    seed = prepare.get("seed") if isinstance(prepare, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0
 
 
 def corrupt_bundle(cfg: CorruptConfig) -> tuple[Bundle, CorruptionRun]:
@@ -144,7 +153,8 @@ def corrupt_bundle(cfg: CorruptConfig) -> tuple[Bundle, CorruptionRun]:
         shutil.copytree(root, tmp, symlinks=True, dirs_exist_ok=True, copy_function=_link_or_copy,
                         ignore=lambda folder, names: [n for n in names if Path(folder) == root and (
                             n == CORRUPTION_DIR or n.startswith(f".{CORRUPTION_DIR}.tmp-"))])  # the old sets
-        run = make_sets(ev, cfg.corruptions, cfg.corruption_severities, cfg.seed, tmp / CORRUPTION_DIR, eval_sha256)
+        seed = cfg.seed if cfg.seed is not None else bundle_seed(bundle.manifest)
+        run = make_sets(ev, cfg.corruptions, cfg.corruption_severities, seed, tmp / CORRUPTION_DIR, eval_sha256)
         m = dict(bundle.manifest)
         files = {k: v for k, v in m.get("files", {}).items() if not k.startswith(f"{CORRUPTION_DIR}/")}
         files.update({f: sha256_file(tmp / f) for f in run.files})
