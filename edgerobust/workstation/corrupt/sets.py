@@ -127,7 +127,7 @@ class CorruptConfig:
 
 def bundle_seed(manifest: dict) -> int:
     """The seed compress ran with (manifest ``config.prepare.seed``; 0 where the manifest records none): what
-    ``compress --corruptions`` seeds the sets with, so that `corrupt` after the fact writes the same bytes."""
+    compress seeds its corruption sets with, so that `corrupt` after the fact writes the same bytes."""
     config = manifest.get("config") if isinstance(manifest, dict) else None
     prepare = config.get("prepare") if isinstance(config, dict) else None
     seed = prepare.get("seed") if isinstance(prepare, dict) else None
