@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from edgerobust import ui
 from edgerobust.cli import app
+from _fixtures_gauntlet import flat
 from edgerobust.edge.files.corruptset import CorruptionSet
 from onnx_models import write_profile
 
@@ -26,10 +27,6 @@ def wide(monkeypatch):
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 @pytest.fixture(scope="module")
