@@ -12,8 +12,8 @@ from edgerobust import ui
 from edgerobust.cli.compress import OptionalModel
 from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
 from edgerobust.cli.flags import to_flags
-from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Device, EvalData, EvalSamples, Eps, Json,
-                                    Normalize, NumClasses, Seed, TrustModel)
+from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, CorruptionSeverities, Device, EvalData,
+                                    EvalSamples, Eps, Json, Normalize, NumClasses, Seed, TrustModel)
 from edgerobust.cli.research import Ray, RayAddress, SweepData, point_runner
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_PRUNE_DROP
 from edgerobust.research.optimize.configs import AIMS, DEFAULT_MAX_ROBUST_DROP
@@ -31,7 +31,7 @@ MaxLatency = Annotated[Optional[float], _O("--max-latency-ms", show_default=Fals
 MinSpeedup = Annotated[Optional[float], _O("--min-speedup", show_default=False,
                                            help="The budget: the base's p50 over the point's, on the same profile.")]
 Aim = Annotated[str, _O("--aim", help=f"What to optimize: {to_flags(AIMS.help())}.")]
-MaxCleanDrop = Annotated[float, _O("--max-clean-drop", help="Aim robust: clean accuracy may fall at most this many "
+MaxCleanDrop = Annotated[float, _O("--max-clean-drop", help="Aims robust and corruption: clean accuracy may fall at most this many "
                                                             "points below the base's.")]
 MaxRobustDrop = Annotated[float, _O("--max-robust-drop", help="Aim speed: robust accuracy may fall at most this many "
                                                               "points below the reference point's (--sparsity 0.5 --int8).")]
@@ -43,6 +43,11 @@ Estimate = Annotated[Optional[Path], _O("--estimate", show_default=False,
 Halving = Annotated[bool, _O("--halving/--no-halving",
                              help="Aim robust: score each point on a quarter of the rows first and stop it there when "
                                   "Optuna's WilcoxonPruner finds it worse than the best point on those rows (p < 0.05).")]
+OptCorruptions = Annotated[Optional[str], _O(
+    "--corruptions", show_default=False,
+    help="Common corruptions (names, families, default, all or none; see `edgerobust compress --help`) made once from "
+         "the evaluation rows and replayed on every point: its accuracy pooled over the sets is recorded, and "
+         "--aim corruption maximizes it. Default: the default subset with --aim corruption, none otherwise.")]
 FtEpochs = Annotated[int, _O("--max-finetune-epochs", help="The largest fine-tuning epochs a trial may draw.")]
 
 F = Flag
@@ -55,7 +60,8 @@ OPTIMIZE_FLAGS = (
     F("trials", Trials, 20, "trials"), F("estimate", Estimate, None, "estimate", str),
     F("max_finetune_epochs", FtEpochs, 3, "space.epochs_max"), F("halving", Halving, True, "halving"),
     F("attacks", Attacks, DEFAULT_ATTACKS, "attacks.names"), F("eps", Eps, DEFAULT_EPS, "attacks.eps"),
-    F("attack_steps", AttackSteps, None, "attacks.steps"),
+    F("attack_steps", AttackSteps, None, "attacks.steps"), F("corruptions", OptCorruptions, None, "corruptions"),
+    F("corruption_severities", CorruptionSeverities, "1,3,5", "corruption_severities"),
     F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),
     F("data", SweepData, None, "prepare.data"), F("eval_data", EvalData, None, "prepare.eval_data"),
     F("arch", Arch, None, "prepare.arch"), F("num_classes", NumClasses, None, "prepare.num_classes"),
@@ -91,7 +97,7 @@ def optimize_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json
 def register(app: typer.Typer) -> None:
     app.command(name="optimize", no_args_is_help=True,
                 help="Search the compressions (sparsity, ratios, rounding, fine-tuning mode and epochs, precision, "
-                     "int8 settings) with Optuna for the most robust model under a latency budget (or the fastest "
-                     "under a robustness gate), every point scored on the profile's ONNX Runtime session; the "
+                     "int8 settings) with Optuna for the most robust model under a latency budget (or the most "
+                     "accurate under common corruptions, or the fastest under a robustness gate), every point scored on the profile's ONNX Runtime session; the "
                      "chosen bundle is audited in full and written to OUT/best/. Resumable; --ray builds the "
                      "points as Ray tasks.")(optimize_cmd)

@@ -11,8 +11,8 @@ from rich.table import Table
 from edgerobust import ui
 from edgerobust.cli.compress import OptionalModel
 from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
-from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, Criterion, Device, EvalData, EvalSamples, Eps,
-                                    Json, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names)
+from edgerobust.cli.options import (AllowWeakBase, Arch, Attacks, AttackSteps, CorruptionSeverities, Criterion, Device,
+                                    EvalData, EvalSamples, Eps, Json, Normalize, NumClasses, OldSteps, Seed, TrustModel, floats, names)
 from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS, DEFAULT_EVAL_SAMPLES
 
 _PRECISIONS = "fp32, int8"
@@ -56,9 +56,10 @@ def _render_points(points, title: str, eps_text: str) -> Table:
     for col in ("model", "set", "accuracy", "speedup", "MACs red."):
         t.add_column(col, justify="left" if col in ("model", "set") else "right")
     for p in points:
-        if p.threat != "clean" and p.eps_text != eps_text:
+        if p.threat not in ("clean", "corruption-mean") and p.eps_text != eps_text or p.threat == "corruption":
             continue
-        name = "clean" if p.threat == "clean" else f"{p.attack} {p.eps_text} ({p.threat})"
+        name = {"clean": "clean", "corruption-mean": "corruptions (pooled)"}.get(
+            p.threat, f"{p.attack} {p.eps_text} ({p.threat})")
         t.add_row(p.model, name, pct(p.accuracy, p.accuracy_std), f"{p.speedup:.2f}x", f"{p.macs_reduction:.2f}x")
     return t
 
@@ -74,6 +75,11 @@ Precisions = Annotated[str, typer.Option("--precisions", help=f"Comma-separated:
 FocusEps = Annotated[Optional[str], typer.Option("--focus-eps", help="The eps of the sparsity and speedup plots (one of "
                                                                     "--eps). Default: the largest.")]
 Threats = Annotated[str, typer.Option("--threats", help=f"Comma-separated: {_THREATS}.")]
+SweepCorruptions = Annotated[str, typer.Option(
+    "--corruptions", help="Common corruptions and camera noise (ImageNet-C, Hendrycks & Dietterich 2019) made once from "
+                          "the evaluation rows and replayed on every model: accuracy per corruption and severity, and "
+                          "pooled over every set as one more axis of the plots. Names, families, default, all or none; "
+                          "see `edgerobust compress --help` for the names.")]
 SweepEpochs = Annotated[int, typer.Option("--finetune-epochs", min=0, help="Fine-tuning epochs after pruning.")]
 SweepData = Annotated[Optional[str], typer.Option("--data", help="Data source (default: the checkpoint's).")]
 SweepOut = Annotated[Optional[Path], typer.Option("--out", "-o", show_default=False, help=Out.__metadata__[0].help)]
@@ -90,6 +96,8 @@ SWEEP_FLAGS = (
     F("precisions", Precisions, "fp32,int8", "precisions", names), F("attacks", Attacks, DEFAULT_ATTACKS, "attacks"),
     F("eps", Eps, DEFAULT_EPS, "eps"), F("focus_eps", FocusEps, None, "focus_eps"),
     F("threats", Threats, "transfer", "threats", names), F("steps", OldSteps, None, "steps"),
+    F("corruptions", SweepCorruptions, "none", "corruptions"),
+    F("corruption_severities", CorruptionSeverities, "1,3,5", "corruption_severities"),
     F("attack_steps", AttackSteps, None, "steps"), F("criterion", Criterion, DEFAULT_CRITERION, "prune.criterion"),
     F("finetune_epochs", SweepEpochs, 2, "finetune.epochs"),
     F("eval_samples", EvalSamples, DEFAULT_EVAL_SAMPLES, "prepare.eval_samples"),

@@ -20,6 +20,7 @@ from edgerobust.defaults import DEFAULT_ATTACKS, DEFAULT_EPS
 from edgerobust.errors import UsageError
 from edgerobust.workstation.attacks.spec import make_specs, split_eps_grid
 from edgerobust.workstation.configs import PrepareConfig, PruneConfig, QuantConfig, TrainConfig
+from edgerobust.workstation.corrupt.registry import load_corruptions, load_severities, parse_corruptions, parse_severities
 
 PRECISIONS = ("fp32", "int8")
 THREATS = ("transfer", "whitebox")
@@ -71,6 +72,9 @@ class SweepConfig:
     precisions: ``fp32`` and/or ``int8`` (int8 from ONNX Runtime static quantization, ``quant``).
     attacks / eps / steps: the adversarial grid, as text (``"fgsm,pgd"``, ``"2/255,8/255"``).
     threats: ``transfer`` (sets crafted on the base) and/or ``whitebox`` (crafted on each pruned model).
+    corruptions / corruption_severities: common corruptions (names, families, ``default``, ``all``;
+    edgerobust.workstation.corrupt.registry) made once from the evaluation rows into ``corruptions/`` and
+    replayed on every model (edgerobust.research.corruption_axis); none by default.
     focus_eps: the eps (as typed in ``eps``) of the MACs-reduction and speedup plots; default the largest.
     latency_profile / latency_rounds: the device profile and interleaved rounds of the speedup (batch 1).
     fresh: recompute every point instead of reusing the finished ones under ``out``;
@@ -85,6 +89,8 @@ class SweepConfig:
     eps: str = DEFAULT_EPS
     steps: int | None = None
     threats: tuple[str, ...] = ("transfer",)
+    corruptions: tuple = field(default=(), metadata={"load": load_corruptions})
+    corruption_severities: tuple = field(default=(1, 3, 5), metadata={"load": load_severities})
     variants: tuple[Variant, ...] = ()
     prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2))
@@ -105,6 +111,8 @@ class SweepConfig:
         set_("sparsities", tuple(self.sparsities))
         set_("precisions", tuple(self.precisions))
         set_("threats", tuple(self.threats))
+        set_("corruptions", parse_corruptions(self.corruptions))
+        set_("corruption_severities", parse_severities(self.corruption_severities))
         set_("variants", tuple(self.variants) or tuple(Variant(float(s)) for s in self.sparsities))
         if not self.variants:
             raise UsageError("A sweep needs at least one sparsity.", fix="Use e.g. `sparsities` 0.5,0.7.")

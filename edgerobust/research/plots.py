@@ -11,6 +11,10 @@ Three kinds of figure, one file per threat (transfer / whitebox):
 * ``robust_vs_speedup_<threat>.png``: robust accuracy against measured speedup at one eps, the
   Pareto front (no model both faster and more robust) highlighted.
 
+With common-corruption sets (``corruptions``), two more: ``acc_vs_severity_corruption.png``
+(accuracy against severity, a panel per corruption) and ``corruption_vs_speedup.png`` (accuracy
+pooled over every corruption set against measured speedup, with its Pareto front).
+
 Every plotting function returns the points it drew (key, x, y), and :func:`write_report`
 stores them next to the data in the JSON, so a reader can check each drawn value against the
 numbers. Over several seeds, points are means and error bars one standard deviation.
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from edgerobust.edge.files.npzio import write_json
 from edgerobust.errors import require
+from edgerobust.research.corruption_axis import MEAN_EPS, MEAN_THREAT, THREAT
 from edgerobust.research.points import Point, find, pct, to_json
 
 PRECISION_STYLE = {"fp32": ("-", "o"), "int8": ("--", "s")}
@@ -92,13 +97,15 @@ def _label(p: Point) -> str:
     return p.model
 
 
-def plot_acc_vs_eps(points: list[Point], threat: str, path: Path) -> Figure:
-    """Accuracy (%) against eps, a panel per attack, a line per model; eps 0 is clean accuracy."""
+def plot_acc_vs_eps(points: list[Point], threat: str, path: Path, corruption: bool = False) -> Figure:
+    """Accuracy (%) against eps, a panel per attack, a line per model; eps 0 is clean accuracy.
+    ``corruption``: the common-corruption sets, a panel per corruption against its severity."""
     attacks = _attacks(points, threat)
     models = list(dict.fromkeys(p.model for p in points))
     colors = _colors([m for m in models if m != "base"])
     n_per_run = points[0].n if points else 0
-    title = f"Accuracy against attack strength ({threat} sets, n={n_per_run}" + _seeds_note(points) + ")"
+    what = "corruption severity" if corruption else "attack strength"
+    title = f"Accuracy against {what} ({threat} sets, n={n_per_run}" + _seeds_note(points) + ")"
     fig, axes = _panels(len(attacks), title)
     drawn: list[Drawn] = []
     for ax, attack in zip(axes, attacks):
@@ -117,10 +124,10 @@ def plot_acc_vs_eps(points: list[Point], threat: str, path: Path) -> Figure:
             ax.errorbar(xs, ys, yerr=yerr, label=m, color=color, linestyle=ls, marker=mk, markersize=4,
                         linewidth=2.2 if m == "base" else 1.4, capsize=3)
             drawn.extend(Drawn(p.key, p.eps, 100 * p.accuracy) for p in line)
-        ax.set_title(f"{attack.upper()}", fontsize=11)
+        ax.set_title(attack.replace("_", " ") if corruption else attack.upper(), fontsize=11)
         ax.set_xticks([0.0] + [e for e, _ in eps_ticks])
         ax.set_xticklabels(["clean"] + [t for _, t in eps_ticks], rotation=30, fontsize=9)
-        ax.set_xlabel("eps (pixel units, [0, 1] images)")
+        ax.set_xlabel("severity (1 mildest, 5 strongest)" if corruption else "eps (pixel units, [0, 1] images)")
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
     for ax in axes[::2]:
@@ -224,14 +231,15 @@ def pareto_front(pts: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: pts[i][0])
 
 
-def plot_robust_vs_speedup(points: list[Point], threat: str, eps_text: str, path: Path) -> Figure:
+def plot_robust_vs_speedup(points: list[Point], threat: str, eps_text: str, path: Path, ylabel: str = "robust accuracy",
+                           title: str = "") -> Figure:
     """Robust accuracy (%) at ``eps_text`` against measured speedup, a panel per attack, with the
     Pareto front drawn as a thick line through its models."""
     attacks = _attacks(points, threat)
     lines = _lines(points)
     colors = _colors([f"{g} {p}" for g, p in lines])
-    title = (f"Robust accuracy at eps {eps_text} against measured speedup (batch 1; {threat} sets"
-             f"{_seeds_note(points)})")
+    title = title or (f"Robust accuracy at eps {eps_text} against measured speedup (batch 1; {threat} sets"
+                      f"{_seeds_note(points)})")
     fig, axes = _panels(len(attacks), title, width=5.2, height=4.2)
     drawn: list[Drawn] = []
     for ax, attack in zip(axes, attacks):
@@ -252,12 +260,13 @@ def plot_robust_vs_speedup(points: list[Point], threat: str, eps_text: str, path
             if i in front:
                 ax.annotate(p.model, (p.speedup, 100 * p.accuracy), textcoords="offset points", xytext=(5, 5),
                             fontsize=8)
-        ax.set_title(f"{attack.upper()} eps {eps_text}", fontsize=11)
+        ax.set_title(f"{attack.upper()} eps {eps_text}" if threat != MEAN_THREAT else "all corruptions, pooled",
+                     fontsize=11)
         ax.set_xlabel("speedup over the base (p50 latency ratio)")
         ax.grid(alpha=0.3)
         ax.set_ylim(-3, 103)
     for ax in axes[::2]:
-        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylabel(f"{ylabel} (%)")
     _legend(fig, axes)
     _save(fig, path)
     return Figure(path.name, title, tuple(drawn))
@@ -271,6 +280,12 @@ def make_figures(folder: Path, points: list[Point], focus_eps: str) -> list[Figu
         figs.append(plot_acc_vs_eps(points, t, folder / f"acc_vs_eps_{t}.png"))
         figs.append(plot_robust_vs_macs(points, t, focus_eps, folder / f"robust_vs_macs_{t}.png"))
         figs.append(plot_robust_vs_speedup(points, t, focus_eps, folder / f"robust_vs_speedup_{t}.png"))
+    if any(p.threat == THREAT for p in points):
+        figs.append(plot_acc_vs_eps(points, THREAT, folder / "acc_vs_severity_corruption.png", corruption=True))
+        figs.append(plot_robust_vs_speedup(
+            points, MEAN_THREAT, MEAN_EPS, folder / "corruption_vs_speedup.png", ylabel="corruption accuracy",
+            title=f"Accuracy under common corruptions (pooled over the sets) against measured speedup (batch 1"
+                  f"{_seeds_note(points)})"))
     return figs
 
 

@@ -41,7 +41,7 @@ class SetScore:
     """One model on one adversarial set."""
 
     model: str
-    threat: str  # "transfer" or "whitebox"
+    threat: str  # "transfer", "whitebox", "corruption" or "corruption-mean" (edgerobust.research.corruption_axis)
     attack: str
     eps: float
     eps_text: str
@@ -65,6 +65,7 @@ class SweepResult:
     runner: str = "local"
     reused: int = 0
     computed: int = 0
+    corruption: dict | None = None  # the common-corruption sets made: names, severities, seed, what was left out
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ class Point:
     group: str
     sparsity: float
     precision: str
-    threat: str  # "clean", "transfer" or "whitebox"
-    attack: str  # "clean" for the clean set
+    threat: str  # "clean", "transfer", "whitebox", "corruption" (eps: the severity) or "corruption-mean" (pooled)
+    attack: str  # "clean" for the clean set; the corruption's name
     eps: float
     eps_text: str
     n: int  # samples per run

@@ -21,6 +21,8 @@ A study file (TOML)::
     eps = ["2/255", "8/255"]
     attack_steps = 10
     threats = ["transfer"]
+    corruptions = ["default"]      # common corruptions replayed on every model (none by default)
+    corruption_severities = [1, 3, 5]
     seeds = [0, 1]
     eval_samples = 1000
 
@@ -61,7 +63,9 @@ GRID_KEYS = {"sparsities": (list, "sparsities in [0, 1)"), "precisions": (list, 
              "attack_steps": (int, "iterations of iterative attacks"), "threats": (list, "transfer and/or whitebox"),
              "seeds": (list, "seeds, e.g. [0, 1, 2]"), "eval_samples": (int, "evaluation samples"),
              "focus_eps": (str, "the eps of the MACs and speedup plots"), "profile": (str, "the latency profile"),
-             "latency_rounds": (int, "interleaved latency rounds")}
+             "latency_rounds": (int, "interleaved latency rounds"),
+             "corruptions": (list, "common corruptions: names, families, \"default\" or \"all\""),
+             "corruption_severities": (list, "corruption severities 1-5, e.g. [1, 3, 5]")}
 TOP_KEYS = {"name": (str, "the study's title"), "models": (list, "[[models]] tables"), "grid": (dict, "[grid]")}
 
 
@@ -155,6 +159,8 @@ def _sweep_config(file: Path, m: dict, grid: dict, seed, out: Path, device: str 
             eps=text("eps", DEFAULT_EPS), steps=grid.get("attack_steps"), threats=tuple(grid.get("threats", ["transfer"])),
             prune=PruneConfig(criterion=grid.get("criterion", DEFAULT_CRITERION)), focus_eps=grid.get("focus_eps"),
             latency_rounds=grid.get("latency_rounds", 5), write_report=False,
+            corruptions=tuple(grid.get("corruptions", ())), corruption_severities=tuple(grid.get("corruption_severities",
+                                                                                                  (1, 3, 5))),
             **({"latency_profile": grid["profile"]} if "profile" in grid else {}))
     except (UsageError, TypeError, ValueError) as exc:
         what = getattr(exc, "what", str(exc))

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from edgerobust import events
 from edgerobust.errors import UsageError
+from edgerobust.research import corruption_axis
 from edgerobust.research.configs import SweepConfig
 from edgerobust.research.points import Point, SweepResult, find, macs_text, pct, summarize, to_json
 
@@ -48,7 +49,8 @@ def sweep(config: SweepConfig, runner=None) -> SweepResult:
     """Run the sweep into ``config.out`` (sweep.json, adv/, points/, and with ``write_report`` the
     plots and report.html); ``runner`` (``edgerobust.research.runners``) runs the points, default here."""
     from edgerobust.research.runners import LocalRunner, point_device
-    from edgerobust.research.sweep_eval import Built, measure_speedups, model_results, score_from_dict, score_models
+    from edgerobust.research.sweep_eval import (Built, measure_speedups, model_results, score_corruptions, score_from_dict,
+                                                score_models)
     from edgerobust.workstation.resources.torch_device import describe, resolve_device
 
     t0 = time.perf_counter()
@@ -67,10 +69,12 @@ def sweep(config: SweepConfig, runner=None) -> SweepResult:
     base_scores = score_models([base], out, ev, config.threats, config.specs, shared.transfer, config.latency_profile)
     models = [base] + [Built.from_dict(m) for r in records for m in r["models"]]
     scores = base_scores + [score_from_dict(s) for r in records for s in r["sets"]]
+    scores += score_corruptions(models, out, ev, shared.corruptions, config.latency_profile)
     profile, p50 = measure_speedups(models, out, config.latency_profile, config.latency_rounds)
     result = SweepResult(seed=config.seed, n_eval=len(ev.y), profile=profile, models=model_results(models, out, p50),
                          sets=tuple(scores), config=config_dict(config), seconds=time.perf_counter() - t0,
-                         out=str(out), runner=runner.name, reused=reused, computed=len(tasks) - reused)
+                         out=str(out), runner=runner.name, reused=reused, computed=len(tasks) - reused,
+                         corruption=shared.corruption_record)
     write_sweep(out, config, result)
     return result
 
@@ -132,13 +136,15 @@ def base_stage(config: SweepConfig, out: Path):
     np.savez(out / "calib.npz", x=prep.splits.calib.x)
     shutil.rmtree(out / "adv", ignore_errors=True)
     paths = evidence_stage(prep, out / "eval.npz", base_onnx, config.specs, out / "adv")
+    made = corruption_axis.make(out, config.corruptions, config.corruption_severities, prep.seed)
     macs, params = count(prep.base.net, prep.normalize(prep.example))
     decided = dataclasses.replace(config.prepare, model=str(config.prepare.model), data=prep.data_name,
                                   image_size=prep.image_size, allow_weak_base=True,  # the base passed its check here
                                   normalize=NormSpec("custom", tuple(prep.norm.mean), tuple(prep.norm.std)))
     shared = Shared(root=str(out), prepare=decided, model_sha256=prep.loaded.sha256,
                     data_digest=array_digest(ev.x, ev.y, prep.splits.calib.x), base_params=params, base_macs=macs,
-                    transfer={s.name: Path(p).relative_to(out).as_posix() for s, p in zip(config.specs, paths)})
+                    transfer={s.name: Path(p).relative_to(out).as_posix() for s, p in zip(config.specs, paths)},
+                    corruptions=made.files, corruption_record=made.record or None)
     return shared, ev, Built("base", "", 0.0, "fp32", "base.onnx", params, macs, 1.0)
 
 
@@ -219,4 +225,23 @@ def findings(points: list[Point], config: SweepConfig) -> list[str]:
                        f"{pct(best.accuracy, best.accuracy_std)} at {best.speedup:.2f}x speedup; the worst, "
                        f"{worst.model} ({macs_text(worst)}), {pct(worst.accuracy, worst.accuracy_std)} "
                        f"(n={b.n}{'' if b.seeds == 1 else f', {b.seeds} seeds'}).")
-    return out
+    line = corruption_finding(points)
+    return out + ([line] if line else [])
+
+
+def corruption_finding(points: list[Point]) -> str | None:
+    """The base's accuracy pooled over the common-corruption sets, and the best and worst compressed model's."""
+    at = find(points, threat=corruption_axis.MEAN_THREAT)
+    base = find(at, model="base")
+    others = [p for p in at if p.model != "base"]
+    if not base or not others:
+        return None
+    b = base[0]
+    sets = len({(p.attack, p.eps_text) for p in find(points, threat=corruption_axis.THREAT, model="base")})
+    best = max(others, key=lambda p: p.accuracy)
+    worst = min(others, key=lambda p: p.accuracy)
+    return (f"Common corruptions (accuracy pooled over {sets} sets): the base keeps {pct(b.accuracy, b.accuracy_std)}; "
+            f"the best compressed model, {best.model} ({macs_text(best)}), {pct(best.accuracy, best.accuracy_std)} "
+            f"at {best.speedup:.2f}x speedup; the worst, {worst.model} ({macs_text(worst)}), "
+            f"{pct(worst.accuracy, worst.accuracy_std)} (each eval row once per set, {b.n // max(sets, 1)} rows"
+            f"{'' if b.seeds == 1 else f', {b.seeds} seeds'}).")

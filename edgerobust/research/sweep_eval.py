@@ -76,6 +76,26 @@ def score_models(models: list[Built], root: Path, ev: EvalSet, threats: tuple[st
     return scores
 
 
+def score_corruptions(models: list[Built], root: Path, ev: EvalSet, files, profile: str) -> list[SetScore]:
+    """Every model on every common-corruption set under ``root`` (none without ``files``): a SetScore per
+    set and the pooled one per model (edgerobust.research.corruption_axis)."""
+    if not files:
+        return []
+    from edgerobust.edge.audit import resolve_profile
+    from edgerobust.edge.runtime.sessions import open_sessions
+    from edgerobust.edge.scores.replay import predict
+    from edgerobust.research import corruption_axis as C
+
+    sets = C.load(root, files)
+    prof, _ = resolve_profile(profile)
+    sessions = open_sessions({m.name: root / m.path for m in models}, prof, allow_fallback=True)
+    scores: list[SetScore] = []
+    for m in models:
+        clean_pred = predict(sessions[m.name], ev.x, 256)
+        scores += C.set_scores(m.name, sets, C.replay(sessions[m.name], sets), clean_pred, files)
+    return scores
+
+
 def score_from_dict(d: dict) -> SetScore:
     return SetScore(**{**d, "accuracy": proportion_from(d["accuracy"]),
                        "attack_success": proportion_from(d["attack_success"])})

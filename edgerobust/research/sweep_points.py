@@ -40,6 +40,8 @@ class Shared:
     base_params: int
     base_macs: int
     transfer: dict  # attack set name -> file relative to root
+    corruptions: tuple = ()  # common-corruption set files relative to root (edgerobust.research.corruption_axis)
+    corruption_record: dict | None = None  # what was made and left out (the manifest's corruption_sets form)
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoin
     from edgerobust.research.optimize.search import optimize
 
     out = tmp_path / "opt"
-    first = optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=1000.0))
+    corrupt = dict(corruptions="gaussian_noise", corruption_severities=(3,))  # one set: every point's pooled figure
+    first = optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=1000.0, **corrupt))
     assert first.ran == 2 and _stored_trials(out) == 2
     data = json.loads((out / "pareto.json").read_text())["_data"]
     ref = data["reference"]  # compress's own s=0.5 int8, built beside the study, not a trial
@@ -100,6 +101,11 @@ def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoin
         assert t["latency"]["kind"] == "measured"
         assert 0 <= t["robust"]["ci_low"] <= t["robust"]["value"] <= t["robust"]["ci_high"] <= 1
         assert t["robust"]["value"] <= t["clean"]["value"]  # worst case over the sets: never above clean
+        assert t["corruption"]["k"] == _corruption_right(out / t["model"], out / "corruptions" / "gaussian_noise_s3.npz")
+        assert t["corruption"]["n"] == 32 and t["corruption"]["ci_low"] is None  # pooled: no interval
+    assert data["base"]["corruption"]["k"] == _corruption_right(out / "base.onnx",
+                                                                out / "corruptions" / "gaussian_noise_s3.npz")
+    assert "under common corruptions" in data["closing"]
     # pruned and fine-tuned once per (sparsity, ratios, round_to, fine-tuning); precisions derived from it
     prune_keys = {tuple(t["params"][k] for k in ("sparsity", "ratios", "round_to", "mode", "epochs"))
                   for t in data["trials"]}
@@ -113,16 +119,54 @@ def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoin
     rep = audit(AuditConfig(model=out / "best" / "model.onnx", profile="laptop-cpu-1thread", measure_memory=False,
                             show_progress=False, allow_fallback=True, out_dir=tmp_path / "audit"))
     assert rep.measurement.model("deployed").latency_at(1).p50_ms <= 1000.0
-    assert rep.sets  # the attack sets travelled with it
+    assert rep.sets  # the attack sets travelled with it, and the corruption set
+    assert [s.name for s in rep.corruption.sets] == ["gaussian_noise_s3"]
     assert not (out / ".best-candidate").exists()
     # resume: one trial more, the first two neither run again nor rebuilt, the reference reused
     before = _points(out)
     ref_time = (out / "reference" / "reference.json").stat().st_mtime_ns
-    second = optimize(_cfg(zoo_checkpoint.path, out, trials=3, max_latency_ms=1000.0))
+    second = optimize(_cfg(zoo_checkpoint.path, out, trials=3, max_latency_ms=1000.0, **corrupt))
     assert second.ran == 1 and _stored_trials(out) == 3
     after = _points(out)
     assert all(after[name] == t for name, t in before.items())
     assert (out / "reference" / "reference.json").stat().st_mtime_ns == ref_time
+
+
+def _corruption_right(model, corrupted) -> int:
+    """How many of the corruption set's samples a plain onnxruntime session on ``model`` gets right."""
+    import numpy as np
+    import onnxruntime as ort
+
+    with np.load(corrupted, allow_pickle=False) as z:
+        x, y = z["x"], z["y"]
+    s = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return int(np.sum(np.argmax(s.run(None, {s.get_inputs()[0].name: x})[0], axis=1) == y))
+
+
+def test_aim_corruption_ranks_by_the_pooled_corruption_accuracy(tmp_path):
+    from types import SimpleNamespace
+
+    from edgerobust.research.optimize.choose import ranked
+    from edgerobust.research.optimize.report import closing_line
+    from edgerobust.workstation.attacks.spec import make_specs
+    from edgerobust.workstation.corrupt.registry import DEFAULT_CORRUPTIONS
+
+    base = dict(attacks=make_specs("fgsm", "8/255"), max_latency_ms=1.0)
+    assert OptimizeConfig("m.pt", out=tmp_path, aim="corruption", **base).corruptions == DEFAULT_CORRUPTIONS
+    assert OptimizeConfig("m.pt", out=tmp_path, **base).corruptions == ()  # aim robust: none unless asked
+    with pytest.raises(UsageError, match="`corruptions` is none"):
+        OptimizeConfig("m.pt", out=tmp_path, aim="corruption", corruptions="none", **base)
+    pooled = lambda v: {"value": v, "ci_low": None, "ci_high": None, "k": 1, "n": 2}  # noqa: E731
+    acc = {"value": 0.9, "ci_low": 0.8, "ci_high": 0.95}
+    a = {"number": 0, "config": "a", "feasible": True, "check_ms": 0.02, "latency": {"kind": "measured", "p50_ms": 0.02},
+         "robust": dict(acc, value=0.95), "clean": acc, "corruption": pooled(0.5)}
+    b = dict(a, number=1, config="b", robust=dict(acc, value=0.85), corruption=pooled(0.7))
+    ref = dict(a, number=None, config="ref", reference=True, corruption=pooled(0.6))
+    assert [r["config"] for r in ranked([a, b, ref], "corruption")] == ["b", "ref", "a"]
+    assert [r["config"] for r in ranked([a, b, ref], "robust")][0] == "a"
+    line = closing_line(SimpleNamespace(chosen=b, reference=ref, budget_ms=1.0, audited=None, aim="corruption"))
+    assert "under common corruptions 70.0% (pooled over the sets)" in line
+    assert "+10.0 points corruption accuracy over the reference (ref: 60.0%" in line
 
 
 @pytest.mark.slow
@@ -349,7 +393,7 @@ def test_every_latency_names_its_kind_and_the_band_edge():
     assert "runs at 0.5 ms (estimated: the band upper edge; p50 0.4 ms, band 0.3-0.5 ms)" in text
     chosen = dict(trial, clean={"value": 0.9, "ci_low": 0.8, "ci_high": 0.95}, robust=None)
     line = closing_line(SimpleNamespace(chosen=chosen, reference=None, budget_ms=1.0,
-                                        audited=dict(est, kind="estimated")))
+                                        audited=dict(est, kind="estimated"), aim="robust"))
     assert "its full audit: 0.5 ms (estimated: the band upper edge" in line
 
 
@@ -386,7 +430,7 @@ def test_the_reference_point_is_a_candidate_and_named_as_such():
     trial = dict(ref, reference=False, number=0, config="c", robust={"value": 0.8, "ci_low": 0.7, "ci_high": 0.9},
                  check_ms=0.05)
     assert ranked([trial, ref], "robust")[0] is ref
-    line = closing_line(SimpleNamespace(chosen=ref, reference=ref, budget_ms=1.0, audited=None))
+    line = closing_line(SimpleNamespace(chosen=ref, reference=ref, budget_ms=1.0, audited=None, aim="robust"))
     assert "(the reference point)" in line and "no trial beat the reference point" in line
     err = closest_error(SimpleNamespace(trials=[trial], reference=ref, budget_ms=0.01, aim="robust", tried=[]))
     assert "The fastest found, s=0.5 int8 (compress's defaults) (the reference point), runs at 0.03 ms" in str(err)

@@ -175,7 +175,10 @@ def test_out_that_is_not_a_sweep_is_refused(tmp_path):
     ('[[models]]\npath = "m.pt"\n[grid]\nprecisions = ["fp16"]\n', "precision", "fp32"),
     ('[[models]]\npath = "m.pt"\nmodel = "x"\n', "models[0].model", "path"),
     ('[[models]\npath = "m.pt"\n', "not valid TOML", "line"),
-], ids=["unknown-key", "not-a-list", "bad-sparsity", "no-path", "no-models", "bad-precision", "model-key", "toml"])
+    ('[[models]]\npath = "m.pt"\n[grid]\ncorruptions = ["gaussian_nois"]\n', "gaussian_nois", "'gaussian_noise'"),
+    ('[[models]]\npath = "m.pt"\n[grid]\ncorruption_severities = [6]\n', "`corruption_severities`", "1,3,5"),
+], ids=["unknown-key", "not-a-list", "bad-sparsity", "no-path", "no-models", "bad-precision", "model-key", "toml",
+        "bad-corruption", "bad-severity"])
 def test_bad_study_file_is_refused(text, key, fix, tmp_path):
     from edgerobust.research.study import load_study
 
@@ -187,6 +190,18 @@ def test_bad_study_file_is_refused(text, key, fix, tmp_path):
     assert str(f) in message and key in message and fix in message
     res = CliRunner().invoke(app, ["study", str(f), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "study.toml" in "".join(res.output.split()) and not (tmp_path / "o").exists()
+
+
+def test_study_grid_takes_corruptions(tmp_path):
+    from edgerobust.research.study import load_study
+
+    f = tmp_path / "study.toml"
+    f.write_text('[[models]]\npath = "m.pt"\n[grid]\ncorruptions = ["noise", "fog"]\ncorruption_severities = [5, 2]\n')
+    (cfg,) = [c for _, _, c in load_study(f, tmp_path / "out").sweeps]
+    assert cfg.corruptions == ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "fog")
+    assert cfg.corruption_severities == (2, 5)
+    f.write_text('[[models]]\npath = "m.pt"\n')
+    assert load_study(f, tmp_path / "out").sweeps[0][2].corruptions == ()  # none unless asked
 
 
 @pytest.mark.slow

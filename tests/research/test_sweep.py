@@ -13,14 +13,16 @@ pytest.importorskip("matplotlib")
 
 @pytest.fixture(scope="module")
 def tiny_sweep(zoo_checkpoint, tmp_path_factory):
-    """2 sparsities x fp32/int8 x fgsm x 2 eps, transfer and white-box, 64 samples, no fine-tuning."""
+    """2 sparsities x fp32/int8 x fgsm x 2 eps, transfer and white-box, one corruption set, 64 samples, no
+    fine-tuning."""
     from edgerobust.research.sweep import sweep
     from edgerobust.research.configs import SweepConfig
     from edgerobust.workstation.configs import PrepareConfig, TrainConfig
 
     cfg = SweepConfig(PrepareConfig(zoo_checkpoint.path, eval_samples=64), out=tmp_path_factory.mktemp("sweep") / "s",
                       sparsities=(0.3, 0.5), attacks="fgsm", eps="2/255,8/255", threats=("transfer", "whitebox"),
-                      finetune=TrainConfig(epochs=0), latency_rounds=2)
+                      finetune=TrainConfig(epochs=0), latency_rounds=2, corruptions="gaussian_noise",
+                      corruption_severities=(3,))
     return cfg, sweep(cfg)
 
 
@@ -41,8 +43,8 @@ def test_sweep_models_and_sets(tiny_sweep):
     assert pruned["s=0.5 fp32"].macs < pruned["s=0.3 fp32"].macs < base.macs
     assert pruned["s=0.5 fp32"].macs == pruned["s=0.5 int8"].macs  # one bundle, one pruned model
     assert all(m.speedup > 0 and m.latency_p50_ms > 0 for m in r.models)
-    # every model x threat x attack x eps, scored on the same 64 samples
-    assert len(r.sets) == 5 * 2 * 1 * 2
+    # every model x threat x attack x eps, scored on the same 64 samples; and x (the corruption set + pooled)
+    assert len(r.sets) == 5 * 2 * 1 * 2 + 5 * 2
     assert {s.accuracy.n for s in r.sets} == {64} and r.n_eval == 64
     # the transfer sets were crafted once, on the base: one file per attack x eps
     assert sorted(p.name for p in (cfg.out / "adv").iterdir()) == ["fgsm_2-255.npz", "fgsm_8-255.npz"]
@@ -81,17 +83,18 @@ def test_json_holds_every_plotted_point(tiny_sweep):
     cfg, r = tiny_sweep
     data = _doc(cfg)
     points = {p["model"] + "|" + p["threat"] + "|" + p["attack"] + "|" + p["eps_text"]: p for p in data["points"]}
-    # 5 models x (clean + 2 threats x 1 attack x 2 eps)
-    assert len(points) == len(data["points"]) == 5 * (1 + 2 * 2)
+    # 5 models x (clean + 2 threats x 1 attack x 2 eps + the corruption set + pooled)
+    assert len(points) == len(data["points"]) == 5 * (1 + 2 * 2 + 2)
     assert len(data["runs"]) == 1 and len(data["runs"][0]["sets"]) == len(r.sets)
     files = {p["file"] for p in data["plots"]}
     assert files == {f"{k}_{t}.png" for k in ("acc_vs_eps", "robust_vs_macs", "robust_vs_speedup")
-                     for t in ("transfer", "whitebox")}
+                     for t in ("transfer", "whitebox")} | {"acc_vs_severity_corruption.png", "corruption_vs_speedup.png"}
     counts = {p["file"]: len(p["points"]) for p in data["plots"]}
     # accuracy vs eps: every model, clean + 2 eps, one attack panel
     assert counts["acc_vs_eps_transfer.png"] == 5 * 3
     # robust vs speedup: every model once, at the focus eps
     assert counts["robust_vs_speedup_whitebox.png"] == 5
+    assert counts["acc_vs_severity_corruption.png"] == 5 * 2 and counts["corruption_vs_speedup.png"] == 5
     # robust vs realized MACs reduction, panels clean + fgsm: fp32 line (base, 0.3, 0.5) + int8 line (0.3, 0.5)
     # + base star
     assert counts["robust_vs_macs_transfer.png"] == 2 * (3 + 2 + 1)
@@ -99,15 +102,17 @@ def test_json_holds_every_plotted_point(tiny_sweep):
         for d in plot["points"]:
             p = points[d["key"]]  # every drawn point is in the JSON...
             assert d["y"] == pytest.approx(100 * p["accuracy"])  # ...with the value drawn
-            if plot["file"].startswith("robust_vs_speedup"):
-                assert d["x"] == pytest.approx(p["speedup"]) and p["eps_text"] == "8/255"
+            if plot["file"].startswith(("robust_vs_speedup", "corruption_vs_speedup")):
+                assert d["x"] == pytest.approx(p["speedup"])
+                assert p["eps_text"] == ("mean" if plot["file"].startswith("corruption") else "8/255")
             elif plot["file"].startswith("robust_vs_macs"):  # the realized figure, not the requested sparsity
                 assert d["x"] == pytest.approx(p["macs_reduction"])
                 assert (p["macs_reduction"] > 1.5) == (p["sparsity"] > 0)
             else:
                 assert d["x"] == pytest.approx(p["eps"])
     assert data["config"]["focus_eps"] == "8/255"
-    assert len(data["findings"]) == 2 and all("FGSM 8/255" in f for f in data["findings"])
+    assert len(data["findings"]) == 3 and all("FGSM 8/255" in f for f in data["findings"][:2])
+    assert data["findings"][2].startswith("Common corruptions (accuracy pooled over 1 sets)")
     assert all(re.search(r"s=0\.[35] (fp32|int8) \(\d+\.\dx fewer MACs\)", f) for f in data["findings"])
 
 
@@ -117,7 +122,7 @@ def test_pngs_are_valid_images(tiny_sweep):
 
     cfg, _ = tiny_sweep
     pngs = sorted(cfg.out.glob("*.png"))
-    assert len(pngs) == 6
+    assert len(pngs) == 8
     for p in pngs:
         with Image.open(p) as im:
             im.verify()
@@ -132,13 +137,37 @@ def test_html_is_self_contained(tiny_sweep):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert "http://" not in page and "https://" not in page and "<script" not in page.lower()
     srcs = re.findall(r"""<img[^>]*\ssrc="([^"]+)\"""", page)
-    assert len(srcs) == 6
+    assert len(srcs) == 8
     for s in srcs:
         assert s.startswith("data:image/png;base64,")
         assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     for f in _doc(cfg)["findings"]:  # the finding sentences and the table are on the page
         assert f.replace("'", "&#x27;") in page
-    assert page.count("<tr>") == 1 + 5 * 5
+    assert page.count("<tr>") == 1 + 5 * 7
+
+
+@pytest.mark.slow
+def test_corruption_axis_as_onnxruntime_scores_it(tiny_sweep):
+    """The corruption set is the eval rows under gaussian noise at severity 3; every model's accuracy on it,
+    and the pooled figure, are what a plain onnxruntime session gives on that file."""
+    import numpy as np
+    import onnxruntime as ort
+
+    cfg, r = tiny_sweep
+    assert sorted(p.name for p in (cfg.out / "corruptions").iterdir()) == ["gaussian_noise_s3.npz"]
+    with np.load(cfg.out / "corruptions" / "gaussian_noise_s3.npz", allow_pickle=False) as z:
+        x, y = z["x"], z["y"]
+    assert x.shape[0] == 64 and r.corruption["names"] == ["gaussian_noise"] and r.corruption["severities"] == [3]
+    paths = {m.model: m.path for m in r.models}
+    for model, rel in paths.items():
+        s = ort.InferenceSession(str(cfg.out / rel), providers=["CPUExecutionProvider"])
+        pred = np.argmax(s.run(None, {s.get_inputs()[0].name: x})[0], axis=1)
+        mine = {sc.threat: sc for sc in r.sets if sc.model == model and sc.threat.startswith("corruption")}
+        assert mine["corruption"].attack == "gaussian_noise" and mine["corruption"].eps_text == "s3"
+        assert mine["corruption"].accuracy.k == int(np.sum(pred == y))
+        pooled = mine["corruption-mean"].accuracy  # one set: pooled = that set, but no interval (rows repeat)
+        assert (pooled.k, pooled.n) == (int(np.sum(pred == y)), 64) and pooled.ci_low is None
+        assert "pooled over 1 corruption sets" in pooled.method
 
 
 def test_pareto_front():

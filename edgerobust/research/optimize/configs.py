@@ -19,12 +19,16 @@ from edgerobust.errors import UsageError
 from edgerobust.registries import CALIBRATIONS, FINETUNE_MODES, KEEP_FP32, RATIOS, Choice, Registry
 from edgerobust.workstation.attacks.spec import attacks_from_config
 from edgerobust.workstation.configs import PrepareConfig
+from edgerobust.workstation.corrupt.registry import (DEFAULT_CORRUPTIONS, load_corruptions, load_severities,
+                                                     parse_corruptions, parse_severities)
 
 AIMS = Registry("aim", [
     Choice("robust", "maximize the per-sample worst-case robust accuracy under the budget, clean accuracy at most "
                      "`max_clean_drop` points below the base"),
     Choice("speed", "minimize the p50 latency under the budget, robust accuracy at most `max_robust_drop` points "
                     "below the reference point's (sparsity 0.5, int8)"),
+    Choice("corruption", "maximize the accuracy under common corruptions (pooled over the `corruptions` sets) under "
+                         "the budget, clean accuracy at most `max_clean_drop` points below the base"),
 ])
 PRECISIONS = ("int8", "fp16", "fp32")  # the variants derived from one pruned, fine-tuned model
 DEFAULT_MAX_ROBUST_DROP = 2.0  # accuracy points
@@ -104,6 +108,9 @@ class OptimizeConfig:
     attacks: the AttackSpecs crafted once on the base and replayed on every point (as compress reads them).
     estimate: a calibration file (``edgerobust calibrate``) of a device not at hand: latency is
     predicted there with its band and the budget is checked against the band's upper edge.
+    corruptions / corruption_severities: common corruptions (as compress reads them) made once from the
+    evaluation rows and replayed on every point: its accuracy pooled over the sets is recorded, and is
+    what aim corruption maximizes. None (the default): the default subset for aim corruption, none otherwise.
     latency_rounds: interleaved rounds of each trial's measurement. halving: aim robust scores a point
     on a quarter of the evaluation rows first (at least 64) and stops it there when Optuna's
     WilcoxonPruner finds it worse than the best feasible point on the same rows (p < 0.05); False
@@ -123,6 +130,8 @@ class OptimizeConfig:
     estimate: str | Path | None = None
     latency_rounds: int = 5
     halving: bool = True
+    corruptions: tuple | None = field(default=None, metadata={"load": load_corruptions})
+    corruption_severities: tuple = field(default=(1, 3, 5), metadata={"load": load_severities})
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self) -> None:
@@ -137,6 +146,12 @@ class OptimizeConfig:
                              fix="e.g. `max_latency_ms` 5, or `min_speedup` 2.")
         _positive(budgets[0], getattr(self, budgets[0]))
         set_("aim", AIMS.resolve(str(self.aim).strip().lower()))
+        wanted = DEFAULT_CORRUPTIONS if self.corruptions is None and self.aim == "corruption" else self.corruptions
+        set_("corruptions", parse_corruptions(wanted))
+        set_("corruption_severities", parse_severities(self.corruption_severities))
+        if self.aim == "corruption" and not self.corruptions:
+            raise UsageError("Aim corruption maximizes accuracy under common corruptions, and `corruptions` is none.",
+                             fix="Leave `corruptions` out (the default subset), or name some.")
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise UsageError(f"`trials` must be an integer >= 1; got {self.trials!r}.")
         if isinstance(self.latency_rounds, bool) or not isinstance(self.latency_rounds, int) or self.latency_rounds < 1:

@@ -15,17 +15,23 @@ from edgerobust.research.points import to_json
 PARETO_TYPE = "edgerobust.research.optimize"
 
 
-def front(trials: list[dict]) -> set[int]:
-    """Trial numbers on the latency x robust accuracy front (lower latency, higher robust accuracy)."""
-    timed = [t for t in trials if t.get("check_ms") is not None and t.get("robust")]
-    idx = pareto_front([(-t["check_ms"], t["robust"]["value"]) for t in timed])
+def axis(aim: str) -> str:
+    """The record key the aim's accuracy axis reads: the pooled corruption accuracy for aim corruption."""
+    return "corruption" if aim == "corruption" else "robust"
+
+
+def front(trials: list[dict], aim: str = "robust") -> set[int]:
+    """Trial numbers on the latency x accuracy front (lower latency, higher robust, or corruption, accuracy)."""
+    k = axis(aim)
+    timed = [t for t in trials if t.get("check_ms") is not None and t.get(k)]
+    idx = pareto_front([(-t["check_ms"], t[k]["value"]) for t in timed])
     return {timed[i]["number"] for i in idx}
 
 
 def write_outputs(result, cfg) -> None:
     """pareto.json and report.html into ``result.out`` (each written whole)."""
     out = Path(result.out)
-    on_front = front(result.trials)
+    on_front = front(result.trials, cfg.aim)
     trials = [dict(t, front=t["number"] in on_front) for t in sorted(result.trials, key=lambda t: t["number"])]
     table = trials + ([result.reference] if result.reference else [])
     from edgerobust.configio import to_dict
@@ -43,6 +49,8 @@ def write_outputs(result, cfg) -> None:
 def _pct(p: dict | None) -> str:
     if not p or p.get("value") is None:
         return "-"
+    if p.get("ci_low") is None:  # pooled over corruption sets: rows repeat, no interval
+        return f"{100 * p['value']:.1f}%"
     return f"{100 * p['value']:.1f}% [{100 * p['ci_low']:.1f}, {100 * p['ci_high']:.1f}]"
 
 
@@ -77,18 +85,22 @@ def closing_line(result) -> str:
     if a.get("speedup") is not None:
         audited += f", {a['speedup']:.3g}x the base's speed"
     clean, robust = a.get("clean") or c["clean"], a.get("worst_case") or c["robust"]
+    corr = a.get("corruption") or c.get("corruption")
     whose = "the rebuilt bundle's " if a.get("worst_case") else ""
+    k = axis(result.aim)
+    mine, what = (corr, "corruption accuracy") if k == "corruption" else (robust, "robust accuracy")
     gain = ""
     if c.get("reference"):
         gain = "; no trial beat the reference point"
-    elif ref and ref.get("robust") and robust:
-        d = 100 * (robust["value"] - ref["robust"]["value"])
-        gain = f"; {d:+.1f} points robust accuracy over the reference ({ref['config']}: {_pct(ref['robust'])}, {_lat(ref)})"
-    elif ref and ref.get("why") and not ref.get("robust"):
+    elif ref and ref.get(k) and mine:
+        d = 100 * (mine["value"] - ref[k]["value"])
+        gain = f"; {d:+.1f} points {what} over the reference ({ref['config']}: {_pct(ref[k])}, {_lat(ref)})"
+    elif ref and ref.get("why") and not ref.get(k):
         gain = f"; no reference to compare with ({ref['why']})"
     which = "the reference point" if c.get("reference") else f"trial {c['number']}"
+    pooled = f", under common corruptions {_pct(corr)} (pooled over the sets)" if corr else ""
     return (f"chosen: {c['config']} ({which}): {_lat(c)} (budget {result.budget_ms:.3g} ms){audited}; "
-            f"{whose}clean {_pct(clean)}, robust (worst case over the sets) {_pct(robust)}{gain}")
+            f"{whose}clean {_pct(clean)}, robust (worst case over the sets) {_pct(robust)}{pooled}{gain}")
 
 
 def _robust_cell(t: dict) -> str:
@@ -98,11 +110,13 @@ def _robust_cell(t: dict) -> str:
 
 
 def _svg(result, trials: list[dict]) -> str:
-    timed = [t for t in trials if t.get("check_ms") is not None and t.get("robust")]
+    k = axis(result.aim)
+    timed = [t for t in trials if t.get("check_ms") is not None and t.get(k)]
     xs = [t["latency"]["p50_ms"] for t in timed] + [result.budget_ms]
     hi = max(xs) * 1.15 if xs else 1.0
-    ch = Chart("Latency against robust accuracy", (0.0, hi), (0.0, 1.0), xlabel="p50 latency at batch 1 (ms)",
-               ylabel="robust accuracy (worst case)", width=640, height=380)
+    what = "corruption accuracy (pooled)" if k == "corruption" else "robust accuracy (worst case)"
+    ch = Chart(f"Latency against {what.split(' (')[0]}", (0.0, hi), (0.0, 1.0), xlabel="p50 latency at batch 1 (ms)",
+               ylabel=what, width=640, height=380)
     ch.xticks(nice_ticks(0.0, hi))
     ch.yticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
     ch.vline(result.budget_ms, "#d62728", label=f"budget {result.budget_ms:.3g} ms")
@@ -110,7 +124,7 @@ def _svg(result, trials: list[dict]) -> str:
     lo = min(cleans, default=0.0)
     span = (max(cleans, default=1.0) - lo) or 1.0
     for t in timed:
-        lat, r = t["latency"], t["robust"]
+        lat, r = t["latency"], t[k]
         color = "#2ca02c" if t.get("feasible") else "#999999"
         if lat["kind"] == "estimated":  # a hollow mark with its band
             ch.errbar(r["value"], lat["low_ms"], lat["high_ms"], color, horizontal=True)
@@ -130,6 +144,7 @@ def _page(result, cfg, trials: list[dict]) -> str:
     rows = "".join(
         f"<tr><td>{'reference' if t.get('reference') else t['number']}</td><td>{html.escape(t['config'])}</td>"
         f"<td>{html.escape(_lat(t))}</td><td>{_pct(t.get('clean'))}</td><td>{_robust_cell(t)}</td>"
+        + (f"<td>{_pct(t.get('corruption'))}</td>" if cfg.corruptions else "") +
         f"<td>{'yes' if t.get('feasible') else 'no'}{' (front)' if t.get('front') else ''}</td>"
         f"<td>{html.escape(t.get('why') or '')}</td></tr>" for t in trials)
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Budget search</title><style>{PAGE_CSS}</style>"
@@ -138,7 +153,8 @@ def _page(result, cfg, trials: list[dict]) -> str:
             f"{kind}; mark size: clean accuracy; {len(result.trials)} trials and the reference point (not a trial).</p>"
             f"<p class=finding>{html.escape(closing_line(result))}</p>"
             f"<div>{_svg(result, trials)}</div><h2>Trials</h2><table><tr><th>trial</th><th>config</th><th>latency</th>"
-            f"<th>clean</th><th>robust</th><th>feasible</th><th>why not</th></tr>{rows}</table>"
+            f"<th>clean</th><th>robust</th>{'<th>corruptions (pooled)</th>' if cfg.corruptions else ''}<th>feasible</th>"
+            f"<th>why not</th></tr>{rows}</table>"
             f"<p class=meta>A robust figure marked <em>first N rows</em> is from the first rung only: the point was "
             f"over the budget, or worse than the best point on those rows, and was not scored on the rest.</p>"
             f"</body></html>")

@@ -197,7 +197,7 @@ def _context(cfg: OptimizeConfig, runner, cal) -> Context:
     ctx = Context(cfg=cfg, out=out, shared=shared, ev=ev, base=base, base_latency=lat, base_clean=None,
                   base_robust=None, budget_ms=cfg.latency_budget(lat["p50_ms"]), runner=runner, device=device,
                   plan=plan, precisions=S.precisions(cfg, plan.runtime), calibration=cal)
-    ctx.base_clean, ctx.base_robust = score(ctx, out / "base.onnx")
+    ctx.base_clean, ctx.base_robust, ctx.base_corruption = score(ctx, out / "base.onnx")
     return ctx
 
 
@@ -223,6 +223,8 @@ def fingerprint(cfg: OptimizeConfig, prof) -> dict:
     from edgerobust.configio import to_dict
 
     d = {k: v for k, v in to_dict(cfg).items() if k not in ("trials", "out", "estimate", "_version")}
+    if not cfg.corruptions:  # a study made before corruptions were searched keeps its fingerprint
+        d = {k: v for k, v in d.items() if k not in ("corruptions", "corruption_severities")}
     flat: dict = {}
 
     def walk(prefix, v):
@@ -256,7 +258,7 @@ def _study(optuna, cfg: OptimizeConfig, out: Path, sampler=None, fp: dict | None
                                                     n_startup_trials=min(10, max(2, cfg.trials // 3)))
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}",
                                 load_if_exists=True, sampler=sampler, pruner=_pruner(optuna, cfg),
-                                direction="maximize" if cfg.aim == "robust" else "minimize")
+                                direction="minimize" if cfg.aim == "speed" else "maximize")
     if fp is not None:
         stored = study.user_attrs.get(FINGERPRINT)
         if stored is None:
@@ -307,6 +309,8 @@ def _objective(trial, ctx: Context, advance) -> float:
         raise optuna.TrialPruned(rec["why"])
     if ctx.cfg.aim == "robust":  # a point the pruner stopped: its paired estimate (_halter)
         return seen.get("estimate", rec["robust"].value if rec.get("robust") is not None else 0.0)
+    if ctx.cfg.aim == "corruption":
+        return rec["corruption"].value if rec.get("corruption") is not None else 0.0
     return rec["check_ms"] if rec.get("check_ms") is not None else float("inf")
 
 
@@ -347,7 +351,8 @@ def _plain(rec: dict) -> dict:
 
 def _base_record(ctx: Context) -> dict:
     return {"latency": ctx.base_latency, "clean": dataclasses.asdict(ctx.base_clean),
-            "robust": dataclasses.asdict(ctx.base_robust), "macs": ctx.shared.base_macs}
+            "robust": dataclasses.asdict(ctx.base_robust), "macs": ctx.shared.base_macs,
+            "corruption": dataclasses.asdict(ctx.base_corruption) if ctx.base_corruption is not None else None}
 
 
 @contextlib.contextmanager

@@ -80,4 +80,5 @@ def sweep_config(p: dict, cfg: OptimizeConfig, root) -> SpecSweepConfig:
     eps = ",".join(dict.fromkeys(s.eps_text or format(s.eps, ".6g") for s in specs))
     return SpecSweepConfig(cfg.prepare, out=root, variants=(variant(p, cfg),), precisions=("fp32",),
                            attacks=",".join(dict.fromkeys(s.attack for s in specs)), eps=eps,
-                           latency_profile=cfg.profile, write_report=False, fixed_specs=specs)
+                           latency_profile=cfg.profile, write_report=False, fixed_specs=specs,
+                           corruptions=cfg.corruptions, corruption_severities=cfg.corruption_severities)
