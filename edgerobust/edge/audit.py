@@ -9,7 +9,8 @@ class and top-1 margin are kept, and returned as ``AuditReport.predictions``) an
 compares: :mod:`edgerobust.edge.scores.scoring`). ``AuditReport.provenance`` records what was audited, by
 sha256. It also checks that this host is the profile's device
 (:mod:`edgerobust.edge.runtime.hostcheck`) and says so when it is not. Common-corruption sets are replayed too
-(:mod:`edgerobust.edge.scores.corruption`). Rendering and writing: :mod:`edgerobust.edge.render.report`. Torch-free.
+(:mod:`edgerobust.edge.scores.corruption`; their answers and hashes join the predictions and the provenance).
+Rendering and writing: :mod:`edgerobust.edge.render.report`. Torch-free.
 """
 from __future__ import annotations
 
@@ -163,7 +164,6 @@ class AuditReport:
         return all(b.passed is not False for b in self.budgets)
 
 
-
 def resolve_profile(profile: str | os.PathLike | DeviceProfile | None) -> tuple[DeviceProfile, str | None]:
     """The profile to use and, when it was chosen automatically, why."""
     if isinstance(profile, DeviceProfile):
@@ -231,7 +231,6 @@ def _relative(path: Path, root: Path) -> str | None:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return None
-
 
 
 def check_budgets(profile: DeviceProfile, m: MeasureReport, role: str = "deployed",
@@ -383,8 +382,8 @@ def audit(config: AuditConfig) -> AuditReport:
     robust, checks, query, query_status = assess(results, predictions, deployed_variant, sessions, ev,
                                                  config.query, config.batch_size, config.show_progress)
     warnings += [f"sanity check failed ({c.name}): {c.detail}" for c in checks if c.passed is False]
-    corruption = replay_corruptions(sessions, corrupted, inputs.eval_set, ev, predictions, config.batch_size,
-                                    config.show_progress)
+    corruption, predictions, prov = replay_corruptions(sessions, corrupted, inputs.eval_set, ev, predictions, prov,
+                                                       config.batch_size, config.show_progress)
     return AuditReport(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         edgerobust_version=__version__, model=str(config.model), baseline=str(inputs.baseline),

@@ -9,7 +9,10 @@ the deployed model: the share of samples whose predicted class differs (Wilson 9
 exact McNemar test of the two devices' correctness on the same samples, and the most disputed
 samples: those where the devices disagree, the most confident first (ordered by the smaller of
 the two top-1 margins). The base model's disagreement is given alongside, as the reference of
-fp32 kernels. Rendering is in :mod:`edgerobust.edge.render.compare_render`. Torch-free.
+fp32 kernels. Common-corruption sets (audit report version 9 and later) that every report shares are
+compared set by set like the others, and pooled per device and per pair of devices
+(:class:`CorruptionPool`): the renderings show the pooled figures, compare.json holds both.
+Rendering is in :mod:`edgerobust.edge.render.compare_render`. Torch-free.
 """
 from __future__ import annotations
 
@@ -23,13 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from edgerobust.errors import BundleError, UsageError
-from edgerobust.edge.files.predictions import Predictions, SetPredictions, load_predictions
+from edgerobust.edge.files.predictions import CORRUPTION, Predictions, SetPredictions, load_predictions
 from edgerobust.edge.scores.stats import McNemar, Proportion, mcnemar_exact, proportion
 
 COMPARE_TYPE = "edgerobust.edge.compare-report"
-COMPARE_VERSION = 1
+COMPARE_VERSION = 2  # 2: ``corruption``, the shared common-corruption sets pooled (their per-set rows join the rest)
 AUDIT_TYPE = "edgerobust.edge.audit-report"
 MIN_AUDIT_VERSION = 3  # the first audit report with provenance hashes and per-sample predictions
+POOLED = ("pooled over the corruption sets: each eval row counts once per set (rows repeat across sets), so the "
+          "pooled samples are not independent and no interval is given")
 IDENTITY = (("base_sha256", "base model"), ("deployed_sha256", "deployed model"), ("eval_sha256", "eval set"))
 
 
@@ -123,6 +128,45 @@ class Agreement:
 
 
 @dataclass(frozen=True)
+class PooledAccuracy:
+    """One device's accuracy over the samples of every shared corruption set together (no interval: POOLED)."""
+
+    device: str
+    base: Proportion
+    deployed: Proportion
+
+
+@dataclass(frozen=True)
+class PooledAgreement:
+    """Devices a and b over the samples of every shared corruption set together: deployed (and base) answers
+    that differ and the McNemar counts, summed (no interval, no test: POOLED); and ``worst``, the set where
+    most deployed answers differ (None when none does), with its share there (Wilson CI: one set's samples
+    are distinct rows) and its own exact McNemar p."""
+
+    a: str
+    b: str
+    n: int
+    disagree: Proportion
+    base_disagree: Proportion
+    only_a: int
+    only_b: int
+    worst: str | None = None
+    worst_disagree: Proportion | None = None
+    worst_p_value: float | None = None
+
+
+@dataclass(frozen=True)
+class CorruptionPool:
+    """The common-corruption sets every report shares, by name; their per-set figures are in
+    Comparison.accuracy and .agreement like any set's, pooled here."""
+
+    sets: tuple[str, ...]
+    accuracy: tuple[PooledAccuracy, ...]
+    agreement: tuple[PooledAgreement, ...]
+    note: str = POOLED
+
+
+@dataclass(frozen=True)
 class Comparison:
     bundle: dict
     devices: tuple[Device, ...]
@@ -130,9 +174,15 @@ class Comparison:
     accuracy: tuple[DeviceAccuracy, ...]
     agreement: tuple[Agreement, ...]
     sets_left_out: tuple[str, ...] = field(default_factory=tuple)
+    corruption: CorruptionPool | None = None  # None: no corruption set in every report
+    corruption_left_out: tuple[str, ...] = ()  # the corruption sets among sets_left_out
 
     def device(self, label: str) -> Device:
         return next(d for d in self.devices if d.label == label)
+
+    def is_corruption(self, name: str) -> bool:
+        """Whether the set ``name`` is a shared common-corruption set (shown pooled, not row by row)."""
+        return self.corruption is not None and name in self.corruption.sets
 
 
 # =============================================================================================
@@ -170,7 +220,9 @@ def load_audit(folder: str | os.PathLike) -> AuditRun:
                           fix="Run the audit again on that device with this version of edgerobust.")
     rec = data["predictions"]
     preds = load_predictions(folder / str(rec.get("file")), sha256=rec.get("sha256"))
-    names = [s["name"] for s in data.get("sets", [])]
+    # corruption sets' answers are kept from version 9 on; before, report.json lists them but predictions.npz not
+    corr = [s.get("name") for s in (data.get("corruption") or {}).get("sets", [])] if version >= 9 else []
+    names = [s["name"] for s in data.get("sets", [])] + corr
     if [s.name for s in preds.sets] != names or not {"base", "deployed"} <= set(preds.roles):
         raise BundleError(f"The predictions in '{folder}' do not match its report.json.",
                           why=f"The report lists the sets {names}, the predictions {[s.name for s in preds.sets]}.",
@@ -262,6 +314,34 @@ def agreement(name: str, a: str, b: str, sa: SetPredictions, sb: SetPredictions,
                      mcnemar=mcnemar_exact(pa == sa.y, pb == sb.y), disputed=disputed)
 
 
+def pooled(k: int, n: int) -> Proportion:
+    """``k`` of ``n`` samples pooled over several sets: the share, without an interval (POOLED)."""
+    return Proportion(k=int(k), n=int(n), value=k / n if n else None, ci_low=None, ci_high=None,
+                      method="pooled over sets, no interval")
+
+
+def pool_corruptions(names: list[str], accuracy: list[DeviceAccuracy], agree: list[Agreement]) -> CorruptionPool | None:
+    """The shared corruption sets ``names`` pooled per device and per pair of devices (None without any)."""
+    if not names:
+        return None
+    acc = []
+    for label in dict.fromkeys(a.device for a in accuracy):
+        rows = [a for a in accuracy if a.device == label and a.set in names]
+        n = sum(a.deployed.n for a in rows)
+        acc.append(PooledAccuracy(label, pooled(sum(a.base.k for a in rows), n),
+                                  pooled(sum(a.deployed.k for a in rows), n)))
+    pairs = []
+    for a, b in dict.fromkeys((g.a, g.b) for g in agree):
+        groups = [g for g in agree if (g.a, g.b) == (a, b) and g.set in names]
+        n, k = sum(g.n for g in groups), sum(g.disagree.k for g in groups)
+        worst = max(groups, key=lambda g: (g.disagree.value or 0.0, -g.mcnemar.p_value)) if k else None
+        pairs.append(PooledAgreement(a, b, n, pooled(k, n), pooled(sum(g.base_disagree.k for g in groups), n),
+                                     sum(g.mcnemar.only_a for g in groups), sum(g.mcnemar.only_b for g in groups),
+                                     worst.set if worst else None, worst.disagree if worst else None,
+                                     worst.mcnemar.p_value if worst else None))
+    return CorruptionPool(tuple(names), tuple(acc), tuple(pairs))
+
+
 def compare(config: CompareConfig) -> Comparison:
     """Read, check and compare the reports; see the module docstring."""
     runs = [load_audit(p) for p in config.reports]
@@ -274,9 +354,13 @@ def compare(config: CompareConfig) -> Comparison:
                        config.top) for i, j in pairs for name in shared]
     p = runs[0].data["provenance"]
     bundle = {"name": runs[0].data.get("bundle_name"), **{k: p.get(k) for k, _ in IDENTITY}}
+    source = {s.name: s.source for r in runs for s in r.predictions.sets}
+    corrupted = [n for n in shared if source[n] == CORRUPTION]
     return Comparison(bundle=bundle, devices=tuple(_device(lab, r) for lab, r in zip(labels, runs)),
                       latency=tuple(x for lab, r in zip(labels, runs) for x in _latency(lab, r)),
-                      accuracy=tuple(accuracy), agreement=tuple(agree), sets_left_out=tuple(left_out))
+                      accuracy=tuple(accuracy), agreement=tuple(agree), sets_left_out=tuple(left_out),
+                      corruption=pool_corruptions(corrupted, accuracy, agree),
+                      corruption_left_out=tuple(n for n in left_out if source[n] == CORRUPTION))
 
 
 def to_json(c: Comparison) -> dict:

@@ -74,7 +74,7 @@ def test_every_accuracy_equals_a_bare_onnxruntime_loop(bundle, report):
 
 def test_report_structure_and_budgets(report):
     j = to_json(report)
-    assert (j["_type"], j["_version"]) == ("edgerobust.edge.audit-report", 8)  # 8: robust "every attack"
+    assert (j["_type"], j["_version"]) == ("edgerobust.edge.audit-report", 9)  # 9: corruption answers kept
     d = j["_data"]
     assert d["verified"] is True and d["profile"] == "fast" and d["bundle_name"] == "tiny-mlp"
     m = d["measurement"]

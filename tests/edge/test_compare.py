@@ -1,6 +1,7 @@
 """`edgerobust compare`: audits of one bundle on two profiles side by side; a synthetic pair of
 reports with known disagreements (counts, exact McNemar, the most disputed samples); refusals
-of reports of different bundles and of a missing, changed or foreign predictions file."""
+of reports of different bundles and of a missing, changed or foreign predictions file; common-corruption
+sets kept per sample by the audit, compared set by set and shown pooled."""
 import json
 import math
 import shutil
@@ -15,7 +16,11 @@ from edgerobust.edge.compare import CompareConfig, compare, to_json
 from edgerobust.errors import BundleError, UsageError
 from edgerobust.edge.files.predictions import Predictions, SetPredictions, load_predictions, save_predictions
 from edgerobust.edge.render.report import write_report
-from onnx_models import make_bundle, quick_profiles, write_profile
+from edgerobust.edge.files.bundle import Bundle
+from edgerobust.edge.files.corruptset import CorruptionSet
+from edgerobust.edge.files.npzio import sha256_file
+from onnx_models import make_bundle, ort_predictions, quick_profiles, write_profile
+from test_corruption import corrupted_copy
 from test_report_html import assert_self_contained, count_pixels, screenshot, svgs
 
 runner = CliRunner()
@@ -107,7 +112,8 @@ def test_json_matches_the_predictions_and_the_html_is_self_contained(audits, tmp
     r = run("compare", *audits, "--json", "--out", tmp_path / "c")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert (doc["_type"], doc["_version"]) == ("edgerobust.edge.compare-report", 1)
+    assert (doc["_type"], doc["_version"]) == ("edgerobust.edge.compare-report", 2)
+    assert (doc["_data"]["corruption"], doc["_data"]["corruption_left_out"]) == (None, [])  # none: as before
     d = doc["_data"]
     assert [x["label"] for x in d["devices"]] == list(PROFILES)
     assert d["bundle"]["deployed_sha256"] == json.loads((audits[0] / "report.json").read_text())["_data"][
@@ -295,3 +301,151 @@ def test_sets_not_in_every_report_are_left_out_and_said(audits, bundle, tmp_path
     assert {a.set for a in c.accuracy} == {"clean", "fgsm_0.02"}
     out = run("compare", audits[0], few)
     assert "left out: fgsm_0.08" in flat(out.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# common-corruption sets: kept per sample, compared set by set, shown pooled
+
+
+@pytest.fixture(scope="module")
+def corr_audits(tiny_bundle, tmp_path_factory):
+    """The tiny bundle with 4 corruption sets (2 corruptions x severities 1, 5), audited with the two laptop
+    profiles: (bundle, [report folder, report folder])."""
+    root = tmp_path_factory.mktemp("corr")
+    b = corrupted_copy(tiny_bundle, root / "tiny", "gaussian_noise,contrast", "1,5")
+    out = []
+    with pytest.MonkeyPatch.context() as mp:
+        quick_profiles(mp)
+        for name in PROFILES:
+            r = audit(AuditConfig(model=b / "model.onnx", profile=name, measure_memory=False, show_progress=False,
+                                  variants=False))
+            out.append(write_report(r, root / name))
+    return b, out
+
+
+def corruption_sets(folder) -> list[SetPredictions]:
+    return [s for s in load_predictions(folder / "predictions.npz").sets if s.source == "corruption"]
+
+
+def test_audits_keep_every_corruption_sets_answers_and_hash(corr_audits):
+    b, folders = corr_audits
+    paths = Bundle.open(b).corruption_paths
+    assert sorted(p.stem for p in paths) == ["contrast_s1", "contrast_s5", "gaussian_noise_s1", "gaussian_noise_s5"]
+    provs = []
+    for folder in folders:
+        doc = json.loads((folder / "report.json").read_text())
+        d = doc["_data"]
+        assert doc["_version"] == 9
+        kept = corruption_sets(folder)
+        assert [s.name for s in kept] == [p.stem for p in paths] == [s["name"] for s in d["corruption"]["sets"]]
+        for s, p in zip(kept, paths):
+            cs = CorruptionSet.load(p)
+            assert np.array_equal(s.idx, cs.idx) and np.array_equal(s.y, cs.y)
+            assert np.array_equal(s.pred["deployed"], ort_predictions(b / "model.onnx", cs.x))
+            assert d["provenance"]["sets"][s.name] == sha256_file(p)
+        assert d["predictions"]["sets"][:3] == [s["name"] for s in d["sets"]] == ["clean", "fgsm_0.02", "fgsm_0.08"]
+        provs.append(d["provenance"]["sets"])
+    assert provs[0] == provs[1] and len(provs[0]) == 6  # two audits of one bundle share the sets' hashes
+
+
+def test_compare_pools_the_shared_corruption_sets(corr_audits, tmp_path):
+    _, folders = corr_audits
+    c = compare(CompareConfig(reports=tuple(folders)))
+    sets = [corruption_sets(f) for f in folders]
+    names = [s.name for s in sets[0]]
+    n = sum(s.n for s in sets[0])
+    assert c.corruption.sets == tuple(names) and c.corruption_left_out == () and c.sets_left_out == ()
+    # set by set like the others: every corruption set has its accuracy and agreement rows
+    assert [g.set for g in c.agreement] == ["clean", "fgsm_0.02", "fgsm_0.08", *names]
+    right = {}
+    for label, mine in zip(PROFILES, sets):
+        pool = next(p for p in c.corruption.accuracy if p.device == label)
+        right[label] = {r: sum(int((s.pred[r] == s.y).sum()) for s in mine) for r in ("base", "deployed")}
+        assert (pool.deployed.k, pool.base.k, pool.deployed.n) == (right[label]["deployed"], right[label]["base"], n)
+        assert pool.deployed.ci_low is None and "no interval" in pool.deployed.method
+    differ = sum(int((a.pred["deployed"] != b.pred["deployed"]).sum()) for a, b in zip(*sets))
+    (pair,) = c.corruption.agreement
+    assert (pair.a, pair.b, pair.n, pair.disagree.k) == (*PROFILES, n, differ)
+    r = run("compare", *folders, "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert all(len(line) <= 80 for line in out.splitlines())
+    row = next(line for line in out.splitlines() if line.startswith("│ corrupt ×4*"))  # the accuracy table's
+    pct = {lab: f"{100 * right[lab]['deployed'] / n:.1f}% ({100 * right[lab]['base'] / n:.1f}%)" for lab in PROFILES}
+    assert f" {n} " in row and all(pct[lab] in row for lab in PROFILES)
+    assert not any(f"│ {name} " in out for name in names)  # no row per corruption set
+    assert "* 4 common-corruption sets in every report, pooled: each eval row counts once per set (rows repeat " \
+           "across sets), so no interval is given" in flat(out)
+    if differ == 0:
+        assert f"Under 4 corruption sets ({n} samples pooled) the deployed model gives the same answers on " \
+               "laptop-cpu and laptop-cpu-1thread." in flat(out)
+    doc = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert doc["_data"]["corruption"]["accuracy"][0]["deployed"]["k"] == right["laptop-cpu"]["deployed"]
+    assert len(doc["_data"]["agreement"]) == 7 and "rows repeat across sets" in doc["_data"]["corruption"]["note"]
+    page = (tmp_path / "c" / "compare.html").read_text()
+    assert "corrupt ×4*" in page and "gaussian_noise_s1" not in page
+
+
+def test_known_corruption_disagreements_are_pooled_and_the_worst_set_named(corr_audits, tmp_path):
+    """Device B's deployed model turns 6 right answers wrong on one corruption set and 2 on another."""
+    _, folders = corr_audits
+    sets = corruption_sets(folders[0])
+    big, small = sets[0], sets[1]
+    flips = {}
+    for s, k in ((big, 6), (small, 2)):
+        right = np.flatnonzero(s.pred["deployed"] == s.y)
+        assert len(right) >= k
+        b_pred = s.pred["deployed"].copy()
+        b_pred[right[:k]] = (s.y[right[:k]] + 1) % 10
+        flips[s.name] = b_pred
+
+    def edit(p):
+        for name, pred in flips.items():
+            p = edited(p, name, pred=pred)
+        return p
+
+    a = fake_device(folders[0], tmp_path / "A", "device-a")
+    b = fake_device(folders[0], tmp_path / "B", "device-b", edit)
+    c = compare(CompareConfig(reports=(a, b)))
+    n = sum(s.n for s in sets)
+    (pair,) = c.corruption.agreement
+    assert (pair.n, pair.disagree.k, pair.only_a, pair.only_b, pair.base_disagree.k) == (n, 8, 8, 0, 0)
+    assert (pair.worst, pair.worst_disagree.k, pair.worst_disagree.n) == (big.name, 6, big.n)
+    assert pair.worst_p_value == pytest.approx(2 * 0.5 ** 6)  # exact McNemar, 6 discordant pairs all one way
+    pools = {p.device: p.deployed.k for p in c.corruption.accuracy}
+    assert pools["device-b"] == pools["device-a"] - 8
+    out = flat(run("compare", a, b).stdout)
+    assert (f"Under 4 corruption sets the deployed model answers 8 of {n} pooled samples differently "
+            f"({100 * 8 / n:.1f}%); most on {big.name}: {100 * 6 / big.n:.1f}% (McNemar p 0.0312); the base "
+            "model differs on 0.") in out
+    assert f"│ corrupt ×4* │ {n} │ {100 * 8 / n:.1f}% │ – │ 0.0% │ 8 │ 0 │ – │" in out
+    assert "The deployed model gives the same answer on device-a and device-b for all 300 samples" in out
+
+
+def test_reports_without_corruption_answers_compare_as_before(corr_audits, tmp_path):
+    """A version 8 report kept no corruption answers: its sets are left out (counted, not named), the rest
+    compares as before. A version 9 report whose predictions lack them is refused."""
+    _, folders = corr_audits
+
+    def drop(folder, version):
+        doc = json.loads((folder / "report.json").read_text())
+        d = doc["_data"]
+        p = load_predictions(folder / "predictions.npz")
+        plain = Predictions(tuple(s for s in p.sets if s.source != "corruption"))
+        d["predictions"]["sha256"] = save_predictions(folder / "predictions.npz", plain)
+        d["provenance"]["sets"] = {k: v for k, v in d["provenance"]["sets"].items() if k.startswith("fgsm")}
+        doc["_version"] = version
+        (folder / "report.json").write_text(json.dumps(doc))
+        return folder
+
+    old = drop(shutil.copytree(folders[1], tmp_path / "old"), 8)
+    c = compare(CompareConfig(reports=(folders[0], old)))
+    assert c.corruption is None and len(c.corruption_left_out) == 4 == len(c.sets_left_out)
+    assert [g.set for g in c.agreement] == ["clean", "fgsm_0.02", "fgsm_0.08"]
+    out = run("compare", folders[0], old).stdout
+    assert "left out: 4 corruption sets" in flat(out) and "corrupt ×" not in out
+    both_old = compare(CompareConfig(reports=(drop(shutil.copytree(folders[0], tmp_path / "old0"), 8), old)))
+    assert both_old.corruption is None and both_old.sets_left_out == ()
+    bad = drop(shutil.copytree(folders[1], tmp_path / "bad"), 9)
+    with pytest.raises(BundleError, match="do not match its report.json"):
+        compare(CompareConfig(reports=(folders[0], bad)))

@@ -11,6 +11,7 @@ import pytest
 from edgerobust.edge.audit import AuditConfig, audit
 from edgerobust.edge.files.bundle import Bundle, EvalSet
 from edgerobust.edge.files.corruptset import CorruptionSet
+from edgerobust.edge.files.npzio import sha256_file
 from edgerobust.edge.render.report import to_json, to_markdown, write_report
 from edgerobust.edge.scores.corruption import score_set, summarize
 from edgerobust.errors import BundleError
@@ -102,15 +103,20 @@ def test_worst_is_the_largest_significant_loss():
     assert rep.mce["deployed"] == 0.0 and rep.n_mce["deployed"] == 1 and rep.relative_mce["deployed"] == 0.0
 
 
+def corrupted_copy(src, dst, corruptions: str = "gaussian_noise,impulse_noise,contrast,defocus_blur",
+                   severities: str = "1,5"):
+    """A copy of the bundle ``src`` at ``dst`` with the common-corruption sets `corrupt_bundle` makes."""
+    from edgerobust.workstation.corrupt.sets import CorruptConfig, corrupt_bundle
+
+    root = shutil.copytree(src, dst)
+    corrupt_bundle(CorruptConfig(root, corruptions=corruptions, corruption_severities=severities))
+    return root
+
+
 @pytest.fixture(scope="module")
 def bundle(tiny_bundle, tmp_path_factory):
     """The tiny bundle (1x8x8) with noise and contrast sets made by `corrupt_bundle`."""
-    from edgerobust.workstation.corrupt.sets import CorruptConfig, corrupt_bundle
-
-    root = shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("corr") / "tiny")
-    corrupt_bundle(CorruptConfig(root, corruptions="gaussian_noise,impulse_noise,contrast,defocus_blur",
-                                 corruption_severities="1,5"))
-    return root
+    return corrupted_copy(tiny_bundle, tmp_path_factory.mktemp("corr") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +148,17 @@ def test_audit_replays_the_sets_on_every_model(bundle, profile, tmp_path):
     got = next(s for s in c.sets if s.name == "contrast_s5")
     assert got.models["deployed"].k == int((pred == cs.y).sum())
     assert c.mce["base"] == pytest.approx(1.0)
+    # every set's answers join the predictions (source "corruption") and its file's hash the provenance
+    kept = {s.name: s for s in r.predictions.sets if s.source == "corruption"}
+    assert list(kept) == [s.name for s in c.sets] and kept["contrast_s5"].idx.tolist() == cs.idx.tolist()
+    assert np.array_equal(kept["contrast_s5"].pred["deployed"], pred) and set(kept["contrast_s5"].pred) == set(c.roles)
+    assert r.provenance.sets["contrast_s5"] == sha256_file(bundle / "corruptions" / "contrast_s5.npz")
     data = to_json(r)
-    assert data["_version"] == 8 and data["_data"]["corruption"]["definitions"]["reference"] == "base"
+    assert data["_version"] == 9 and data["_data"]["corruption"]["definitions"]["reference"] == "base"
     md = to_markdown(r)
     assert "## Common corruptions" in md and "| contrast | digital | 5 |" in md
     assert "defocus_blur at severity 1" in md  # left out at 8 px, said where it is read
+    assert "sha256 of the 6 corruption sets: in report.json" in md and "sha256 of contrast_s5" not in md
     folder = write_report(r, tmp_path / "rep")
     html = (folder / "report.html").read_text()
     assert "Accuracy under common corruptions" in html and "<svg" in html
@@ -158,6 +170,8 @@ def test_a_bundle_without_sets_audits_as_before(tiny_bundle, profile, tmp_path):
     r = audit(AuditConfig(model=root / "model.onnx", profile=profile, measure_memory=False, show_progress=False,
                           variants=False))
     assert r.corruption is None and to_json(r)["_data"]["corruption"] is None
+    assert [s.source for s in r.predictions.sets] == ["clean", "transfer", "transfer"]
+    assert set(r.provenance.sets) == {"fgsm_0.02", "fgsm_0.08"}
     assert "Common corruptions" not in to_markdown(r)
 
 

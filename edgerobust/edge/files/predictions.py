@@ -9,7 +9,9 @@ Format (a plain .npz, read with ``allow_pickle=False``): a JSON ``meta`` string
 ``s0``, ``s1``, …: ``s0_y`` (labels), ``s0_idx`` (the eval rows the samples come from), and per
 role (``base``, ``deployed``) ``s0_<role>_pred`` (int16, or int32 above 32767 classes) and
 ``s0_<role>_margin`` (float32: top-1 minus top-2 output, in the model's output units, logits
-for edgerobust bundles; 0 for a one-output model). Torch-free.
+for edgerobust bundles; 0 for a one-output model). A set's ``source`` says what it is: ``clean``, an
+adversarial set's source (``transfer``, ``whitebox…``), or ``corruption`` for a common-corruption set
+(audit report version 9 and later; :mod:`edgerobust.edge.scores.corruption`). Torch-free.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from edgerobust.errors import BundleError
 KIND = "edgerobust-predictions"
 VERSION = 1
 FILE = "predictions.npz"
+CORRUPTION = "corruption"  # the source of a common-corruption set's answers
 
 
 def top1_margin(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 Refusals, each a BundleError naming the file: a model whose input differs from the bundle's
 input spec, an adversarial set crafted on another model or evaluation set, or whose labels and
 rows do not match eval.npz. :class:`Provenance` records what was audited by content (sha256 of
-the base, the deployed model, the eval set and every adversarial set) with the bundle's own
+the base, the deployed model, the eval set, every adversarial and corruption set) with the bundle's own
 record of how it was made; ``edgerobust compare`` uses the hashes to refuse reports of
 different bundles. Torch-free.
 """
@@ -104,7 +104,8 @@ class Provenance:
     """What an audit measured, by content, and how the bundle was made.
 
     base_sha256 / deployed_sha256 / eval_sha256: the files audited (two audits of one bundle
-    share all three). sets: adversarial set name -> sha256 of its file. The rest comes from the
+    share all three). sets: adversarial and common-corruption set name (e.g. ``gaussian_noise_s3``) ->
+    sha256 of its file. The rest comes from the
     bundle's manifest (empty without a bundle): manifest_sha256, when the bundle was created,
     the workstation's tool versions, the source model, and the compression settings.
     """

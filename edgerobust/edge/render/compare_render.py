@@ -2,9 +2,11 @@
 
 Both show the same four things: the devices (a fallback marked), latency and speedup per
 device, accuracy per set per device, and the agreement of the deployed model between each pair
-of devices with the most disputed samples. The page adds inline SVG figures of the latency, the
-accuracy and the disagreement (:mod:`edgerobust.edge.render.svg`); like report.html it fetches nothing.
-Torch-free.
+of devices with the most disputed samples. The common-corruption sets every report shares are
+shown as one pooled row in the accuracy and the agreement tables, and one sentence per pair
+naming the set where most answers differ (per set: compare.json). The page adds inline SVG
+figures of the latency, the accuracy and the disagreement (:mod:`edgerobust.edge.render.svg`);
+like report.html it fetches nothing. Torch-free.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from rich.table import Table
 
 from edgerobust import ui
 from edgerobust.edge.files.npzio import write_json
-from edgerobust.edge.compare import Agreement, Comparison, to_json
+from edgerobust.edge.compare import Agreement, Comparison, PooledAgreement, to_json
 from edgerobust.edge.render.speed_lines import ms
 from edgerobust.edge.render.report_html import html_table, page
 from edgerobust.edge.render.svg import SERIES, Chart, esc, figure, log_ticks, nice_ticks
@@ -54,16 +56,31 @@ def latency_rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
                    "–" if x.speedup is None else f"{x.speedup:.2f}×"] for x in rows]
 
 
+def pooled_label(c: Comparison) -> str:
+    """The first cell of the pooled corruption row (its footnote: pooled_note)."""
+    return f"corrupt ×{len(c.corruption.sets)}*"  # short: the agreement table's 8 columns fill 80 characters
+
+
+def pooled_note(c: Comparison) -> str:
+    k = len(c.corruption.sets)
+    return (f"* {k} common-corruption set{'s' if k != 1 else ''} in every report, pooled: each eval row counts "
+            f"once per set (rows repeat across sets), so no interval is given; per set: compare.json.")
+
+
 def accuracy_rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
-    """A row per set: deployed accuracy (base in brackets) per device."""
+    """A row per set: deployed accuracy (base in brackets) per device; the corruption sets pooled in one row."""
     labels = [d.label for d in c.devices]
-    sets = list(dict.fromkeys(a.set for a in c.accuracy))
+    sets = [s for s in dict.fromkeys(a.set for a in c.accuracy) if not c.is_corruption(s)]
     by = {(a.set, a.device): a for a in c.accuracy}
     rows = []
     for name in sets:
         n = next(a.deployed.n for a in c.accuracy if a.set == name)
         rows.append([name, str(n)] + [f"{pct(by[name, lab].deployed, False)} ({pct(by[name, lab].base, False)})"
                                       for lab in labels])
+    if c.corruption is not None:
+        pool = {p.device: p for p in c.corruption.accuracy}
+        rows.append([pooled_label(c), str(pool[labels[0]].deployed.n)] + [
+            f"{pct(pool[lab].deployed, False)} ({pct(pool[lab].base, False)})" for lab in labels])
     return ["set", "n"] + [device_name(c, lab) for lab in labels], rows
 
 
@@ -71,12 +88,44 @@ def pairs(c: Comparison) -> list[tuple[str, str]]:
     return list(dict.fromkeys((a.a, a.b) for a in c.agreement))
 
 
+def plain_groups(c: Comparison, a: str, b: str) -> list[Agreement]:
+    """Devices a and b on every shared set but the corruption sets (those are pooled)."""
+    return [g for g in c.agreement if (g.a, g.b) == (a, b) and not c.is_corruption(g.set)]
+
+
+def pooled_agreement(c: Comparison, a: str, b: str) -> PooledAgreement | None:
+    return next((p for p in c.corruption.agreement if (p.a, p.b) == (a, b)), None) if c.corruption else None
+
+
 def agreement_rows(c: Comparison, a: str, b: str) -> tuple[list[str], list[list[str]]]:
+    """A row per set, the corruption sets pooled in one row (no interval and no test: pooled_note)."""
     head = ["set", "n", "differ", "95% CI", "base differs", "A only right", "B only right", "McNemar p"]
     rows = [[g.set, str(g.n), pct(g.disagree, False), f"{100 * g.disagree.ci_low:.1f}–{100 * g.disagree.ci_high:.1f}",
              pct(g.base_disagree, False), str(g.mcnemar.only_a),
-             str(g.mcnemar.only_b), pval(g.mcnemar.p_value)] for g in c.agreement if (g.a, g.b) == (a, b)]
+             str(g.mcnemar.only_b), pval(g.mcnemar.p_value)] for g in plain_groups(c, a, b)]
+    p = pooled_agreement(c, a, b)
+    if p is not None:
+        rows.append([pooled_label(c), str(p.n), pct(p.disagree, False), "–", pct(p.base_disagree, False),
+                     str(p.only_a), str(p.only_b), "–"])
     return head, rows
+
+
+def corruption_line(c: Comparison, p: PooledAgreement) -> str:
+    """One sentence over the shared corruption sets of one pair of devices."""
+    k = len(c.corruption.sets)
+    where = f"{k} corruption set{'s' if k != 1 else ''}"
+    if p.worst is None:
+        return f"Under {where} ({p.n} samples pooled) the deployed model gives the same answers on {p.a} and {p.b}."
+    return (f"Under {where} the deployed model answers {p.disagree.k} of {p.n} pooled samples differently "
+            f"({pct(p.disagree, False)}); most on {p.worst}: {pct(p.worst_disagree, False)} "
+            f"(McNemar p {pval(p.worst_p_value)}); the base model differs on {p.base_disagree.k}.")
+
+
+def left_out(c: Comparison) -> str:
+    """The sets not in every report (or not the same file), corruption sets counted, not named ("" for none)."""
+    k = len(c.corruption_left_out)
+    named = [n for n in c.sets_left_out if n not in c.corruption_left_out]
+    return ", ".join(named + ([f"{k} corruption set{'s' if k != 1 else ''}"] if k else []))
 
 
 def agreement_line(groups: list[Agreement]) -> str:
@@ -113,18 +162,21 @@ def render(c: Comparison, console: Console) -> None:
     console.print(_table("Devices", *device_rows(c)))
     console.print(_table("Latency and speedup per device (p50)", *latency_rows(c)))
     console.print(_table("Accuracy per set per device: deployed (base)", *accuracy_rows(c)))
+    if c.corruption is not None:
+        console.print(f"  {pooled_note(c)}", highlight=False)
     for a, b in pairs(c):
         console.print(_table(f"Agreement of the deployed model: A = {a} vs B = {b}", *agreement_rows(c, a, b)))
-        groups = [g for g in c.agreement if (g.a, g.b) == (a, b)]
+        groups = plain_groups(c, a, b)
         console.print(f"  {agreement_line(groups)}", highlight=False)
+        if pooled_agreement(c, a, b) is not None:
+            console.print(f"  {corruption_line(c, pooled_agreement(c, a, b))}", highlight=False)
         for g in groups:
             if g.disputed:
                 console.print(f"  {g.set}, most disputed (most confident first):", highlight=False)
                 for line in disputed_lines(g):
                     console.print(f"    {line}", highlight=False)
-    if c.sets_left_out:
-        console.print(f"  sets not in every report (or not the same file), left out: {', '.join(c.sets_left_out)}",
-                      highlight=False)
+    if left_out(c):
+        console.print(f"  sets not in every report (or not the same file), left out: {left_out(c)}", highlight=False)
 
 
 # =============================================================================================
@@ -177,7 +229,7 @@ def _latency_chart(c: Comparison) -> str:
 
 def _figures(c: Comparison) -> dict[str, str]:
     figs = {"latency": _latency_chart(c)}
-    sets = list(dict.fromkeys(a.set for a in c.accuracy))
+    sets = [s for s in dict.fromkeys(a.set for a in c.accuracy) if not c.is_corruption(s)]
     by = {(a.set, a.device): a for a in c.accuracy}
     acc = [(s, [(d.label, by[s, d.label].deployed, _color(c, d.label)) for d in c.devices]) for s in sets]
     if acc:
@@ -185,7 +237,7 @@ def _figures(c: Comparison) -> dict[str, str]:
             "Deployed accuracy (95% Wilson CI)", acc, 100, "accuracy (%)")])
     panels = []
     for a, b in pairs(c):
-        groups = [g for g in c.agreement if (g.a, g.b) == (a, b)]
+        groups = plain_groups(c, a, b)
         top = max([100 * g.disagree.ci_high for g in groups] + [100 * g.base_disagree.ci_high for g in groups] + [1.0])
         panels.append(_hbars(f"{a} vs {b}", [(g.set, [("deployed", g.disagree, "#d62728"),
                                                         ("base", g.base_disagree, "#4d4d4d")]) for g in groups],
@@ -205,21 +257,24 @@ def to_html(c: Comparison) -> str:
               f'figures are not the profiled device\'s.</p>' for d in c.devices if d.fallback]
     parts += ["<h2>Devices</h2>", html_table(dh, drows, row_class=["fallback" if d.fallback else "" for d in c.devices]),
               "<h2>Latency</h2>", figs.get("latency", ""), html_table(*latency_rows(c), left=2),
-              "<h2>Accuracy</h2>", figs.get("accuracy", ""), html_table(*accuracy_rows(c)),
-              "<h2>Cross-runtime agreement</h2>", figs.get("agreement", "")]
+              "<h2>Accuracy</h2>", figs.get("accuracy", ""), html_table(*accuracy_rows(c))]
+    if c.corruption is not None:
+        parts.append(f"<p class=meta>{esc(pooled_note(c))}</p>")
+    parts += ["<h2>Cross-runtime agreement</h2>", figs.get("agreement", "")]
     for a, b in pairs(c):
+        pool = pooled_agreement(c, a, b)
         parts += [f"<h3>A = {esc(a)} vs B = {esc(b)}</h3>",
-                  f'<p class="finding">{esc(agreement_line([g for g in c.agreement if (g.a, g.b) == (a, b)]))}</p>',
+                  f'<p class="finding">{esc(agreement_line(plain_groups(c, a, b)))}</p>',
+                  f'<p class="finding">{esc(corruption_line(c, pool))}</p>' if pool else "",
                   html_table(*agreement_rows(c, a, b))]
-        for g in c.agreement:
-            if (g.a, g.b) == (a, b) and g.disputed:
+        for g in plain_groups(c, a, b):
+            if g.disputed:
                 lis = "".join(f"<li>{esc(line)}</li>" for line in disputed_lines(g))
                 parts.append(f"<p><b>{esc(g.set)}</b>, most disputed samples (most confident first):</p><ul>{lis}</ul>")
     parts.append("<p class=meta>McNemar p: exact test of the deployed model's correctness on A against B, paired by "
                  "sample. Margins: top-1 minus top-2 output of the deployed model on each device.</p>")
-    if c.sets_left_out:
-        parts.append(f"<p class=meta>Left out (not in every report, or not the same file): "
-                     f"{esc(', '.join(c.sets_left_out))}</p>")
+    if left_out(c):
+        parts.append(f"<p class=meta>Left out (not in every report, or not the same file): {esc(left_out(c))}</p>")
     return page(title, parts)
 
 

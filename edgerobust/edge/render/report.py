@@ -51,8 +51,9 @@ from edgerobust.edge.render.variant_table import fastest_lines, has_variants, va
 
 AUDIT_TYPE = "edgerobust.edge.audit-report"
 MEASURE_TYPE = "edgerobust.edge.runtime.measure-report"
-AUDIT_VERSION = 8  # 5: robust, sanity, query; 6: query_status, robust "transfer + query"; 7: corruption;
-# 8: robust "every attack" (transfer, white-box and query; like, compares, strongest), no Δ unlike for unlike
+AUDIT_VERSION = 9  # 5: robust, sanity, query; 6: query_status, robust "transfer + query"; 7: corruption;
+# 8: robust "every attack" (transfer, white-box and query; like, compares, strongest), no Δ unlike for unlike;
+# 9: every corruption set's answers in predictions.npz (source "corruption") and its sha256 in provenance sets
 MEASURE_VERSION = 1
 
 
@@ -251,7 +252,10 @@ def _provenance_md(report: AuditReport) -> list[str]:
     if p is None:
         return []
     out = [f"- sha256: base `{p.base_sha256}`, deployed `{p.deployed_sha256}`, eval set `{p.eval_sha256}`"]
-    out += [f"- sha256 of {name}: `{sha}`" for name, sha in p.sets.items()]
+    corrupted = {s.name for s in report.corruption.sets} if report.corruption is not None else set()
+    out += [f"- sha256 of {name}: `{sha}`" for name, sha in p.sets.items() if name not in corrupted]
+    if corrupted & set(p.sets):  # one line, not one per set (they can be dozens)
+        out.append(f"- sha256 of the {len(corrupted & set(p.sets))} corruption sets: in report.json (`provenance.sets`)")
     if p.tool:
         out.append("- bundle made with " + ", ".join(f"{k} {v}" for k, v in p.tool.items())
                    + (f" ({p.bundle_created})" if p.bundle_created else ""))

@@ -18,6 +18,8 @@ E^m_clean the clean error on the same evaluation rows:
   significant only where the Holm-adjusted p is below ALPHA; the raw p stays in the tables.
 * the worst set: the largest loss of the deployed model that survives the correction (Δ < 0, p_holm < ALPHA).
 
+Every model's answers on every set join the audit's predictions.npz (source ``corruption``) and each set
+file's sha256 its provenance, so ``edgerobust compare`` puts devices' corruption accuracy side by side.
 Torch-free.
 """
 from __future__ import annotations
@@ -30,7 +32,9 @@ import numpy as np
 
 from edgerobust.edge.files.corruptset import CorruptionSet, check_corruption_set
 from edgerobust.edge.files.npzio import sha256_file
-from edgerobust.edge.scores.replay import predict_all
+from edgerobust.edge.files.predictions import CORRUPTION, Predictions
+from edgerobust.edge.files.provenance import Provenance
+from edgerobust.edge.scores.replay import keep_answers, predict_all
 from edgerobust.edge.scores.stats import McNemar, Proportion, accuracy, holm, mcnemar_exact
 
 ALPHA = 0.05  # a loss counts when McNemar's Holm-adjusted p is below this
@@ -188,21 +192,27 @@ def check_corruption_sets(paths, eval_path: Path, ev) -> None:
         check_corruption_set(CorruptionSet.load(p), p, sha, ev.x.shape, ev.y)
 
 
-def replay_corruptions(sessions: dict, bundle, eval_path: Path, ev, predictions, batch_size: int,
-                       show: bool) -> CorruptionReport | None:
-    """Every session on every corruption set of ``bundle`` (None when it has none); ``predictions``: the
-    audit's Predictions, whose clean set gives each model's clean answers on the same rows."""
+def replay_corruptions(sessions: dict, bundle, eval_path: Path, ev, predictions: Predictions, prov: Provenance,
+                       batch_size: int, show: bool) -> tuple[CorruptionReport | None, Predictions, Provenance]:
+    """Every session on every corruption set of ``bundle``: (the scores, None when it has none; ``predictions``
+    with every set's per-sample answers added, source "corruption"; ``prov`` with each set file's sha256 under
+    the set's name). ``predictions``: the audit's, whose clean set gives each model's clean answers on the same
+    rows. Two audits of one bundle share the sets' hashes, so ``edgerobust compare`` pairs them."""
     paths = bundle.corruption_paths if bundle is not None else []
     info = (bundle.manifest.get("corruption_sets") if bundle is not None else None) or {}
     if not paths and not info.get("skipped"):
-        return None
+        return None, predictions, prov
     sha = sha256_file(eval_path)
     clean = next(s for s in predictions.sets if s.name == "clean").pred
-    scores = []
+    scores, kept, hashes = [], [], {}
     for p in paths:
         cs = CorruptionSet.load(p)
         check_corruption_set(cs, p, sha, ev.x.shape, ev.y)
         answers = predict_all(sessions, cs.x, batch_size, cs.name, show)
         scores.append(score_set({**cs.meta, "name": cs.name}, cs.y, {r: a[0] for r, a in answers.items()},
                                 {r: c[cs.idx] for r, c in clean.items() if r in answers}))
-    return summarize(scores, info.get("skipped", ()), info.get("left_out"), info.get("implementation"))
+        kept.append(keep_answers(cs.name, CORRUPTION, cs.y, cs.idx, answers))
+        hashes[cs.name] = sha256_file(p)
+    report = summarize(scores, info.get("skipped", ()), info.get("left_out"), info.get("implementation"))
+    return (report, Predictions(predictions.sets + tuple(kept)),
+            dataclasses.replace(prov, sets={**prov.sets, **hashes}))

@@ -70,7 +70,8 @@ def predict_stream(sessions: dict[str, OpenSession], chunks, n: int, batch_size:
     return out
 
 
-def _keep(name: str, source: str, y: np.ndarray, idx: np.ndarray, answers: Answers) -> SetPredictions:
+def keep_answers(name: str, source: str, y: np.ndarray, idx: np.ndarray, answers: Answers) -> SetPredictions:
+    """One set's answers as kept in predictions.npz."""
     return SetPredictions(name=name, source=source, y=y, idx=idx, pred={r: a[0] for r, a in answers.items()},
                           margin={r: a[1] for r, a in answers.items()})
 
@@ -82,7 +83,7 @@ def replay(sessions: dict[str, OpenSession], eval_path: Path, ev: EvalSet, adv_p
     clean = predict_all(sessions, ev.x, batch_size, "clean set", show)
     clean_pred = {role: a[0] for role, a in clean.items()}
     results = [score_clean("clean", eval_path, ev.y, clean_pred)]
-    kept = [_keep("clean", "clean", ev.y, np.arange(len(ev.y), dtype=np.int64), clean)]
+    kept = [keep_answers("clean", "clean", ev.y, np.arange(len(ev.y), dtype=np.int64), clean)]
     outcomes = {}
     for p in adv_paths:
         adv = AdvSet.load(p, with_x=False)  # inputs are streamed: memory stays flat with the set's size
@@ -92,6 +93,6 @@ def replay(sessions: dict[str, OpenSession], eval_path: Path, ev: EvalSet, adv_p
         on_clean = {role: v[adv.idx] for role, v in clean_pred.items()}
         result = score_adversarial(adv.name, p, adv, on_clean, pred)
         results.append(result)
-        kept.append(_keep(adv.name, result.source, adv.y, adv.idx, answers))
+        kept.append(keep_answers(adv.name, result.source, adv.y, adv.idx, answers))
         outcomes[adv.name] = Outcome(idx=adv.idx, base=pred["base"] == adv.y, deployed=pred["deployed"] == adv.y)
     return with_references(results, outcomes), Predictions(tuple(kept))
