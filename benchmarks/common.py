@@ -156,3 +156,23 @@ def wait_quiet(limit: float = 0.15, max_wait_s: float = 0.0, log=lambda m: print
     if waited:
         log(f"  (waited {time.perf_counter() - t0:.0f} s for quiet; other processes now use {load:.0%} of the cores)")
     return load
+
+
+def isa_line() -> str:
+    """The host's ISA class (amx, vnni, avx2: what decides int8 kernel speed) with the CPU flags it is read
+    from, as every benchmark table carries it: ``ISA vnni (avx2/fma/avx512f/avx512bw/avx512_vnni/...)``."""
+    from edgerobust.edge.runtime.host import cpu_isa
+
+    isa = cpu_isa()
+    return f"ISA {isa_class(isa)} ({'/'.join(isa) or 'no listed flags'})"
+
+
+def isa_class(isa: tuple[str, ...]) -> str:
+    """amx, vnni (AVX-512 or AVX VNNI), avx2 or other; edgerobust.edge.runtime.gains.isa_class where it exists."""
+    try:
+        from edgerobust.edge.runtime.gains import isa_class as classify
+    except ImportError:  # an edgerobust without runtime gains: the same rule
+        flags = set(isa)
+        return ("amx" if "amx_int8" in flags else "vnni" if flags & {"avx512_vnni", "avx_vnni"} else
+                "avx2" if "avx2" in flags else "other")
+    return classify(isa)

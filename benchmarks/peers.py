@@ -5,13 +5,15 @@ bundle's base.onnx, normalization inside): ORT fp32; ORT int8 (quant_pre_process
 QDQ, per-channel, U8S8: onnxruntime's choice for x86 speed); OpenVINO with f32 forced; OpenVINO at
 its default hint (bf16 on CPUs with AVX512_BF16 or AMX); OpenVINO + NNCF int8 (target CPU, default
 compile). Then edgerobust's deployed model (0.5 + int8) as compress builds it for each target:
-laptop-cpu on onnxruntime's CPU provider; laptop-openvino-cpu (plain int8 stem) on onnxruntime's
-OpenVINO provider (onnxruntime-openvino: another environment, --ovep-python) and on the OpenVINO
-runtime, f32 forced for float layers. Both int8 peers calibrate on 16 images of uniform random
+laptop-cpu on onnxruntime's CPU provider, and that same file on onnxruntime's OpenVINO provider
+(onnxruntime-openvino: another environment, --ovep-python) and on the OpenVINO runtime;
+laptop-openvino-cpu (plain int8 stem) on the same two, f32 forced for float layers. Both int8 peers calibrate on 16 images of uniform random
 pixels. Each row runs alone in a fresh process (warmup, then back-to-back runs for a fixed time:
 its p50), batch 1, the harness profile's threads; a round runs every row once, in alternating
 order; figures are medians over rounds [min-max], ratios per round against ORT fp32 and the best
-peer (the fastest row not edgerobust's). Precision is read back from OpenVINO's compiled model
+peer (the fastest row not edgerobust's); the deployed model on the OpenVINO provider and runtime against
+the CPU provider, per round. Every table comes with the host's ISA class (amx, vnni, avx2) and flags,
+and issue 31's table (what | ms | speedup over ORT fp32, the best peer named) follows the full one. Precision is read back from OpenVINO's compiled model
 (hint, conv/fc runtime precision) or, for onnxruntime, from the file. A row that cannot run says
 why; none is estimated.
 
@@ -60,10 +62,19 @@ ROWS = (
     Row("ov-default", "OpenVINO, default precision hint", "openvino", "base", True),
     Row("nncf-int8", "OpenVINO + NNCF int8", "openvino", "nncf_int8", True),
     Row("er-cpu", "edgerobust 0.5+int8 laptop-cpu, ORT CPU EP", "ort", "deployed", False),
+    Row("er-cpu-ovep", "the same laptop-cpu file, ORT OpenVINO EP", "ovep", "deployed", False, "f32"),
+    Row("er-cpu-ov", "the same laptop-cpu file, OpenVINO runtime", "openvino", "deployed", False, "f32"),
     Row("er-ovep", "edgerobust 0.5+int8 openvino-cpu, ORT OpenVINO EP", "ovep", "deployed_ov", False, "f32"),
     Row("er-ov", "edgerobust 0.5+int8 openvino-cpu, OpenVINO runtime", "openvino", "deployed_ov", False, "f32"),
 )
 ROW, REFERENCE = {r.key: r for r in ROWS}, "ort-fp32"  # every ratio's first reference
+# The deployed model elsewhere against the same model on onnxruntime's CPU provider (er-cpu), per round:
+# (row key, what it is). The laptop-cpu file is what a user of the default profile holds; the openvino-cpu
+# build is what `compress --profile laptop-openvino-cpu` gives (plain int8 stem).
+VS_CPU = (("er-cpu-ovep", "the same file on onnxruntime's OpenVINO provider"),
+          ("er-cpu-ov", "the same file on the OpenVINO runtime"),
+          ("er-ovep", "built for laptop-openvino-cpu, on onnxruntime's OpenVINO provider"),
+          ("er-ov", "built for laptop-openvino-cpu, on the OpenVINO runtime"))
 QUIET = 0.15  # other processes' share of the cores that counts as a quiet host (--wait-quiet)
 
 
@@ -161,7 +172,8 @@ def availability(ovep_python: str | None, has=importlib.util.find_spec) -> dict[
         why[r.key] = "not run: openvino is not installed here (pip install 'edgerobust[peers]')"
     if why["nncf-int8"] is None and has("nncf") is None:
         why["nncf-int8"] = "not run: nncf is not installed here (pip install 'edgerobust[peers]')"
-    why["er-ovep"] = probe_ovep(ovep_python or sys.executable)
+    ovep = probe_ovep(ovep_python or sys.executable)
+    why.update({r.key: ovep for r in ROWS if r.runtime == "ovep"})
     return why
 
 
@@ -288,7 +300,9 @@ def summarize(records: dict[str, dict[str, dict]]) -> dict:
                          "x_ort_fp32": _ratio(ok[REFERENCE], v) if v and REFERENCE in ok else None,
                          "x_best_peer": _ratio(ok[best], v) if v and best else None,
                          "other_load": load["max"] if load and v else None})
-        out[model] = {"best_peer": best, "rows": rows}
+        out[model] = {"best_peer": best, "rows": rows,
+                      "vs_cpu_provider": {k: _ratio(ok["er-cpu"], ok[k]) if "er-cpu" in ok and k in ok else None
+                                          for k, *_ in VS_CPU}}
     return out
 
 
@@ -309,6 +323,35 @@ def render(summary: dict) -> str:
     return "\n".join(lines)
 
 
+ISSUE_ROWS = (("ort-fp32", "onnxruntime fp32 (the reference)"),
+              ("er-cpu", "this bundle (laptop-cpu) on onnxruntime's CPU provider (the default)"), *VS_CPU)
+
+
+def render_issue(summary: dict) -> str:
+    """Issue 31's shape, per model: what | ms | speedup over ORT fp32, the best peer named, then the
+    deployed model on the OpenVINO provider and runtime against the CPU provider (per-round ratios)."""
+    out = []
+    for model, s in summary.items():
+        rows = {r["key"]: r for r in s["rows"]}
+        keys = [ISSUE_ROWS[0], *([(s["best_peer"], f"{ROW[s['best_peer']].label} (the best peer)")]
+                                 if s["best_peer"] else []), *ISSUE_ROWS[1:]]
+        out += [f"{model}:", "", "| what | ms | speedup over ORT fp32 |", "|---|---|---|"]
+        for key, what in keys:
+            r = rows[key]
+            out.append(f"| {what} | {r['status']} | |" if r["status"] else
+                       f"| {what} | {_f(r['p50_ms'])} | {_f(r['x_ort_fp32'])}x |")
+        if not s["best_peer"]:
+            out.append("| the best peer | no peer ran | |")
+        out.append("")
+        for key, what in VS_CPU:
+            v = s["vs_cpu_provider"].get(key)
+            out.append(f"{model}: {what} / on the CPU provider: "
+                       + (f"{v['median']:.2f}x [{v['min']:.2f}-{v['max']:.2f}] over {v['n']} rounds" if v else
+                          "not measured (" + (rows[key]["status"] or rows["er-cpu"]["status"] or "") + ")"))
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def host_line(ovep_python: str | None) -> str:
     """The host, its ISA (with the bf16 flags that decide OpenVINO's default precision) and the versions."""
     import importlib.metadata as md
@@ -317,7 +360,7 @@ def host_line(ovep_python: str | None) -> str:
 
     h = host_info()
     flags = {f for line in cpuinfo().splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-    isa = "/".join(list(h.isa) + [f for f in ("avx512_bf16", "amx_bf16") if f in flags]) or "unknown"
+    isa = "/".join(list(h.isa) + [f for f in ("avx512_bf16", "amx_bf16") if f in flags and f not in h.isa]) or "unknown"
     versions = [f"{n} {md.version(n)}" for n in ("onnxruntime", "openvino", "nncf") if importlib.util.find_spec(n)]
     return f"host: {h.cpu}, {h.cores} cores, ISA {isa}; {', '.join(versions)}" + (
         f"; OpenVINO EP rows under {ovep_python}" if ovep_python else "")
@@ -353,7 +396,7 @@ def main() -> None:
                     "many seconds for other processes to use under 15%% of the cores; a disturbed row runs again "
                     "(twice at most)")
     args = ap.parse_args()
-    from common import bench_profile, wait_quiet
+    from common import bench_profile, isa_line, wait_quiet
     from edgerobust.edge.runtime.host import OtherLoad
 
     log = lambda m: print(m, flush=True)  # noqa: E731
@@ -374,7 +417,7 @@ def main() -> None:
     other, load1 = meter.stop(), os.getloadavg()[0]
     summary = summarize({m: {r.key: res.get((m, r.key)) or {"p50": [], "status": why[r.key]} for r in ROWS}
                          for m in models})
-    host = host_line(args.ovep_python if why["er-ovep"] is None else None)
+    host, isa = host_line(args.ovep_python if why["er-ovep"] is None else None), isa_line()
     text = "\n".join([
         f"\n{time.strftime('%Y-%m-%d %H:%M')}  {host}",
         f"batch 1, {threads} threads, each row alone in a fresh process: {warmup} warmup runs + {seconds:g} s timed, "
@@ -383,11 +426,13 @@ def main() -> None:
         f"load average {load0:.2f} before, {load1:.2f} after; other processes used "
         f"{'n/a' if other is None else f'{other:.0%}'} of the cores during the rounds "
         "('other load': the most any round of the row saw)\n",
-        render(summary), "", *headline(summary)])
+        isa, "", render(summary), "", *headline(summary), "",
+        f"issue 31's table ({isa}; batch 1, {threads} threads, 224x224; median [min-max] over rounds):", "",
+        render_issue(summary)])
     print(text, flush=True)
     out = Path(args.out) if args.out else HERE / "results" / f"peers-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"date": time.strftime("%Y-%m-%d %H:%M"), "host": host, "threads": threads, "rounds": rounds,
+    data = {"date": time.strftime("%Y-%m-%d %H:%M"), "host": host, "isa": isa, "threads": threads, "rounds": rounds,
             "seconds": seconds, "warmup": warmup, "work": str(work), "load_average": [load0, load1],
             "other_load": other, "rows": [asdict(r) for r in ROWS], "summary": summary,
             "raw": {f"{m}/{k}": v for (m, k), v in res.items()}}

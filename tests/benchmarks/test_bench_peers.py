@@ -30,6 +30,7 @@ def test_without_openvino_its_rows_say_why_and_a_bad_ovep_python_too():
             assert why[r.key].startswith("not run: openvino is not installed"), r.key
     assert why["ort-fp32"] is None and why["ort-int8"] is None and why["er-cpu"] is None
     assert why["er-ovep"].startswith("not run: /nonexistent/python did not start")
+    assert why["er-cpu-ovep"] == why["er-ovep"]  # the laptop-cpu file on the OpenVINO provider: the same probe
 
 
 def test_ovep_row_needs_an_onnxruntime_with_the_openvino_provider():
@@ -93,3 +94,41 @@ def test_a_row_runs_alone_in_a_child_process(tmp_path, runtime):
         assert "f32" in rec["precision"].split("ran ")[1] and "bf16" not in rec["precision"]
     else:
         assert rec["precision"] == "fp32" and rec["runs_on"].endswith("CPUExecutionProvider")
+
+
+def test_issue_table_names_the_best_peer_and_the_openvino_provider_over_the_cpu_provider():
+    records = {"resnet18": {
+        "ort-fp32": _rec([20.0, 18.0, 22.0]),
+        "nncf-int8": _rec([4.0, 3.0, 4.0]),
+        "er-cpu": _rec([2.0, 3.0, 2.0]),
+        "er-cpu-ovep": _rec([1.0, 1.5, 0.8]),  # per round: 2.0, 2.0, 2.5
+        "er-ovep": _rec([1.0, 1.0, 1.0]),
+        "er-ov": _rec([], status="not run: openvino is not installed here"),
+    }}
+    s = peers.summarize(records)
+    vs = s["resnet18"]["vs_cpu_provider"]
+    assert vs["er-cpu-ovep"] == {"median": 2.0, "min": 2.0, "max": 2.5, "n": 3}
+    assert vs["er-ovep"]["median"] == pytest.approx(2.0) and vs["er-ovep"]["max"] == pytest.approx(3.0)
+    assert vs["er-ov"] is None and vs["er-cpu-ov"] is None
+    text = peers.render_issue(s)
+    lines = text.splitlines()
+    assert lines[:4] == ["resnet18:", "", "| what | ms | speedup over ORT fp32 |", "|---|---|---|"]
+    assert lines[4] == "| onnxruntime fp32 (the reference) | 20.00 [18.00-22.00] | 1.00 [1.00-1.00]x |"
+    assert lines[5] == "| OpenVINO + NNCF int8 (the best peer) | 4.00 [3.00-4.00] | 5.50 [5.00-6.00]x |"
+    assert lines[6].startswith("| this bundle (laptop-cpu) on onnxruntime's CPU provider (the default) | 2.00 [2.00-3.00]")
+    assert "| the same file on onnxruntime's OpenVINO provider | 1.00 [0.80-1.50] |" in text
+    assert "| built for laptop-openvino-cpu, on the OpenVINO runtime | not run: openvino is not installed here | |" in text
+    assert ("resnet18: the same file on onnxruntime's OpenVINO provider / on the CPU provider: "
+            "2.00x [2.00-2.50] over 3 rounds") in lines
+    assert ("resnet18: built for laptop-openvino-cpu, on the OpenVINO runtime / on the CPU provider: "
+            "not measured (not run: openvino is not installed here)") in lines
+
+
+def test_isa_line_names_the_class_and_the_flags():
+    from common import isa_class, isa_line
+
+    assert isa_class(("avx2", "fma", "avx512f", "avx512_vnni", "amx_int8")) == "amx"
+    assert isa_class(("avx2", "avx512f", "avx512bw", "avx512_vnni")) == "vnni"
+    assert isa_class(("avx2", "avx_vnni")) == "vnni"
+    assert isa_class(("avx2", "fma")) == "avx2" and isa_class(("asimd",)) == "other"
+    assert isa_line().startswith("ISA ") and "(" in isa_line()
