@@ -15,6 +15,7 @@ import typer
 from edgerobust import ui
 from edgerobust.cli.configured import Flag, FlagValues, configured
 from edgerobust.cli.flags import to_flags
+from edgerobust.cli.runtimes import RuntimesOpt
 from edgerobust.edge.runtime.profiles import best_match_profile, list_profiles, load_profile, profile_text
 from edgerobust.edge.runtime.providers import short_name
 from edgerobust.edge.scores.query import QUICK_ITERATIONS, QUICK_SAMPLES
@@ -89,7 +90,7 @@ AUDIT_FLAGS = (
     F("allow_fallback", FallbackOpt, False), F("fail_on_budget", FailOnBudget, False), F("out", ReportOut),
     F("batch_size", ReplayBatch, 64), F("no_memory", NoMemoryOpt, False), F("deployed_only", DeployedOnly, False),
     F("query_attack", QueryAttack), F("query_eps", QueryEps, "8/255"), F("queries", Queries, 1000),
-    F("query_samples", QuerySamples, 200), F("estimate", EstimateOpt),
+    F("query_samples", QuerySamples, 200), F("estimate", EstimateOpt), F("runtimes", RuntimesOpt),
 )
 
 
@@ -116,14 +117,22 @@ def audit_cmd(
             attack=text.strip().lower(), eps=tuple(e for e in flags["query_eps"].split(",") if e.strip()),
             queries=flags["queries"], samples=flags["query_samples"])
     check_out_dir(flags["out"])
-    prof, reason, line = resolve_profile_line(profile)
-    ui.info(line)
+    if flags["runtimes"] is not None:
+        from edgerobust.cli.runtimes import audit_runtimes, check_audit, cpu_profile, names
+
+        prof, reason = cpu_profile(profile), None
+    else:
+        prof, reason, line = resolve_profile_line(profile)
+        ui.info(line)
     config = AuditConfig(model=model, profile=prof, baseline=flags["baseline"], eval_set=flags["eval_set"],
                          adv_sets=tuple(flags["adv"] or ()), verify=not flags["no_verify"],
                          allow_fallback=flags["allow_fallback"], batch_size=flags["batch_size"], out_dir=flags["out"],
                          fail_on_budget=flags["fail_on_budget"], measure_memory=not flags["no_memory"],
                          profile_reason=reason, variants=not flags["deployed_only"], query=query,
                          estimate=flags["estimate"])
+    if flags["runtimes"] is not None:
+        check_audit(config)
+        return audit_runtimes(config, names(flags["runtimes"]), prof, as_json)
     with ui.recording_warnings() as shown:
         report = audit(config)
     folder = write_report(report, config.out_dir)
@@ -151,7 +160,8 @@ def _unrepeated(report, shown: list[str]):
 def compare_cmd(
     reports: Annotated[list[Path], typer.Argument(
         metavar="REPORT_DIR", help="Two or more audit report folders of one bundle (each holds report.json and "
-        "predictions.npz), e.g. from different devices or profiles.", show_default=False)],
+        "predictions.npz), e.g. from different devices or profiles; the folder of an audit with --runtimes counts "
+        "as one device per runtime.", show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for compare.html and compare.json. "
                    "Never overwrites an earlier comparison.", show_default=False)] = None,
     top: Annotated[int, typer.Option("--top", min=0, help="Most disputed samples listed per set and pair "
@@ -201,13 +211,25 @@ def profile_cmd(
     estimate: Annotated[Optional[Path], typer.Option("--estimate", show_default=False, help="A device's calibration "
                         "file (`edgerobust calibrate` on that device): predict the latency there instead of "
                         "measuring here (batch 1, with its band; labelled as an estimate).")] = None,
+    runtimes: RuntimesOpt = None,
 ) -> None:
-    """Measure latency, peak memory and size of one model, or compare two with --baseline."""
+    """Measure latency, peak memory and size of one model, or compare two with --baseline.
+
+    With --runtimes, on every runtime installed here: a model inside a bundle is audited on each (base and
+    deployed, the bundle's sets replayed so the answers can be compared with the CPU provider's), a lone
+    model only timed."""
     from edgerobust.edge.runtime.hostcheck import check_host, host_facts
     from edgerobust.edge.runtime.measure import measure_models
     from edgerobust.edge.render.report import dumps, render_estimate, render_measure
 
     models = {"base": baseline, "deployed": model} if baseline else {"model": model}
+    if runtimes is not None:
+        from edgerobust.cli.runtimes import profile_runtimes
+        from edgerobust.errors import UsageError
+
+        if estimate is not None:
+            raise UsageError("--runtimes and --estimate do not go together.", fix="Run them apart.")
+        return profile_runtimes(models, runtimes, profile, as_json, not no_memory, batch_sizes, allow_fallback)
     if estimate is not None:
         from edgerobust.edge.estimate.predict import EstimateConfig, estimate as predict
 
@@ -231,7 +253,7 @@ def profile_cmd(
     if as_json:
         typer.echo(dumps(report))
     else:
-        render_measure(report, ui.out, None if host.matches else host.host)
+        render_measure(report, ui.out, None if host.matches else host.host, to_flags)
 
 
 profiles_app = typer.Typer(help="List and show device profiles.", no_args_is_help=True)

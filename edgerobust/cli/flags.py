@@ -50,7 +50,7 @@ FIELD_FLAGS: dict[str, str] = {
     "allow_fallback": "--allow-fallback", "baseline": "--baseline", "deployed_only": "--deployed-only",
     "fail_on_budget": "--fail-on-budget", "query_attack": "--query-attack", "query_eps": "--query-eps",
     "queries": "--queries", "samples": "--query-samples", "measure_memory": "--no-memory", "verify": "--no-verify",
-    "eval_set": "--eval", "adv_sets": "--adv", "out_dir": "--out", "top": "--top",
+    "eval_set": "--eval", "adv_sets": "--adv", "out_dir": "--out", "top": "--top", "runtimes": "--runtimes",
     # calibrate and estimates
     "estimate": "--estimate", "dtypes": "--dtypes", "scale": "--grid-scale", "passes": "--passes", "holdout": "--holdout",
 }

@@ -40,13 +40,17 @@ IDENTITY = (("base_sha256", "base model"), ("deployed_sha256", "deployed model")
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """reports: two or more audit report folders of one bundle. top: disputed samples listed per set and pair."""
+    """reports: two or more audit report folders of one bundle (a runtimes comparison's folder counts as
+    the audits it holds). top: disputed samples listed per set and pair."""
 
     reports: tuple[Path, ...]
     top: int = 10
 
     def __post_init__(self):
-        object.__setattr__(self, "reports", tuple(Path(p) for p in self.reports))
+        from edgerobust.edge.runtimes import report_folders
+
+        # a runtimes comparison's folder (audit `runtimes`) stands for its audits, one device per runtime
+        object.__setattr__(self, "reports", tuple(f for p in self.reports for f in report_folders(p) or [Path(p)]))
         if len(self.reports) < 2:
             raise UsageError(f"compare needs two or more report folders; got {len(self.reports)}.",
                              fix="Pass the report folders of audits of one bundle, e.g. "

@@ -45,6 +45,7 @@ from edgerobust.edge.files.predictions import save_predictions
 from edgerobust.edge.render.speed_lines import (budget_lines, latency_title, noise_warnings, resident_head,
                                                 resident_rows, resident_title, resource_lines, settings_line, speed_head,
                                                 speed_rows)
+from edgerobust.edge.runtime.gains import runtime_hint
 from edgerobust.edge.runtime.resident import HOST_PATH
 from edgerobust.edge.render.tables import COLUMNS_MD, robustness_table, sections
 from edgerobust.edge.render.variant_table import fastest_lines, has_variants, variant_table
@@ -208,7 +209,7 @@ def to_markdown(report: AuditReport) -> str:
     out += [settings_line(m), "", _md_table(speed_head(m), speed_rows(m)), ""]
     out += resident_md(m)
     out += [f"- **Warning:** {line}" for line in noise_warnings(m)]
-    out += [f"- {line}" for line in resource_lines(m) + energy_lines(m)]
+    out += [f"- {line}" for line in resource_lines(m) + energy_lines(m) + [runtime_hint(m)] if line]
     out += [f"- precision, {precision_line(x.role, x.precision)}" for x in m.models if x.precision]
     out += _variants_md(report)
     out += estimate_md(report.estimate, _md_table)
@@ -272,9 +273,9 @@ def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:
     return ui.table(title, head, rows)
 
 
-def render_measure(m: MeasureReport, console: Console, host_note: str | None = None) -> None:
+def render_measure(m: MeasureReport, console: Console, host_note: str | None = None, words=str) -> None:
     """Latency, size and memory in the terminal; ``host_note`` (e.g. "x86_64, 2 cores") when
-    this host is not the profile's device."""
+    this host is not the profile's device; ``words`` rewrites config field names (the CLI's flags)."""
     if m.fallback:
         for model in m.models:
             if model.session.fallback:
@@ -295,6 +296,9 @@ def render_measure(m: MeasureReport, console: Console, host_note: str | None = N
             console.print(f"  precision, {precision_line(x.role, x.precision)}", highlight=False)
     if m.skipped_batch_sizes:
         console.print(f"  batch sizes skipped (fixed batch axis): {', '.join(map(str, m.skipped_batch_sizes))}")
+    hint = runtime_hint(m)
+    if hint:
+        console.print(f"  [cyan]{escape(words(hint))}[/cyan]", highlight=False)
 
 
 def render_estimate(e, console: Console) -> None:
@@ -334,7 +338,7 @@ def render(report: AuditReport, console: Console, words=str) -> None:
             console.print(f"  {escape(line)}", highlight=False)
     hc = report.host_check
     mismatch = hc is not None and not hc.matches
-    render_measure(report.measurement, console, hc.host if mismatch else None)
+    render_measure(report.measurement, console, hc.host if mismatch else None, words)
     if has_variants(report):
         head, rows = variant_table(report, full=wide)
         console.print(_table("Precision variants (same run; speedup over base"
