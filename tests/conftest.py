@@ -93,3 +93,19 @@ def gz_state_dict(gz_ckpt, tmp_path_factory):
     path = tmp_path_factory.mktemp("state-dict") / "digits-cnn-state.pt"
     torch.save(torch.load(gz_ckpt, weights_only=True)["state_dict"], path)
     return path
+
+
+def _fuzz_profiles():
+    """Hypothesis profiles for tests/fuzz (tests/fuzzkit.py): ``ci`` is pyproject's default (a few
+    hundred examples per parser, the same ones each run), ``long`` 10,000 per parser, random."""
+    from hypothesis import HealthCheck, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+             HealthCheck.function_scoped_fixture]
+    settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True, database=None,
+                              suppress_health_check=quiet)
+    settings.register_profile("long", max_examples=10_000, deadline=None, database=None, suppress_health_check=quiet,
+                              print_blob=True)
+
+
+_fuzz_profiles()
