@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgerobust.edge.files.npzio import write_json
+from edgerobust.edge.files.atomic import atomic_file
 from edgerobust.errors import require
 from edgerobust.research.corruption_axis import MEAN_EPS, MEAN_THREAT, THREAT
 from edgerobust.research.points import Point, find, pct, to_json
@@ -89,7 +90,8 @@ def _panels(n: int, title: str, width: float = 4.6, height: float = 3.8):
 
 
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     _plt().close(fig)
 
 
@@ -363,6 +365,7 @@ def write_report(folder: Path, title: str, points: list[Point], data: dict, focu
         n = points[0].n if points else 0
         subtitle = f"{len(points)} points; {n} evaluation samples per run; focus eps {focus_eps}."
     page = render_html(title, subtitle, data.get("findings", []), figs, folder, points, list(notes))
-    (folder / "report.html").write_text(page, encoding="utf-8")
+    with atomic_file(folder / "report.html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return data
 

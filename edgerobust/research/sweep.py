@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from edgerobust import events
+from edgerobust.edge.files.atomic import atomic_file
 from edgerobust.errors import UsageError
 from edgerobust.research import corruption_axis
 from edgerobust.research.configs import SweepConfig
@@ -133,7 +134,8 @@ def base_stage(config: SweepConfig, out: Path):
     base_onnx = export_onnx(prep.base, prep.example, out / "base.onnx")
     ev = eval_set(prep)
     ev.save(out / "eval.npz")
-    np.savez(out / "calib.npz", x=prep.splits.calib.x)
+    with atomic_file(out / "calib.npz") as tmp:
+        np.savez(tmp, x=prep.splits.calib.x)
     shutil.rmtree(out / "adv", ignore_errors=True)
     paths = evidence_stage(prep, out / "eval.npz", base_onnx, config.specs, out / "adv")
     made = corruption_axis.make(out, config.corruptions, config.corruption_severities, prep.seed)
@@ -161,7 +163,8 @@ def prepare_out(out: Path, kind: str, overwrite: bool, fresh: bool) -> None:
     if out.exists() and (fresh or overwrite or not mine):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"kind": kind}) + "\n")
+    with atomic_file(marker) as tmp:
+        tmp.write_text(json.dumps({"kind": kind}) + "\n")
 
 
 def _marker_kind(marker: Path) -> str | None:

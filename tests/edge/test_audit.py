@@ -158,6 +158,27 @@ def test_reports_never_overwrite(report, tmp_path):
         write_report(report, lone)
 
 
+def test_report_failing_mid_write_leaves_no_folder(report, tmp_path, monkeypatch):
+    from edgerobust.edge.render import report as report_mod
+
+    kept = write_report(report)
+    before = sorted(p.name for p in kept.parent.iterdir())
+    monkeypatch.setattr(report_mod, "to_markdown", lambda r: (_ for _ in ()).throw(RuntimeError("killed")))
+    for out in (None, tmp_path / "mine", tmp_path / "empty"):
+        if out is not None and out.name == "empty":
+            out.mkdir()
+        with pytest.raises(RuntimeError, match="killed"):
+            write_report(report, out)
+        if out is not None:
+            assert not out.exists()  # an empty folder given as out_dir is written as if absent
+    assert sorted(p.name for p in kept.parent.iterdir()) == before  # no half report, no hidden leftover
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")  # other files: written beside them
+    monkeypatch.undo()
+    assert sorted(p.name for p in write_report(report, tmp_path / "mine").iterdir()) == \
+        ["notes.txt", "predictions.npz", "report.html", "report.json", "report.md"]
+
+
 def test_tampered_file_refused_unless_no_verify(copy, profile):
     import onnx
 

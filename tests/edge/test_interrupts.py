@@ -360,3 +360,24 @@ def test_successful_run_keeps_the_parent_folders(tmp_path):
     with atomic_dir(out) as tmp:
         (tmp / "f").write_text("x")
     assert (out / "f").read_text() == "x" and sorted(p.name for p in out.parent.iterdir()) == ["b"]
+
+
+def test_atomic_file_shows_the_old_file_or_the_new_one(tmp_path):
+    from edgerobust.edge.files.atomic import atomic_file
+
+    path = tmp_path / "plot.png"
+    with atomic_file(path) as tmp:
+        assert tmp.suffix == ".png" and tmp.name.startswith(".plot.tmp-")  # writers that infer the format
+        tmp.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+    stale = tmp_path / f".plot.tmp-{_dead_pid()}-abcdef.png"  # what a SIGKILL leaves
+    stale.write_text("half")
+    live = tmp_path / f".plot.tmp-{os.getpid()}-abcdef.png"  # a running writer's
+    live.write_text("busy")
+    with atomic_file(path) as tmp:
+        tmp.write_text("new")
+    assert path.read_text() == "new" and not stale.exists() and live.exists()

@@ -70,6 +70,29 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path
         raise
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary sibling of ``path`` (same suffix, so writers that infer a format
+    from it still work); on success it replaces ``path`` in one rename, so a reader, or a run
+    killed at any moment, sees the old file or the new one, never half of one. For files written
+    in place in folders a command resumes (a sweep's, a search's); removed on failure, and the
+    next write of ``path`` removes what a killed run left."""
+    path = Path(path)
+    prefix = f".{path.stem}.tmp-"
+    for stale in path.parent.glob(f"{prefix}*{path.suffix}"):  # a killed run's
+        pid = stale.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+    tmp = path.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(3)}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def _check_out(run: _Run, overwrite: bool) -> None:
     """Create ``out``'s parent folders, refuse an existing ``out`` without ``overwrite`` and an
     unwritable parent, and clean the leftovers of killed runs."""

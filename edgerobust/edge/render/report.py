@@ -30,8 +30,9 @@ from rich.table import Table
 
 from edgerobust import ui
 from edgerobust.edge.audit import AuditReport
+from edgerobust.edge.files.atomic import atomic_dir, clean_stale
 from edgerobust.edge.files.npzio import write_json
-from edgerobust.errors import UsageError
+from edgerobust.errors import BundleError, UsageError
 from edgerobust.edge.render.headline import headline, worst_per_threat
 from edgerobust.edge.runtime.measure import MeasureReport
 from edgerobust.edge.runtime.precision import precision_line
@@ -108,7 +109,7 @@ def check_out_dir(out: str | os.PathLike | None) -> None:
 
 
 def report_dir(report: AuditReport, out: str | os.PathLike | None = None) -> Path:
-    """Create and return a fresh folder for this run's report.
+    """The folder this run's report goes to, not yet created (an explicit ``out`` may exist).
 
     Default ``<bundle>/reports/<profile>-<UTC timestamp>/`` (``-2``, ``-3``… when taken).
     An explicit ``out`` may exist but must not hold a report already.
@@ -116,24 +117,24 @@ def report_dir(report: AuditReport, out: str | os.PathLike | None = None) -> Pat
     try:
         if out is not None:
             check_out_dir(out)
-            out = Path(out)
-            out.mkdir(parents=True, exist_ok=True)
-            return out
+            return Path(out)
         root = Path(report.bundle) if report.bundle else Path(report.model).parent
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         base = root / "reports" / f"{report.profile}-{stamp}"
         base.parent.mkdir(parents=True, exist_ok=True)
         for i in range(1, 1000):
             candidate = base if i == 1 else base.with_name(f"{base.name}-{i}")
-            try:
-                candidate.mkdir()
+            clean_stale(candidate)  # what a killed audit left under this name
+            if not candidate.exists() and not list(candidate.parent.glob(f".{candidate.name}.tmp-*")):
                 return candidate
-            except FileExistsError:
-                continue
         raise UsageError(f"Could not find a free report folder next to '{base}'.")
     except OSError as exc:
-        raise UsageError(f"Cannot create the report folder: {exc.strerror or exc}.", why=str(exc),
-                         fix="Pass `out_dir` naming a writable folder (a bundle on read-only media needs one).") from exc
+        raise _folder_error(exc) from exc
+
+
+def _folder_error(exc: OSError) -> UsageError:
+    return UsageError(f"Cannot create the report folder: {exc.strerror or exc}.", why=str(exc),
+                      fix="Pass `out_dir` naming a writable folder (a bundle on read-only media needs one).")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -145,11 +146,29 @@ def _write_text(path: Path, text: str) -> None:
 def write_report(report: AuditReport, out: str | os.PathLike | None = None) -> Path:
     """Write predictions.npz, report.html, report.md and report.json into a new folder; return it.
 
-    report.json comes last: a folder that holds it holds the whole report.
+    The folder is written whole in a hidden temporary sibling and renamed into place, so a run
+    killed at any moment leaves no half report (an explicit ``out`` that already holds other files
+    is written in place instead, report.json last: a folder that holds it holds the whole report).
     """
+    folder = report_dir(report, out)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()  # an empty folder given as `out_dir`: written as if absent
+    if folder.exists():
+        _write_files(folder, report)
+        return folder
+    try:
+        with atomic_dir(folder) as tmp:
+            _write_files(tmp, report)
+    except BundleError as exc:
+        if isinstance(exc.__cause__, OSError):
+            raise _folder_error(exc.__cause__) from exc
+        raise
+    return folder
+
+
+def _write_files(folder: Path, report: AuditReport) -> None:
     from edgerobust.edge.render.report_html import to_html
 
-    folder = report_dir(report, out)
     record = None
     if report.predictions is not None:
         sha = save_predictions(folder / PREDICTIONS_FILE, report.predictions)
@@ -159,7 +178,6 @@ def write_report(report: AuditReport, out: str | os.PathLike | None = None) -> P
     _write_text(folder / "report.html", to_html(report, data))
     _write_text(folder / "report.md", to_markdown(report))
     write_json(folder / "report.json", data)
-    return folder
 
 
 # =============================================================================================

@@ -13,6 +13,7 @@ import onnx
 import torch
 import torch.nn as nn
 
+from edgerobust.edge.files.atomic import atomic_file
 from edgerobust.workstation.resources import memguard
 from edgerobust.errors import ExportError, QualityGateError
 
@@ -67,12 +68,12 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
         # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention) has no
         # ONNX export: trace the plain composite ops instead.
         torch.backends.mha.set_fastpath_enabled(False)
-        with memguard.guard("exporting to ONNX", arch=type(model).__name__):
-            exporter = _export_either(model, example, path)
+        with memguard.guard("exporting to ONNX", arch=type(model).__name__), atomic_file(path) as tmp:
+            exporter = _export_either(model, example, tmp)
+            check_onnx(tmp, shown=path)
+            _record_exporter(tmp, exporter)
     finally:
         torch.backends.mha.set_fastpath_enabled(mha_fastpath)
-    check_onnx(path)
-    _record_exporter(path, exporter)
     return path
 
 
@@ -145,11 +146,12 @@ def exporter_of(path: str | Path) -> str | None:
     return next((p.value for p in m.metadata_props if p.key == EXPORTER_KEY), None)
 
 
-def check_onnx(path: str | Path) -> None:
+def check_onnx(path: str | Path, shown: str | Path | None = None) -> None:
+    """onnx.checker's full check of ``path``; an ExportError naming ``shown`` (default ``path``)."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
-        raise ExportError(f"'{path}' fails the ONNX checker.", why=str(exc)[:300]) from exc
+        raise ExportError(f"'{shown or path}' fails the ONNX checker.", why=str(exc)[:300]) from exc
 
 
 def session(path: str | Path, threads: int = 0):
