@@ -381,3 +381,21 @@ def test_atomic_file_shows_the_old_file_or_the_new_one(tmp_path):
     with atomic_file(path) as tmp:
         tmp.write_text("new")
     assert path.read_text() == "new" and not stale.exists() and live.exists()
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line_and_130(tmp_path):
+    """SIGINT lands inside the CLI's own imports (here: as typer starts to load): no traceback."""
+    code = ("import os, runpy, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "class Hook:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'typer':\n"
+            "            os.kill(os.getpid(), signal.SIGINT)\n"
+            "        return None\n"
+            "sys.meta_path.insert(0, Hook())\n"
+            "sys.argv = ['edgerobust', 'compress', 'm.pt']\n"
+            "runpy.run_module('edgerobust', run_name='__main__', alter_sys=True)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and "stopped by Ctrl-C while starting" in r.stderr, r.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

@@ -124,7 +124,7 @@ def kill_series(name: str, args: list[str], cwd: Path, full_s: float, check) -> 
     log = []
     for k in range(KILLS):
         sig = signal.SIGINT if k % 5 == 4 else signal.SIGKILL
-        after = rng.uniform(0.05, full_s)
+        after = rng.uniform(0.1, full_s)
         code, out = stop_at(args, cwd, after, sig)
         log.append(f"{sig.name} at {after:.2f} s: exit {code}")
         assert "Traceback" not in out, f"{log[-1]}\n{out[-3000:]}"
