@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import os
@@ -98,7 +99,7 @@ def _keys(cls: type) -> list[str]:
 def _build(cls: type, data: Mapping, prefix: str, where: str, aliases: Mapping[str, str] | None = None) -> Any:
     aliases = aliases or {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    hints = _hints(cls)
     kwargs = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
@@ -124,6 +125,12 @@ def _build(cls: type, data: Mapping, prefix: str, where: str, aliases: Mapping[s
         raise UsageError(f"{where} lacks the key {', '.join(repr(prefix + m) for m in missing)} of {type_name(cls)}.",
                          fix=_schema_fix(cls))
     return cls(**kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict:
+    """``cls``'s field types, resolved once (get_type_hints compiles every annotation on each call)."""
+    return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
 
 
 def _convert(hint: Any, value: Any, name: str, where: str) -> Any:
@@ -178,9 +185,13 @@ def _leaf(hint: Any, value: Any, name: str, where: str) -> Any:
         raise UsageError(f"'{name}' in {where} must be a whole number; got {value!r}.")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
+            try:
+                number = float(value)
+            except OverflowError:  # a whole number beyond any float (JSON and TOML allow them)
+                number = math.inf
+            if not math.isfinite(number):
                 raise UsageError(f"'{name}' in {where} must be a finite number; got {value!r}.")
-            return float(value)
+            return number
         if isinstance(value, str):  # "8/255" as the flags take it
             return parse_eps(value, name)
         raise UsageError(f"'{name}' in {where} must be a number; got {value!r}.")
@@ -211,9 +222,10 @@ def read_file(path: str | Path) -> dict:
             else:  # pragma: no cover - Python 3.10
                 import tomli as tomllib
             data = tomllib.loads(text.decode("utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
-        raise UsageError(f"Cannot read the config file '{p}' as {kind}: {e}.",
+        why = "It nests lists or tables too deeply." if isinstance(e, RecursionError) else f"{e}."
+        raise UsageError(f"Cannot read the config file '{p}' as {kind}: {why}",
                          fix=f"Fix the {kind} syntax (or name the file .json / .toml for what it holds).") from None
     if not isinstance(data, dict):
         raise UsageError(f"The config file '{p}' holds no table of keys.", fix="Write key = value pairs.")

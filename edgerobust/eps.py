@@ -9,7 +9,8 @@ import re
 
 from edgerobust.errors import UsageError
 
-_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+# ASCII digits only (\d also takes '٣' and '３', which float() reads but a set's file name cannot tell apart)
+_NUM = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _EPS_RE = re.compile(rf"^({_NUM})(?:/({_NUM}))?$")
 
 

@@ -11,6 +11,7 @@ registered in tests/conftest.py.
 """
 from __future__ import annotations
 
+import collections
 import math
 import os
 import tempfile
@@ -100,6 +101,18 @@ def replaced(draw, doc: dict, depth: int = 3):
     return doc
 
 
+# What every fuzzed case came to, per test: tests/fuzz/conftest.py prints it after the run.
+TALLY: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+SLOWEST: dict[str, float] = collections.defaultdict(float)
+
+
+def record(outcome: str, elapsed: float) -> None:
+    """Count one case of the running test as ``outcome`` ('result' or 'error')."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0].rsplit("::", 1)[-1]
+    TALLY[test][outcome] += 1
+    SLOWEST[test] = max(SLOWEST[test], elapsed)
+
+
 def files_under(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in Path(root).rglob("*")}
 
@@ -128,6 +141,7 @@ def expect_error(call, valid: type, root: Path | None = None, allowed=()) -> obj
         assert isinstance(result, valid), type(result)
     finally:
         elapsed = time.monotonic() - t0
+    record("result" if result is not None else "error", elapsed)
     assert elapsed < BOUND_S, f"took {elapsed:.1f} s (bound {BOUND_S} s)"
     if root is not None:
         new = files_under(root) - before
@@ -139,6 +153,7 @@ def expect_error(call, valid: type, root: Path | None = None, allowed=()) -> obj
 def expect_cli(result, root: Path | None = None, before: set[str] | None = None, allowed=()) -> None:
     """A CLI result (tests/_fixtures_gauntlet.cli): exit 0, or exit 2 with one 'error:' line; no
     traceback; with ``root`` and ``before``, no new file under root outside ``allowed``."""
+    record("result" if result.exit_code == 0 else "error", 0.0)
     assert "Traceback" not in result.output, result.output[-2000:]
     assert result.exit_code in (0, 2), f"exit {result.exit_code}: {result.output[-2000:]}\n{result.exception!r}"
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

@@ -66,6 +66,9 @@ GRID_KEYS = {"sparsities": (list, "sparsities in [0, 1)"), "precisions": (list, 
              "latency_rounds": (int, "interleaved latency rounds"),
              "corruptions": (list, "common corruptions: names, families, \"default\" or \"all\""),
              "corruption_severities": (list, "corruption severities 1-5, e.g. [1, 3, 5]")}
+# the items of these [grid] lists (the others are read as text, or checked where they are used)
+GRID_ITEMS = {"sparsities": ((int, float), "numbers", "[0.5, 0.7]"), "precisions": (str, "texts", '["fp32", "int8"]'),
+              "threats": (str, "texts", '["transfer"]'), "finetune": (str, "texts", '["standard", "pgd-at"]')}
 TOP_KEYS = {"name": (str, "the study's title"), "models": (list, "[[models]] tables"), "grid": (dict, "[grid]")}
 
 
@@ -91,6 +94,10 @@ def _check_table(file: Path, table: dict, schema: dict, where: str) -> None:
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise _bad(file, f"{where}{key}", f"must be a {typ.__name__} ({meaning}); got {value!r}",
                        f"Write e.g. {key} = {_example(typ)}.")
+        items = GRID_ITEMS.get(key) if where == "grid." else None
+        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, items[0])] if items else []
+        if bad:
+            raise _bad(file, f"{where}{key}", f"must list {items[1]}; got {bad[0]!r}", f"Write e.g. {key} = {items[2]}.")
 
 
 def _example(typ: type) -> str:
@@ -110,8 +117,11 @@ def load_study(path: str | Path, out: str | Path, device: str = "auto") -> Study
         doc = tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"Cannot read the study file '{file}'.", why=str(exc), fix="Check the path.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{file} is not valid TOML.", why=str(exc), fix="Fix the line named above.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        why, fix = {UnicodeDecodeError: (f"It is not UTF-8 text: {exc}.", "Save it as UTF-8."),
+                    RecursionError: ("It nests lists or tables too deeply.", "Nest them a few levels at most.")
+                    }.get(type(exc), (str(exc), "Fix the line named above."))
+        raise UsageError(f"{file} is not valid TOML.", why=why, fix=fix) from None
     _check_table(file, doc, TOP_KEYS, "")
     models, grid = doc.get("models"), doc.get("grid", {})
     if not models or not all(isinstance(m, dict) for m in models):
@@ -124,6 +134,9 @@ def load_study(path: str | Path, out: str | Path, device: str = "auto") -> Study
         if "path" not in m:
             raise _bad(file, f"models[{i}].path", "is missing", 'Add path = "model.pt" (relative to the study file).')
         name = m.get("name") or Path(m["path"]).stem
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):  # it names the model's folder under out
+            raise _bad(file, f"models[{i}].name", f"{name!r} is no folder name", 'Write e.g. name = "cnn", without '
+                       "slashes: each model's sweeps go to a folder of that name in the output folder.")
         if name in names:
             raise _bad(file, f"models[{i}].name", f"repeats {name!r}", "Give every model its own name.")
         names.append(name)
@@ -145,7 +158,8 @@ def _sweep_config(file: Path, m: dict, grid: dict, seed, out: Path, device: str 
             raise UsageError(f"a seed must be an integer >= 0; got {seed!r}.")
         modes = grid.get("finetune", ["standard"])
         epochs = grid.get("finetune_epochs", 2)
-        variants = tuple(Variant(float(s), group=mode if len(modes) > 1 else "",
+        # float() only in range: Variant refuses the rest, and float() of a huge whole number overflows
+        variants = tuple(Variant(float(s) if -1 <= s <= 1 else s, group=mode if len(modes) > 1 else "",
                                  finetune=TrainConfig(epochs=epochs, mode=mode))
                          for mode in modes for s in grid.get("sparsities", [0.5, 0.7]))
         path = Path(m["path"])

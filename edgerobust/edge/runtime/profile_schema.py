@@ -7,6 +7,7 @@ file and the field. Torch-free and onnxruntime-free.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -240,10 +241,12 @@ def _check_affinity(c: Checker, affinity: str, intra: int) -> None:
     for group in groups:
         for item in group.split(","):
             lo, _, hi = item.strip().partition("-")
-            if not (lo.isdigit() and (not hi or hi.isdigit())) or int(lo) < 1 or (hi and int(hi) < int(lo)):
+            if not (_ID.fullmatch(lo) and (not hi or _ID.fullmatch(hi))) or int(lo) < 1 or (hi and int(hi) < int(lo)):
                 raise c.fail(where, f"has {item.strip()!r}, which is not a 1-based processor id or a range "
                                     f"such as 3-4; got {affinity!r}.")
 
+
+_ID = re.compile(r"[0-9]{1,6}")  # a processor id: ASCII digits (str.isdigit takes '²', which int() refuses)
 
 _MEASURE_FIELDS = ("batch_sizes", "warmup_runs", "rounds", "runs_per_round", "min_seconds", "max_rounds",
                    "memory_runs", "turn_seconds", "switch_warmup_runs", "max_seconds", "ci_target", "isolation",

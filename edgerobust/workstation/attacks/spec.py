@@ -97,7 +97,7 @@ def _members(family: str) -> str:
 
 
 def _budget(name: str, text: str, token: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not re.fullmatch(r"[0-9]{1,18}", text) or int(text) < 1:  # ASCII digits: int() reads more ('²' is a digit)
         raise UsageError(f"Cannot read the budget in {token!r}.",
                          why="A budget is a whole number >= 1 after the attack's name: its steps (queries for square).",
                          fix=f"Write e.g. {name}:50.")
@@ -112,6 +112,14 @@ def _check_attack_name(name: str) -> None:
         raise UsageError(f"Unknown attack {name!r}." if name else "An attack name is empty.",
                          why=f"Known attacks: {', '.join(ATTACKS)}; families: {', '.join(FAMILIES)}.",
                          fix="Pick names from that list, comma-separated (e.g. `attacks` fgsm,pgd).")
+
+
+def _float(value) -> float:
+    """``float(value)``; inf for a whole number beyond any float (a config file may hold one)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def eps_slug(eps_text: str) -> str:
@@ -148,7 +156,7 @@ class AttackSpec:
         object.__setattr__(self, "attack", name)
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float, np.floating, np.integer)):
             raise UsageError(f"eps must be a number; got {self.eps!r}.", fix="Use e.g. eps=8/255.")
-        eps = float(self.eps)
+        eps = _float(self.eps)
         if not math.isfinite(eps) or eps < 0:
             raise UsageError(f"eps must be a finite number >= 0; got {self.eps!r}.", fix="Use e.g. eps=8/255.")
         if self.norm == "Linf" and eps > 1:
@@ -164,7 +172,7 @@ class AttackSpec:
                                        or self.steps < 1):
             raise UsageError(f"`steps` must be an integer >= 1; got {self.steps!r}.", fix="Use e.g. `steps` 10.")
         if self.alpha is not None:
-            a = float(self.alpha)
+            a = _float(self.alpha)
             if not math.isfinite(a) or a <= 0:
                 raise UsageError(f"`alpha` (the step size) must be a finite number > 0; got {self.alpha!r}.",
                                  fix="Leave it out for the attack's default, or use e.g. `alpha` 2/255.")

@@ -10,6 +10,7 @@ names the ImageNet-C corruptions not implemented, with the reason. Texts users t
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -127,7 +128,7 @@ def parse_severities(value) -> tuple[int, ...]:
     out = set()
     for t in items:
         text = str(t).strip()
-        if isinstance(t, bool) or not text.lstrip("-").isdigit() or int(text) not in SEVERITIES:
+        if isinstance(t, bool) or not re.fullmatch(r"-?[0-9]{1,3}", text) or int(text) not in SEVERITIES:
             raise UsageError(f"`corruption_severities` must be whole numbers from 1 to 5; got {text!r}.",
                              why="ImageNet-C defines five severities per corruption, 1 the mildest.",
                              fix="Write e.g. 1,3,5 (or 1,2,3,4,5 for all five).")
