@@ -188,8 +188,9 @@ class _Inputs:
 def _locate(config: AuditConfig) -> _Inputs:
     """Find the bundle and the files to use; verify hashes when asked."""
     if not config.model.is_file():
-        raise UsageError(f"The model '{config.model}' does not exist.",
-                         fix="Pass the deployed model inside a bundle, e.g. export/mymodel/model.onnx.")
+        raise UsageError(f"The model '{config.model}' {'is a folder' if config.model.is_dir() else 'does not exist'}.",
+                         fix="Pass the deployed model inside a bundle, e.g. "
+                             f"{config.model / 'model.onnx' if config.model.is_dir() else 'export/mymodel/model.onnx'}.")
     bundle = Bundle.find(config.model)
     warnings: list[str] = []
     if bundle is None:

@@ -248,6 +248,7 @@ CASES = {
                                      ["measure.batch_sizes", "positive integers"]),
     "profile-table-not-table": lambda t: (t.audit("--profile", _profile(t, "session = 3\n" + CPU)),
                                           ["must be a table ([session])"]),
+    "audit-a-bundle-folder": lambda t: (t.audit(model=t.bundle), ["is a folder", "model.onnx"]),
     "profile-missing-file": lambda t: (t.audit("--profile", t.tmp / "nope.toml"), ["does not exist"]),
     "profile-unknown-name": lambda t: (t.audit("--profile", "no-such-device"), ["no shipped device profile named"]),
     "profile-provider-not-here": lambda t: (t.audit("--profile", _profile(t, '[[providers]]\nname = "CUDAExecutionProvider"\n')),
