@@ -91,11 +91,7 @@ class _Group(TyperGroup):
         try:
             return self._invoke(ctx)
         except KeyboardInterrupt:
-            what = ctx.invoked_subcommand or "edgerobust"
-            kept = ("Finished points are kept: run the same command again to resume." if what in _RESUMABLE else
-                    "Nothing was written: bundles and reports appear only when complete.")
-            ui.err.print(f"[bold red]interrupted:[/bold red] {escape(what)} stopped by Ctrl-C. {kept}",
-                         highlight=False)
+            _say_interrupted(ctx.invoked_subcommand or "edgerobust")
             raise typer.Exit(code=130) from None
 
     def _invoke(self, ctx):
@@ -188,5 +184,25 @@ def _reflow(typer_app: typer.Typer) -> None:
 _register()
 
 
+_SAID: list[str] = []  # the command whose Ctrl-C was reported
+
+
+def _say_interrupted(what: str) -> None:
+    kept = ("Finished points are kept: run the same command again to resume." if what in _RESUMABLE else
+            "Nothing half-written is left: bundles and reports appear only when complete.")
+    ui.err.print(f"[bold red]interrupted:[/bold red] {escape(what)} stopped by Ctrl-C. {kept}", highlight=False)
+    _SAID.append(what)
+
+
 def main() -> None:
-    app()
+    """The CLI. Ctrl-C anywhere is one line and exit 130: in a command (the group's handler), and
+    where typer meets it first (reading the arguments; typer then exits 130 without a word)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        _say_interrupted("edgerobust")
+        raise SystemExit(130) from None
+    except SystemExit as exc:
+        if exc.code == 130 and not _SAID:
+            _say_interrupted("edgerobust")
+        raise

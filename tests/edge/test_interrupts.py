@@ -113,7 +113,7 @@ def test_interrupted_compress_loses_nothing(sig, point, existing, tmp_path, gz_c
     _assert_absent_or_complete(out)
     if sig == signal.SIGINT:
         assert _temps(out) == [], "Ctrl-C left a temporary folder"
-        assert "compress stopped by Ctrl-C" in output and "Nothing was written" in output, output
+        assert "compress stopped by Ctrl-C" in output and "Nothing half-written is left" in output, output
         return
     # SIGKILL cannot clean up: a stale temp folder of the dead run remains...
     stale = _temps(out)
@@ -399,3 +399,15 @@ def test_ctrl_c_while_the_cli_loads_is_one_line_and_130(tmp_path):
     assert r.returncode == 130, (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr and "stopped by Ctrl-C while starting" in r.stderr, r.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_after_the_command_ended_keeps_its_exit_status(tmp_path):
+    """SIGINT while the interpreter shuts down (here: from an atexit hook) after `--version` ran:
+    the command's exit 0 stands (it was exit -2, the signal's, with nothing said)."""
+    code = ("import atexit, os, runpy, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))\n"
+            "sys.argv = ['edgerobust', '--version']\n"
+            "runpy.run_module('edgerobust', run_name='__main__', alter_sys=True)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, (r.returncode, r.stderr[-2000:])

@@ -346,7 +346,7 @@ def test_a_failing_candidate_leaves_no_candidate_folder_and_a_stale_best_is_remo
     assert not (tmp_path / "best").exists() and "removed" in caplog.text
     from edgerobust.cli import _RESUMABLE
 
-    assert "optimize" in _RESUMABLE  # Ctrl-C says the finished points are kept, not "Nothing was written"
+    assert "optimize" in _RESUMABLE  # Ctrl-C says the finished points are kept, not "Nothing half-written is left"
 
 
 def test_a_calibration_missing_the_base_kernels_is_one_message(tmp_path, monkeypatch):
