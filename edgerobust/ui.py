@@ -178,12 +178,16 @@ def task(description: str, total: int | None) -> Iterator[callable]:
 
 
 def table(title: str, head: list[str], rows: list[list[str]]):
-    """A Rich table: first column left-aligned and unwrapped, the others right-aligned."""
+    """A Rich table: first column left-aligned and unwrapped, the others right-aligned. Every text
+    is shown as it is, never read as Rich markup (a report's or a calibration's names are a user's:
+    a profile named '[/x]' is no markup error)."""
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title=title, title_justify="left", header_style="bold")
+    t = Table(title=escape(title), title_justify="left", header_style="bold")
     for i, col in enumerate(head):
-        t.add_column(col, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i == 0)
+        t.add_column(escape(col), justify="left" if i == 0 else "right", overflow="fold", no_wrap=i == 0)
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*(Text(c) if isinstance(c, str) else c for c in r))
     return t

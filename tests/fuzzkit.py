@@ -101,13 +101,48 @@ def replaced(draw, doc: dict, depth: int = 3):
     return doc
 
 
+@st.composite
+def replaced_deep(draw, doc, depth: int = 5):
+    """Like :func:`replaced`, but the path may also pass through lists: one value anywhere inside ``doc``
+    (a sample of a calibration, a row of runtimes.json) replaced by an odd value, deleted, or a key added."""
+    import copy
+
+    doc = copy.deepcopy(doc)
+    node = doc
+    for _ in range(draw(st.integers(0, depth))):
+        inner = ([k for k, v in node.items() if isinstance(v, (dict, list)) and v] if isinstance(node, dict)
+                 else [i for i, v in enumerate(node) if isinstance(v, (dict, list)) and v])
+        if not inner:
+            break
+        node = node[draw(st.sampled_from(sorted(inner)))]
+    action = draw(st.sampled_from(["replace", "delete", "add"]))
+    if isinstance(node, list):
+        i = draw(st.integers(0, max(len(node) - 1, 0)))
+        if action == "add" or not node:
+            node.insert(i, draw(odd_values()))
+        elif action == "delete":
+            del node[i]
+        else:
+            node[i] = draw(odd_values())
+    elif action == "add" or not node:
+        node[draw(st.text(min_size=1, max_size=6))] = draw(odd_values())
+    else:
+        key = draw(st.sampled_from(sorted(node)))
+        if action == "delete":
+            del node[key]
+        else:
+            node[key] = draw(odd_values())
+    return doc
+
+
 # What every fuzzed case came to, per test: tests/fuzz/conftest.py prints it after the run.
 TALLY: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 SLOWEST: dict[str, float] = collections.defaultdict(float)
 
 
 def record(outcome: str, elapsed: float) -> None:
-    """Count one case of the running test as ``outcome`` ('result' or 'error')."""
+    """Count one case of the running test as ``outcome`` ('result' or 'error'; the crash test: the
+    signal, or 'finished first')."""
     test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0].rsplit("::", 1)[-1]
     TALLY[test][outcome] += 1
     SLOWEST[test] = max(SLOWEST[test], elapsed)

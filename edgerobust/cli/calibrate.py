@@ -64,7 +64,7 @@ def calibrate_cmd(
     title, head, rows, notes = calibration_table(cal)
     ui.out.print(ui.table(title, head, rows))
     for n in notes:
-        ui.out.print(f"  {n}", highlight=False)
+        ui.out.print(f"  {n}", markup=False, highlight=False)
     ui.info(f"Calibration written to {out}")
 
 

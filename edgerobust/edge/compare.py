@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerobust.errors import BundleError, UsageError
+from edgerobust.edge.files.npzio import json_shape_error
 from edgerobust.edge.files.predictions import CORRUPTION, Predictions, SetPredictions, load_predictions
 from edgerobust.edge.scores.stats import McNemar, Proportion, mcnemar_exact, proportion
 
@@ -36,6 +37,14 @@ MIN_AUDIT_VERSION = 3  # the first audit report with provenance hashes and per-s
 POOLED = ("pooled over the corruption sets: each eval row counts once per set (rows repeat across sets), so the "
           "pooled samples are not independent and no interval is given")
 IDENTITY = (("base_sha256", "base model"), ("deployed_sha256", "deployed model"), ("eval_sha256", "eval set"))
+_SHA, _MS = (str, type(None)), (int, float, type(None))
+# what compare reads of a report.json's _data (npzio.json_shape_error): a hand-edited or damaged one is one BundleError
+REPORT_SHAPE = {"profile": str, "bundle_name": _SHA, "predictions": {"file": str, "sha256": _SHA}, "summary": {},
+                "provenance": {"base_sha256": _SHA, "deployed_sha256": _SHA, "eval_sha256": _SHA, "sets": {"*": _SHA}},
+                "sets": [{"name": str}], "corruption": (type(None), {"sets": [{"name": str}]}),
+                "measurement": {"host": {}, "speedup": [{"batch_size": int, "p50": _MS}], "models": [{
+                    "role": _SHA, "session": {"providers": [str]}, "precision": (type(None), {"declared": str}),
+                    "latency": [{"batch_size": int, "p50_ms": _MS}]}]}}
 
 
 @dataclass(frozen=True)
@@ -222,11 +231,15 @@ def load_audit(folder: str | os.PathLike) -> AuditRun:
                           why="Reports before version 3 recorded neither the predictions nor the hashes of the "
                               "audited files, so they cannot be compared sample by sample.",
                           fix="Run the audit again on that device with this version of edgerobust.")
+    bad = json_shape_error(data, REPORT_SHAPE, "_data")
+    if bad:
+        raise BundleError(f"'{path}' is damaged: its field {bad} is not what an audit writes.",
+                          fix="Copy the report folder again from the device, or run the audit again.")
     rec = data["predictions"]
     preds = load_predictions(folder / str(rec.get("file")), sha256=rec.get("sha256"))
     # corruption sets' answers are kept from version 9 on; before, report.json lists them but predictions.npz not
     corr = [s.get("name") for s in (data.get("corruption") or {}).get("sets", [])] if version >= 9 else []
-    names = [s["name"] for s in data.get("sets", [])] + corr
+    names = [s.get("name") for s in data.get("sets", [])] + corr
     if [s.name for s in preds.sets] != names or not {"base", "deployed"} <= set(preds.roles):
         raise BundleError(f"The predictions in '{folder}' do not match its report.json.",
                           why=f"The report lists the sets {names}, the predictions {[s.name for s in preds.sets]}.",
@@ -275,8 +288,9 @@ def _device(label: str, run: AuditRun) -> Device:
 
 def _latency(label: str, run: AuditRun) -> list[DeviceLatency]:
     m = run.data.get("measurement", {})
-    lat = {x.get("role"): {s["batch_size"]: s["p50_ms"] for s in x.get("latency", [])} for x in m.get("models", [])}
-    speed = {s["batch_size"]: s["p50"] for s in m.get("speedup", [])}
+    lat = {x.get("role"): {s["batch_size"]: s.get("p50_ms") for s in x.get("latency", []) if "batch_size" in s}
+           for x in m.get("models", [])}
+    speed = {s["batch_size"]: s.get("p50") for s in m.get("speedup", []) if "batch_size" in s}
     sizes = sorted(set(lat.get("base", {})) | set(lat.get("deployed", {})))
     return [DeviceLatency(label, bs, lat.get("base", {}).get(bs), lat.get("deployed", {}).get(bs), speed.get(bs))
             for bs in sizes]

@@ -330,6 +330,6 @@ def report_folders(folder: Path) -> list[Path] | None:
     try:
         rows = json.loads(f.read_text())["_data"]["rows"]
         return [Path(folder) / Path(r["folder"]).name for r in rows if r.get("folder")]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or not its rows of objects
         raise UsageError(f"'{f}' is not a runtimes comparison edgerobust wrote.", why=str(exc),
                          fix="Pass the audit report folders themselves.") from None

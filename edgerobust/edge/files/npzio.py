@@ -52,6 +52,26 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def json_shape_error(value: Any, shape: Any, at: str) -> str | None:
+    """Where a JSON value read back from a user's file departs from ``shape``, as a path (``at``, the value's own
+    name, then ``.key`` and ``[i]``), or None where it fits. ``shape``: a type (a bool is no number); a tuple of
+    shapes, any of which fits; ``[shape]``, a list of such; ``{key: shape}``, a dict whose listed keys, where
+    present, fit (``"*"``: every value). Readers check it before they index into a hand-editable file."""
+    if isinstance(shape, tuple):
+        return None if any(json_shape_error(value, s, at) is None for s in shape) else at
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return at
+        return next((e for i, v in enumerate(value) if (e := json_shape_error(v, shape[0], f"{at}[{i}]"))), None)
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return at
+        items = ([(k, v, shape["*"]) for k, v in value.items()] if "*" in shape
+                 else [(k, value[k], s) for k, s in shape.items() if k in value])
+        return next((e for k, v, s in items if (e := json_shape_error(v, s, f"{at}.{k}"))), None)
+    return None if isinstance(value, shape) and not (isinstance(value, bool) and shape in (int, float)) else at
+
+
 def save_npz(path: str | os.PathLike, meta: dict | None = None, **arrays: np.ndarray) -> None:
     """Save arrays (and optional JSON metadata) as a pickle-free, compressed .npz."""
     path = Path(path)

@@ -113,7 +113,8 @@ def load_predictions(path: str | os.PathLike, sha256: str | None = None) -> Pred
         raise _bad(path, f"Its metadata says kind {meta.get('kind')!r}, version {meta.get('version')!r}; "
                          f"expected {KIND!r}, version {VERSION}.")
     roles = meta.get("roles")
-    if not isinstance(roles, list) or not isinstance(meta.get("sets"), list):
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles) \
+            or not isinstance(meta.get("sets"), list):
         raise _bad(path, "Its metadata lacks the list of roles or sets.")
     return Predictions(tuple(_read_set(path, arrays, s, roles) for s in meta["sets"]))
 
@@ -124,6 +125,11 @@ def _read_set(path: Path, arrays: dict, s: dict, roles: list) -> SetPredictions:
     missing = [k for k in names if k not in arrays]
     if key is None or missing:
         raise _bad(path, f"It lacks the arrays {', '.join(missing) or 'of a set'}.")
+    odd = [k for k in names if np.issubdtype(arrays[k].dtype, np.complexfloating) or not np.issubdtype(
+        arrays[k].dtype, np.number if k.endswith("_margin") else np.integer)]
+    if odd:
+        raise _bad(path, f"The arrays {', '.join(odd)} hold {', '.join(str(arrays[k].dtype) for k in odd)}; an audit "
+                         "writes integer labels, rows and classes, and real-valued margins.")
     n = s.get("n")
     bad = [k for k in names if arrays[k].ndim != 1 or len(arrays[k]) != n]
     if bad:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgerobust import ui
@@ -154,29 +155,29 @@ def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:
 
 def render(c: Comparison, console: Console) -> None:
     """The comparison as terminal tables."""
-    console.print(bundle_line(c), highlight=False)
+    console.print(bundle_line(c), markup=False, highlight=False)
     for d in c.devices:
         if d.fallback:
-            console.print(f"[bold yellow]WARNING: FALLBACK[/bold yellow] {d.label}: the deployed model ran on "
-                          f"{', '.join(d.providers)}, not on the profile's providers.", highlight=False)
+            console.print(f"[bold yellow]WARNING: FALLBACK[/bold yellow] {escape(d.label)}: the deployed model ran on "
+                          f"{escape(', '.join(d.providers))}, not on the profile's providers.", highlight=False)
     console.print(_table("Devices", *device_rows(c)))
     console.print(_table("Latency and speedup per device (p50)", *latency_rows(c)))
     console.print(_table("Accuracy per set per device: deployed (base)", *accuracy_rows(c)))
     if c.corruption is not None:
-        console.print(f"  {pooled_note(c)}", highlight=False)
+        console.print(f"  {pooled_note(c)}", markup=False, highlight=False)
     for a, b in pairs(c):
         console.print(_table(f"Agreement of the deployed model: A = {a} vs B = {b}", *agreement_rows(c, a, b)))
         groups = plain_groups(c, a, b)
-        console.print(f"  {agreement_line(groups)}", highlight=False)
+        console.print(f"  {agreement_line(groups)}", markup=False, highlight=False)
         if pooled_agreement(c, a, b) is not None:
-            console.print(f"  {corruption_line(c, pooled_agreement(c, a, b))}", highlight=False)
+            console.print(f"  {corruption_line(c, pooled_agreement(c, a, b))}", markup=False, highlight=False)
         for g in groups:
             if g.disputed:
-                console.print(f"  {g.set}, most disputed (most confident first):", highlight=False)
+                console.print(f"  {g.set}, most disputed (most confident first):", markup=False, highlight=False)
                 for line in disputed_lines(g):
-                    console.print(f"    {line}", highlight=False)
+                    console.print(f"    {line}", markup=False, highlight=False)
     if left_out(c):
-        console.print(f"  sets not in every report (or not the same file), left out: {left_out(c)}", highlight=False)
+        console.print(f"  sets not in every report (or not the same file), left out: {left_out(c)}", markup=False, highlight=False)
 
 
 # =============================================================================================

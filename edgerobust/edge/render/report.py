@@ -297,9 +297,9 @@ def render_measure(m: MeasureReport, console: Console, host_note: str | None = N
     if m.fallback:
         for model in m.models:
             if model.session.fallback:
-                console.print(f"[bold yellow]WARNING: FALLBACK[/bold yellow] {model.role}: profile asked for "
-                              f"{', '.join(model.session.requested_providers)}; ran on "
-                              f"{', '.join(model.session.providers)}. Not the profiled device's numbers.")
+                console.print(f"[bold yellow]WARNING: FALLBACK[/bold yellow] {escape(model.role)}: profile asked for "
+                              f"{escape(', '.join(model.session.requested_providers))}; ran on "
+                              f"{escape(', '.join(model.session.providers))}. Not the profiled device's numbers.")
     console.print(_table(f"{latency_title(m.profile, host_note)} (interleaved rounds, {HOST_PATH})",
                          speed_head(m, compact=True), speed_rows(m, compact=True)))
     if resident_head(m):

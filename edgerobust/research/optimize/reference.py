@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgerobust import __version__
 from edgerobust.edge.files.atomic import atomic_dir
-from edgerobust.edge.files.npzio import sha256_file, write_json
+from edgerobust.edge.files.npzio import json_shape_error, sha256_file, write_json
 from edgerobust.errors import QualityGateError
 
 logger = logging.getLogger(__name__)
@@ -43,14 +43,25 @@ def _key(ctx) -> str:
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def manifest(bundle: Path) -> dict:
+    """The reference bundle's manifest.json; ValueError where it is not the JSON object compress writes."""
+    m = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    if json_shape_error(m, {"metrics": {}, "deployment": {"variant": (str, type(None))}}, "manifest"):
+        raise ValueError(f"'{bundle / 'manifest.json'}' is not a bundle's manifest")
+    return m
+
+
 def build_reference(ctx) -> tuple[str | None, str | None]:
     """(the reference's model.onnx relative to OUT, or None; why it could not be built, or None)."""
     folder, key = Path(ctx.out) / "reference", _key(ctx)
     try:
         rec = json.loads((folder / "reference.json").read_text())
         model = folder / "bundle" / "model.onnx"
-        if rec["key"] == key and (rec.get("refused") or sha256_file(model) == rec["sha256"]):
-            return (None, rec["refused"]) if rec.get("refused") else (model.relative_to(ctx.out).as_posix(), None)
+        if rec["key"] == key and isinstance(rec.get("refused"), str):
+            return None, rec["refused"]
+        if rec["key"] == key and sha256_file(model) == rec["sha256"]:
+            manifest(folder / "bundle")  # read back below: a damaged one is built again
+            return model.relative_to(ctx.out).as_posix(), None
     except (OSError, ValueError, KeyError, TypeError):
         pass
     from edgerobust.workstation.compress import compress
@@ -77,9 +88,9 @@ def evaluate_reference(ctx) -> dict:
     if rel is None:
         return {**rec, "state": "refused", "feasible": False, "latency": None, "why": refused, "robust": None,
                 "clean": None}
-    manifest = json.loads((Path(ctx.out) / "reference" / "bundle" / "manifest.json").read_text())
-    m = manifest.get("metrics", {})
-    deployed = manifest.get("deployment", {}).get("variant")
+    written = manifest(Path(ctx.out) / "reference" / "bundle")
+    m = written.get("metrics", {})
+    deployed = written.get("deployment", {}).get("variant")
     rec.update(model=rel, macs=m.get("macs_after"), deployed=deployed)
     if deployed and deployed != "int8":  # e.g. the CUDA provider's profile: compress deploys fp32 or fp16 there
         rec["config"] = f"s=0.5 int8 asked, {deployed} deployed (compress's defaults)"

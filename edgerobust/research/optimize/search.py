@@ -50,7 +50,8 @@ from edgerobust import events
 from edgerobust.errors import DependencyError, UsageError
 from edgerobust.research.optimize import space as S
 from edgerobust.research.optimize.configs import OptimizeConfig
-from edgerobust.research.optimize.trial import FIRST_RUNG_MIN, Context, evaluate, score
+from edgerobust.research.optimize.trial import (FIRST_RUNG_MIN, Context, evaluate, integrity_check, score,
+                                                stored_error)
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +250,13 @@ def _changed_error(out: Path, keys: list[str]) -> UsageError:
                       fix="Use another `out`, or the same settings.")
 
 
+def _damaged_error(out: Path, what: str) -> UsageError:
+    return UsageError(f"The study in `out` ({out}) cannot be read back: {what}.",
+                      why="Its study.db is damaged, or was written by another program or an incompatible Optuna.",
+                      fix="Use another `out`, or move its study.db away to search again from the start (the points "
+                          "built so far are reused).")
+
+
 def _study(optuna, cfg: OptimizeConfig, out: Path, sampler=None, fp: dict | None = None):
     """The study in OUT/study.db: created with the settings' fingerprint, or loaded (refused when they
     changed) with its stale running trials marked failed."""
@@ -256,18 +264,26 @@ def _study(optuna, cfg: OptimizeConfig, out: Path, sampler=None, fp: dict | None
     legacy = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraints}
     sampler = sampler or optuna.samplers.TPESampler(seed=cfg.prepare.seed, **legacy,
                                                     n_startup_trials=min(10, max(2, cfg.trials // 3)))
-    study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}",
-                                load_if_exists=True, sampler=sampler, pruner=_pruner(optuna, cfg),
-                                direction="minimize" if cfg.aim == "speed" else "maximize")
+    try:  # everything stored is decoded and checked here, before anything runs
+        integrity_check(out / "study.db")
+        study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'study.db').resolve()}",
+                                    load_if_exists=True, sampler=sampler, pruner=_pruner(optuna, cfg),
+                                    direction="minimize" if cfg.aim == "speed" else "maximize")
+        stored, trials = study.user_attrs.get(FINGERPRINT), study.trials
+        bad = stored_error(study, trials) or (None if stored is None or isinstance(stored, dict) else
+                                               "its record of the settings the trials were scored under is not the search's")
+    except Exception as exc:  # SQLite's, SQLAlchemy's and Optuna's zoo of errors on a damaged or foreign file
+        bad = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+    if bad:
+        raise _damaged_error(out, bad)
     if fp is not None:
-        stored = study.user_attrs.get(FINGERPRINT)
         if stored is None:
             study.set_user_attr(FINGERPRINT, fp)
         else:
             changed = sorted(k for k in set(stored) | set(fp) if stored.get(k) != fp.get(k))
             if changed:
                 raise _changed_error(out, changed)
-    for t in study.trials:
+    for t in trials:
         if t.state == optuna.trial.TrialState.RUNNING:  # a killed run's: drawn again
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
     return study

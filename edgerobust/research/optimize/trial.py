@@ -24,12 +24,14 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgerobust.edge.files.npzio import json_shape_error
 from edgerobust.research.optimize import space as S
 from edgerobust.research.optimize.report import fmt_latency
 
@@ -37,6 +39,14 @@ logger = logging.getLogger(__name__)
 
 REDUCED_BEST = 0.25  # the most int8 (or fp16) has been seen to cut a model's latency: the bound stays optimistic
 FIRST_RUNG_MIN = 64  # rows of the first rung (halving): a quarter of the evaluation rows, at least this many
+_NUM, _OPT = (int, float), (int, float, type(None))
+_ACC = (type(None), {"value": _OPT, "ci_low": _OPT, "ci_high": _OPT, "k": _OPT, "n": _OPT})
+RECORD_SHAPE = {  # a trial's record as a rerun reads it back from the study: the ranking, the front, the report
+    "config": str, "why": (type(None), str), "halved": (type(None), str), "check_ms": _OPT, "bound_ms": _OPT,
+    "speedup": _OPT, "clean": _ACC, "robust": _ACC, "corruption": _ACC,
+    "latency": (type(None), {"kind": str, "p50_ms": _OPT, "low_ms": _OPT, "high_ms": _OPT, "base_p50_ms": _OPT}),
+    "params": (type(None), {"sparsity": _NUM, "ratios": str, "round_to": int, "mode": str, "epochs": int,
+                            "precision": str, "calibration": str, "keep_fp32": str})}
 
 
 @dataclass
@@ -62,6 +72,72 @@ class Context:
     sets: list = field(default_factory=list)
     corruption_sets: list = field(default_factory=list)  # loaded once from shared.corruptions
     base_corruption: object = None  # Proportion (no interval) or None without corruption sets
+
+
+def record_error(rec) -> str | None:
+    """Where a trial record read back from the study departs from what :func:`evaluate` writes and the search
+    reads (``record.robust.value``), or None. A number that is not finite is a damage too."""
+    bad = json_shape_error(rec, RECORD_SHAPE, "record")
+    if bad or "config" not in rec:
+        return bad or "record.config"
+    try:
+        json.dumps(rec, allow_nan=False)
+    except ValueError:
+        return "record, with a number that is not finite,"
+    lat, timed, feasible = rec.get("latency") or {}, rec.get("check_ms") is not None, bool(rec.get("feasible"))
+    need = ["latency.low_ms", "latency.high_ms"] * (lat.get("kind") == "estimated" and lat.get("p50_ms") is not None)
+    need += ["latency.kind", "latency.p50_ms", "clean.value"] * timed + ["check_ms", "robust.value"] * feasible
+    need += ["robust.n"] * bool(rec.get("halved")) + [f"{k}.value" for k in ("robust", "corruption") if timed and rec.get(k)]
+    need += [f"{k}.ci_high" for k in ("clean", "robust", "corruption") if (rec.get(k) or {}).get("ci_low") is not None]
+    int8 = (rec.get("params") or {}).get("precision") == "int8"
+    need += [f"params.{k}" for k in ("sparsity", "ratios", "round_to", "mode", "epochs", "precision")
+             + ("calibration", "keep_fp32") * int8] * feasible  # what the chosen one is compressed again with
+    for path in need:
+        v = rec
+        for key in path.split("."):
+            v = v.get(key) if isinstance(v, dict) else None
+        if v is None:
+            return f"record.{path}"
+    return None
+
+
+def integrity_check(db: Path) -> None:
+    """SQLite's own check of a study's storage (a damaged page or index is found here, not by a write in a
+    trial); ValueError where it finds one."""
+    import contextlib
+    import sqlite3
+
+    if db.is_file():
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            found = con.execute("PRAGMA integrity_check").fetchall()
+        if found != [("ok",)]:
+            raise ValueError(f"SQLite's integrity check says {'; '.join(str(r[0]) for r in found[:3])[:300]}")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def stored_error(study, trials) -> str | None:
+    """What of a study read back the search, or Optuna's sampler and pruner, cannot use (a damaged study.db), or
+    None; ValueError where a stored parameter is not of its own distribution's kind."""
+    if len(study.directions) != 1:
+        return "its study holds no single objective"
+    seen: dict = {}
+    for t in trials:
+        if "record" in t.user_attrs and (e := record_error(t.user_attrs["record"])):
+            return f"trial {t.number}'s {e} is not what the search writes"
+        if not all(map(_number, t.constraints.values())):
+            return f"trial {t.number} holds constraints that are not numbers"
+        if not all(isinstance(k, int) and _number(v) for k, v in t.intermediate_values.items()):
+            return f"trial {t.number} holds first-rung outcomes that are not numbers by row"
+        if t.state.name == "COMPLETE" and (len(t.values or ()) != 1 or not _number(t.values[0])):
+            return f"trial {t.number} holds no single objective value"
+        for name, dist in t.distributions.items():
+            dist.to_internal_repr(t.params[name])  # ValueError where the value is not of the distribution's kind
+            if seen.setdefault(name, dist) != dist:
+                return f"trial {t.number} holds a parameter '{name}' unlike the other trials'"
+    return None
 
 
 def load_sets(ctx: Context) -> list:
