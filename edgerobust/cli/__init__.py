@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import signal
 
 from typing import Annotated
 
@@ -91,6 +92,13 @@ class _Group(TyperGroup):
         try:
             return self._invoke(ctx)
         except KeyboardInterrupt:
+            _say_interrupted(ctx.invoked_subcommand or "edgerobust")
+            raise typer.Exit(code=130) from None
+        except Exception as exc:
+            # a Ctrl-C inside a third-party import (torch's lazy sympy) can leave a half module that fails
+            # later with another error: after a Ctrl-C, whatever breaks is the Ctrl-C's
+            if not _PRESSED or isinstance(exc, (typer.Exit, typer.Abort, typer.TyperException)):
+                raise
             _say_interrupted(ctx.invoked_subcommand or "edgerobust")
             raise typer.Exit(code=130) from None
 
@@ -185,6 +193,12 @@ _register()
 
 
 _SAID: list[str] = []  # the command whose Ctrl-C was reported
+_PRESSED: list[int] = []  # a Ctrl-C arrived (main's handler), even where a third party swallowed it
+
+
+def _on_ctrl_c(signum, frame):
+    _PRESSED.append(signum)
+    raise KeyboardInterrupt
 
 
 def _say_interrupted(what: str) -> None:
@@ -197,6 +211,11 @@ def _say_interrupted(what: str) -> None:
 def main() -> None:
     """The CLI. Ctrl-C anywhere is one line and exit 130: in a command (the group's handler), and
     where typer meets it first (reading the arguments; typer then exits 130 without a word)."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C comes ignored
+        try:
+            signal.signal(signal.SIGINT, _on_ctrl_c)
+        except ValueError:  # not the main thread
+            pass
     try:
         app()
     except KeyboardInterrupt:

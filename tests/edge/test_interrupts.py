@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from _fixtures_gauntlet import assert_user_error, cli, snapshot
+from _fixtures_gauntlet import assert_user_error, cli, flat, snapshot
 from edgerobust.edge.files import atomic as atomic_mod
 from edgerobust.edge.files import bundle as bundle_mod
 from edgerobust.edge.files.bundle import Bundle
@@ -411,3 +411,26 @@ def test_ctrl_c_after_the_command_ended_keeps_its_exit_status(tmp_path):
             "runpy.run_module('edgerobust', run_name='__main__', alter_sys=True)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Traceback" not in r.stderr, (r.returncode, r.stderr[-2000:])
+
+
+def test_an_error_after_a_swallowed_ctrl_c_is_the_ctrl_c(tmp_path, gz_ckpt, monkeypatch):
+    """A Ctrl-C inside a third party's code that swallows it and fails later with another error (torch's
+    lazy import of sympy, left half-imported: AttributeError) is still Ctrl-C: the line and exit 130."""
+    import edgerobust.cli as cli_mod
+    from edgerobust.workstation import compress as compress_mod
+
+    def third_party(cfg):
+        try:
+            cli_mod._on_ctrl_c(signal.SIGINT, None)  # as main's handler runs when Ctrl-C arrives
+        except KeyboardInterrupt:
+            pass
+        raise AttributeError("module 'sympy' has no attribute 'logic'")
+
+    monkeypatch.setattr(compress_mod, "compress", third_party)
+    monkeypatch.setattr(cli_mod, "_PRESSED", [])
+    r = cli("compress", gz_ckpt, "--out", tmp_path / "b")
+    assert r.exit_code == 130 and "compress stopped by Ctrl-C" in flat(r.output), (r.exit_code, r.output)
+    monkeypatch.setattr(cli_mod, "_PRESSED", [])  # without a Ctrl-C the same error is a bug: it surfaces
+    monkeypatch.setattr(compress_mod, "compress", lambda cfg: (_ for _ in ()).throw(AttributeError("a bug")))
+    r = cli("compress", gz_ckpt, "--out", tmp_path / "b")
+    assert r.exit_code == 1 and isinstance(r.exception, AttributeError)
