@@ -77,41 +77,19 @@ def odd_values(max_leaves: int = 6):
 
 
 @st.composite
-def replaced(draw, doc: dict, depth: int = 3):
-    """A copy of the JSON-like ``doc`` with one value somewhere inside (down to ``depth`` levels)
-    replaced by an odd value, deleted, or an extra key added."""
+def replaced(draw, doc, depth: int = 3, into_lists: bool = False):
+    """A copy of the JSON-like ``doc`` with one value somewhere inside (down to ``depth`` levels,
+    through dicts, and through lists too with ``into_lists``) replaced by an odd value, deleted, or
+    an extra key (or item) added."""
     import copy
 
     doc = copy.deepcopy(doc)
     node = doc
     for _ in range(draw(st.integers(0, depth))):
-        keys = [k for k, v in node.items() if isinstance(v, dict) and v] if isinstance(node, dict) else []
-        if not keys:
-            break
-        node = node[draw(st.sampled_from(sorted(keys)))]
-    action = draw(st.sampled_from(["replace", "delete", "add"]))
-    if action == "add" or not node:
-        node[draw(st.text(min_size=1, max_size=6))] = draw(odd_values())
-    else:
-        key = draw(st.sampled_from(sorted(node)))
-        if action == "delete":
-            del node[key]
+        if isinstance(node, dict):
+            inner = [k for k, v in node.items() if isinstance(v, (dict, list) if into_lists else dict) and v]
         else:
-            node[key] = draw(odd_values())
-    return doc
-
-
-@st.composite
-def replaced_deep(draw, doc, depth: int = 5):
-    """Like :func:`replaced`, but the path may also pass through lists: one value anywhere inside ``doc``
-    (a sample of a calibration, a row of runtimes.json) replaced by an odd value, deleted, or a key added."""
-    import copy
-
-    doc = copy.deepcopy(doc)
-    node = doc
-    for _ in range(draw(st.integers(0, depth))):
-        inner = ([k for k, v in node.items() if isinstance(v, (dict, list)) and v] if isinstance(node, dict)
-                 else [i for i, v in enumerate(node) if isinstance(v, (dict, list)) and v])
+            inner = [i for i, v in enumerate(node) if isinstance(v, (dict, list)) and v]
         if not inner:
             break
         node = node[draw(st.sampled_from(sorted(inner)))]
@@ -133,6 +111,40 @@ def replaced_deep(draw, doc, depth: int = 5):
         else:
             node[key] = draw(odd_values())
     return doc
+
+
+def replaced_deep(doc, depth: int = 5):
+    """:func:`replaced` through lists as well (a sample of a calibration, a row of runtimes.json)."""
+    return replaced(doc, depth, into_lists=True)
+
+
+@st.composite
+def npz_changed(draw, arrays: dict, odd, suffix: str = "x") -> bytes:
+    """The npz of ``arrays`` (one of them ``meta``, JSON in a 0-d string array) rewritten with
+    np.savez (pickles allowed) and one array replaced by ``odd(array)`` (a strategy), deleted, or
+    added under its name + ``suffix``, or its metadata changed (:func:`replaced_deep`, or not
+    JSON at all)."""
+    import io
+    import json
+
+    import numpy as np
+
+    arrays = dict(arrays)
+    meta = json.loads(str(arrays.pop("meta")))
+    action = draw(st.sampled_from(["array", "array", "delete", "extra", "meta", "meta"]))
+    if action == "meta":
+        text = draw(st.one_of(replaced_deep(meta).map(json.dumps), st.text(max_size=20), odd_values().map(json.dumps)))
+        arrays["meta"] = np.array(text)
+    else:
+        arrays["meta"] = np.array(json.dumps(meta))
+        key = draw(st.sampled_from(sorted(k for k in arrays if k != "meta")))
+        if action == "delete":
+            del arrays[key]
+        else:
+            arrays[key if action == "array" else key + suffix] = draw(odd(arrays[key]))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
 # What every fuzzed case came to, per test: tests/fuzz/conftest.py prints it after the run.

@@ -25,8 +25,8 @@ from edgerobust.edge.estimate.calibrate import Calibration, CalibrateConfig, cal
 from edgerobust.edge.estimate.grid import residual_model
 from edgerobust.edge.estimate.predict import Estimate, EstimateConfig, estimate
 from edgerobust.edge.estimate.timing import WEIGHTED
-from fuzzkit import FUZZ, examples, expect_cli, expect_error, files_under, inputs, mutated, odd_values, replaced, \
-    replaced_deep
+from fuzzkit import FUZZ, examples, expect_cli, expect_error, files_under, inputs, mutated, npz_changed, odd_values, \
+    replaced, replaced_deep
 from onnx_models import write_profile
 
 
@@ -157,27 +157,12 @@ def odd_arrays(like):
         np.full(n, np.inf, np.float32), like.astype(np.float64), like.astype(np.uint8)])
 
 
-@st.composite
-def predictions_changed(draw, path: Path):
-    """The seed's predictions.npz rewritten (np.savez, pickles allowed) with one array replaced by an odd one,
-    deleted, or added, or its JSON metadata changed (fuzzkit.replaced and through lists, or not JSON at all)."""
+def predictions_changed(path: Path):
+    """The seed's predictions.npz with one array replaced by an odd one, deleted or added, or its metadata
+    changed (fuzzkit.npz_changed)."""
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    meta = json.loads(str(arrays.pop("meta")))
-    action = draw(st.sampled_from(["array", "array", "delete", "extra", "meta", "meta"]))
-    if action == "meta":
-        text = draw(st.one_of(replaced_deep(meta).map(json.dumps), st.text(max_size=20), odd_values().map(json.dumps)))
-        arrays["meta"] = np.array(text)
-    else:
-        arrays["meta"] = np.array(json.dumps(meta))
-        key = draw(st.sampled_from(sorted(k for k in arrays if k != "meta")))
-        if action == "delete":
-            del arrays[key]
-        else:
-            arrays[key if action == "array" else key + "x"] = draw(odd_arrays(arrays[key]))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+    return npz_changed(arrays, odd_arrays)
 
 
 @st.composite

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from edgerobust.edge.files.bundle import EvalSet
 from edgerobust.edge.files.corruptset import CorruptionSet
 from edgerobust.edge.scores.corruption import check_corruption_sets
-from fuzzkit import FUZZ, examples, expect_error, files_under, inputs, odd_values, replaced_deep
+from fuzzkit import FUZZ, examples, expect_error, files_under, inputs, npz_changed, odd_values, replaced_deep
 
 # =============================================================================================
 # corruption sets
@@ -55,26 +55,10 @@ def odd_set_arrays(like: np.ndarray):
         np.zeros((n, 3, 5, 5), np.float32), np.full(like.shape, np.iinfo(np.int64).max)])
 
 
-@st.composite
-def set_changed(draw, seed: dict):
-    """The seed set rewritten (np.savez, pickles allowed) with one array replaced by an odd one, deleted or added,
-    or its JSON metadata changed (through dicts and lists, or not JSON at all)."""
-    arrays = dict(seed["arrays"])
-    meta = json.loads(str(arrays.pop("meta")))
-    action = draw(st.sampled_from(["array", "array", "delete", "extra", "meta", "meta"]))
-    if action == "meta":
-        text = draw(st.one_of(replaced_deep(meta).map(json.dumps), st.text(max_size=20), odd_values().map(json.dumps)))
-        arrays["meta"] = np.array(text)
-    else:
-        arrays["meta"] = np.array(json.dumps(meta))
-        key = draw(st.sampled_from(sorted(k for k in arrays if k != "meta")))
-        if action == "delete":
-            del arrays[key]
-        else:
-            arrays[key if action == "array" else key + "2"] = draw(odd_set_arrays(arrays[key]))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+def set_changed(seed: dict):
+    """The seed set with one array replaced by an odd one, deleted or added, or its metadata changed
+    (fuzzkit.npz_changed)."""
+    return npz_changed(seed["arrays"], odd_set_arrays, suffix="2")
 
 
 def test_corruption_set_reader(corrupted):
