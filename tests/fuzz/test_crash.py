@@ -117,15 +117,15 @@ def assert_whole(root: Path) -> None:
             assert p.read_bytes()[-8:] == b"IEND\xaeB`\x82", what
 
 
-def kill_series(name: str, args: list[str], cwd: Path, full_s: float, check) -> list[str]:
-    """KILLS stops of ``args`` at random times over ``full_s``; ``check(code, output)`` after each.
-    Returns a line per stop (signal, time, exit) for the failure message."""
+def kill_series(name: str, args, cwd: Path, full_s: float, check) -> list[str]:
+    """KILLS stops of ``args`` (or of ``args(k)`` for the k-th) at random times over ``full_s``;
+    ``check(code, output)`` after each. Returns a line per stop (signal, time, exit)."""
     rng = random.Random(f"{SEED}-{name}")
     log = []
     for k in range(KILLS):
         sig = signal.SIGINT if k % 5 == 4 else signal.SIGKILL
         after = rng.uniform(0.1, full_s)
-        code, out = stop_at(args, cwd, after, sig)
+        code, out = stop_at(args(k) if callable(args) else args, cwd, after, sig)
         log.append(f"{sig.name} at {after:.2f} s: exit {code}")
         record("finished first" if code == 0 else sig.name, 0.0)
         assert "Traceback" not in out, f"{log[-1]}\n{out[-3000:]}"
@@ -245,12 +245,12 @@ def test_optimize_killed_anywhere_resumes(tmp_path, gz_ckpt):
         assert_whole(out)
         Bundle.open(best).verify()  # the chosen bundle: the earlier one or a complete new one
 
-    kill_series("optimize", args(2), tmp_path, full, check)
-    run_to_end(args(2), tmp_path)
+    kill_series("optimize", lambda k: args(k + 2), tmp_path, full, check)  # each asks one trial more
+    run_to_end(args(KILLS + 1), tmp_path)
     Bundle.open(best).verify()
     assert_whole(out)
     import optuna
 
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'study.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) >= 2
+    assert len(done) >= KILLS + 1
