@@ -478,3 +478,17 @@ def test_precisions_are_derived_once_from_the_fp32_point_and_reused(tmp_path):
     assert derive(ctx, "points/fp32.onnx", int8) == a and (tmp_path / a["path"]).stat().st_mtime_ns == stamp
     (tmp_path / a["path"]).write_bytes(b"tampered")  # a changed file is derived again, not trusted
     assert derive(ctx, "points/fp32.onnx", int8) == a and (tmp_path / a["path"]).read_bytes() != b"tampered"
+
+
+def test_a_trial_stopped_by_ctrl_c_prints_no_traceback_of_optunas(capfd):
+    """Found by the crash test: Optuna logged the stopped trial with its traceback before the CLI's line."""
+    import optuna
+
+    from edgerobust.research.optimize.search import _quiet
+
+    def objective(trial):
+        raise KeyboardInterrupt
+
+    with _quiet(optuna), pytest.raises(KeyboardInterrupt):
+        optuna.create_study().optimize(objective, n_trials=1)
+    assert "Traceback" not in capfd.readouterr().err

@@ -373,9 +373,11 @@ def _base_record(ctx: Context) -> dict:
 
 @contextlib.contextmanager
 def _quiet(optuna):
-    """Optuna's own INFO lines off while the search runs (the library reports through events)."""
+    """Optuna's own lines off while the search runs (the library reports through events), its
+    warnings too: the one it logs for a failed trial carries the traceback of what stopped it (a
+    Ctrl-C, or an error the search reports itself)."""
     before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         yield
     finally:
