@@ -94,6 +94,9 @@ def _check_table(file: Path, table: dict, schema: dict, where: str) -> None:
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise _bad(file, f"{where}{key}", f"must be a {typ.__name__} ({meaning}); got {value!r}",
                        f"Write e.g. {key} = {_example(typ)}.")
+        if typ is list and not value and where == "grid.":  # a grid axis with no value: a study of nothing
+            raise _bad(file, f"{where}{key}", f"is empty ({meaning})", f"List at least one, or leave {key} out for "
+                       "its default.")
         items = GRID_ITEMS.get(key) if where == "grid." else None
         bad = [v for v in value if isinstance(v, bool) or not isinstance(v, items[0])] if items else []
         if bad:

@@ -509,7 +509,9 @@ def test_found_study_model_name_outside_out_is_refused(model, phrase, tmp_path):
 
 @pytest.mark.parametrize("grid, phrase", [(f"sparsities = [{10**400}]", "sweep sparsity must lie in [0, 1)"),
                                           ('sparsities = ["1/2"]', "grid.sparsities must list numbers"),
-                                          ("precisions = [1]", "grid.precisions must list texts")])
+                                          ("precisions = [1]", "grid.precisions must list texts"),
+                                          ("seeds = []", "grid.seeds is empty"),  # the long profile's find: 0 sweeps
+                                          ("finetune = []", "grid.finetune is empty")])
 def test_found_odd_study_grid_item_is_one_error(grid, phrase, tmp_path):
     path = tmp_path / "study.toml"
     path.write_text(f'[[models]]\npath = "m.pt"\n[grid]\n{grid}\n')
