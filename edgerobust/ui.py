@@ -10,6 +10,7 @@ import os
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Column
@@ -42,12 +43,12 @@ def is_quiet() -> bool:
 def info(msg: str) -> None:
     """A status line on stderr (hidden with --quiet)."""
     if not _quiet:
-        err.print(_words(msg))
+        err.print(escape(_words(msg)))  # a message's names and paths as they are ('model[fp16]' kept whole)
 
 
 def warn(msg: str) -> None:
     """``warning: msg`` on stderr."""
-    err.print(f"[yellow]warning:[/yellow] {_words(msg)}")
+    err.print(f"[yellow]warning:[/yellow] {escape(_words(msg))}")
 
 
 class _Lines(logging.Handler):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from edgerobust import ui
 from edgerobust.cli.configured import Flag, FlagValues, configured
@@ -143,7 +144,7 @@ def audit_cmd(
     ui.info(f"Report written to {folder}")
     if config.fail_on_budget and not report.budgets_passed:
         missed = ", ".join(b.name for b in report.budgets if b.passed is False)
-        ui.err.print(f"[bold red]budget missed:[/bold red] {missed} (--fail-on-budget: exit code 1)", highlight=False)
+        ui.err.print(f"[bold red]budget missed:[/bold red] {escape(missed)} (--fail-on-budget: exit code 1)", highlight=False)
         raise typer.Exit(code=1)
 
 
@@ -295,7 +296,8 @@ def profiles_show(
 ) -> None:
     """Validate a profile and print it, with the comments that give each choice's reason."""
     p = load_profile(name)
-    ui.out.print(f"[bold]{p.name}[/bold]: {p.description}  [dim]({p.source}, valid)[/dim]", highlight=False)
+    ui.out.print(f"[bold]{escape(p.name)}[/bold]: {escape(p.description)}  [dim]({escape(str(p.source))}, valid)[/dim]",
+                 highlight=False)
     ui.out.print(profile_text(name), markup=False, highlight=False)
 
 

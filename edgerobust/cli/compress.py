@@ -217,8 +217,8 @@ def compress_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json
     others = [w for w in result.warnings if w not in pr.warnings]
     for w in others:
         ui.out.print(f"[yellow]note:[/yellow] {escape(to_flags(w))}", highlight=False)
-    ui.out.print(f"torch ran on {result.device}. Bundle written to [bold]{result.bundle}[/bold] in {result.seconds:.0f} s. "
-                 f"On the device: edgerobust audit {result.bundle / 'model.onnx'}")
+    ui.out.print(f"torch ran on {result.device}. Bundle written to [bold]{escape(str(result.bundle))}[/bold] in "
+                 f"{result.seconds:.0f} s. On the device: edgerobust audit {escape(str(result.bundle / 'model.onnx'))}")
 
 
 def corruption_lines(c: dict | None) -> list[str]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgerobust import ui
@@ -207,7 +208,7 @@ def recipe_run(name: Annotated[str, typer.Argument(help="The recipe (see `edgero
     if as_json:
         typer.echo((result.out / "recipe.json").read_text())
         return
-    ui.out.print(f"[bold]finding:[/bold] {result.finding}", highlight=False)
+    ui.out.print(f"[bold]finding:[/bold] {escape(result.finding)}", highlight=False)
     ui.info(f"wrote {result.out / 'recipe.json'} and {result.out / 'report.html'} in {result.seconds:.0f} s "
             f"(torch on {result.runs[0].config['device']})")
 

@@ -94,3 +94,19 @@ def test_help_renders_bracketed_extras(path):
     # escaped once, not twice; intended markup ([bold]...[/bold]) still styles rather than prints
     assert "\\[" not in out, res.output
     assert not re.search(r"\[/?(bold|dim|italic)\]", out), res.output
+
+
+def test_names_that_read_as_markup_are_shown_as_they_are(tmp_path):
+    """A path or a profile's text with brackets ('model[fp16].onnx', '[/x]') is printed whole: Rich
+    markup dropped '[fp16]' silently and raised on '[/x]'."""
+    from edgerobust import ui
+    from _fixtures_gauntlet import cli
+
+    with ui.err.capture() as cap:
+        ui.info("Report written to runs/model[fp16]/r")
+        ui.warn("the file [/x] is odd")
+    assert "runs/model[fp16]/r" in cap.get() and "the file [/x] is odd" in cap.get()
+    profile = tmp_path / "p.toml"
+    profile.write_text('description = "laptop [/x] [fp16]"\n[[providers]]\nname = "CPUExecutionProvider"\n')
+    r = cli("profiles", "show", profile)
+    assert r.exit_code == 0 and "laptop [/x] [fp16]" in r.output, r.output

@@ -306,12 +306,12 @@ def render_measure(m: MeasureReport, console: Console, host_note: str | None = N
         console.print(_table(f"{resident_title(m)} (same rounds; speedup over base)", resident_head(m, compact=True),
                              resident_rows(m, compact=True)))
     for line in noise_warnings(m):
-        console.print(f"[bold yellow]WARNING:[/bold yellow] {line}", highlight=False)
+        console.print(f"[bold yellow]WARNING:[/bold yellow] {escape(line)}", highlight=False)
     for line in resource_lines(m) + energy_lines(m):
-        console.print(f"  {line}", highlight=False)
+        console.print(f"  {line}", markup=False, highlight=False)
     for x in m.models:  # on the CPU provider the precision is the file's: said in report.md only
         if x.precision and x.precision["provider"] != "CPUExecutionProvider":
-            console.print(f"  precision, {precision_line(x.role, x.precision)}", highlight=False)
+            console.print(f"  precision, {precision_line(x.role, x.precision)}", markup=False, highlight=False)
     if m.skipped_batch_sizes:
         console.print(f"  batch sizes skipped (fixed batch axis): {', '.join(map(str, m.skipped_batch_sizes))}")
     hint = runtime_hint(m)
@@ -324,7 +324,7 @@ def render_estimate(e, console: Console) -> None:
     title, head, rows, notes = estimate_terminal(e)
     console.print(_table(title, head, rows))
     for n in notes:
-        console.print(f"  {n}", highlight=False)
+        console.print(f"  {n}", markup=False, highlight=False)
 
 
 def render(report: AuditReport, console: Console, words=str) -> None:
@@ -342,13 +342,13 @@ def render(report: AuditReport, console: Console, words=str) -> None:
                              "CIs in report.md)", robust_head(report), robust_rows(report, ci=False)))
     for line in sanity_lines(report):
         if not line.startswith("PASS"):
-            console.print(f"  sanity {line}", highlight=False)
+            console.print(f"  sanity {line}", markup=False, highlight=False)
     for title, sets in sections(report):
         head, rows, notes = robustness_table(sets, "wide" if wide else "narrow")
         where = "" if wide else "; CIs and ASR in report.md"
         console.print(_table(f"Robustness (base vs deployed{where}): {title}", head, rows))
         for n in notes:
-            console.print(f"  {n}", highlight=False)
+            console.print(f"  {n}", markup=False, highlight=False)
     corr = corruption_terminal(report)
     if corr is not None:
         console.print(_table(*corr[:3]))
@@ -362,12 +362,12 @@ def render(report: AuditReport, console: Console, words=str) -> None:
         console.print(_table("Precision variants (same run; speedup over base"
                              + (" [95% interval])" if wide else "; intervals in report.md)"), head, rows))
         for line in fastest_lines(report):
-            console.print(f"  {line.replace('**', '')}", highlight=False)
+            console.print(f"  {line.replace('**', '')}", markup=False, highlight=False)
     if report.estimate is not None:
         render_estimate(report.estimate, console)
     if report.budgets:
-        console.print(f"[bold]Budgets ({report.profile}'s limits; this host's figures, not evidence for the device):"
-                      "[/bold]" if mismatch else f"[bold]Budgets ({report.profile}):[/bold]", highlight=False)
+        console.print(f"[bold]Budgets ({escape(report.profile)}'s limits; this host's figures, not evidence for the "
+                      "device):[/bold]" if mismatch else f"[bold]Budgets ({escape(report.profile)}):[/bold]", highlight=False)
         for line, passed in budget_lines(report):
             color = {True: "green", False: "red", None: "yellow"}[passed]
-            console.print(f"  [{color}]{line}[/{color}]", highlight=False)
+            console.print(f"  [{color}]{escape(line)}[/{color}]", highlight=False)
