@@ -45,7 +45,7 @@ def corrupt_cmd(bundle: BundleArg = None, config: ConfigFile = None, *, flags: F
     for line in corruption_lines({**run.record(), "files": run.files}):
         ui.out.print(line, highlight=False)
     ui.out.print(f"manifest rewritten: {b.root / 'manifest.json'}. On the device: edgerobust audit "
-                 f"{b.root / 'model.onnx'}")
+                 f"{b.root / 'model.onnx'}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -90,7 +90,7 @@ def optimize_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json
     feasible = sum(bool(t.get("feasible")) for t in result.trials)
     ui.info(f"ran {result.ran} trial(s), {len(result.trials)} in the study, {feasible} within the budget; "
             f"{result.seconds:.0f} s")
-    ui.out.print(closing_line(result), highlight=False)
+    ui.out.print(closing_line(result), markup=False, highlight=False)
     ui.info(f"wrote {out / 'best'}, {out / 'pareto.json'} and {out / 'report.html'}")
 
 

@@ -53,7 +53,7 @@ def point_runner(ray: bool, address: Optional[str], device: str):
 def _render_points(points, title: str, eps_text: str) -> Table:
     from edgerobust.research.points import pct
 
-    t = Table(title=title, title_justify="left")
+    t = Table(title=escape(title), title_justify="left")  # the output folder's path, as it is
     for col in ("model", "set", "accuracy", "speedup", "MACs red."):
         t.add_column(col, justify="left" if col in ("model", "set") else "right")
     for p in points:
@@ -132,7 +132,7 @@ def sweep_cmd(model: OptionalModel = None, config: ConfigFile = None, as_json: J
     ui.out.print(_render_points(points, f"sweep → {out} (n={result.n_eval}, {result.seconds:.0f} s, torch on "
                                         f"{result.config['device']})", cfg.focus))
     for f in findings(points, cfg):
-        ui.out.print(f"• {f}", highlight=False)
+        ui.out.print(f"• {f}", markup=False, highlight=False)
     ui.info(f"wrote {out / 'sweep.json'} and {out / 'report.html'}")
 
 

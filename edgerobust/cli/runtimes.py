@@ -58,7 +58,7 @@ def show(result, as_json: bool, root: Optional[Path] = None) -> None:
         head, rows = table(result, compact=True)
         ui.out.print(ui.table("Runtimes on this host (batch 1; each alone, one after another)", head, rows))
         for line in lines(result, details=True):
-            ui.out.print(f"  {to_flags(line)}", highlight=False)
+            ui.out.print(f"  {to_flags(line)}", markup=False, highlight=False)
     if root is not None:
         ui.info(f"Runtimes written to {root} (runtimes.json, runtimes.md, one report folder per runtime)")
 
