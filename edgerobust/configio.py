@@ -33,7 +33,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgerobust.eps import parse_eps
+from edgerobust.eps import as_float, parse_eps
 from edgerobust.errors import UsageError
 
 CONFIG_VERSION = 1  # bump when a key is renamed or its meaning changes; from_dict refuses newer files
@@ -185,10 +185,7 @@ def _leaf(hint: Any, value: Any, name: str, where: str) -> Any:
         raise UsageError(f"'{name}' in {where} must be a whole number; got {value!r}.")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except OverflowError:  # a whole number beyond any float (JSON and TOML allow them)
-                number = math.inf
+            number = as_float(value)
             if not math.isfinite(number):
                 raise UsageError(f"'{name}' in {where} must be a finite number; got {value!r}.")
             return number

@@ -32,3 +32,12 @@ def parse_eps(token: str, what: str = "eps") -> float:
     if not math.isfinite(value):
         raise UsageError(f"The {what} value {token.strip()!r} is not finite.", fix="Write e.g. 8/255.")
     return value
+
+
+def as_float(value) -> float:
+    """``float(value)``, or inf for a whole number beyond any float (JSON and TOML allow them): the
+    callers' finite-number checks then refuse it instead of an OverflowError escaping."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf

@@ -182,7 +182,6 @@ def table(title: str, head: list[str], rows: list[list[str]]):
     """A Rich table: first column left-aligned and unwrapped, the others right-aligned. Every text
     is shown as it is, never read as Rich markup (a report's or a calibration's names are a user's:
     a profile named '[/x]' is no markup error)."""
-    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 

@@ -34,6 +34,7 @@ from edgerobust import __version__
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.grid import Point, draw, micro_model, residual_model
 from edgerobust.edge.estimate.kernels import DTYPES, extract
+from edgerobust.edge.files.atomic import atomic_file
 from edgerobust.edge.estimate.timing import (TIMINGS, WEIGHTED, Flush, cache_curve, default_timing, overheads,
                                                profiler_cost, time_model)
 from edgerobust.edge.runtime.host import OtherLoad, host_info
@@ -358,8 +359,7 @@ def save(cal: Calibration, path: str | os.PathLike) -> Path:
     """Write the calibration as compact JSON (about 200 KB for the full grid), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(to_json(cal), separators=(",", ":")) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(to_json(cal), separators=(",", ":")) + "\n", encoding="utf-8")
     return path
 

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edgerobust.edge.files.atomic import atomic_file
 from edgerobust.errors import BundleError, DataError
 
 # =============================================================================================
@@ -29,15 +30,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON via a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write JSON via a temporary file and an atomic rename (:func:`~edgerobust.edge.files.atomic.atomic_file`)."""
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _json_default(o: Any) -> Any:

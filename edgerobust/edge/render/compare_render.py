@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgerobust import ui
+from edgerobust.edge.files.atomic import atomic_file
 from edgerobust.edge.files.npzio import write_json
 from edgerobust.edge.compare import Agreement, Comparison, PooledAgreement, to_json
 from edgerobust.edge.render.speed_lines import ms
@@ -286,10 +287,8 @@ def write_html(c: Comparison, out: str | os.PathLike) -> Path:
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        page_path = out / "compare.html"
-        tmp = page_path.with_name(f".compare.html.tmp-{os.getpid()}")
-        tmp.write_text(to_html(c), encoding="utf-8")
-        os.replace(tmp, page_path)
+        with atomic_file(out / "compare.html") as tmp:
+            tmp.write_text(to_html(c), encoding="utf-8")
         write_json(out / "compare.json", to_json(c))
     except OSError as exc:
         raise UsageError(f"Cannot write the comparison into '{out}': {exc.strerror or exc}.",

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from edgerobust import ui
 from edgerobust.edge.audit import AuditReport
-from edgerobust.edge.files.atomic import atomic_dir, clean_stale
+from edgerobust.edge.files.atomic import atomic_dir, atomic_file, clean_stale
 from edgerobust.edge.files.npzio import write_json
 from edgerobust.errors import BundleError, UsageError
 from edgerobust.edge.render.headline import headline, worst_per_threat
@@ -138,9 +138,8 @@ def _folder_error(exc: OSError) -> UsageError:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_report(report: AuditReport, out: str | os.PathLike | None = None) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from edgerobust.edge.files.atomic import atomic_file
 from edgerobust.edge.files.npzio import write_json
 from edgerobust.edge.render.svg import Chart, esc, nice_ticks
 from edgerobust.research.plots import PAGE_CSS, pareto_front
@@ -41,9 +42,8 @@ def write_outputs(result, cfg) -> None:
             "chosen": result.chosen, "audited": result.audited, "not_chosen_after_audit": result.tried,
             "closing": closing_line(result), "seconds": result.seconds}
     write_json(out / "pareto.json", to_json(PARETO_TYPE, data))
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(_page(result, cfg, table), encoding="utf-8")
-    tmp.replace(out / "report.html")
+    with atomic_file(out / "report.html") as tmp:
+        tmp.write_text(_page(result, cfg, table), encoding="utf-8")
 
 
 def _pct(p: dict | None) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgerobust.eps import parse_eps
+from edgerobust.eps import as_float, parse_eps
 from edgerobust.errors import UsageError
 from .registry import ATTACKS, FAMILIES, OPTIONS, AttackEntry
 
@@ -114,14 +114,6 @@ def _check_attack_name(name: str) -> None:
                          fix="Pick names from that list, comma-separated (e.g. `attacks` fgsm,pgd).")
 
 
-def _float(value) -> float:
-    """``float(value)``; inf for a whole number beyond any float (a config file may hold one)."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf
-
-
 def eps_slug(eps_text: str) -> str:
     """The file-name-safe form of an eps as typed: ``8/255`` -> ``8-255``, ``0.03`` -> ``0.03``."""
     return re.sub(r"[^0-9a-z.\-]", "_", eps_text.strip().lower().replace("/", "-"))
@@ -156,7 +148,7 @@ class AttackSpec:
         object.__setattr__(self, "attack", name)
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float, np.floating, np.integer)):
             raise UsageError(f"eps must be a number; got {self.eps!r}.", fix="Use e.g. eps=8/255.")
-        eps = _float(self.eps)
+        eps = as_float(self.eps)
         if not math.isfinite(eps) or eps < 0:
             raise UsageError(f"eps must be a finite number >= 0; got {self.eps!r}.", fix="Use e.g. eps=8/255.")
         if self.norm == "Linf" and eps > 1:
@@ -172,7 +164,7 @@ class AttackSpec:
                                        or self.steps < 1):
             raise UsageError(f"`steps` must be an integer >= 1; got {self.steps!r}.", fix="Use e.g. `steps` 10.")
         if self.alpha is not None:
-            a = _float(self.alpha)
+            a = as_float(self.alpha)
             if not math.isfinite(a) or a <= 0:
                 raise UsageError(f"`alpha` (the step size) must be a finite number > 0; got {self.alpha!r}.",
                                  fix="Leave it out for the attack's default, or use e.g. `alpha` 2/255.")
