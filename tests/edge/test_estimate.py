@@ -17,7 +17,8 @@ from edgerobust.edge.estimate.calibrate import CalibrateConfig, Sample, calibrat
 from edgerobust.edge.estimate.grid import residual_model
 from edgerobust.edge.estimate.kernels import extract
 from edgerobust.edge.estimate.predict import EstimateConfig, estimate
-from edgerobust.edge.estimate.timing import WEIGHTED, cold_share, last_level_cache_bytes
+from edgerobust.edge.estimate.kernels import WEIGHTED
+from edgerobust.edge.estimate.timing import cold_share, last_level_cache_bytes
 from edgerobust.errors import UsageError
 from onnx_models import make_bundle, write_profile
 
@@ -105,17 +106,20 @@ def wide(monkeypatch):
     monkeypatch.setattr(ui.out, "width", 200)
 
 
+COMPUTE = ("conv", "depthwise", "pointwise", "add", "pool", "linear")
+
+
 def test_kernels_of_a_small_cnn_as_the_runtime_fuses_it(cnn):
     ks = extract(cnn["fp32"], "extended")
     kinds = [k.kind for k in ks]
-    assert kinds == ["conv", "depthwise", "pointwise", "conv", "add", "memory", "pool", "view", "linear"]
+    assert kinds == ["conv", "depthwise", "pointwise", "conv", "add", "elementwise", "pool", "view", "linear"]
     macs = {k.kind: k.macs for k in ks if k.kind != "conv"} | {"stem": ks[0].macs, "conv": ks[3].macs}
     assert macs == {"stem": 16 * 64 * 3 * 9, "depthwise": 16 * 64 * 9, "pointwise": 32 * 64 * 16,
-                    "conv": 32 * 64 * 32 * 9, "add": 0, "memory": 0, "pool": 32 * 64, "view": 0, "linear": 320}
+                    "conv": 32 * 64 * 32 * 9, "add": 0, "elementwise": 0, "pool": 32 * 64, "view": 0, "linear": 320}
     assert ks[0].op == "FusedConv" and ks[3].op == "Conv"  # the Relu went into the conv it follows
     assert ks[0].bytes_in == 3 * 16 * 16 * 4 and ks[0].bytes_out == 16 * 8 * 8 * 4 and ks[0].stride == 2
     fused = extract(cnn["fp32"], "all", fuses_add=True)  # the residual add and its Relu run inside the conv
-    assert [k.kind for k in fused] == ["conv", "depthwise", "pointwise", "conv", "pool", "view", "linear"]
+    assert [k.kind for k in fused if k.kind in COMPUTE] == ["conv", "depthwise", "pointwise", "conv", "pool", "linear"]
 
 
 def test_int8_kernels_are_the_runtimes_integer_ops_with_the_same_work(cnn):
@@ -126,11 +130,13 @@ def test_int8_kernels_are_the_runtimes_integer_ops_with_the_same_work(cnn):
     assert all(a.bytes_out == b.bytes_out / 4 and a.bytes_w == b.bytes_w / 4 for a, b in zip(i8, f32))
     adds = [k for k in extract(cnn["int8"], "all", fuses_add=True) if k.kind == "add"]
     assert [k.op for k in adds] == ["QLinearAdd"]  # int8 residual adds stay their own kernel
+    moves = {k.kind for k in extract(cnn["int8"], "all")}  # the quantize nodes at the float edges, the layout
+    assert "quantize" in moves and "transpose" in moves  # changes around the channels-last int8 convolutions
 
 
 def test_residual_model_fuses_on_this_runtime():
     ks = extract(residual_model(), "all", fuses_add=True)
-    assert [k.kind for k in ks] == ["conv", "conv"]
+    assert [k.kind for k in ks if k.kind in COMPUTE] == ["conv", "conv"]
 
 
 def _samples(macs, us, split="fit"):
@@ -154,12 +160,14 @@ def test_fit_recovers_a_linear_law_and_its_band_is_the_held_out_error():
 def test_calibration_file_round_trips_and_is_small(calibration):
     cal = load_calibration(calibration)
     assert cal.timing == "nodes" and cal.dtypes == ("fp32", "int8") and cal.fuses_add
-    warm = {f"{k}/{d}" for k in F.FEATURES for d in ("fp32", "int8")}
-    assert set(cal.fits) == warm | {f"{k}/cold" for k in warm if k.split("/")[0] in WEIGHTED}
+    compute = {f"{k}/{d}" for k in ("conv", "pointwise", "depthwise", "linear") for d in ("fp32", "int8")}
+    assert compute | {f"{k}/cold" for k in compute} <= set(cal.fits) and set(cal.fits) <= {
+        f"{k}/{d}{c}" for k in F.FEATURES for d in ("fp32", "int8") for c in ("", "/cold")}
     assert cal.cache[0][1] == 0.0 and all(0 <= f <= 1 for _, f in cal.cache) and cal.profiler_us >= 0
-    assert all(s.cold_us is not None for s in cal.samples if s.kind in WEIGHTED)
+    assert all(s.cold_us is not None for s in cal.samples if s.kind in WEIGHTED and s.point["kind"] == s.kind)
     assert {s.split for s in cal.samples} == {"fit", "holdout"} and all(s.us >= 0 for s in cal.samples)
-    assert np.mean([s.us > 0 for s in cal.samples]) > 0.8  # 0: a kernel below the profiler's own cost
+    # 0: a kernel below the profiler's own cost (shape arithmetic, a reshape: those are their node's cost alone)
+    assert np.mean([s.us > 0 for s in cal.samples if s.kind in WEIGHTED]) > 0.8
     assert cal.host["cpu"] and cal.host["onnxruntime"] and cal.run_us > 0
     assert calibration.stat().st_size < 200_000
 
@@ -277,12 +285,3 @@ def test_calibration_is_a_frozen_dataclass_of_plain_data(calibration):
     with pytest.raises(dataclasses.FrozenInstanceError):
         cal.run_us = 0
     json.dumps(dataclasses.asdict(cal))
-
-
-def test_a_graph_that_mostly_moves_data_is_estimated_as_a_lower_bound():
-    from edgerobust.edge.estimate.predict import ModelEstimate, moves_warning
-
-    shuffle_like = ModelEstimate("base", "m.onnx", 0.6, 0.5, 1.6, kernels=424, dtypes=("fp32",), moves=353)
-    resnet_like = ModelEstimate("base", "m.onnx", 12.0, 9.0, 16.0, kernels=42, dtypes=("fp32",), moves=3)
-    assert "lower bound" in moves_warning(shuffle_like) and "353 of its 424" in moves_warning(shuffle_like)
-    assert moves_warning(resnet_like) is None

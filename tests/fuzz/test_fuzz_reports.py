@@ -24,7 +24,7 @@ from edgerobust.edge.compare import to_json as cmp_json
 from edgerobust.edge.estimate.calibrate import Calibration, CalibrateConfig, calibrate, load_calibration, to_json
 from edgerobust.edge.estimate.grid import residual_model
 from edgerobust.edge.estimate.predict import Estimate, EstimateConfig, estimate
-from edgerobust.edge.estimate.timing import WEIGHTED
+from edgerobust.edge.estimate.kernels import WEIGHTED
 from fuzzkit import FUZZ, examples, expect_cli, expect_error, files_under, inputs, mutated, npz_changed, odd_values, \
     replaced, replaced_deep
 from onnx_models import write_profile

@@ -33,10 +33,11 @@ import onnx
 from edgerobust import __version__
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.grid import Point, draw, micro_model, residual_model
-from edgerobust.edge.estimate.kernels import DTYPES, extract
+from edgerobust.edge.estimate.graph import nchwc_block
+from edgerobust.edge.estimate.kernels import DTYPES, WEIGHTED, extract
 from edgerobust.edge.files.atomic import atomic_file
-from edgerobust.edge.estimate.timing import (TIMINGS, WEIGHTED, Flush, cache_curve, default_timing, overheads,
-                                               profiler_cost, time_model)
+from edgerobust.edge.estimate.timing import (TIMINGS, Flush, cache_curve, default_timing, overheads, profiler_cost,
+                                               time_nodes)
 from edgerobust.edge.runtime.host import OtherLoad, host_info
 from edgerobust.edge.runtime.profile_schema import GPU_PROVIDERS, DeviceProfile
 from edgerobust.edge.runtime.profiles import best_match_profile, load_profile
@@ -44,7 +45,7 @@ from edgerobust.edge.runtime.sessions import ort, plan_providers
 from edgerobust.errors import UsageError
 
 TYPE = "edgerobust.edge.estimate.calibration"
-VERSION = 1
+VERSION = 2  # 2: every node's kernel of its own kind (data movement, layout changes), the NCHWc block
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ class Calibration:
     """A device's kernel timings and the fit made from them; everything an estimate needs.
 
     ``run_us``/``node_us``: the cost of a run and of each node beyond the kernels' own times;
-    ``fuses_add``: the device runs a float residual add inside the convolution before it;
+    ``fuses_add``: the device runs a float residual add inside the convolution before it; ``nchwc_block``: the
+    channel block of the device's NCHWc layout (0: none; :func:`edgerobust.edge.estimate.graph.nchwc_block`);
     ``cache``: ((weight bytes, cold share), ...), how cold a model's kernels run by the size of its weights
     (timing.cache_curve); ``profiler_us``: what onnxruntime's profiler added to each node it timed, taken off
     every kernel time (timing.profiler_cost); ``other_load``: the share of the cores other processes used while the grid was timed.
@@ -141,6 +143,7 @@ class Calibration:
     profiler_us: float = 0.0
     other_load: float | None = None
     seconds: float = 0.0
+    nchwc_block: int = 0
 
     def describe(self) -> str:
         """``raspberry-pi-5 on Cortex-A76, 4 cores, aarch64 (asimd, asimddp), onnxruntime 1.20.1``."""
@@ -213,7 +216,9 @@ def _damage(d: dict) -> tuple[str, object] | None:
     checks = {"created": text, "edgerobust_version": text, "profile": text, "profile_source": text,
               "graph_optimization": text, "timing": text, "providers": _texts, "dtypes": _texts,
               "intra_op_threads": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "fuses_add": lambda v: isinstance(v, bool), "run_us": count, "node_us": count, "profiler_us": count,
+              "fuses_add": lambda v: isinstance(v, bool),
+              "nchwc_block": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1024,
+              "run_us": count, "node_us": count, "profiler_us": count,
               "seconds": count, "other_load": lambda v: _finite(v, none=True),
               "host": lambda v: isinstance(v, dict) and (v.get("isa") is None or _texts(v["isa"])),
               "samples": lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
@@ -281,25 +286,40 @@ def fuses_residual_add(profile: DeviceProfile) -> bool:
         return not any(n.op_type == "Add" for n in onnx.load(o.optimized_model_filepath).graph.node)
 
 
-def _features(p: Point, dtype: str, model: bytes) -> dict:
-    """The features of the point's own kernel, from the same split into kernels a bundle gets."""
-    ks = [k for k in extract(model, "extended") if k.kind == p.kind]
-    if not ks:  # the runtime turned it into something else (e.g. a 1x1 pool): keep what it runs
-        ks = list(extract(model, "extended"))
-    k = ks[0]
-    return dataclasses.replace(k, bytes_in=sum(x.bytes_in for x in ks), bytes_out=sum(x.bytes_out for x in ks),
-                               dtype=dtype, name="").to_dict()
+def _main(kind: str, point: Point) -> bool:
+    """Is a kernel of ``kind`` the point's own (a plain "-nchw" convolution counts as its point's kind)?"""
+    return kind.removesuffix("-nchw") == point.kind
+
+
+def _samples(point: Point, split: str, kernels, warm: list[dict], cold: list[dict]) -> list[Sample]:
+    """One sample per timed node of a point's tiny model: the point's own kernel, and the nodes around it that
+    the runtime runs as it would in a model (NCHWc reorders, int8 transposes, quantize nodes), each of its own
+    kind. ``warm``/``cold``: each pass's node times (:func:`time_nodes`); a wall time ("") is the point's own
+    kernel's."""
+    out = []
+    for k in kernels:
+        own = _main(k.kind, point)
+        key = "" if "" in (warm[0] if warm else {}) and own else k.name
+        passes = [t[key] for t in warm if key in t]
+        if not passes or (key == "" and out):
+            continue
+        cold_passes = [t[key] for t in cold if key in t] if own and k.kind in WEIGHTED else []
+        out.append(Sample(kind=k.kind, dtype=k.dtype, split=split, point=point.to_dict(),
+                          kernel=dataclasses.replace(k, name="").to_dict(), us=min(passes), passes_us=_round(passes),
+                          cold_us=min(cold_passes) if cold_passes else None, cold_passes_us=_round(cold_passes)))
+    return out
 
 
 def _time_grid(jobs, models, points, profile, plan, timing, config, costs, advance) -> dict:
-    """Every job (point, precision, "warm" or "cold") timed ``config.passes`` times in shuffled order."""
+    """Every job (point, precision, "warm" or "cold") timed ``config.passes`` times in shuffled order: a list of
+    node-time dicts per job."""
     rng, flush = np.random.default_rng(config.seed + 2), Flush()
-    times: dict[tuple, list[float]] = {j: [] for j in jobs}
+    times: dict[tuple, list[dict]] = {j: [] for j in jobs}
     for pass_ in range(config.passes):
         for n in rng.permutation(len(jobs)):
             i, d, cond = jobs[int(n)]
-            times[jobs[int(n)]].append(time_model(models[(i, d)], points[i].kind, profile, plan, timing, config.seconds,
-                                                  costs[0], flush if cond == "cold" else None, costs[1]))
+            times[jobs[int(n)]].append(time_nodes(models[(i, d)], profile, plan, timing, config.seconds, costs[0],
+                                                  flush if cond == "cold" else None, costs[1]))
             advance(1, f"pass {pass_ + 1}: {points[i].kind} {d} {cond}")
     return times
 
@@ -326,23 +346,21 @@ def calibrate(config: CalibrateConfig) -> Calibration:
     with maybe_task(f"Calibrating {profile.name}", config.passes * len(jobs) + 3, config.show_progress) as advance:
         run_us, node_us = overheads(profile, plan, max(config.seconds, 0.1))
         prof_us = profiler_cost(profile, plan, max(config.seconds, 0.1), run_us, node_us) if timing == "nodes" else 0.0
-        fuses = fuses_residual_add(profile)
+        fuses, block = fuses_residual_add(profile), nchwc_block(profile.session.graph_optimization)
         advance(1, "run, node and profiler overhead")
         curve = cache_curve(profile, plan, config.seconds, Flush(), prof_us) if cold else ()
         advance(1, "cache")
-        feats = {j: _features(points[j[0]], j[1], m) for j, m in models.items()}
+        kernels = {j: extract(m, profile.session.graph_optimization) for j, m in models.items()}
         advance(1, "kernels split")
         times = _time_grid(jobs, models, points, profile, plan, timing, config, (run_us, prof_us), advance)
-    samples = tuple(Sample(kind=points[i].kind, dtype=d, split=split[i], point=points[i].to_dict(), kernel=feats[(i, d)],
-                           us=min(times[(i, d, "warm")]), passes_us=_round(times[(i, d, "warm")]),
-                           cold_us=min(times[(i, d, "cold")]) if (i, d, "cold") in times else None,
-                           cold_passes_us=_round(times.get((i, d, "cold"), ()))) for (i, d) in models)
+    samples = tuple(x for (i, d) in models for x in _samples(points[i], split[i], kernels[(i, d)], times[(i, d, "warm")],
+                                                              times.get((i, d, "cold"), [])))
     s = profile.session
     cal = Calibration(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                       edgerobust_version=__version__, profile=profile.name, profile_source=profile.source,
                       providers=tuple(p for p, _ in plan.use), graph_optimization=s.graph_optimization,
                       intra_op_threads=s.intra_op_threads, host=dataclasses.asdict(host_info()), timing=timing,
-                      fuses_add=fuses, run_us=run_us, node_us=node_us, profiler_us=prof_us, dtypes=dtypes,
+                      fuses_add=fuses, nchwc_block=block, run_us=run_us, node_us=node_us, profiler_us=prof_us, dtypes=dtypes,
                       samples=samples, cache=curve,
                       other_load=meter.stop(), seconds=time.perf_counter() - t0)
     cal = dataclasses.replace(cal, fits=F.fit_all(cal.samples))

@@ -26,17 +26,24 @@ import math
 import numpy as np
 
 MODEL = "per kernel type, t = c0 + Σ c_j·f_j (c ≥ 0), least squares on relative error"
-FEATURES = {
+_COMPUTE = {
     "conv": ("macs", "macs/cout", "act", "w"),
     "pointwise": ("macs", "macs/cout", "act", "w"),
     "depthwise": ("macs", "act"),
+}
+FEATURES = {
+    **_COMPUTE,
+    **{f"{k}-nchw": v for k, v in _COMPUTE.items()},  # the same kernels on the plain path of an NCHWc device
     "linear": ("macs", "w"),
     "add": ("act",),
     "pool": ("macs", "act"),
-    "memory": ("act",),
+    **{k: ("act",) for k in ("concat", "slice", "transpose", "reorder", "quantize", "norm", "elementwise", "resize",
+                             "memory")},
+    "scalar": (),
     "view": (),
 }
 BAND = (10, 90)  # percentiles of the held-out errors that bound an estimate
+LOW_FLOOR = -0.9  # a kind whose held-out kernels ran more than 10x their prediction is bounded at 10x
 
 
 def feature(k: dict, name: str) -> float:
@@ -117,7 +124,7 @@ def _fit_group(group: list, names: tuple[str, ...], time_of) -> dict:
 
 def fit_all(samples) -> dict:
     """Every kind and precision in the samples: {"kind/dtype": fit} with warm caches, and {"kind/dtype/cold": fit}
-    after a flush where the samples have cold times; a fit is {"features", "coef", "n_fit", "holdout"}."""
+    after a flush from the samples that have cold times (at least 3); a fit is {"features", "coef", "n_fit", "holdout"}."""
     groups: dict[str, list] = {}
     for s in samples:
         groups.setdefault(f"{s.kind}/{s.dtype}", []).append(s)
@@ -125,20 +132,25 @@ def fit_all(samples) -> dict:
     for key, group in sorted(groups.items()):
         names = FEATURES[key.split("/")[0]]
         out[key] = _fit_group(group, names, lambda s: s.us)
-        if all(s.cold_us is not None for s in group):
-            out[f"{key}/cold"] = _fit_group(group, names, lambda s: s.cold_us)
+        cold = [s for s in group if s.cold_us is not None]  # the points' own kernels, not those timed beside them
+        if len(cold) >= 3:
+            out[f"{key}/cold"] = _fit_group(cold, names, lambda s: s.cold_us)
     return out
 
 
 def band(fits: dict, per_key_us: dict[str, float]) -> tuple[float, float]:
-    """(low, high) µs of a sum of kernel predictions grouped by "kind/dtype": each group's sum moved by its
-    kind's held-out BAND percentiles (all kernels of a kind off together, as a systematic error would be),
-    widened where needed to hold the prediction itself."""
-    low = high = 0.0
+    """(low, high) µs of a sum of kernel predictions grouped by fit ("kind/dtype", "kind/dtype/cold"): each kind's
+    sum moved by its held-out BAND percentiles (all kernels of a kind off together, as a systematic error would
+    be; its warm and cold parts together), the kinds' moves combined as independent errors (root of the sum of
+    squares: one kind's fit being off says nothing of another's), the band always holding the prediction."""
+    down: dict[str, float] = {}
+    up: dict[str, float] = {}
     for key, us in per_key_us.items():
         h = fits.get(key, {}).get("holdout", {})
         lo_e, hi_e = h.get("low", 0.0), h.get("high", 0.0)
+        kind = "/".join(key.split("/")[:2])
         # a prediction p with relative error e means truth = p / (1 + e)
-        low += min(us / (1 + hi_e), us) if hi_e > -1 else us
-        high += max(us / (1 + lo_e), us) if lo_e > -1 else math.inf
-    return low, high
+        down[kind] = down.get(kind, 0.0) + us - min(us / (1 + hi_e), us)
+        up[kind] = up.get(kind, 0.0) + max(us / (1 + max(lo_e, LOW_FLOOR)), us) - us
+    total = sum(per_key_us.values())
+    return total - math.sqrt(sum(v * v for v in down.values())), total + math.sqrt(sum(v * v for v in up.values()))

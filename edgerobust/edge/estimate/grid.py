@@ -18,13 +18,16 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
+
+from edgerobust.edge.estimate.builder import Builder
+from edgerobust.edge.estimate.moves import MOVE_POINTS, move_model, move_shape
 
 # Points drawn per kind (a full grid); ``scale`` in :func:`draw` shrinks it for a quick calibration.
-POINTS = {"conv": 72, "pointwise": 48, "depthwise": 40, "linear": 16, "add": 20, "pool": 20, "memory": 28, "view": 6}
+POINTS = {"conv": 72, "pointwise": 48, "depthwise": 40, "linear": 16, "add": 20, "pool": 20, **MOVE_POINTS, "view": 6}
+UNALIGNED = 0.25  # share of convolutions whose channels are not multiples of 8 (ShuffleNet's 58, 116, 232)
+LATE = 0.15  # share of k×k and 1×1 convolutions from a network's last stages: their weights outweigh their work
 MAX_MACS = 2.5e8  # larger kernels take tens of ms each on a small CPU and teach the fit little more
-_FLOAT = {"fp32": (TensorProto.FLOAT, np.float32), "fp16": (TensorProto.FLOAT16, np.float16)}
-MEMORY_OPS = ("Transpose", "Concat", "Relu", "Sub", "QuantizeLinear", "DequantizeLinear", "Pad")
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,11 @@ class Point:
         return asdict(self)
 
 
-def _channels(rng, lo: int, hi: int) -> int:
+def _channels(rng, lo: int, hi: int, aligned: bool = True) -> int:
     v = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    if not aligned:  # even, not a multiple of 8: what a channel-blocked layout cannot take
+        c = int(max(10, round(v / 2) * 2))
+        return c + 2 if c % 8 == 0 else c
     return int(max(8, round(v / 8) * 8)) if v > 8 else int(max(lo, round(v)))
 
 
@@ -62,18 +68,23 @@ def _macs(p: Point) -> float:
 
 
 def _one(kind: str, rng) -> Point:
+    aligned = rng.random() >= UNALIGNED
+    if kind in ("conv", "pointwise") and rng.random() < LATE:  # a late stage: many channels, a few pixels
+        hi = 512 if kind == "conv" else 1280
+        return Point(kind, _channels(rng, 192, hi), _channels(rng, 192, hi), _size(rng, 2, 8), 3 if kind == "conv" else 1,
+                     int(rng.choice([1, 1, 2])))
     if kind == "conv":
         stem = rng.random() < 0.12
         k = int(rng.choice([3, 3, 3, 3, 5, 7])) if not stem else int(rng.choice([3, 4, 7]))
-        c = (3 if k != 4 else 12) if stem else _channels(rng, 8, 512)
+        c = (3 if k != 4 else 12) if stem else _channels(rng, 8, 512, aligned)
         h = _size(rng, 32, 230) if stem else max(_size(rng, 4, 112), k)  # a stem sees the whole image
-        return Point(kind, c, _channels(rng, 8, 512), h, k, int(rng.choice([1, 1, 2])))
+        return Point(kind, c, _channels(rng, 8, 512, aligned), h, k, int(rng.choice([1, 1, 2])))
     if kind == "pointwise":
-        return Point(kind, _channels(rng, 8, 1280), _channels(rng, 8, 1280), _size(rng, 2, 112), 1,
+        return Point(kind, _channels(rng, 8, 1280, aligned), _channels(rng, 8, 1280, aligned), _size(rng, 2, 112), 1,
                      int(rng.choice([1, 1, 1, 2])))
     if kind == "depthwise":
         k = int(rng.choice([3, 3, 5]))
-        return Point(kind, _channels(rng, 8, 960), 0, max(_size(rng, 4, 112), k), k, int(rng.choice([1, 1, 2])))
+        return Point(kind, _channels(rng, 8, 960, aligned), 0, max(_size(rng, 4, 112), k), k, int(rng.choice([1, 1, 2])))
     if kind == "linear":
         return Point(kind, _channels(rng, 32, 2048), _channels(rng, 10, 1000))
     if kind == "add":
@@ -81,8 +92,9 @@ def _one(kind: str, rng) -> Point:
     if kind == "pool":
         op = str(rng.choice(["MaxPool", "MaxPool", "GlobalAveragePool", "AveragePool"]))
         return Point(kind, _channels(rng, 8, 512), 0, _size(rng, 4, 112), 3, 2 if op == "MaxPool" else 1, op)
-    if kind == "memory":
-        return Point(kind, _channels(rng, 3, 512), 0, _size(rng, 2, 112), op=str(rng.choice(MEMORY_OPS)))
+    if kind in MOVE_POINTS:
+        c, h = _channels(rng, 8, 512, aligned), _size(rng, 2, 112)
+        return Point(kind, c, 0, h, *move_shape(kind, rng))
     return Point(kind, _channels(rng, 8, 512), 0, _size(rng, 1, 56), op="Reshape")
 
 
@@ -104,82 +116,7 @@ def draw(seed: int = 0, scale: float = 1.0, kinds: tuple[str, ...] = tuple(POINT
 # the ONNX model of one point
 
 
-class _Builder:
-    """Nodes, initializers and graph inputs of one tiny model."""
-
-    def __init__(self, dtype: str, signed: bool, seed: int = 0):
-        self.dtype, self.signed = dtype, signed
-        self.nodes, self.inits, self.inputs = [], [], []
-        self.rng = np.random.default_rng(seed)
-        self.n = 0
-
-    def name(self, stem: str) -> str:
-        self.n += 1
-        return f"{stem}{self.n}"
-
-    def const(self, value: np.ndarray, stem: str = "c") -> str:
-        name = self.name(stem)
-        self.inits.append(numpy_helper.from_array(value, name))
-        return name
-
-    def node(self, op: str, inputs: list[str], **attrs) -> str:
-        out = self.name("t")
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    def input(self, shape: list[int], elem: int) -> str:
-        name = f"x{len(self.inputs)}"
-        self.inputs.append(helper.make_tensor_value_info(name, elem, shape))
-        return name
-
-    def float_type(self) -> tuple[int, type]:
-        return _FLOAT.get(self.dtype, _FLOAT["fp32"])
-
-    def qdq(self, x: str) -> str:
-        """x (float) quantized to 8 bits and back: the activation pattern of a QDQ model."""
-        zp = np.array(0, dtype=np.int8 if self.signed else np.uint8)
-        scale, zero = self.const(np.array(0.05, np.float32), "s"), self.const(zp, "z")
-        return self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, scale, zero]), scale, zero])
-
-    def weight(self, shape: list[int], axis: int = 0) -> str:
-        """A weight: float, or per-channel int8 behind a DequantizeLinear for int8."""
-        w = (self.rng.standard_normal(shape) * 0.05).astype(np.float32)
-        if self.dtype != "int8":
-            return self.const(w.astype(self.float_type()[1]), "w")
-        q = self.rng.integers(-127, 128, shape).astype(np.int8)
-        scale = self.const(np.full(shape[axis], 0.01, np.float32), "ws")
-        zero = self.const(np.zeros(shape[axis], np.int8), "wz")
-        return self.node("DequantizeLinear", [self.const(q, "wq"), scale, zero], axis=axis)
-
-    def bias(self, n: int) -> str:
-        if self.dtype != "int8":
-            return self.const(np.zeros(n, self.float_type()[1]), "b")
-        scale = self.const(np.full(n, 0.0005, np.float32), "bs")
-        zero = self.const(np.zeros(n, np.int32), "bz")
-        return self.node("DequantizeLinear", [self.const(np.zeros(n, np.int32), "bq"), scale, zero], axis=0)
-
-    def activation_in(self, shape: list[int]) -> str:
-        """The kernel's input: a graph input, quantized and dequantized for int8."""
-        if self.dtype == "int8":
-            return self.qdq(self.input(shape, TensorProto.FLOAT))
-        return self.input(shape, self.float_type()[0])
-
-    def model(self, out: str, elem: int | None = None) -> bytes:
-        """The model ending in ``out``: dequantized back to float for int8 (as a QDQ model ends), or
-        of type ``elem`` when given (a memory op, which has no QDQ around it)."""
-        if elem is None:
-            if self.dtype == "int8":
-                out, elem = self.qdq(out), TensorProto.FLOAT
-            else:
-                elem = self.float_type()[0]
-        graph = helper.make_graph(self.nodes, "kernel", self.inputs, [helper.make_tensor_value_info(out, elem, None)],
-                                  self.inits)
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
-        return m.SerializeToString()
-
-
-def _conv(b: _Builder, p: Point) -> str:
+def _conv(b: Builder, p: Point) -> str:
     groups, cout = (p.c, p.c) if p.kind == "depthwise" else (1, p.cout)
     x = b.activation_in([1, p.c, p.h, p.h])
     pad = p.k // 2
@@ -188,36 +125,9 @@ def _conv(b: _Builder, p: Point) -> str:
     return y if b.dtype == "int8" else b.node("Relu", [y])
 
 
-def _memory(b: _Builder, p: Point) -> tuple[str, int]:
-    """A memory op on the point's tensor, at 8 bits for int8 (float in for QuantizeLinear); its output
-    and the output's element type."""
-    shape = [1, p.c, p.h, p.h]
-    q_elem, q_np = (TensorProto.INT8, np.int8) if b.signed else (TensorProto.UINT8, np.uint8)
-    f_elem = b.float_type()[0] if b.dtype != "int8" else TensorProto.FLOAT
-    f_np = _FLOAT.get(b.dtype, _FLOAT["fp32"])[1]
-    if p.op == "QuantizeLinear" or (b.dtype == "int8" and p.op in ("Relu", "Sub")):
-        x = b.input(shape, TensorProto.FLOAT)
-        return b.node("QuantizeLinear", [x, b.const(np.array(0.05, np.float32)), b.const(np.array(0, q_np))]), q_elem
-    if p.op == "DequantizeLinear":
-        x = b.input(shape, q_elem)
-        return b.node("DequantizeLinear", [x, b.const(np.array(0.05, np.float32)), b.const(np.array(0, q_np))]), \
-            TensorProto.FLOAT
-    elem = q_elem if b.dtype == "int8" else f_elem
-    x = b.input(shape, elem)
-    if p.op == "Transpose":
-        return b.node("Transpose", [x], perm=[0, 2, 3, 1]), elem
-    if p.op == "Concat":
-        return b.node("Concat", [x, x], axis=1), elem
-    if p.op == "Pad":
-        return b.node("Pad", [x, b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))]), elem
-    if p.op == "Sub":
-        return b.node("Sub", [x, b.const(np.full([1, p.c, 1, 1], 0.5, f_np))]), elem
-    return b.node("Relu", [x]), elem
-
-
 def micro_model(p: Point, dtype: str, signed: bool = False) -> bytes:
     """The serialized ONNX model of one grid point at one precision (``signed``: int8 activations)."""
-    b = _Builder(dtype, signed)
+    b = Builder(dtype, signed)
     if p.kind in ("conv", "pointwise", "depthwise"):
         return b.model(_conv(b, p))
     if p.kind == "linear":
@@ -232,8 +142,8 @@ def micro_model(p: Point, dtype: str, signed: bool = False) -> bytes:
         if p.op == "GlobalAveragePool":
             return b.model(b.node("GlobalAveragePool", [x]))
         return b.model(b.node(p.op, [x], kernel_shape=[p.k, p.k], strides=[p.stride, p.stride], pads=[1, 1, 1, 1]))
-    if p.kind == "memory":
-        return b.model(*_memory(b, p))
+    if p.kind in MOVE_POINTS:
+        return b.model(*move_model(b, p))
     elem = b.float_type()[0] if dtype != "int8" else TensorProto.FLOAT
     x = b.input([1, p.c, p.h, p.h], elem)
     return b.model(b.node("Reshape", [x, b.const(np.array([1, -1], np.int64))]), elem)
@@ -254,7 +164,7 @@ def feeds(model_inputs, rng) -> dict:
 
 def overhead_model(nodes: int) -> bytes:
     """A chain of ``nodes`` Relu on 16 floats: the runtime's cost of a run and of a node that does nothing."""
-    b = _Builder("fp32", False)
+    b = Builder("fp32", False)
     x = b.input([1, 16], TensorProto.FLOAT)
     for _ in range(nodes):
         x = b.node("Relu", [x])
@@ -264,7 +174,7 @@ def overhead_model(nodes: int) -> bytes:
 def residual_model() -> bytes:
     """conv -> relu -> conv -> add the first relu's output -> relu (a residual block): does the runtime
     fuse the residual sum into the second convolution?"""
-    b = _Builder("fp32", False)
+    b = Builder("fp32", False)
     x = b.input([1, 16, 8, 8], TensorProto.FLOAT)
 
     def conv(t: str) -> str:
@@ -278,7 +188,7 @@ def chain_model(k: int, c: int = 128, h: int = 8) -> bytes:
     """``k`` convolutions 3x3 of ``c`` channels on ``h`` x ``h`` one after the other (0.56 MiB of fp32 weights each
     at the defaults): the calibration's probe of how large a model's weights may grow before the caches no
     longer hold them from one inference to the next."""
-    b = _Builder("fp32", False)
+    b = Builder("fp32", False)
     x = b.input([1, c, h, h], TensorProto.FLOAT)
     for _ in range(k):
         x = b.node("Relu", [b.node("Conv", [x, b.weight([c, c, 3, 3]), b.bias(c)], kernel_shape=[3, 3], pads=[1] * 4)])

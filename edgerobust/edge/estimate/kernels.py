@@ -1,33 +1,45 @@
-"""A model as the runtime runs it: onnxruntime's optimized graph, split into kernels with their sizes.
+"""A model as the device runs it: the device's optimized graph, split into kernels with their sizes.
 
-``extract(path)`` lets onnxruntime optimize the model (the CPU provider, at the profile's level capped at
-"extended": constant folding, BatchNorm folded into convolutions, Conv+Relu fused, int8 QDQ pairs fused
-into QLinearConv / QLinearAdd / QGemm; the hardware-specific layout passes of "all" are left to the
-device, whose own fusions the calibration records), then walks the optimized graph and gives one
-:class:`Kernel` per node: its kind, precision, multiply-accumulates and bytes moved, with the sizes from
-onnx's shape inference on the original model at batch 1 (and from the weights where a fused node made
-a new tensor).
+``extract(path, level, block=...)`` rebuilds the graph the device's onnxruntime runs (the CPU provider at
+the calibrated profile's level, with the device's channel-blocked NCHWc layout where this host can rebuild
+it: :mod:`edgerobust.edge.estimate.graph`), then walks it and gives one :class:`Kernel` per node: its kind,
+precision, multiply-accumulates and bytes moved, with every tensor's size at the batch size asked for.
 
-Kinds (what the calibration times and the fit predicts): ``conv`` (k×k, k > 1), ``pointwise`` (1×1),
-``depthwise`` (one group per input channel), ``linear`` (Gemm, MatMul and their int8 forms), ``add``,
-``pool`` (max, average, global), ``memory`` (everything whose time is the bytes it moves: transposes,
-element-wise ops, quantize/dequantize, padding, concatenation) and ``view`` (reshape, flatten: no data
-moved). Torch-free: onnx and onnxruntime.
+Kinds (what the calibration times and the fit predicts; :data:`KINDS`):
+
+* compute: ``conv`` (k×k, k > 1, or grouped), ``pointwise`` (1×1), ``depthwise`` (one group per channel),
+  ``linear`` (Gemm, MatMul and their int8 forms); on a device with an NCHWc layout, a convolution whose
+  channels do not fit the blocks runs in plain NCHW, far slower per MAC: ``conv-nchw``,
+  ``pointwise-nchw``, ``depthwise-nchw``;
+* ``add`` (two tensors of one size: a residual), ``pool`` (max, average, global);
+* data movement, each timed as the runtime runs it: ``concat`` (Concat, QLinearConcat), ``slice`` (Slice,
+  Split, Gather), ``transpose`` (channel shuffles and the int8 layout changes), ``reorder`` (into and out
+  of NCHWc), ``quantize`` (QuantizeLinear, DequantizeLinear), ``norm`` (an unfused BatchNormalization,
+  LayerNormalization), ``elementwise`` (activations, a broadcast scale as squeeze-excite multiplies,
+  element-wise arithmetic), ``resize`` (upsampling), ``memory`` (pad, cast and the rest);
+* ``scalar`` (shape arithmetic: a few integers, its cost the node's) and ``view`` (reshape, flatten: no
+  data moved).
+
+Torch-free: onnx and onnxruntime.
 """
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import onnx
-from onnx import TensorProto, shape_inference
+from onnx import TensorProto
 
+from edgerobust.edge.estimate.graph import NCHWC_DOMAIN, device_graph, tensor_shapes
 from edgerobust.errors import ModelLoadError
 
-KINDS = ("conv", "pointwise", "depthwise", "linear", "add", "pool", "memory", "view")
+COMPUTE = ("conv", "pointwise", "depthwise")
+KINDS = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear", "add", "pool", "concat", "slice", "transpose",
+         "reorder", "quantize", "norm", "elementwise", "resize", "memory", "scalar", "view")
+WEIGHTED = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear")  # kinds with weights: timed with cold caches too
+MOVES = ("concat", "slice", "transpose", "reorder", "quantize", "norm", "elementwise", "resize", "memory")
 DTYPES = ("fp32", "fp16", "int8")
 # Where a convolution's weight is among its inputs, per runtime op.
 CONV_OPS = {"Conv": 1, "FusedConv": 1, "NhwcFusedConv": 1, "QLinearConv": 3, "ConvInteger": 1}
@@ -37,22 +49,30 @@ ADD_OPS = ("Add", "QLinearAdd", "Sum")
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "QLinearGlobalAveragePool",
             "QLinearAveragePool", "NhwcMaxPool")
 VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+MOVE_OPS = {"Concat": "concat", "QLinearConcat": "concat", "Slice": "slice", "Split": "slice", "Gather": "slice",
+            "Transpose": "transpose", "ReorderInput": "reorder", "ReorderOutput": "reorder",
+            "QuantizeLinear": "quantize", "DequantizeLinear": "quantize", "DynamicQuantizeLinear": "quantize",
+            "BatchNormalization": "norm", "LayerNormalization": "norm", "InstanceNormalization": "norm",
+            "GroupNormalization": "norm", "SimplifiedLayerNormalization": "norm", "Pad": "memory",
+            "Resize": "resize", "Upsample": "resize", "Cast": "memory", "Expand": "memory", "Tile": "memory",
+            "SpaceToDepth": "memory", "DepthToSpace": "memory"}
+SCALAR_OPS = ("Shape", "Size", "ConstantOfShape", "Range")
+SCALAR_MAX = 64  # elements in and out at most: a node of shape arithmetic
 INT8_OPS = ("QLinearConv", "ConvInteger", "QGemm", "QLinearMatMul", "MatMulInteger", "DynamicQuantizeMatMul",
-            "MatMulIntegerToFloat", "QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool")
+            "MatMulIntegerToFloat", "QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat",
+            "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "QLinearReduceMean")
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh")
 _SIZE = {TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.DOUBLE: 8, TensorProto.INT8: 1,
          TensorProto.UINT8: 1, TensorProto.INT32: 4, TensorProto.INT64: 8, TensorProto.BOOL: 1}
-_LEVELS = ("disable", "basic", "extended")
-_ORT_LEVEL = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """One node of the optimized graph at batch 1: what the calibration times and the fit predicts.
+    """One node of the device's graph: what the calibration times and the fit predicts.
 
     ``macs``: multiply-accumulates (0 for kinds without); ``bytes_in``/``bytes_out``: activations read
     and written; ``bytes_w``: weights read; ``k``/``stride``: the window of a convolution or pool;
-    ``cin``/``cout``: channels (features of a linear layer); ``pixels``: output height × width.
+    ``cin``/``cout``: channels (features of a linear layer); ``pixels``: output height × width × batch.
     """
 
     kind: str
@@ -77,54 +97,6 @@ class Kernel:
 # the runtime's graph
 
 
-def optimized(model: str | os.PathLike | bytes, level: str = "extended") -> onnx.ModelProto:
-    """The model (a path or serialized bytes) after onnxruntime's own graph optimization on the CPU
-    provider, at ``level`` capped at "extended" (the hardware-independent passes)."""
-    from edgerobust.edge.runtime.sessions import ort
-
-    rt = ort()
-    level = level if level in _LEVELS else "extended"
-    with tempfile.TemporaryDirectory(prefix="edgerobust-kernels-") as tmp:
-        out = Path(tmp) / "optimized.onnx"
-        o = rt.SessionOptions()
-        o.graph_optimization_level = getattr(rt.GraphOptimizationLevel, _ORT_LEVEL[level])
-        o.optimized_model_filepath = str(out)
-        o.log_severity_level = 3
-        try:
-            rt.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=o,
-                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own zoo of exceptions
-            what = "the model" if isinstance(model, bytes) else f"'{model}'"
-            raise ModelLoadError(f"onnxruntime cannot load {what} to split it into kernels.",
-                                 why=f"{type(exc).__name__}: {str(exc)[:400]}",
-                                 fix="Check that the file is a complete ONNX model this onnxruntime can run.") from exc
-        return onnx.load(str(out))
-
-
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[list[int], int]]:
-    """Every tensor's (shape, element type) that onnx's shape inference finds at batch 1."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inits = {t.name for t in m.graph.initializer}
-    for i in m.graph.input:
-        dims = i.type.tensor_type.shape.dim
-        if i.name not in inits and len(dims) and not dims[0].dim_value:
-            dims[0].dim_value = 1
-    try:
-        m = shape_inference.infer_shapes(m, strict_mode=False)
-    except Exception:  # onnx raises its own InferenceError kinds; the walk falls back to the weights
-        pass
-    out = {}
-    for v in (*m.graph.input, *m.graph.value_info, *m.graph.output):
-        t = v.type.tensor_type
-        dims = [d.dim_value if d.dim_value > 0 else 1 for d in t.shape.dim]
-        if t.HasField("shape"):
-            out[v.name] = (dims, t.elem_type)
-    for t in m.graph.initializer:
-        out[t.name] = (list(t.dims), t.data_type)
-    return out
-
-
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
@@ -137,7 +109,8 @@ class _Walk:
     """Shapes and element sizes of the optimized graph's tensors, from the original model's inference,
     then filled in node by node where fused nodes made new tensors."""
 
-    def __init__(self, graph: onnx.GraphProto, shapes: dict, float_dtype: str):
+    def __init__(self, graph: onnx.GraphProto, shapes: dict, float_dtype: str, block: int = 0):
+        self.block = block  # the device's NCHWc block: a plain convolution there is a "-nchw" kind
         self.shapes = dict(shapes)
         self.inits = {t.name: (list(t.dims), t.data_type) for t in graph.initializer}
         self.shapes.update(self.inits)
@@ -166,9 +139,10 @@ class _Walk:
 
 def _esize(node: onnx.NodeProto, walk: _Walk) -> int:
     """Bytes per element of the node's first activation (1 for the int8 ops' quantized tensors)."""
+    if node.op_type in INT8_OPS:  # its activations are 8-bit whatever name they took over from the float graph
+        return 1
     ins = walk.activations(node)
-    default = 1 if node.op_type in INT8_OPS else walk.float_size
-    return walk.size(ins[0], default) if ins else default
+    return walk.size(ins[0], walk.float_size) if ins else walk.float_size
 
 
 def _dtype(node: onnx.NodeProto, walk: _Walk) -> str:
@@ -179,7 +153,8 @@ def _conv(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
     a = _attrs(node)
     w = walk.shape(node.input[CONV_OPS[node.op_type]]) or [0, 0, 1, 1]
     x = walk.shape(node.input[0]) or [1, 0, 0, 0]
-    if a.get("channels_last"):
+    last = bool(a.get("channels_last"))
+    if last:
         x = [x[0], x[-1], *x[1:-1]]
     cout, cin_g, ks = w[0], w[1], w[2:] or [1]
     groups = int(a.get("group", 1))
@@ -192,13 +167,18 @@ def _conv(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
             for i, (s, k) in enumerate(zip(spatial, ks))]
     y = walk.shape(node.output[0])
     if y and len(y) == len(x):
-        outs = y[1:-1] if a.get("channels_last") else y[2:]
-    walk.set(node.output[0], [1, cout, *outs], walk.shapes.get(node.input[0], (None, 0))[1])
-    pixels, kk = _n(outs), _n(ks)
-    kind = ("depthwise" if groups > 1 and groups == cin else "pointwise" if kk == 1 and groups == 1 else "conv")
+        outs = y[1:-1] if last else y[2:]
+    n = max(x[0], 1)
+    walk.set(node.output[0], [n, *outs, cout] if last else [n, cout, *outs], walk.shapes.get(node.input[0], (None, 0))[1])
+    pixels, kk = n * _n(outs), _n(ks)
+    # one input channel per group is depthwise (NCHWc pads the channels to its blocks: 728 runs as 736)
+    kind = ("depthwise" if groups > 1 and cin_g == 1 and cout == groups else "pointwise" if kk == 1 and groups == 1
+            else "conv")
+    if walk.block and node.domain != NCHWC_DOMAIN and node.op_type in ("Conv", "FusedConv"):
+        kind += "-nchw"
     wsize = 1 if node.op_type in INT8_OPS else walk.size(node.input[CONV_OPS[node.op_type]], esize)
     return Kernel(kind, _dtype(node, walk), node.op_type, macs=float(cout * pixels * cin_g * kk),
-                  bytes_in=float(cin * _n(spatial) * esize), bytes_out=float(cout * pixels * esize),
+                  bytes_in=float(n * cin * _n(spatial) * esize), bytes_out=float(cout * pixels * esize),
                   bytes_w=float(_n(w) * wsize), k=int(max(ks)), stride=int(max(strides)), cin=int(cin),
                   cout=int(cout), pixels=int(pixels), name=node.name)
 
@@ -220,7 +200,8 @@ def _linear(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
 def _pool(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
     a = _attrs(node)
     x = walk.shape(node.input[0]) or [1, 0, 1, 1]
-    if a.get("channels_last") or node.op_type == "NhwcMaxPool":
+    last = bool(a.get("channels_last")) or node.op_type == "NhwcMaxPool"
+    if last:
         x = [x[0], x[-1], *x[1:-1]]
     if node.op_type.startswith(("Global", "QLinearGlobal")):
         outs, k, stride = [1] * len(x[2:]), int(max(x[2:] or [1])), 1
@@ -229,31 +210,63 @@ def _pool(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
         pads = a.get("pads") or [0] * (2 * len(ks))
         outs = [max((s + pads[i] + pads[i + len(ks)] - k) // strides[i] + 1, 1) for i, (s, k) in enumerate(zip(x[2:], ks))]
         k, stride = int(max(ks)), int(max(strides))
-    walk.set(node.output[0], [1, x[1], *outs], walk.shapes.get(node.input[0], (None, 0))[1])
-    pixels = _n(outs)
+    n = max(x[0], 1)
+    walk.set(node.output[0], [n, *outs, x[1]] if last else [n, x[1], *outs], walk.shapes.get(node.input[0], (None, 0))[1])
+    pixels = n * _n(outs)
     return Kernel("pool", _dtype(node, walk), node.op_type, macs=float(x[1] * pixels * k * k),
                   bytes_in=float(_n(x) * esize), bytes_out=float(x[1] * pixels * esize), k=k, stride=stride,
                   cin=int(x[1]), cout=int(x[1]), pixels=int(pixels), name=node.name)
 
 
-def _elementwise(node: onnx.NodeProto, walk: _Walk, kind: str) -> Kernel:
-    ins = walk.activations(node)
+def _out_shape(node: onnx.NodeProto, walk: _Walk, first: list[int] | None) -> list[int] | None:
+    """The output's shape where the graph does not say it: kept by element-wise ops and reorders (ReorderOutput
+    with its own channel count, channels last if asked), a transpose's permutation, a concatenation's sum."""
+    a, op = _attrs(node), node.op_type
+    if first is None or op in VIEW_OPS + ("Pad", "Resize", "Upsample", "Expand", "Tile") + SCALAR_OPS:
+        return None
+    if op == "ReorderOutput" and len(first) == 4:
+        c = int(a.get("channels", first[1]))
+        return [first[0], *first[2:], c] if a.get("channels_last") else [first[0], c, *first[2:]]
+    if op == "Transpose":
+        perm = a.get("perm") or list(range(len(first)))[::-1]
+        return [first[i] for i in perm] if len(perm) == len(first) else None
+    if op in ("Concat", "QLinearConcat"):
+        names = node.input[2::3] if op == "QLinearConcat" else node.input
+        ins = [s for s in map(walk.shape, names) if s is not None and len(s) == len(first)]
+        axis = int(a.get("axis", 1)) % len(first)
+        return [sum(s[axis] for s in ins) if i == axis else d for i, d in enumerate(first)] if ins else None
+    if op in ("Slice", "Split", "Gather"):
+        return None
+    return first
+
+
+def _moves(node: onnx.NodeProto, walk: _Walk, kind: str) -> Kernel:
+    """A kernel whose time is the data it moves: add, data movement, scalar and view kinds."""
+    ins = walk.activations(node) or list(node.input[:1])  # a weight dequantized at every run: its data moves
     esize = _esize(node, walk)
     first = walk.shape(ins[0]) if ins else None
     out = walk.shape(node.output[0]) if node.output else None
-    if out is None and first is not None and node.op_type not in VIEW_OPS + ("Transpose", "Concat", "Pad"):
-        walk.set(node.output[0], first, walk.shapes.get(ins[0], (None, 0))[1])
-        out = first
+    if out is None:
+        out = _out_shape(node, walk, first)
+        if out is not None:
+            walk.set(node.output[0], out, 1 if node.op_type in INT8_OPS else walk.shapes.get(ins[0], (None, 0))[1])
     b_in = sum(walk.nbytes(i, esize) for i in ins)
     b_out = sum(walk.nbytes(o, esize) for o in node.output if o)
     if not b_out and out is not None:
         b_out = float(_n(out) * esize)
-    return Kernel(kind, _dtype(node, walk), node.op_type, bytes_in=b_in, bytes_out=b_out, pixels=_n(out or first or []),
+    shapes = [walk.shape(t) for t in (*ins, *(o for o in node.output if o))]
+    tiny = None not in shapes and sum(map(_n, shapes)) <= SCALAR_MAX  # every size known, and a few numbers in all
+    if kind not in ("add", "view") and (node.op_type in SCALAR_OPS or tiny):
+        kind = "scalar"
+    if kind == "add" and len(ins) == 2 and walk.shape(ins[0]) != walk.shape(ins[1]):
+        kind = "elementwise"  # a broadcast: a bias or a squeeze-excite scale, not a residual sum
+    dtype = "int8" if kind == "quantize" else _dtype(node, walk)
+    return Kernel(kind, dtype, node.op_type, bytes_in=b_in, bytes_out=b_out, pixels=_n(out or first or []),
                   name=node.name)
 
 
 def kernel_of(node: onnx.NodeProto, walk: _Walk) -> Kernel:
-    """The kernel one node of the optimized graph runs."""
+    """The kernel one node of the device's graph runs."""
     esize = _esize(node, walk)
     if node.op_type in CONV_OPS:
         return _conv(node, walk, esize)
@@ -262,8 +275,8 @@ def kernel_of(node: onnx.NodeProto, walk: _Walk) -> Kernel:
     if node.op_type in POOL_OPS:
         return _pool(node, walk, esize)
     if node.op_type in ADD_OPS:
-        return _elementwise(node, walk, "add")
-    return _elementwise(node, walk, "view" if node.op_type in VIEW_OPS else "memory")
+        return _moves(node, walk, "add")
+    return _moves(node, walk, "view" if node.op_type in VIEW_OPS else MOVE_OPS.get(node.op_type, "elementwise"))
 
 
 def float_dtype(model: onnx.ModelProto) -> str:
@@ -301,26 +314,43 @@ def fuse_adds(graph: onnx.GraphProto, kernels: list[Kernel]) -> list[Kernel]:
     return [k for n, k in zip(graph.node, kernels) if (n.name or n.output[0]) not in drop]
 
 
-def extract(model: str | os.PathLike | bytes, level: str = "all", fuses_add: bool = False) -> tuple[Kernel, ...]:
-    """The kernels of one model (a path or serialized bytes) at batch 1, in graph order, as onnxruntime's
-    CPU provider fuses them.
-
-    ``level``: the profile's graph optimization level (capped at "extended"); ``fuses_add``: also drop
-    the float residual adds the device fuses into convolutions (see :func:`fuse_adds`).
-    """
+def load(model: str | os.PathLike | bytes) -> onnx.ModelProto:
+    """The ONNX model (a path or serialized bytes), or the project's error."""
     if isinstance(model, bytes):
-        original = onnx.load_from_string(model)
-    else:
-        model = Path(model)
-        if not model.is_file():
-            raise ModelLoadError(f"The model '{model}' does not exist.", fix="Check the path.")
-        try:
-            original = onnx.load(str(model), load_external_data=False)
-        except Exception as exc:  # a truncated or foreign file: onnx's DecodeError and friends
-            raise ModelLoadError(f"'{model}' is not an ONNX model.", why=str(exc)[:300]) from exc
-    opt = optimized(model, level)
-    walk = _Walk(opt.graph, _shapes(original), float_dtype(original))
+        return onnx.load_from_string(model)
+    model = Path(model)
+    if not model.is_file():
+        raise ModelLoadError(f"The model '{model}' does not exist.", fix="Check the path.")
+    try:
+        return onnx.load(str(model), load_external_data=False)
+    except Exception as exc:  # a truncated or foreign file: onnx's DecodeError and friends
+        raise ModelLoadError(f"'{model}' is not an ONNX model.", why=str(exc)[:300]) from exc
+
+
+def extract(model: str | os.PathLike | bytes, level: str = "all", fuses_add: bool = False, block: int | None = None,
+            batch: int = 1) -> tuple[Kernel, ...]:
+    """The kernels of one model (a path or serialized bytes) at ``batch``, in graph order, as the device's
+    onnxruntime CPU provider runs them.
+
+    ``level``: the profile's graph optimization level; ``block``: the device's NCHWc block (0: none; None:
+    this host's, as on the device itself); ``fuses_add``: the device fuses a float residual add into the
+    convolution before it, which is dropped here where the rebuilt graph still has it (:func:`fuse_adds`).
+    What of the device's graph this host cannot rebuild is in :func:`extract_noting`.
+    """
+    return extract_noting(model, level, fuses_add, block, batch)[0]
+
+
+def extract_noting(model: str | os.PathLike | bytes, level: str = "all", fuses_add: bool = False,
+                   block: int | None = None, batch: int = 1) -> tuple[tuple[Kernel, ...], str | None]:
+    """(:func:`extract`'s kernels, what of the device's graph could not be rebuilt here, in words, or None)."""
+    from edgerobust.edge.estimate.graph import nchwc_block
+
+    original = load(model)
+    block = nchwc_block(level) if block is None else block
+    opt, note = device_graph(model, level, block)
+    walk = _Walk(opt.graph, tensor_shapes(original, batch), float_dtype(original),
+                 block if note is None else 0)
     kernels = [kernel_of(node, walk) for node in opt.graph.node]
-    if fuses_add and level == "all":
+    if fuses_add and level == "all" and not any(n.domain == NCHWC_DOMAIN for n in opt.graph.node):
         kernels = fuse_adds(opt.graph, kernels)
-    return tuple(kernels)
+    return tuple(kernels), note

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.calibrate import Calibration, load_calibration
-from edgerobust.edge.estimate.kernels import extract
+from edgerobust.edge.estimate.kernels import DTYPES, MOVES, WEIGHTED, extract_noting
 from edgerobust.edge.estimate.timing import cold_share
 from edgerobust.edge.runtime.host import cpu_isa, host_info
 from edgerobust.errors import UsageError
@@ -35,12 +35,16 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class EstimateConfig:
-    """calibration: a calibration file (or a Calibration); models: role -> ONNX model to predict."""
+    """calibration: a calibration file (or a Calibration); models: role -> ONNX model to predict; batch: the
+    batch size to predict at."""
 
     calibration: object
     models: dict = field(default_factory=dict)
+    batch: int = 1
 
     def __post_init__(self):
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or not 1 <= self.batch <= 4096:
+            raise UsageError(f"The estimate's batch size must be an integer from 1 to 4096; got {self.batch!r}.")
         if not isinstance(self.calibration, Calibration):
             object.__setattr__(self, "calibration", Path(self.calibration))
         if not self.models:
@@ -70,7 +74,10 @@ class ModelEstimate:
     missing: tuple[str, ...] = ()
     weights_mb: float = 0.0
     cold: float = 0.0
-    moves: int = 0  # kernels that only move data (memory, view): split, concat, transpose, reshape, ...
+    moves: int = 0  # kernels that only move data: split, concat, transpose, reorder, reshape, ...
+    uncosted: tuple[str, ...] = ()  # kinds costed by a stand-in fit (uncosted_warning)
+    layout: str | None = None  # what of the device's layout this host could not rebuild
+    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -120,19 +127,37 @@ def same_host(cal: Calibration) -> bool:
             and tuple(cpu_isa()) == tuple(h.get("isa") or ()))
 
 
-def predict_model(cal: Calibration, role: str, path: str | os.PathLike) -> ModelEstimate:
-    """One model's estimate (see the module docstring)."""
-    kernels = extract(path, cal.graph_optimization, cal.fuses_add)
-    dtypes = tuple(sorted({k.dtype for k in kernels if k.kind not in ("memory", "view")}))
+def _fit_key(cal: Calibration, kind: str, dtype: str) -> tuple[str | None, str | None]:
+    """(the fit a kernel takes, or None; what stood in, in words, or None when its own fit exists): a kind
+    that only moves data takes its kind's fit at another precision (its time is its bytes); a plain "-nchw"
+    convolution the calibration never met takes the blocked kind's fit."""
+    key = f"{kind}/{dtype}"
+    if key in cal.fits:
+        return key, None
+    if kind.endswith("-nchw") and f"{kind.removesuffix('-nchw')}/{dtype}" in cal.fits:
+        return f"{kind.removesuffix('-nchw')}/{dtype}", f"{kind} as {kind.removesuffix('-nchw')}"
+    if kind in MOVES + ("scalar", "view"):
+        other = next((f"{kind}/{d}" for d in DTYPES if f"{kind}/{d}" in cal.fits), None)
+        return other, (f"{kind} {dtype} as {other.split('/')[1]}" if other else f"{kind} {dtype} (uncosted)")
+    return None, None
+
+
+def predict_model(cal: Calibration, role: str, path: str | os.PathLike, batch: int = 1) -> ModelEstimate:
+    """One model's estimate at ``batch`` (see the module docstring)."""
+    kernels, layout = extract_noting(path, cal.graph_optimization, cal.fuses_add, cal.nchwc_block, batch)
+    dtypes = tuple(sorted({k.dtype for k in kernels if k.kind in WEIGHTED + ("add", "pool")}))
     weights = sum(k.bytes_w for k in kernels)
     cold = cold_share(cal.cache, weights)
     per_key: dict[str, float] = {}  # predicted µs by fit, the cold part of a kernel under its cold fit
     by_kind: dict[str, float] = {}
-    missing = set()
+    missing, stand_ins = set(), set()
     for k in kernels:
-        key = f"{k.kind}/{k.dtype}"
-        if key not in cal.fits:
-            missing.add(k.dtype)
+        key, stand_in = _fit_key(cal, k.kind, k.dtype)
+        if stand_in:
+            stand_ins.add(stand_in)
+        if key is None:
+            if stand_in is None:
+                missing.add(k.dtype)
             continue
         parts = {key: max(F.predict_us(cal.fits[key], k.to_dict()), 0.0)}
         if f"{key}/cold" in cal.fits and cold > 0:
@@ -143,23 +168,23 @@ def predict_model(cal: Calibration, role: str, path: str | os.PathLike) -> Model
             by_kind[k.kind] = by_kind.get(k.kind, 0.0) + us / 1e3
     fixed_us = cal.run_us + cal.node_us * len(kernels)
     kinds = {k: round(v, 4) for k, v in sorted(by_kind.items())}
-    moves = sum(k.kind in ("memory", "view") for k in kernels)
+    moves = sum(k.kind in MOVES + ("scalar", "view") for k in kernels)
+    extra = {"uncosted": tuple(sorted(stand_ins)), "layout": layout, "batch_size": batch}
     if missing:
         return ModelEstimate(role, str(path), None, None, None, len(kernels), dtypes, kinds, fixed_us / 1e3,
-                             tuple(sorted(missing)), weights / 2**20, cold, moves)
+                             tuple(sorted(missing)), weights / 2**20, cold, moves, **extra)
     low, high = F.band(cal.fits, per_key)
     total = sum(per_key.values())
     return ModelEstimate(role, str(path), (total + fixed_us) / 1e3, (low + fixed_us) / 1e3, (high + fixed_us) / 1e3,
-                         len(kernels), dtypes, kinds, fixed_us / 1e3, (), weights / 2**20, cold, moves)
+                         len(kernels), dtypes, kinds, fixed_us / 1e3, (), weights / 2**20, cold, moves, **extra)
 
 
-def moves_warning(m: ModelEstimate) -> str | None:
-    """Said when data movement outnumbers compute: such graphs were predicted too fast (docs/estimate.md)."""
-    if m.p50_ms is None or m.moves <= m.kernels - m.moves:
+def uncosted_warning(m: ModelEstimate) -> str | None:
+    """Said where the method could not cost a kernel as the device runs it, naming what stood in."""
+    if m.p50_ms is None or not (m.uncosted or m.layout):
         return None
-    return (f"{m.role}: {m.moves} of its {m.kernels} operations only move data (split, concatenate, transpose, "
-            "reshape), more than its compute kernels; estimates of such graphs came out 15-66% too fast when checked "
-            "(ShuffleNet V2): read this one as a lower bound")
+    what = [f"kernels the calibration has no fit for, costed by another: {', '.join(m.uncosted)}"] if m.uncosted else []
+    return f"{m.role}: " + "; ".join(what + ([m.layout] if m.layout else [])) + ": read this estimate as a lower bound"
 
 
 def _speedups(models: tuple[ModelEstimate, ...]) -> dict:
@@ -171,17 +196,17 @@ def _speedups(models: tuple[ModelEstimate, ...]) -> dict:
 
 
 def estimate(config: EstimateConfig) -> Estimate:
-    """Predict every model of ``config.models`` on the calibrated device."""
+    """Predict every model of ``config.models`` on the calibrated device at ``config.batch``."""
     cal = config.calibration
     if isinstance(cal, Calibration):
         source, sha = "(in memory)", ""
     else:
         source, sha = str(cal), _sha256(cal) if cal.is_file() else ""
         cal = load_calibration(cal)
-    models = tuple(predict_model(cal, role, path) for role, path in config.models.items())
+    models = tuple(predict_model(cal, role, path, config.batch) for role, path in config.models.items())
     warnings = [f"{m.role}: no estimate, the calibration has no {', '.join(m.missing)} kernels (calibrate the device "
                 f"with `dtypes` including {', '.join(m.missing)})" for m in models if m.missing]
-    warnings += [w for w in map(moves_warning, models) if w]
+    warnings += [w for w in map(uncosted_warning, models) if w]
     if cal.other_load is not None and cal.other_load > 0.1:
         warnings.append(f"the calibration was timed while other processes used {cal.other_load:.0%} of the device's "
                         "cores: its kernel times may be slow")
@@ -189,5 +214,5 @@ def estimate(config: EstimateConfig) -> Estimate:
     return Estimate(calibration=source, calibration_sha256=sha, calibrated=cal.created, device=cal.describe(),
                     profile=cal.profile, same_host=same_host(cal), model_form=F.MODEL,
                     band=f"held-out kernels' {F.BAND[0]}th-{F.BAND[1]}th percentile errors, per kernel type, "
-                         "time-weighted", batch_size=1, models=models, speedup=_speedups(models), holdout=holdout,
+                         "time-weighted", batch_size=config.batch, models=models, speedup=_speedups(models), holdout=holdout,
                     warnings=tuple(warnings))

@@ -35,16 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from edgerobust.edge.estimate.grid import chain_model, feeds, overhead_model
-from edgerobust.edge.estimate.kernels import ADD_OPS, CONV_OPS, LINEAR_OPS, POOL_OPS, VIEW_OPS
+from edgerobust.edge.estimate.graph import optimized
+from edgerobust.edge.estimate.kernels import CONV_OPS
 from edgerobust.edge.runtime.profile_schema import DeviceProfile
 from edgerobust.edge.runtime.sessions import ProviderPlan, ort, session_options
 
 TIMINGS = ("nodes", "wall")
-WEIGHTED = ("conv", "pointwise", "depthwise", "linear")  # timed with cold caches
-# The runtime ops that are the kernel itself in a tiny model, per kind; None: every node (a memory op
-# is the whole model). NCHWc's convolution on x86 is named Conv too.
-MAIN_OPS = {"conv": set(CONV_OPS), "pointwise": set(CONV_OPS), "depthwise": set(CONV_OPS), "linear": set(LINEAR_OPS),
-            "add": set(ADD_OPS), "pool": set(POOL_OPS), "memory": None, "view": set(VIEW_OPS)}
+# The cache curve's convolutions run on 4x4 pixels: reading their weights is then a large share of their time (at
+# 8x8 a lone convolution ran as fast after a flush as back to back on a 2-core AMD EPYC, and the curve was noise).
+CURVE_PX = 4
 
 
 def default_timing(plan: ProviderPlan) -> str:
@@ -113,42 +112,43 @@ def central_mean(values) -> float:
     return float(v[lo:hi].mean())
 
 
-def node_times(events: list[dict], skip: int) -> dict[tuple[str, str], float]:
-    """Kernel time (µs, :func:`central_mean` over runs) of every node in a profile, by (node name, op),
-    leaving out the first ``skip`` runs (warmup)."""
-    per: dict[tuple[str, str], list[float]] = {}
+def node_times(events: list[dict], skip: int) -> dict[str, float]:
+    """Kernel time (µs, :func:`central_mean` over runs) of every node in a profile, by node name, leaving out
+    the first ``skip`` runs (warmup)."""
+    per: dict[str, list[float]] = {}
     for e in events:
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
-            key = (e["name"][: -len("_kernel_time")], e.get("args", {}).get("op_name", ""))
-            per.setdefault(key, []).append(float(e["dur"]))
+            per.setdefault(e["name"][: -len("_kernel_time")], []).append(float(e["dur"]))
     return {k: central_mean(v[skip:] if len(v) > skip else v) for k, v in per.items()}
 
 
-def kernel_us(times: dict[tuple[str, str], float], kind: str, profiler_us: float = 0.0) -> float:
-    """The kernel's time among a tiny model's node times: its main nodes (else every node), each less the
-    profiler's own cost per node."""
-    ops = MAIN_OPS.get(kind)
-    main = [t for (_, op), t in times.items() if ops is None or op in ops] or list(times.values())
-    return float(sum(max(t - profiler_us, 0.0) for t in main))
-
-
-def time_model(model: bytes, kind: str, profile: DeviceProfile, plan: ProviderPlan, timing: str, seconds: float,
-               run_us: float = 0.0, flush: Flush | None = None, profiler_us: float = 0.0, seed: int = 0) -> float:
-    """The kernel's time (µs) in one tiny model: by the profiler's node times, or by wall time less ``run_us``;
-    the caches flushed before each run when ``flush`` is given."""
+def time_nodes(model: bytes, profile: DeviceProfile, plan: ProviderPlan, timing: str, seconds: float,
+               run_us: float = 0.0, flush: Flush | None = None, profiler_us: float = 0.0, seed: int = 0) -> dict[str, float]:
+    """Each node's time (µs) in one tiny model, by node name: the profiler's node times less its own cost per
+    node ("nodes"), or {"": the run's wall time less ``run_us``} ("wall"); the caches flushed before each run
+    when ``flush`` is given."""
     rng = np.random.default_rng(seed)
-    flush = flush if kind in WEIGHTED else None
     if timing == "wall":
         sess = _session(model, profile, plan, None)
         t = _runs(sess, feeds(sess.get_inputs(), rng), seconds, flush)
-        return max(float(np.median(t)) * 1e6 - run_us, 0.0)
+        return {"": max(float(np.median(t)) * 1e6 - run_us, 0.0)}
     with tempfile.TemporaryDirectory(prefix="edgerobust-calib-") as tmp:
         sess = _session(model, profile, plan, os.path.join(tmp, "p"))
         _runs(sess, feeds(sess.get_inputs(), rng), seconds, flush)
         path = Path(sess.end_profiling())
         events = json.loads(path.read_text(encoding="utf-8"))
         del sess
-    return kernel_us(node_times(events, skip=3), kind, profiler_us)
+    return {name: max(t - profiler_us, 0.0) for name, t in node_times(events, skip=3).items()}
+
+
+def conv_us(model: bytes, profile: DeviceProfile, plan: ProviderPlan, timing: str, seconds: float,
+            flush: Flush | None = None, profiler_us: float = 0.0) -> float:
+    """The convolutions' time (µs) in a chain of them (:func:`chain_model`): the sum of its convolution nodes."""
+    times = time_nodes(model, profile, plan, timing, seconds, flush=flush, profiler_us=profiler_us)
+    if timing == "wall":
+        return times[""]
+    convs = {n.name for n in optimized(model, profile.session.graph_optimization).graph.node if n.op_type in CONV_OPS}
+    return float(sum(t for name, t in times.items() if name in convs))
 
 
 def wall_us(model: bytes, profile: DeviceProfile, plan: ProviderPlan, seconds: float) -> float:
@@ -175,7 +175,7 @@ def profiler_cost(profile: DeviceProfile, plan: ProviderPlan, seconds: float, ru
     model, got = chain_model(k, 32, 8), []
     for _ in range(repeats):
         wall = wall_us(model, profile, plan, seconds)
-        profiled = time_model(model, "conv", profile, plan, "nodes", seconds)
+        profiled = conv_us(model, profile, plan, "nodes", seconds)
         got.append((profiled - (wall - run_us - node_us * k)) / k)
     return max(float(np.median(got)), 0.0)
 
@@ -185,14 +185,14 @@ def cache_curve(profile: DeviceProfile, plan: ProviderPlan, seconds: float, flus
     """((weight bytes, cold share), ...): for chains of k convolutions, how far each convolution's time in the
     chain lies from its time alone and warm (0) toward its time alone after a flush (1); the median of
     ``repeats`` rounds, each timing the lone convolution both ways and every chain."""
-    per_conv, one = 128 * 128 * 9 * 4, chain_model(1)
+    per_conv, one = 128 * 128 * 9 * 4, chain_model(1, h=CURVE_PX)
     shares = []
     for _ in range(repeats):
-        hot = time_model(one, "conv", profile, plan, "nodes", seconds, profiler_us=profiler_us)
-        cold = time_model(one, "conv", profile, plan, "nodes", seconds, flush=flush, profiler_us=profiler_us)
+        hot = conv_us(one, profile, plan, "nodes", seconds, profiler_us=profiler_us)
+        cold = conv_us(one, profile, plan, "nodes", seconds, flush=flush, profiler_us=profiler_us)
         row = []
         for k in chains:
-            t = time_model(chain_model(k), "conv", profile, plan, "nodes", seconds, profiler_us=profiler_us) / k
+            t = conv_us(chain_model(k, h=CURVE_PX), profile, plan, "nodes", seconds, profiler_us=profiler_us) / k
             row.append(min(max((t - hot) / (cold - hot), 0.0), 1.0) if cold > hot * 1.02 else 1.0)
         shares.append(row)
     med = np.maximum.accumulate(np.median(np.asarray(shares), axis=0))  # never less cold with more weights

@@ -1,0 +1,153 @@
+"""The device's graph as the estimate rebuilds it: sizes the graph computes at run time, the NCHWc layout and its
+reorders, convolutions whose channels the layout cannot take, data movement as kernels of their own, batch
+sizes, and the warnings where something is not costed. Real onnxruntime sessions on tiny models."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgerobust.edge.estimate.builder import Builder
+from edgerobust.edge.estimate.calibrate import CalibrateConfig, calibrate
+from edgerobust.edge.estimate.graph import nchwc_block
+from edgerobust.edge.estimate.grid import Point, draw, micro_model
+from edgerobust.edge.estimate.kernels import KINDS, extract, extract_noting
+from edgerobust.edge.estimate.predict import EstimateConfig, estimate
+from onnx_models import write_profile
+
+HERE = nchwc_block("all")  # 16 on AVX-512, 8 on AVX2, 0 where onnxruntime has no NCHWc (ARM)
+
+
+def _model(nodes, inits, x_shape, path):
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def _w(name, *shape):
+    return numpy_helper.from_array((np.random.default_rng(0).standard_normal(shape) * 0.1).astype(np.float32), name)
+
+
+def shuffle_net(path, c=16):
+    """conv -> ShuffleNet's channel shuffle, its reshape targets computed from Shape at run time (as torch exports
+    x.size() with a dynamic batch) -> conv: onnx's shape inference cannot size what follows the first Reshape."""
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Shape", ["a"], ["s"])]
+    for i in range(4):
+        nodes += [helper.make_node("Gather", ["s", f"i{i}"], [f"g{i}"], axis=0),
+                  helper.make_node("Unsqueeze", [f"g{i}", "zero"], [f"u{i}"])]
+    nodes += [helper.make_node("Div", ["g1", "two"], ["half"]), helper.make_node("Unsqueeze", ["half", "zero"], ["uh"]),
+              helper.make_node("Concat", ["u0", "two1", "uh", "u2", "u3"], ["t5"], axis=0),
+              helper.make_node("Reshape", ["a", "t5"], ["r5"]),
+              helper.make_node("Transpose", ["r5"], ["tr"], perm=[0, 2, 1, 3, 4]),
+              helper.make_node("Concat", ["u0", "minus1", "u2", "u3"], ["t4"], axis=0),
+              helper.make_node("Reshape", ["tr", "t4"], ["b"]),
+              helper.make_node("Conv", ["b", "w2"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)]
+    inits = [_w("w1", c, 3, 3, 3), _w("w2", c, c, 3, 3), i64("zero", [0]), i64("two", 2), i64("two1", [2]),
+             i64("minus1", [-1]), *(i64(f"i{i}", i) for i in range(4))]
+    return _model(nodes, inits, ["n", 3, 8, 8], path)
+
+
+def depthwise_net(path, c):
+    """conv 1x1 -> depthwise 3x3 on ``c`` channels."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["a", "w2"], ["y"], kernel_shape=[3, 3], pads=[1] * 4, group=c)]
+    return _model(nodes, [_w("w1", c, c, 1, 1), _w("w2", c, 1, 3, 3)], ["n", c, 8, 8], path)
+
+
+def test_sizes_the_graph_computes_at_run_time_are_read_from_a_run(tmp_path):
+    ks = extract(shuffle_net(tmp_path / "s.onnx"), "extended")
+    convs = [k for k in ks if k.kind == "conv"]
+    assert [(k.cin, k.cout, k.pixels) for k in convs] == [(3, 16, 64), (16, 16, 64)]  # not 1 pixel, 1 channel
+    assert convs[1].macs == 16 * 16 * 9 * 64
+    shuffle = next(k for k in ks if k.op == "Transpose")
+    assert shuffle.kind == "transpose" and shuffle.bytes_in == shuffle.bytes_out == 16 * 64 * 4
+    kinds = {k.op: k.kind for k in ks}
+    assert kinds["Shape"] == kinds["Gather"] == kinds["Div"] == "scalar" and kinds["Reshape"] == "view"
+
+
+def test_batch_multiplies_the_work_and_the_bytes(tmp_path):
+    path = shuffle_net(tmp_path / "s.onnx")
+    one, eight = extract(path, "extended"), extract(path, "extended", batch=8)
+    assert [k.kind for k in one] == [k.kind for k in eight]
+    for a, b in zip(one, eight):
+        assert (b.macs, b.bytes_in, b.bytes_out) == (8 * a.macs, 8 * a.bytes_in, 8 * a.bytes_out) or a.kind in ("scalar", "view")
+        assert b.bytes_w == a.bytes_w
+
+
+@pytest.mark.skipif(HERE == 0, reason="this host's onnxruntime has no NCHWc layout")
+def test_the_nchwc_layout_is_rebuilt_as_the_device_runs_it(tmp_path):
+    path = depthwise_net(tmp_path / "d.onnx", 64)
+    ks, note = extract_noting(path, "all", block=HERE)
+    assert note is None and [k.kind for k in ks] == ["reorder", "pointwise", "depthwise", "reorder"]
+    assert ks[0].op == "ReorderInput" and ks[-1].op == "ReorderOutput" and ks[0].bytes_in == 64 * 64 * 4
+    plain, note = extract_noting(path, "all", block=0)  # a device without it (ARM): no reorders, nothing left out
+    assert note is None and [k.kind for k in plain] == ["pointwise", "depthwise"]
+    other, note = extract_noting(path, "all", block=HERE * 2)  # a device this host cannot rebuild: said
+    assert "not costed" in note and f"blocks of {HERE * 2}" in note and [k.kind for k in other] == ["pointwise",
+                                                                                                     "depthwise"]
+
+
+@pytest.mark.skipif(HERE == 0, reason="this host's onnxruntime has no NCHWc layout")
+def test_channels_the_layout_cannot_take_run_plain_and_are_their_own_kind(tmp_path):
+    ks = extract(depthwise_net(tmp_path / "d.onnx", 58), "all", block=HERE)
+    assert [k.kind for k in ks] == ["pointwise-nchw", "depthwise-nchw"] and ks[1].cin == 58
+    assert all(k.kind in KINDS for k in ks)
+
+
+def test_every_grid_point_is_a_model_the_runtime_splits_into_known_kinds():
+    points = draw(0, scale=0.05)
+    assert {p.kind for p in points} >= {"concat", "slice", "transpose", "quantize", "norm", "elementwise", "scalar",
+                                        "resize", "memory"}
+    for p in points:
+        for dtype in ("fp32", "int8"):
+            ks = extract(micro_model(p, dtype), "all")
+            assert ks and all(k.kind in KINDS for k in ks)
+            assert any(k.kind.removesuffix("-nchw") == p.kind for k in ks) or (dtype, p.kind) in (
+                ("int8", "elementwise"), ("int8", "memory"))  # a Relu or a Pad the int8 graph folds away
+
+
+def test_builder_names_every_node_so_the_profiler_can_be_read():
+    b = Builder("fp32", False)
+    x = b.input([1, 4], TensorProto.FLOAT)
+    m = onnx.load_from_string(b.model(b.node("Relu", [x])))
+    assert all(n.name for n in m.graph.node)
+
+
+@pytest.fixture(scope="module")
+def tiny_calibration(tmp_path_factory):
+    profile = write_profile(tmp_path_factory.mktemp("p") / "fast.toml", batch_sizes=(1,))
+    return calibrate(CalibrateConfig(profile=str(profile), scale=0.05, passes=1, seconds=0.01, show_progress=False))
+
+
+@pytest.mark.slow  # a tiny calibration of this host
+def test_a_calibration_times_data_movement_and_layout_changes(tiny_calibration):
+    cal = tiny_calibration
+    keys = set(cal.fits)
+    assert {"concat/fp32", "slice/fp32", "transpose/int8", "quantize/int8", "norm/fp32", "scalar/fp32"} <= keys
+    assert cal.nchwc_block == HERE and (HERE == 0 or "reorder/fp32" in keys)  # timed around the grid's convolutions
+    assert all(s.cold_us is None for s in cal.samples if s.kind in ("reorder", "quantize", "transpose"))
+
+
+@pytest.mark.slow  # a tiny calibration of this host
+def test_what_the_calibration_cannot_cost_is_named_and_the_band_is_finite(tiny_calibration, tmp_path):
+    import dataclasses
+
+    path = shuffle_net(tmp_path / "s.onnx")
+    e = estimate(EstimateConfig(tiny_calibration, {"base": path}, batch=8))
+    m = e.model("base")
+    assert e.batch_size == 8 and m.batch_size == 8 and np.isfinite(m.high_ms) and m.low_ms <= m.p50_ms <= m.high_ms
+    one = estimate(EstimateConfig(tiny_calibration, {"base": path})).model("base")
+    assert m.p50_ms > 2 * one.p50_ms  # eight images cost more than two
+    fits = {k: v for k, v in tiny_calibration.fits.items() if not k.startswith("transpose/")}
+    e = estimate(EstimateConfig(dataclasses.replace(tiny_calibration, fits=fits), {"base": path}))
+    assert e.model("base").uncosted == ("transpose fp32 (uncosted)",)
+    assert any("transpose fp32 (uncosted)" in w and "lower bound" in w for w in e.warnings)
+    if HERE:
+        e = estimate(EstimateConfig(dataclasses.replace(tiny_calibration, nchwc_block=HERE * 2), {"base": path}))
+        assert any("not costed" in w and "lower bound" in w for w in e.warnings)
+    with pytest.raises(Exception, match="batch size"):
+        EstimateConfig(tiny_calibration, {"base": path}, batch=0)
