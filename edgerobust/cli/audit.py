@@ -44,9 +44,9 @@ FallbackOpt = Annotated[bool, typer.Option("--allow-fallback", help="If this hos
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout instead of tables.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory probe (a fresh process per model).")]
 EstimateOpt = Annotated[Optional[Path], typer.Option("--estimate", show_default=False, help="A device's calibration file "
-                        "(`edgerobust calibrate` on that device): predict each model's latency there, at batch 1, "
-                        "with the band from the calibration's held-out kernels. Estimates are labelled so and kept "
-                        "apart from what is measured here.")]
+                        "(`edgerobust calibrate` on that device): predict each model's latency there, at the "
+                        "profile's batch sizes, with the band from the calibration's held-out kernels. Estimates are "
+                        "labelled so and kept apart from what is measured here.")]
 
 
 Baseline = Annotated[Optional[Path], typer.Option("--baseline", show_default=False, help="Base model to compare with "
@@ -211,7 +211,8 @@ def profile_cmd(
     no_memory: NoMemoryOpt = False,
     estimate: Annotated[Optional[Path], typer.Option("--estimate", show_default=False, help="A device's calibration "
                         "file (`edgerobust calibrate` on that device): predict the latency there instead of "
-                        "measuring here (batch 1, with its band; labelled as an estimate).")] = None,
+                        "measuring here (at each --batch-size, default 1; with its band; labelled as an "
+                        "estimate).")] = None,
     runtimes: RuntimesOpt = None,
 ) -> None:
     """Measure latency, peak memory and size of one model, or compare two with --baseline.
@@ -234,7 +235,7 @@ def profile_cmd(
     if estimate is not None:
         from edgerobust.edge.estimate.predict import EstimateConfig, estimate as predict
 
-        est = predict(EstimateConfig(estimate, models))
+        est = predict(EstimateConfig(estimate, models, tuple(batch_sizes or (1,))))
         if as_json:
             typer.echo(json.dumps(est.to_dict(), indent=2))
         else:

@@ -364,7 +364,7 @@ def audit(config: AuditConfig) -> AuditReport:
     models, deployed_variant = _roles(config, inputs)
     sessions, left_out = _open(models, profile, config.allow_fallback)
     warnings += left_out + _drop_fixed_batch_variants(sessions, models)
-    predicted = estimate(EstimateConfig(config.estimate, models)) if config.estimate is not None else None
+    predicted = estimate(EstimateConfig(config.estimate, models, profile.measure.batch_sizes)) if config.estimate else None
     spec = inputs.spec or {"name": sessions["base"].input.name, "shape": list(sessions["base"].input.shape)}
     where = "the bundle manifest" if inputs.spec else "the base model"
     for s in sessions.values():

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerobust.errors import BundleError, UsageError
+from edgerobust.edge.estimate.beside import estimated_rows
 from edgerobust.edge.files.npzio import json_shape_error
 from edgerobust.edge.files.predictions import CORRUPTION, Predictions, SetPredictions, load_predictions
 from edgerobust.edge.scores.stats import McNemar, Proportion, mcnemar_exact, proportion
@@ -189,6 +190,7 @@ class Comparison:
     sets_left_out: tuple[str, ...] = field(default_factory=tuple)
     corruption: CorruptionPool | None = None  # None: no corruption set in every report
     corruption_left_out: tuple[str, ...] = ()  # the corruption sets among sets_left_out
+    estimated: tuple = ()  # beside.EstimatedLatency: devices predicted from a report's calibration, not measured
 
     def device(self, label: str) -> Device:
         return next(d for d in self.devices if d.label == label)
@@ -378,7 +380,8 @@ def compare(config: CompareConfig) -> Comparison:
                       latency=tuple(x for lab, r in zip(labels, runs) for x in _latency(lab, r)),
                       accuracy=tuple(accuracy), agreement=tuple(agree), sets_left_out=tuple(left_out),
                       corruption=pool_corruptions(corrupted, accuracy, agree),
-                      corruption_left_out=tuple(n for n in left_out if source[n] == CORRUPTION))
+                      corruption_left_out=tuple(n for n in left_out if source[n] == CORRUPTION),
+                      estimated=estimated_rows([(str(r.folder), r.data) for r in runs]))
 
 
 def to_json(c: Comparison) -> dict:

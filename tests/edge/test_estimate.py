@@ -255,6 +255,32 @@ def test_audit_estimate_labels_every_figure_as_estimated(tmp_path, foreign, prof
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Estimated latency on raspberry-pi-5 (estimates, not measurements)" in md
     assert "energy" in md  # joules per inference, or why absent
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Estimated latency on raspberry-pi-5 (estimates, not measurements)" in html and "band ms" in html
+
+
+@pytest.mark.slow  # the calibration fixture runs `calibrate` end to end
+def test_estimates_at_every_batch_size_and_beside_measured_devices_in_compare(tmp_path, foreign):
+    bundle = make_bundle(tmp_path / "b")
+    two = str(write_profile(tmp_path / "two.toml", batch_sizes=(1, 2)))
+    for out, extra in (("r1", ["--estimate", str(foreign)]), ("r2", [])):
+        r = runner.invoke(app, ["audit", str(bundle / "model.onnx"), "-p", two, "--no-memory", "--out",
+                                str(tmp_path / out), *extra])
+        assert r.exit_code == 0, r.output
+    est = json.loads((tmp_path / "r1" / "report.json").read_text())["_data"]["estimate"]
+    got = {(m["role"], m["batch_size"]): m["p50_ms"] for m in est["models"]}
+    assert est["batch_sizes"] == [1, 2] and set(got) == {(r, b) for r in ("base", "deployed", "fp32") for b in (1, 2)}
+    assert all(got[(r, 2)] >= got[(r, 1)] for r in ("base", "deployed"))  # two samples cost no less than one
+    assert set(est["speedups"]) == {"1", "2"} and est["speedup"] == est["speedups"]["1"]
+    r = runner.invoke(app, ["compare", str(tmp_path / "r1"), str(tmp_path / "r2"), "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.stdout.split())
+    assert "raspberry-pi-5 (ESTIMATED)" in out and "not measurements" in out
+    html = (tmp_path / "c" / "compare.html").read_text()
+    assert "raspberry-pi-5 (ESTIMATED)" in html
+    data = json.loads((tmp_path / "c" / "compare.json").read_text())["_data"]
+    assert [e["batch_size"] for e in data["estimated"]] == [1, 2] and all("ESTIMATED" not in x["device"]
+                                                                          for x in data["latency"])
 
 
 @pytest.mark.slow  # the calibration fixture runs `calibrate` end to end

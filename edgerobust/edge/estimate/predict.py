@@ -36,15 +36,17 @@ VERSION = 1
 @dataclass(frozen=True)
 class EstimateConfig:
     """calibration: a calibration file (or a Calibration); models: role -> ONNX model to predict; batch: the
-    batch size to predict at."""
+    batch size to predict at, or several (an audit's: each model is predicted at each)."""
 
     calibration: object
     models: dict = field(default_factory=dict)
-    batch: int = 1
+    batch: object = 1
 
     def __post_init__(self):
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or not 1 <= self.batch <= 4096:
+        batches = tuple(self.batch) if isinstance(self.batch, (tuple, list)) else (self.batch,)
+        if not batches or any(isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 4096 for b in batches):
             raise UsageError(f"The estimate's batch size must be an integer from 1 to 4096; got {self.batch!r}.")
+        object.__setattr__(self, "batch", tuple(dict.fromkeys(batches)))
         if not isinstance(self.calibration, Calibration):
             object.__setattr__(self, "calibration", Path(self.calibration))
         if not self.models:
@@ -54,7 +56,7 @@ class EstimateConfig:
 
 @dataclass(frozen=True)
 class ModelEstimate:
-    """One model's predicted p50 (ms) at batch 1 on the calibrated device, its band, and where the time goes.
+    """One model's predicted p50 (ms) at one batch size on the calibrated device, its band, and where the time goes.
 
     ``by_kind``: predicted ms per kernel kind; ``fixed_ms``: the run's and the nodes' own cost;
     ``missing``: precisions the calibration lacks (then no p50: an estimate never guesses);
@@ -84,7 +86,8 @@ class ModelEstimate:
 class Estimate:
     """Predicted latency of every model on one calibrated device; a report's ``estimate`` section.
 
-    ``device``: the calibrated device in words; ``same_host``: whether this host is the calibrated one
+    ``models``: every role at every batch size of ``batch_sizes`` (``batch_size``: the first, which ``speedup``
+    is for; ``speedups`` has each); ``device``: the calibrated device in words; ``same_host``: whether this host is the calibrated one
     (CPU model, cores and instruction sets alike), so a reader knows an estimate stands in for a device not
     at hand; ``holdout``: each kind's held-out error (n, share within ±20%, median |error|).
     """
@@ -103,9 +106,13 @@ class Estimate:
     holdout: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     label: str = "estimated"
+    batch_sizes: tuple[int, ...] = (1,)
+    speedups: dict = field(default_factory=dict)  # str(batch) -> role -> {p50, low, high}
 
-    def model(self, role: str) -> ModelEstimate | None:
-        return next((m for m in self.models if m.role == role), None)
+    def model(self, role: str, batch: int | None = None) -> ModelEstimate | None:
+        """The role's estimate at ``batch`` (None: the first batch size, ``batch_size``)."""
+        batch = self.batch_size if batch is None else batch
+        return next((m for m in self.models if m.role == role and m.batch_size == batch), None)
 
     def to_dict(self) -> dict:
         return {"_type": TYPE, "_version": VERSION, "_data": dataclasses.asdict(self)}
@@ -203,16 +210,19 @@ def estimate(config: EstimateConfig) -> Estimate:
     else:
         source, sha = str(cal), _sha256(cal) if cal.is_file() else ""
         cal = load_calibration(cal)
-    models = tuple(predict_model(cal, role, path, config.batch) for role, path in config.models.items())
+    models = tuple(predict_model(cal, role, path, b) for b in config.batch for role, path in config.models.items())
+    first = [m for m in models if m.batch_size == config.batch[0]]
     warnings = [f"{m.role}: no estimate, the calibration has no {', '.join(m.missing)} kernels (calibrate the device "
-                f"with `dtypes` including {', '.join(m.missing)})" for m in models if m.missing]
-    warnings += [w for w in map(uncosted_warning, models) if w]
+                f"with `dtypes` including {', '.join(m.missing)})" for m in first if m.missing]
+    warnings += [w for w in map(uncosted_warning, first) if w]
     if cal.other_load is not None and cal.other_load > 0.1:
         warnings.append(f"the calibration was timed while other processes used {cal.other_load:.0%} of the device's "
                         "cores: its kernel times may be slow")
     holdout = {k: {n: v for n, v in f.get("holdout", {}).items() if n != "errors"} for k, f in cal.fits.items()}
+    speedups = {str(b): _speedups(tuple(m for m in models if m.batch_size == b)) for b in config.batch}
     return Estimate(calibration=source, calibration_sha256=sha, calibrated=cal.created, device=cal.describe(),
                     profile=cal.profile, same_host=same_host(cal), model_form=F.MODEL,
                     band=f"held-out kernels' {F.BAND[0]}th-{F.BAND[1]}th percentile errors, per kernel type, "
-                         "time-weighted", batch_size=config.batch, models=models, speedup=_speedups(models), holdout=holdout,
-                    warnings=tuple(warnings))
+                         "time-weighted, kinds combined as independent errors", batch_size=config.batch[0],
+                    models=models, speedup=speedups[str(config.batch[0])], holdout=holdout, warnings=tuple(warnings),
+                    batch_sizes=config.batch, speedups=speedups)

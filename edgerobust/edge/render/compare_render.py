@@ -27,6 +27,10 @@ from edgerobust.edge.render.svg import SERIES, Chart, esc, figure, log_ticks, ni
 from edgerobust.edge.render.tables import pct, pval
 
 
+ESTIMATED_NOTE = ("Rows marked ESTIMATED are predicted from that device's calibration file (edgerobust calibrate), "
+                  "with the band in brackets: estimates, not measurements, and left out of the figure.")
+
+
 def _short(sha: str | None) -> str:
     return f"{sha[:12]}…" if sha else "–"
 
@@ -52,10 +56,16 @@ def device_rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
 
 
 def latency_rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
+    """The measured devices, then the estimated ones (named ESTIMATED, the deployed p50 with its band)."""
     head = ["batch", "device", "base p50", "deployed p50", "speedup"]
     rows = sorted(c.latency, key=lambda x: (x.batch_size, [d.label for d in c.devices].index(x.device)))
-    return head, [[str(x.batch_size), device_name(c, x.device), ms(x.base_p50_ms), ms(x.deployed_p50_ms),
-                   "–" if x.speedup is None else f"{x.speedup:.2f}×"] for x in rows]
+    out = [[str(x.batch_size), device_name(c, x.device), ms(x.base_p50_ms), ms(x.deployed_p50_ms),
+            "–" if x.speedup is None else f"{x.speedup:.2f}×"] for x in rows]
+    for e in sorted(getattr(c, "estimated", ()), key=lambda e: e.batch_size):
+        band = f" [{ms(e.deployed_low_ms)}–{ms(e.deployed_high_ms)}]" if e.deployed_low_ms and e.deployed_high_ms else ""
+        out.append([str(e.batch_size), f"{e.device}: calibration {e.calibration}", ms(e.base_p50_ms),
+                    ms(e.deployed_p50_ms) + band, "–" if e.speedup is None else f"{e.speedup:.2f}×"])
+    return head, out
 
 
 def pooled_label(c: Comparison) -> str:
@@ -163,6 +173,8 @@ def render(c: Comparison, console: Console) -> None:
                           f"{escape(', '.join(d.providers))}, not on the profile's providers.", highlight=False)
     console.print(_table("Devices", *device_rows(c)))
     console.print(_table("Latency and speedup per device (p50)", *latency_rows(c)))
+    if getattr(c, "estimated", ()):
+        console.print(ESTIMATED_NOTE, markup=False, highlight=False)
     console.print(_table("Accuracy per set per device: deployed (base)", *accuracy_rows(c)))
     if c.corruption is not None:
         console.print(f"  {pooled_note(c)}", markup=False, highlight=False)
@@ -259,6 +271,7 @@ def to_html(c: Comparison) -> str:
               f'figures are not the profiled device\'s.</p>' for d in c.devices if d.fallback]
     parts += ["<h2>Devices</h2>", html_table(dh, drows, row_class=["fallback" if d.fallback else "" for d in c.devices]),
               "<h2>Latency</h2>", figs.get("latency", ""), html_table(*latency_rows(c), left=2),
+              f"<p class=meta>{esc(ESTIMATED_NOTE)}</p>" if getattr(c, "estimated", ()) else "",
               "<h2>Accuracy</h2>", figs.get("accuracy", ""), html_table(*accuracy_rows(c))]
     if c.corruption is not None:
         parts.append(f"<p class=meta>{esc(pooled_note(c))}</p>")

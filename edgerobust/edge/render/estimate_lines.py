@@ -36,18 +36,28 @@ def estimate_headline(e) -> str | None:
         return f"ESTIMATED on {e.profile}: none (see the estimate's warnings)."
     sp = e.speedup.get(dep.role)
     return (f"ESTIMATED on {e.profile} from its calibration (not a measurement): {dep.role} p50 {_ms(dep.p50_ms)} ms "
-            f"{_band(dep.low_ms, dep.high_ms, ' ms')} at batch 1" + (f", {_speed(sp)} faster than base" if sp else "")
+            f"{_band(dep.low_ms, dep.high_ms, ' ms')} at batch {dep.batch_size}"
+            + (f", {_speed(sp)} faster than base" if sp else "")
             + ".")
 
 
+def _batches(e) -> tuple[int, ...]:
+    return tuple(getattr(e, "batch_sizes", None) or (e.batch_size,))
+
+
 def estimate_rows(e) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "estimated p50 ms", "band ms", "estimated speedup", "kernels", "largest kinds (ms)"]
+    several = len(_batches(e)) > 1
+    head = (["batch"] if several else []) + ["model", "estimated p50 ms", "band ms", "estimated speedup", "kernels",
+                                             "largest kinds (ms)"]
     rows = []
     for m in e.models:
         kinds = sorted(m.by_kind.items(), key=lambda kv: -kv[1])[:3]
-        rows.append([m.role, _ms(m.p50_ms) if m.p50_ms is not None else f"none: no {', '.join(m.missing)} calibration",
-                     _band(m.low_ms, m.high_ms), _speed(e.speedup.get(m.role)) if m.role != "base" else "1",
-                     str(m.kernels), ", ".join(f"{k} {_ms(v)}" for k, v in kinds)])
+        speed = (getattr(e, "speedups", None) or {}).get(str(m.batch_size), e.speedup if m.batch_size == e.batch_size
+                                                          else {})
+        rows.append(([str(m.batch_size)] if several else [])
+                    + [m.role, _ms(m.p50_ms) if m.p50_ms is not None else f"none: no {', '.join(m.missing)} calibration",
+                       _band(m.low_ms, m.high_ms), _speed(speed.get(m.role)) if m.role != "base" else "1",
+                       str(m.kernels), ", ".join(f"{k} {_ms(v)}" for k, v in kinds)])
     return head, rows
 
 
@@ -58,11 +68,32 @@ def estimate_notes(e) -> list[str]:
              "Held-out kernels within ±20%: " + ", ".join(f"{k} {100 * h[k]['within20']:.0f}% (n={h[k]['n']})"
                                                          for k in sorted(h) if h[k].get("n")) + ".",
              f"Calibration: `{e.calibration}`" + (f" (sha256 `{e.calibration_sha256[:16]}…`)" if e.calibration_sha256 else "")
-             + ". Batch size 1 only."]
+             + ". " + _batch_note(e)]
     if worst:
         notes.append("Least certain kinds: " + ", ".join(f"{k} (median |error| {100 * h[k]['median_abs']:.0f}%)"
                                                         for k in worst) + ".")
     return notes + [f"**Warning:** {w}" for w in e.warnings]
+
+
+def _batch_note(e) -> str:
+    sizes = _batches(e)
+    if sizes == (1,):
+        return "Batch size 1."
+    return (f"Batch sizes {', '.join(map(str, sizes))}: the calibration times its kernels at batch 1; a larger batch is "
+            "predicted from the same fits with its work and bytes (checked against measurement in docs/estimate.md).")
+
+
+def estimate_html(e, table, esc) -> list[str]:
+    """The report.html section: the same table and notes as report.md, every figure labelled estimated;
+    ``table(head, rows)`` and ``esc`` are the page's."""
+    if e is None:
+        return []
+    head, rows = estimate_rows(e)
+    return ([f"<h2>{esc(f'Estimated latency on {e.profile} (estimates, not measurements)')}</h2>",
+             "<p class=meta>" + esc(f"Predicted from a calibration of {_where(e)}: every figure in this section is an "
+                                    "estimate, with its band; the measured tables above are this host's.") + "</p>",
+             table(head, rows), "<ul>"]
+            + [f"<li>{esc(n.replace('**', '').replace('`', ''))}</li>" for n in estimate_notes(e)] + ["</ul>"])
 
 
 def estimate_md(e, table) -> list[str]:
@@ -79,7 +110,7 @@ def estimate_md(e, table) -> list[str]:
 def estimate_terminal(e) -> tuple[str, list[str], list[list[str]], list[str]]:
     """(title, head, rows, notes) for a terminal table of the estimate."""
     head, rows = estimate_rows(e)
-    return (f"ESTIMATED latency on {e.profile} at batch 1 ({_where(e)})", head, rows,
+    return (f"ESTIMATED latency on {e.profile} at batch {', '.join(map(str, _batches(e)))} ({_where(e)})", head, rows,
             [n.replace("**", "").replace("`", "") for n in estimate_notes(e)])
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgerobust.edge.render import audit_figures
 from edgerobust.edge.render.corruption_lines import corruption_html
+from edgerobust.edge.render.estimate_lines import estimate_html
 from edgerobust.edge.render.headline import headline
 from edgerobust.edge.render.variant_table import fastest_lines, has_variants, variant_table
 from edgerobust.edge.render.speed_lines import (budget_lines, latency_title, noise_warnings, resident_head,
@@ -174,6 +175,7 @@ def to_html(report, data: dict) -> str:
     parts += corruption_html(report, html_table)
     parts += _speed(report, [figs["lat"]] if figs["lat"] else [])
     parts += _budgets(report, [figs["res"]])
+    parts += estimate_html(getattr(report, "estimate", None), html_table, esc)
     parts += ["<h2>Provenance</h2>", html_table(["what", "value"], provenance_rows(report, data), left=2),
               "<p class=meta>Written by edgerobust audit. Everything on this page is inline: it opens offline.</p>"]
     return page(title, parts)
