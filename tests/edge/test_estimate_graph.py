@@ -151,3 +151,23 @@ def test_what_the_calibration_cannot_cost_is_named_and_the_band_is_finite(tiny_c
         assert any("not costed" in w and "lower bound" in w for w in e.warnings)
     with pytest.raises(Exception, match="batch size"):
         EstimateConfig(tiny_calibration, {"base": path}, batch=0)
+
+
+def test_the_calibrations_own_networks_are_whole_models_and_give_the_band(tiny_calibration, tmp_path):
+    import dataclasses
+
+    from edgerobust.edge.estimate.composed import composed_model, model_errors
+
+    for seed in range(4):  # blocks of real classifiers: convolutions, and data movement between them
+        kinds = {k.kind for k in extract(composed_model(seed, "int8"), "all")}
+        assert {"conv", "linear", "quantize"} <= kinds
+    assert {len(p) for p in tiny_calibration.composed.values()} == {2} and set(tiny_calibration.composed) == {
+        "fp32", "int8"}  # a tiny calibration times two per precision: too few for a band, the kernels give it
+    path = shuffle_net(tmp_path / "s.onnx")
+    assert estimate(EstimateConfig(tiny_calibration, {"base": path})).model("base").band_from == "kernels"
+    pairs = [[1.0, m] for m in (0.8, 0.9, 1.0, 1.0, 1.1, 1.25)]  # predicted 1 ms; measured 0.8-1.25 ms
+    cal = dataclasses.replace(tiny_calibration, composed={"fp32": pairs, "int8": pairs})
+    m = estimate(EstimateConfig(cal, {"base": path})).model("base")
+    e = model_errors(pairs)
+    assert m.band_from == "networks fp32" and e["n"] == 6 and e["low"] < 0 < e["high"]
+    assert m.low_ms == pytest.approx(m.p50_ms / (1 + e["high"])) and m.high_ms == pytest.approx(m.p50_ms / (1 + e["low"]))

@@ -22,26 +22,26 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from edgerobust import __version__
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.grid import Point, draw, micro_model, residual_model
-from edgerobust.edge.estimate.graph import nchwc_block
+from edgerobust.edge.estimate.composed import time_composed
+from edgerobust.edge.estimate.graph import nchwc_block, optimized
 from edgerobust.edge.estimate.kernels import DTYPES, WEIGHTED, extract
 from edgerobust.edge.files.atomic import atomic_file
+from edgerobust.edge.estimate.sumup import kernel_sum
 from edgerobust.edge.estimate.timing import (TIMINGS, Flush, cache_curve, default_timing, overheads, profiler_cost,
-                                               time_nodes)
+                                               time_nodes, wall_us)
 from edgerobust.edge.runtime.host import OtherLoad, host_info
 from edgerobust.edge.runtime.profile_schema import GPU_PROVIDERS, DeviceProfile
 from edgerobust.edge.runtime.profiles import best_match_profile, load_profile
-from edgerobust.edge.runtime.sessions import ort, plan_providers
+from edgerobust.edge.runtime.sessions import plan_providers
 from edgerobust.errors import UsageError
 
 TYPE = "edgerobust.edge.estimate.calibration"
@@ -119,6 +119,8 @@ class Calibration:
     ``run_us``/``node_us``: the cost of a run and of each node beyond the kernels' own times;
     ``fuses_add``: the device runs a float residual add inside the convolution before it; ``nchwc_block``: the
     channel block of the device's NCHWc layout (0: none; :func:`edgerobust.edge.estimate.graph.nchwc_block`);
+    ``composed``: {precision: [[predicted ms, measured ms], ...]} of the calibration's own small networks
+    (:mod:`edgerobust.edge.estimate.composed`): the model-level error an estimate's band is drawn from;
     ``cache``: ((weight bytes, cold share), ...), how cold a model's kernels run by the size of its weights
     (timing.cache_curve); ``profiler_us``: what onnxruntime's profiler added to each node it timed, taken off
     every kernel time (timing.profiler_cost); ``other_load``: the share of the cores other processes used while the grid was timed.
@@ -144,6 +146,7 @@ class Calibration:
     other_load: float | None = None
     seconds: float = 0.0
     nchwc_block: int = 0
+    composed: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         """``raspberry-pi-5 on Cortex-A76, 4 cores, aarch64 (asimd, asimddp), onnxruntime 1.20.1``."""
@@ -218,6 +221,9 @@ def _damage(d: dict) -> tuple[str, object] | None:
               "intra_op_threads": lambda v: isinstance(v, int) and not isinstance(v, bool),
               "fuses_add": lambda v: isinstance(v, bool),
               "nchwc_block": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1024,
+              "composed": lambda v: isinstance(v, dict) and all(
+                  isinstance(p, list) and all(isinstance(x, list) and len(x) == 2 and all(_finite(y) and y > 0 for y in x)
+                                              for x in p) for p in v.values()),
               "run_us": count, "node_us": count, "profiler_us": count,
               "seconds": count, "other_load": lambda v: _finite(v, none=True),
               "host": lambda v: isinstance(v, dict) and (v.get("isa") is None or _texts(v["isa"])),
@@ -276,14 +282,7 @@ def fuses_residual_add(profile: DeviceProfile) -> bool:
     """Does the profile's graph level fuse conv -> add -> relu into one node (no Add left)?"""
     if profile.session.graph_optimization != "all":
         return False
-    rt = ort()
-    with tempfile.TemporaryDirectory(prefix="edgerobust-fuse-") as tmp:
-        o = rt.SessionOptions()
-        o.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_ALL
-        o.optimized_model_filepath = os.path.join(tmp, "m.onnx")
-        o.log_severity_level = 3
-        rt.InferenceSession(residual_model(), sess_options=o, providers=["CPUExecutionProvider"])
-        return not any(n.op_type == "Add" for n in onnx.load(o.optimized_model_filepath).graph.node)
+    return not any(n.op_type == "Add" for n in optimized(residual_model(), "all").graph.node)
 
 
 def _main(kind: str, point: Point) -> bool:
@@ -343,7 +342,7 @@ def calibrate(config: CalibrateConfig) -> Calibration:
     jobs = [(i, d, c) for (i, d) in models for c in ("warm", "cold")
             if c == "warm" or (cold and points[i].kind in WEIGHTED)]
     t0, meter = time.perf_counter(), OtherLoad().start()
-    with maybe_task(f"Calibrating {profile.name}", config.passes * len(jobs) + 3, config.show_progress) as advance:
+    with maybe_task(f"Calibrating {profile.name}", config.passes * len(jobs) + 4, config.show_progress) as advance:
         run_us, node_us = overheads(profile, plan, max(config.seconds, 0.1))
         prof_us = profiler_cost(profile, plan, max(config.seconds, 0.1), run_us, node_us) if timing == "nodes" else 0.0
         fuses, block = fuses_residual_add(profile), nchwc_block(profile.session.graph_optimization)
@@ -353,20 +352,30 @@ def calibrate(config: CalibrateConfig) -> Calibration:
         kernels = {j: extract(m, profile.session.graph_optimization) for j, m in models.items()}
         advance(1, "kernels split")
         times = _time_grid(jobs, models, points, profile, plan, timing, config, (run_us, prof_us), advance)
-    samples = tuple(x for (i, d) in models for x in _samples(points[i], split[i], kernels[(i, d)], times[(i, d, "warm")],
-                                                              times.get((i, d, "cold"), [])))
-    s = profile.session
-    cal = Calibration(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                      edgerobust_version=__version__, profile=profile.name, profile_source=profile.source,
-                      providers=tuple(p for p, _ in plan.use), graph_optimization=s.graph_optimization,
-                      intra_op_threads=s.intra_op_threads, host=dataclasses.asdict(host_info()), timing=timing,
-                      fuses_add=fuses, nchwc_block=block, run_us=run_us, node_us=node_us, profiler_us=prof_us, dtypes=dtypes,
-                      samples=samples, cache=curve,
-                      other_load=meter.stop(), seconds=time.perf_counter() - t0)
-    cal = dataclasses.replace(cal, fits=F.fit_all(cal.samples))
+        samples = tuple(x for (i, d) in models for x in _samples(points[i], split[i], kernels[(i, d)],
+                                                                  times[(i, d, "warm")], times.get((i, d, "cold"), [])))
+        s = profile.session
+        cal = Calibration(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                          edgerobust_version=__version__, profile=profile.name, profile_source=profile.source,
+                          providers=tuple(p for p, _ in plan.use), graph_optimization=s.graph_optimization,
+                          intra_op_threads=s.intra_op_threads, host=dataclasses.asdict(host_info()), timing=timing,
+                          fuses_add=fuses, nchwc_block=block, run_us=run_us, node_us=node_us, profiler_us=prof_us,
+                          dtypes=dtypes, samples=samples, cache=curve, fits=F.fit_all(samples))
+        composed = time_composed(dtypes, lambda m: _predict_ms(cal, m),
+                                 lambda m: wall_us(m, profile, plan, max(config.seconds, 0.1)) / 1e3, signed,
+                                 config.scale)
+        advance(1, "networks")
+    cal = dataclasses.replace(cal, composed=composed, other_load=meter.stop(), seconds=time.perf_counter() - t0)
     if config.out is not None:
         save(cal, config.out)
     return cal
+
+
+def _predict_ms(cal: Calibration, model: bytes) -> float | None:
+    """One of the calibration's own networks predicted from its fits, as an estimate predicts a model (ms)."""
+    ks = extract(model, cal.graph_optimization, cal.fuses_add, cal.nchwc_block)
+    s = kernel_sum(cal.fits, cal.cache, ks)
+    return None if s.missing else (s.us + cal.run_us + cal.node_us * len(ks)) / 1e3
 
 
 def _round(values) -> tuple[float, ...]:

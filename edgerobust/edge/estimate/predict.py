@@ -24,8 +24,9 @@ from pathlib import Path
 
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.calibrate import Calibration, load_calibration
-from edgerobust.edge.estimate.kernels import DTYPES, MOVES, WEIGHTED, extract_noting
-from edgerobust.edge.estimate.timing import cold_share
+from edgerobust.edge.estimate.composed import BAND, model_errors
+from edgerobust.edge.estimate.kernels import MOVES, WEIGHTED, extract_noting
+from edgerobust.edge.estimate.sumup import kernel_sum
 from edgerobust.edge.runtime.host import cpu_isa, host_info
 from edgerobust.errors import UsageError
 
@@ -80,6 +81,7 @@ class ModelEstimate:
     uncosted: tuple[str, ...] = ()  # kinds costed by a stand-in fit (uncosted_warning)
     layout: str | None = None  # what of the device's layout this host could not rebuild
     batch_size: int = 1
+    band_from: str = ""  # "networks <precision>": the calibration's own networks' errors; "kernels": held-out kernels
 
 
 @dataclass(frozen=True)
@@ -134,56 +136,39 @@ def same_host(cal: Calibration) -> bool:
             and tuple(cpu_isa()) == tuple(h.get("isa") or ()))
 
 
-def _fit_key(cal: Calibration, kind: str, dtype: str) -> tuple[str | None, str | None]:
-    """(the fit a kernel takes, or None; what stood in, in words, or None when its own fit exists): a kind
-    that only moves data takes its kind's fit at another precision (its time is its bytes); a plain "-nchw"
-    convolution the calibration never met takes the blocked kind's fit."""
-    key = f"{kind}/{dtype}"
-    if key in cal.fits:
-        return key, None
-    if kind.endswith("-nchw") and f"{kind.removesuffix('-nchw')}/{dtype}" in cal.fits:
-        return f"{kind.removesuffix('-nchw')}/{dtype}", f"{kind} as {kind.removesuffix('-nchw')}"
-    if kind in MOVES + ("scalar", "view"):
-        other = next((f"{kind}/{d}" for d in DTYPES if f"{kind}/{d}" in cal.fits), None)
-        return other, (f"{kind} {dtype} as {other.split('/')[1]}" if other else f"{kind} {dtype} (uncosted)")
-    return None, None
+def model_band(cal: Calibration, dtypes: tuple[str, ...], p_us: float, per_key: dict) -> tuple[float, float, str]:
+    """(low µs, high µs, how): from the errors of the calibration's own networks in the model's precision
+    (int8 where it has int8 kernels) where it timed them, else from its held-out kernels (fit.band)."""
+    dtype = "int8" if "int8" in dtypes else dtypes[0] if dtypes else "fp32"
+    e = model_errors(cal.composed.get(dtype, ()))
+    if e["n"] >= 5:
+        # a prediction p with relative error e means truth = p / (1 + e); the band always holds p
+        return (min(p_us / (1 + e["high"]), p_us), max(p_us / (1 + max(e["low"], F.LOW_FLOOR)), p_us),
+                f"networks {dtype}")
+    low, high = F.band(cal.fits, per_key)
+    return low, high, "kernels"
 
 
-def predict_model(cal: Calibration, role: str, path: str | os.PathLike, batch: int = 1) -> ModelEstimate:
+def predict_model(cal: Calibration, role: str, path: str | os.PathLike | bytes, batch: int = 1) -> ModelEstimate:
     """One model's estimate at ``batch`` (see the module docstring)."""
     kernels, layout = extract_noting(path, cal.graph_optimization, cal.fuses_add, cal.nchwc_block, batch)
     dtypes = tuple(sorted({k.dtype for k in kernels if k.kind in WEIGHTED + ("add", "pool")}))
     weights = sum(k.bytes_w for k in kernels)
-    cold = cold_share(cal.cache, weights)
-    per_key: dict[str, float] = {}  # predicted µs by fit, the cold part of a kernel under its cold fit
-    by_kind: dict[str, float] = {}
-    missing, stand_ins = set(), set()
-    for k in kernels:
-        key, stand_in = _fit_key(cal, k.kind, k.dtype)
-        if stand_in:
-            stand_ins.add(stand_in)
-        if key is None:
-            if stand_in is None:
-                missing.add(k.dtype)
-            continue
-        parts = {key: max(F.predict_us(cal.fits[key], k.to_dict()), 0.0)}
-        if f"{key}/cold" in cal.fits and cold > 0:
-            parts = {key: (1 - cold) * parts[key],
-                     f"{key}/cold": cold * max(F.predict_us(cal.fits[f"{key}/cold"], k.to_dict()), 0.0)}
-        for name, us in parts.items():
-            per_key[name] = per_key.get(name, 0.0) + us
-            by_kind[k.kind] = by_kind.get(k.kind, 0.0) + us / 1e3
+    s = kernel_sum(cal.fits, cal.cache, kernels)
     fixed_us = cal.run_us + cal.node_us * len(kernels)
-    kinds = {k: round(v, 4) for k, v in sorted(by_kind.items())}
+    kinds = {k: round(v, 4) for k, v in sorted(s.by_kind.items())}
     moves = sum(k.kind in MOVES + ("scalar", "view") for k in kernels)
-    extra = {"uncosted": tuple(sorted(stand_ins)), "layout": layout, "batch_size": batch}
-    if missing:
-        return ModelEstimate(role, str(path), None, None, None, len(kernels), dtypes, kinds, fixed_us / 1e3,
-                             tuple(sorted(missing)), weights / 2**20, cold, moves, **extra)
-    low, high = F.band(cal.fits, per_key)
-    total = sum(per_key.values())
-    return ModelEstimate(role, str(path), (total + fixed_us) / 1e3, (low + fixed_us) / 1e3, (high + fixed_us) / 1e3,
-                         len(kernels), dtypes, kinds, fixed_us / 1e3, (), weights / 2**20, cold, moves, **extra)
+    where = "(in memory)" if isinstance(path, bytes) else str(path)
+    extra = {"uncosted": tuple(sorted(s.stand_ins)), "layout": layout, "batch_size": batch}
+    if s.missing:
+        return ModelEstimate(role, where, None, None, None, len(kernels), dtypes, kinds, fixed_us / 1e3,
+                             tuple(sorted(s.missing)), weights / 2**20, s.cold, moves, **extra)
+    total = s.us + fixed_us
+    low, high, how = model_band(cal, dtypes, total, s.per_key)
+    if how == "kernels":
+        low, high = low + fixed_us, high + fixed_us
+    return ModelEstimate(role, where, total / 1e3, low / 1e3, high / 1e3, len(kernels), dtypes, kinds, fixed_us / 1e3,
+                         (), weights / 2**20, s.cold, moves, band_from=how, **extra)
 
 
 def uncosted_warning(m: ModelEstimate) -> str | None:
@@ -222,7 +207,8 @@ def estimate(config: EstimateConfig) -> Estimate:
     speedups = {str(b): _speedups(tuple(m for m in models if m.batch_size == b)) for b in config.batch}
     return Estimate(calibration=source, calibration_sha256=sha, calibrated=cal.created, device=cal.describe(),
                     profile=cal.profile, same_host=same_host(cal), model_form=F.MODEL,
-                    band=f"held-out kernels' {F.BAND[0]}th-{F.BAND[1]}th percentile errors, per kernel type, "
-                         "time-weighted, kinds combined as independent errors", batch_size=config.batch[0],
+                    band=f"the {BAND[0]}th-{BAND[1]}th percentile errors of the calibration's own networks in the "
+                         f"model's precision; where it timed fewer than 5, its held-out kernels' {F.BAND[0]}th-"
+                         f"{F.BAND[1]}th percentile errors, per kernel type", batch_size=config.batch[0],
                     models=models, speedup=speedups[str(config.batch[0])], holdout=holdout, warnings=tuple(warnings),
                     batch_sizes=config.batch, speedups=speedups)

@@ -9,6 +9,8 @@ Torch-free.
 """
 from __future__ import annotations
 
+from edgerobust.edge.estimate.composed import BAND, model_errors
+
 
 def _ms(v: float | None) -> str:
     return "–" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}")
@@ -126,7 +128,14 @@ def calibration_table(cal) -> tuple[str, list[str], list[list[str]], list[str]]:
         rows.append([key, f"{f['n_fit']} / {n}", f"{100 * h['median_abs']:.0f}%" if n else "–",
                      f"{100 * h['within10']:.0f}%" if n else "–", f"{100 * h['within20']:.0f}%" if n else "–"])
     notes = [f"run {cal.run_us:.1f} µs, node {cal.node_us:.2f} µs; residual adds fused into convolutions: "
-             f"{'yes' if cal.fuses_add else 'no'}"]
+             f"{'yes' if cal.fuses_add else 'no'}; NCHWc layout: "
+             + (f"blocks of {cal.nchwc_block}" if getattr(cal, "nchwc_block", 0) else "none")]
+    for dtype, pairs in sorted((getattr(cal, "composed", None) or {}).items()):
+        e = model_errors(pairs)
+        if e["n"]:
+            notes.append(f"its own {e['n']} {dtype} networks, predicted vs measured: median {100 * e['median']:+.0f}%, "
+                         f"{BAND[0]}th-{BAND[1]}th percentile {100 * e['low']:+.0f}% to {100 * e['high']:+.0f}%, within "
+                         f"±10%: {100 * e['within10']:.0f}% (an estimate's band)")
     if cal.other_load is not None:
         notes.append(f"other processes used {100 * cal.other_load:.0f}% of the cores meanwhile"
                      + (" (the kernel times may be slow: calibrate again when the device is idle)"

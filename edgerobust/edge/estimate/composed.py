@@ -1,0 +1,114 @@
+"""Whole networks the calibration times as networks: how far a sum of kernels is from a model's time on the device.
+
+A kernel timed alone is not a kernel inside a model: between layers the caches, the threads and the
+layout changes behave otherwise. The calibration therefore also builds a few small random networks from
+the blocks real classifiers are made of (a residual pair of 3×3 convolutions, an inverted residual with
+its depthwise convolution, a ShuffleNet unit with its split, concatenation and channel shuffle, a DenseNet
+layer concatenated to its input, a squeeze-excite scale), at the sizes pruning leaves (8-256 channels, a
+quarter of them not multiples of 8, 16-96 px), in each precision the calibration times, measures each one's
+wall time with the profile's sessions, and predicts it from the fits like any model. The errors of those
+predictions, per precision, are the model-level error an estimate carries: its band
+(:func:`edgerobust.edge.estimate.predict.predict_model`). None of these networks is a torchvision model.
+
+Torch-free: numpy and onnx.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgerobust.edge.estimate.builder import Builder
+
+BLOCKS = ("basic", "inverted", "shuffle", "dense", "se")
+NETWORKS = 24  # per precision: about 15-30 s of a calibration on a 2-core CPU
+BAND = (5, 95)  # percentiles of the networks' errors that bound an estimate
+
+
+class _Net:
+    """One random network being written: its builder, current tensor and its channels and size."""
+
+    def __init__(self, b: Builder, x: str, c: int, h: int):
+        self.b, self.x, self.c, self.h = b, x, c, h
+
+    def act(self, y: str, relu: bool = True) -> str:
+        """An activation after a layer: Relu, then quantized to 8 bits and back in an int8 network."""
+        y = self.b.node("Relu", [y]) if relu else y
+        return self.b.qdq(y) if self.b.dtype == "int8" else y
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, relu: bool = True) -> str:
+        w = self.b.weight([cout, cin // groups, k, k])
+        return self.act(self.b.node("Conv", [x, w, self.b.bias(cout)], kernel_shape=[k, k], strides=[stride] * 2,
+                                    pads=[k // 2] * 4, group=groups), relu)
+
+
+def _block(net: _Net, kind: str, rng) -> None:
+    b, x, c = net.b, net.x, net.c
+    if kind == "basic":
+        y = net.conv(net.conv(x, c, c, 3), c, c, 3, relu=False)
+        net.x = net.act(b.node("Add", [y, x]))
+    elif kind == "inverted":
+        e = c * int(rng.choice([2, 4]))
+        y = net.conv(net.conv(net.conv(x, c, e, 1), e, e, 3, groups=e), e, c, 1, relu=False)
+        net.x = net.act(b.node("Add", [y, x]), relu=False)
+    elif kind == "shuffle" and c % 4 == 0:
+        half = c // 2
+        left, right = b.multi("Split", [x, b.const(np.array([half, half], np.int64))], 2, axis=1)
+        right = net.conv(net.conv(net.conv(right, half, half, 1), half, half, 3, groups=half, relu=False), half, half, 1)
+        cat = b.node("Concat", [left, right], axis=1)
+        g = b.node("Reshape", [cat, b.const(np.array([1, 2, half, net.h, net.h], np.int64))])
+        t = b.node("Transpose", [g], perm=[0, 2, 1, 3, 4])
+        net.x = b.node("Reshape", [t, b.const(np.array([1, c, net.h, net.h], np.int64))])
+    elif kind == "dense":
+        grow = int(rng.choice([8, 16, 32]))
+        y = net.conv(net.conv(x, c, 2 * grow, 1), 2 * grow, grow, 3)
+        net.x, net.c = b.node("Concat", [x, y], axis=1), c + grow
+    else:  # squeeze-excite: a per-channel scale from the pooled tensor
+        s = max(c // 4, 8)
+        p = b.node("GlobalAveragePool", [x])
+        gate = b.node("Sigmoid", [net.conv(net.conv(p, c, s, 1), s, c, 1, relu=False)])
+        net.x = net.act(b.node("Mul", [x, gate]), relu=False)
+
+
+def composed_model(seed: int, dtype: str, signed: bool = False) -> bytes:
+    """One random network (see the module docstring) as a serialized ONNX model, batch 1."""
+    rng = np.random.default_rng(seed)
+    b = Builder(dtype, signed, seed)
+    aligned = rng.random() >= 0.25
+    c = int(rng.choice([16, 24, 32, 48, 64] if aligned else [20, 28, 44, 58]))
+    h = int(rng.choice([32, 48, 64, 96, 128]))
+    x = b.activation_in([1, 3, h, h])
+    net = _Net(b, x, 3, h)
+    net.x, net.c, net.h = net.conv(x, 3, c, 3, stride=2), c, h // 2
+    for stage in range(int(rng.integers(2, 4))):
+        if stage:
+            cout = min(net.c * 2, 256 if aligned else 250)
+            net.x, net.c, net.h = net.conv(net.x, net.c, cout, 3, stride=2), cout, (net.h + 1) // 2
+        for _ in range(int(rng.integers(1, 4))):
+            _block(net, str(rng.choice(BLOCKS)), rng)
+    flat = b.node("Flatten", [b.node("GlobalAveragePool", [net.x])])
+    return b.model(b.node("Gemm", [flat, b.weight([10, net.c]), b.bias(10)], transB=1))
+
+
+def model_errors(pairs) -> dict:
+    """The networks' relative errors (predicted / measured - 1): their number, median and BAND percentiles."""
+    e = np.array([p / m - 1 for p, m in pairs if m > 0 and p > 0], dtype=np.float64)
+    if e.size == 0:
+        return {"n": 0}
+    return {"n": int(e.size), "low": float(np.percentile(e, BAND[0])), "median": float(np.median(e)),
+            "high": float(np.percentile(e, BAND[1])), "within10": float(np.mean(np.abs(e) <= 0.1))}
+
+
+def time_composed(dtypes, predict, measure, signed: bool = False, scale: float = 1.0) -> dict:
+    """{precision: [[predicted ms, measured ms], ...]} for ``NETWORKS * scale`` networks (at least 2) per precision:
+    ``predict(model)``
+    gives the estimate from the calibration's fits (None: it cannot), ``measure(model)`` the wall time (ms) on
+    the profile's sessions."""
+    out = {}
+    for dtype in dtypes:
+        pairs = []
+        for seed in range(max(2, round(NETWORKS * min(scale, 1.0)))):
+            model = composed_model(seed, dtype, signed)
+            predicted = predict(model)
+            if predicted is not None:
+                pairs.append([round(predicted, 5), round(measure(model), 5)])
+        out[dtype] = pairs
+    return out

@@ -1,0 +1,68 @@
+"""A model's kernels summed under a calibration's fits: what every estimate and the calibration's own networks share.
+
+:func:`kernel_sum` predicts each kernel from its kind's fit (:mod:`edgerobust.edge.estimate.fit`), its warm and
+cold fits mixed by how cold the model's weights run (the calibration's cache curve,
+:func:`edgerobust.edge.estimate.timing.cold_share`), and groups the time by fit and by kind. A kernel whose
+own fit the calibration lacks takes a stand-in where one is sound (:func:`fit_key`), and is named. Torch-free.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgerobust.edge.estimate import fit as F
+from edgerobust.edge.estimate.kernels import DTYPES, MOVES
+from edgerobust.edge.estimate.timing import cold_share
+
+
+@dataclass
+class KernelSum:
+    """``per_key``: predicted µs by fit ("kind/dtype", "kind/dtype/cold"); ``by_kind``: ms by kernel kind;
+    ``missing``: precisions with compute kernels no fit covers; ``stand_ins``: kinds costed by another fit, in
+    words; ``cold``: the share of cold-cache time mixed in."""
+
+    per_key: dict = field(default_factory=dict)
+    by_kind: dict = field(default_factory=dict)
+    missing: set = field(default_factory=set)
+    stand_ins: set = field(default_factory=set)
+    cold: float = 0.0
+
+    @property
+    def us(self) -> float:
+        return sum(self.per_key.values())
+
+
+def fit_key(fits: dict, kind: str, dtype: str) -> tuple[str | None, str | None]:
+    """(the fit a kernel takes, or None; what stood in, in words, or None when its own fit exists): a kind
+    that only moves data takes its kind's fit at another precision (its time is its bytes); a plain "-nchw"
+    convolution the calibration never met takes the blocked kind's fit."""
+    key = f"{kind}/{dtype}"
+    if key in fits:
+        return key, None
+    base = kind.removesuffix("-nchw")
+    if base != kind and f"{base}/{dtype}" in fits:
+        return f"{base}/{dtype}", f"{kind} as {base}"
+    if kind in MOVES + ("scalar", "view"):
+        other = next((f"{kind}/{d}" for d in DTYPES if f"{kind}/{d}" in fits), None)
+        return other, (f"{kind} {dtype} as {other.split('/')[1]}" if other else f"{kind} {dtype} (uncosted)")
+    return None, None
+
+
+def kernel_sum(fits: dict, cache, kernels) -> KernelSum:
+    """The kernels' predicted times under ``fits`` (see the module docstring)."""
+    s = KernelSum(cold=cold_share(cache, sum(k.bytes_w for k in kernels)))
+    for k in kernels:
+        key, stand_in = fit_key(fits, k.kind, k.dtype)
+        if stand_in:
+            s.stand_ins.add(stand_in)
+        if key is None:
+            if stand_in is None:
+                s.missing.add(k.dtype)
+            continue
+        parts = {key: max(F.predict_us(fits[key], k.to_dict()), 0.0)}
+        if f"{key}/cold" in fits and s.cold > 0:
+            parts = {key: (1 - s.cold) * parts[key],
+                     f"{key}/cold": s.cold * max(F.predict_us(fits[f"{key}/cold"], k.to_dict()), 0.0)}
+        for name, us in parts.items():
+            s.per_key[name] = s.per_key.get(name, 0.0) + us
+            s.by_kind[k.kind] = s.by_kind.get(k.kind, 0.0) + us / 1e3
+    return s
