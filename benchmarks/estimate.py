@@ -242,11 +242,13 @@ def main() -> int:
     from edgerobust.edge.runtime.host import host_info
 
     results = {"host": dataclasses.asdict(host_info()), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "sizes": sizes,
-               "profiles": [run_profile(p, models, sets, batches, work, a.quick, a.wait_quiet,
-                                        1 if a.quick else a.repeats) for p in a.profiles.split(",")]}
+               "profiles": []}
+    for p in a.profiles.split(","):
+        results["profiles"].append(run_profile(p, models, sets, batches, work, a.quick, a.wait_quiet,
+                                               1 if a.quick else a.repeats))
+        if a.out:  # after each profile: a long run stopped later keeps what it measured
+            Path(a.out).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     print(render(results))
-    if a.out:
-        Path(a.out).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     return 0
 
 
