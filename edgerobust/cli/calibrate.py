@@ -18,7 +18,7 @@ QUICK_SCALE = 0.3
 
 
 def calibrate_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="The calibration file to write (JSON, about 200 KB), e.g. "
+    out: Annotated[Path, typer.Option("--out", "-o", help="The calibration file to write (JSON, about 900 KB), e.g. "
                                                           "pi5.json: copy it to any host and pass it to `audit "
                                                           "--estimate` or `profile --estimate` there.",
                                       show_default=False)],
@@ -30,14 +30,15 @@ def calibrate_cmd(
     quick: Annotated[bool, typer.Option("--quick", help=f"A {QUICK_SCALE:g} grid timed once: about a minute, for a "
                                                         "first look; the band comes out wider.")] = False,
     grid_scale: Annotated[float, typer.Option("--grid-scale", min=0.01, max=4.0,
-                                              help="The grid's size relative to the full one (about 250 kernels "
-                                                   "per precision).")] = 1.0,
+                                              help="The grid's size relative to the full one (about 320 kernels "
+                                                   "per precision, and 24 small networks).")] = 1.0,
     passes: Annotated[int, typer.Option("--passes", min=1, help="Times each kernel is timed, in shuffled order; "
                                                                 "the fastest kept (a neighbour only slows a "
                                                                 "kernel down).")] = 2,
     holdout: Annotated[float, typer.Option("--holdout", min=0.05, max=0.45,
-                                           help="Share of the kernels kept out of the fit: their errors are the "
-                                                "band of every estimate.")] = 0.2,
+                                           help="Share of the kernels kept out of the fit: their errors are "
+                                                "shown per kind, and give the band where the calibration timed "
+                                                "fewer than 5 networks.")] = 0.2,
     seed: Seed = 0,
     allow_fallback: FallbackOpt = False,
     overwrite: Overwrite = False,
@@ -45,9 +46,13 @@ def calibrate_cmd(
 ) -> None:
     """Calibrate this device for latency estimates: time a grid of the kernels bundles use, fit a model per kernel type.
 
-    Run it once on the device (a few minutes, torch-free). Then, on any host, `edgerobust audit
-    BUNDLE/model.onnx --estimate FILE` (or `profile MODEL --estimate FILE`) predicts every model's
-    latency on this device, with a band from the kernels held out of the fit.
+    The grid's kernels (convolutions, linear layers, pools, and the data movement between them:
+    concatenations, slices, channel shuffles, layout reorders, quantize nodes) are each timed as this
+    device's runtime runs them; then a few small networks of the calibration's own are timed whole and
+    predicted, and their errors become every estimate's band. Run it once on the device (a few minutes,
+    torch-free). Then, on any host, `edgerobust audit BUNDLE/model.onnx --estimate FILE` (or `profile
+    MODEL --estimate FILE`) predicts every model's latency on this device at each batch size, with its
+    band.
     """
     from edgerobust.edge.estimate.calibrate import CalibrateConfig, calibrate, to_json
     from edgerobust.edge.render.estimate_lines import calibration_table

@@ -171,3 +171,15 @@ def test_the_calibrations_own_networks_are_whole_models_and_give_the_band(tiny_c
     e = model_errors(pairs)
     assert m.band_from == "networks fp32" and e["n"] == 6 and e["low"] < 0 < e["high"]
     assert m.low_ms == pytest.approx(m.p50_ms / (1 + e["high"])) and m.high_ms == pytest.approx(m.p50_ms / (1 + e["low"]))
+
+
+@pytest.mark.slow  # a tiny calibration of this host
+def test_linear_layers_over_many_rows_are_said_to_be_extrapolated(tiny_calibration, tmp_path):
+    """ConvNeXt's MLPs multiply every pixel's channels: 128 rows here, where the grid's linear layers have one."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    path = _model(nodes, [_w("w", 64, 32)], [1, 128, 64], tmp_path / "mlp.onnx")
+    e = estimate(EstimateConfig(tiny_calibration, {"base": path}))
+    assert e.model("base").linear_rows == 128
+    assert any("128 rows" in w and "extrapolated" in w and "uncertain" in w for w in e.warnings)
+    head = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_w("w", 64, 32)], [1, 64], tmp_path / "h.onnx")
+    assert not estimate(EstimateConfig(tiny_calibration, {"base": head})).warnings  # a classifier's head: one row

@@ -2,18 +2,21 @@
 
 ``calibrate(CalibrateConfig(profile="raspberry-pi-5", out="pi5.json")) -> Calibration`` runs on the
 device, torch-free, in a few minutes: it draws the grid (:mod:`edgerobust.edge.estimate.grid`), builds
-each point as a tiny ONNX model, splits it into kernels the way a bundle is split
+each point as a tiny ONNX model, splits it into kernels as the device's runtime runs it
 (:mod:`edgerobust.edge.estimate.kernels`, so the fit sees the same features prediction will), times
-it with the profile's sessions (:mod:`edgerobust.edge.estimate.timing`: kernels with weights both with
-warm caches and after a flush) in ``passes`` passes in shuffled order, keeping each point's fastest pass
-(a neighbour's burst only ever slows a point down), and measures the cost of a run, of a node and of the
-profiler, and the cache curve (how cold a model runs by the size of its weights). A share ``holdout`` of the points (the same shapes in
-every precision) is kept out of the fit, and the fit's error on them is the band every estimate
-carries (:mod:`edgerobust.edge.estimate.fit`). It also records whether the device fuses a residual
-add into the convolution before it, and the host: CPU model, instruction sets, cores, onnxruntime.
+every node with the profile's sessions (:mod:`edgerobust.edge.estimate.timing`: kernels with weights
+both with warm caches and after a flush) in ``passes`` passes in shuffled order, keeping each node's
+fastest pass (a neighbour's burst only ever slows a node down). Every timed node is a sample of its own
+kind: the point's own kernel and the layout changes and quantize nodes the runtime runs around it. It
+also measures the cost of a run, of a node and of the profiler, and the cache curve (how cold a model
+runs by the size of its weights). A share ``holdout`` of the points (the same shapes in every precision)
+is kept out of the fit (:mod:`edgerobust.edge.estimate.fit`). Last it times small networks of its own
+whole and predicts them (:mod:`edgerobust.edge.estimate.composed`): their errors are the band every
+estimate carries. It records whether the device fuses a residual add into the convolution before it,
+its NCHWc block, and the host: CPU model, instruction sets, cores, onnxruntime.
 
-The file is small JSON (``{"_type", "_version", "_data"}``) and goes with the user to any host, where
-``audit``/``profile`` with the ``estimate`` field predict a bundle from it.
+The file is JSON (``{"_type", "_version", "_data"}``, under 1 MB) and goes with the user to any host,
+where ``audit``/``profile`` with the ``estimate`` field predict a bundle from it.
 """
 from __future__ import annotations
 
@@ -383,7 +386,7 @@ def _round(values) -> tuple[float, ...]:
 
 
 def save(cal: Calibration, path: str | os.PathLike) -> Path:
-    """Write the calibration as compact JSON (about 200 KB for the full grid), atomically."""
+    """Write the calibration as compact JSON (about 900 KB for the full grid), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:

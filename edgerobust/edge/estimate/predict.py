@@ -1,18 +1,21 @@
 """A bundle's latency on a device not at hand, predicted from that device's calibration, with its band.
 
-``estimate(EstimateConfig(calibration="pi5.json", models={"base": ..., "deployed": ...})) -> Estimate``
-splits each model into kernels as onnxruntime fuses them at the calibrated profile's level (and as the
-device fuses residual adds, when its calibration says so), predicts each kernel from its kind's fit
-(:mod:`edgerobust.edge.estimate.fit`: warm and cold fits mixed by how cold the model's weights run, from
-the size of its weights and the calibration's cache curve), and sums:
+``estimate(EstimateConfig(calibration="pi5.json", models={"base": ..., "deployed": ...}, batch=(1, 8))) ->
+Estimate`` splits each model into kernels as the device's runtime runs them (its optimized graph at the
+calibrated level, with the device's NCHWc layout where this host can rebuild it:
+:mod:`edgerobust.edge.estimate.kernels`), predicts each kernel from its kind's fit (warm and cold fits
+mixed by how cold the model's weights run: :mod:`edgerobust.edge.estimate.sumup`), and sums:
 
     p50 ≈ run_us + Σ_kernels (kernel_us + node_us)
 
-with the run and per-node costs the calibration measured. The band moves each kind's kernels by that
-kind's held-out errors (10th and 90th percentile, weighted by time). The predicted speedup is the base's
-p50 over each model's; its band pairs the base's low with the model's high and the reverse. Batch size 1
-only (the grid is timed at batch 1). Every figure here is an estimate and is labelled so wherever it is
-shown; it never enters the measured tables. Torch-free.
+with the run and per-node costs the calibration measured, at each batch size asked for (the kernels'
+work and bytes at that batch size). The band is the spread of the errors of the calibration's own
+networks in the model's precision (:mod:`edgerobust.edge.estimate.composed`), or, for a calibration with
+too few, its held-out kernels' (:func:`edgerobust.edge.estimate.fit.band`). The predicted speedup is the
+base's p50 over each model's; its band pairs the base's low with the model's high and the reverse. What
+the estimate could not cost as the device runs it (a kind the calibration lacks, a layout this host
+cannot rebuild) is named in a warning that calls the figure a lower bound. Every figure here is an
+estimate and is labelled so wherever it is shown; it never enters the measured tables. Torch-free.
 """
 from __future__ import annotations
 
@@ -82,6 +85,7 @@ class ModelEstimate:
     layout: str | None = None  # what of the device's layout this host could not rebuild
     batch_size: int = 1
     band_from: str = ""  # "networks <precision>": the calibration's own networks' errors; "kernels": held-out kernels
+    linear_rows: int = 0  # the most rows of a linear layer beyond the grid's: its cost extrapolated (rows_warning)
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,10 @@ class Estimate:
     """Predicted latency of every model on one calibrated device; a report's ``estimate`` section.
 
     ``models``: every role at every batch size of ``batch_sizes`` (``batch_size``: the first, which ``speedup``
-    is for; ``speedups`` has each); ``device``: the calibrated device in words; ``same_host``: whether this host is the calibrated one
-    (CPU model, cores and instruction sets alike), so a reader knows an estimate stands in for a device not
-    at hand; ``holdout``: each kind's held-out error (n, share within ±20%, median |error|).
+    is for; ``speedups`` has each); ``device``: the calibrated device in words; ``same_host``: whether this
+    host is the calibrated one (CPU model, cores and instruction sets alike), so a reader knows an estimate
+    stands in for a device not at hand; ``holdout``: each kind's held-out error (n, share within ±20%,
+    median |error|).
     """
 
     calibration: str
@@ -159,7 +164,7 @@ def predict_model(cal: Calibration, role: str, path: str | os.PathLike | bytes, 
     kinds = {k: round(v, 4) for k, v in sorted(s.by_kind.items())}
     moves = sum(k.kind in MOVES + ("scalar", "view") for k in kernels)
     where = "(in memory)" if isinstance(path, bytes) else str(path)
-    extra = {"uncosted": tuple(sorted(s.stand_ins)), "layout": layout, "batch_size": batch}
+    extra = {"uncosted": tuple(sorted(s.stand_ins)), "layout": layout, "batch_size": batch, "linear_rows": s.rows}
     if s.missing:
         return ModelEstimate(role, where, None, None, None, len(kernels), dtypes, kinds, fixed_us / 1e3,
                              tuple(sorted(s.missing)), weights / 2**20, s.cold, moves, **extra)
@@ -172,11 +177,24 @@ def predict_model(cal: Calibration, role: str, path: str | os.PathLike | bytes, 
 
 
 def uncosted_warning(m: ModelEstimate) -> str | None:
-    """Said where the method could not cost a kernel as the device runs it, naming what stood in."""
-    if m.p50_ms is None or not (m.uncosted or m.layout):
+    """Said where the method could not cost a kernel as the device runs it, naming it: a kind with no fit at all,
+    a plain convolution costed as a blocked one, a layout this host cannot rebuild. (A data-movement kind costed
+    at another precision is not: its time is its bytes.)"""
+    weak = [u for u in m.uncosted if u.endswith("(uncosted)") or "-nchw as" in u]
+    if m.p50_ms is None or not (weak or m.layout):
         return None
-    what = [f"kernels the calibration has no fit for, costed by another: {', '.join(m.uncosted)}"] if m.uncosted else []
+    what = [f"kernels the calibration cannot cost as the device runs them: {', '.join(weak)}"] if weak else []
     return f"{m.role}: " + "; ".join(what + ([m.layout] if m.layout else [])) + ": read this estimate as a lower bound"
+
+
+def rows_warning(m: ModelEstimate) -> str | None:
+    """Said where linear layers multiply more rows than the grid's ever did: their cost is extrapolated."""
+    if m.p50_ms is None or not m.linear_rows:
+        return None
+    return (f"{m.role}: linear layers over up to {m.linear_rows} rows (a MatMul over every pixel, as in ConvNeXt and "
+            "transformer MLPs) lie outside the calibration's grid, whose linear layers have one row: their cost is "
+            "extrapolated, and ConvNeXt's came out 1.8-3.5x too slow when checked (docs/estimate.md): read this "
+            "estimate as uncertain, likely too high")
 
 
 def _speedups(models: tuple[ModelEstimate, ...]) -> dict:
@@ -199,7 +217,7 @@ def estimate(config: EstimateConfig) -> Estimate:
     first = [m for m in models if m.batch_size == config.batch[0]]
     warnings = [f"{m.role}: no estimate, the calibration has no {', '.join(m.missing)} kernels (calibrate the device "
                 f"with `dtypes` including {', '.join(m.missing)})" for m in first if m.missing]
-    warnings += [w for w in map(uncosted_warning, first) if w]
+    warnings += [w for m in first for w in (uncosted_warning(m), rows_warning(m)) if w]
     if cal.other_load is not None and cal.other_load > 0.1:
         warnings.append(f"the calibration was timed while other processes used {cal.other_load:.0%} of the device's "
                         "cores: its kernel times may be slow")

@@ -14,17 +14,23 @@ from edgerobust.edge.estimate.kernels import DTYPES, MOVES
 from edgerobust.edge.estimate.timing import cold_share
 
 
+# The grid's linear kernels multiply one row (a classifier's head, batch 1). A linear kernel over more rows than
+# this (a MatMul over every pixel, as ConvNeXt's and transformers' MLPs) is extrapolated from them, and said so.
+LINEAR_ROWS = 64
+
+
 @dataclass
 class KernelSum:
     """``per_key``: predicted µs by fit ("kind/dtype", "kind/dtype/cold"); ``by_kind``: ms by kernel kind;
     ``missing``: precisions with compute kernels no fit covers; ``stand_ins``: kinds costed by another fit, in
-    words; ``cold``: the share of cold-cache time mixed in."""
+    words; ``cold``: the share of cold-cache time mixed in; ``rows``: see :data:`LINEAR_ROWS`."""
 
     per_key: dict = field(default_factory=dict)
     by_kind: dict = field(default_factory=dict)
     missing: set = field(default_factory=set)
     stand_ins: set = field(default_factory=set)
     cold: float = 0.0
+    rows: int = 0  # the most rows of a linear kernel beyond the grid's (LINEAR_ROWS): extrapolated, said
 
     @property
     def us(self) -> float:
@@ -58,6 +64,8 @@ def kernel_sum(fits: dict, cache, kernels) -> KernelSum:
             if stand_in is None:
                 s.missing.add(k.dtype)
             continue
+        if k.kind == "linear" and k.pixels > LINEAR_ROWS:
+            s.rows = max(s.rows, k.pixels)
         parts = {key: max(F.predict_us(fits[key], k.to_dict()), 0.0)}
         if f"{key}/cold" in fits and s.cold > 0:
             parts = {key: (1 - s.cold) * parts[key],
