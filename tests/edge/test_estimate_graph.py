@@ -183,3 +183,17 @@ def test_linear_layers_over_many_rows_are_said_to_be_extrapolated(tiny_calibrati
     assert any("128 rows" in w and "extrapolated" in w and "uncertain" in w for w in e.warnings)
     head = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_w("w", 64, 32)], [1, 64], tmp_path / "h.onnx")
     assert not estimate(EstimateConfig(tiny_calibration, {"base": head})).warnings  # a classifier's head: one row
+
+
+def test_a_broadcast_takes_the_larger_shape_whichever_input_comes_first():
+    """Squeeze-excite in an int8 model: QLinearMul(gate [1, c, 1, 1], x [1, c, 8, 8]), a tensor the runtime made
+    (no shape in the original graph); the convolution after it sees 8x8 pixels, not one."""
+    b = Builder("int8", False)
+    x = b.activation_in([1, 16, 8, 8])
+    gate = b.qdq(b.node("Sigmoid", [b.qdq(b.node("GlobalAveragePool", [x]))]))
+    y = b.qdq(b.node("Mul", [gate, x]))
+    model = b.model(b.node("Conv", [y, b.weight([16, 16, 1, 1]), b.bias(16)], kernel_shape=[1, 1]))
+    ks = extract(model, "all")
+    conv = next(k for k in ks if k.kind == "pointwise")
+    assert conv.pixels == 64 and conv.macs == 16 * 16 * 64
+    assert [k.op for k in ks if k.kind == "elementwise"] == ["QLinearMul"]

@@ -29,6 +29,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -237,7 +238,11 @@ def _out_shape(node: onnx.NodeProto, walk: _Walk, first: list[int] | None) -> li
         return [sum(s[axis] for s in ins) if i == axis else d for i, d in enumerate(first)] if ins else None
     if op in ("Slice", "Split", "Gather"):
         return None
-    return first
+    shapes = [walk.shape(i) for i in walk.activations(node)]
+    try:  # an element-wise op broadcasts: squeeze-excite's gate [n, c, 1, 1] may come first, the tensor second
+        return list(np.broadcast_shapes(*(tuple(s) for s in shapes if s is not None)))
+    except ValueError:
+        return first
 
 
 def _moves(node: onnx.NodeProto, walk: _Walk, kind: str) -> Kernel:
@@ -249,7 +254,8 @@ def _moves(node: onnx.NodeProto, walk: _Walk, kind: str) -> Kernel:
     if out is None:
         out = _out_shape(node, walk, first)
         if out is not None:
-            walk.set(node.output[0], out, 1 if node.op_type in INT8_OPS else walk.shapes.get(ins[0], (None, 0))[1])
+            walk.set(node.output[0], out, TensorProto.UINT8 if node.op_type in INT8_OPS
+                     else walk.shapes.get(ins[0], (None, 0))[1])
     b_in = sum(walk.nbytes(i, esize) for i in ins)
     b_out = sum(walk.nbytes(o, esize) for o in node.output if o)
     if not b_out and out is not None:
