@@ -23,7 +23,6 @@ from edgerobust.errors import UsageError
 from onnx_models import make_bundle, write_profile
 
 runner = CliRunner()
-TINY = ["--grid-scale", "0.05", "--passes", "1"]  # 3 kernels per kind and precision: about two seconds
 
 
 def small_cnn(path, seed=0):
@@ -87,17 +86,15 @@ def cnn(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def profile(tmp_path_factory):
-    return str(write_profile(tmp_path_factory.mktemp("p") / "fast.toml", batch_sizes=(1,)))
+def profile(estimate_profile):
+    return estimate_profile
 
 
 @pytest.fixture(scope="module")
-def calibration(tmp_path_factory, profile):
-    """A tiny calibration of this host through the CLI: its file."""
-    out = tmp_path_factory.mktemp("cal") / "device.json"
-    r = runner.invoke(app, ["-q", "calibrate", "-p", profile, "-o", str(out), *TINY])
-    assert r.exit_code == 0, r.output
-    assert "Calibration of" in r.stdout and "conv/int8" in r.stdout and "held-out" in r.stdout
+def calibration(tiny_calibration_file):
+    """A tiny calibration of this host through the CLI (conftest): its file."""
+    out, stdout = tiny_calibration_file
+    assert "Calibration of" in stdout and "conv/int8" in stdout and "held-out" in stdout
     return out
 
 
@@ -176,7 +173,7 @@ def test_calibration_file_round_trips_and_is_small(calibration):
 def test_calibration_refuses_to_overwrite(calibration, profile):
     with pytest.raises(UsageError, match="`out`"):
         calibrate(CalibrateConfig(profile=profile, out=calibration, scale=0.03, passes=1, show_progress=False))
-    r = runner.invoke(app, ["calibrate", "-p", profile, "-o", str(calibration), *TINY])
+    r = runner.invoke(app, ["calibrate", "-p", profile, "-o", str(calibration), "--grid-scale", "0.05"])
     assert r.exit_code == 2 and "--out" in " ".join(r.stderr.split()) and "Traceback" not in r.output
     with pytest.raises(UsageError, match="`dtypes`"):
         CalibrateConfig(dtypes=("fp8",))

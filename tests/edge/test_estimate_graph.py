@@ -7,12 +7,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgerobust.edge.estimate.builder import Builder
-from edgerobust.edge.estimate.calibrate import CalibrateConfig, calibrate
+from edgerobust.edge.estimate.calibrate import load_calibration
 from edgerobust.edge.estimate.graph import nchwc_block
 from edgerobust.edge.estimate.grid import Point, draw, micro_model
 from edgerobust.edge.estimate.kernels import KINDS, extract, extract_noting
 from edgerobust.edge.estimate.predict import EstimateConfig, estimate
-from onnx_models import write_profile
 
 HERE = nchwc_block("all")  # 16 on AVX-512, 8 on AVX2, 0 where onnxruntime has no NCHWc (ARM)
 
@@ -118,9 +117,8 @@ def test_builder_names_every_node_so_the_profiler_can_be_read():
 
 
 @pytest.fixture(scope="module")
-def tiny_calibration(tmp_path_factory):
-    profile = write_profile(tmp_path_factory.mktemp("p") / "fast.toml", batch_sizes=(1,))
-    return calibrate(CalibrateConfig(profile=str(profile), scale=0.05, passes=1, seconds=0.01, show_progress=False))
+def tiny_calibration(tiny_calibration_file):
+    return load_calibration(tiny_calibration_file[0])  # conftest: `calibrate` on a 0.05 grid, one pass
 
 
 @pytest.mark.slow  # a tiny calibration of this host
@@ -153,6 +151,7 @@ def test_what_the_calibration_cannot_cost_is_named_and_the_band_is_finite(tiny_c
         EstimateConfig(tiny_calibration, {"base": path}, batch=0)
 
 
+@pytest.mark.slow  # a tiny calibration of this host
 def test_the_calibrations_own_networks_are_whole_models_and_give_the_band(tiny_calibration, tmp_path):
     import dataclasses
 
