@@ -104,7 +104,8 @@ def device_graph(model: str | os.PathLike | bytes, level: str, block: int) -> tu
         return graph, None
     return graph, (f"the device runs convolutions in a channel-blocked layout (NCHWc, blocks of {block}) that this "
                    f"host's runtime {'does not have' if here == 0 else f'blocks by {here}'}: its layout changes "
-                   "(ReorderInput, ReorderOutput) are not costed and its convolutions are costed as plain ones")
+                   "(ReorderInput, ReorderOutput) are not costed, and every convolution is costed as a blocked one, "
+                   "also those whose channels the device's blocks cannot take")
 
 
 def tensor_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, tuple[list[int], int]]:

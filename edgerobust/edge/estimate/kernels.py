@@ -236,8 +236,8 @@ def _out_shape(node: onnx.NodeProto, walk: _Walk, first: list[int] | None) -> li
         ins = [s for s in map(walk.shape, names) if s is not None and len(s) == len(first)]
         axis = int(a.get("axis", 1)) % len(first)
         return [sum(s[axis] for s in ins) if i == axis else d for i, d in enumerate(first)] if ins else None
-    if op in ("Slice", "Split", "Gather"):
-        return None
+    if op in ("Slice", "Split", "Gather") or op.startswith(("Reduce", "QLinearReduce", "ArgM")):
+        return None  # their sizes come from the graph or the run; a guess would be wrong
     shapes = [walk.shape(i) for i in walk.activations(node)]
     try:  # an element-wise op broadcasts: squeeze-excite's gate [n, c, 1, 1] may come first, the tensor second
         return list(np.broadcast_shapes(*(tuple(s) for s in shapes if s is not None)))
