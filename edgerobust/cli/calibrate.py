@@ -35,6 +35,10 @@ def calibrate_cmd(
     passes: Annotated[int, typer.Option("--passes", min=1, help="Times each kernel is timed, in shuffled order; "
                                                                 "the fastest kept (a neighbour only slows a "
                                                                 "kernel down).")] = 2,
+    seconds: Annotated[float, typer.Option("--seconds", min=0.001, max=10.0,
+                                           help="Timed runs per kernel and pass last at least this long (each "
+                                                "kernel runs at least 10 times); shorter is quicker and "
+                                                "noisier.")] = 0.08,
     holdout: Annotated[float, typer.Option("--holdout", min=0.05, max=0.45,
                                            help="Share of the kernels kept out of the fit: their errors are "
                                                 "shown per kind, and give the band where the calibration timed "
@@ -61,7 +65,7 @@ def calibrate_cmd(
     ui.info(line)
     config = CalibrateConfig(profile=prof, out=out, dtypes=tuple(dtypes.split(",")) if dtypes else None,
                              scale=QUICK_SCALE if quick else grid_scale, passes=1 if quick else passes,
-                             holdout=holdout, seed=seed, allow_fallback=allow_fallback, overwrite=overwrite)
+                             holdout=holdout, seconds=seconds, seed=seed, allow_fallback=allow_fallback, overwrite=overwrite)
     cal = calibrate(config)
     if as_json:
         typer.echo(json.dumps(to_json(cal), indent=2))

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 from edgerobust.cli import app
 from onnx_models import write_profile
 
-TINY = ["--grid-scale", "0.05", "--passes", "1"]  # 3 kernels per kind and precision, 2 networks: about 15 s
+TINY = ["--grid-scale", "0.05", "--passes", "1", "--seconds", "0.01"]  # 3 kernels per kind and precision, 2 networks
 
 
 @pytest.fixture(scope="session")
