@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import wait_quiet  # noqa: E402
 
 WORK = Path.home() / ".cache" / "edgerobust-bench" / "estimate"
-DEVELOPMENT = ("resnet18", "mobilenet_v2", "resnet34", "shufflenet_v2_x1_0", "densenet121")
+DEVELOPMENT = ("resnet18", "mobilenet_v2", "resnet34", "shufflenet_v2_x1_0", "densenet121", "convnext_small")
 CHECK = ("resnet50", "mnasnet1_0", "densenet169", "shufflenet_v2_x0_5", "efficientnet_b0", "regnet_x_400mf",
          "mobilenet_v3_small", "convnext_tiny")
 

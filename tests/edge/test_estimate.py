@@ -141,6 +141,20 @@ def _samples(macs, us, split="fit"):
             for m, t in zip(macs, us)]
 
 
+def test_fit_tells_a_cost_per_image_from_a_cost_per_run_once_the_grid_has_two_batch_sizes():
+    """A batch of 8 small images is not one image of 8 times the pixels: each image pays a setup of its own."""
+    macs = np.geomspace(1e4, 1e7, 24)
+    batch = [1, 8] * 12
+    law = [3 + 2 * n + 1e-3 * m for m, n in zip(macs, batch)]
+    samples = [Sample("depthwise", "fp32", "fit", {}, {"macs": m, "bytes_in": 0, "bytes_out": 0, "batch": n}, t)
+               for m, n, t in zip(macs, batch, law)]
+    fit = F.fit_all(samples)["depthwise/fp32"]
+    k = {"macs": 8e5, "bytes_in": 0, "bytes_out": 0}
+    assert F.predict_us(fit, {**k, "batch": 8}) == pytest.approx(3 + 16 + 800, rel=1e-6)
+    assert F.predict_us(fit, {**k, "batch": 1}) == pytest.approx(3 + 2 + 800, rel=1e-6)  # an old kernel: batch 1
+    assert F.predict_us(fit, k) == pytest.approx(805, rel=1e-6)
+
+
 def test_fit_recovers_a_linear_law_and_its_band_is_the_held_out_error():
     macs = np.geomspace(1e4, 1e8, 20)
     fits = F.fit_all(_samples(macs, 4 + 1e-3 * macs) + _samples([5e6], [(4 + 5e3) * 1.25], "holdout"))

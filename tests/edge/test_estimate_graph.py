@@ -139,7 +139,7 @@ def test_what_the_calibration_cannot_cost_is_named_and_the_band_is_finite(tiny_c
     m = e.model("base")
     assert e.batch_size == 8 and m.batch_size == 8 and np.isfinite(m.high_ms) and m.low_ms <= m.p50_ms <= m.high_ms
     one = estimate(EstimateConfig(tiny_calibration, {"base": path})).model("base")
-    assert m.p50_ms > 2 * one.p50_ms  # eight images cost more than two
+    assert m.p50_ms > one.p50_ms  # eight images cost more than one
     fits = {k: v for k, v in tiny_calibration.fits.items() if not k.startswith("transpose/")}
     e = estimate(EstimateConfig(dataclasses.replace(tiny_calibration, fits=fits), {"base": path}))
     assert e.model("base").uncosted == ("transpose fp32 (uncosted)",)
@@ -161,7 +161,8 @@ def test_the_calibrations_own_networks_are_whole_models_and_give_the_band(tiny_c
         kinds = {k.kind for k in extract(composed_model(seed, "int8"), "all")}
         assert {"conv", "linear", "quantize"} <= kinds
     assert {len(p) for p in tiny_calibration.composed.values()} == {2} and set(tiny_calibration.composed) == {
-        "fp32", "int8"}  # a tiny calibration times two per precision: too few for a band, the kernels give it
+        "fp32", "int8", "fp32/8", "int8/8"}  # a tiny calibration times two per precision and batch: too few for a band
+    assert {k.batch for k in extract(composed_model(0, "fp32", batch=8), "all")} == {8}
     path = shuffle_net(tmp_path / "s.onnx")
     assert estimate(EstimateConfig(tiny_calibration, {"base": path})).model("base").band_from == "kernels"
     pairs = [[1.0, m] for m in (0.8, 0.9, 1.0, 1.0, 1.1, 1.25)]  # predicted 1 ms; measured 0.8-1.25 ms
@@ -170,18 +171,54 @@ def test_the_calibrations_own_networks_are_whole_models_and_give_the_band(tiny_c
     e = model_errors(pairs)
     assert m.band_from == "networks fp32" and e["n"] == 6 and e["low"] < 0 < e["high"]
     assert m.low_ms == pytest.approx(m.p50_ms / (1 + e["high"])) and m.high_ms == pytest.approx(m.p50_ms / (1 + e["low"]))
+    slow = [[1.0, 2 * m] for m in (0.8, 0.9, 1.0, 1.0, 1.1, 1.25)]  # at batch 8 the networks ran twice as long
+    cal = dataclasses.replace(tiny_calibration, composed={"fp32": pairs, "fp32/8": slow})
+    at8 = estimate(EstimateConfig(cal, {"base": path}, batch=8)).model("base")
+    assert at8.band_from == "networks fp32/8" and at8.high_ms > 1.5 * at8.p50_ms
+    at4 = estimate(EstimateConfig(cal, {"base": path}, batch=4)).model("base")  # nearer 8 than 1, in ratio
+    assert at4.band_from == "networks fp32/8"
 
 
 @pytest.mark.slow  # a tiny calibration of this host
 def test_linear_layers_over_many_rows_are_said_to_be_extrapolated(tiny_calibration, tmp_path):
-    """ConvNeXt's MLPs multiply every pixel's channels: 128 rows here, where the grid's linear layers have one."""
+    """ConvNeXt's MLPs multiply every pixel's channels: the grid's go to 4096 rows per image (64 px), not 5000."""
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
-    path = _model(nodes, [_w("w", 64, 32)], [1, 128, 64], tmp_path / "mlp.onnx")
+    path = _model(nodes, [_w("w", 64, 32)], [1, 5000, 64], tmp_path / "mlp.onnx")
     e = estimate(EstimateConfig(tiny_calibration, {"base": path}))
-    assert e.model("base").linear_rows == 128
-    assert any("128 rows" in w and "extrapolated" in w and "uncertain" in w for w in e.warnings)
+    assert e.model("base").linear_rows == 5000
+    assert any("5000 rows" in w and "extrapolated" in w and "uncertain" in w for w in e.warnings)
+    inside = _model(nodes, [_w("w", 64, 32)], [1, 1024, 64], tmp_path / "mlp32.onnx")  # 32 px: inside the grid
+    assert not [w for w in estimate(EstimateConfig(tiny_calibration, {"base": inside})).warnings if "rows" in w]
     head = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_w("w", 64, 32)], [1, 64], tmp_path / "h.onnx")
-    assert not estimate(EstimateConfig(tiny_calibration, {"base": head})).warnings  # a classifier's head: one row
+    head_warnings = estimate(EstimateConfig(tiny_calibration, {"base": head})).warnings
+    assert not [w for w in head_warnings if "rows" in w]  # a classifier's head: one row
+
+
+@pytest.mark.parametrize("batch_dim", [1, "N"])
+def test_an_mlp_over_every_pixel_keeps_its_rows_whether_or_not_the_runtime_fuses_its_bias(tmp_path, batch_dim):
+    """ConvNeXt's Linear on a channels-last image: MatMul + bias. With every size fixed onnxruntime fuses the two into
+    a Gemm between two Reshapes; with a dynamic batch it keeps the MatMul. Either way 8 x 256 rows are multiplied."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    b = numpy_helper.from_array(np.zeros(32, np.float32), "b")
+    path = _model(nodes, [_w("w", 64, 32), b], [batch_dim, 16, 16, 64], tmp_path / "mlp.onnx")
+    ks = extract(path, "all", batch=8)
+    (lin,) = [k for k in ks if k.kind == "linear"]
+    assert (lin.pixels, lin.cin, lin.cout, lin.batch) == (8 * 256 if batch_dim == "N" else 256, 64, 32,
+                                                          8 if batch_dim == "N" else 1)
+    assert lin.macs == lin.pixels * 64 * 32
+    assert all(k.batch == lin.batch for k in ks)
+
+
+def test_the_grid_times_a_share_of_its_points_at_a_batch_of_8_and_mlps_over_many_rows():
+    pts = draw()
+    batched = [p for p in pts if p.n == 8]
+    assert 0.2 < len(batched) / len(pts) < 0.4 and {p.kind for p in batched} >= {"conv", "depthwise", "concat"}
+    assert not [p for p in pts if p.n != 1 and p.kind in ("scalar", "view")]
+    rows = [p.h for p in pts if p.kind == "linear"]
+    assert min(rows) == 1 and max(rows) > 1000
+    p = next(p for p in batched if p.kind == "linear" and p.h > 1)
+    ks = extract(micro_model(p, "fp32"), "all", batch=p.n)
+    assert [k.op for k in ks if k.kind == "linear"] == ["MatMul"] and ks[0].pixels == p.n * p.h
 
 
 def test_a_broadcast_takes_the_larger_shape_whichever_input_comes_first():

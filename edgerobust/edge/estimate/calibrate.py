@@ -48,7 +48,8 @@ from edgerobust.edge.runtime.sessions import plan_providers
 from edgerobust.errors import UsageError
 
 TYPE = "edgerobust.edge.estimate.calibration"
-VERSION = 2  # 2: every node's kernel of its own kind (data movement, layout changes), the NCHWc block
+VERSION = 3  # 2: every node's kernel of its own kind (data movement, layout changes), the NCHWc block;
+# 3: points at a batch of 8 and a cost per image, linear layers over many rows
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,7 @@ def _time_grid(jobs, models, points, profile, plan, timing, config, costs, advan
         for n in rng.permutation(len(jobs)):
             i, d, cond = jobs[int(n)]
             times[jobs[int(n)]].append(time_nodes(models[(i, d)], profile, plan, timing, config.seconds, costs[0],
-                                                  flush if cond == "cold" else None, costs[1]))
+                                                  flush if cond == "cold" else None, costs[1], batch=points[i].n))
             advance(1, f"pass {pass_ + 1}: {points[i].kind} {d} {cond}")
     return times
 
@@ -352,7 +353,7 @@ def calibrate(config: CalibrateConfig) -> Calibration:
         advance(1, "run, node and profiler overhead")
         curve = cache_curve(profile, plan, config.seconds, Flush(), prof_us) if cold else ()
         advance(1, "cache")
-        kernels = {j: extract(m, profile.session.graph_optimization) for j, m in models.items()}
+        kernels = {j: extract(m, profile.session.graph_optimization, batch=points[j[0]].n) for j, m in models.items()}
         advance(1, "kernels split")
         times = _time_grid(jobs, models, points, profile, plan, timing, config, (run_us, prof_us), advance)
         samples = tuple(x for (i, d) in models for x in _samples(points[i], split[i], kernels[(i, d)],

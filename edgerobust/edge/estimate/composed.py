@@ -5,9 +5,10 @@ layout changes behave otherwise. The calibration therefore also builds a few sma
 the blocks real classifiers are made of (a residual pair of 3×3 convolutions, an inverted residual with
 its depthwise convolution, a ShuffleNet unit with its split, concatenation and channel shuffle, a DenseNet
 layer concatenated to its input, a squeeze-excite scale), at the sizes pruning leaves (8-256 channels, a
-quarter of them not multiples of 8, 16-96 px), in each precision the calibration times, measures each one's
-wall time with the profile's sessions, and predicts it from the fits like any model. The errors of those
-predictions, per precision, are the model-level error an estimate carries: its band
+quarter of them not multiples of 8, 16-96 px), in each precision the calibration times, at batch 1 and half as
+many at a batch of 8, measures each one's wall time with the profile's sessions, and predicts it from the fits
+like any model. The errors of those predictions, per precision and batch size, are the model-level error an
+estimate carries: its band
 (:func:`edgerobust.edge.estimate.predict.predict_model`). None of these networks is a torchvision model.
 
 Torch-free: numpy and onnx.
@@ -19,15 +20,16 @@ import numpy as np
 from edgerobust.edge.estimate.builder import Builder
 
 BLOCKS = ("basic", "inverted", "shuffle", "dense", "se")
-NETWORKS = 24  # per precision: about 15-30 s of a calibration on a 2-core CPU
+NETWORKS = 24  # per precision at batch 1 (and half as many at a batch of BATCH): about 1 min on a 2-core CPU
+BATCH = 8
 BAND = (5, 95)  # percentiles of the networks' errors that bound an estimate
 
 
 class _Net:
     """One random network being written: its builder, current tensor and its channels and size."""
 
-    def __init__(self, b: Builder, x: str, c: int, h: int):
-        self.b, self.x, self.c, self.h = b, x, c, h
+    def __init__(self, b: Builder, x: str, c: int, h: int, n: int = 1):
+        self.b, self.x, self.c, self.h, self.n = b, x, c, h, n
 
     def act(self, y: str, relu: bool = True) -> str:
         """An activation after a layer: Relu, then quantized to 8 bits and back in an int8 network."""
@@ -54,9 +56,9 @@ def _block(net: _Net, kind: str, rng) -> None:
         left, right = b.multi("Split", [x, b.const(np.array([half, half], np.int64))], 2, axis=1)
         right = net.conv(net.conv(net.conv(right, half, half, 1), half, half, 3, groups=half, relu=False), half, half, 1)
         cat = b.node("Concat", [left, right], axis=1)
-        g = b.node("Reshape", [cat, b.const(np.array([1, 2, half, net.h, net.h], np.int64))])
+        g = b.node("Reshape", [cat, b.const(np.array([net.n, 2, half, net.h, net.h], np.int64))])
         t = b.node("Transpose", [g], perm=[0, 2, 1, 3, 4])
-        net.x = b.node("Reshape", [t, b.const(np.array([1, c, net.h, net.h], np.int64))])
+        net.x = b.node("Reshape", [t, b.const(np.array([net.n, c, net.h, net.h], np.int64))])
     elif kind == "dense":
         grow = int(rng.choice([8, 16, 32]))
         y = net.conv(net.conv(x, c, 2 * grow, 1), 2 * grow, grow, 3)
@@ -68,15 +70,15 @@ def _block(net: _Net, kind: str, rng) -> None:
         net.x = net.act(b.node("Mul", [x, gate]), relu=False)
 
 
-def composed_model(seed: int, dtype: str, signed: bool = False) -> bytes:
-    """One random network (see the module docstring) as a serialized ONNX model, batch 1."""
+def composed_model(seed: int, dtype: str, signed: bool = False, batch: int = 1) -> bytes:
+    """One random network (see the module docstring) as a serialized ONNX model at ``batch`` images."""
     rng = np.random.default_rng(seed)
     b = Builder(dtype, signed, seed)
     aligned = rng.random() >= 0.25
     c = int(rng.choice([16, 24, 32, 48, 64] if aligned else [20, 28, 44, 58]))
     h = int(rng.choice([32, 48, 64, 96, 128]))
-    x = b.activation_in([1, 3, h, h])
-    net = _Net(b, x, 3, h)
+    x = b.activation_in([batch, 3, h, h])
+    net = _Net(b, x, 3, h, batch)
     net.x, net.c, net.h = net.conv(x, 3, c, 3, stride=2), c, h // 2
     for stage in range(int(rng.integers(2, 4))):
         if stage:
@@ -97,18 +99,25 @@ def model_errors(pairs) -> dict:
             "high": float(np.percentile(e, BAND[1])), "within10": float(np.mean(np.abs(e) <= 0.1))}
 
 
+def composed_key(dtype: str, batch: int) -> str:
+    """The key of a precision's networks at a batch size in a calibration's ``composed``: "int8", "int8/8"."""
+    return dtype if batch == 1 else f"{dtype}/{batch}"
+
+
 def time_composed(dtypes, predict, measure, signed: bool = False, scale: float = 1.0) -> dict:
-    """{precision: [[predicted ms, measured ms], ...]} for ``NETWORKS * scale`` networks (at least 2) per precision:
-    ``predict(model)``
-    gives the estimate from the calibration's fits (None: it cannot), ``measure(model)`` the wall time (ms) on
-    the profile's sessions."""
+    """{precision: [[predicted ms, measured ms], ...]} for ``NETWORKS * scale`` networks (at least 2) per precision
+    at batch 1, and under "precision/8" (:func:`composed_key`) half as many at a batch of 8 (the audit's):
+    ``predict(model)`` gives the estimate from the calibration's fits (None: it cannot), ``measure(model)`` the
+    wall time (ms) on the profile's sessions."""
     out = {}
+    count = max(2, round(NETWORKS * min(scale, 1.0)))
     for dtype in dtypes:
-        pairs = []
-        for seed in range(max(2, round(NETWORKS * min(scale, 1.0)))):
-            model = composed_model(seed, dtype, signed)
-            predicted = predict(model)
-            if predicted is not None:
-                pairs.append([round(predicted, 5), round(measure(model), 5)])
-        out[dtype] = pairs
+        for batch, networks in ((1, count), (BATCH, max(2, count // 2))):
+            pairs = []
+            for seed in range(networks):
+                model = composed_model(seed, dtype, signed, batch)
+                predicted = predict(model)
+                if predicted is not None:
+                    pairs.append([round(predicted, 5), round(measure(model), 5)])
+            out[composed_key(dtype, batch)] = pairs
     return out

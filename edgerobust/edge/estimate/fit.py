@@ -8,7 +8,9 @@ calibration's "fit" points by least squares on the relative error (each point we
 * ``macs/cout``: the work per output channel (input channels × window × output pixels): a kernel with
   few output channels fills the vector lanes and register blocks worse, and pays for it per MAC;
 * ``act``: activation bytes read and written; ``w``: weight bytes read;
-* ``c0``: the kernel's fixed cost.
+* ``n``: the images in the batch: a kernel's cost per image (the runtime's CPU kernels loop over the batch,
+  each image paying for its own setup, so a batch of 8 small images is not one image of 8 times the pixels);
+* ``c0``: the kernel's fixed cost, once per run.
 
 Kernels with weights have two fits, with warm caches and after a flush ("kind/dtype/cold"); a prediction
 mixes them by how cold the model runs (:func:`edgerobust.edge.estimate.timing.cold_share`).
@@ -27,17 +29,17 @@ import numpy as np
 
 MODEL = "per kernel type, t = c0 + Σ c_j·f_j (c ≥ 0), least squares on relative error"
 _COMPUTE = {
-    "conv": ("macs", "macs/cout", "act", "w"),
-    "pointwise": ("macs", "macs/cout", "act", "w"),
-    "depthwise": ("macs", "act"),
+    "conv": ("macs", "macs/cout", "act", "w", "n"),
+    "pointwise": ("macs", "macs/cout", "act", "w", "n"),
+    "depthwise": ("macs", "act", "n"),
 }
 FEATURES = {
     **_COMPUTE,
     **{f"{k}-nchw": v for k, v in _COMPUTE.items()},  # the same kernels on the plain path of an NCHWc device
-    "linear": ("macs", "w"),
-    "add": ("act",),
-    "pool": ("macs", "act"),
-    **{k: ("act",) for k in ("concat", "slice", "transpose", "reorder", "quantize", "norm", "elementwise", "resize",
+    "linear": ("macs", "act", "w", "n"),
+    "add": ("act", "n"),
+    "pool": ("macs", "act", "n"),
+    **{k: ("act", "n") for k in ("concat", "slice", "transpose", "reorder", "quantize", "norm", "elementwise", "resize",
                              "memory")},
     "scalar": (),
     "view": (),
@@ -56,6 +58,8 @@ def feature(k: dict, name: str) -> float:
         return float(k["bytes_in"]) + float(k["bytes_out"])
     if name == "w":
         return float(k["bytes_w"])
+    if name == "n":
+        return float(k.get("batch", 1))
     raise KeyError(name)
 
 
@@ -80,13 +84,16 @@ def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fit_kind(kernels: list[dict], us: list[float], names: tuple[str, ...]) -> list[float]:
-    """The coefficients [c0, c_1..] for one kind and precision."""
+    """The coefficients [c0, c_1..] for one kind and precision. A feature the same for every kernel (one batch
+    size only) cannot be told from the fixed cost: it is left out (0), so the fixed cost stays fixed."""
     x = np.array([_row(k, names) for k in kernels], dtype=np.float64)
     y = np.asarray(us, dtype=np.float64)
     w = 1.0 / np.maximum(y, 0.5)
-    scale = np.abs(x).max(axis=0)
+    keep = [0] + [j for j in range(1, x.shape[1]) if np.ptp(x[:, j]) > 0]
+    scale = np.abs(x[:, keep]).max(axis=0)
     scale[scale == 0] = 1.0
-    c = nnls(x / scale * w[:, None], y * w) / scale
+    c = np.zeros(x.shape[1])
+    c[keep] = nnls(x[:, keep] / scale * w[:, None], y * w) / scale
     return [float(v) for v in c]
 
 

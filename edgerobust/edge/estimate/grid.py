@@ -15,7 +15,7 @@ QLinearConv, an fp16 one on fp16 tensors. Torch-free: numpy and onnx.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from onnx import TensorProto
@@ -24,17 +24,20 @@ from edgerobust.edge.estimate.builder import Builder
 from edgerobust.edge.estimate.moves import MOVE_POINTS, move_model, move_shape
 
 # Points drawn per kind (a full grid); ``scale`` in :func:`draw` shrinks it for a quick calibration.
-POINTS = {"conv": 72, "pointwise": 48, "depthwise": 40, "linear": 16, "add": 20, "pool": 20, **MOVE_POINTS, "view": 6}
+POINTS = {"conv": 72, "pointwise": 48, "depthwise": 40, "linear": 36, "add": 20, "pool": 20, **MOVE_POINTS, "view": 6}
 UNALIGNED = 0.25  # share of convolutions whose channels are not multiples of 8 (ShuffleNet's 58, 116, 232)
 LATE = 0.15  # share of k×k and 1×1 convolutions from a network's last stages: their weights outweigh their work
 MAX_MACS = 2.5e8  # larger kernels take tens of ms each on a small CPU and teach the fit little more
+MAX_ELEMENTS = 6.5e6  # a tensor of more values (512 channels at 112 px) moves more than a pruned classifier's
+BATCHED, BATCH = 0.3, 8  # share of points timed at a batch of BATCH images (the audit's), the rest at one
+HEADS = 0.4  # share of linear points that multiply one row per image (a classifier's head); the others many rows
 
 
 @dataclass(frozen=True)
 class Point:
-    """One kernel to time: ``c``/``cout`` channels (features of a linear layer), input ``h`` × ``h``,
-    window ``k``, ``stride``; ``op`` picks the pool (MaxPool, AveragePool, GlobalAveragePool) or the
-    memory op."""
+    """One kernel to time: ``c``/``cout`` channels (features of a linear layer), input ``h`` × ``h`` (a
+    linear layer's rows per image), window ``k``, ``stride``; ``op`` picks the pool (MaxPool, AveragePool,
+    GlobalAveragePool) or the memory op; ``n`` images in the batch."""
 
     kind: str
     c: int
@@ -43,6 +46,7 @@ class Point:
     k: int = 1
     stride: int = 1
     op: str = ""
+    n: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,10 +65,19 @@ def _size(rng, lo: int, hi: int) -> int:
 
 
 def _macs(p: Point) -> float:
+    if p.kind == "linear":
+        return p.n * p.h * p.c * p.cout
     out = (p.h // p.stride) ** 2
     if p.kind == "depthwise":
-        return p.c * out * p.k * p.k
-    return p.c * p.cout * out * p.k * p.k
+        return p.n * p.c * out * p.k * p.k
+    return p.n * p.c * p.cout * out * p.k * p.k
+
+
+def _fits(p: Point) -> bool:
+    """Is the point small enough to time in a calibration (see MAX_MACS, MAX_ELEMENTS)?"""
+    if p.kind in ("conv", "pointwise", "depthwise", "linear") and _macs(p) > MAX_MACS:
+        return False
+    return p.kind == "linear" or p.n * p.c * p.h * p.h * max(p.k if p.kind == "concat" else 1, 1) <= MAX_ELEMENTS
 
 
 def _one(kind: str, rng) -> Point:
@@ -86,7 +99,10 @@ def _one(kind: str, rng) -> Point:
         k = int(rng.choice([3, 3, 5]))
         return Point(kind, _channels(rng, 8, 960, aligned), 0, max(_size(rng, 4, 112), k), k, int(rng.choice([1, 1, 2])))
     if kind == "linear":
-        return Point(kind, _channels(rng, 32, 2048), _channels(rng, 10, 1000))
+        if rng.random() < HEADS:
+            return Point(kind, _channels(rng, 32, 2048), _channels(rng, 10, 1000))
+        # a MatMul over every pixel (ConvNeXt's and transformers' MLPs): 4-4096 rows, as 2-64 px
+        return Point(kind, _channels(rng, 16, 3072), _channels(rng, 16, 3072), _size(rng, 4, 4096))
     if kind == "add":
         return Point(kind, _channels(rng, 8, 512), 0, _size(rng, 2, 112))
     if kind == "pool":
@@ -99,14 +115,17 @@ def _one(kind: str, rng) -> Point:
 
 
 def draw(seed: int = 0, scale: float = 1.0, kinds: tuple[str, ...] = tuple(POINTS)) -> list[Point]:
-    """The grid: ``POINTS[kind] * scale`` points per kind (at least 3), drawn reproducibly from ``seed``."""
+    """The grid: ``POINTS[kind] * scale`` points per kind (at least 3), drawn reproducibly from ``seed``; a
+    share (BATCHED) of each kind that moves data at a batch of BATCH images."""
     rng = np.random.default_rng(seed)
     out = []
     for kind in kinds:
         n, got = max(3, int(round(POINTS[kind] * scale))), []
         while len(got) < n:
             p = _one(kind, rng)
-            if _macs(p) <= MAX_MACS or kind not in ("conv", "pointwise", "depthwise"):
+            if kind not in ("scalar", "view") and rng.random() < BATCHED:
+                p = replace(p, n=BATCH)
+            if _fits(p):
                 got.append(p)
         out += got
     return out
@@ -118,11 +137,24 @@ def draw(seed: int = 0, scale: float = 1.0, kinds: tuple[str, ...] = tuple(POINT
 
 def _conv(b: Builder, p: Point) -> str:
     groups, cout = (p.c, p.c) if p.kind == "depthwise" else (1, p.cout)
-    x = b.activation_in([1, p.c, p.h, p.h])
+    x = b.activation_in([p.n, p.c, p.h, p.h])
     pad = p.k // 2
     y = b.node("Conv", [x, b.weight([cout, p.c // groups, p.k, p.k]), b.bias(cout)], kernel_shape=[p.k, p.k],
                strides=[p.stride, p.stride], pads=[pad] * 4, group=groups)
     return y if b.dtype == "int8" else b.node("Relu", [y])
+
+
+def _linear(b: Builder, p: Point) -> str:
+    """A classifier's head (Gemm on one row per image), or a MatMul over ``p.h`` rows per image and its bias, as
+    torch exports a Linear layer on a channels-last image (ConvNeXt's MLPs), its batch size dynamic as in a
+    bundle (with every size fixed, the runtime fuses MatMul and bias into a Gemm between two Reshapes)."""
+    if p.h == 1:
+        return b.node("Gemm", [b.activation_in([p.n, p.c]), b.weight([p.cout, p.c]), b.bias(p.cout)], transB=1)
+    y = b.node("MatMul", [b.activation_in(["N", 1, p.h, p.c]), b.weight([p.c, p.cout], axis=1)])
+    bias = b.const(np.zeros(p.cout, b.float_type()[1]), "b")
+    if b.dtype == "int8":  # the bias an activation of its own, as the quantizer leaves it: QLinearAdd
+        y, bias = b.qdq(y), b.qdq(bias)
+    return b.node("Add", [y, bias])
 
 
 def micro_model(p: Point, dtype: str, signed: bool = False) -> bytes:
@@ -131,12 +163,11 @@ def micro_model(p: Point, dtype: str, signed: bool = False) -> bytes:
     if p.kind in ("conv", "pointwise", "depthwise"):
         return b.model(_conv(b, p))
     if p.kind == "linear":
-        x = b.activation_in([1, p.c])
-        return b.model(b.node("Gemm", [x, b.weight([p.cout, p.c]), b.bias(p.cout)], transB=1))
+        return b.model(_linear(b, p))
     if p.kind == "add":
-        return b.model(b.node("Add", [b.activation_in([1, p.c, p.h, p.h]), b.activation_in([1, p.c, p.h, p.h])]))
+        return b.model(b.node("Add", [b.activation_in([p.n, p.c, p.h, p.h]), b.activation_in([p.n, p.c, p.h, p.h])]))
     if p.kind == "pool":
-        x = b.activation_in([1, p.c, p.h, p.h])
+        x = b.activation_in([p.n, p.c, p.h, p.h])
         if dtype == "int8":  # after an int8 convolution, as in a model: the runtime's channels-last int8 pool
             x = b.qdq(b.node("Conv", [x, b.weight([p.c, p.c, 1, 1]), b.bias(p.c)], kernel_shape=[1, 1]))
         if p.op == "GlobalAveragePool":
@@ -145,18 +176,18 @@ def micro_model(p: Point, dtype: str, signed: bool = False) -> bytes:
     if p.kind in MOVE_POINTS:
         return b.model(*move_model(b, p))
     elem = b.float_type()[0] if dtype != "int8" else TensorProto.FLOAT
-    x = b.input([1, p.c, p.h, p.h], elem)
-    return b.model(b.node("Reshape", [x, b.const(np.array([1, -1], np.int64))]), elem)
+    x = b.input([p.n, p.c, p.h, p.h], elem)
+    return b.model(b.node("Reshape", [x, b.const(np.array([p.n, -1], np.int64))]), elem)
 
 
-def feeds(model_inputs, rng) -> dict:
-    """Random inputs for a session's inputs (onnxruntime's NodeArg list)."""
+def feeds(model_inputs, rng, batch: int = 1) -> dict:
+    """Random inputs for a session's inputs (onnxruntime's NodeArg list), a dynamic leading size ``batch``."""
     kinds = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
              "tensor(int8)": np.int8}
     out = {}
     for i in model_inputs:
         t = kinds.get(i.type, np.float32)
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+        shape = [d if isinstance(d, int) and d > 0 else batch if j == 0 else 1 for j, d in enumerate(i.shape)]
         out[i.name] = (rng.integers(0, 100, shape).astype(t) if t in (np.uint8, np.int8)
                        else rng.random(shape, dtype=np.float32).astype(t))
     return out

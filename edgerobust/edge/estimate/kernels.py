@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from edgerobust.edge.estimate.graph import NCHWC_DOMAIN, device_graph, tensor_shapes
 from edgerobust.errors import ModelLoadError
@@ -73,7 +73,8 @@ class Kernel:
 
     ``macs``: multiply-accumulates (0 for kinds without); ``bytes_in``/``bytes_out``: activations read
     and written; ``bytes_w``: weights read; ``k``/``stride``: the window of a convolution or pool;
-    ``cin``/``cout``: channels (features of a linear layer); ``pixels``: output height × width × batch.
+    ``cin``/``cout``: channels (features of a linear layer); ``pixels``: output height × width × batch;
+    ``batch``: the model's batch size (images), each of which a kernel runs over with a cost of its own.
     """
 
     kind: str
@@ -89,6 +90,7 @@ class Kernel:
     cout: int = 0
     pixels: int = 0
     name: str = ""
+    batch: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +116,8 @@ class _Walk:
         self.block = block  # the device's NCHWc block: a plain convolution there is a "-nchw" kind
         self.shapes = dict(shapes)
         self.inits = {t.name: (list(t.dims), t.data_type) for t in graph.initializer}
+        self.values = {t.name: numpy_helper.to_array(t).reshape(-1).tolist() for t in graph.initializer
+                       if t.data_type == TensorProto.INT64 and len(t.dims) == 1 and 0 < t.dims[0] <= 8}
         self.shapes.update(self.inits)
         self.float_size = 2 if float_dtype == "fp16" else 4
         self.float_dtype = float_dtype
@@ -219,10 +223,22 @@ def _pool(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
                   cin=int(x[1]), cout=int(x[1]), pixels=int(pixels), name=node.name)
 
 
+def _reshaped(first: list[int], target: list[int]) -> list[int] | None:
+    """A Reshape's output for a constant target (0 keeps the input's size, -1 takes the rest), as the runtime
+    writes around the Gemm it fuses from a MatMul and its bias."""
+    dims = [first[i] if v == 0 and i < len(first) else int(v) for i, v in enumerate(target)]
+    known = math.prod(d for d in dims if d != -1)
+    if dims.count(-1) > 1 or known <= 0:
+        return None
+    return [_n(first) // known if d == -1 else d for d in dims]
+
+
 def _out_shape(node: onnx.NodeProto, walk: _Walk, first: list[int] | None) -> list[int] | None:
     """The output's shape where the graph does not say it: kept by element-wise ops and reorders (ReorderOutput
     with its own channel count, channels last if asked), a transpose's permutation, a concatenation's sum."""
     a, op = _attrs(node), node.op_type
+    if op == "Reshape" and first is not None and len(node.input) > 1 and node.input[1] in walk.values:
+        return _reshaped(first, walk.values[node.input[1]])
     if first is None or op in VIEW_OPS + ("Pad", "Resize", "Upsample", "Expand", "Tile") + SCALAR_OPS:
         return None
     if op == "ReorderOutput" and len(first) == 4:
@@ -264,8 +280,8 @@ def _moves(node: onnx.NodeProto, walk: _Walk, kind: str) -> Kernel:
     tiny = None not in shapes and sum(map(_n, shapes)) <= SCALAR_MAX  # every size known, and a few numbers in all
     if kind not in ("add", "view") and (node.op_type in SCALAR_OPS or tiny):
         kind = "scalar"
-    if kind == "add" and len(ins) == 2 and walk.shape(ins[0]) != walk.shape(ins[1]):
-        kind = "elementwise"  # a broadcast: a bias or a squeeze-excite scale, not a residual sum
+    if kind == "add" and (len(ins) != 2 or walk.shape(ins[0]) != walk.shape(ins[1])):
+        kind = "elementwise"  # a bias, or a broadcast as a squeeze-excite scale: not a residual sum
     dtype = "int8" if kind == "quantize" else _dtype(node, walk)
     return Kernel(kind, dtype, node.op_type, bytes_in=b_in, bytes_out=b_out, pixels=_n(out or first or []),
                   name=node.name)
@@ -333,6 +349,16 @@ def load(model: str | os.PathLike | bytes) -> onnx.ModelProto:
         raise ModelLoadError(f"'{model}' is not an ONNX model.", why=str(exc)[:300]) from exc
 
 
+def _images(model: onnx.ModelProto, shapes: dict, batch: int) -> int:
+    """The batch size the model runs at: its first input's leading size (fixed, as a calibration model's), or
+    ``batch``."""
+    inits = {t.name for t in model.graph.initializer}
+    for i in model.graph.input:
+        if i.name not in inits and shapes.get(i.name) and shapes[i.name][0]:
+            return max(int(shapes[i.name][0][0]), 1)
+    return max(batch, 1)
+
+
 def extract(model: str | os.PathLike | bytes, level: str = "all", fuses_add: bool = False, block: int | None = None,
             batch: int = 1) -> tuple[Kernel, ...]:
     """The kernels of one model (a path or serialized bytes) at ``batch``, in graph order, as the device's
@@ -354,9 +380,10 @@ def extract_noting(model: str | os.PathLike | bytes, level: str = "all", fuses_a
     original = load(model)
     block = nchwc_block(level) if block is None else block
     opt, note = device_graph(model, level, block)
-    walk = _Walk(opt.graph, tensor_shapes(original, batch), float_dtype(original),
-                 block if note is None else 0)
-    kernels = [kernel_of(node, walk) for node in opt.graph.node]
+    shapes = tensor_shapes(original, batch)
+    walk = _Walk(opt.graph, shapes, float_dtype(original), block if note is None else 0)
+    images = _images(original, shapes, batch)
+    kernels = [replace(kernel_of(node, walk), batch=images) for node in opt.graph.node]
     if fuses_add and level == "all" and not any(n.domain == NCHWC_DOMAIN for n in opt.graph.node):
         kernels = fuse_adds(opt.graph, kernels)
     return tuple(kernels), note

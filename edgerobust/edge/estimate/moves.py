@@ -40,9 +40,9 @@ def _const(b: Builder, values, dtype=np.int64) -> str:
 
 
 def move_model(b: Builder, p) -> tuple[str, int | None]:
-    """The point's op on a [1, c, h, h] tensor (the input quantized for int8); its output and the output's
+    """The point's op on a [n, c, h, h] tensor (the input quantized for int8); its output and the output's
     element type (None: as :meth:`Builder.model` ends any model)."""
-    shape = [1, p.c, p.h, p.h]
+    shape = [p.n, p.c, p.h, p.h]
     if p.kind == "quantize":
         q_elem, q_np = (TensorProto.INT8, np.int8) if b.signed else (TensorProto.UINT8, np.uint8)
         scale, zero = b.const(np.array(0.05, np.float32)), b.const(np.array(0, q_np))
@@ -66,7 +66,7 @@ def move_model(b: Builder, p) -> tuple[str, int | None]:
         return b.node("Slice", [x, _const(b, [p.c // 2]), _const(b, [p.c]), _const(b, [1])]), None
     if p.kind == "transpose":
         if p.op == "shuffle":  # ShuffleNet's channel shuffle: two groups swapped
-            g = b.node("Reshape", [x, _const(b, [1, 2, p.c // 2, p.h, p.h])])
+            g = b.node("Reshape", [x, _const(b, [p.n, 2, p.c // 2, p.h, p.h])])
             t = b.node("Transpose", [g], perm=[0, 2, 1, 3, 4])
             return b.node("Reshape", [t, _const(b, shape)]), None
         return b.node("Transpose", [x], perm=[0, 2, 3, 1] if p.op == "nhwc" else [0, 3, 1, 2]), None
@@ -92,7 +92,7 @@ def _elementwise(b: Builder, p, x: str) -> str:
     if p.op == "Scale":  # squeeze-excite: the tensor times a per-channel scale computed from it
         return b.node("Mul", [x, b.node("Sigmoid", [b.node("GlobalAveragePool", [x])])])
     if p.op == "Mul":
-        return b.node("Mul", [x, b.activation_in([1, p.c, p.h, p.h])])
+        return b.node("Mul", [x, b.activation_in([p.n, p.c, p.h, p.h])])
     if p.op == "Div":
         return b.node("Div", [x, b.const(np.array(1.414, f_np))])
     if p.op == "Clip":

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.calibrate import Calibration, load_calibration
-from edgerobust.edge.estimate.composed import BAND, model_errors
+from edgerobust.edge.estimate.composed import BAND, composed_key, model_errors
 from edgerobust.edge.estimate.kernels import MOVES, WEIGHTED, extract_noting
-from edgerobust.edge.estimate.sumup import kernel_sum
+from edgerobust.edge.estimate.sumup import LINEAR_ROWS, kernel_sum
 from edgerobust.edge.runtime.host import cpu_isa, host_info
 from edgerobust.errors import UsageError
 
@@ -141,15 +142,19 @@ def same_host(cal: Calibration) -> bool:
             and tuple(cpu_isa()) == tuple(h.get("isa") or ()))
 
 
-def model_band(cal: Calibration, dtypes: tuple[str, ...], p_us: float, per_key: dict) -> tuple[float, float, str]:
+def model_band(cal: Calibration, dtypes: tuple[str, ...], p_us: float, per_key: dict,
+               batch: int = 1) -> tuple[float, float, str]:
     """(low µs, high µs, how): from the errors of the calibration's own networks in the model's precision
-    (int8 where it has int8 kernels) where it timed them, else from its held-out kernels (fit.band)."""
+    (int8 where it has int8 kernels) where it timed them, at the batch size it timed nearest to ``batch``, else
+    from its held-out kernels (fit.band)."""
     dtype = "int8" if "int8" in dtypes else dtypes[0] if dtypes else "fp32"
-    e = model_errors(cal.composed.get(dtype, ()))
+    timed = [1] + [int(k.split("/")[1]) for k in cal.composed if k.startswith(f"{dtype}/")]
+    near = min(timed, key=lambda b: (abs(math.log(b) - math.log(max(batch, 1))), b))
+    e = model_errors(cal.composed.get(composed_key(dtype, near), ()))
     if e["n"] >= 5:
         # a prediction p with relative error e means truth = p / (1 + e); the band always holds p
         return (min(p_us / (1 + e["high"]), p_us), max(p_us / (1 + max(e["low"], F.LOW_FLOOR)), p_us),
-                f"networks {dtype}")
+                f"networks {composed_key(dtype, near)}")
     low, high = F.band(cal.fits, per_key)
     return low, high, "kernels"
 
@@ -169,7 +174,7 @@ def predict_model(cal: Calibration, role: str, path: str | os.PathLike | bytes, 
         return ModelEstimate(role, where, None, None, None, len(kernels), dtypes, kinds, fixed_us / 1e3,
                              tuple(sorted(s.missing)), weights / 2**20, s.cold, moves, **extra)
     total = s.us + fixed_us
-    low, high, how = model_band(cal, dtypes, total, s.per_key)
+    low, high, how = model_band(cal, dtypes, total, s.per_key, batch)
     if how == "kernels":
         low, high = low + fixed_us, high + fixed_us
     return ModelEstimate(role, where, total / 1e3, low / 1e3, high / 1e3, len(kernels), dtypes, kinds, fixed_us / 1e3,
@@ -191,10 +196,9 @@ def rows_warning(m: ModelEstimate) -> str | None:
     """Said where linear layers multiply more rows than the grid's ever did: their cost is extrapolated."""
     if m.p50_ms is None or not m.linear_rows:
         return None
-    return (f"{m.role}: linear layers over up to {m.linear_rows} rows (a MatMul over every pixel, as in ConvNeXt and "
-            "transformer MLPs) lie outside the calibration's grid, whose linear layers have one row: their cost is "
-            "extrapolated, and ConvNeXt's came out 1.8-3.5x too slow when checked (docs/estimate.md): read this "
-            "estimate as uncertain, likely too high")
+    return (f"{m.role}: linear layers over up to {m.linear_rows} rows per image (a MatMul over every pixel, as in "
+            f"ConvNeXt and transformer MLPs) lie outside the calibration's grid, whose linear layers have at most "
+            f"{LINEAR_ROWS}: their cost is extrapolated: read this estimate as uncertain")
 
 
 def _speedups(models: tuple[ModelEstimate, ...]) -> dict:

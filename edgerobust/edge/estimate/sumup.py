@@ -14,9 +14,9 @@ from edgerobust.edge.estimate.kernels import DTYPES, MOVES
 from edgerobust.edge.estimate.timing import cold_share
 
 
-# The grid's linear kernels multiply one row (a classifier's head, batch 1). A linear kernel over more rows than
-# this (a MatMul over every pixel, as ConvNeXt's and transformers' MLPs) is extrapolated from them, and said so.
-LINEAR_ROWS = 64
+# The grid's linear kernels multiply one row per image (a classifier's head) or up to this many (a MatMul over
+# every pixel, as ConvNeXt's MLPs at 64 px). A linear kernel over more rows per image is extrapolated, and said so.
+LINEAR_ROWS = 4096
 
 
 @dataclass
@@ -30,7 +30,7 @@ class KernelSum:
     missing: set = field(default_factory=set)
     stand_ins: set = field(default_factory=set)
     cold: float = 0.0
-    rows: int = 0  # the most rows of a linear kernel beyond the grid's (LINEAR_ROWS): extrapolated, said
+    rows: int = 0  # the most rows per image of a linear kernel beyond the grid's (LINEAR_ROWS): extrapolated, said
 
     @property
     def us(self) -> float:
@@ -64,8 +64,8 @@ def kernel_sum(fits: dict, cache, kernels) -> KernelSum:
             if stand_in is None:
                 s.missing.add(k.dtype)
             continue
-        if k.kind == "linear" and k.pixels > LINEAR_ROWS:
-            s.rows = max(s.rows, k.pixels)
+        if k.kind == "linear" and k.pixels > LINEAR_ROWS * max(k.batch, 1):
+            s.rows = max(s.rows, k.pixels // max(k.batch, 1))
         parts = {key: max(F.predict_us(fits[key], k.to_dict()), 0.0)}
         if f"{key}/cold" in fits and s.cold > 0:
             parts = {key: (1 - s.cold) * parts[key],

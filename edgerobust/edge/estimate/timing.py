@@ -123,18 +123,19 @@ def node_times(events: list[dict], skip: int) -> dict[str, float]:
 
 
 def time_nodes(model: bytes, profile: DeviceProfile, plan: ProviderPlan, timing: str, seconds: float,
-               run_us: float = 0.0, flush: Flush | None = None, profiler_us: float = 0.0, seed: int = 0) -> dict[str, float]:
+               run_us: float = 0.0, flush: Flush | None = None, profiler_us: float = 0.0, seed: int = 0,
+               batch: int = 1) -> dict[str, float]:
     """Each node's time (µs) in one tiny model, by node name: the profiler's node times less its own cost per
     node ("nodes"), or {"": the run's wall time less ``run_us``} ("wall"); the caches flushed before each run
-    when ``flush`` is given."""
+    when ``flush`` is given; a dynamic batch size fed ``batch`` images."""
     rng = np.random.default_rng(seed)
     if timing == "wall":
         sess = _session(model, profile, plan, None)
-        t = _runs(sess, feeds(sess.get_inputs(), rng), seconds, flush)
+        t = _runs(sess, feeds(sess.get_inputs(), rng, batch), seconds, flush)
         return {"": max(float(np.median(t)) * 1e6 - run_us, 0.0)}
     with tempfile.TemporaryDirectory(prefix="edgerobust-calib-") as tmp:
         sess = _session(model, profile, plan, os.path.join(tmp, "p"))
-        _runs(sess, feeds(sess.get_inputs(), rng), seconds, flush)
+        _runs(sess, feeds(sess.get_inputs(), rng, batch), seconds, flush)
         path = Path(sess.end_profiling())
         events = json.loads(path.read_text(encoding="utf-8"))
         del sess

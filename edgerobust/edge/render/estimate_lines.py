@@ -130,10 +130,11 @@ def calibration_table(cal) -> tuple[str, list[str], list[list[str]], list[str]]:
     notes = [f"run {cal.run_us:.1f} µs, node {cal.node_us:.2f} µs; residual adds fused into convolutions: "
              f"{'yes' if cal.fuses_add else 'no'}; NCHWc layout: "
              + (f"blocks of {cal.nchwc_block}" if getattr(cal, "nchwc_block", 0) else "none")]
-    for dtype, pairs in sorted((getattr(cal, "composed", None) or {}).items()):
+    for key, pairs in sorted((getattr(cal, "composed", None) or {}).items()):
         e = model_errors(pairs)
+        dtype, _, batch = key.partition("/")
         if e["n"]:
-            notes.append(f"its own {e['n']} {dtype} networks, predicted vs measured: median {100 * e['median']:+.0f}%, "
+            notes.append(f"its own {e['n']} {dtype} networks{f' at batch {batch}' if batch else ''}, predicted vs measured: median {100 * e['median']:+.0f}%, "
                          f"{BAND[0]}th-{BAND[1]}th percentile {100 * e['low']:+.0f}% to {100 * e['high']:+.0f}%, within "
                          f"±10%: {100 * e['within10']:.0f}% (an estimate's band)")
     if cal.other_load is not None:
