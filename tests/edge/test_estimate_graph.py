@@ -209,6 +209,24 @@ def test_an_mlp_over_every_pixel_keeps_its_rows_whether_or_not_the_runtime_fuses
     assert all(k.batch == lin.batch for k in ks)
 
 
+@pytest.mark.skipif(not HERE, reason="this host's onnxruntime has no NCHWc layout")
+def test_a_convolution_after_a_channels_last_layernorm_is_sized_as_nchw(tmp_path):
+    """ConvNeXt's downsampling: permute -> LayerNorm over channels -> permute back -> Conv 2x2 stride 2. On an
+    NCHWc host the runtime reads the channels-last tensor straight into its blocked layout (ReorderInput with
+    channels_last): the convolution sees 16 channels on 8x8 pixels, not 8 channels on 8x16."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("LayerNormalization", ["t", "g", "b"], ["n"], axis=-1),
+             helper.make_node("Transpose", ["n"], ["u"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["u", "w"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    inits = [numpy_helper.from_array(np.ones(16, np.float32), "g"), numpy_helper.from_array(np.zeros(16, np.float32), "b"),
+             _w("w", 32, 16, 2, 2)]
+    ks = extract(_model(nodes, inits, ["N", 16, 8, 8], tmp_path / "down.onnx"), "all")
+    assert "ReorderInput" in {k.op for k in ks}
+    (conv,) = [k for k in ks if k.kind == "conv"]
+    assert (conv.cin, conv.cout, conv.pixels, conv.k, conv.stride) == (16, 32, 16, 2, 2)  # 4x4 out
+    assert conv.macs == 32 * 16 * 16 * 4
+
+
 def test_the_grid_times_a_share_of_its_points_at_a_batch_of_8_and_mlps_over_many_rows():
     pts = draw()
     batched = [p for p in pts if p.n == 8]

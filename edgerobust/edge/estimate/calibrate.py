@@ -387,7 +387,7 @@ def _round(values) -> tuple[float, ...]:
 
 
 def save(cal: Calibration, path: str | os.PathLike) -> Path:
-    """Write the calibration as compact JSON (about 900 KB for the full grid), atomically."""
+    """Write the calibration as compact JSON (about 1 MB for the full grid), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:

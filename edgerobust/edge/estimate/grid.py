@@ -4,8 +4,10 @@ Every grid point is one kernel (a kind of :data:`edgerobust.edge.estimate.kernel
 its channels, input size, window and stride) drawn at random, log-uniformly, from the ranges pruned
 torchvision classifiers reach at 96-224 px: channels 8-512 for k×k convolutions (3 or 12 for a stem, on
 inputs up to 230 px), 8-1280 for pointwise ones, input sizes 2-112, windows 3/5/7, strides 1/2. Channel counts are multiples of
-8 above 8, as pruning with a channel rounding leaves them. One draw of sizes serves every precision, so
-fp32 and int8 are timed on the same shapes.
+8 above 8, as pruning with a channel rounding leaves them; linear layers are a classifier's head (one row per
+image) or a MatMul over 4-4096 rows per image (ConvNeXt's MLPs). A share of the points (BATCHED) is timed at a
+batch of 8 images, the rest at one. One draw of sizes serves every precision, so fp32 and int8 are timed on
+the same shapes.
 
 :func:`micro_model` writes a point as an ONNX model (onnx.helper, opset 17) the way the bundles hold the
 kernel: a float convolution followed by its Relu (fused by the runtime), an int8 one as a QDQ graph
@@ -116,7 +118,7 @@ def _one(kind: str, rng) -> Point:
 
 def draw(seed: int = 0, scale: float = 1.0, kinds: tuple[str, ...] = tuple(POINTS)) -> list[Point]:
     """The grid: ``POINTS[kind] * scale`` points per kind (at least 3), drawn reproducibly from ``seed``; a
-    share (BATCHED) of each kind that moves data at a batch of BATCH images."""
+    share (BATCHED) of every kind but shape arithmetic and views at a batch of BATCH images."""
     rng = np.random.default_rng(seed)
     out = []
     for kind in kinds:

@@ -235,7 +235,8 @@ def _reshaped(first: list[int], target: list[int]) -> list[int] | None:
 
 def _out_shape(node: onnx.NodeProto, walk: _Walk, first: list[int] | None) -> list[int] | None:
     """The output's shape where the graph does not say it: kept by element-wise ops and reorders (ReorderOutput
-    with its own channel count, channels last if asked), a transpose's permutation, a concatenation's sum."""
+    with its own channel count, channels last if asked; ReorderInput from channels last), a transpose's
+    permutation, a concatenation's sum."""
     a, op = _attrs(node), node.op_type
     if op == "Reshape" and first is not None and len(node.input) > 1 and node.input[1] in walk.values:
         return _reshaped(first, walk.values[node.input[1]])
@@ -244,6 +245,8 @@ def _out_shape(node: onnx.NodeProto, walk: _Walk, first: list[int] | None) -> li
     if op == "ReorderOutput" and len(first) == 4:
         c = int(a.get("channels", first[1]))
         return [first[0], *first[2:], c] if a.get("channels_last") else [first[0], c, *first[2:]]
+    if op == "ReorderInput" and len(first) == 4 and a.get("channels_last"):  # NHWC in (after ConvNeXt's LayerNorm)
+        return [first[0], first[-1], *first[1:-1]]
     if op == "Transpose":
         perm = a.get("perm") or list(range(len(first)))[::-1]
         return [first[i] for i in perm] if len(perm) == len(first) else None

@@ -9,8 +9,8 @@ mixed by how cold the model's weights run: :mod:`edgerobust.edge.estimate.sumup`
     p50 ≈ run_us + Σ_kernels (kernel_us + node_us)
 
 with the run and per-node costs the calibration measured, at each batch size asked for (the kernels'
-work and bytes at that batch size). The band is the spread of the errors of the calibration's own
-networks in the model's precision (:mod:`edgerobust.edge.estimate.composed`), or, for a calibration with
+work, bytes and images at that batch size). The band is the spread of the errors of the calibration's own
+networks in the model's precision at the batch size it timed nearest (:mod:`edgerobust.edge.estimate.composed`), or, for a calibration with
 too few, its held-out kernels' (:func:`edgerobust.edge.estimate.fit.band`). The predicted speedup is the
 base's p50 over each model's; its band pairs the base's low with the model's high and the reverse. What
 the estimate could not cost as the device runs it (a kind the calibration lacks, a layout this host
