@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from edgerobust.edge.estimate.builder import Builder
+from edgerobust.edge.estimate.grid import BATCH
 
 BLOCKS = ("basic", "inverted", "shuffle", "dense", "se")
-NETWORKS = 24  # per precision at batch 1 (and half as many at a batch of BATCH): about 1 min on a 2-core CPU
-BATCH = 8
+NETWORKS = 24  # per precision at batch 1 (and half as many at a batch of BATCH, the grid's): about 1 min on 2 cores
 BAND = (5, 95)  # percentiles of the networks' errors that bound an estimate
 
 

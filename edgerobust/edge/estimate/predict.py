@@ -10,8 +10,9 @@ mixed by how cold the model's weights run: :mod:`edgerobust.edge.estimate.sumup`
 
 with the run and per-node costs the calibration measured, at each batch size asked for (the kernels'
 work, bytes and images at that batch size). The band is the spread of the errors of the calibration's own
-networks in the model's precision at the batch size it timed nearest (:mod:`edgerobust.edge.estimate.composed`), or, for a calibration with
-too few, its held-out kernels' (:func:`edgerobust.edge.estimate.fit.band`). The predicted speedup is the
+networks in the model's precision at the batch size it timed nearest
+(:mod:`edgerobust.edge.estimate.composed`), or, for a calibration with too few, its held-out kernels'
+(:func:`edgerobust.edge.estimate.fit.band`). The predicted speedup is the
 base's p50 over each model's; its band pairs the base's low with the model's high and the reverse. What
 the estimate could not cost as the device runs it (a kind the calibration lacks, a layout this host
 cannot rebuild) is named in a warning that calls the figure a lower bound. Every figure here is an
