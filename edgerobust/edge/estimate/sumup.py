@@ -15,7 +15,7 @@ from edgerobust.edge.estimate.timing import cold_share
 
 
 # The grid's linear kernels multiply one row per image (a classifier's head) or up to this many (a MatMul over
-# every pixel, as ConvNeXt's MLPs at 64 px). A linear kernel over more rows per image is extrapolated, and said so.
+# every pixel of a 64×64 feature map: ConvNeXt's first stage at 256 px). Beyond that it extrapolates, and says so.
 LINEAR_ROWS = 4096
 
 
