@@ -32,7 +32,7 @@ def calibrate_cmd(
     grid_scale: Annotated[float, typer.Option("--grid-scale", min=0.01, max=4.0,
                                               help="The grid's size relative to the full one (about 340 kernels "
                                                    "per precision, 30% of them at a batch of 8, and 36 small "
-                                                   "networks).")] = 1.0,
+                                                   "networks per precision).")] = 1.0,
     passes: Annotated[int, typer.Option("--passes", min=1, help="Times each kernel is timed, in shuffled order; "
                                                                 "the fastest kept (a neighbour only slows a "
                                                                 "kernel down).")] = 2,
@@ -53,8 +53,8 @@ def calibrate_cmd(
 
     The grid's kernels (convolutions, linear layers, pools, and the data movement between them:
     concatenations, slices, channel shuffles, layout reorders, quantize nodes) are each timed as this
-    device's runtime runs them, at a batch of one image and, for some, of eight; then a few small networks of the calibration's own are timed whole and
-    predicted, and their errors become every estimate's band. Run it once on the device (a few minutes,
+    device's runtime runs them, at a batch of one image and, for some, of eight; then a few small networks
+    of the calibration's own are timed whole and predicted, and their errors become every estimate's band. Run it once on the device (a few minutes,
     torch-free). Then, on any host, `edgerobust audit BUNDLE/model.onnx --estimate FILE` (or `profile
     MODEL --estimate FILE`) predicts every model's latency on this device at each batch size, with its
     band.

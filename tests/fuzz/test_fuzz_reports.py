@@ -261,8 +261,9 @@ DELETE = object()
     (("_data", "host"), []), (("_data", "host", "isa"), ["avx2", []]),  # AttributeError, TypeError in describe()
     (("_data", "other_load"), []),  # TypeError comparing it with 0.1
     (("_data", "fits", "conv/fp32", "coef", 0), float("nan")),  # silently a NaN estimate
+    (("_data", "composed", "fp32/x"), [[1.0, 1.0]]),  # ValueError reading the batch size of the band's networks
 ], ids=["no-data", "null-data", "null-holdout", "no-coef", "short-coef", "cache-pair", "host-list", "isa-list",
-        "other-load-list", "nan-coefficient"])
+        "other-load-list", "nan-coefficient", "composed-key"])
 def test_found_calibration_with_damaged_fields_is_one_error(cal_seed, tmp_path, path, value):
     from edgerobust.errors import UsageError
 

@@ -34,7 +34,7 @@ import numpy as np
 from edgerobust import __version__
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.grid import Point, draw, micro_model, residual_model
-from edgerobust.edge.estimate.composed import time_composed
+from edgerobust.edge.estimate.composed import is_key, time_composed
 from edgerobust.edge.estimate.graph import nchwc_block, optimized
 from edgerobust.edge.estimate.kernels import DTYPES, WEIGHTED, extract
 from edgerobust.edge.files.atomic import atomic_file
@@ -225,7 +225,7 @@ def _damage(d: dict) -> tuple[str, object] | None:
               "intra_op_threads": lambda v: isinstance(v, int) and not isinstance(v, bool),
               "fuses_add": lambda v: isinstance(v, bool),
               "nchwc_block": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1024,
-              "composed": lambda v: isinstance(v, dict) and all(
+              "composed": lambda v: isinstance(v, dict) and all(map(is_key, v)) and all(
                   isinstance(p, list) and all(isinstance(x, list) and len(x) == 2 and all(_finite(y) and y > 0 for y in x)
                                               for x in p) for p in v.values()),
               "run_us": count, "node_us": count, "profiler_us": count,

@@ -15,6 +15,8 @@ Torch-free: numpy and onnx.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from edgerobust.edge.estimate.builder import Builder
@@ -102,6 +104,17 @@ def model_errors(pairs) -> dict:
 def composed_key(dtype: str, batch: int) -> str:
     """The key of a precision's networks at a batch size in a calibration's ``composed``: "int8", "int8/8"."""
     return dtype if batch == 1 else f"{dtype}/{batch}"
+
+
+def key_parts(key: str) -> tuple[str, int]:
+    """(precision, batch size) of a ``composed`` key: :func:`composed_key` read back (see :func:`is_key`)."""
+    dtype, _, batch = key.partition("/")
+    return dtype, int(batch) if batch else 1
+
+
+def is_key(key) -> bool:
+    """Is ``key`` one :func:`composed_key` writes (a precision, and a batch size of 2 or more)?"""
+    return isinstance(key, str) and re.fullmatch(r"[a-z0-9]+(/([2-9]|[1-9][0-9]{1,4}))?", key) is not None
 
 
 def time_composed(dtypes, predict, measure, signed: bool = False, scale: float = 1.0) -> dict:

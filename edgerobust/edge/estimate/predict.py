@@ -29,7 +29,7 @@ from pathlib import Path
 
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.calibrate import Calibration, load_calibration
-from edgerobust.edge.estimate.composed import BAND, composed_key, model_errors
+from edgerobust.edge.estimate.composed import BAND, composed_key, key_parts, model_errors
 from edgerobust.edge.estimate.kernels import MOVES, WEIGHTED, extract_noting
 from edgerobust.edge.estimate.sumup import LINEAR_ROWS, kernel_sum
 from edgerobust.edge.runtime.host import cpu_isa, host_info
@@ -149,7 +149,7 @@ def model_band(cal: Calibration, dtypes: tuple[str, ...], p_us: float, per_key: 
     (int8 where it has int8 kernels) where it timed them, at the batch size it timed nearest to ``batch``, else
     from its held-out kernels (fit.band)."""
     dtype = "int8" if "int8" in dtypes else dtypes[0] if dtypes else "fp32"
-    timed = [1] + [int(k.split("/")[1]) for k in cal.composed if k.startswith(f"{dtype}/")]
+    timed = [1] + [b for d, b in map(key_parts, cal.composed) if d == dtype and b != 1]
     near = min(timed, key=lambda b: (abs(math.log(b) - math.log(max(batch, 1))), b))
     e = model_errors(cal.composed.get(composed_key(dtype, near), ()))
     if e["n"] >= 5:

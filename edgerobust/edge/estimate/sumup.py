@@ -64,8 +64,8 @@ def kernel_sum(fits: dict, cache, kernels) -> KernelSum:
             if stand_in is None:
                 s.missing.add(k.dtype)
             continue
-        if k.kind == "linear" and k.pixels > LINEAR_ROWS * max(k.batch, 1):
-            s.rows = max(s.rows, k.pixels // max(k.batch, 1))
+        if k.kind == "linear" and k.pixels > LINEAR_ROWS * k.batch:
+            s.rows = max(s.rows, k.pixels // k.batch)
         parts = {key: max(F.predict_us(fits[key], k.to_dict()), 0.0)}
         if f"{key}/cold" in fits and s.cold > 0:
             parts = {key: (1 - s.cold) * parts[key],

@@ -9,7 +9,7 @@ Torch-free.
 """
 from __future__ import annotations
 
-from edgerobust.edge.estimate.composed import BAND, model_errors
+from edgerobust.edge.estimate.composed import BAND, key_parts, model_errors
 
 
 def _ms(v: float | None) -> str:
@@ -81,8 +81,9 @@ def _batch_note(e) -> str:
     sizes = _batches(e)
     if sizes == (1,):
         return "Batch size 1."
-    return (f"Batch sizes {', '.join(map(str, sizes))}: the calibration times its kernels at batch 1; a larger batch is "
-            "predicted from the same fits with its work and bytes (checked against measurement in docs/estimate.md).")
+    return (f"Batch sizes {', '.join(map(str, sizes))}: the calibration times its kernels at batch 1 and some at batch "
+            "8; each batch size is predicted from the same fits with its work, bytes and images, its band from the "
+            "calibration's networks at the batch size nearest (checked against measurement in docs/estimate.md).")
 
 
 def estimate_html(e, table, esc) -> list[str]:
@@ -132,9 +133,9 @@ def calibration_table(cal) -> tuple[str, list[str], list[list[str]], list[str]]:
              + (f"blocks of {cal.nchwc_block}" if getattr(cal, "nchwc_block", 0) else "none")]
     for key, pairs in sorted((getattr(cal, "composed", None) or {}).items()):
         e = model_errors(pairs)
-        dtype, _, batch = key.partition("/")
+        dtype, batch = key_parts(key)
         if e["n"]:
-            notes.append(f"its own {e['n']} {dtype} networks{f' at batch {batch}' if batch else ''}, predicted vs measured: median {100 * e['median']:+.0f}%, "
+            notes.append(f"its own {e['n']} {dtype} networks{f' at batch {batch}' if batch != 1 else ''}, predicted vs measured: median {100 * e['median']:+.0f}%, "
                          f"{BAND[0]}th-{BAND[1]}th percentile {100 * e['low']:+.0f}% to {100 * e['high']:+.0f}%, within "
                          f"±10%: {100 * e['within10']:.0f}% (an estimate's band)")
     if cal.other_load is not None:
