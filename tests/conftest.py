@@ -109,3 +109,27 @@ def _fuzz_profiles():
 
 
 _fuzz_profiles()
+
+
+TINY_CALIBRATION = ["--grid-scale", "0.05", "--passes", "1", "--seconds", "0.01"]  # 3 kernels per kind and precision
+
+
+@pytest.fixture(scope="session")
+def estimate_profile(tmp_path_factory):
+    """A CPU profile with batch 1 only (onnx_models.write_profile): the tiny calibration's device."""
+    from onnx_models import write_profile
+
+    return str(write_profile(tmp_path_factory.mktemp("p") / "fast.toml", batch_sizes=(1,)))
+
+
+@pytest.fixture(scope="session")
+def tiny_calibration_file(tmp_path_factory, estimate_profile):
+    """A tiny calibration of this host through the CLI (`calibrate`): its file, and what the CLI printed."""
+    from typer.testing import CliRunner
+
+    from edgerobust.cli import app
+
+    out = tmp_path_factory.mktemp("cal") / "device.json"
+    r = CliRunner().invoke(app, ["-q", "calibrate", "-p", estimate_profile, "-o", str(out), *TINY_CALIBRATION])
+    assert r.exit_code == 0, r.output
+    return out, r.stdout

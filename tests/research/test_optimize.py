@@ -3,6 +3,7 @@ model, resume from Optuna's SQLite storage, and an impossible budget."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -84,15 +85,25 @@ def _stored_trials(out) -> int:
     return len(study.trials)
 
 
+CORRUPT = dict(corruptions="gaussian_noise", corruption_severities=(3,))  # one set: every point's pooled figure
+
+
+@pytest.fixture(scope="module")
+def searched(zoo_checkpoint, tmp_path_factory):
+    """One search of two trials under a generous budget: its folder (read-only: copy it) and its result."""
+    from edgerobust.research.optimize.search import optimize
+
+    out = tmp_path_factory.mktemp("searched") / "opt"
+    return out, optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=1000.0, **CORRUPT))
+
+
 @pytest.mark.slow
-def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoint, tmp_path):
+def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoint, searched, tmp_path):
     from edgerobust.edge.audit import AuditConfig, audit
     from edgerobust.research.optimize.search import optimize
 
-    out = tmp_path / "opt"
-    corrupt = dict(corruptions="gaussian_noise", corruption_severities=(3,))  # one set: every point's pooled figure
-    first = optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=1000.0, **corrupt))
-    assert first.ran == 2 and _stored_trials(out) == 2
+    out = shutil.copytree(searched[0], tmp_path / "opt")  # copy2: the resume below compares modification times
+    assert searched[1].ran == 2 and _stored_trials(out) == 2
     data = json.loads((out / "pareto.json").read_text())["_data"]
     ref = data["reference"]  # compress's own s=0.5 int8, built beside the study, not a trial
     assert ref["reference"] and ref["config"].startswith("s=0.5 int8") and ref["robust_n"] == ref["robust"]["n"]
@@ -125,7 +136,7 @@ def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoin
     # resume: one trial more, the first two neither run again nor rebuilt, the reference reused
     before = _points(out)
     ref_time = (out / "reference" / "reference.json").stat().st_mtime_ns
-    second = optimize(_cfg(zoo_checkpoint.path, out, trials=3, max_latency_ms=1000.0, **corrupt))
+    second = optimize(_cfg(zoo_checkpoint.path, out, trials=3, max_latency_ms=1000.0, **CORRUPT))
     assert second.ran == 1 and _stored_trials(out) == 3
     after = _points(out)
     assert all(after[name] == t for name, t in before.items())
@@ -186,19 +197,11 @@ def test_impossible_budget_names_the_fastest_point(zoo_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-def test_estimate_labels_every_latency_and_checks_the_band(zoo_checkpoint, tmp_path):
+def test_estimate_labels_every_latency_and_checks_the_band(zoo_checkpoint, tiny_calibration_file, tmp_path):
     """With a calibration, every latency is an estimate with its band; the budget meets the upper edge."""
-    from typer.testing import CliRunner
-
-    from edgerobust.cli import app
     from edgerobust.research.optimize.search import optimize
-    from onnx_models import write_profile
 
-    profile = str(write_profile(tmp_path / "fast.toml", batch_sizes=(1,)))
-    cal = tmp_path / "device.json"
-    r = CliRunner().invoke(app, ["-q", "calibrate", "-p", profile, "-o", str(cal), "--grid-scale", "0.05",
-                                 "--passes", "1"])
-    assert r.exit_code == 0, r.output
+    cal = tiny_calibration_file[0]  # conftest: `calibrate` on a 0.05 grid, one pass
     out = tmp_path / "opt"
     try:
         result = optimize(_cfg(zoo_checkpoint.path, out, trials=2, min_speedup=1.01, estimate=str(cal)))
@@ -398,7 +401,7 @@ def test_every_latency_names_its_kind_and_the_band_edge():
 
 
 @pytest.mark.slow
-def test_a_run_killed_during_a_trial_resumes_with_the_same_front(zoo_checkpoint, tmp_path):
+def test_a_run_killed_during_a_trial_resumes_with_the_same_front(zoo_checkpoint, searched, tmp_path):
     """A trial left running (a kill) is marked failed; the rerun runs the missing trials only."""
     import optuna
 
@@ -406,8 +409,8 @@ def test_a_run_killed_during_a_trial_resumes_with_the_same_front(zoo_checkpoint,
     from edgerobust.research.optimize.search import KIND, _study, fingerprint, optimize
     from edgerobust.research.sweep import prepare_out
 
-    plain = optimize(_cfg(zoo_checkpoint.path, tmp_path / "plain", trials=2, max_latency_ms=1000.0))
-    cfg = _cfg(zoo_checkpoint.path, tmp_path / "killed", trials=2, max_latency_ms=1000.0)
+    plain = searched[1]  # the same settings, never killed
+    cfg = _cfg(zoo_checkpoint.path, tmp_path / "killed", trials=2, max_latency_ms=1000.0, **CORRUPT)
     prepare_out(tmp_path / "killed", KIND, overwrite=False, fresh=False)
     _study(optuna, cfg, tmp_path / "killed", fp=fingerprint(cfg, resolve_profile(cfg.profile)[0])).ask()
     resumed = optimize(cfg)
