@@ -155,6 +155,22 @@ def test_fit_tells_a_cost_per_image_from_a_cost_per_run_once_the_grid_has_two_ba
     assert F.predict_us(fit, k) == pytest.approx(805, rel=1e-6)
 
 
+def test_fit_costs_each_group_per_image_and_each_input_of_a_concatenation():
+    """A grouped convolution runs one small convolution per group and image; QLinearConcat a table per input."""
+    rng = np.random.default_rng(0)
+    ks = [{"macs": float(m), "cout": 64, "bytes_in": 0, "bytes_out": 0, "bytes_w": 0, "batch": int(n), "groups": int(g)}
+          for m, n, g in zip(np.geomspace(1e4, 1e7, 30), rng.choice([1, 8], 30), rng.choice([2, 5, 16, 40], 30))]
+    law = lambda k: 2 + 1e-3 * k["macs"] + 0.5 * k["groups"] * k["batch"]  # noqa: E731
+    fit = F.fit_all([Sample("grouped", "int8", "fit", {}, k, law(k)) for k in ks])["grouped/int8"]
+    k = {"macs": 1e5, "cout": 64, "bytes_in": 0, "bytes_out": 0, "bytes_w": 0, "batch": 8, "groups": 25}
+    assert F.predict_us(fit, k) == pytest.approx(2 + 100 + 0.5 * 25 * 8, rel=1e-6)
+    cs = [{"bytes_in": float(b), "bytes_out": float(b), "batch": 1, "k": int(i)}
+          for b, i in zip(np.geomspace(1e3, 1e6, 20), [2, 3, 6, 12, 24] * 4)]
+    fit = F.fit_all([Sample("concat", "int8", "fit", {}, c, 1 + 1e-4 * c["bytes_in"] + 2 * c["k"]) for c in cs])
+    assert F.predict_us(fit["concat/int8"], {"bytes_in": 5e4, "bytes_out": 5e4, "batch": 1, "k": 20}) == \
+        pytest.approx(1 + 5 + 40, rel=1e-6)  # 1e-4 per byte read: 5e-5 per byte read or written
+
+
 def test_fit_recovers_a_linear_law_and_its_band_is_the_held_out_error():
     macs = np.geomspace(1e4, 1e8, 20)
     fits = F.fit_all(_samples(macs, 4 + 1e-3 * macs) + _samples([5e6], [(4 + 5e3) * 1.25], "holdout"))

@@ -251,3 +251,43 @@ def test_a_broadcast_takes_the_larger_shape_whichever_input_comes_first():
     conv = next(k for k in ks if k.kind == "pointwise")
     assert conv.pixels == 64 and conv.macs == 16 * 16 * 64
     assert [k.op for k in ks if k.kind == "elementwise"] == ["QLinearMul"]
+
+
+@pytest.mark.parametrize("dtype,op", [("fp32", None), ("int8", "QLinearConv")])
+def test_a_grouped_convolution_is_its_own_kind_with_its_groups(dtype, op):
+    """RegNet's 3x3 with 16 channels per group: not a dense k×k (a loop over 5 small convolutions), not depthwise."""
+    b = Builder(dtype, False)
+    y = b.node("Conv", [b.activation_in([1, 80, 8, 8]), b.weight([80, 16, 3, 3]), b.bias(80)], kernel_shape=[3, 3],
+               pads=[1] * 4, group=5)
+    (k,) = [k for k in extract(b.model(y), "all", block=HERE) if k.kind.startswith("grouped")]
+    assert k.groups == 5 and k.cin == 80 and k.cout == 80 and k.macs == 80 * 16 * 9 * 64
+    assert op is None or k.op == op
+
+
+@pytest.mark.parametrize("dtype,op", [("fp32", "AveragePool"), ("int8", "QLinearAveragePool")])
+def test_a_windowed_average_pool_is_not_costed_as_a_max_pool(dtype, op):
+    p = Point("avgpool", 64, 0, 16, 2, 2, "AveragePool")  # DenseNet's transition
+    ks = [k for k in extract(micro_model(p, dtype), "all") if k.kind in ("pool", "avgpool")]
+    assert [(k.kind, k.op, k.pixels, k.cin) for k in ks] == [("avgpool", op, 64, 64)]
+    glob = Point("pool", 64, 0, 16, 3, 1, "GlobalAveragePool")
+    assert [k.kind for k in extract(micro_model(glob, dtype), "all") if "pool" in k.kind] == ["pool"]
+
+
+def test_a_concatenation_counts_its_inputs_and_int8_requantizes_each():
+    p = Point("concat", 16, 0, 8, 12)  # DenseNet: every earlier layer's output
+    for dtype in ("fp32", "int8"):
+        (k,) = [k for k in extract(micro_model(p, dtype), "all") if k.kind == "concat"]
+        assert k.k == 12 and k.bytes_out == 12 * 16 * 64 * (4 if dtype == "fp32" else 1)
+    m = onnx.load_from_string(micro_model(p, "int8"))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    scales = {float(inits[n.input[1]]) for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    assert len(scales) == 12  # a scale per input, as a quantizer leaves a model: not one shared copy
+
+
+def test_the_grid_has_grouped_convolutions_and_windowed_average_pools():
+    pts = draw()
+    grouped = [p for p in pts if p.kind == "grouped"]
+    assert len(grouped) >= 20 and all(p.c == p.cout and p.c % p.groups == 0 and 1 < p.groups < p.c for p in grouped)
+    assert {p.c // p.groups for p in grouped} >= {8, 16, 32, 64}
+    assert {(p.k, p.stride) for p in pts if p.kind == "avgpool"} == {(2, 2), (3, 1)}
+    assert max(p.k for p in pts if p.kind == "concat") == 24

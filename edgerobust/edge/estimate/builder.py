@@ -50,10 +50,10 @@ class Builder:
     def float_type(self) -> tuple[int, type]:
         return FLOAT.get(self.dtype, FLOAT["fp32"])
 
-    def qdq(self, x: str) -> str:
+    def qdq(self, x: str, scale: float = 0.05) -> str:
         """x (float) quantized to 8 bits and back: the activation pattern of a QDQ model."""
         zp = np.array(0, dtype=np.int8 if self.signed else np.uint8)
-        scale, zero = self.const(np.array(0.05, np.float32), "s"), self.const(zp, "z")
+        scale, zero = self.const(np.array(scale, np.float32), "s"), self.const(zp, "z")
         return self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, scale, zero]), scale, zero])
 
     def weight(self, shape: list[int], axis: int = 0) -> str:
@@ -73,10 +73,10 @@ class Builder:
         zero = self.const(np.zeros(n, np.int32), "bz")
         return self.node("DequantizeLinear", [self.const(np.zeros(n, np.int32), "bq"), scale, zero], axis=0)
 
-    def activation_in(self, shape: list[int]) -> str:
-        """The kernel's input: a graph input, quantized and dequantized for int8."""
+    def activation_in(self, shape: list[int], scale: float = 0.05) -> str:
+        """The kernel's input: a graph input, quantized (at ``scale``) and dequantized for int8."""
         if self.dtype == "int8":
-            return self.qdq(self.input(shape, TensorProto.FLOAT))
+            return self.qdq(self.input(shape, TensorProto.FLOAT), scale)
         return self.input(shape, self.float_type()[0])
 
     def model(self, out: str, elem: int | None = None) -> bytes:

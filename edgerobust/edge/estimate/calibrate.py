@@ -48,8 +48,9 @@ from edgerobust.edge.runtime.sessions import plan_providers
 from edgerobust.errors import UsageError
 
 TYPE = "edgerobust.edge.estimate.calibration"
-VERSION = 3  # 2: every node's kernel of its own kind (data movement, layout changes), the NCHWc block;
-# 3: points at a batch of 8 and a cost per image, linear layers over many rows
+VERSION = 4  # 2: every node's kernel of its own kind (data movement, layout changes), the NCHWc block;
+# 3: points at a batch of 8 and a cost per image, linear layers over many rows; 4: grouped convolutions,
+# windowed average pools, concatenations of up to 24 inputs requantized
 
 
 @dataclass(frozen=True)

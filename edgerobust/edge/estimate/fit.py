@@ -10,6 +10,10 @@ calibration's "fit" points by least squares on the relative error (each point we
 * ``act``: activation bytes read and written; ``w``: weight bytes read;
 * ``n``: the images in the batch: a kernel's cost per image (the runtime's CPU kernels loop over the batch,
   each image paying for its own setup, so a batch of 8 small images is not one image of 8 times the pixels);
+* ``groups``: a grouped convolution's groups times the images: the runtime runs one small convolution per
+  group, each with its own setup;
+* ``inputs``: a concatenation's inputs: each is copied on its own, and int8's QLinearConcat builds a table
+  per input to requantize it to the output's scale;
 * ``c0``: the kernel's fixed cost, once per run.
 
 Kernels with weights have two fits, with warm caches and after a flush ("kind/dtype/cold"); a prediction
@@ -32,6 +36,7 @@ _COMPUTE = {
     "conv": ("macs", "macs/cout", "act", "w", "n"),
     "pointwise": ("macs", "macs/cout", "act", "w", "n"),
     "depthwise": ("macs", "act", "n"),
+    "grouped": ("macs", "macs/cout", "act", "w", "n", "groups"),
 }
 FEATURES = {
     **_COMPUTE,
@@ -39,7 +44,9 @@ FEATURES = {
     "linear": ("macs", "act", "w", "n"),
     "add": ("act", "n"),
     "pool": ("macs", "act", "n"),
-    **{k: ("act", "n") for k in ("concat", "slice", "transpose", "reorder", "quantize", "norm", "elementwise", "resize",
+    "avgpool": ("macs", "act", "n"),
+    "concat": ("act", "n", "inputs"),
+    **{k: ("act", "n") for k in ("slice", "transpose", "reorder", "quantize", "norm", "elementwise", "resize",
                              "memory")},
     "scalar": (),
     "view": (),
@@ -60,6 +67,10 @@ def feature(k: dict, name: str) -> float:
         return float(k["bytes_w"])
     if name == "n":
         return float(k.get("batch", 1))
+    if name == "groups":
+        return float(k.get("groups", 1)) * float(k.get("batch", 1))
+    if name == "inputs":
+        return float(k["k"])
     raise KeyError(name)
 
 

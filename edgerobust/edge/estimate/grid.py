@@ -26,7 +26,8 @@ from edgerobust.edge.estimate.builder import Builder
 from edgerobust.edge.estimate.moves import MOVE_POINTS, move_model, move_shape
 
 # Points drawn per kind (a full grid); ``scale`` in :func:`draw` shrinks it for a quick calibration.
-POINTS = {"conv": 72, "pointwise": 48, "depthwise": 40, "linear": 36, "add": 20, "pool": 20, **MOVE_POINTS, "view": 6}
+POINTS = {"conv": 72, "pointwise": 48, "depthwise": 40, "grouped": 32, "linear": 36, "add": 20, "pool": 16,
+          "avgpool": 10, **MOVE_POINTS, "view": 6}
 UNALIGNED = 0.25  # share of convolutions whose channels are not multiples of 8 (ShuffleNet's 58, 116, 232)
 LATE = 0.15  # share of k×k and 1×1 convolutions from a network's last stages: their weights outweigh their work
 MAX_MACS = 2.5e8  # larger kernels take tens of ms each on a small CPU and teach the fit little more
@@ -39,7 +40,7 @@ HEADS = 0.4  # share of linear points that multiply one row per image (a classif
 class Point:
     """One kernel to time: ``c``/``cout`` channels (features of a linear layer), input ``h`` × ``h`` (a
     linear layer's rows per image), window ``k``, ``stride``; ``op`` picks the pool (MaxPool, AveragePool,
-    GlobalAveragePool) or the memory op; ``n`` images in the batch."""
+    GlobalAveragePool) or the memory op; ``n`` images in the batch; ``groups`` of a grouped convolution."""
 
     kind: str
     c: int
@@ -49,6 +50,7 @@ class Point:
     stride: int = 1
     op: str = ""
     n: int = 1
+    groups: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,12 +74,12 @@ def _macs(p: Point) -> float:
     out = (p.h // p.stride) ** 2
     if p.kind == "depthwise":
         return p.n * p.c * out * p.k * p.k
-    return p.n * p.c * p.cout * out * p.k * p.k
+    return p.n * p.c * p.cout * out * p.k * p.k // p.groups
 
 
 def _fits(p: Point) -> bool:
     """Is the point small enough to time in a calibration (see MAX_MACS, MAX_ELEMENTS)?"""
-    if p.kind in ("conv", "pointwise", "depthwise", "linear") and _macs(p) > MAX_MACS:
+    if p.kind in ("conv", "pointwise", "depthwise", "grouped", "linear") and _macs(p) > MAX_MACS:
         return False
     return p.kind == "linear" or p.n * p.c * p.h * p.h * max(p.k if p.kind == "concat" else 1, 1) <= MAX_ELEMENTS
 
@@ -100,6 +102,11 @@ def _one(kind: str, rng) -> Point:
     if kind == "depthwise":
         k = int(rng.choice([3, 3, 5]))
         return Point(kind, _channels(rng, 8, 960, aligned), 0, max(_size(rng, 4, 112), k), k, int(rng.choice([1, 1, 2])))
+    if kind == "grouped":  # RegNet's and ResNeXt's: 8-64 channels per group (pruning leaves odd widths), k×k
+        width = int(rng.choice([8, 16, 16, 24, 32, 48, 64])) if aligned else int(rng.choice([5, 6, 10, 11, 12, 20]))
+        c = width * max(2, int(round(_channels(rng, 16, 1024) / width)))
+        return Point(kind, c, c, _size(rng, 2, 64), int(rng.choice([3, 3, 3, 1])), int(rng.choice([1, 1, 2])),
+                     groups=c // width)
     if kind == "linear":
         if rng.random() < HEADS:
             return Point(kind, _channels(rng, 32, 2048), _channels(rng, 10, 1000))
@@ -108,8 +115,11 @@ def _one(kind: str, rng) -> Point:
     if kind == "add":
         return Point(kind, _channels(rng, 8, 512), 0, _size(rng, 2, 112))
     if kind == "pool":
-        op = str(rng.choice(["MaxPool", "MaxPool", "GlobalAveragePool", "AveragePool"]))
+        op = str(rng.choice(["MaxPool", "MaxPool", "GlobalAveragePool"]))
         return Point(kind, _channels(rng, 8, 512), 0, _size(rng, 4, 112), 3, 2 if op == "MaxPool" else 1, op)
+    if kind == "avgpool":  # DenseNet's transitions (2×2, stride 2) and Inception's branches (3×3, stride 1)
+        k = int(rng.choice([2, 3]))
+        return Point(kind, _channels(rng, 8, 512), 0, _size(rng, 4, 64), k, 2 if k == 2 else 1, "AveragePool")
     if kind in MOVE_POINTS:
         c, h = _channels(rng, 8, 512, aligned), _size(rng, 2, 112)
         return Point(kind, c, 0, h, *move_shape(kind, rng))
@@ -138,7 +148,7 @@ def draw(seed: int = 0, scale: float = 1.0, kinds: tuple[str, ...] = tuple(POINT
 
 
 def _conv(b: Builder, p: Point) -> str:
-    groups, cout = (p.c, p.c) if p.kind == "depthwise" else (1, p.cout)
+    groups, cout = (p.c, p.c) if p.kind == "depthwise" else (p.groups, p.cout)
     x = b.activation_in([p.n, p.c, p.h, p.h])
     pad = p.k // 2
     y = b.node("Conv", [x, b.weight([cout, p.c // groups, p.k, p.k]), b.bias(cout)], kernel_shape=[p.k, p.k],
@@ -162,19 +172,20 @@ def _linear(b: Builder, p: Point) -> str:
 def micro_model(p: Point, dtype: str, signed: bool = False) -> bytes:
     """The serialized ONNX model of one grid point at one precision (``signed``: int8 activations)."""
     b = Builder(dtype, signed)
-    if p.kind in ("conv", "pointwise", "depthwise"):
+    if p.kind in ("conv", "pointwise", "depthwise", "grouped"):
         return b.model(_conv(b, p))
     if p.kind == "linear":
         return b.model(_linear(b, p))
     if p.kind == "add":
         return b.model(b.node("Add", [b.activation_in([p.n, p.c, p.h, p.h]), b.activation_in([p.n, p.c, p.h, p.h])]))
-    if p.kind == "pool":
+    if p.kind in ("pool", "avgpool"):
         x = b.activation_in([p.n, p.c, p.h, p.h])
         if dtype == "int8":  # after an int8 convolution, as in a model: the runtime's channels-last int8 pool
             x = b.qdq(b.node("Conv", [x, b.weight([p.c, p.c, 1, 1]), b.bias(p.c)], kernel_shape=[1, 1]))
         if p.op == "GlobalAveragePool":
             return b.model(b.node("GlobalAveragePool", [x]))
-        return b.model(b.node(p.op, [x], kernel_shape=[p.k, p.k], strides=[p.stride, p.stride], pads=[1, 1, 1, 1]))
+        pad = (p.k - 1) // 2
+        return b.model(b.node(p.op, [x], kernel_shape=[p.k, p.k], strides=[p.stride, p.stride], pads=[pad] * 4))
     if p.kind in MOVE_POINTS:
         return b.model(*move_model(b, p))
     elem = b.float_type()[0] if dtype != "int8" else TensorProto.FLOAT

@@ -7,12 +7,14 @@ precision, multiply-accumulates and bytes moved, with every tensor's size at the
 
 Kinds (what the calibration times and the fit predicts; :data:`KINDS`):
 
-* compute: ``conv`` (k×k, k > 1, or grouped), ``pointwise`` (1×1), ``depthwise`` (one group per channel),
-  ``linear`` (Gemm, MatMul and their int8 forms); on a device with an NCHWc layout, a convolution whose
+* compute: ``conv`` (k×k, k > 1), ``pointwise`` (1×1), ``depthwise`` (one group per channel), ``grouped``
+  (several channels per group, as RegNet's and ResNeXt's: the runtime loops over the groups), ``linear`` (Gemm, MatMul and their int8 forms); on a device with an NCHWc layout, a convolution whose
   channels do not fit the blocks runs in plain NCHW, far slower per MAC: ``conv-nchw``,
-  ``pointwise-nchw``, ``depthwise-nchw``;
-* ``add`` (two tensors of one size: a residual), ``pool`` (max, average, global);
-* data movement, each timed as the runtime runs it: ``concat`` (Concat, QLinearConcat), ``slice`` (Slice,
+  ``pointwise-nchw``, ``depthwise-nchw``, ``grouped-nchw``;
+* ``add`` (two tensors of one size: a residual), ``pool`` (max, global average), ``avgpool`` (a windowed
+  average, as DenseNet's transitions: int8's QLinearAveragePool runs far slower per byte than a max pool);
+* data movement, each timed as the runtime runs it: ``concat`` (Concat; QLinearConcat requantizes each input
+  to the output's scale), ``slice`` (Slice,
   Split, Gather), ``transpose`` (channel shuffles and the int8 layout changes), ``reorder`` (into and out
   of NCHWc), ``quantize`` (QuantizeLinear, DequantizeLinear), ``norm`` (an unfused BatchNormalization,
   LayerNormalization), ``elementwise`` (activations, a broadcast scale as squeeze-excite multiplies,
@@ -36,8 +38,8 @@ from onnx import TensorProto, numpy_helper
 from edgerobust.edge.estimate.graph import NCHWC_DOMAIN, device_graph, tensor_shapes
 from edgerobust.errors import ModelLoadError
 
-COMPUTE = ("conv", "pointwise", "depthwise")
-KINDS = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear", "add", "pool", "concat", "slice", "transpose",
+COMPUTE = ("conv", "pointwise", "depthwise", "grouped")
+KINDS = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear", "add", "pool", "avgpool", "concat", "slice", "transpose",
          "reorder", "quantize", "norm", "elementwise", "resize", "memory", "scalar", "view")
 WEIGHTED = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear")  # kinds with weights: timed with cold caches too
 MOVES = ("concat", "slice", "transpose", "reorder", "quantize", "norm", "elementwise", "resize", "memory")
@@ -74,7 +76,8 @@ class Kernel:
     ``macs``: multiply-accumulates (0 for kinds without); ``bytes_in``/``bytes_out``: activations read
     and written; ``bytes_w``: weights read; ``k``/``stride``: the window of a convolution or pool;
     ``cin``/``cout``: channels (features of a linear layer); ``pixels``: output height × width × batch;
-    ``batch``: the model's batch size (images), each of which a kernel runs over with a cost of its own.
+    ``batch``: the model's batch size (images), each of which a kernel runs over with a cost of its own;
+    ``groups``: a convolution's groups; a concatenation's inputs are its ``k``.
     """
 
     kind: str
@@ -91,6 +94,7 @@ class Kernel:
     pixels: int = 0
     name: str = ""
     batch: int = 1
+    groups: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,15 +181,15 @@ def _conv(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
     walk.set(node.output[0], [n, *outs, cout] if last else [n, cout, *outs], walk.shapes.get(node.input[0], (None, 0))[1])
     pixels, kk = n * _n(outs), _n(ks)
     # one input channel per group is depthwise (NCHWc pads the channels to its blocks: 728 runs as 736)
-    kind = ("depthwise" if groups > 1 and cin_g == 1 and cout == groups else "pointwise" if kk == 1 and groups == 1
-            else "conv")
+    kind = ("depthwise" if groups > 1 and cin_g == 1 and cout == groups else "grouped" if groups > 1
+            else "pointwise" if kk == 1 else "conv")
     if walk.block and node.domain != NCHWC_DOMAIN and node.op_type in ("Conv", "FusedConv"):
         kind += "-nchw"
     wsize = 1 if node.op_type in INT8_OPS else walk.size(node.input[CONV_OPS[node.op_type]], esize)
     return Kernel(kind, _dtype(node, walk), node.op_type, macs=float(cout * pixels * cin_g * kk),
                   bytes_in=float(n * cin * _n(spatial) * esize), bytes_out=float(cout * pixels * esize),
                   bytes_w=float(_n(w) * wsize), k=int(max(ks)), stride=int(max(strides)), cin=int(cin),
-                  cout=int(cout), pixels=int(pixels), name=node.name)
+                  cout=int(cout), pixels=int(pixels), name=node.name, groups=groups)
 
 
 def _linear(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
@@ -218,7 +222,8 @@ def _pool(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
     n = max(x[0], 1)
     walk.set(node.output[0], [n, *outs, x[1]] if last else [n, x[1], *outs], walk.shapes.get(node.input[0], (None, 0))[1])
     pixels = n * _n(outs)
-    return Kernel("pool", _dtype(node, walk), node.op_type, macs=float(x[1] * pixels * k * k),
+    kind = "avgpool" if node.op_type in ("AveragePool", "QLinearAveragePool") else "pool"
+    return Kernel(kind, _dtype(node, walk), node.op_type, macs=float(x[1] * pixels * k * k),
                   bytes_in=float(_n(x) * esize), bytes_out=float(x[1] * pixels * esize), k=k, stride=stride,
                   cin=int(x[1]), cout=int(x[1]), pixels=int(pixels), name=node.name)
 
@@ -287,7 +292,7 @@ def _moves(node: onnx.NodeProto, walk: _Walk, kind: str) -> Kernel:
         kind = "elementwise"  # a bias, or a broadcast as a squeeze-excite scale: not a residual sum
     dtype = "int8" if kind == "quantize" else _dtype(node, walk)
     return Kernel(kind, dtype, node.op_type, bytes_in=b_in, bytes_out=b_out, pixels=_n(out or first or []),
-                  name=node.name)
+                  name=node.name, k=len(ins) if kind == "concat" else 1)
 
 
 def kernel_of(node: onnx.NodeProto, walk: _Walk) -> Kernel:
@@ -328,7 +333,7 @@ def fuse_adds(graph: onnx.GraphProto, kernels: list[Kernel]) -> list[Kernel]:
     for node, k in zip(graph.node, kernels):
         if node.op_type != "Add" or k.dtype == "int8":
             continue
-        convs = [i for i in node.input if i in producer and producer[i][1].kind in ("conv", "pointwise", "depthwise")
+        convs = [i for i in node.input if i in producer and producer[i][1].kind in COMPUTE
                  and consumers.get(i) == 1]
         if not convs:
             continue

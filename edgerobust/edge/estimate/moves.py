@@ -6,7 +6,7 @@ scale; an int8 model quantizes and dequantizes at every float island. Each of th
 kernel of its own kind (:data:`edgerobust.edge.estimate.kernels.KINDS`), at the shapes pruned networks
 have (channels 8-512, multiples of 8 and, a quarter of them, not; 2-112 px), written as a bundle holds
 it (for int8, between QuantizeLinear/DequantizeLinear pairs, which the runtime fuses as it does in a
-model: QLinearConcat, a slice on 8-bit data, QLinearMul). Layout changes the runtime inserts itself
+model: QLinearConcat of inputs at scales of their own, a slice on 8-bit data, QLinearMul). Layout changes the runtime inserts itself
 (NCHWc reorders, the int8 channels-last transposes) need no points of their own: they are timed where
 they occur, around the convolutions of the grid.
 
@@ -27,7 +27,7 @@ MOVE_OPS = {"concat": ("Concat",), "slice": ("Slice", "Split"), "transpose": ("s
             "elementwise": ("Scale", "Mul", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Relu", "Div", "Erf"),
             "norm": ("BatchNormalization", "LayerNormalization"), "quantize": ("QuantizeLinear", "DequantizeLinear"),
             "memory": ("Pad", "Cast"), "resize": ("Resize",), "scalar": ("Shape",)}
-_CONCAT_INPUTS = (2, 2, 3, 4, 6)
+_CONCAT_INPUTS = (2, 2, 3, 4, 6, 12, 24)  # DenseNet concatenates every earlier layer's output: up to 24
 
 
 def move_shape(kind: str, rng) -> tuple[int, int, str]:
@@ -49,8 +49,8 @@ def move_model(b: Builder, p) -> tuple[str, int | None]:
         if p.op == "QuantizeLinear":
             return b.node("QuantizeLinear", [b.input(shape, TensorProto.FLOAT), scale, zero]), q_elem
         return b.node("DequantizeLinear", [b.input(shape, q_elem), scale, zero]), TensorProto.FLOAT
-    if p.kind == "concat":
-        return b.node("Concat", [b.activation_in(shape) for _ in range(max(p.k, 2))], axis=1), None
+    if p.kind == "concat":  # each input at a scale of its own, as a quantizer leaves them: requantized to the output's
+        return b.node("Concat", [b.activation_in(shape, 0.04 + 0.01 * j) for j in range(max(p.k, 2))], axis=1), None
     if p.kind == "scalar":  # shape arithmetic, as ShuffleNet's exported channel shuffle computes its reshape
         x = b.activation_in(["N", p.c, p.h, p.h])
         s = b.node("Shape", [x])

@@ -163,7 +163,7 @@ def model_band(cal: Calibration, dtypes: tuple[str, ...], p_us: float, per_key: 
 def predict_model(cal: Calibration, role: str, path: str | os.PathLike | bytes, batch: int = 1) -> ModelEstimate:
     """One model's estimate at ``batch`` (see the module docstring)."""
     kernels, layout = extract_noting(path, cal.graph_optimization, cal.fuses_add, cal.nchwc_block, batch)
-    dtypes = tuple(sorted({k.dtype for k in kernels if k.kind in WEIGHTED + ("add", "pool")}))
+    dtypes = tuple(sorted({k.dtype for k in kernels if k.kind in WEIGHTED + ("add", "pool", "avgpool")}))
     weights = sum(k.bytes_w for k in kernels)
     s = kernel_sum(cal.fits, cal.cache, kernels)
     fixed_us = cal.run_us + cal.node_us * len(kernels)
