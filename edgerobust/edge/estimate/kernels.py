@@ -8,17 +8,18 @@ precision, multiply-accumulates and bytes moved, with every tensor's size at the
 Kinds (what the calibration times and the fit predicts; :data:`KINDS`):
 
 * compute: ``conv`` (k×k, k > 1), ``pointwise`` (1×1), ``depthwise`` (one group per channel), ``grouped``
-  (several channels per group, as RegNet's and ResNeXt's: the runtime loops over the groups), ``linear`` (Gemm, MatMul and their int8 forms); on a device with an NCHWc layout, a convolution whose
-  channels do not fit the blocks runs in plain NCHW, far slower per MAC: ``conv-nchw``,
-  ``pointwise-nchw``, ``depthwise-nchw``, ``grouped-nchw``;
+  (several channels per group, as RegNet's and ResNeXt's: the runtime loops over the groups), ``linear``
+  (Gemm, MatMul and their int8 forms); on a device with an NCHWc layout, a convolution whose channels do
+  not fit the blocks runs in plain NCHW, far slower per MAC: ``conv-nchw``, ``pointwise-nchw``,
+  ``depthwise-nchw``, ``grouped-nchw``;
 * ``add`` (two tensors of one size: a residual), ``pool`` (max, global average), ``avgpool`` (a windowed
   average, as DenseNet's transitions: int8's QLinearAveragePool runs far slower per byte than a max pool);
 * data movement, each timed as the runtime runs it: ``concat`` (Concat; QLinearConcat requantizes each input
-  to the output's scale), ``slice`` (Slice,
-  Split, Gather), ``transpose`` (channel shuffles and the int8 layout changes), ``reorder`` (into and out
-  of NCHWc), ``quantize`` (QuantizeLinear, DequantizeLinear), ``norm`` (an unfused BatchNormalization,
-  LayerNormalization), ``elementwise`` (activations, a broadcast scale as squeeze-excite multiplies,
-  element-wise arithmetic), ``resize`` (upsampling), ``memory`` (pad, cast and the rest);
+  to the output's scale), ``slice`` (Slice, Split, Gather), ``transpose`` (channel shuffles and the int8
+  layout changes), ``reorder`` (into and out of NCHWc), ``quantize`` (QuantizeLinear, DequantizeLinear),
+  ``norm`` (an unfused BatchNormalization, LayerNormalization), ``elementwise`` (activations, a broadcast
+  scale as squeeze-excite multiplies, element-wise arithmetic), ``resize`` (upsampling), ``memory`` (pad,
+  cast and the rest);
 * ``scalar`` (shape arithmetic: a few integers, its cost the node's) and ``view`` (reshape, flatten: no
   data moved).
 
@@ -39,8 +40,8 @@ from edgerobust.edge.estimate.graph import NCHWC_DOMAIN, device_graph, tensor_sh
 from edgerobust.errors import ModelLoadError
 
 COMPUTE = ("conv", "pointwise", "depthwise", "grouped")
-KINDS = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear", "add", "pool", "avgpool", "concat", "slice", "transpose",
-         "reorder", "quantize", "norm", "elementwise", "resize", "memory", "scalar", "view")
+KINDS = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear", "add", "pool", "avgpool", "concat", "slice",
+         "transpose", "reorder", "quantize", "norm", "elementwise", "resize", "memory", "scalar", "view")
 WEIGHTED = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear")  # kinds with weights: timed with cold caches too
 MOVES = ("concat", "slice", "transpose", "reorder", "quantize", "norm", "elementwise", "resize", "memory")
 DTYPES = ("fp32", "fp16", "int8")

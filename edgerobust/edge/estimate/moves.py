@@ -6,9 +6,9 @@ scale; an int8 model quantizes and dequantizes at every float island. Each of th
 kernel of its own kind (:data:`edgerobust.edge.estimate.kernels.KINDS`), at the shapes pruned networks
 have (channels 8-512, multiples of 8 and, a quarter of them, not; 2-112 px), written as a bundle holds
 it (for int8, between QuantizeLinear/DequantizeLinear pairs, which the runtime fuses as it does in a
-model: QLinearConcat of inputs at scales of their own, a slice on 8-bit data, QLinearMul). Layout changes the runtime inserts itself
-(NCHWc reorders, the int8 channels-last transposes) need no points of their own: they are timed where
-they occur, around the convolutions of the grid.
+model: QLinearConcat of inputs at scales of their own, a slice on 8-bit data, QLinearMul). Layout
+changes the runtime inserts itself (NCHWc reorders, the int8 channels-last transposes) need no points of
+their own: they are timed where they occur, around the convolutions of the grid.
 
 Torch-free: numpy and onnx.
 """
