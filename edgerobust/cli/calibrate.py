@@ -30,7 +30,7 @@ def calibrate_cmd(
     quick: Annotated[bool, typer.Option("--quick", help=f"A {QUICK_SCALE:g} grid timed once: about a minute, for a "
                                                         "first look; the band comes out wider.")] = False,
     grid_scale: Annotated[float, typer.Option("--grid-scale", min=0.01, max=4.0,
-                                              help="The grid's size relative to the full one (about 340 kernels "
+                                              help="The grid's size relative to the full one (about 380 kernels "
                                                    "per precision, 30% of them at a batch of 8, and 36 small "
                                                    "networks per precision).")] = 1.0,
     passes: Annotated[int, typer.Option("--passes", min=1, help="Times each kernel is timed, in shuffled order; "

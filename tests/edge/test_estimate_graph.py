@@ -271,6 +271,9 @@ def test_a_windowed_average_pool_is_not_costed_as_a_max_pool(dtype, op):
     assert [(k.kind, k.op, k.pixels, k.cin) for k in ks] == [("avgpool", op, 64, 64)]
     glob = Point("pool", 64, 0, 16, 3, 1, "GlobalAveragePool")
     assert [k.kind for k in extract(micro_model(glob, dtype), "all") if "pool" in k.kind] == ["pool"]
+    b = Builder(dtype, False)  # AvgPool2d(7) on 7x7, as older exports write a global average
+    whole = b.model(b.node("AveragePool", [b.activation_in([1, 64, 7, 7])], kernel_shape=[7, 7]))
+    assert [k.kind for k in extract(whole, "all") if "pool" in k.kind] == ["pool"]
 
 
 def test_a_concatenation_counts_its_inputs_and_int8_requantizes_each():
@@ -279,9 +282,13 @@ def test_a_concatenation_counts_its_inputs_and_int8_requantizes_each():
         (k,) = [k for k in extract(micro_model(p, dtype), "all") if k.kind == "concat"]
         assert k.k == 12 and k.bytes_out == 12 * 16 * 64 * (4 if dtype == "fp32" else 1)
     m = onnx.load_from_string(micro_model(p, "int8"))
-    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
-    scales = {float(inits[n.input[1]]) for n in m.graph.node if n.op_type == "QuantizeLinear"}
-    assert len(scales) == 12  # a scale per input, as a quantizer leaves a model: not one shared copy
+    inits = {t.name: float(numpy_helper.to_array(t)) for t in m.graph.initializer if t.name.startswith("s")}
+    made = {o: n for n in m.graph.node for o in n.output}
+    (cat,) = [n for n in m.graph.node if n.op_type == "Concat"]
+    (out,) = [n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == cat.output[0]]
+    scales = [inits[made[i].input[1]] for i in cat.input]
+    # a scale per input, none the output's, as a quantizer leaves a model: QLinearConcat requantizes every one
+    assert len(set(scales)) == 12 and inits[out.input[1]] not in scales
 
 
 def test_the_grid_has_grouped_convolutions_and_windowed_average_pools():
@@ -290,4 +297,24 @@ def test_the_grid_has_grouped_convolutions_and_windowed_average_pools():
     assert len(grouped) >= 20 and all(p.c == p.cout and p.c % p.groups == 0 and 1 < p.groups < p.c for p in grouped)
     assert {p.c // p.groups for p in grouped} >= {8, 16, 32, 64}
     assert {(p.k, p.stride) for p in pts if p.kind == "avgpool"} == {(2, 2), (3, 1)}
-    assert max(p.k for p in pts if p.kind == "concat") == 24
+    assert max(p.k for p in pts if p.kind == "concat") == 48
+
+
+def test_a_kind_a_small_grid_did_not_draw_takes_a_faster_stand_in_and_is_said():
+    from edgerobust.edge.estimate.predict import uncosted_warning
+    from edgerobust.edge.estimate.sumup import fit_key
+
+    fits = {"conv/int8": {}, "pool/fp32": {}, "grouped/fp32": {}, "concat/fp32": {}}
+    assert fit_key(fits, "grouped", "int8") == ("conv/int8", "grouped as conv")
+    assert fit_key(fits, "avgpool", "fp32") == ("pool/fp32", "avgpool as pool")
+    assert fit_key(fits, "grouped-nchw", "fp32") == ("grouped/fp32", "grouped-nchw as grouped")
+    assert fit_key(fits, "grouped", "fp32") == ("grouped/fp32", None)
+    assert fit_key(fits, "avgpool", "int8") == (None, None)  # nothing near: the precision is missing, said so
+    assert fit_key(fits, "concat", "int8") == ("concat/fp32", "concat int8 as fp32")
+
+    class M:
+        role, p50_ms, layout = "deployed", 1.0, None
+        uncosted = ("concat int8 as fp32", "grouped as conv")
+
+    line = uncosted_warning(M())
+    assert "grouped as conv" in line and "concat int8" not in line and "lower bound" in line

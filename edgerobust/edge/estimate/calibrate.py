@@ -50,7 +50,7 @@ from edgerobust.errors import UsageError
 TYPE = "edgerobust.edge.estimate.calibration"
 VERSION = 4  # 2: every node's kernel of its own kind (data movement, layout changes), the NCHWc block;
 # 3: points at a batch of 8 and a cost per image, linear layers over many rows; 4: grouped convolutions,
-# windowed average pools, concatenations of up to 24 inputs requantized
+# windowed average pools, concatenations of up to 48 inputs requantized
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class CalibrateConfig:
         match. out: the calibration file to write (None: none written).
     dtypes: precisions to time (fp32, fp16, int8); None: fp32 and int8, and fp16 where the first
         provider is CUDA or TensorRT.
-    scale: the grid's size relative to the full one (``grid.POINTS``, about 250 points per precision);
+    scale: the grid's size relative to the full one (``grid.POINTS``, about 380 points per precision);
         0.2 for a quick look. holdout: share of the points kept out of the fit to measure its error.
     passes: times each point is timed (shuffled order); the fastest kept. seconds: timed runs per
         point and pass. timing: "nodes" or "wall" (see timing.py); None: nodes on the CPU.

@@ -4,8 +4,10 @@ A kernel timed alone is not a kernel inside a model: between layers the caches, 
 layout changes behave otherwise. The calibration therefore also builds a few small random networks from
 the blocks real classifiers are made of (a residual pair of 3×3 convolutions, an inverted residual with
 its depthwise convolution, a ShuffleNet unit with its split, concatenation and channel shuffle, a DenseNet
-layer concatenated to its input, a squeeze-excite scale), at the sizes pruning leaves (8-256 channels, a
-quarter of them not multiples of 8, 16-96 px), in each precision the calibration times, at batch 1 and half as
+block whose layers each concatenate every earlier output, a squeeze-excite scale, a RegNet block with its
+grouped convolution; a stage begins with a strided convolution or, a third of the time, DenseNet's
+transition: a 1×1 convolution and a 2×2 average pool), at the sizes pruning leaves (8-256 channels, a
+quarter of them not multiples of 8, 16-96 px), each int8 activation at a scale of its own, in each precision the calibration times, at batch 1 and half as
 many at a batch of 8, measures each one's wall time with the profile's sessions, and predicts it from the fits
 like any model. The errors of those predictions, per precision and batch size, are the model-level error an
 estimate carries: its band
@@ -22,7 +24,7 @@ import numpy as np
 from edgerobust.edge.estimate.builder import Builder
 from edgerobust.edge.estimate.grid import BATCH
 
-BLOCKS = ("basic", "inverted", "shuffle", "dense", "se")
+BLOCKS = ("basic", "inverted", "shuffle", "dense", "se", "grouped")
 NETWORKS = 24  # per precision at batch 1 (and half as many at a batch of BATCH, the grid's): about 1 min on 2 cores
 BAND = (5, 95)  # percentiles of the networks' errors that bound an estimate
 
@@ -35,8 +37,8 @@ class _Net:
 
     def act(self, y: str, relu: bool = True) -> str:
         """An activation after a layer: Relu, then quantized to 8 bits and back in an int8 network."""
-        y = self.b.node("Relu", [y]) if relu else y
-        return self.b.qdq(y) if self.b.dtype == "int8" else y
+        y = self.b.node("Relu", [y]) if relu else y  # a scale per tensor, as a quantizer leaves a model
+        return self.b.qdq(y, 0.03 + 0.005 * (self.b.n % 7)) if self.b.dtype == "int8" else y
 
     def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, relu: bool = True) -> str:
         w = self.b.weight([cout, cin // groups, k, k])
@@ -61,10 +63,16 @@ def _block(net: _Net, kind: str, rng) -> None:
         g = b.node("Reshape", [cat, b.const(np.array([net.n, 2, half, net.h, net.h], np.int64))])
         t = b.node("Transpose", [g], perm=[0, 2, 1, 3, 4])
         net.x = b.node("Reshape", [t, b.const(np.array([net.n, c, net.h, net.h], np.int64))])
-    elif kind == "dense":
-        grow = int(rng.choice([8, 16, 32]))
-        y = net.conv(net.conv(x, c, 2 * grow, 1), 2 * grow, grow, 3)
-        net.x, net.c = b.node("Concat", [x, y], axis=1), c + grow
+    elif kind == "dense":  # each layer reads every earlier output concatenated, as torchvision's DenseNet
+        grow, outs = int(rng.choice([8, 16, 32])), [x]
+        for _ in range(int(rng.integers(2, 5))):
+            cat = b.node("Concat", outs, axis=1) if len(outs) > 1 else x
+            outs.append(net.conv(net.conv(cat, c + grow * (len(outs) - 1), 2 * grow, 1), 2 * grow, grow, 3))
+        net.x, net.c = b.node("Concat", outs, axis=1), c + grow * (len(outs) - 1)
+    elif kind == "grouped" and c % 2 == 0:  # RegNet's: 1×1, a grouped 3×3 (2-16 channels per group), 1×1, residual
+        groups = c // next(w for w in (16, 8, 4, 2) if c % w == 0 and c > w)
+        y = net.conv(net.conv(net.conv(x, c, c, 1), c, c, 3, groups=groups), c, c, 1, relu=False)
+        net.x = net.act(b.node("Add", [y, x]))
     else:  # squeeze-excite: a per-channel scale from the pooled tensor
         s = max(c // 4, 8)
         p = b.node("GlobalAveragePool", [x])
@@ -83,7 +91,11 @@ def composed_model(seed: int, dtype: str, signed: bool = False, batch: int = 1) 
     net = _Net(b, x, 3, h, batch)
     net.x, net.c, net.h = net.conv(x, 3, c, 3, stride=2), c, h // 2
     for stage in range(int(rng.integers(2, 4))):
-        if stage:
+        if stage and rng.random() < 1 / 3:  # DenseNet's transition: 1×1 convolution, 2×2 average pool
+            cout = min(net.c, 256 if aligned else 250)
+            pooled = b.node("AveragePool", [net.conv(net.x, net.c, cout, 1)], kernel_shape=[2, 2], strides=[2, 2])
+            net.x, net.c, net.h = net.act(pooled, relu=False), cout, net.h // 2
+        elif stage:
             cout = min(net.c * 2, 256 if aligned else 250)
             net.x, net.c, net.h = net.conv(net.x, net.c, cout, 3, stride=2), cout, (net.h + 1) // 2
         for _ in range(int(rng.integers(1, 4))):

@@ -12,8 +12,8 @@ calibration's "fit" points by least squares on the relative error (each point we
   each image paying for its own setup, so a batch of 8 small images is not one image of 8 times the pixels);
 * ``groups``: a grouped convolution's groups times the images: the runtime runs one small convolution per
   group, each with its own setup;
-* ``inputs``: a concatenation's inputs: each is copied on its own, and int8's QLinearConcat builds a table
-  per input to requantize it to the output's scale;
+* ``inputs``: a concatenation's inputs times the images: each input is copied on its own for every image
+  (int8's QLinearConcat requantizes, byte by byte through a table, an input whose scale is not the output's);
 * ``c0``: the kernel's fixed cost, once per run.
 
 Kernels with weights have two fits, with warm caches and after a flush ("kind/dtype/cold"); a prediction
@@ -70,7 +70,7 @@ def feature(k: dict, name: str) -> float:
     if name == "groups":
         return float(k.get("groups", 1)) * float(k.get("batch", 1))
     if name == "inputs":
-        return float(k["k"])
+        return float(k["k"]) * float(k.get("batch", 1))
     raise KeyError(name)
 
 

@@ -182,7 +182,7 @@ def _conv(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
     walk.set(node.output[0], [n, *outs, cout] if last else [n, cout, *outs], walk.shapes.get(node.input[0], (None, 0))[1])
     pixels, kk = n * _n(outs), _n(ks)
     # one input channel per group is depthwise (NCHWc pads the channels to its blocks: 728 runs as 736)
-    kind = ("depthwise" if groups > 1 and cin_g == 1 and cout == groups else "grouped" if groups > 1
+    kind = ("depthwise" if groups > 1 and cin_g == 1 else "grouped" if groups > 1  # depthwise: any channel multiplier
             else "pointwise" if kk == 1 else "conv")
     if walk.block and node.domain != NCHWC_DOMAIN and node.op_type in ("Conv", "FusedConv"):
         kind += "-nchw"
@@ -216,14 +216,15 @@ def _pool(node: onnx.NodeProto, walk: _Walk, esize: int) -> Kernel:
     if node.op_type.startswith(("Global", "QLinearGlobal")):
         outs, k, stride = [1] * len(x[2:]), int(max(x[2:] or [1])), 1
     else:
-        ks, strides = a.get("kernel_shape") or [1], a.get("strides") or [1]
+        ks = a.get("kernel_shape") or [1]
+        strides = a.get("strides") or [1] * len(ks)  # absent: 1 along every axis (a 2-D pool without strides)
         pads = a.get("pads") or [0] * (2 * len(ks))
         outs = [max((s + pads[i] + pads[i + len(ks)] - k) // strides[i] + 1, 1) for i, (s, k) in enumerate(zip(x[2:], ks))]
         k, stride = int(max(ks)), int(max(strides))
     n = max(x[0], 1)
     walk.set(node.output[0], [n, *outs, x[1]] if last else [n, x[1], *outs], walk.shapes.get(node.input[0], (None, 0))[1])
     pixels = n * _n(outs)
-    kind = "avgpool" if node.op_type in ("AveragePool", "QLinearAveragePool") else "pool"
+    kind = "avgpool" if node.op_type in ("AveragePool", "QLinearAveragePool") and _n(outs) > 1 else "pool"
     return Kernel(kind, _dtype(node, walk), node.op_type, macs=float(x[1] * pixels * k * k),
                   bytes_in=float(_n(x) * esize), bytes_out=float(x[1] * pixels * esize), k=k, stride=stride,
                   cin=int(x[1]), cout=int(x[1]), pixels=int(pixels), name=node.name)
@@ -293,7 +294,8 @@ def _moves(node: onnx.NodeProto, walk: _Walk, kind: str) -> Kernel:
         kind = "elementwise"  # a bias, or a broadcast as a squeeze-excite scale: not a residual sum
     dtype = "int8" if kind == "quantize" else _dtype(node, walk)
     return Kernel(kind, dtype, node.op_type, bytes_in=b_in, bytes_out=b_out, pixels=_n(out or first or []),
-                  name=node.name, k=len(ins) if kind == "concat" else 1)
+                  name=node.name, k=len(node.input[2::3] if node.op_type == "QLinearConcat" else node.input)
+                  if kind == "concat" else 1)
 
 
 def kernel_of(node: onnx.NodeProto, walk: _Walk) -> Kernel:

@@ -27,7 +27,7 @@ MOVE_OPS = {"concat": ("Concat",), "slice": ("Slice", "Split"), "transpose": ("s
             "elementwise": ("Scale", "Mul", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Relu", "Div", "Erf"),
             "norm": ("BatchNormalization", "LayerNormalization"), "quantize": ("QuantizeLinear", "DequantizeLinear"),
             "memory": ("Pad", "Cast"), "resize": ("Resize",), "scalar": ("Shape",)}
-_CONCAT_INPUTS = (2, 2, 3, 4, 6, 12, 24)  # DenseNet concatenates every earlier layer's output: up to 24
+_CONCAT_INPUTS = (2, 2, 3, 4, 6, 12, 24, 48)  # DenseNet concatenates every earlier layer's output: 25-49
 
 
 def move_shape(kind: str, rng) -> tuple[int, int, str]:
@@ -50,7 +50,7 @@ def move_model(b: Builder, p) -> tuple[str, int | None]:
             return b.node("QuantizeLinear", [b.input(shape, TensorProto.FLOAT), scale, zero]), q_elem
         return b.node("DequantizeLinear", [b.input(shape, q_elem), scale, zero]), TensorProto.FLOAT
     if p.kind == "concat":  # each input at a scale of its own, as a quantizer leaves them: requantized to the output's
-        return b.node("Concat", [b.activation_in(shape, 0.04 + 0.01 * j) for j in range(max(p.k, 2))], axis=1), None
+        return b.node("Concat", [b.activation_in(shape, 0.045 + 0.01 * j) for j in range(max(p.k, 2))], axis=1), None
     if p.kind == "scalar":  # shape arithmetic, as ShuffleNet's exported channel shuffle computes its reshape
         x = b.activation_in(["N", p.c, p.h, p.h])
         s = b.node("Shape", [x])

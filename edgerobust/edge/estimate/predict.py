@@ -30,7 +30,7 @@ from pathlib import Path
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.calibrate import Calibration, load_calibration
 from edgerobust.edge.estimate.composed import BAND, composed_key, key_parts, model_errors
-from edgerobust.edge.estimate.kernels import MOVES, WEIGHTED, extract_noting
+from edgerobust.edge.estimate.kernels import KINDS, MOVES, WEIGHTED, extract_noting
 from edgerobust.edge.estimate.sumup import LINEAR_ROWS, kernel_sum
 from edgerobust.edge.runtime.host import cpu_isa, host_info
 from edgerobust.errors import UsageError
@@ -184,9 +184,9 @@ def predict_model(cal: Calibration, role: str, path: str | os.PathLike | bytes, 
 
 def uncosted_warning(m: ModelEstimate) -> str | None:
     """Said where the method could not cost a kernel as the device runs it, naming it: a kind with no fit at all,
-    a plain convolution costed as a blocked one, a layout this host cannot rebuild. (A data-movement kind costed
+    a plain convolution costed as a blocked one, a kind costed as its stand-in (sumup.STAND_INS), a layout this host cannot rebuild. (A data-movement kind costed
     at another precision is not: its time is its bytes.)"""
-    weak = [u for u in m.uncosted if u.endswith("(uncosted)") or "-nchw as" in u]
+    weak = [u for u in m.uncosted if u.endswith("(uncosted)") or u.split(" as ")[0] in KINDS]  # not "concat fp16 as"
     if m.p50_ms is None or not (weak or m.layout):
         return None
     what = [f"kernels the calibration cannot cost as the device runs them: {', '.join(weak)}"] if weak else []

@@ -17,6 +17,8 @@ from edgerobust.edge.estimate.timing import cold_share
 # The grid's linear kernels multiply one row per image (a classifier's head) or up to this many (a MatMul over
 # every pixel of a 64×64 feature map: ConvNeXt's first stage at 256 px). Beyond that it extrapolates, and says so.
 LINEAR_ROWS = 4096
+# A kernel kind a small grid (a low --grid-scale) may not have drawn takes the nearest kind's fit, a faster one: said.
+STAND_INS = {"grouped": "conv", "avgpool": "pool"}
 
 
 @dataclass
@@ -40,13 +42,14 @@ class KernelSum:
 def fit_key(fits: dict, kind: str, dtype: str) -> tuple[str | None, str | None]:
     """(the fit a kernel takes, or None; what stood in, in words, or None when its own fit exists): a kind
     that only moves data takes its kind's fit at another precision (its time is its bytes); a plain "-nchw"
-    convolution the calibration never met takes the blocked kind's fit."""
+    convolution the calibration never met takes the blocked kind's fit, and a kind in STAND_INS its stand-in's."""
     key = f"{kind}/{dtype}"
     if key in fits:
         return key, None
     base = kind.removesuffix("-nchw")
-    if base != kind and f"{base}/{dtype}" in fits:
-        return f"{base}/{dtype}", f"{kind} as {base}"
+    for other in (base, STAND_INS.get(base)):
+        if other and other != kind and f"{other}/{dtype}" in fits:
+            return f"{other}/{dtype}", f"{kind} as {other}"
     if kind in MOVES + ("scalar", "view"):
         other = next((f"{kind}/{d}" for d in DTYPES if f"{kind}/{d}" in fits), None)
         return other, (f"{kind} {dtype} as {other.split('/')[1]}" if other else f"{kind} {dtype} (uncosted)")
