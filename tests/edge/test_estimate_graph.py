@@ -264,6 +264,14 @@ def test_a_grouped_convolution_is_its_own_kind_with_its_groups(dtype, op):
     assert op is None or k.op == op
 
 
+def test_a_depthwise_convolution_with_a_channel_multiplier_stays_depthwise():
+    b = Builder("fp32", False)  # one input channel per group, two outputs each
+    y = b.node("Conv", [b.activation_in([1, 16, 8, 8]), b.weight([32, 1, 3, 3]), b.bias(32)], kernel_shape=[3, 3],
+               pads=[1] * 4, group=16)
+    (k,) = [k for k in extract(b.model(y), "all", block=HERE) if "conv" not in k.kind and k.macs]
+    assert k.kind.startswith("depthwise") and k.macs == 32 * 9 * 64
+
+
 @pytest.mark.parametrize("dtype,op", [("fp32", "AveragePool"), ("int8", "QLinearAveragePool")])
 def test_a_windowed_average_pool_is_not_costed_as_a_max_pool(dtype, op):
     p = Point("avgpool", 64, 0, 16, 2, 2, "AveragePool")  # DenseNet's transition
