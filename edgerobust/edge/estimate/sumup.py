@@ -17,7 +17,7 @@ from edgerobust.edge.estimate.timing import cold_share
 # The grid's linear kernels multiply one row per image (a classifier's head) or up to this many (a MatMul over
 # every pixel of a 64×64 feature map: ConvNeXt's first stage at 256 px). Beyond that it extrapolates, and says so.
 LINEAR_ROWS = 4096
-# A kernel kind a small grid (a low --grid-scale) may not have drawn takes the nearest kind's fit, a faster one: said.
+# A kernel kind a small grid (a low `scale`) may not have drawn takes the nearest kind's fit, a faster one: said.
 STAND_INS = {"grouped": "conv", "avgpool": "pool"}
 
 
