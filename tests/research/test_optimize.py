@@ -3,9 +3,11 @@ model, resume from Optuna's SQLite storage, and an impossible budget."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,14 +63,26 @@ def test_bad_library_config(kwargs, match, tmp_path):
         OptimizeConfig("m.pt", out=tmp_path, **kwargs)
 
 
-def _cfg(ckpt, out, trials, **kw):
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> str:
+    """laptop-cpu-1thread measuring in a tenth of its time (one probe process, 0.2 s a model): the search's own
+    full audit of its chosen bundle in a second or two. How a profile measures is tested in tests/edge."""
+    text = (Path(__file__).parents[2] / "device_profiles" / "laptop-cpu-1thread.toml").read_text(encoding="utf-8")
+    for key, value in (("warmup_runs", 2), ("rounds", 2), ("min_seconds", 0.2), ("max_seconds", 1.0), ("processes", 1)):
+        text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+    path = tmp_path_factory.mktemp("profile") / "quick-1thread.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _cfg(ckpt, out, trials, profile="laptop-cpu-1thread", **kw):
     from edgerobust.workstation.attacks.spec import make_specs
     from edgerobust.workstation.configs import PrepareConfig
 
     space = SearchSpace(ratios=("uniform", "global"), modes=("standard",), epochs_min=0, epochs_max=1,
                         calibrations=("minmax",), keep_fp32=("none",))
     return OptimizeConfig(PrepareConfig(ckpt, eval_samples=32, calib_samples=64, device="cpu"), out=out,
-                          profile="laptop-cpu-1thread", attacks=make_specs("fgsm", "8/255"), trials=trials,
+                          profile=profile, attacks=make_specs("fgsm", "8/255"), trials=trials,
                           latency_rounds=2, space=space, max_clean_drop=100.0, **kw)  # 32 samples: a coarse gate
 
 
@@ -89,16 +103,16 @@ CORRUPT = dict(corruptions="gaussian_noise", corruption_severities=(3,))  # one 
 
 
 @pytest.fixture(scope="module")
-def searched(zoo_checkpoint, tmp_path_factory):
+def searched(zoo_checkpoint, quick, tmp_path_factory):
     """One search of two trials under a generous budget: its folder (read-only: copy it) and its result."""
     from edgerobust.research.optimize.search import optimize
 
     out = tmp_path_factory.mktemp("searched") / "opt"
-    return out, optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=1000.0, **CORRUPT))
+    return out, optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=1000.0, profile=quick, **CORRUPT))
 
 
 @pytest.mark.slow
-def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoint, searched, tmp_path):
+def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoint, searched, quick, tmp_path):
     from edgerobust.edge.audit import AuditConfig, audit
     from edgerobust.research.optimize.search import optimize
 
@@ -127,7 +141,7 @@ def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoin
     page = (out / "report.html").read_text()
     assert "<svg" in page and "budget 1e+03 ms" in page and "reference" in page
     # the chosen bundle is an ordinary bundle; its own audit meets the (generous) budget
-    rep = audit(AuditConfig(model=out / "best" / "model.onnx", profile="laptop-cpu-1thread", measure_memory=False,
+    rep = audit(AuditConfig(model=out / "best" / "model.onnx", profile=quick, measure_memory=False,
                             show_progress=False, allow_fallback=True, out_dir=tmp_path / "audit"))
     assert rep.measurement.model("deployed").latency_at(1).p50_ms <= 1000.0
     assert rep.sets  # the attack sets travelled with it, and the corruption set
@@ -136,7 +150,7 @@ def test_search_writes_the_front_and_an_audited_bundle_and_resumes(zoo_checkpoin
     # resume: one trial more, the first two neither run again nor rebuilt, the reference reused
     before = _points(out)
     ref_time = (out / "reference" / "reference.json").stat().st_mtime_ns
-    second = optimize(_cfg(zoo_checkpoint.path, out, trials=3, max_latency_ms=1000.0, **CORRUPT))
+    second = optimize(_cfg(zoo_checkpoint.path, out, trials=3, max_latency_ms=1000.0, profile=quick, **CORRUPT))
     assert second.ran == 1 and _stored_trials(out) == 3
     after = _points(out)
     assert all(after[name] == t for name, t in before.items())
@@ -181,12 +195,12 @@ def test_aim_corruption_ranks_by_the_pooled_corruption_accuracy(tmp_path):
 
 
 @pytest.mark.slow
-def test_impossible_budget_names_the_fastest_point(zoo_checkpoint, tmp_path):
+def test_impossible_budget_names_the_fastest_point(zoo_checkpoint, quick, tmp_path):
     from edgerobust.research.optimize.search import optimize
 
     out = tmp_path / "opt"
     with pytest.raises(QualityGateError) as err:
-        optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=0.0001))
+        optimize(_cfg(zoo_checkpoint.path, out, trials=2, max_latency_ms=0.0001, profile=quick))
     text = str(err.value)
     assert "No point met the budget of 0.0001 ms p50. The fastest found, " in text
     assert "ms (measured)" in text and "(bound from the measured base, not built)" in (out / "report.html").read_text()
@@ -197,14 +211,14 @@ def test_impossible_budget_names_the_fastest_point(zoo_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-def test_estimate_labels_every_latency_and_checks_the_band(zoo_checkpoint, tiny_calibration_file, tmp_path):
+def test_estimate_labels_every_latency_and_checks_the_band(zoo_checkpoint, tiny_calibration_file, quick, tmp_path):
     """With a calibration, every latency is an estimate with its band; the budget meets the upper edge."""
     from edgerobust.research.optimize.search import optimize
 
     cal = tiny_calibration_file[0]  # conftest: `calibrate` on a 0.05 grid, one pass
     out = tmp_path / "opt"
     try:
-        result = optimize(_cfg(zoo_checkpoint.path, out, trials=2, min_speedup=1.01, estimate=str(cal)))
+        result = optimize(_cfg(zoo_checkpoint.path, out, trials=2, min_speedup=1.01, estimate=str(cal), profile=quick))
     except QualityGateError:  # no band's upper edge within the budget: said so, and the front still written
         result = None
     data = json.loads((out / "pareto.json").read_text())["_data"]
@@ -401,7 +415,7 @@ def test_every_latency_names_its_kind_and_the_band_edge():
 
 
 @pytest.mark.slow
-def test_a_run_killed_during_a_trial_resumes_with_the_same_front(zoo_checkpoint, searched, tmp_path):
+def test_a_run_killed_during_a_trial_resumes_with_the_same_front(zoo_checkpoint, searched, quick, tmp_path):
     """A trial left running (a kill) is marked failed; the rerun runs the missing trials only."""
     import optuna
 
@@ -410,7 +424,7 @@ def test_a_run_killed_during_a_trial_resumes_with_the_same_front(zoo_checkpoint,
     from edgerobust.research.sweep import prepare_out
 
     plain = searched[1]  # the same settings, never killed
-    cfg = _cfg(zoo_checkpoint.path, tmp_path / "killed", trials=2, max_latency_ms=1000.0, **CORRUPT)
+    cfg = _cfg(zoo_checkpoint.path, tmp_path / "killed", trials=2, max_latency_ms=1000.0, profile=quick, **CORRUPT)
     prepare_out(tmp_path / "killed", KIND, overwrite=False, fresh=False)
     _study(optuna, cfg, tmp_path / "killed", fp=fingerprint(cfg, resolve_profile(cfg.profile)[0])).ask()
     resumed = optimize(cfg)

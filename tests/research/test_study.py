@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from _fixtures_gauntlet import fast_profile
 from edgerobust.cli import app
 from edgerobust.errors import DependencyError, UsageError
 
@@ -39,7 +40,7 @@ def build_point(task):
 sp.build_point = build_point
 sweep(SweepConfig(PrepareConfig(args["model"], eval_samples=48), out=args["out"], sparsities=(0.3, 0.5),
                   precisions=("fp32",), attacks="fgsm", eps="8/255", finetune=TrainConfig(epochs=0), latency_rounds=1,
-                  write_report=False))
+                  latency_profile=args["profile"], write_report=False))
 """
 
 
@@ -65,8 +66,9 @@ def test_killed_sweep_resumes_and_reuses_only_intact_points(zoo_checkpoint, tmp_
 
     torch.set_num_threads(1)
     out, ready = tmp_path / "s", tmp_path / "ready"
+    quick = str(fast_profile(tmp_path / "quick.toml"))  # speedups measured in a few runs: what is tested is the resume
     child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(
-        {"model": str(zoo_checkpoint.path), "out": str(out), "ready": str(ready)})],
+        {"model": str(zoo_checkpoint.path), "out": str(out), "ready": str(ready), "profile": quick})],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 400
@@ -82,7 +84,7 @@ def test_killed_sweep_resumes_and_reuses_only_intact_points(zoo_checkpoint, tmp_
     assert [p.name.split("-")[0] for p in done] == ["s_0.3"] and not (out / "sweep.json").exists()
 
     # the same command again: the finished point is reused, the killed one computed
-    first = sweep(_config(zoo_checkpoint.path, out))
+    first = sweep(_config(zoo_checkpoint.path, out, latency_profile=quick))
     assert (first.reused, first.computed) == (1, 1)
     assert [m.model for m in first.models] == ["base", "s=0.3 fp32", "s=0.5 fp32"]
     assert not [p for p in out.rglob(".*tmp-*")], "a half-written point folder was left behind"
@@ -92,12 +94,12 @@ def test_killed_sweep_resumes_and_reuses_only_intact_points(zoo_checkpoint, tmp_
     # a corrupt point is rebuilt, never trusted; rebuilt, it scores the same
     (point,) = [p for p in (out / "points").iterdir() if p.name.startswith("s_0.5")]
     (point / "bundle" / "model.onnx").write_bytes(b"not a model")
-    again = sweep(_config(zoo_checkpoint.path, out))
+    again = sweep(_config(zoo_checkpoint.path, out, latency_profile=quick))
     assert (again.reused, again.computed) == (1, 1)
     assert _accuracies(again) == _accuracies(first)
 
     # a changed option recomputes only the points it affects: 0.3 is kept, 0.7 is new
-    changed = sweep(_config(zoo_checkpoint.path, out, sparsities=(0.3, 0.7)))
+    changed = sweep(_config(zoo_checkpoint.path, out, sparsities=(0.3, 0.7), latency_profile=quick))
     assert (changed.reused, changed.computed) == (1, 1)
     assert _accuracies(changed)[("s=0.3 fp32", "fgsm_8-255.npz")] == _accuracies(first)[("s=0.3 fp32",
                                                                                            "fgsm_8-255.npz")]
