@@ -5,8 +5,9 @@ For each profile (laptop-cpu and laptop-cpu-1thread count as two devices): `cali
 size, then measure each model alone on the same profile (edgerobust's own measurement: the profile's
 probe processes, p50; `--repeats` times, in turn forward and backward, the fastest kept: a neighbour only
 slows a model) and print predicted vs measured, the error, whether the measured p50 fell in the band and
-how wide the band is, the share within ±10% / ±20% / ±25%, and the predicted and measured speedup over the
-base.
+how wide the band is, how far apart the repeats were (spread), the share within ±10% / ±20% / ±25%, the
+predicted and measured speedup over the base, and the shares again over the models whose repeats were within 5% of each other: on a host where
+they are not, a ±10% aim cannot be checked.
 
 Two lists of architectures, never mixed:
 
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import wait_quiet  # noqa: E402
 
+STEADY = 0.05  # a model whose measurements agree within this can check a ±10% estimate; noisier ones cannot
 WORK = Path.home() / ".cache" / "edgerobust-bench" / "estimate"
 DEVELOPMENT = ("resnet18", "mobilenet_v2", "resnet34", "shufflenet_v2_x1_0", "densenet121", "convnext_small")
 CHECK = ("resnet50", "mnasnet1_0", "densenet169", "shufflenet_v2_x0_5", "efficientnet_b0", "regnet_x_400mf",
@@ -144,7 +146,8 @@ def run_profile(profile: str, models: dict[str, Path], sets: dict[str, str], bat
         m = est[b].model(name)
         rows.append({"model": name, "set": sets[name.split()[0].split("@")[0]], "batch": b, "predicted_ms": m.p50_ms,
                      "low_ms": m.low_ms, "high_ms": m.high_ms, "measured_ms": p50,
-                     "measured_all_ms": [r[0] for r in runs], "error": m.p50_ms / p50 - 1,
+                     "measured_all_ms": [r[0] for r in runs], "spread": spread([r[0] for r in runs]),
+                     "error": m.p50_ms / p50 - 1,
                      "in_band": m.low_ms <= p50 <= m.high_ms, "narrow": narrow(m.p50_ms, m.low_ms, m.high_ms),
                      "other_load": load, "by_kind": m.by_kind, "weights_mb": m.weights_mb, "cold": m.cold,
                      "uncosted": list(m.uncosted), "layout": m.layout})
@@ -155,6 +158,15 @@ def run_profile(profile: str, models: dict[str, Path], sets: dict[str, str], bat
                                                 "run_us": cal.run_us, "node_us": cal.node_us, "holdout": fits,
                                                 "nchwc_block": cal.nchwc_block},
             "rows": rows, "uptime_after": uptime()}
+
+
+def spread(runs: list[float]) -> float:
+    """How far apart one model's measurements are: slowest / fastest - 1 (0 for one measurement)."""
+    return max(runs) / min(runs) - 1 if runs and min(runs) > 0 else 0.0
+
+
+def _spread(row: dict) -> str:
+    return f"{100 * row['spread']:.0f}%" if len(row["measured_all_ms"]) > 1 and "spread" in row else "–"
 
 
 def narrow(p: float, low: float, high: float, width: float = 0.25) -> bool:
@@ -178,10 +190,14 @@ def summary(rows: list[dict]) -> str:
     sp = speedups(rows)
     sp_err = np.abs([p / m - 1 for _, p, m in sp])
     worst = sorted(rows, key=lambda r: -abs(r["error"]))[:3]
+    steady = [abs(r["error"]) for r in rows if len(r["measured_all_ms"]) > 1 and r.get("spread", 1.0) <= STEADY]
     return (f"Within ±10%: {np.mean(err <= 0.1):.0%}, ±20%: {np.mean(err <= 0.2):.0%}, ±25%: {np.mean(err <= 0.25):.0%} "
             f"of {len(err)} models; median |error| {np.median(err):.0%}; measured p50 in the band: "
             f"{np.mean([r['in_band'] for r in rows]):.0%}; band within ±25%: {np.mean([r['narrow'] for r in rows]):.0%}"
             + (f"; speedup within ±15%: {np.mean(sp_err <= 0.15):.0%} of {len(sp)}" if sp else "")
+            + (f"; of the {len(steady)} models whose repeats were within {STEADY:.0%} of each other (noise below the "
+               f"±10% aim), within ±10%: {np.mean(np.array(steady) <= 0.1):.0%}, ±20%: {np.mean(np.array(steady) <= 0.2):.0%}"
+               if steady else "")
             + "; largest errors: " + ", ".join(f"{r['model']} {100 * r['error']:+.0f}%" for r in worst) + ".")
 
 
@@ -200,12 +216,13 @@ def render(results: dict) -> str:
                 if not rows:
                     continue
                 lines += [f"**{set_} set, batch {b}**", "",
-                          "| model | predicted p50 ms [band] | measured p50 ms (each) | error | in band | other load |",
-                          "|---|---|---|---|---|---|"]
+                          "| model | predicted p50 ms [band] | measured p50 ms (each) | spread | error | in band | other load |",
+                          "|---|---|---|---|---|---|---|"]
                 for r in rows:
                     each = ", ".join(f"{v:.3f}" for v in r["measured_all_ms"])
                     lines.append(f"| {r['model']} | {r['predicted_ms']:.3f} [{r['low_ms']:.3f}–{r['high_ms']:.3f}] | "
-                                 f"{r['measured_ms']:.3f} ({each}) | {100 * r['error']:+.0f}% | "
+                                 f"{r['measured_ms']:.3f} ({each}) | {_spread(r)} | "
+                                 f"{100 * r['error']:+.0f}% | "
                                  f"{'yes' if r['in_band'] else 'no'} | {100 * (r['other_load'] or 0):.0f}% |")
                 lines += ["", summary(rows), ""]
         lines += [f"Load after: {res['uptime_after']}", ""]

@@ -326,3 +326,14 @@ def test_a_kind_a_small_grid_did_not_draw_takes_a_faster_stand_in_and_is_said():
 
     line = uncosted_warning(M())
     assert "grouped as conv" in line and "concat int8" not in line and "lower bound" in line
+
+
+def test_the_grid_times_an_int8_pad_on_quantized_values_as_the_int8_stem_runs_it():
+    pads = [p for p in draw(0) if p.kind == "memory" and p.op == "Pad"]
+    assert any(p.c == 3 and p.h >= 32 for p in pads) and any(p.c > 3 for p in pads)  # stem-shaped and inner ones
+    stem = Point("memory", 3, 0, 64, op="Pad")
+    [pad] = [k for k in extract(micro_model(stem, "int8"), "all") if k.kind == "memory"]
+    assert (pad.dtype, pad.op) == ("int8", "Pad")  # on uint8 values, not dequantized, padded and quantized again
+    assert (pad.bytes_in, pad.bytes_out) == (3 * 64 * 64, 4 * 70 * 70)  # 3 channels padded to 4, 3 px a side
+    [pad] = extract(micro_model(stem, "fp32"), "all")
+    assert (pad.kind, pad.dtype, pad.bytes_out) == ("memory", "fp32", 4 * 4 * 70 * 70)

@@ -23,7 +23,7 @@ import numpy as np
 from onnx import TensorProto
 
 from edgerobust.edge.estimate.builder import Builder
-from edgerobust.edge.estimate.moves import MOVE_POINTS, move_model, move_shape
+from edgerobust.edge.estimate.moves import MOVE_POINTS, STEM_PADS, move_model, move_shape
 
 # Points drawn per kind (a full grid); ``scale`` in :func:`draw` shrinks it for a quick calibration.
 POINTS = {"conv": 72, "pointwise": 48, "depthwise": 40, "grouped": 32, "linear": 36, "add": 20, "pool": 16,
@@ -122,7 +122,10 @@ def _one(kind: str, rng) -> Point:
         return Point(kind, _channels(rng, 8, 512), 0, _size(rng, 4, 64), k, 2 if k == 2 else 1, "AveragePool")
     if kind in MOVE_POINTS:
         c, h = _channels(rng, 8, 512, aligned), _size(rng, 2, 112)
-        return Point(kind, c, 0, h, *move_shape(kind, rng))
+        k, stride, op = move_shape(kind, rng)
+        if op == "Pad" and rng.random() < STEM_PADS:  # the int8 stem's: RGB, the whole image
+            c, h = 3, _size(rng, 32, 230)
+        return Point(kind, c, 0, h, k, stride, op)
     return Point(kind, _channels(rng, 8, 512), 0, _size(rng, 1, 56), op="Reshape")
 
 

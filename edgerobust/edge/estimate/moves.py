@@ -19,20 +19,39 @@ from onnx import TensorProto
 
 from edgerobust.edge.estimate.builder import Builder
 
-# Points drawn per kind (a full grid), and the ops each kind's points take in turn.
-MOVE_POINTS = {"concat": 16, "slice": 12, "transpose": 14, "elementwise": 24, "norm": 8, "quantize": 12, "memory": 6,
-               "resize": 6,
-               "scalar": 4}
+# Points drawn per kind (a full grid), and the ops each kind's points take in turn (drawn at random: Pad twice as
+# often as Cast, since an int8 `memory` fit has only the Pads to learn from, Cast running in float).
+MOVE_POINTS = {"concat": 16, "slice": 12, "transpose": 14, "elementwise": 24, "norm": 8, "quantize": 12, "memory": 12,
+               "resize": 6, "scalar": 4}
 MOVE_OPS = {"concat": ("Concat",), "slice": ("Slice", "Split"), "transpose": ("shuffle", "nhwc", "nchw"),
             "elementwise": ("Scale", "Mul", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Relu", "Div", "Erf"),
             "norm": ("BatchNormalization", "LayerNormalization"), "quantize": ("QuantizeLinear", "DequantizeLinear"),
-            "memory": ("Pad", "Cast"), "resize": ("Resize",), "scalar": ("Shape",)}
+            "memory": ("Pad", "Pad", "Cast"), "resize": ("Resize",), "scalar": ("Shape",)}
 _CONCAT_INPUTS = (2, 2, 3, 4, 6, 12, 24, 48)  # DenseNet concatenates every earlier layer's output: 25-49
+
+
+STEM_PADS = 0.4  # share of Pad points shaped as the int8 space-to-depth stem pads its input: 3 channels, a whole image
 
 
 def move_shape(kind: str, rng) -> tuple[int, int, str]:
     """(k, stride, op) of a data-movement point: ``k`` is a concatenation's number of inputs."""
     return int(rng.choice(_CONCAT_INPUTS)) if kind == "concat" else 1, 1, str(rng.choice(MOVE_OPS[kind]))
+
+
+def pad_model(b: Builder, p) -> tuple[str, int | None]:
+    """A Pad: on float values for fp32 and fp16; for int8 on the quantized values themselves, padded with the zero
+    point, as the int8 space-to-depth stem pads its input (:mod:`edgerobust.workstation.quantize.stem`): 3
+    channels padded to 4 and 3 px a side for a 7×7 stem, else 1 px a side (a DQ -> Pad -> Q pattern would run
+    in float and is not what an int8 bundle holds)."""
+    shape = [p.n, p.c, p.h, p.h]
+    side, extra = (3, -p.c % 4) if p.c < 4 else (1, 0)
+    pads = _const(b, [0, 0, side, side, 0, extra, side, side])
+    if b.dtype != "int8":
+        return b.node("Pad", [b.activation_in(shape), pads]), None
+    q_elem, q_np = (TensorProto.INT8, np.int8) if b.signed else (TensorProto.UINT8, np.uint8)
+    scale, zero = b.const(np.array(0.05, np.float32)), b.const(np.array(0, q_np))
+    q = b.node("QuantizeLinear", [b.input(shape, TensorProto.FLOAT), scale, zero])
+    return b.node("DequantizeLinear", [b.node("Pad", [q, pads, zero], mode="constant"), scale, zero]), TensorProto.FLOAT
 
 
 def _const(b: Builder, values, dtype=np.int64) -> str:
@@ -51,6 +70,8 @@ def move_model(b: Builder, p) -> tuple[str, int | None]:
         return b.node("DequantizeLinear", [b.input(shape, q_elem), scale, zero]), TensorProto.FLOAT
     if p.kind == "concat":  # each input at a scale of its own, as a quantizer leaves them: requantized to the output's
         return b.node("Concat", [b.activation_in(shape, 0.045 + 0.01 * j) for j in range(max(p.k, 2))], axis=1), None
+    if p.kind == "memory" and p.op == "Pad":
+        return pad_model(b, p)
     if p.kind == "scalar":  # shape arithmetic, as ShuffleNet's exported channel shuffle computes its reshape
         x = b.activation_in(["N", p.c, p.h, p.h])
         s = b.node("Shape", [x])
@@ -81,9 +102,7 @@ def move_model(b: Builder, p) -> tuple[str, int | None]:
     if p.kind == "resize":  # nearest, twice the size: a feature pyramid's or a decoder's upsampling
         return b.node("Resize", [x, "", b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest"), None
     if p.kind == "memory":
-        if p.op == "Cast":
-            return b.node("Cast", [b.node("Cast", [x], to=TensorProto.FLOAT16)], to=b.float_type()[0]), None
-        return b.node("Pad", [x, _const(b, [0, 0, 1, 1, 0, 0, 1, 1])]), None
+        return b.node("Cast", [b.node("Cast", [x], to=TensorProto.FLOAT16)], to=b.float_type()[0]), None
     return _elementwise(b, p, x), None
 
 
