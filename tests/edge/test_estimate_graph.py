@@ -105,8 +105,8 @@ def test_every_grid_point_is_a_model_the_runtime_splits_into_known_kinds():
         for dtype in ("fp32", "int8"):
             ks = extract(micro_model(p, dtype), "all")
             assert ks and all(k.kind in KINDS for k in ks)
-            assert any(k.kind.removesuffix("-nchw") == p.kind for k in ks) or (dtype, p.kind) in (
-                ("int8", "elementwise"), ("int8", "memory"))  # a Relu or a Pad the int8 graph folds away
+            assert any(k.kind.removesuffix("-nchw") == p.kind for k in ks) or (dtype, p.kind) == (
+                "int8", "elementwise")  # a Relu the int8 graph folds away
 
 
 def test_builder_names_every_node_so_the_profiler_can_be_read():

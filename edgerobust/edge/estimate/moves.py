@@ -6,7 +6,8 @@ scale; an int8 model quantizes and dequantizes at every float island. Each of th
 kernel of its own kind (:data:`edgerobust.edge.estimate.kernels.KINDS`), at the shapes pruned networks
 have (channels 8-512, multiples of 8 and, a quarter of them, not; 2-112 px), written as a bundle holds
 it (for int8, between QuantizeLinear/DequantizeLinear pairs, which the runtime fuses as it does in a
-model: QLinearConcat of inputs at scales of their own, a slice on 8-bit data, QLinearMul). Layout
+model: QLinearConcat of inputs at scales of their own, a slice on 8-bit data, QLinearMul, and a Pad on the
+quantized values, as the int8 stem pads its input). Layout
 changes the runtime inserts itself (NCHWc reorders, the int8 channels-last transposes) need no points of
 their own: they are timed where they occur, around the convolutions of the grid.
 
@@ -19,8 +20,8 @@ from onnx import TensorProto
 
 from edgerobust.edge.estimate.builder import Builder
 
-# Points drawn per kind (a full grid), and the ops each kind's points take in turn (drawn at random: Pad twice as
-# often as Cast, since an int8 `memory` fit has only the Pads to learn from, Cast running in float).
+# Points drawn per kind (a full grid), and the ops each kind's points draw from at random (Pad twice as often as
+# Cast: an int8 `memory` fit has only the Pads to learn from, Cast running in float).
 MOVE_POINTS = {"concat": 16, "slice": 12, "transpose": 14, "elementwise": 24, "norm": 8, "quantize": 12, "memory": 12,
                "resize": 6, "scalar": 4}
 MOVE_OPS = {"concat": ("Concat",), "slice": ("Slice", "Split"), "transpose": ("shuffle", "nhwc", "nchw"),
