@@ -122,10 +122,14 @@ def measure_all(models: dict[str, Path], profile: str, batches: list[int], repea
     {(name, batch): [(p50 ms, other load), ...]}."""
     jobs = [(name, b) for b in batches for name in models]
     got: dict[tuple, list] = {j: [] for j in jobs}
+    t0, done, total = time.perf_counter(), 0, len(jobs) * repeats
     for r in range(repeats):
         for name, b in (jobs if r % 2 == 0 else jobs[::-1]):
             wait_quiet(max_wait_s=wait_s, log=lambda m: None)
             got[(name, b)].append(measured_p50(models[name], profile, b))
+            done += 1
+            if done % 20 == 0 or done == total:  # a check list takes tens of minutes: say how far it is
+                print(f"  measured {done} of {total} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return got
 
 
