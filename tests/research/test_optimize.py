@@ -69,7 +69,8 @@ def quick(tmp_path_factory) -> str:
     full audit of its chosen bundle in a second or two. How a profile measures is tested in tests/edge."""
     text = (Path(__file__).parents[2] / "device_profiles" / "laptop-cpu-1thread.toml").read_text(encoding="utf-8")
     for key, value in (("warmup_runs", 2), ("rounds", 2), ("min_seconds", 0.2), ("max_seconds", 1.0), ("processes", 1)):
-        text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        text, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert n == 1, f"laptop-cpu-1thread.toml no longer sets {key}: the quick copy would measure at full length"
     path = tmp_path_factory.mktemp("profile") / "quick-1thread.toml"
     path.write_text(text, encoding="utf-8")
     return str(path)
