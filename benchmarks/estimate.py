@@ -6,8 +6,8 @@ size, then measure each model alone on the same profile (edgerobust's own measur
 probe processes, p50; `--repeats` times, in turn forward and backward, the fastest kept: a neighbour only
 slows a model) and print predicted vs measured, the error, whether the measured p50 fell in the band and
 how wide the band is, how far apart the repeats were (spread), the share within ±10% / ±20% / ±25%, the
-predicted and measured speedup over the base, and the shares again over the models whose repeats were within 5% of each other: on a host where
-they are not, a ±10% aim cannot be checked.
+predicted and measured speedup over the base, and the shares again over the models whose repeats were
+within 5% of each other: on a host where they are not, a ±10% aim cannot be checked.
 
 Two lists of architectures, never mixed:
 

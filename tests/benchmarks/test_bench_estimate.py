@@ -26,6 +26,15 @@ ROWS = [
 ]
 
 
+def _table(rows: list[dict]) -> str:
+    """The benchmark's printed report of one profile holding ``rows``."""
+    return estimate.render({"host": {"cpu": "cpu", "cores": 2, "machine": "x86_64", "isa": ["avx2"], "onnxruntime": "1"},
+                            "date": "today", "sizes": [128],
+                            "profiles": [{"profile": "p", "calibration": {"seconds": 1.0, "other_load": 0.0, "uptime": "up",
+                                                                          "nchwc_block": 8},
+                                          "rows": rows, "uptime_after": "up"}]})
+
+
 def test_spread_is_the_slowest_over_the_fastest_repeat():
     assert estimate.spread([2.0, 2.5, 2.2]) == 0.25
     assert estimate.spread([3.0]) == 0.0 and estimate.spread([]) == 0.0
@@ -43,19 +52,11 @@ def test_the_summary_gives_the_shares_again_over_the_steady_models():
 def test_one_measurement_a_model_gives_no_spread_and_no_steady_share():
     rows = [_row("net base", 10.0, [10.0]), _row("net 0.5 fp32", 4.0, [4.0])]
     assert "whose repeats" not in estimate.summary(rows)
-    table = estimate.render({"host": {"cpu": "cpu", "cores": 2, "machine": "x86_64", "isa": ["avx2"],
-                                      "onnxruntime": "1"}, "date": "today", "sizes": [128],
-                             "profiles": [{"profile": "p", "calibration": {"seconds": 1.0, "other_load": 0.0,
-                                                                           "uptime": "up", "nchwc_block": 8},
-                                           "rows": rows, "uptime_after": "up"}]})
+    table = _table(rows)
     assert "| net base | 10.000 [9.000–11.000] | 10.000 (10.000) | – | +0% | yes | 0% |" in table
 
 
 def test_the_table_gives_each_models_spread():
-    table = estimate.render({"host": {"cpu": "cpu", "cores": 2, "machine": "x86_64", "isa": ["avx2"],
-                                      "onnxruntime": "1"}, "date": "today", "sizes": [128],
-                             "profiles": [{"profile": "p", "calibration": {"seconds": 1.0, "other_load": 0.0,
-                                                                           "uptime": "up", "nchwc_block": 8},
-                                           "rows": ROWS, "uptime_after": "up"}]})
+    table = _table(ROWS)
     assert "| net 0.5 int8 | 1.500 [1.350–1.650] | 1.000 (1.000, 1.400) | 40% | +50% | no | 0% |" in table
     assert "**check set, batch 1**" in table and "| spread |" in table

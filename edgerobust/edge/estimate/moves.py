@@ -29,8 +29,6 @@ MOVE_OPS = {"concat": ("Concat",), "slice": ("Slice", "Split"), "transpose": ("s
             "norm": ("BatchNormalization", "LayerNormalization"), "quantize": ("QuantizeLinear", "DequantizeLinear"),
             "memory": ("Pad", "Pad", "Cast"), "resize": ("Resize",), "scalar": ("Shape",)}
 _CONCAT_INPUTS = (2, 2, 3, 4, 6, 12, 24, 48)  # DenseNet concatenates every earlier layer's output: 25-49
-
-
 STEM_PADS = 0.4  # share of Pad points shaped as the int8 space-to-depth stem pads its input: 3 channels, a whole image
 
 
@@ -49,8 +47,7 @@ def pad_model(b: Builder, p) -> tuple[str, int | None]:
     pads = _const(b, [0, 0, side, side, 0, extra, side, side])
     if b.dtype != "int8":
         return b.node("Pad", [b.activation_in(shape), pads]), None
-    q_elem, q_np = (TensorProto.INT8, np.int8) if b.signed else (TensorProto.UINT8, np.uint8)
-    scale, zero = b.const(np.array(0.05, np.float32)), b.const(np.array(0, q_np))
+    _, scale, zero = _quantizer(b)
     q = b.node("QuantizeLinear", [b.input(shape, TensorProto.FLOAT), scale, zero])
     return b.node("DequantizeLinear", [b.node("Pad", [q, pads, zero], mode="constant"), scale, zero]), TensorProto.FLOAT
 
@@ -59,13 +56,18 @@ def _const(b: Builder, values, dtype=np.int64) -> str:
     return b.const(np.array(values, dtype))
 
 
+def _quantizer(b: Builder) -> tuple[int, str, str]:
+    """(the 8-bit element type, a scale, a zero point) of a quantized tensor: int8 for TensorRT, else uint8."""
+    q_elem, q_np = (TensorProto.INT8, np.int8) if b.signed else (TensorProto.UINT8, np.uint8)
+    return q_elem, b.const(np.array(0.05, np.float32)), b.const(np.array(0, q_np))
+
+
 def move_model(b: Builder, p) -> tuple[str, int | None]:
     """The point's op on a [n, c, h, h] tensor (the input quantized for int8); its output and the output's
     element type (None: as :meth:`Builder.model` ends any model)."""
     shape = [p.n, p.c, p.h, p.h]
     if p.kind == "quantize":
-        q_elem, q_np = (TensorProto.INT8, np.int8) if b.signed else (TensorProto.UINT8, np.uint8)
-        scale, zero = b.const(np.array(0.05, np.float32)), b.const(np.array(0, q_np))
+        q_elem, scale, zero = _quantizer(b)
         if p.op == "QuantizeLinear":
             return b.node("QuantizeLinear", [b.input(shape, TensorProto.FLOAT), scale, zero]), q_elem
         return b.node("DequantizeLinear", [b.input(shape, q_elem), scale, zero]), TensorProto.FLOAT
