@@ -27,7 +27,12 @@ times only its own grid of single kernels.
 
     python benchmarks/estimate.py [--set check|development|both] [--models a,b] [--sparsities 0.3,0.5,0.7]
                                   [--sizes 128] [--batch 1,8] [--profiles laptop-cpu,laptop-cpu-1thread]
-                                  [--quick] [--out results.json]
+                                  [--quick] [--out results.json] [--measured results.json]
+                                  [--calibration calibration.json]
+
+--measured: predict again against an earlier run's measurements (its --out, on this host) instead of measuring
+for 40 minutes: after a change to the method, only the calibration (5 minutes) is run again; the table names the
+earlier run. --calibration: predict from a calibration file instead of calibrating (one profile).
 
 --quick: resnet18 only at sparsity 0.5 (base, fp32, int8), a quick calibration (a 0.3 grid, one pass):
 a few minutes. Timings taken while other processes use the cores are slow and noisy: the table gives
@@ -133,19 +138,39 @@ def measure_all(models: dict[str, Path], profile: str, batches: list[int], repea
     return got
 
 
+def earlier_runs(results: dict, profile: str) -> dict:
+    """{(model, batch): [(p50 ms, other load), ...]} of one profile in an earlier run's JSON (``--out``)."""
+    res = next((r for r in results.get("profiles", ()) if r["profile"] == profile), None)
+    if res is None:
+        return {}
+    return {(r["model"], r["batch"]): [(v, r["other_load"]) for v in r["measured_all_ms"]] for r in res["rows"]}
+
+
 def run_profile(profile: str, models: dict[str, Path], sets: dict[str, str], batches: list[int], work: Path,
-                quick: bool, wait_s: float, repeats: int) -> dict:
-    from edgerobust.edge.estimate.calibrate import CalibrateConfig, calibrate
+                quick: bool, wait_s: float, repeats: int, earlier: dict | None = None,
+                calibration: Path | None = None) -> dict:
+    """Calibrate (or load ``calibration``), predict every model, measure it (or take its earlier measurements
+    from ``earlier``: :func:`earlier_runs`), and compare."""
+    from edgerobust.edge.estimate.calibrate import CalibrateConfig, calibrate, load_calibration
     from edgerobust.edge.estimate.predict import EstimateConfig, estimate
 
-    wait_quiet(max_wait_s=wait_s)
     t0, load0 = time.perf_counter(), uptime()
-    cal = calibrate(CalibrateConfig(profile=profile, out=work / f"calibration-{profile}.json", overwrite=True,
-                                    scale=0.3 if quick else 1.0, passes=1 if quick else 2, show_progress=False))
-    print(f"  calibrated {profile} in {time.perf_counter() - t0:.0f} s (other load {cal.other_load}; {load0})", flush=True)
+    if calibration is not None:
+        cal = load_calibration(calibration)
+        print(f"  calibration {calibration} ({cal.created})", flush=True)
+    else:
+        wait_quiet(max_wait_s=wait_s)
+        cal = calibrate(CalibrateConfig(profile=profile, out=work / f"calibration-{profile}.json", overwrite=True,
+                                        scale=0.3 if quick else 1.0, passes=1 if quick else 2, show_progress=False))
+        print(f"  calibrated {profile} in {time.perf_counter() - t0:.0f} s (other load {cal.other_load}; {load0})",
+              flush=True)
     est = {b: estimate(EstimateConfig(cal, models, batch=b)) for b in batches}
+    earlier = earlier or {}
+    todo = {name: path for name, path in models.items() if any((name, b) not in earlier for b in batches)}
+    runs_of = {**{k: v for k, v in earlier.items() if k[0] in models and k[1] in batches},
+               **measure_all(todo, profile, batches, repeats, wait_s)}
     rows = []
-    for (name, b), runs in measure_all(models, profile, batches, repeats, wait_s).items():
+    for (name, b), runs in runs_of.items():
         p50, load = min(runs)  # the fastest measurement: a neighbour only ever slows a model down
         m = est[b].model(name)
         rows.append({"model": name, "set": sets[name.split()[0].split("@")[0]], "batch": b, "predicted_ms": m.p50_ms,
@@ -160,8 +185,9 @@ def run_profile(profile: str, models: dict[str, Path], sets: dict[str, str], bat
     fits = {k: {n: v for n, v in f["holdout"].items() if n != "errors"} for k, f in cal.fits.items()}
     return {"profile": profile, "calibration": {"seconds": cal.seconds, "other_load": cal.other_load, "uptime": load0,
                                                 "run_us": cal.run_us, "node_us": cal.node_us, "holdout": fits,
-                                                "nchwc_block": cal.nchwc_block},
-            "rows": rows, "uptime_after": uptime()}
+                                                "nchwc_block": cal.nchwc_block, "created": cal.created,
+                                                "profiler_us": cal.profiler_us},
+            "rows": rows, "uptime_after": uptime(), "earlier": len(earlier) and len(models) - len(todo)}
 
 
 def spread(runs: list[float]) -> float:
@@ -208,7 +234,8 @@ def summary(rows: list[dict]) -> str:
 def render(results: dict) -> str:
     h = results["host"]
     lines = [f"Host: {h['cpu']}, {h['cores']} cores, {h['machine']}, ISA {', '.join(h['isa'])}, onnxruntime "
-             f"{h['onnxruntime']}; {results['date']}; input {results['sizes']} px", ""]
+             f"{h['onnxruntime']}; {results['date']}; input {results['sizes']} px"
+             + (f"; measurements taken earlier: {results['measured']}" if results.get("measured") else ""), ""]
     for res in results["profiles"]:
         c = res["calibration"]
         lines += [f"### {res['profile']}", "",
@@ -250,6 +277,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2, help="measurements of each model (forward, then backward "
                                                           "order); the fastest is the measured p50")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--measured", default=None, help="an earlier run's --out JSON: predict again against its "
+                                                     "measurements (same host), measuring only models it lacks")
+    ap.add_argument("--calibration", default=None, help="predict from this calibration file instead of "
+                                                        "calibrating (one profile only)")
     a = ap.parse_args()
     if a.models or a.quick:
         archs = (a.models or "resnet18").split(",")
@@ -267,9 +298,16 @@ def main() -> int:
 
     results = {"host": dataclasses.asdict(host_info()), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "sizes": sizes,
                "profiles": []}
-    for p in a.profiles.split(","):
+    profiles = a.profiles.split(",")
+    if a.calibration and len(profiles) > 1:
+        ap.error("--calibration is one device's: give one profile with --profiles")
+    earlier = json.loads(Path(a.measured).read_text(encoding="utf-8")) if a.measured else {}
+    if earlier:
+        results["measured"] = f"{a.measured} ({earlier.get('date')})"
+    for p in profiles:
         results["profiles"].append(run_profile(p, models, sets, batches, work, a.quick, a.wait_quiet,
-                                               1 if a.quick else a.repeats))
+                                               1 if a.quick else a.repeats, earlier_runs(earlier, p) if earlier else None,
+                                               Path(a.calibration) if a.calibration else None))
         if a.out:  # after each profile: a long run stopped later keeps what it measured
             Path(a.out).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     print(render(results))

@@ -60,3 +60,19 @@ def test_the_table_gives_each_models_spread():
     table = _table(ROWS)
     assert "| net 0.5 int8 | 1.500 [1.350–1.650] | 1.000 (1.000, 1.400) | 40% | +50% | no | 0% |" in table
     assert "**check set, batch 1**" in table and "| spread |" in table
+
+
+def test_an_earlier_runs_measurements_are_read_back_per_model_and_batch():
+    earlier = {"profiles": [{"profile": "p", "rows": [dict(ROWS[2], other_load=0.02),
+                                                      dict(ROWS[0], batch=8, measured_all_ms=[30.0])]},
+                            {"profile": "q", "rows": [ROWS[1]]}]}
+    got = estimate.earlier_runs(earlier, "p")
+    assert got == {("net 0.5 int8", 1): [(1.0, 0.02), (1.4, 0.02)], ("net base", 8): [(30.0, 0.0)]}
+    assert estimate.earlier_runs(earlier, "r") == {}
+
+
+def test_the_table_names_the_earlier_run_whose_measurements_it_reuses():
+    assert "measurements taken earlier" not in _table(ROWS)
+    results = {"host": {"cpu": "cpu", "cores": 2, "machine": "x86_64", "isa": ["avx2"], "onnxruntime": "1"},
+               "date": "today", "sizes": [128], "measured": "old.json (2026-12-07 17:41 UTC)", "profiles": []}
+    assert "measurements taken earlier: old.json (2026-12-07 17:41 UTC)" in estimate.render(results)
