@@ -11,6 +11,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 FLOAT = {"fp32": (TensorProto.FLOAT, np.float32), "fp16": (TensorProto.FLOAT16, np.float16)}
+IN_SCALE, W_SCALE = 0.05, 0.01  # an activation's scale unless given, and every int8 weight's
 
 
 class Builder:
@@ -21,6 +22,7 @@ class Builder:
         self.nodes, self.inits, self.inputs = [], [], []
         self.rng = np.random.default_rng(seed)
         self.n = 0
+        self.scales: dict[str, float] = {}  # each dequantized activation's scale, by tensor name
 
     def name(self, stem: str) -> str:
         self.n += 1
@@ -50,11 +52,13 @@ class Builder:
     def float_type(self) -> tuple[int, type]:
         return FLOAT.get(self.dtype, FLOAT["fp32"])
 
-    def qdq(self, x: str, scale: float = 0.05) -> str:
+    def qdq(self, x: str, scale: float = IN_SCALE) -> str:
         """x (float) quantized to 8 bits and back: the activation pattern of a QDQ model."""
         zp = np.array(0, dtype=np.int8 if self.signed else np.uint8)
-        scale, zero = self.const(np.array(scale, np.float32), "s"), self.const(zp, "z")
-        return self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, scale, zero]), scale, zero])
+        s, zero = self.const(np.array(scale, np.float32), "s"), self.const(zp, "z")
+        out = self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, s, zero]), s, zero])
+        self.scales[out] = scale
+        return out
 
     def weight(self, shape: list[int], axis: int = 0) -> str:
         """A weight: float, or per-channel int8 behind a DequantizeLinear for int8."""
@@ -62,18 +66,20 @@ class Builder:
         if self.dtype != "int8":
             return self.const(w.astype(self.float_type()[1]), "w")
         q = self.rng.integers(-127, 128, shape).astype(np.int8)
-        scale = self.const(np.full(shape[axis], 0.01, np.float32), "ws")
+        scale = self.const(np.full(shape[axis], W_SCALE, np.float32), "ws")
         zero = self.const(np.zeros(shape[axis], np.int8), "wz")
         return self.node("DequantizeLinear", [self.const(q, "wq"), scale, zero], axis=axis)
 
-    def bias(self, n: int) -> str:
+    def bias(self, n: int, x: str | None = None) -> str:
+        """A bias of ``n`` zeros: float, or int32 for int8 at the scale a quantizer gives it (the scale of the
+        layer's input ``x`` times the weights': onnxruntime fuses the layer into its integer kernel only then)."""
         if self.dtype != "int8":
             return self.const(np.zeros(n, self.float_type()[1]), "b")
-        scale = self.const(np.full(n, 0.0005, np.float32), "bs")
+        scale = self.const(np.full(n, self.scales.get(x, IN_SCALE) * W_SCALE, np.float32), "bs")
         zero = self.const(np.zeros(n, np.int32), "bz")
         return self.node("DequantizeLinear", [self.const(np.zeros(n, np.int32), "bq"), scale, zero], axis=0)
 
-    def activation_in(self, shape: list[int], scale: float = 0.05) -> str:
+    def activation_in(self, shape: list[int], scale: float = IN_SCALE) -> str:
         """The kernel's input: a graph input, quantized (at ``scale``) and dequantized for int8."""
         if self.dtype == "int8":
             return self.qdq(self.input(shape, TensorProto.FLOAT), scale)

@@ -1,17 +1,21 @@
 """Whole networks the calibration times as networks: how far a sum of kernels is from a model's time on the device.
 
-A kernel timed alone is not a kernel inside a model: between layers the caches, the threads and the
-layout changes behave otherwise. The calibration therefore also builds a few small random networks from
-the blocks real classifiers are made of (a residual pair of 3×3 convolutions, an inverted residual with
-its depthwise convolution, a ShuffleNet unit with its split, concatenation and channel shuffle, a DenseNet
-block whose layers each concatenate every earlier output, a squeeze-excite scale, a RegNet block with its
-grouped convolution; a stage begins with a strided convolution or, a third of the time, DenseNet's
-transition: a 1×1 convolution and a 2×2 average pool), at the sizes pruning leaves (8-256 channels, a
-quarter of them not multiples of 8, 16-96 px), each int8 activation at a scale of its own, in each precision the calibration times, at batch 1 and half as
-many at a batch of 8, measures each one's wall time with the profile's sessions, and predicts it from the fits
+A kernel timed alone is not a kernel inside a model: between layers the caches, the threads and the layout
+changes behave otherwise. The calibration therefore also builds a few small random networks from the blocks
+real classifiers are made of (a residual pair of 3×3 convolutions, an inverted residual with its depthwise
+convolution, a ShuffleNet unit with its split, concatenation and channel shuffle, a DenseNet block whose
+layers each normalize the concatenation of every earlier output (a BatchNormalization no convolution
+absorbs), a squeeze-excite scale, a RegNet block with its grouped convolution; a stage begins with a strided
+convolution or, a third of the time, DenseNet's transition: a normalization, a 1×1 convolution and a 2×2
+average pool), at the sizes pruning leaves (8-256 channels, a quarter of them not multiples of 8, 16-96 px).
+An int8 network is written as a quantizer leaves a model: every tensor between two nodes quantized and
+dequantized (data movement at its input's scale, every other activation at a scale of its own), each bias at
+its input's scale times its weights', so that onnxruntime runs every layer on its integer kernels, as it
+runs a bundle's. It builds each network in each precision the calibration times, at batch 1 and half as many
+at a batch of 8, measures each one's wall time with the profile's sessions, and predicts it from the fits
 like any model. The errors of those predictions, per precision and batch size, are the model-level error an
-estimate carries: its band
-(:func:`edgerobust.edge.estimate.predict.predict_model`). None of these networks is a torchvision model.
+estimate carries: its band (:func:`edgerobust.edge.estimate.predict.predict_model`). None of these networks
+is a torchvision model.
 
 Torch-free: numpy and onnx.
 """
@@ -21,7 +25,7 @@ import re
 
 import numpy as np
 
-from edgerobust.edge.estimate.builder import Builder
+from edgerobust.edge.estimate.builder import IN_SCALE, Builder
 from edgerobust.edge.estimate.grid import BATCH
 
 BLOCKS = ("basic", "inverted", "shuffle", "dense", "se", "grouped")
@@ -40,9 +44,21 @@ class _Net:
         y = self.b.node("Relu", [y]) if relu else y  # a scale per tensor, as a quantizer leaves a model
         return self.b.qdq(y, 0.03 + 0.005 * (self.b.n % 7)) if self.b.dtype == "int8" else y
 
+    def same(self, y: str, x: str) -> str:
+        """A data-movement node's output ``y`` (split, reshape, transpose) quantized in an int8 network at its
+        input ``x``'s scale, as a quantizer leaves every tensor between two nodes."""
+        return self.b.qdq(y, self.b.scales.get(x, IN_SCALE)) if self.b.dtype == "int8" else y
+
+    def norm(self, x: str, c: int) -> str:
+        """DenseNet's pre-activation: BatchNormalization and Relu on a concatenation, where no convolution before it
+        can absorb the normalization: it stays a node of its own (float between dequantize and quantize in int8)."""
+        f = self.b.float_type()[1]
+        ones, zeros = self.b.const(np.ones(c, f)), self.b.const(np.zeros(c, f))
+        return self.act(self.b.node("BatchNormalization", [x, ones, zeros, zeros, ones], epsilon=1e-5))
+
     def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, relu: bool = True) -> str:
         w = self.b.weight([cout, cin // groups, k, k])
-        return self.act(self.b.node("Conv", [x, w, self.b.bias(cout)], kernel_shape=[k, k], strides=[stride] * 2,
+        return self.act(self.b.node("Conv", [x, w, self.b.bias(cout, x)], kernel_shape=[k, k], strides=[stride] * 2,
                                     pads=[k // 2] * 4, group=groups), relu)
 
 
@@ -57,26 +73,28 @@ def _block(net: _Net, kind: str, rng) -> None:
         net.x = net.act(b.node("Add", [y, x]), relu=False)
     elif kind == "shuffle" and c % 4 == 0:
         half = c // 2
-        left, right = b.multi("Split", [x, b.const(np.array([half, half], np.int64))], 2, axis=1)
+        left, right = (net.same(y, x) for y in b.multi("Split", [x, b.const(np.array([half, half], np.int64))], 2,
+                                                            axis=1))
         right = net.conv(net.conv(net.conv(right, half, half, 1), half, half, 3, groups=half, relu=False), half, half, 1)
-        cat = b.node("Concat", [left, right], axis=1)
-        g = b.node("Reshape", [cat, b.const(np.array([net.n, 2, half, net.h, net.h], np.int64))])
-        t = b.node("Transpose", [g], perm=[0, 2, 1, 3, 4])
-        net.x = b.node("Reshape", [t, b.const(np.array([net.n, c, net.h, net.h], np.int64))])
+        cat = net.act(b.node("Concat", [left, right], axis=1), relu=False)
+        g = net.same(b.node("Reshape", [cat, b.const(np.array([net.n, 2, half, net.h, net.h], np.int64))]), cat)
+        t = net.same(b.node("Transpose", [g], perm=[0, 2, 1, 3, 4]), g)
+        net.x = net.same(b.node("Reshape", [t, b.const(np.array([net.n, c, net.h, net.h], np.int64))]), t)
     elif kind == "dense":  # each layer reads every earlier output concatenated, as torchvision's DenseNet
         grow, outs = int(rng.choice([8, 16, 32])), [x]
         for _ in range(int(rng.integers(2, 5))):
-            cat = b.node("Concat", outs, axis=1) if len(outs) > 1 else x
-            outs.append(net.conv(net.conv(cat, c + grow * (len(outs) - 1), 2 * grow, 1), 2 * grow, grow, 3))
-        net.x, net.c = b.node("Concat", outs, axis=1), c + grow * (len(outs) - 1)
+            cat = net.act(b.node("Concat", outs, axis=1), relu=False) if len(outs) > 1 else x
+            cin = c + grow * (len(outs) - 1)
+            outs.append(net.conv(net.conv(net.norm(cat, cin), cin, 2 * grow, 1), 2 * grow, grow, 3, relu=False))
+        net.x, net.c = net.act(b.node("Concat", outs, axis=1), relu=False), c + grow * (len(outs) - 1)
     elif kind == "grouped" and c % 2 == 0:  # RegNet's: 1×1, a grouped 3×3 (2-16 channels per group), 1×1, residual
         groups = c // next(w for w in (16, 8, 4, 2) if c % w == 0 and c > w)
         y = net.conv(net.conv(net.conv(x, c, c, 1), c, c, 3, groups=groups), c, c, 1, relu=False)
         net.x = net.act(b.node("Add", [y, x]))
     else:  # squeeze-excite: a per-channel scale from the pooled tensor
         s = max(c // 4, 8)
-        p = b.node("GlobalAveragePool", [x])
-        gate = b.node("Sigmoid", [net.conv(net.conv(p, c, s, 1), s, c, 1, relu=False)])
+        p = net.act(b.node("GlobalAveragePool", [x]), relu=False)
+        gate = net.act(b.node("Sigmoid", [net.conv(net.conv(p, c, s, 1), s, c, 1, relu=False)]), relu=False)
         net.x = net.act(b.node("Mul", [x, gate]), relu=False)
 
 
@@ -93,15 +111,17 @@ def composed_model(seed: int, dtype: str, signed: bool = False, batch: int = 1) 
     for stage in range(int(rng.integers(2, 4))):
         if stage and rng.random() < 1 / 3:  # DenseNet's transition: 1×1 convolution, 2×2 average pool
             cout = min(net.c, 256 if aligned else 250)
-            pooled = b.node("AveragePool", [net.conv(net.x, net.c, cout, 1)], kernel_shape=[2, 2], strides=[2, 2])
+            pooled = b.node("AveragePool", [net.conv(net.norm(net.x, net.c), net.c, cout, 1, relu=False)],
+                            kernel_shape=[2, 2], strides=[2, 2])
             net.x, net.c, net.h = net.act(pooled, relu=False), cout, net.h // 2
         elif stage:
             cout = min(net.c * 2, 256 if aligned else 250)
             net.x, net.c, net.h = net.conv(net.x, net.c, cout, 3, stride=2), cout, (net.h + 1) // 2
         for _ in range(int(rng.integers(1, 4))):
             _block(net, str(rng.choice(BLOCKS)), rng)
-    flat = b.node("Flatten", [b.node("GlobalAveragePool", [net.x])])
-    return b.model(b.node("Gemm", [flat, b.weight([10, net.c]), b.bias(10)], transB=1))
+    pooled = net.act(b.node("GlobalAveragePool", [net.x]), relu=False)
+    flat = net.same(b.node("Flatten", [pooled]), pooled)
+    return b.model(b.node("Gemm", [flat, b.weight([10, net.c]), b.bias(10, flat)], transB=1))
 
 
 def model_errors(pairs) -> dict:
