@@ -52,6 +52,7 @@ FEATURES = {
     "view": (),
 }
 BAND = (10, 90)  # percentiles of the held-out errors that bound an estimate
+POINTS_PER_COEF = 2  # a fit has at most one nonzero coefficient per this many points (beyond the first)
 LOW_FLOOR = -0.9  # a kind whose held-out kernels ran more than 10x their prediction is bounded at 10x
 
 
@@ -78,11 +79,12 @@ def _row(k: dict, names: tuple[str, ...]) -> list[float]:
     return [1.0] + [feature(k, n) for n in names]
 
 
-def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """min ||a x - b|| with x >= 0, exactly, by least squares on every subset of columns (few columns)."""
+def nnls(a: np.ndarray, b: np.ndarray, most: int | None = None) -> np.ndarray:
+    """min ||a x - b|| with x >= 0 and at most ``most`` nonzero coefficients (None: any), exactly, by least squares
+    on every subset of columns (few columns)."""
     n = a.shape[1]
     best, best_err = np.zeros(n), float(np.sum(b * b))
-    for r in range(1, n + 1):
+    for r in range(1, min(n, most or n) + 1):
         for cols in itertools.combinations(range(n), r):
             x, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
             if np.any(x < 0):
@@ -96,7 +98,11 @@ def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def fit_kind(kernels: list[dict], us: list[float], names: tuple[str, ...]) -> list[float]:
     """The coefficients [c0, c_1..] for one kind and precision. A feature the same for every kernel (one batch
-    size only) cannot be told from the fixed cost: it is left out (0), so the fixed cost stays fixed."""
+    size only) cannot be told from the fixed cost: it is left out (0), so the fixed cost stays fixed. At most one
+    coefficient per :data:`POINTS_PER_COEF` points is nonzero: a kind with few points (a plain convolution, which
+    a device with blocked layouts rarely runs) gets a fit of its strongest feature, not one that passes through
+    every point and predicts nonsense between them (3 points and 6 coefficients predicted a 5 MMAC convolution at
+    6x its time)."""
     x = np.array([_row(k, names) for k in kernels], dtype=np.float64)
     y = np.asarray(us, dtype=np.float64)
     w = 1.0 / np.maximum(y, 0.5)
@@ -104,7 +110,7 @@ def fit_kind(kernels: list[dict], us: list[float], names: tuple[str, ...]) -> li
     scale = np.abs(x[:, keep]).max(axis=0)
     scale[scale == 0] = 1.0
     c = np.zeros(x.shape[1])
-    c[keep] = nnls(x[:, keep] / scale * w[:, None], y * w) / scale
+    c[keep] = nnls(x[:, keep] / scale * w[:, None], y * w, most=max(1, (len(y) - 1) // POINTS_PER_COEF)) / scale
     return [float(v) for v in c]
 
 
