@@ -183,6 +183,20 @@ def test_fit_recovers_a_linear_law_and_its_band_is_the_held_out_error():
     assert low == pytest.approx(100.0) and high == pytest.approx(125.0)
 
 
+def test_a_kind_with_few_points_gets_a_fit_of_few_coefficients():
+    """Three points and six coefficients fit every point exactly and predict nonsense between them: a kind with
+    few points (a plain convolution on a blocked-layout device) is fitted on its strongest feature alone."""
+    ks = [{"macs": m, "cout": c, "bytes_in": a, "bytes_out": a, "bytes_w": w, "batch": 1}
+          for m, c, a, w in ((2e6, 16, 4e4, 9e3), (8e6, 64, 3e4, 4e4), (3e7, 32, 2e5, 2e4))]
+    law = [1e-4 * k["macs"] * f for k, f in zip(ks, (0.9, 1.2, 1.0))]  # work-bound, with 20% noise
+    fit = F.fit_all([Sample("conv-nchw", "fp32", "fit", {}, k, t) for k, t in zip(ks, law)])["conv-nchw/fp32"]
+    assert sum(c != 0 for c in fit["coef"]) == 1 and fit["coef"][1] > 0  # macs alone
+    k = {"macs": 5e6, "cout": 32, "bytes_in": 6e5, "bytes_out": 6e5, "bytes_w": 1e5, "batch": 1}
+    assert F.predict_us(fit, k) == pytest.approx(500, rel=0.25)
+    assert F.nnls(np.eye(3), np.ones(3), most=1).tolist().count(0.0) == 2  # one column of three
+    assert F.nnls(np.eye(3), np.ones(3)).tolist() == [1, 1, 1]
+
+
 @pytest.mark.slow  # the calibration fixture runs `calibrate` end to end
 def test_calibration_file_round_trips_and_is_small(calibration):
     cal = load_calibration(calibration)
@@ -197,6 +211,10 @@ def test_calibration_file_round_trips_and_is_small(calibration):
     # 0: a kernel below the profiler's own cost (shape arithmetic, a reshape: those are their node's cost alone)
     assert np.mean([s.us > 0 for s in cal.samples if s.kind in WEIGHTED]) > 0.8
     assert cal.host["cpu"] and cal.host["onnxruntime"] and cal.run_us > 0
+    # the fixed costs measured before and after the grid's one pass: their medians kept
+    assert len(cal.fixed_rounds) == 2 and all(len(r) == 3 for r in cal.fixed_rounds)
+    for value, measured in zip((cal.run_us, cal.node_us, cal.profiler_us), zip(*cal.fixed_rounds)):
+        assert value == pytest.approx(np.median(measured), abs=2e-3)
     assert calibration.stat().st_size < 200_000
 
 

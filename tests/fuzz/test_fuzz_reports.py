@@ -262,8 +262,9 @@ DELETE = object()
     (("_data", "other_load"), []),  # TypeError comparing it with 0.1
     (("_data", "fits", "conv/fp32", "coef", 0), float("nan")),  # silently a NaN estimate
     (("_data", "composed", "fp32/x"), [[1.0, 1.0]]),  # ValueError reading the batch size of the band's networks
+    (("_data", "fixed_rounds"), [[1.0, 2.0]]),  # a round of the fixed costs that is not (run, node, profiler)
 ], ids=["no-data", "null-data", "null-holdout", "no-coef", "short-coef", "cache-pair", "host-list", "isa-list",
-        "other-load-list", "nan-coefficient", "composed-key"])
+        "other-load-list", "nan-coefficient", "composed-key", "fixed-rounds"])
 def test_found_calibration_with_damaged_fields_is_one_error(cal_seed, tmp_path, path, value):
     from edgerobust.errors import UsageError
 

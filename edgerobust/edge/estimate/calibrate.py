@@ -8,8 +8,9 @@ every node with the profile's sessions (:mod:`edgerobust.edge.estimate.timing`: 
 both with warm caches and after a flush) in ``passes`` passes in shuffled order, keeping each node's
 fastest pass (a neighbour's burst only ever slows a node down). Every timed node is a sample of its own
 kind: the point's own kernel and the layout changes and quantize nodes the runtime runs around it. It
-also measures the cost of a run, of a node and of the profiler, and the cache curve (how cold a model
-runs by the size of its weights). A share ``holdout`` of the points (the same shapes in every precision)
+also measures the cost of a run, of a node and of the profiler (before, between and after the passes, the
+median of each kept: they move with the host's state), and the cache curve (how cold a model runs by the
+size of its weights). A share ``holdout`` of the points (the same shapes in every precision)
 is kept out of the fit (:mod:`edgerobust.edge.estimate.fit`). Last it times small networks of its own
 whole and predicts them (:mod:`edgerobust.edge.estimate.composed`): their errors are the band every
 estimate carries. It records whether the device fuses a residual add into the convolution before it,
@@ -23,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,7 +34,8 @@ import numpy as np
 from edgerobust import __version__
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.grid import Point, draw, micro_model, residual_model
-from edgerobust.edge.estimate.composed import is_key, time_composed
+from edgerobust.edge.estimate.composed import time_composed
+from edgerobust.edge.estimate.damage import damage
 from edgerobust.edge.estimate.graph import nchwc_block, optimized
 from edgerobust.edge.estimate.kernels import DTYPES, WEIGHTED, extract
 from edgerobust.edge.files.atomic import atomic_file
@@ -48,9 +49,10 @@ from edgerobust.edge.runtime.sessions import plan_providers
 from edgerobust.errors import UsageError
 
 TYPE = "edgerobust.edge.estimate.calibration"
-VERSION = 4  # 2: every node's kernel of its own kind (data movement, layout changes), the NCHWc block;
+VERSION = 5  # 2: every node's kernel of its own kind (data movement, layout changes), the NCHWc block;
 # 3: points at a batch of 8 and a cost per image, linear layers over many rows; 4: grouped convolutions,
-# windowed average pools, concatenations of up to 48 inputs requantized
+# windowed average pools, concatenations of up to 48 inputs requantized; 5: the int8 networks on integer kernels
+# (their errors are the int8 band), DenseNet's normalizations in them, a kind with few points fitted on few features
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,9 @@ class Calibration:
     (:mod:`edgerobust.edge.estimate.composed`): the model-level error an estimate's band is drawn from;
     ``cache``: ((weight bytes, cold share), ...), how cold a model's kernels run by the size of its weights
     (timing.cache_curve); ``profiler_us``: what onnxruntime's profiler added to each node it timed, taken off
-    every kernel time (timing.profiler_cost); ``other_load``: the share of the cores other processes used while the grid was timed.
+    every kernel time (timing.profiler_cost); ``other_load``: the share of the cores other processes used while the grid was timed;
+    ``fixed_rounds``: ((run, node, profiler µs), ...) each time they were measured (before, between and after the
+    grid's passes): ``run_us``, ``node_us`` and ``profiler_us`` are their medians.
     """
 
     created: str
@@ -152,6 +156,7 @@ class Calibration:
     seconds: float = 0.0
     nchwc_block: int = 0
     composed: dict = field(default_factory=dict)
+    fixed_rounds: tuple = ()
 
     def describe(self) -> str:
         """``raspberry-pi-5 on Cortex-A76, 4 cores, aarch64 (asimd, asimddp), onnxruntime 1.20.1``."""
@@ -174,7 +179,7 @@ def from_json(data: dict, source: str = "the calibration") -> Calibration:
         raise UsageError(f"`estimate` '{source}' is calibration version {data.get('_version')}; this edgerobust "
                          f"reads version {VERSION}.", fix="Calibrate the device again with this edgerobust.")
     d = data.get("_data")
-    bad = _damage(d) if isinstance(d, dict) else ("_data", d)
+    bad = damage(d) if isinstance(d, dict) else ("_data", d)
     if bad is not None:
         raise UsageError(f"`estimate` '{source}' is a damaged calibration file.",
                          why=f"Its field '{bad[0]}' is {repr(bad[1])[:80]}, which no calibration holds.",
@@ -184,59 +189,13 @@ def from_json(data: dict, source: str = "the calibration") -> Calibration:
         d["samples"] = tuple(Sample(**{**s, "passes_us": tuple(s.get("passes_us", ())),
                                        "cold_passes_us": tuple(s.get("cold_passes_us", ()))}) for s in d["samples"])
         d["cache"] = tuple(tuple(c) for c in d.get("cache", ()))
+        d["fixed_rounds"] = tuple(tuple(r) for r in d.get("fixed_rounds", ()))
         for key in ("providers", "dtypes"):
             d[key] = tuple(d[key])
         return Calibration(**d)
     except (KeyError, TypeError) as exc:
         raise UsageError(f"`estimate` '{source}' is a damaged calibration file.", why=str(exc),
                          fix="Calibrate the device again.") from exc
-
-
-def _finite(v, none: bool = False) -> bool:
-    if v is None:
-        return none
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _texts(v) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-
-STATS = ("median_abs", "within10", "within20", "low", "high")  # a fit's held-out errors (fit.holdout_stats)
-
-
-def _fit_ok(f) -> bool:
-    """A fit an estimate can use: known features, one finite coefficient per feature and the constant, and
-    held-out errors that are numbers (all of them where any point was held out)."""
-    names = {n for kind in F.FEATURES.values() for n in kind}
-    if not isinstance(f, dict) or not _texts(f.get("features")) or not set(f["features"]) <= names:
-        return False
-    coef, h = f.get("coef"), f.get("holdout", {})
-    return (isinstance(coef, list) and len(coef) == len(f["features"]) + 1 and all(map(_finite, coef))
-            and isinstance(f.get("n_fit"), int) and isinstance(h, dict) and _finite(h.get("n", 0))
-            and all(_finite(h[s]) for s in STATS if s in h) and (not h.get("n") or all(s in h for s in STATS)))
-
-
-def _damage(d: dict) -> tuple[str, object] | None:
-    """(the first field of a calibration's ``_data`` that an estimate cannot use, its value), or None. A
-    missing field is left to the dataclass (its TypeError names it)."""
-    text, count = (lambda v: isinstance(v, str)), (lambda v: _finite(v) and v >= 0)
-    checks = {"created": text, "edgerobust_version": text, "profile": text, "profile_source": text,
-              "graph_optimization": text, "timing": text, "providers": _texts, "dtypes": _texts,
-              "intra_op_threads": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "fuses_add": lambda v: isinstance(v, bool),
-              "nchwc_block": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1024,
-              "composed": lambda v: isinstance(v, dict) and all(map(is_key, v)) and all(
-                  isinstance(p, list) and all(isinstance(x, list) and len(x) == 2 and all(_finite(y) and y > 0 for y in x)
-                                              for x in p) for p in v.values()),
-              "run_us": count, "node_us": count, "profiler_us": count,
-              "seconds": count, "other_load": lambda v: _finite(v, none=True),
-              "host": lambda v: isinstance(v, dict) and (v.get("isa") is None or _texts(v["isa"])),
-              "samples": lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
-              "fits": lambda v: isinstance(v, dict) and all(map(_fit_ok, v.values())),
-              "cache": lambda v: isinstance(v, list) and all(isinstance(c, list) and len(c) == 2
-                                                             and all(map(_finite, c)) for c in v)}
-    return next(((k, d[k]) for k, ok in checks.items() if k in d and not ok(d[k])), None)
 
 
 def load_calibration(path: str | os.PathLike) -> Calibration:
@@ -295,37 +254,48 @@ def _main(kind: str, point: Point) -> bool:
     return kind.removesuffix("-nchw") == point.kind
 
 
-def _samples(point: Point, split: str, kernels, warm: list[dict], cold: list[dict]) -> list[Sample]:
+def _samples(point: Point, split: str, kernels, warm: list[dict], cold: list[dict], profiler_us: float = 0.0
+             ) -> list[Sample]:
     """One sample per timed node of a point's tiny model: the point's own kernel, and the nodes around it that
     the runtime runs as it would in a model (NCHWc reorders, int8 transposes, quantize nodes), each of its own
-    kind. ``warm``/``cold``: each pass's node times (:func:`time_nodes`); a wall time ("") is the point's own
-    kernel's."""
+    kind. ``warm``/``cold``: each pass's node times (:func:`time_nodes`), less ``profiler_us`` each; a wall time
+    ("") is the point's own kernel's."""
     out = []
     for k in kernels:
         own = _main(k.kind, point)
         key = "" if "" in (warm[0] if warm else {}) and own else k.name
-        passes = [t[key] for t in warm if key in t]
+        passes = [max(t[key] - profiler_us, 0.0) for t in warm if key in t]
         if not passes or (key == "" and out):
             continue
-        cold_passes = [t[key] for t in cold if key in t] if own and k.kind in WEIGHTED else []
+        cold_passes = ([max(t[key] - profiler_us, 0.0) for t in cold if key in t]
+                       if own and k.kind in WEIGHTED else [])
         out.append(Sample(kind=k.kind, dtype=k.dtype, split=split, point=point.to_dict(),
                           kernel=dataclasses.replace(k, name="").to_dict(), us=min(passes), passes_us=_round(passes),
                           cold_us=min(cold_passes) if cold_passes else None, cold_passes_us=_round(cold_passes)))
     return out
 
 
-def _time_grid(jobs, models, points, profile, plan, timing, config, costs, advance) -> dict:
+def _time_grid(jobs, models, points, profile, plan, timing, config, run_us, advance, between) -> dict:
     """Every job (point, precision, "warm" or "cold") timed ``config.passes`` times in shuffled order: a list of
-    node-time dicts per job."""
+    node-time dicts per job, the profiler's cost still in; ``between()`` after each pass but the last."""
     rng, flush = np.random.default_rng(config.seed + 2), Flush()
     times: dict[tuple, list[dict]] = {j: [] for j in jobs}
     for pass_ in range(config.passes):
+        if pass_:
+            between()
         for n in rng.permutation(len(jobs)):
             i, d, cond = jobs[int(n)]
-            times[jobs[int(n)]].append(time_nodes(models[(i, d)], profile, plan, timing, config.seconds, costs[0],
-                                                  flush if cond == "cold" else None, costs[1], batch=points[i].n))
+            times[jobs[int(n)]].append(time_nodes(models[(i, d)], profile, plan, timing, config.seconds, run_us,
+                                                  flush if cond == "cold" else None, batch=points[i].n))
             advance(1, f"pass {pass_ + 1}: {points[i].kind} {d} {cond}")
     return times
+
+
+def fixed_costs(profile: DeviceProfile, plan, seconds: float, timing: str) -> tuple[float, float, float]:
+    """(µs per run, µs per node, µs the profiler adds to each node it times: 0 for wall timing), measured once
+    (:func:`edgerobust.edge.estimate.timing.overheads`, :func:`~edgerobust.edge.estimate.timing.profiler_cost`)."""
+    run_us, node_us = overheads(profile, plan, seconds)
+    return run_us, node_us, profiler_cost(profile, plan, seconds, run_us, node_us) if timing == "nodes" else 0.0
 
 
 def calibrate(config: CalibrateConfig) -> Calibration:
@@ -348,24 +318,30 @@ def calibrate(config: CalibrateConfig) -> Calibration:
             if c == "warm" or (cold and points[i].kind in WEIGHTED)]
     t0, meter = time.perf_counter(), OtherLoad().start()
     with maybe_task(f"Calibrating {profile.name}", config.passes * len(jobs) + 4, config.show_progress) as advance:
-        run_us, node_us = overheads(profile, plan, max(config.seconds, 0.1))
-        prof_us = profiler_cost(profile, plan, max(config.seconds, 0.1), run_us, node_us) if timing == "nodes" else 0.0
+        # the fixed costs move with the host's state: measured before, between and after the grid's passes, and
+        # the median of each kept (one measurement's profiler cost was 1.9 µs a node and another's 2.8)
+        rounds = [fixed_costs(profile, plan, max(config.seconds, 0.1), timing)]
         fuses, block = fuses_residual_add(profile), nchwc_block(profile.session.graph_optimization)
         advance(1, "run, node and profiler overhead")
-        curve = cache_curve(profile, plan, config.seconds, Flush(), prof_us) if cold else ()
+        curve = cache_curve(profile, plan, config.seconds, Flush(), rounds[0][2]) if cold else ()
         advance(1, "cache")
         kernels = {j: extract(m, profile.session.graph_optimization, batch=points[j[0]].n) for j, m in models.items()}
         advance(1, "kernels split")
-        times = _time_grid(jobs, models, points, profile, plan, timing, config, (run_us, prof_us), advance)
+        again = lambda: rounds.append(fixed_costs(profile, plan, max(config.seconds, 0.1), timing))  # noqa: E731
+        times = _time_grid(jobs, models, points, profile, plan, timing, config, rounds[0][0], advance, again)
+        again()
+        run_us, node_us, prof_us = (float(np.median(v)) for v in zip(*rounds))
         samples = tuple(x for (i, d) in models for x in _samples(points[i], split[i], kernels[(i, d)],
-                                                                  times[(i, d, "warm")], times.get((i, d, "cold"), [])))
+                                                                  times[(i, d, "warm")], times.get((i, d, "cold"), []),
+                                                                  prof_us))
         s = profile.session
         cal = Calibration(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                           edgerobust_version=__version__, profile=profile.name, profile_source=profile.source,
                           providers=tuple(p for p, _ in plan.use), graph_optimization=s.graph_optimization,
                           intra_op_threads=s.intra_op_threads, host=dataclasses.asdict(host_info()), timing=timing,
                           fuses_add=fuses, nchwc_block=block, run_us=run_us, node_us=node_us, profiler_us=prof_us,
-                          dtypes=dtypes, samples=samples, cache=curve, fits=F.fit_all(samples))
+                          dtypes=dtypes, samples=samples, cache=curve, fits=F.fit_all(samples),
+                          fixed_rounds=tuple(tuple(round(v, 3) for v in r) for r in rounds))
         composed = time_composed(dtypes, lambda m: _predict_ms(cal, m),
                                  lambda m: wall_us(m, profile, plan, max(config.seconds, 0.1)) / 1e3, signed,
                                  config.scale)

@@ -128,8 +128,11 @@ def calibration_table(cal) -> tuple[str, list[str], list[list[str]], list[str]]:
         n = h.get("n", 0)
         rows.append([key, f"{f['n_fit']} / {n}", f"{100 * h['median_abs']:.0f}%" if n else "–",
                      f"{100 * h['within10']:.0f}%" if n else "–", f"{100 * h['within20']:.0f}%" if n else "–"])
-    notes = [f"run {cal.run_us:.1f} µs, node {cal.node_us:.2f} µs; residual adds fused into convolutions: "
-             f"{'yes' if cal.fuses_add else 'no'}; NCHWc layout: "
+    rounds = getattr(cal, "fixed_rounds", ())
+    spread = (f" (medians of {len(rounds)} measurements; the profiler's ranged {min(r[2] for r in rounds):.2f}-"
+              f"{max(r[2] for r in rounds):.2f})" if len(rounds) > 1 and cal.profiler_us else "")
+    notes = [f"run {cal.run_us:.1f} µs, node {cal.node_us:.2f} µs, profiler {cal.profiler_us:.2f} µs a node{spread}; "
+             f"residual adds fused into convolutions: {'yes' if cal.fuses_add else 'no'}; NCHWc layout: "
              + (f"blocks of {cal.nchwc_block}" if getattr(cal, "nchwc_block", 0) else "none")]
     for key, pairs in sorted((getattr(cal, "composed", None) or {}).items()):
         e = model_errors(pairs)
