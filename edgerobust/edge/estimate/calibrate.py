@@ -319,7 +319,7 @@ def calibrate(config: CalibrateConfig) -> Calibration:
     t0, meter = time.perf_counter(), OtherLoad().start()
     with maybe_task(f"Calibrating {profile.name}", config.passes * len(jobs) + 4, config.show_progress) as advance:
         # the fixed costs move with the host's state: measured before, between and after the grid's passes, and
-        # the median of each kept (one measurement's profiler cost was 1.9 µs a node and another's 2.8)
+        # the median of each kept (a burst during one measurement does not move them)
         rounds = [fixed_costs(profile, plan, max(config.seconds, 0.1), timing)]
         fuses, block = fuses_residual_add(profile), nchwc_block(profile.session.graph_optimization)
         advance(1, "run, node and profiler overhead")
