@@ -215,6 +215,10 @@ def test_calibration_file_round_trips_and_is_small(calibration):
     assert len(cal.fixed_rounds) == 2 and all(len(r) == 3 for r in cal.fixed_rounds)
     for value, measured in zip((cal.run_us, cal.node_us, cal.profiler_us), zip(*cal.fixed_rounds)):
         assert value == pytest.approx(np.median(measured), abs=2e-3)
+    from edgerobust.edge.render.estimate_lines import calibration_table
+
+    note = calibration_table(cal)[3][0]  # what `calibrate` prints under its table
+    assert f"profiler {cal.profiler_us:.2f} µs a node (medians of 2 measurements; the profiler's ranged" in note
     assert calibration.stat().st_size < 200_000
 
 

@@ -109,7 +109,7 @@ def composed_model(seed: int, dtype: str, signed: bool = False, batch: int = 1) 
     net = _Net(b, x, 3, h, batch)
     net.x, net.c, net.h = net.conv(x, 3, c, 3, stride=2), c, h // 2
     for stage in range(int(rng.integers(2, 4))):
-        if stage and rng.random() < 1 / 3:  # DenseNet's transition: 1×1 convolution, 2×2 average pool
+        if stage and rng.random() < 1 / 3:  # DenseNet's transition: normalization, 1×1 convolution, 2×2 average pool
             cout = min(net.c, 256 if aligned else 250)
             pooled = b.node("AveragePool", [net.conv(net.norm(net.x, net.c), net.c, cout, 1, relu=False)],
                             kernel_shape=[2, 2], strides=[2, 2])
