@@ -187,7 +187,7 @@ def run_profile(profile: str, models: dict[str, Path], sets: dict[str, str], bat
                                                 "run_us": cal.run_us, "node_us": cal.node_us, "holdout": fits,
                                                 "nchwc_block": cal.nchwc_block, "created": cal.created,
                                                 "profiler_us": cal.profiler_us},
-            "rows": rows, "uptime_after": uptime(), "earlier": len(earlier) and len(models) - len(todo)}
+            "rows": rows, "uptime_after": uptime()}
 
 
 def spread(runs: list[float]) -> float:
@@ -301,7 +301,18 @@ def main() -> int:
     profiles = a.profiles.split(",")
     if a.calibration and len(profiles) > 1:
         ap.error("--calibration is one device's: give one profile with --profiles")
-    earlier = json.loads(Path(a.measured).read_text(encoding="utf-8")) if a.measured else {}
+    if a.calibration:
+        from edgerobust.edge.estimate.calibrate import load_calibration
+        from edgerobust.errors import UsageError
+
+        try:
+            load_calibration(a.calibration)
+        except UsageError as exc:
+            ap.error(f"--calibration: {exc}")
+    try:
+        earlier = json.loads(Path(a.measured).read_text(encoding="utf-8")) if a.measured else {}
+    except (OSError, ValueError) as exc:
+        ap.error(f"--measured {a.measured}: not an earlier run's JSON ({exc})")
     if earlier:
         results["measured"] = f"{a.measured} ({earlier.get('date')})"
     for p in profiles:

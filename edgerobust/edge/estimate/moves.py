@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from edgerobust.edge.estimate.builder import Builder
+from edgerobust.edge.estimate.builder import IN_SCALE, Builder
 
 # Points drawn per kind (a full grid), and the ops each kind's points draw from at random (Pad twice as often as
 # Cast: an int8 `memory` fit has only the Pads to learn from, Cast running in float).
@@ -59,7 +59,7 @@ def _const(b: Builder, values, dtype=np.int64) -> str:
 def _quantizer(b: Builder) -> tuple[int, str, str]:
     """(the 8-bit element type, a scale, a zero point) of a quantized tensor: int8 for TensorRT, else uint8."""
     q_elem, q_np = (TensorProto.INT8, np.int8) if b.signed else (TensorProto.UINT8, np.uint8)
-    return q_elem, b.const(np.array(0.05, np.float32)), b.const(np.array(0, q_np))
+    return q_elem, b.const(np.array(IN_SCALE, np.float32)), b.const(np.array(0, q_np))
 
 
 def move_model(b: Builder, p) -> tuple[str, int | None]:
