@@ -18,7 +18,7 @@ eval.npz rows it was not calibrated on (the first 16 calibrate every form), so a
 form is flagged.
 
     python benchmarks/ceiling.py BUNDLE [--rounds 20] [--extras round_to=BUNDLE16,...]
-    python benchmarks/ceiling.py BUNDLE --forms all [--rounds 20] [--out forms.json]
+    python benchmarks/ceiling.py BUNDLE --forms all [--rounds 20] [--threads N] [--out forms.json]
 """
 from __future__ import annotations
 
@@ -138,6 +138,7 @@ class Form:
     weight_symmetric: bool = True
     activation_symmetric: bool = False
     stem: str = "plain"
+    route: str = ""  # "late": the GEMM route for the late convolutions (edgerobust.workstation.quantize.route), "all"
 
 
 TODAY = "today"
@@ -146,6 +147,13 @@ FORMS: dict[str, Form] = {  # --forms names; every one from the same pruned fp32
                 "compress's int8 for laptop-cpu (the cpu preset, its int8_stem), rebuilt here", stem="space-to-depth"),
     "today-plain": Form("today's settings, plain stem", "edgerobust",
                         "the reference of the forms below, none of which rewrites the stem"),
+    "gemm-late": Form("today, late convolutions on the GEMM route (zero point -1)", "edgerobust",
+                      "the symmetric convolution kernel does not use AMX; the integer GEMM does: convolutions of at "
+                      "most 16x16 output pixels and 128+ products per output rerouted, same integers",
+                      stem="space-to-depth", route="late"),
+    "gemm-all": Form("today, every convolution on the GEMM route (zero point -1)", "edgerobust",
+                     "the same for every convolution without groups, the im2col copy of large images included",
+                     stem="space-to-depth", route="all"),
     "bundle": Form("the bundle's model.onnx", "bundle", "what compress shipped (its own calibration rows)"),
     "qdq-asym-w": Form("QDQ U8S8, per-channel, asymmetric weights asked for", "static",
                        "weights with zero points: another weight-packing path ('written as' says what onnxruntime "
@@ -184,6 +192,14 @@ def build_form(form: Form, pruned: Path, bundle: Path, pre: Path, out: Path, cal
         return bundle / "model.onnx"
     if form.how == "edgerobust":
         quantize(pruned, out, calib, QuantConfig(keep_fp32="none", format="qdq", int8_target="cpu", stem=form.stem))
+        if form.route:
+            from edgerobust.workstation.quantize.route import gemm_route
+
+            done = gemm_route(onnx.load(str(out)), **({} if form.route == "late" else {"max_pixels": 1 << 40,
+                                                                                         "min_k": 0}))
+            if done.model is None:
+                raise ValueError(done.note)
+            onnx.save(done.model, str(out))
         return out
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -267,19 +283,24 @@ def build_forms(names: list[str], bundle: Path, work: Path, log) -> tuple[dict[s
     return files, failed
 
 
-def measure_forms(bundle: Path, names: list[str], rounds: int, log=print) -> dict:
+def measure_forms(bundle: Path, names: list[str], rounds: int, log=print, threads: int | None = None) -> dict:
     """Build the named forms, time them interleaved with the pruned fp32 model (batch 1, the harness
     profile), and check each one's top-1 agreement with fp32 on the eval rows after the calibration ones."""
     from edgerobust.edge.files.bundle import EvalSet
     from edgerobust.edge.runtime.sessions import open_session, plan_providers
 
+    x = EvalSet.load(bundle / "eval.npz").x[CALIB:].astype(np.float32)
+    if not len(x):
+        raise SystemExit(f"{bundle}/eval.npz has {CALIB} rows or fewer: the forms calibrate on the first {CALIB} and "
+                         "check agreement on the rest; compress with more evaluation samples")
     work = Path(tempfile.mkdtemp(prefix="er-forms-"))
     files, status = build_forms(names, bundle, work, log)
     profile = bench_profile()
     profile = dataclasses.replace(profile, measure=dataclasses.replace(
         profile.measure, rounds=rounds, max_rounds=rounds, switch_warmup_runs=1))
+    if threads:
+        profile = dataclasses.replace(profile, session=dataclasses.replace(profile.session, intra_op_threads=threads))
     threads, plan = profile.session.intra_op_threads, plan_providers(profile)
-    x = EvalSet.load(bundle / "eval.npz").x[CALIB:].astype(np.float32)
     ref = top1(bundle / "model_fp32.onnx", x, threads)
     checks = {}
     for name, path in list(files.items()):
@@ -351,6 +372,8 @@ def main() -> None:
     ap.add_argument("--forms", default="", help="instead of the ceiling rows, the int8 forms of the pruned model: "
                     f"'all' or a comma list of {', '.join(FORMS)}")
     ap.add_argument("--out", type=Path, default=None, help="--forms: also write the results as JSON here")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="--forms: intra-op threads (default: the harness profile's); 1 is laptop-cpu-1thread's")
     args = ap.parse_args()
     from common import isa_line, other_load_now
     from edgerobust.edge.runtime.host import OtherLoad, host_info
@@ -361,7 +384,7 @@ def main() -> None:
             ap.error(f"unknown form(s) {', '.join(bad)}; known: {', '.join(FORMS)}")
         h, load0 = host_info(), other_load_now()
         meter = OtherLoad().start()
-        res = measure_forms(args.bundle, names, args.rounds)
+        res = measure_forms(args.bundle, names, args.rounds, threads=args.threads)
         during = meter.stop()
         host = (f"host: {h.cpu}, {h.cores} cores, {isa_line()}; onnxruntime {h.onnxruntime}; other processes' CPU "
                 f"share before {load0:.2f}, during {'n/a' if during is None else f'{during:.2f}'}; load average "

@@ -7,6 +7,7 @@ Adversarial sets are real FGSM sets, with the gradient of the cross-entropy comp
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgerobust.edge.files.bundle import AdvSet, EvalSet, finalize_manifest
 from edgerobust.edge.files.npzio import sha256_file
+from edgerobust.edge.runtime.host import cpu_isa
 
 C, H, W, CLASSES, HIDDEN = 1, 8, 8, 10, 32
 
@@ -186,3 +188,56 @@ def ort_predictions(model: Path, x: np.ndarray) -> np.ndarray:
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x[i:i + 7]})[0].argmax(1) for i in range(0, len(x), 7)])
+
+
+# ---------------------------------------------------------------------------------------------
+# a small convolutional classifier for the int8 rewrites (stem, GEMM route)
+
+# With int32 accumulation (VNNI on x86, dot products on ARM) the rewrite gives the same bits;
+# AVX2's 16-bit pair sums saturate differently after the re-layout (see the module's docstring).
+EXACT_HOST = bool({"avx512_vnni", "avx_vnni"} & set(cpu_isa())) or platform.machine().lower() in ("arm64", "aarch64")
+
+
+def stem_model(path, *, channels=3, kernel=7, stride=2, pad=3, size=(32, 32), out=8, seed=0):
+    """Sub/Div normalization -> stem Conv -> Relu -> 3x3 Conv -> Relu -> global pool -> Gemm (10 classes)."""
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    inits = {
+        "mean": np.full((1, channels, 1, 1), 0.45, f), "std": np.full((1, channels, 1, 1), 0.25, f),
+        "w1": (rng.standard_normal((out, channels, kernel, kernel)) * 0.2).astype(f),
+        "b1": (rng.standard_normal(out) * 0.1).astype(f),
+        "w2": (rng.standard_normal((16, out, 3, 3)) * 0.2).astype(f), "b2": np.zeros(16, f),
+        "w3": (rng.standard_normal((16, 10)) * 0.5).astype(f), "b3": np.zeros(10, f),
+    }
+    nodes = [
+        helper.make_node("Sub", ["input", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["normed"]),
+        helper.make_node("Conv", ["normed", "w1", "b1"], ["c1"], name="stem", kernel_shape=[kernel, kernel],
+                         strides=[stride, stride], pads=[pad] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"]),
+    ]
+    h, w = size
+    graph = helper.make_graph(nodes, "stem", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                            ["batch", channels, h, w])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def images(n, channels=3, size=(32, 32), seed=1):
+    return np.random.default_rng(seed).random((n, channels) + size, dtype=np.float32)
+
+
+def logits(path, x):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {"input": x})[0]

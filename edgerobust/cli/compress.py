@@ -22,8 +22,8 @@ from edgerobust.defaults import (DEFAULT_ATTACKS, DEFAULT_CRITERION, DEFAULT_EPS
 from edgerobust.cli.configured import ConfigFile, Flag, FlagValues, configured
 from edgerobust.cli.flags import to_flags
 from edgerobust.errors import UsageError
-from edgerobust.registries import (CALIBRATIONS, FINETUNE_MODES, INT8_MODES, INT8_STEMS, INT8_TARGETS, KEEP_FP32,
-                                   OPTIMIZERS, RATIOS)
+from edgerobust.registries import (CALIBRATIONS, FINETUNE_MODES, INT8_MODES, INT8_ROUTES, INT8_STEMS, INT8_TARGETS,
+                                   KEEP_FP32, OPTIMIZERS, RATIOS)
 
 DATA_HELP = to_flags("; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items()))  # numpy-only import
 # Typer's choices, generated from the registries (edgerobust.registries)
@@ -32,6 +32,7 @@ Int8Mode = INT8_MODES.enum("Int8Mode")
 Int8Target = INT8_TARGETS.enum("Int8Target")
 KeepFp32 = KEEP_FP32.enum("KeepFp32")
 Int8Stem = INT8_STEMS.enum("Int8Stem")
+Int8Route = INT8_ROUTES.enum("Int8Route")
 Ratios = RATIOS.enum("Ratios")
 Optimizer = OPTIMIZERS.enum("Optimizer")
 
@@ -129,6 +130,11 @@ Int8StemOpt = Annotated[Optional[Int8Stem], _O("--int8-stem", show_default=False
                                               help=f"How the int8 model's first convolution is written: "
                                                    f"{to_flags(INT8_STEMS.help())}. Default: the --profile's "
                                                    "compress.int8_stem (space-to-depth for laptop-cpu), else plain.")]
+Int8RouteOpt = Annotated[Optional[Int8Route], _O("--int8-route", show_default=False,
+                                                help=f"Which onnxruntime kernel the late int8 convolutions are written "
+                                                     f"for: {to_flags(INT8_ROUTES.help())}. Default: the --profile's "
+                                                     "compress.int8_route (gemm-late for xeon-amx-1thread), else "
+                                                     "symmetric.")]
 MaxPruneDrop = Annotated[float, _O(help="Stop if pruning + fine-tuning loses more accuracy points than this "
                                         "against the base.")]
 MaxInt8Drop = Annotated[float, _O(help="Stop if int8 loses more accuracy points than this against fp32.")]
@@ -173,6 +179,7 @@ COMPRESS_FLAGS = (
     F("int8_mode", Int8ModeOpt, "static", "quant.mode"), F("calibration", CalibrationOpt, "minmax", "quant.calibration"),
     F("calib_samples", CalibSamples, 256, "prepare.calib_samples"), F("int8_target", Int8TargetOpt, None, "quant.int8_target"),
     F("int8_keep_fp32", KeepFp32Opt, "auto", "quant.keep_fp32"), F("int8_stem", Int8StemOpt, None, "quant.stem"),
+    F("int8_route", Int8RouteOpt, None, "quant.route"),
     F("max_prune_drop", MaxPruneDrop, DEFAULT_MAX_PRUNE_DROP, "max_prune_drop"),
     F("max_int8_drop", MaxInt8Drop, DEFAULT_MAX_INT8_DROP, "max_int8_drop"),
     F("min_int8_agreement", MinInt8Agreement, DEFAULT_MIN_INT8_AGREEMENT, "min_int8_agreement"),

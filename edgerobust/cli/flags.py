@@ -29,7 +29,8 @@ FIELD_FLAGS: dict[str, str] = {
     # int8 and variants
     "int8": "--int8", "fp16": "--fp16", "int8_mode": "--int8-mode", "calibration": "--calibration",
     "int8_target": "--int8-target", "keep_fp32": "--int8-keep-fp32", "int8_stem": "--int8-stem",
-    "stem": "--int8-stem", "max_prune_drop": "--max-prune-drop", "max_int8_drop": "--max-int8-drop", "min_int8_agreement": "--min-int8-agreement",
+    "stem": "--int8-stem", "int8_route": "--int8-route", "route": "--int8-route",
+    "max_prune_drop": "--max-prune-drop", "max_int8_drop": "--max-int8-drop", "min_int8_agreement": "--min-int8-agreement",
     "parity_atol": "--parity-atol",
     # attack sets
     "attacks": "--attacks", "eps": "--eps", "attack_steps": "--attack-steps", "steps": "--attack-steps",

@@ -60,13 +60,15 @@ def compress(cfg: CompressConfig) -> CompressResult:
     """
     t_start = time.perf_counter()
     plan = resolve_target(cfg.target, round_to=cfg.prune.round_to, stem=cfg.quant.stem,
-                          int8_target=cfg.quant.int8_target)
+                          int8_target=cfg.quant.int8_target, route=cfg.quant.route)
     if cfg.corruptions:  # scipy and Pillow checked now, not after the training
         from edgerobust.workstation.corrupt.deps import require_corruption_deps
 
         require_corruption_deps()
     if cfg.quant.stem is not None and not cfg.int8:
         logger.warning("`int8_stem` has no effect without `int8` (there is no int8 model to rewrite).")
+    if cfg.quant.route is not None and not cfg.int8:
+        logger.warning("`int8_route` has no effect without `int8` (there is no int8 model to rewrite).")
     from edgerobust.workstation.pipeline.build import build_bundle  # torch from here on
 
     run = build_bundle(cfg, plan)

@@ -23,7 +23,7 @@ from pathlib import Path
 from edgerobust.defaults import (DEFAULT_CRITERION, DEFAULT_EVAL_SAMPLES, DEFAULT_MAX_INT8_DROP, DEFAULT_MAX_PRUNE_DROP,
                                  DEFAULT_MIN_INT8_AGREEMENT)
 from edgerobust.errors import UsageError
-from edgerobust.registries import (CALIBRATIONS, CRITERIA, FINETUNE_MODES, INT8_MODES, INT8_STEMS, INT8_TARGETS,
+from edgerobust.registries import (CALIBRATIONS, CRITERIA, FINETUNE_MODES, INT8_MODES, INT8_ROUTES, INT8_STEMS, INT8_TARGETS,
                                    KEEP_FP32, OPTIMIZERS, RATIOS)
 from edgerobust.workstation.attacks.spec import attacks_from_config
 from edgerobust.workstation.corrupt.registry import load_corruptions, load_severities, parse_corruptions, parse_severities
@@ -201,10 +201,12 @@ class TrainConfig:
 @dataclass(frozen=True)
 class QuantConfig:
     """How to quantize to int8 (ONNX Runtime): mode, calibration, which layers stay fp32, the
-    preset of int8 types (``int8_target``), the format and the first convolution's form.
+    preset of int8 types (``int8_target``), the format, the first convolution's form and the
+    kernel route of the late convolutions.
 
-    ``int8_target`` (cpu or tensorrt) and ``stem`` (plain or space-to-depth): None lets the
-    target profile decide (resolve_target); quantize() alone reads None as cpu / plain.
+    ``int8_target`` (cpu or tensorrt), ``stem`` (plain or space-to-depth) and ``route``
+    (symmetric or gemm-late): None lets the target profile decide (resolve_target); quantize()
+    alone reads None as cpu / plain / symmetric.
     ``keep_fp32`` auto tries every layer int8 first, then the ends in fp32 while the int8
     gate fails (compress only). The calibration samples are the prepared calibration split.
     """
@@ -216,6 +218,7 @@ class QuantConfig:
     keep_fp32: str = "auto"
     format: str = "auto"
     stem: str | None = None
+    route: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", INT8_MODES.resolve(self.mode))
@@ -225,6 +228,8 @@ class QuantConfig:
             raise UsageError(f"Unknown int8 `format` '{self.format}'.", fix=f"Use one of: {', '.join(INT8_FORMATS)}.")
         if self.stem is not None:
             object.__setattr__(self, "stem", INT8_STEMS.resolve(self.stem))
+        if self.route is not None:
+            object.__setattr__(self, "route", INT8_ROUTES.resolve(self.route))
         if self.int8_target is not None:
             object.__setattr__(self, "int8_target", INT8_TARGETS.resolve(self.int8_target))
 

@@ -213,3 +213,7 @@ def test_the_hint_names_the_measured_gain_for_this_isa_and_how_to_get_it():
     assert gains.runtime_hint(_measurement(vnni, CPU_ONLY, ran=("OpenVINOExecutionProvider",))) is None
     assert gains.runtime_hint(_measurement(vnni, CPU_ONLY, fallback=True)) is None
     assert gains.isa_class(("avx2", "avx512_vnni", "amx_int8")) == "amx" and gains.isa_class(()) == "other"
+    # an AMX host reads its own class's measurement, never the VNNI one (AMX CPUs have VNNI too)
+    amx = gains.known_gain(vnni + ("amx_int8",), ("CPUExecutionProvider",))
+    assert amx.isa == "amx" and amx.ratio != g.ratio and "AMX" in amx.host
+    assert f"{amx.ratio:.2f}x" in gains.runtime_hint(_measurement(vnni + ("amx_int8",), CPU_ONLY))

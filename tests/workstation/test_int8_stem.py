@@ -13,54 +13,7 @@ from edgerobust.edge.runtime.host import cpu_isa
 from edgerobust.workstation.quantize.stem import space_to_depth_stem
 from edgerobust.workstation.configs import QuantConfig
 from edgerobust.workstation.quantize.int8 import quantize
-
-# With int32 accumulation (VNNI on x86, dot products on ARM) the rewrite gives the same bits;
-# AVX2's 16-bit pair sums saturate differently after the re-layout (see the module's docstring).
-EXACT_HOST = bool({"avx512_vnni", "avx_vnni"} & set(cpu_isa())) or platform.machine().lower() in ("arm64", "aarch64")
-
-
-def stem_model(path, *, channels=3, kernel=7, stride=2, pad=3, size=(32, 32), out=8, seed=0):
-    """Sub/Div normalization -> stem Conv -> Relu -> 3x3 Conv -> Relu -> global pool -> Gemm (10 classes)."""
-    rng = np.random.default_rng(seed)
-    f = np.float32
-    inits = {
-        "mean": np.full((1, channels, 1, 1), 0.45, f), "std": np.full((1, channels, 1, 1), 0.25, f),
-        "w1": (rng.standard_normal((out, channels, kernel, kernel)) * 0.2).astype(f),
-        "b1": (rng.standard_normal(out) * 0.1).astype(f),
-        "w2": (rng.standard_normal((16, out, 3, 3)) * 0.2).astype(f), "b2": np.zeros(16, f),
-        "w3": (rng.standard_normal((16, 10)) * 0.5).astype(f), "b3": np.zeros(10, f),
-    }
-    nodes = [
-        helper.make_node("Sub", ["input", "mean"], ["centred"]),
-        helper.make_node("Div", ["centred", "std"], ["normed"]),
-        helper.make_node("Conv", ["normed", "w1", "b1"], ["c1"], name="stem", kernel_shape=[kernel, kernel],
-                         strides=[stride, stride], pads=[pad] * 4),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("GlobalAveragePool", ["r2"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"]),
-    ]
-    h, w = size
-    graph = helper.make_graph(nodes, "stem", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                            ["batch", channels, h, w])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
-                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
-def images(n, channels=3, size=(32, 32), seed=1):
-    return np.random.default_rng(seed).random((n, channels) + size, dtype=np.float32)
-
-
-def logits(path, x):
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return s.run(None, {"input": x})[0]
-
+from onnx_models import EXACT_HOST, images, logits, stem_model
 
 def both(tmp_path, **kw):
     """The model quantized plain and with the stem rewrite: (plain path, rewritten path, rewrite's note)."""

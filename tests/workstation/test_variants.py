@@ -89,11 +89,16 @@ def test_target_plan_follows_the_profile_unless_given():
     assert pi.round_to == 8 and pi.reasons["round_to"] == "the default"
     jetson = resolve_target("jetson-orin-nano")
     assert jetson.stem == "plain" and jetson.reasons["stem"] == "the default"
-    given = resolve_target("laptop-cpu", round_to=4, stem="plain", int8_target="tensorrt")
-    assert (given.round_to, given.stem, given.int8_target) == (4, "plain", "tensorrt")
-    assert given.runtime == "cpu" and all(given.reasons[k] == "given" for k in ("round_to", "stem", "int8_target"))
+    assert laptop.route == "symmetric" and laptop.reasons["route"] == "the default"
+    amx = resolve_target("xeon-amx-1thread")
+    assert (amx.route, amx.stem, amx.round_to) == ("gemm-late", "space-to-depth", 16)
+    assert "xeon-amx-1thread's compress.int8_route" in amx.reasons["route"]
+    given = resolve_target("laptop-cpu", round_to=4, stem="plain", int8_target="tensorrt", route="gemm-late")
+    assert (given.round_to, given.stem, given.int8_target, given.route) == (4, "plain", "tensorrt", "gemm-late")
+    assert given.runtime == "cpu" and all(given.reasons[k] == "given"
+                                          for k in ("round_to", "stem", "int8_target", "route"))
     d = given.to_dict()
-    assert set(d) == {"profile", "runtime", "round_to", "stem", "int8_target", "reasons"} and json.dumps(d)
+    assert set(d) == {"profile", "runtime", "round_to", "stem", "int8_target", "reasons", "route"} and json.dumps(d)
 
 
 def test_target_plan_refuses_unknown_names():
@@ -105,12 +110,14 @@ def test_target_plan_refuses_unknown_names():
         resolve_target(None, stem="sideways")
     with pytest.raises(UsageError, match="Unknown `int8_target` 'gpu'"):
         resolve_target(None, int8_target="gpu")
+    with pytest.raises(UsageError, match="Unknown `int8_route` 'amx'"):
+        resolve_target(None, route="amx")
 
 
 def test_tensorrt_profile_deploys_s8s8_int8(zoo_checkpoint, tmp_path):
     r = cli("compress", zoo_checkpoint.path, "--int8", "--profile", "jetson-orin-nano", "--attacks", "none",
             "--finetune-epochs", "1", "--eval-samples", "64", "--max-prune-drop", "100", "--max-int8-drop", "100",
-            "--out", tmp_path / "b")
+            "--int8-route", "gemm-late", "--out", tmp_path / "b")
     assert r.exit_code == 0, r.output
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert man["deployment"] == {**man["deployment"], "variant": "int8", "target": "tensorrt",
@@ -118,6 +125,10 @@ def test_tensorrt_profile_deploys_s8s8_int8(zoo_checkpoint, tmp_path):
     assert man["target"]["int8_target"] == "tensorrt" and man["target"]["runtime"] == "tensorrt"
     assert man["target"]["profile"] == "jetson-orin-nano" and man["config"]["target"] == "jetson-orin-nano"
     assert man["config"]["quant"]["int8_target"] is None  # as given: the plan decided it
+    assert man["target"]["route"] == "gemm-late" and man["config"]["quant"]["route"] == "gemm-late"
+    # the route given reaches the quantizer, which says why it leaves a TensorRT model symmetric
+    assert man["quantization"]["route"].startswith("GEMM route not applied: it is written for static QDQ int8 on the "
+                                                   "CPU target")
 
 
 def test_compress_follows_the_profile_unless_given(zoo_checkpoint, tmp_path):

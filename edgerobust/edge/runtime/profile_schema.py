@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from edgerobust.errors import ProfileError
 from edgerobust.edge.runtime.profile_checker import Checker
-from edgerobust.registries import INT8_STEMS
+from edgerobust.registries import INT8_ROUTES, INT8_STEMS
 
 
 # Every execution provider name ONNX Runtime has shipped (onnxruntime.get_all_providers()),
@@ -125,10 +125,13 @@ class CompressHints:
     ``round_to``: pruned channel counts are kept multiples of this (PruneConfig.round_to); None: the
     compress default (8). ``int8_stem``: how the int8 model's first convolution is written
     (QuantConfig.stem: "plain" or "space-to-depth"); None: the compress default (plain).
+    ``int8_route``: which kernel the late int8 convolutions are written for (QuantConfig.route:
+    "symmetric" or "gemm-late"); None: the compress default (symmetric).
     """
 
     round_to: int | None = None
     int8_stem: str | None = None
+    int8_route: str | None = None
 
 
 @dataclass(frozen=True)
@@ -343,9 +346,10 @@ def read_budgets(c: Checker, data: Mapping) -> Budgets:
 
 def read_compress(c: Checker, data: Mapping) -> CompressHints:
     t = c.table(data, "compress", "")
-    c.no_unknown(t, ("round_to", "int8_stem"), "compress.")
+    c.no_unknown(t, ("round_to", "int8_stem", "int8_route"), "compress.")
     return CompressHints(round_to=c.integer(t, "round_to", "compress.", None, 1),
-                         int8_stem=c.choice(t, "int8_stem", "compress.", INT8_STEMS, None))
+                         int8_stem=c.choice(t, "int8_stem", "compress.", INT8_STEMS, None),
+                         int8_route=c.choice(t, "int8_route", "compress.", INT8_ROUTES, None))
 
 
 def read_hardware(c: Checker, data: Mapping) -> Hardware:

@@ -68,6 +68,8 @@ def build_bundle(cfg: CompressConfig, plan: TargetPlan) -> "_Run":
     logger.info(f"channels kept multiples of {plan.round_to} ({plan.reasons['round_to']})")
     if cfg.int8 and plan.stem != "plain":
         logger.info(f"int8 stem: {plan.stem} ({plan.reasons['stem']})")
+    if cfg.int8 and plan.route != "symmetric":
+        logger.info(f"int8 route: {plan.route} ({plan.reasons['route']})")
     with atomic_dir(out_dir, overwrite=cfg.overwrite) as tmp:
         run = _Run(cfg, plan, prep, tmp)
         run.models()
@@ -84,7 +86,7 @@ class _Run:
         self.cfg, self.plan, self.prep, self.tmp = cfg, plan, prep, tmp
         # the stage configs as the target plan settles them (the caller's config is left as given)
         self.prune_cfg = replace(cfg.prune, round_to=plan.round_to)
-        self.quant_cfg = replace(cfg.quant, int8_target=plan.int8_target, stem=plan.stem)
+        self.quant_cfg = replace(cfg.quant, int8_target=plan.int8_target, stem=plan.stem, route=plan.route)
         self.metrics: dict[str, Any] = {}
         self.parities: dict[str, dict] = {}
         self.adv_names: list[str] = []

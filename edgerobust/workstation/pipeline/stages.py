@@ -167,6 +167,8 @@ def quantize_stage(prep: Prepared, fp32: Exported, out: Path, config: QuantConfi
                 "`min_int8_agreement`.")
     if qr.stem:
         logger.info(qr.stem)
+    if qr.route:
+        logger.info(qr.route)
     warning = None
     if agree < INT8_AGREEMENT_WARN:
         warning = (f"int8 gives the fp32 model's top-1 answer on only {agree:.1%} of {len(ev)} samples (accuracy "

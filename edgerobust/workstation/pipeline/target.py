@@ -8,6 +8,7 @@
 - ``round_to``: pruned channel counts are kept multiples of it (the profile's
   ``compress.round_to``, else 8);
 - the int8 stem (the profile's ``compress.int8_stem``, else plain);
+- the int8 route of the late convolutions (the profile's ``compress.int8_route``, else symmetric);
 - the int8 target preset (``tensorrt`` for a TensorRT profile, else ``cpu``).
 
 A value given explicitly wins over the profile. compress() calls it once and records the plan in
@@ -18,10 +19,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from edgerobust.registries import INT8_STEMS, INT8_TARGETS
+from edgerobust.registries import INT8_ROUTES, INT8_STEMS, INT8_TARGETS
 
 DEFAULT_ROUND_TO = 8  # compress's channel rounding where neither the caller nor the profile sets one
 DEFAULT_STEM = "plain"
+DEFAULT_ROUTE = "symmetric"
 RUNTIMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda", "OpenVINOExecutionProvider": "openvino",
             "CoreMLExecutionProvider": "coreml", "QNNExecutionProvider": "qnn", "DmlExecutionProvider": "directml"}
 # else the CPU rule; OpenVINO's runtime names its device: openvino-cpu, openvino-gpu, openvino-npu
@@ -36,14 +38,15 @@ class TargetPlan:
     round_to: int
     stem: str
     int8_target: str
-    reasons: dict  # field -> where its value came from
+    reasons: dict
+    route: str = DEFAULT_ROUTE  # field -> where its value came from
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def resolve_target(profile: str | None, *, round_to: int | None = None, stem: str | None = None,
-                   int8_target: str | None = None) -> TargetPlan:
+                   int8_target: str | None = None, route: str | None = None) -> TargetPlan:
     """The TargetPlan for ``profile`` (a name or a TOML path, or None); given values win.
 
     A profile that does not exist or does not validate is a ProfileError, raised here, before
@@ -77,6 +80,8 @@ def resolve_target(profile: str | None, *, round_to: int | None = None, stem: st
     round_to = hinted("round_to", round_to, DEFAULT_ROUND_TO)
     stem = INT8_STEMS.resolve(hinted("int8_stem", stem, DEFAULT_STEM))
     reasons["stem"] = reasons.pop("int8_stem")
+    route = INT8_ROUTES.resolve(hinted("int8_route", route, DEFAULT_ROUTE))
+    reasons["route"] = reasons.pop("int8_route")
     if int8_target is not None:
         reasons["int8_target"] = "given"
     else:
@@ -86,4 +91,4 @@ def resolve_target(profile: str | None, *, round_to: int | None = None, stem: st
                                   else f"the CPU preset (U8S8: uint8 activations, symmetric int8 weights), which {runtime} "
                                        "takes too" + (" (measured)" if runtime == "openvino-cpu" else " (documented, not measured)"))
     return TargetPlan(profile=p.name if p is not None else None, runtime=runtime, round_to=round_to, stem=stem,
-                      int8_target=INT8_TARGETS.resolve(int8_target), reasons=reasons)
+                      int8_target=INT8_TARGETS.resolve(int8_target), reasons=reasons, route=route)

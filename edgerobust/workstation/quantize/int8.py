@@ -69,6 +69,7 @@ class QuantResult:
     qdq_nodes: int  # QuantizeLinear + DequantizeLinear (static) or DynamicQuantizeLinear / integer ops
     seconds: float
     stem: str = ""  # what the space-to-depth stem rewrite did, or why not ("" when not asked for)
+    route: str = ""  # what the GEMM route rewrite did, or why not ("" when not asked for)
 
 
 class ArrayReader:
@@ -102,11 +103,13 @@ def _kept_nodes(model: onnx.ModelProto, keep: str) -> list[str]:
 def quantize(fp32_path: str | Path, out_path: str | Path, calib_x: np.ndarray, config: QuantConfig) -> QuantResult:
     """Quantize ``fp32_path`` to int8 at ``out_path``, calibrated on every sample of ``calib_x``.
 
-    ``config.int8_target`` None is the CPU preset and ``config.stem`` None the plain stem (what a
-    target profile decides in compress: edgerobust.workstation.pipeline.target.resolve_target).
+    ``config.int8_target`` None is the CPU preset, ``config.stem`` None the plain stem and
+    ``config.route`` None the symmetric route (what a target profile decides in compress:
+    edgerobust.workstation.pipeline.target.resolve_target).
     """
     t0 = time.perf_counter()
-    config = dataclasses.replace(config, int8_target=config.int8_target or "cpu", stem=config.stem or "plain")
+    config = dataclasses.replace(config, int8_target=config.int8_target or "cpu", stem=config.stem or "plain",
+                                 route=config.route or "symmetric")
     with _ort_quantizer_muted():
         return _quantize(fp32_path, out_path, calib_x, config, t0)
 
@@ -200,6 +203,7 @@ def _quantize(fp32_path, out_path, calib_x: np.ndarray, config: QuantConfig, t0:
                                 weight_type=qtype[target.weight], calibrate_method=method,
                                 nodes_to_exclude=exclude, extra_options=extra)
     stem = _stem(out_path, calib_x, config) if config.stem != "plain" else ""
+    route = _route(out_path, calib_x, config) if config.route != "symmetric" else ""
     q = onnx.load(str(out_path))
     n_q = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
                             "ConvInteger") for n in q.graph.node)
@@ -208,7 +212,8 @@ def _quantize(fp32_path, out_path, calib_x: np.ndarray, config: QuantConfig, t0:
                                why="ONNX Runtime found no Conv/MatMul/Gemm it could quantize in this graph.",
                                fix="Leave `int8` off, or try `int8_mode` dynamic for Linear-heavy models.")
     return QuantResult(mode=config.mode, calibration=config.calibration if config.mode == "static" else "none",
-                       calib_samples=n_calib, qdq_nodes=n_q, seconds=time.perf_counter() - t0, stem=stem)
+                       calib_samples=n_calib, qdq_nodes=n_q, seconds=time.perf_counter() - t0, stem=stem,
+                       route=route)
 
 
 def _stem(out_path, calib_x: np.ndarray, config: QuantConfig) -> str:
@@ -220,6 +225,21 @@ def _stem(out_path, calib_x: np.ndarray, config: QuantConfig) -> str:
         return (f"space-to-depth stem not applied: it is written for static QDQ int8 on the CPU target "
                 f"(here {config.mode}, {fmt}, {config.int8_target})")
     done = rewrite_checked(onnx.load(str(out_path)), np.asarray(calib_x[:32], dtype=np.float32))
+    if done.model is not None:
+        onnx.save(done.model, str(out_path))
+    return done.note
+
+
+def _route(out_path, calib_x: np.ndarray, config: QuantConfig) -> str:
+    """Send the late convolutions of the int8 model at ``out_path`` to the integer GEMM when it applies and
+    checks out (edgerobust.workstation.quantize.route); the note."""
+    from edgerobust.workstation.quantize.route import reroute_checked
+
+    fmt = TARGETS[config.int8_target].format if config.format == "auto" else config.format
+    if config.mode != "static" or fmt != "qdq" or config.int8_target != "cpu":
+        return (f"GEMM route not applied: it is written for static QDQ int8 on the CPU target "
+                f"(here {config.mode}, {fmt}, {config.int8_target})")
+    done = reroute_checked(onnx.load(str(out_path)), np.asarray(calib_x[:32], dtype=np.float32))
     if done.model is not None:
         onnx.save(done.model, str(out_path))
     return done.note

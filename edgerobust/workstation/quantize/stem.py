@@ -217,7 +217,8 @@ def _drop_replaced(g, outputs: tuple[str, ...]) -> None:
         field.extend(keep)
 
 
-def _logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+def model_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """``model``'s outputs on ``x`` from onnxruntime's CPU provider, in its fixed batch where it has one."""
     import onnxruntime as ort
 
     s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -234,7 +235,7 @@ def rewrite_checked(model: onnx.ModelProto, x: np.ndarray, min_agreement: float 
         done = space_to_depth_stem(model)
         if done.model is None:
             return done
-        a, b = _logits(model, x), _logits(done.model, x)
+        a, b = model_logits(model, x), model_logits(done.model, x)
         diff = float(np.abs(a - b).max())
         # top-1 where the output is (batch, classes); any other output must match exactly
         agree = float((a.argmax(1) == b.argmax(1)).mean()) if a.ndim == 2 else float(diff == 0)
