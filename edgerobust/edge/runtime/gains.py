@@ -34,13 +34,13 @@ GAINS: tuple[Gain, ...] = (
     # docs/benchmarks.md, "One table per ISA", VNNI: 12 rounds, each row alone in a fresh process.
     Gain(isa="vnni", runtime="openvino-cpu", provider="OpenVINOExecutionProvider", profile="laptop-openvino-cpu",
          what="OpenVINO on the CPU", extra="openvino", ratio=1.24, low=1.00, high=1.32,
-         model="resnet18 sparsity 0.5 + int8 at 224 px, batch 1", host="AMD EPYC, 2 cores, AVX-512 VNNI",
+         model="resnet18 sparsity 0.5 + int8 at 224 px, batch 1, 2 threads", host="AMD EPYC, 2 cores, AVX-512 VNNI",
          measured="2026-12-06, benchmarks/peers.py"),
     # docs/benchmarks.md, "One table per ISA", AMX: 12 rounds over two runs, each row alone in a fresh process.
     # onnxruntime's CPU provider runs int8 convolutions on AVX-512 VNNI there, not on the AMX tiles; OpenVINO does.
     Gain(isa="amx", runtime="openvino-cpu", provider="OpenVINOExecutionProvider", profile="laptop-openvino-cpu",
          what="OpenVINO on the CPU", extra="openvino", ratio=2.03, low=1.58, high=2.33,
-         model="resnet18 sparsity 0.5 + int8 at 224 px, batch 1", host="Intel Xeon, 2 cores, AMX",
+         model="resnet18 sparsity 0.5 + int8 at 224 px, batch 1, 2 threads", host="Intel Xeon, 2 cores, AMX",
          measured="2026-12-07, benchmarks/peers.py"),
 )
 
