@@ -32,6 +32,23 @@ def test_raspberry_pi_5_profile_on_a_pi_5_matches_and_on_a_pi_4_does_not():
     assert c.mismatch == ("model: the device is a Raspberry Pi 5, this host reports 'Raspberry Pi 4 Model B Rev 1.4'",)
 
 
+def test_a_profile_that_states_cpu_flags_needs_them_on_the_host(tmp_path):
+    from edgerobust.errors import ProfileError
+
+    amx = load_profile("xeon-amx-1thread")
+    assert amx.hardware.isa == ("amx_int8",)
+    xeon = HostFacts("x86_64", 2, isa=("avx2", "avx512_vnni", "amx_int8"))
+    assert check_host(amx, xeon).matches  # generic: 2 cores where the profile uses one is no difference
+    epyc = HostFacts("x86_64", 2, isa=("avx2", "avx512_vnni"))
+    assert check_host(amx, epyc).mismatch == ("isa: the device's CPU has amx_int8, this host's does not",)
+    assert check_host(amx, EPYC_2).matches  # flags unread (no /proc/cpuinfo): not compared
+    assert check_host(load_profile("laptop-cpu"), epyc).matches  # states none
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[providers]]\nname = "CPUExecutionProvider"\n[hardware]\nisa = ["amx"]\n')
+    with pytest.raises(ProfileError, match="hardware.isa"):
+        load_profile(str(bad))
+
+
 def test_jetson_profiles_tell_the_boards_apart():
     assert check_host(load_profile("jetson-orin-nano"), ORIN_NANO).matches
     c = check_host(load_profile("jetson-nano"), ORIN_NANO)  # "Jetson Nano" is not in "Jetson Orin Nano"

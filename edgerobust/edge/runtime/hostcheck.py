@@ -10,6 +10,8 @@ What is compared (``compare(facts, host)``, pure, so tests can pass made-up host
   ("Arm Cortex-A76" -> aarch64; "any x86-64 or arm64 laptop CPU" -> either);
 * **operating system**: the systems the profile's ``os`` names (Linux, macOS, Windows), when it
   names any (windows-directml, apple-coreml);
+* **CPU flags**: the ``isa`` flags the profile's device has (xeon-amx-1thread: amx_int8), when
+  this host's flags can be read (Linux ``/proc/cpuinfo``): a generic profile states them too;
 * **cores** and **model**: only for a profile that names one device. A generic profile
   (``cpu`` saying "any ...", as laptop-cpu does, or no ``cpu`` at all) states no device, so
   its ``cores`` (laptop-cpu-1thread: "one core used") describe settings, not hardware. The
@@ -27,7 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edgerobust.edge.runtime.host import first_line
+from edgerobust.edge.runtime.host import cpu_isa, cpuinfo, first_line
 
 # Longest first, so "Jetson Orin Nano" is found before "Jetson Nano".
 BOARDS = ("Jetson AGX Orin", "Jetson Orin Nano", "Jetson Orin NX", "Jetson AGX Xavier", "Jetson Xavier NX",
@@ -53,6 +55,7 @@ class HostFacts:
     cores: int | None
     device_model: str | None = None
     system: str | None = None  # platform.system(): Linux, Darwin, Windows; None: not compared
+    isa: tuple[str, ...] | None = None  # host.cpu_isa(); None: unread (no /proc/cpuinfo), not compared
 
     @property
     def architecture(self) -> str:
@@ -83,8 +86,10 @@ def usable_cores() -> int | None:
 
 def host_facts() -> HostFacts:
     """This machine's facts."""
+    text = cpuinfo()
     return HostFacts(machine=platform.machine(), cores=usable_cores(),
-                     device_model=first_line("/proc/device-tree/model"), system=platform.system() or None)
+                     device_model=first_line("/proc/device-tree/model"), system=platform.system() or None,
+                     isa=cpu_isa(text) if text else None)
 
 
 # =============================================================================================
@@ -129,7 +134,7 @@ def profile_facts(profile) -> dict:
     """
     hw = profile.hardware
     stated = getattr(hw, "architecture", None)  # a field profiles may gain; read from cpu otherwise
-    facts = {"name": profile.name, "cpu": hw.cpu, "cores": hw.cores, "systems": systems(hw.os),
+    facts = {"name": profile.name, "cpu": hw.cpu, "cores": hw.cores, "systems": systems(hw.os), "isa": hw.isa,
              "architecture": (stated,) if stated else architectures(hw.cpu),
              "model": getattr(hw, "model", None) or board(profile.name, profile.description, hw.cpu)}
     facts["generic"] = is_generic(facts)
@@ -153,6 +158,9 @@ def compare(facts: Mapping, host: HostFacts) -> list[str]:
     if named and host.system and host.system not in named:
         out.append(f"os: the device runs {' or '.join(_SYSTEM_NAMES.get(x, x) for x in named)}, this host "
                    f"{_SYSTEM_NAMES.get(host.system, host.system)}")
+    lacks = [f for f in facts.get("isa") or () if host.isa is not None and f not in host.isa]
+    if lacks:
+        out.append(f"isa: the device's CPU has {', '.join(lacks)}, this host's does not")
     generic = facts.get("generic", is_generic(facts))
     cores = facts.get("cores")
     if not generic and cores and host.cores:

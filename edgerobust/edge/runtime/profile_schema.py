@@ -136,7 +136,8 @@ class CompressHints:
 
 @dataclass(frozen=True)
 class Hardware:
-    """Facts about the device, for the record only (nothing is configured from them)."""
+    """Facts about the device, for the record only (nothing is configured from them). ``isa``: CPU flags the
+    device has (names of edgerobust.edge.runtime.host.ISA_FLAGS); the host check says when this host lacks one."""
 
     cpu: str | None = None
     cores: int | None = None
@@ -145,6 +146,7 @@ class Hardware:
     os: str | None = None
     jetpack: str | None = None
     notes: str | None = None
+    isa: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -354,8 +356,14 @@ def read_compress(c: Checker, data: Mapping) -> CompressHints:
 
 def read_hardware(c: Checker, data: Mapping) -> Hardware:
     t = c.table(data, "hardware", "")
-    c.no_unknown(t, ("cpu", "cores", "memory_gb", "accelerator", "os", "jetpack", "notes"), "hardware.")
-    return Hardware(
+    c.no_unknown(t, ("cpu", "cores", "memory_gb", "accelerator", "os", "jetpack", "notes", "isa"), "hardware.")
+    from edgerobust.edge.runtime.host import ISA_FLAGS
+
+    isa = t.get("isa", [])
+    if not isinstance(isa, list) or any(f not in ISA_FLAGS for f in isa):
+        raise c.fail("hardware.isa", f"must be a list of CPU flags among {', '.join(ISA_FLAGS)} (got {isa!r})",
+                     'e.g. isa = ["amx_int8"]')
+    return Hardware(isa=tuple(isa),
         cpu=c.string(t, "cpu", "hardware."), cores=c.integer(t, "cores", "hardware.", None, 1),
         memory_gb=c.number(t, "memory_gb", "hardware.", None, positive=True),
         accelerator=c.string(t, "accelerator", "hardware."), os=c.string(t, "os", "hardware."),
