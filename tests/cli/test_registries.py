@@ -34,7 +34,7 @@ CONFIG_FIELDS = [("PruneConfig", "criterion", registries.CRITERIA), ("PruneConfi
                  ("QuantConfig", "mode", registries.INT8_MODES),
                  ("QuantConfig", "calibration", registries.CALIBRATIONS),
                  ("QuantConfig", "keep_fp32", registries.KEEP_FP32), ("QuantConfig", "stem", registries.INT8_STEMS),
-                 ("QuantConfig", "int8_target", registries.INT8_TARGETS)]
+                 ("QuantConfig", "route", registries.INT8_ROUTES), ("QuantConfig", "int8_target", registries.INT8_TARGETS)]
 
 
 @pytest.mark.parametrize("cls,field,reg", CONFIG_FIELDS, ids=[f"{c}.{f}" for c, f, _ in CONFIG_FIELDS])
@@ -82,8 +82,8 @@ def test_every_registry_field_has_a_flag(name):
 @pytest.mark.parametrize("flag,reg", [("--criterion", registries.CRITERIA), ("--ratios", registries.RATIOS),
                                       ("--calibration", registries.CALIBRATIONS),
                                       ("--int8-keep-fp32", registries.KEEP_FP32),
-                                      ("--int8-stem", registries.INT8_STEMS)],
-                         ids=["criterion", "ratios", "calibration", "keep-fp32", "int8-stem"])
+                                      ("--int8-stem", registries.INT8_STEMS), ("--int8-route", registries.INT8_ROUTES)],
+                         ids=["criterion", "ratios", "calibration", "keep-fp32", "int8-stem", "int8-route"])
 def test_compress_help_lists_each_registry_entry(flag, reg):
     from edgerobust.cli import app
     from edgerobust.cli.flags import to_flags

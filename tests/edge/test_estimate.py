@@ -15,7 +15,7 @@ from edgerobust.cli import app
 from edgerobust.edge.estimate import fit as F
 from edgerobust.edge.estimate.calibrate import CalibrateConfig, Sample, calibrate, load_calibration
 from edgerobust.edge.estimate.grid import residual_model
-from edgerobust.edge.estimate.kernels import extract
+from edgerobust.edge.estimate.kernels import Kernel, extract
 from edgerobust.edge.estimate.predict import EstimateConfig, estimate
 from edgerobust.edge.estimate.kernels import WEIGHTED
 from edgerobust.edge.estimate.timing import cold_share, last_level_cache_bytes
@@ -197,14 +197,49 @@ def test_a_kind_with_few_points_gets_a_fit_of_few_coefficients():
     assert F.nnls(np.eye(3), np.ones(3)).tolist() == [1, 1, 1]
 
 
+def test_ops_of_an_elementwise_kind_get_fits_of_their_own_and_kernels_take_them():
+    """A Relu and an Erf both move bytes, at costs per byte fivefold apart: one fit of the kind averages them and
+    mispredicts both; each op met often enough gets its own, and a kernel of that op takes it."""
+    from edgerobust.edge.estimate.sumup import fit_key, kernel_sum
+
+    per_byte = {"Relu": 1e-5, "Erf": 5e-5, "Sigmoid": 3e-5}
+    drawn = {"Relu": 10, "Erf": 8, "Sigmoid": F.OP_POINTS - 1}  # Sigmoid one point short of a fit of its own
+    samples = [Sample("elementwise", "fp32", "fit", {}, {"op": op, "bytes_in": b, "bytes_out": b, "batch": 1},
+                      1 + per_byte[op] * 2 * b)
+               for op, n in drawn.items() for b in np.geomspace(1e4, 1e7, n)]
+    held = {"op": "Relu", "bytes_in": 5e5, "bytes_out": 5e5, "batch": 1}  # ran 25% slower than Relu's law
+    samples.append(Sample("elementwise", "fp32", "holdout", {}, held, (1 + 1e-5 * 1e6) * 1.25))
+    fits = F.fit_all(samples)
+    assert {"elementwise:Relu/fp32", "elementwise:Erf/fp32", "elementwise/fp32"} <= set(fits)
+    assert "elementwise:Sigmoid/fp32" not in fits
+    assert fits["elementwise:Relu/fp32"]["holdout"]["low"] == pytest.approx(-0.2)  # its own held-out point
+    erf = fits["elementwise:Erf/fp32"]["holdout"]  # none of its own: the kind's error bounds its band
+    assert erf["from"] == "elementwise/fp32" and erf["low"] == fits["elementwise/fp32"]["holdout"]["low"] != 0
+    assert fit_key(fits, "elementwise", "fp32", "Erf") == ("elementwise:Erf/fp32", None)
+    assert fit_key(fits, "elementwise", "fp32", "Sigmoid") == ("elementwise/fp32", None)  # the kind's
+    # no int8 fit at all: the kind's fp32 fit stands in, said (never another precision's op fit silently)
+    assert fit_key(fits, "elementwise", "int8", "Erf") == ("elementwise/fp32", "elementwise int8 as fp32")
+    k = {"bytes_in": 1e6, "bytes_out": 1e6, "batch": 1}
+    for op in ("Relu", "Erf"):
+        assert F.predict_us(fits[F.op_key("elementwise", op, "fp32")], k) == pytest.approx(1 + per_byte[op] * 2e6,
+                                                                                        rel=1e-6)
+    erf = Kernel("elementwise", "fp32", "Erf", bytes_in=1e6, bytes_out=1e6)
+    s = kernel_sum(fits, {}, [erf])
+    assert set(s.per_key) == {"elementwise:Erf/fp32"} and s.us == pytest.approx(101, rel=1e-6)
+    assert s.by_kind == {"elementwise": pytest.approx(0.101, rel=1e-6)}  # still counted under its kind
+
+
 @pytest.mark.slow  # the calibration fixture runs `calibrate` end to end
 def test_calibration_file_round_trips_and_is_small(calibration):
     cal = load_calibration(calibration)
     assert cal.timing == "nodes" and cal.dtypes == ("fp32", "int8") and cal.fuses_add
     compute = {f"{k}/{d}" for k in ("conv", "pointwise", "depthwise", "linear") for d in ("fp32", "int8")}
     assert {"grouped/int8", "avgpool/fp32", "avgpool/int8"} <= set(cal.fits)  # fp32's grouped may all run plain
-    assert compute | {f"{k}/cold" for k in compute} <= set(cal.fits) and set(cal.fits) <= {
+    kinds = {k for k in cal.fits if ":" not in k}  # an op of an elementwise or norm kind may have a fit of its own
+    assert compute | {f"{k}/cold" for k in compute} <= kinds and kinds <= {
         f"{k}/{d}{c}" for k in F.FEATURES for d in ("fp32", "int8") for c in ("", "/cold")}
+    for key in set(cal.fits) - kinds:  # "elementwise:QLinearAdd/int8": its kind's fit exists beside it
+        assert key.split(":")[0] in F.PER_OP and key.split(":")[0] + "/" + key.split("/")[1] in cal.fits
     assert cal.cache[0][1] == 0.0 and all(0 <= f <= 1 for _, f in cal.cache) and cal.profiler_us >= 0
     assert all(s.cold_us is not None for s in cal.samples if s.kind in WEIGHTED and s.point["kind"] == s.kind)
     assert {s.split for s in cal.samples} == {"fit", "holdout"} and all(s.us >= 0 for s in cal.samples)

@@ -339,6 +339,20 @@ def test_the_grid_times_an_int8_pad_on_quantized_values_as_the_int8_stem_runs_it
     assert (pad.kind, pad.dtype, pad.bytes_out) == ("memory", "fp32", 4 * 4 * 70 * 70)
 
 
+def test_the_grid_times_gelu_and_layer_norms_as_convnext_runs_them_often_enough_for_fits_of_their_own():
+    pts = draw(0)
+    from edgerobust.edge.estimate.fit import OP_POINTS
+
+    assert sum(p.op == "Gelu" for p in pts) >= OP_POINTS and sum(p.op == "LayerNormalization" for p in pts) >= OP_POINTS
+    gelu = Point("elementwise", 64, 0, 16, op="Gelu")
+    fp32 = extract(micro_model(gelu, "fp32"), "all")
+    assert [(k.kind, k.op) for k in fp32] == [("elementwise", "Gelu")]  # torch's five nodes, fused into one
+    int8 = [(k.kind, k.op) for k in extract(micro_model(gelu, "int8"), "all") if k.kind == "elementwise"]
+    # a quantized ConvNeXt's GELU: Div and Erf in float, the add and the two products on quantized values
+    assert sorted(int8) == sorted([("elementwise", op) for op in ("Div", "Erf", "QLinearAdd", "QLinearMul",
+                                                                  "QLinearMul")])
+
+
 def test_the_calibrations_int8_networks_run_on_integer_kernels_as_a_bundle_does():
     """A quantizer leaves every tensor quantized and each bias at its input's scale times its weights': onnxruntime
     then runs every layer on its integer kernels. A network that left a split's outputs or a bias at another scale

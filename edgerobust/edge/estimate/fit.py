@@ -19,6 +19,10 @@ calibration's "fit" points by least squares on the relative error (each point we
 Kernels with weights have two fits, with warm caches and after a flush ("kind/dtype/cold"); a prediction
 mixes them by how cold the model runs (:func:`edgerobust.edge.estimate.timing.cold_share`).
 
+The kinds of :data:`PER_OP` (``elementwise``, ``norm``) gather ops whose cost per byte differs fivefold
+(a Relu and an Erf, a BatchNormalization and a LayerNormalization): each op met at :data:`OP_POINTS` points
+or more gets a fit of its own as well ("kind:op/dtype"), which a kernel of that op takes before its kind's.
+
 Linear rather than log-linear: the sum of kernel times is what is predicted, and a linear model stays
 additive at both ends (a fixed cost for tiny kernels, a throughput for large ones), where a power law
 bends. The fit is exact NNLS, by trying every subset of the few features. The points held out of the fit
@@ -54,6 +58,8 @@ FEATURES = {
 BAND = (10, 90)  # percentiles of the held-out errors that bound an estimate
 POINTS_PER_COEF = 2  # a fit has at most one nonzero coefficient per this many points (beyond the first)
 LOW_FLOOR = -0.9  # a kind whose held-out kernels ran more than 10x their prediction is bounded at 10x
+PER_OP = ("elementwise", "norm")  # kinds whose ops get fits of their own (their cost per byte differs by op)
+OP_POINTS = 6  # an op's own fit needs this many points (fitted and held out together)
 
 
 def feature(k: dict, name: str) -> float:
@@ -146,19 +152,34 @@ def _fit_group(group: list, names: tuple[str, ...], time_of) -> dict:
     return fit
 
 
+def op_key(kind: str, op: str, dtype: str) -> str:
+    """The fit key of one op of a :data:`PER_OP` kind: "elementwise:Erf/fp32"."""
+    return f"{kind}:{op}/{dtype}"
+
+
 def fit_all(samples) -> dict:
     """Every kind and precision in the samples: {"kind/dtype": fit} with warm caches, and {"kind/dtype/cold": fit}
-    after a flush from the samples that have cold times (at least 3); a fit is {"features", "coef", "n_fit", "holdout"}."""
+    after a flush from the samples that have cold times (at least 3); an op of a :data:`PER_OP` kind with
+    :data:`OP_POINTS` samples or more also {"kind:op/dtype": fit}; a fit is {"features", "coef", "n_fit", "holdout"}."""
     groups: dict[str, list] = {}
     for s in samples:
         groups.setdefault(f"{s.kind}/{s.dtype}", []).append(s)
+    by_op: dict[str, list] = {}
+    for s in samples:
+        if s.kind in PER_OP and s.kernel.get("op"):
+            by_op.setdefault(op_key(s.kind, s.kernel["op"], s.dtype), []).append(s)
+    groups.update({k: g for k, g in by_op.items() if len(g) >= OP_POINTS})
     out = {}
     for key, group in sorted(groups.items()):
-        names = FEATURES[key.split("/")[0]]
+        names = FEATURES[key.split("/")[0].split(":")[0]]
         out[key] = _fit_group(group, names, lambda s: s.us)
         cold = [s for s in group if s.cold_us is not None]  # the points' own kernels, not those timed beside them
         if len(cold) >= 3:
             out[f"{key}/cold"] = _fit_group(cold, names, lambda s: s.cold_us)
+    for key in (k for k in out if ":" in k):  # an op's own fit without held-out points: its kind's error, its band
+        kind_key = key.split(":")[0] + "/" + key.split("/")[1]
+        if not out[key]["holdout"].get("n") and kind_key in out:
+            out[key]["holdout"] = {**out[kind_key]["holdout"], "n": 0, "from": kind_key}
     return out
 
 

@@ -21,12 +21,16 @@ from onnx import TensorProto
 from edgerobust.edge.estimate.builder import IN_SCALE, Builder
 
 # Points drawn per kind (a full grid), and the ops each kind's points draw from at random (Pad twice as often as
-# Cast: an int8 `memory` fit has only the Pads to learn from, Cast running in float).
-MOVE_POINTS = {"concat": 16, "slice": 12, "transpose": 14, "elementwise": 24, "norm": 8, "quantize": 12, "memory": 12,
+# Cast: an int8 `memory` fit has only the Pads to learn from, Cast running in float; GELU twice, each point five
+# nodes as ConvNeXt's; LayerNormalization twice: BatchNormalization also comes from other points' models). Enough
+# elementwise and norm points that their ops get fits of their own (edgerobust.edge.estimate.fit.PER_OP).
+MOVE_POINTS = {"concat": 16, "slice": 12, "transpose": 14, "elementwise": 48, "norm": 14, "quantize": 12, "memory": 12,
                "resize": 6, "scalar": 4}
 MOVE_OPS = {"concat": ("Concat",), "slice": ("Slice", "Split"), "transpose": ("shuffle", "nhwc", "nchw"),
-            "elementwise": ("Scale", "Mul", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Relu", "Div", "Erf"),
-            "norm": ("BatchNormalization", "LayerNormalization"), "quantize": ("QuantizeLinear", "DequantizeLinear"),
+            "elementwise": ("Scale", "Mul", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Relu", "Div", "Erf", "Gelu",
+                            "Gelu"),
+            "norm": ("BatchNormalization", "LayerNormalization", "LayerNormalization"),
+            "quantize": ("QuantizeLinear", "DequantizeLinear"),
             "memory": ("Pad", "Pad", "Cast"), "resize": ("Resize",), "scalar": ("Shape",)}
 _CONCAT_INPUTS = (2, 2, 3, 4, 6, 12, 24, 48)  # DenseNet concatenates every earlier layer's output: 25-49
 STEM_PADS = 0.4  # share of Pad points shaped as the int8 space-to-depth stem pads its input: 3 channels, a whole image
@@ -119,4 +123,10 @@ def _elementwise(b: Builder, p, x: str) -> str:
         return b.node("Div", [x, b.const(np.array(1.414, f_np))])
     if p.op == "Clip":
         return b.node("Clip", [x, b.const(np.array(0, f_np)), b.const(np.array(6, f_np))])
+    if p.op == "Gelu":  # as torch exports it: x * (1 + erf(x / sqrt 2)) * 0.5; the runtime fuses it in float, and an
+        # int8 model keeps Div and Erf in float and the rest on quantized values, as the quantizer leaves ConvNeXt
+        q = b.qdq if b.dtype == "int8" else (lambda t: t)
+        erf = b.node("Erf", [b.node("Div", [x, b.const(np.array(1.4142135, f_np))])])
+        plus = q(b.node("Add", [q(erf), q(b.const(np.array(1.0, f_np)))]))
+        return b.node("Mul", [q(b.node("Mul", [x, plus])), q(b.const(np.array(0.5, f_np)))])
     return b.node(p.op, [x])

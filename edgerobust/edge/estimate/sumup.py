@@ -19,6 +19,9 @@ from edgerobust.edge.estimate.timing import cold_share
 LINEAR_ROWS = 4096
 # A kernel kind a small grid (a low `scale`) may not have drawn takes the nearest kind's fit, a faster one: said.
 STAND_INS = {"grouped": "conv", "avgpool": "pool"}
+# Fused forms of an op the grid times unfused: the runtime fuses a Linear layer's bias add into the GELU after it
+# (ConvNeXt's BiasGelu); the grid's GELU has no bias. The same kernel with one more read.
+OP_SAME = {"BiasGelu": "Gelu", "FastGelu": "Gelu"}
 
 
 @dataclass
@@ -39,10 +42,14 @@ class KernelSum:
         return sum(self.per_key.values())
 
 
-def fit_key(fits: dict, kind: str, dtype: str) -> tuple[str | None, str | None]:
-    """(the fit a kernel takes, or None; what stood in, in words, or None when its own fit exists): a kind
+def fit_key(fits: dict, kind: str, dtype: str, op: str = "") -> tuple[str | None, str | None]:
+    """(the fit a kernel takes, or None; what stood in, in words, or None when its own fit exists): an op with a
+    fit of its own (:data:`edgerobust.edge.estimate.fit.PER_OP`) takes it, else its kind's; a kind
     that only moves data takes its kind's fit at another precision (its time is its bytes); a plain "-nchw"
     convolution the calibration never met takes the blocked kind's fit, and a kind in STAND_INS its stand-in's."""
+    for name in (op, OP_SAME.get(op)):
+        if name and F.op_key(kind, name, dtype) in fits:
+            return F.op_key(kind, name, dtype), None
     key = f"{kind}/{dtype}"
     if key in fits:
         return key, None
@@ -60,7 +67,7 @@ def kernel_sum(fits: dict, cache, kernels) -> KernelSum:
     """The kernels' predicted times under ``fits`` (see the module docstring)."""
     s = KernelSum(cold=cold_share(cache, sum(k.bytes_w for k in kernels)))
     for k in kernels:
-        key, stand_in = fit_key(fits, k.kind, k.dtype)
+        key, stand_in = fit_key(fits, k.kind, k.dtype, k.op)
         if stand_in:
             s.stand_ins.add(stand_in)
         if key is None:
