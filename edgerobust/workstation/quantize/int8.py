@@ -220,14 +220,7 @@ def _stem(out_path, calib_x: np.ndarray, config: QuantConfig) -> str:
     """Rewrite the stem of the int8 model at ``out_path`` in place when it applies and checks out; the note."""
     from edgerobust.workstation.quantize.stem import rewrite_checked
 
-    fmt = TARGETS[config.int8_target].format if config.format == "auto" else config.format
-    if config.mode != "static" or fmt != "qdq" or config.int8_target != "cpu":
-        return (f"space-to-depth stem not applied: it is written for static QDQ int8 on the CPU target "
-                f"(here {config.mode}, {fmt}, {config.int8_target})")
-    done = rewrite_checked(onnx.load(str(out_path)), np.asarray(calib_x[:32], dtype=np.float32))
-    if done.model is not None:
-        onnx.save(done.model, str(out_path))
-    return done.note
+    return _rewrite(out_path, calib_x, config, "space-to-depth stem", rewrite_checked)
 
 
 def _route(out_path, calib_x: np.ndarray, config: QuantConfig) -> str:
@@ -235,11 +228,17 @@ def _route(out_path, calib_x: np.ndarray, config: QuantConfig) -> str:
     checks out (edgerobust.workstation.quantize.route); the note."""
     from edgerobust.workstation.quantize.route import reroute_checked
 
+    return _rewrite(out_path, calib_x, config, "GEMM route", reroute_checked)
+
+
+def _rewrite(out_path, calib_x: np.ndarray, config: QuantConfig, what: str, checked) -> str:
+    """``checked(model, inputs)`` (a rewrite compared with the model on up to 32 calibration inputs) applied in
+    place to the static QDQ CPU-target int8 model at ``out_path``; its note, or why it does not apply."""
     fmt = TARGETS[config.int8_target].format if config.format == "auto" else config.format
     if config.mode != "static" or fmt != "qdq" or config.int8_target != "cpu":
-        return (f"GEMM route not applied: it is written for static QDQ int8 on the CPU target "
+        return (f"{what} not applied: it is written for static QDQ int8 on the CPU target "
                 f"(here {config.mode}, {fmt}, {config.int8_target})")
-    done = reroute_checked(onnx.load(str(out_path)), np.asarray(calib_x[:32], dtype=np.float32))
+    done = checked(onnx.load(str(out_path)), np.asarray(calib_x[:32], dtype=np.float32))
     if done.model is not None:
         onnx.save(done.model, str(out_path))
     return done.note
