@@ -171,6 +171,22 @@ def test_fit_costs_each_group_per_image_and_each_input_of_a_concatenation():
         pytest.approx(1 + 5 + 40, rel=1e-6)  # 1e-4 per byte read: 5e-5 per byte read or written
 
 
+def test_fit_costs_a_grouped_convolution_per_group_and_output_position():
+    """onnxruntime's int8 grouped convolution runs one small GEMM per group and image, each row of it (an output
+    position) paying more than its few MACs: narrow groups cost 15x more per MAC than wide ones."""
+    rng = np.random.default_rng(1)
+    ks = []
+    for _ in range(30):
+        g, width, px = int(rng.choice([2, 4, 10, 25])), int(rng.choice([8, 16, 48])), int(rng.choice([16, 64, 512]))
+        ks.append({"macs": float(g * width * width * 9 * px), "cout": g * width, "bytes_in": 0, "bytes_out": 0,
+                   "bytes_w": 0, "batch": 1, "groups": g, "pixels": px})
+    law = lambda k: 2 + 0.035 * k["groups"] * k["pixels"] + 2e-6 * k["macs"]  # noqa: E731
+    fit = F.fit_all([Sample("grouped", "int8", "fit", {}, k, law(k)) for k in ks])["grouped/int8"]
+    narrow = {"macs": 10 * 8 * 8 * 9 * 512.0, "cout": 80, "bytes_in": 0, "bytes_out": 0, "bytes_w": 0, "batch": 8,
+              "groups": 10, "pixels": 512}  # regnet_x_400mf's 80 channels in groups of 8, 8 images of 8x8
+    assert F.predict_us(fit, narrow) == pytest.approx(law(narrow), rel=1e-3)
+
+
 def test_fit_recovers_a_linear_law_and_its_band_is_the_held_out_error():
     macs = np.geomspace(1e4, 1e8, 20)
     fits = F.fit_all(_samples(macs, 4 + 1e-3 * macs) + _samples([5e6], [(4 + 5e3) * 1.25], "holdout"))

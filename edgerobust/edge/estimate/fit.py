@@ -40,7 +40,7 @@ _COMPUTE = {
     "conv": ("macs", "macs/cout", "act", "w", "n"),
     "pointwise": ("macs", "macs/cout", "act", "w", "n"),
     "depthwise": ("macs", "act", "n"),
-    "grouped": ("macs", "macs/cout", "act", "w", "n", "groups"),
+    "grouped": ("macs", "macs/cout", "act", "w", "n", "groups", "group_rows"),
 }
 FEATURES = {
     **_COMPUTE,
@@ -78,6 +78,8 @@ def feature(k: dict, name: str) -> float:
         return float(k.get("groups", 1)) * float(k.get("batch", 1))
     if name == "inputs":
         return float(k["k"]) * float(k.get("batch", 1))
+    if name == "group_rows":
+        return float(k.get("groups", 1)) * float(k.get("pixels", 0))
     raise KeyError(name)
 
 
