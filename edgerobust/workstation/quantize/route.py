@@ -34,7 +34,6 @@ from onnx import numpy_helper
 
 MAX_PIXELS = 256  # 16x16 and smaller outputs: where the GEMM route won on AMX (resnet18's last two stages at 224 px)
 MIN_K = 128  # resnet18 0.5's 1x1 downsampling of 64 channels lost on the GEMM route at 14x14; of 128 at 7x7 it won
-PREFIX = "edgerobust_gemm_"
 
 
 @dataclass(frozen=True)
