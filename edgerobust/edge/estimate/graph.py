@@ -163,3 +163,24 @@ def _run_shapes(model: onnx.ModelProto, wanted: dict[str, int], batch: int) -> d
     except Exception:  # noqa: BLE001 - a model onnxruntime cannot run on zeros: inference's sizes stand
         return {}
     return {n: (list(np.shape(v)), wanted[n]) for n, v in zip(wanted, got)}
+
+
+def split_shapes(node: onnx.NodeProto, first: list[int], values: dict) -> list[list[int]] | None:
+    """A Split's output shapes for an input of shape ``first``, from its sizes (an attribute, a constant input
+    among ``values``: name -> integers, or equal parts), or None where the graph does not say them. The runtime
+    moves a split after a channels-last int8 convolution onto the last axis, under names of its own that the
+    original model's inference never saw."""
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    axis = int(a.get("axis", 0)) % len(first)
+    outs = list(node.output)
+    given = len(node.input) > 1 and node.input[1]
+    sizes = a.get("split") or (values.get(node.input[1]) if given else None)
+    if sizes is None and given:
+        return None  # sizes computed at run time
+    if sizes is None:
+        if not outs or first[axis] % len(outs):
+            return None
+        sizes = [first[axis] // len(outs)] * len(outs)
+    if len(sizes) != len(outs) or sum(sizes) != first[axis]:
+        return None
+    return [[int(v) if i == axis else d for i, d in enumerate(first)] for v in sizes]

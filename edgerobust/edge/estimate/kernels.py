@@ -17,11 +17,9 @@ Kinds (what the calibration times and the fit predicts; :data:`KINDS`):
 * data movement, each timed as the runtime runs it: ``concat`` (Concat; QLinearConcat requantizes each input
   to the output's scale), ``slice`` (Slice, Split, Gather), ``transpose`` (channel shuffles and the int8
   layout changes), ``reorder`` (into and out of NCHWc), ``quantize`` (QuantizeLinear, DequantizeLinear),
-  ``norm`` (an unfused BatchNormalization, LayerNormalization), ``elementwise`` (activations, a broadcast
-  scale as squeeze-excite multiplies, element-wise arithmetic), ``resize`` (upsampling), ``memory`` (pad,
-  cast and the rest);
-* ``scalar`` (shape arithmetic: a few integers, its cost the node's) and ``view`` (reshape, flatten: no
-  data moved).
+  ``norm`` (an unfused BatchNormalization, LayerNormalization), ``elementwise`` (activations, a broadcast scale
+  as squeeze-excite multiplies, element-wise arithmetic), ``resize`` (upsampling), ``memory`` (pad, cast, ...);
+* ``scalar`` (shape arithmetic: a few integers, its cost the node's) and ``view`` (reshape, flatten: no data).
 
 Torch-free: onnx and onnxruntime.
 """
@@ -36,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from edgerobust.edge.estimate.graph import NCHWC_DOMAIN, device_graph, tensor_shapes
+from edgerobust.edge.estimate.graph import NCHWC_DOMAIN, device_graph, split_shapes, tensor_shapes
 from edgerobust.errors import ModelLoadError
 
 COMPUTE = ("conv", "pointwise", "depthwise", "grouped")
@@ -276,6 +274,8 @@ def _moves(node: onnx.NodeProto, walk: _Walk, kind: str) -> Kernel:
     ins = walk.activations(node) or list(node.input[:1])  # a weight dequantized at every run: its data moves
     esize = _esize(node, walk)
     first = walk.shape(ins[0]) if ins else None
+    for o, shape in zip(node.output, (node.op_type == "Split" and first and split_shapes(node, first, walk.values)) or ()):
+        walk.set(o, shape, walk.shapes.get(ins[0], (None, 0))[1])  # a split's every output, as the runtime moved it
     out = walk.shape(node.output[0]) if node.output else None
     if out is None:
         out = _out_shape(node, walk, first)
