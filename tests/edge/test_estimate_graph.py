@@ -396,3 +396,31 @@ def test_a_split_after_a_channels_last_int8_convolution_is_sized():
             elif k.kind in MOVES and k.op != "DequantizeLinear":
                 assert k.bytes_in > 0 and k.bytes_out > 0, (seed, k)
     assert shuffled >= 3
+
+
+def test_a_transpose_the_runtime_runs_element_by_element_is_a_kind_of_its_own(tiny_calibration, tmp_path):
+    """A channel shuffle after a channels-last int8 convolution becomes, in the runtime's graph, a five-dimensional
+    transpose that moves the innermost axis: onnxruntime gathers it element by element, 50 times slower per byte
+    than the shuffle the grid timed before. The grid times it now; a calibration without it costs it as a shuffle,
+    too fast, and says so."""
+    import dataclasses
+
+    from edgerobust.edge.estimate.composed import composed_model
+    from edgerobust.edge.estimate.graph import gathers
+    from edgerobust.edge.estimate.predict import uncosted_warning
+
+    assert gathers((0, 4, 3, 1, 2)) and gathers((0, 3, 4, 1, 2))
+    assert not any(map(gathers, [(0, 2, 1, 3, 4), (0, 2, 3, 1), (0, 3, 1, 2), (1, 0), (0, 1, 3, 2, 4)[:3]]))
+    point = Point("transpose", 16, 0, 8, op="gather", n=2)
+    for dtype in ("fp32", "int8"):
+        [k] = [k for k in extract(micro_model(point, dtype), "all") if k.op == "Transpose"]
+        assert (k.kind, k.dtype, k.bytes_in) == ("gather", dtype, 2 * 16 * 8 * 8 * (1 if dtype == "int8" else 4))
+    assert sum(p.op == "gather" for p in draw(0)) >= 6
+    nets = [composed_model(seed, "int8") for seed in range(8)]
+    assert any(k.kind == "gather" for net in nets for k in extract(net, "all"))  # the calibration's networks have it
+    path = tmp_path / "g.onnx"
+    path.write_bytes(micro_model(point, "int8"))
+    before = dataclasses.replace(tiny_calibration, fits={k: v for k, v in tiny_calibration.fits.items()
+                                                         if not k.startswith("gather")})
+    m = estimate(EstimateConfig(before, {"base": path})).model("base")
+    assert "gather as transpose" in m.uncosted and "lower bound" in uncosted_warning(m)

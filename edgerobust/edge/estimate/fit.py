@@ -50,8 +50,8 @@ FEATURES = {
     "pool": ("macs", "act", "n"),
     "avgpool": ("macs", "act", "n"),
     "concat": ("act", "n", "inputs"),
-    **{k: ("act", "n") for k in ("slice", "transpose", "reorder", "quantize", "norm", "elementwise", "resize",
-                             "memory")},
+    **{k: ("act", "n") for k in ("slice", "transpose", "gather", "reorder", "quantize", "norm", "elementwise",
+                             "resize", "memory")},
     "scalar": (),
     "view": (),
 }

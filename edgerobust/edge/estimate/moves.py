@@ -24,9 +24,9 @@ from edgerobust.edge.estimate.builder import IN_SCALE, Builder
 # Cast: an int8 `memory` fit has only the Pads to learn from, Cast running in float; GELU twice, each point five
 # nodes as ConvNeXt's; LayerNormalization twice: BatchNormalization also comes from other points' models). Enough
 # elementwise and norm points that their ops get fits of their own (edgerobust.edge.estimate.fit.PER_OP).
-MOVE_POINTS = {"concat": 16, "slice": 12, "transpose": 14, "elementwise": 48, "norm": 14, "quantize": 12, "memory": 12,
+MOVE_POINTS = {"concat": 16, "slice": 12, "transpose": 24, "elementwise": 48, "norm": 14, "quantize": 12, "memory": 12,
                "resize": 6, "scalar": 4}
-MOVE_OPS = {"concat": ("Concat",), "slice": ("Slice", "Split"), "transpose": ("shuffle", "nhwc", "nchw"),
+MOVE_OPS = {"concat": ("Concat",), "slice": ("Slice", "Split"), "transpose": ("shuffle", "nhwc", "nchw", "gather", "gather"),
             "elementwise": ("Scale", "Mul", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Relu", "Div", "Erf", "Gelu",
                             "Gelu"),
             "norm": ("BatchNormalization", "LayerNormalization", "LayerNormalization"),
@@ -97,6 +97,9 @@ def move_model(b: Builder, p) -> tuple[str, int | None]:
             g = b.node("Reshape", [x, _const(b, [p.n, 2, p.c // 2, p.h, p.h])])
             t = b.node("Transpose", [g], perm=[0, 2, 1, 3, 4])
             return b.node("Reshape", [t, _const(b, shape)]), None
+        if p.op == "gather":  # a channel shuffle of a channels-last tensor, as the runtime rewrites one after an int8
+            g = b.node("Reshape", [x, _const(b, [p.n, p.h, p.h, 2, p.c // 2])])  # convolution: element by element
+            return b.node("Transpose", [g], perm=[0, 4, 3, 1, 2]), None
         return b.node("Transpose", [x], perm=[0, 2, 3, 1] if p.op == "nhwc" else [0, 3, 1, 2]), None
     if p.kind == "norm":
         f_np = b.float_type()[1]

@@ -18,7 +18,7 @@ from edgerobust.edge.estimate.timing import cold_share
 # every pixel of a 64×64 feature map: ConvNeXt's first stage at 256 px). Beyond that it extrapolates, and says so.
 LINEAR_ROWS = 4096
 # A kernel kind a small grid (a low `scale`) may not have drawn takes the nearest kind's fit, a faster one: said.
-STAND_INS = {"grouped": "conv", "avgpool": "pool"}
+STAND_INS = {"grouped": "conv", "avgpool": "pool", "gather": "transpose"}  # a calibration before gather points: too fast
 # Fused forms of an op the grid times unfused: the runtime fuses a Linear layer's bias add into the GELU after it
 # (ConvNeXt's BiasGelu); the grid's GELU has no bias. The same kernel with one more read.
 OP_SAME = {"BiasGelu": "Gelu", "FastGelu": "Gelu"}
