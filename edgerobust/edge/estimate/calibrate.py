@@ -250,8 +250,9 @@ def fuses_residual_add(profile: DeviceProfile) -> bool:
 
 
 def _main(kind: str, point: Point) -> bool:
-    """Is a kernel of ``kind`` the point's own (a plain "-nchw" convolution counts as its point's kind)?"""
-    return kind.removesuffix("-nchw") == point.kind
+    """Is a kernel of ``kind`` the point's own (a plain "-nchw" convolution counts as its point's kind, and the
+    element-by-element transpose a "gather" transpose point times)?"""
+    return kind.removesuffix("-nchw") == point.kind or (kind == "transpose-gather" and point.op == "gather")
 
 
 def _samples(point: Point, split: str, kernels, warm: list[dict], cold: list[dict], profiler_us: float = 0.0

@@ -50,7 +50,7 @@ FEATURES = {
     "pool": ("macs", "act", "n"),
     "avgpool": ("macs", "act", "n"),
     "concat": ("act", "n", "inputs"),
-    **{k: ("act", "n") for k in ("slice", "transpose", "gather", "reorder", "quantize", "norm", "elementwise",
+    **{k: ("act", "n") for k in ("slice", "transpose", "transpose-gather", "reorder", "quantize", "norm", "elementwise",
                              "resize", "memory")},
     "scalar": (),
     "view": (),

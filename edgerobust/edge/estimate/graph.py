@@ -177,22 +177,22 @@ def split_shapes(node: onnx.NodeProto, first: list[int], values: dict) -> list[l
     sizes = a.get("split") or (values.get(node.input[1]) if given else None)
     if sizes is None and given:
         return None  # sizes computed at run time
-    if sizes is None:
-        if not outs or first[axis] % len(outs):
-            return None
-        sizes = [first[axis] // len(outs)] * len(outs)
-    if len(sizes) != len(outs) or sum(sizes) != first[axis]:
+    if sizes is None:  # equal parts, the last one smaller where they do not divide (opset 18's num_outputs)
+        part = -(-first[axis] // max(len(outs), 1))
+        sizes = [part] * (len(outs) - 1) + [first[axis] - part * (len(outs) - 1)]
+    if not outs or len(sizes) != len(outs) or sum(sizes) != first[axis] or min(sizes) <= 0:
         return None
     return [[int(v) if i == axis else d for i, d in enumerate(first)] for v in sizes]
 
 
-def gathers(perm) -> bool:
-    """Does a Transpose of permutation ``perm`` run element by element? onnxruntime copies contiguous blocks where
+def gathers(perm, rank: int = 0) -> bool:
+    """Does a Transpose of permutation ``perm`` (none: the ``rank`` axes reversed, as ONNX reads a Transpose without
+    one) run element by element? onnxruntime copies contiguous blocks where
     the innermost axis stays, and has fast paths where a single axis moves (NCHW to NHWC and back); any other
     permutation it gathers one element at a time, tens of times slower per byte: (0, 4, 3, 1, 2), which its
     transpose optimizer makes of a channel shuffle after a channels-last int8 convolution, took 250-290 µs for
     74 KB on a 2-core AMD EPYC where a shuffle of that size takes about 5."""
-    perm = [int(v) for v in perm]
+    perm = [int(v) for v in perm] if perm else list(range(rank))[::-1]
     if len(perm) < 3 or perm[-1] == len(perm) - 1:
         return False
     return not any([v for v in perm if v != axis] == sorted(v for v in perm if v != axis) for axis in perm)

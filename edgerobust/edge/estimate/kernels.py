@@ -7,19 +7,20 @@ precision, multiply-accumulates and bytes moved, with every tensor's size at the
 
 Kinds (what the calibration times and the fit predicts; :data:`KINDS`):
 
-* compute: ``conv`` (k×k, k > 1), ``pointwise`` (1×1), ``depthwise`` (one group per channel), ``grouped``
-  (several channels per group, as RegNet's and ResNeXt's: the runtime loops over the groups), ``linear``
-  (Gemm, MatMul and their int8 forms); on a device with an NCHWc layout, a convolution whose channels do
-  not fit the blocks runs in plain NCHW, far slower per MAC: ``conv-nchw``, ``pointwise-nchw``,
-  ``depthwise-nchw``, ``grouped-nchw``;
-* ``add`` (two tensors of one size: a residual), ``pool`` (max, global average), ``avgpool`` (a windowed
-  average, as DenseNet's transitions: int8's QLinearAveragePool runs far slower per byte than a max pool);
+* compute: ``conv`` (k×k, k > 1), ``pointwise`` (1×1), ``depthwise`` (one group per channel), ``grouped`` (several
+  channels per group, as RegNet's: the runtime loops over the groups), ``linear`` (Gemm, MatMul, their int8
+  forms); with an NCHWc layout, a convolution whose channels do not fit the blocks runs in plain NCHW, far
+  slower per MAC: ``conv-nchw``, ``pointwise-nchw``, ``depthwise-nchw``, ``grouped-nchw``;
+* ``add`` (two tensors of one size: a residual), ``pool`` (max, global average), ``avgpool`` (a windowed average,
+  as DenseNet's transitions: int8's QLinearAveragePool runs far slower per byte than a max pool);
 * data movement, each timed as the runtime runs it: ``concat`` (Concat; QLinearConcat requantizes each input
   to the output's scale), ``slice`` (Slice, Split, Gather), ``transpose`` (channel shuffles and the int8
-  layout changes), ``gather`` (a transpose the runtime can only run element by element), ``reorder`` (into and out of NCHWc), ``quantize`` (QuantizeLinear, DequantizeLinear),
-  ``norm`` (an unfused BatchNormalization, LayerNormalization), ``elementwise`` (activations, a broadcast scale
-  as squeeze-excite multiplies, element-wise arithmetic), ``resize`` (upsampling), ``memory`` (pad, cast, ...);
-* ``scalar`` (shape arithmetic: a few integers, its cost the node's) and ``view`` (reshape, flatten: no data).
+  layout changes; ``transpose-gather``: one the runtime runs element by element), ``reorder`` (NCHWc),
+  ``quantize`` (QuantizeLinear, DequantizeLinear), ``norm`` (an unfused BatchNormalization,
+  LayerNormalization), ``elementwise`` (activations, a broadcast scale as squeeze-excite multiplies, arithmetic),
+  ``resize`` (upsampling), ``memory`` (pad, cast and the rest); ``scalar`` (shape arithmetic: a few integers,
+  its cost the node's), ``view`` (reshape, flatten: no data).
+
 Torch-free: onnx and onnxruntime.
 """
 from __future__ import annotations
@@ -38,9 +39,9 @@ from edgerobust.errors import ModelLoadError
 
 COMPUTE = ("conv", "pointwise", "depthwise", "grouped")
 KINDS = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear", "add", "pool", "avgpool", "concat", "slice",
-         "transpose", "gather", "reorder", "quantize", "norm", "elementwise", "resize", "memory", "scalar", "view")
+         "transpose", "transpose-gather", "reorder", "quantize", "norm", "elementwise", "resize", "memory", "scalar", "view")
 WEIGHTED = (*COMPUTE, *(f"{k}-nchw" for k in COMPUTE), "linear")  # kinds with weights: timed with cold caches too
-MOVES = ("concat", "slice", "transpose", "gather", "reorder", "quantize", "norm", "elementwise", "resize", "memory")
+MOVES = ("concat", "slice", "transpose", "transpose-gather", "reorder", "quantize", "norm", "elementwise", "resize", "memory")
 DTYPES = ("fp32", "fp16", "int8")
 # Where a convolution's weight is among its inputs, per runtime op.
 CONV_OPS = {"Conv": 1, "FusedConv": 1, "NhwcFusedConv": 1, "QLinearConv": 3, "ConvInteger": 1}
@@ -98,8 +99,7 @@ class Kernel:
         return asdict(self)
 
 
-# =============================================================================================
-# the runtime's graph
+# ============================================================================================= the runtime's graph
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -291,7 +291,7 @@ def _moves(node: onnx.NodeProto, walk: _Walk, kind: str) -> Kernel:
         kind = "scalar"
     if kind == "add" and (len(ins) != 2 or walk.shape(ins[0]) != walk.shape(ins[1])):
         kind = "elementwise"  # a bias, or a broadcast as a squeeze-excite scale: not a residual sum
-    kind = "gather" if kind == "transpose" and gathers(_attrs(node).get("perm") or ()) else kind
+    kind = "transpose-gather" if kind == "transpose" and gathers(_attrs(node).get("perm"), len(first or ())) else kind
     dtype = "int8" if kind == "quantize" else _dtype(node, walk)
     return Kernel(kind, dtype, node.op_type, bytes_in=b_in, bytes_out=b_out, pixels=_n(out or first or []),
                   name=node.name, k=len(node.input[2::3] if node.op_type == "QLinearConcat" else node.input)

@@ -9,7 +9,9 @@ it (for int8, between QuantizeLinear/DequantizeLinear pairs, which the runtime f
 model: QLinearConcat of inputs at scales of their own, a slice on 8-bit data, QLinearMul, and a Pad on the
 quantized values, as the int8 stem pads its input). Layout
 changes the runtime inserts itself (NCHWc reorders, the int8 channels-last transposes) need no points of
-their own: they are timed where they occur, around the convolutions of the grid.
+their own: they are timed where they occur, around the convolutions of the grid. A shuffle the runtime
+rewrites onto a channels-last tensor, which it then gathers element by element, has points of its own
+(the transpose points' "gather").
 
 Torch-free: numpy and onnx.
 """
@@ -21,7 +23,8 @@ from onnx import TensorProto
 from edgerobust.edge.estimate.builder import IN_SCALE, Builder
 
 # Points drawn per kind (a full grid), and the ops each kind's points draw from at random (Pad twice as often as
-# Cast: an int8 `memory` fit has only the Pads to learn from, Cast running in float; GELU twice, each point five
+# Cast: an int8 `memory` fit has only the Pads to learn from, Cast running in float; a "gather" transpose twice as
+# often as each other transpose, for a fit of its own (kernels' transpose-gather); GELU twice, each point five
 # nodes as ConvNeXt's; LayerNormalization twice: BatchNormalization also comes from other points' models). Enough
 # elementwise and norm points that their ops get fits of their own (edgerobust.edge.estimate.fit.PER_OP).
 MOVE_POINTS = {"concat": 16, "slice": 12, "transpose": 24, "elementwise": 48, "norm": 14, "quantize": 12, "memory": 12,

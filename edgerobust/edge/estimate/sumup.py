@@ -18,7 +18,7 @@ from edgerobust.edge.estimate.timing import cold_share
 # every pixel of a 64×64 feature map: ConvNeXt's first stage at 256 px). Beyond that it extrapolates, and says so.
 LINEAR_ROWS = 4096
 # A kernel kind a small grid (a low `scale`) may not have drawn takes the nearest kind's fit, a faster one: said.
-STAND_INS = {"grouped": "conv", "avgpool": "pool", "gather": "transpose"}  # a calibration before gather points: too fast
+STAND_INS = {"grouped": "conv", "avgpool": "pool", "transpose-gather": "transpose"}  # before gather points: too fast
 # Fused forms of an op the grid times unfused: the runtime fuses a Linear layer's bias add into the GELU after it
 # (ConvNeXt's BiasGelu); the grid's GELU has no bias. The same kernel with one more read.
 OP_SAME = {"BiasGelu": "Gelu", "FastGelu": "Gelu"}
@@ -53,14 +53,15 @@ def fit_key(fits: dict, kind: str, dtype: str, op: str = "") -> tuple[str | None
     key = f"{kind}/{dtype}"
     if key in fits:
         return key, None
+    moves = kind in MOVES + ("scalar", "view")
+    other = next((f"{kind}/{d}" for d in DTYPES if f"{kind}/{d}" in fits), None) if moves else None
+    if other:  # its own kind at another precision before any stand-in: its time is its bytes
+        return other, f"{kind} {dtype} as {other.split('/')[1]}"
     base = kind.removesuffix("-nchw")
     for other in (base, STAND_INS.get(base)):
         if other and other != kind and f"{other}/{dtype}" in fits:
             return f"{other}/{dtype}", f"{kind} as {other}"
-    if kind in MOVES + ("scalar", "view"):
-        other = next((f"{kind}/{d}" for d in DTYPES if f"{kind}/{d}" in fits), None)
-        return other, (f"{kind} {dtype} as {other.split('/')[1]}" if other else f"{kind} {dtype} (uncosted)")
-    return None, None
+    return None, (f"{kind} {dtype} (uncosted)" if moves else None)
 
 
 def kernel_sum(fits: dict, cache, kernels) -> KernelSum:
