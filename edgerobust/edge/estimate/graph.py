@@ -187,11 +187,11 @@ def split_shapes(node: onnx.NodeProto, first: list[int], values: dict) -> list[l
 
 def gathers(perm, rank: int = 0) -> bool:
     """Does a Transpose of permutation ``perm`` (none: the ``rank`` axes reversed, as ONNX reads a Transpose without
-    one) run element by element? onnxruntime copies contiguous blocks where
-    the innermost axis stays, and has fast paths where a single axis moves (NCHW to NHWC and back); any other
-    permutation it gathers one element at a time, tens of times slower per byte: (0, 4, 3, 1, 2), which its
-    transpose optimizer makes of a channel shuffle after a channels-last int8 convolution, took 250-290 µs for
-    74 KB on a 2-core AMD EPYC where a shuffle of that size takes about 5."""
+    one) run element by element? onnxruntime copies contiguous blocks where the innermost axis stays, and has fast
+    paths where a single axis moves (NCHW to NHWC and back); any other permutation it gathers one element at a
+    time, tens of times slower per byte: (0, 4, 3, 1, 2), which its transpose optimizer makes of a channel shuffle
+    after a channels-last int8 convolution, took 250-290 µs for 74 KB on a 2-core AMD EPYC where a shuffle of
+    that size takes about 5."""
     perm = [int(v) for v in perm] if perm else list(range(rank))[::-1]
     if len(perm) < 3 or perm[-1] == len(perm) - 1:
         return False
