@@ -165,12 +165,17 @@ def _run_shapes(model: onnx.ModelProto, wanted: dict[str, int], batch: int) -> d
     return {n: (list(np.shape(v)), wanted[n]) for n, v in zip(wanted, got)}
 
 
+def node_attrs(node: onnx.NodeProto) -> dict:
+    """A node's attributes by name, as Python values."""
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
 def split_shapes(node: onnx.NodeProto, first: list[int], values: dict) -> list[list[int]] | None:
     """A Split's output shapes for an input of shape ``first``, from its sizes (an attribute, a constant input
     among ``values``: name -> integers, or equal parts), or None where the graph does not say them. The runtime
     moves a split after a channels-last int8 convolution onto the last axis, under names of its own that the
     original model's inference never saw."""
-    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    a = node_attrs(node)
     axis = int(a.get("axis", 0)) % len(first)
     outs = list(node.output)
     given = len(node.input) > 1 and node.input[1]

@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from edgerobust.edge.estimate.graph import NCHWC_DOMAIN, device_graph, gathers, split_shapes, tensor_shapes
+from edgerobust.edge.estimate.graph import node_attrs as _attrs
 from edgerobust.errors import ModelLoadError
 
 COMPUTE = ("conv", "pointwise", "depthwise", "grouped")
@@ -100,10 +101,6 @@ class Kernel:
 
 
 # ============================================================================================= the runtime's graph
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _n(shape) -> int:
